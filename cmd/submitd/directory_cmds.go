@@ -1,0 +1,417 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/term"
+
+	"submitd/internal/address"
+	"submitd/internal/config"
+	"submitd/internal/directory"
+	"submitd/internal/password"
+	"submitd/internal/sqlitedb"
+)
+
+func init() {
+	register(&command{
+		name:    "domain",
+		summary: "manage hosted domains",
+		usage:   "domain add DOMAIN\ndomain remove [-force] DOMAIN\ndomain list",
+		run:     runDomain,
+	})
+	register(&command{
+		name:    "alias",
+		summary: "manage alias domains (each belongs to one hosted domain)",
+		usage:   "alias add ALIAS DOMAIN\nalias remove ALIAS\nalias list [DOMAIN]",
+		run:     runAlias,
+	})
+	register(&command{
+		name:    "account",
+		summary: "manage accounts (mailboxes that may send)",
+		usage: `account add ADDRESS          (password: prompted on a terminal, else the first line of stdin)
+			account passwd ADDRESS
+			account disable ADDRESS
+			account enable ADDRESS
+			account remove ADDRESS
+			account list [DOMAIN]
+			account identity add ADDRESS EXTRA_ADDRESS
+			account identity remove ADDRESS EXTRA_ADDRESS
+			account identity list ADDRESS
+			account import FILE          (lines "address<TAB>{SCHEME}hash"; "-" reads stdin)`,
+		run: runAccount,
+	})
+}
+
+// openDB opens the configured SQLite database.
+func (e *env) openDB() (*config.Config, *sql.DB, error) {
+	cfg, err := e.config()
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := sqlitedb.OpenDir(cfg.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, db, nil
+}
+
+// directory opens the configured directory store.
+func (e *env) directory() (*config.Config, directory.Store, func(), error) {
+	cfg, db, err := e.openDB()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st, err := directory.NewSQLite(context.Background(), db)
+	if err != nil {
+		db.Close()
+		return nil, nil, nil, err
+	}
+	return cfg, st, func() { db.Close() }, nil
+}
+
+// verb splits "VERB ARGS..." and parses flags.
+func (e *env) verb(args []string) (string, []string, error) {
+	pos, err := e.parse(args)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(pos) == 0 {
+		return "", nil, usageError("missing verb")
+	}
+	return pos[0], pos[1:], nil
+}
+
+func runDomain(e *env, args []string) error {
+	force := e.fs.Bool("force", false, "remove a domain even if it has accounts (they are removed too)")
+	verb, args, err := e.verb(args)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	switch verb {
+	case "add", "remove":
+		if err := want(args, 1, 1); err != nil {
+			return err
+		}
+		_, st, done, err := e.directory()
+		if err != nil {
+			return err
+		}
+		defer done()
+		if verb == "add" {
+			if err := st.AddDomain(ctx, args[0]); err != nil {
+				return err
+			}
+			d, _ := address.Domain(args[0])
+			fmt.Fprintf(e.stdout, "added domain %s\n", d)
+			return nil
+		}
+		if err := st.RemoveDomain(ctx, args[0], *force); err != nil {
+			return err
+		}
+		d, _ := address.Domain(args[0])
+		fmt.Fprintf(e.stdout, "removed domain %s\n", d)
+		return nil
+	case "list":
+		if err := want(args, 0, 0); err != nil {
+			return err
+		}
+		_, st, done, err := e.directory()
+		if err != nil {
+			return err
+		}
+		defer done()
+		ds, err := st.Domains(ctx)
+		if err != nil {
+			return err
+		}
+		for _, d := range ds {
+			fmt.Fprintln(e.stdout, d)
+		}
+		return nil
+	}
+	return usageError(fmt.Sprintf("unknown verb %q", verb))
+}
+
+func runAlias(e *env, args []string) error {
+	verb, args, err := e.verb(args)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	var n, max int
+	switch verb {
+	case "add":
+		n, max = 2, 2
+	case "remove":
+		n, max = 1, 1
+	case "list":
+		n, max = 0, 1
+	default:
+		return usageError(fmt.Sprintf("unknown verb %q", verb))
+	}
+	if err := want(args, n, max); err != nil {
+		return err
+	}
+	_, st, done, err := e.directory()
+	if err != nil {
+		return err
+	}
+	defer done()
+	switch verb {
+	case "add":
+		if err := st.AddAlias(ctx, args[0], args[1]); err != nil {
+			return err
+		}
+		a, _ := address.Domain(args[0])
+		d, _ := address.Domain(args[1])
+		fmt.Fprintf(e.stdout, "added alias %s of %s\n", a, d)
+	case "remove":
+		if err := st.RemoveAlias(ctx, args[0]); err != nil {
+			return err
+		}
+		a, _ := address.Domain(args[0])
+		fmt.Fprintf(e.stdout, "removed alias %s\n", a)
+	case "list":
+		dom := ""
+		if len(args) == 1 {
+			dom = args[0]
+		}
+		as, err := st.Aliases(ctx, dom)
+		if err != nil {
+			return err
+		}
+		for _, a := range as {
+			fmt.Fprintf(e.stdout, "%s\t%s\n", a.Name, a.Domain)
+		}
+	}
+	return nil
+}
+
+func runAccount(e *env, args []string) error {
+	verb, args, err := e.verb(args)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	withStore := func(min, max int, f func(cfg *config.Config, st directory.Store) error) error {
+		if err := want(args, min, max); err != nil {
+			return err
+		}
+		cfg, st, done, err := e.directory()
+		if err != nil {
+			return err
+		}
+		defer done()
+		return f(cfg, st)
+	}
+	norm := func(s string) string {
+		if a, err := address.Parse(s); err == nil {
+			return a.String()
+		}
+		return s
+	}
+	switch verb {
+	case "add", "passwd":
+		return withStore(1, 1, func(cfg *config.Config, st directory.Store) error {
+			if _, err := address.Parse(args[0]); err != nil {
+				return err
+			}
+			if verb == "passwd" {
+				// Fail before asking for a password that cannot be used.
+				if _, err := st.Account(ctx, args[0]); err != nil {
+					return err
+				}
+			}
+			pw, err := e.readPassword()
+			if err != nil {
+				return err
+			}
+			h, err := password.Hash(cfg.Auth.PasswordScheme, pw)
+			if err != nil {
+				return err
+			}
+			if verb == "add" {
+				if err := st.AddAccount(ctx, args[0], h); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "added account %s\n", norm(args[0]))
+				return nil
+			}
+			if err := st.SetPassword(ctx, args[0], h); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "changed password of %s\n", norm(args[0]))
+			return nil
+		})
+	case "disable", "enable":
+		return withStore(1, 1, func(_ *config.Config, st directory.Store) error {
+			if err := st.SetSMTPAccess(ctx, args[0], verb == "enable"); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%sd SMTP access of %s\n", verb, norm(args[0]))
+			return nil
+		})
+	case "remove":
+		return withStore(1, 1, func(_ *config.Config, st directory.Store) error {
+			if err := st.RemoveAccount(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "removed account %s\n", norm(args[0]))
+			return nil
+		})
+	case "list":
+		return withStore(0, 1, func(_ *config.Config, st directory.Store) error {
+			dom := ""
+			if len(args) == 1 {
+				dom = args[0]
+			}
+			accts, err := st.Accounts(ctx, dom)
+			if err != nil {
+				return err
+			}
+			for _, a := range accts {
+				state := "enabled"
+				if !a.SMTPAccess {
+					state = "disabled"
+				}
+				ids := "-"
+				if len(a.Identities) > 0 {
+					ids = strings.Join(a.Identities, ",")
+				}
+				fmt.Fprintf(e.stdout, "%s\t%s\t%s\n", a.Address, state, ids)
+			}
+			return nil
+		})
+	case "identity":
+		if len(args) == 0 {
+			return usageError("missing identity verb (add, remove, list)")
+		}
+		sub := args[0]
+		args = args[1:]
+		switch sub {
+		case "add", "remove":
+			return withStore(2, 2, func(_ *config.Config, st directory.Store) error {
+				if sub == "add" {
+					if err := st.AddIdentity(ctx, args[0], args[1]); err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stdout, "added identity %s to %s\n", norm(args[1]), norm(args[0]))
+					return nil
+				}
+				if err := st.RemoveIdentity(ctx, args[0], args[1]); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "removed identity %s from %s\n", norm(args[1]), norm(args[0]))
+				return nil
+			})
+		case "list":
+			return withStore(1, 1, func(_ *config.Config, st directory.Store) error {
+				a, err := st.Account(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				for _, id := range a.Identities {
+					fmt.Fprintln(e.stdout, id)
+				}
+				return nil
+			})
+		}
+		return usageError(fmt.Sprintf("unknown identity verb %q", sub))
+	case "import":
+		return withStore(1, 1, func(_ *config.Config, st directory.Store) error {
+			return e.importAccounts(ctx, st, args[0])
+		})
+	}
+	return usageError(fmt.Sprintf("unknown verb %q", verb))
+}
+
+// readPassword prompts twice on a terminal, else reads the first line of
+// stdin. The password never comes from argv (SPEC R2).
+func (e *env) readPassword() (string, error) {
+	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(e.stderr, "Password: ")
+		p1, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(e.stderr)
+		if err != nil {
+			return "", fmt.Errorf("reading password: %w", err)
+		}
+		fmt.Fprint(e.stderr, "Repeat password: ")
+		p2, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(e.stderr)
+		if err != nil {
+			return "", fmt.Errorf("reading password: %w", err)
+		}
+		if string(p1) != string(p2) {
+			return "", fmt.Errorf("the passwords do not match")
+		}
+		return checkPassword(string(p1))
+	}
+	line, err := bufio.NewReader(e.stdin).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("reading password from stdin: %w", err)
+	}
+	return checkPassword(strings.TrimRight(line, "\r\n"))
+}
+
+func checkPassword(pw string) (string, error) {
+	if pw == "" {
+		return "", fmt.Errorf("empty password (give it on the first line of stdin, or run on a terminal to be prompted)")
+	}
+	return pw, nil
+}
+
+// importAccounts reads "address<TAB>{SCHEME}hash" lines, imports each good
+// line and reports each bad one with its line number; the hash itself is
+// never printed.
+func (e *env) importAccounts(ctx context.Context, st directory.Store, file string) error {
+	var r io.Reader = e.stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	n, ok, bad := 0, 0, 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimRight(sc.Text(), "\r")
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		addr, hash, found := strings.Cut(line, "\t")
+		err := func() error {
+			if !found || strings.TrimSpace(addr) == "" || strings.TrimSpace(hash) == "" {
+				return fmt.Errorf("expected \"address<TAB>{SCHEME}hash\"")
+			}
+			if err := password.Check(hash); err != nil {
+				return err
+			}
+			return st.AddAccount(ctx, strings.TrimSpace(addr), hash)
+		}()
+		if err != nil {
+			bad++
+			fmt.Fprintf(e.stderr, "%s:%d: %v\n", file, n, err)
+			continue
+		}
+		ok++
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	fmt.Fprintf(e.stdout, "imported %d account(s), %d line(s) failed\n", ok, bad)
+	if bad > 0 {
+		return errSilent
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"submitd/internal/certs"
+	"submitd/internal/config"
+	"submitd/internal/directory"
+	"submitd/internal/password"
+	"submitd/internal/policy"
+	"submitd/internal/sessionlog"
+	"submitd/internal/smtpd"
+	"submitd/internal/spool"
+	"submitd/internal/sqlitedb"
+)
+
+func init() {
+	register(&command{
+		name:    "serve",
+		summary: "run the SMTP server",
+		usage:   "serve",
+		run:     runServe,
+	})
+}
+
+// newLogger builds the process logger from [log].
+func newLogger(cfg *config.Config, w *os.File) *slog.Logger {
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func runServe(e *env, args []string) error {
+	pos, err := e.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := want(pos, 0, 0); err != nil {
+		return err
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	db, err := sqlitedb.OpenDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	dir, err := directory.NewSQLite(ctx, db)
+	if err != nil {
+		return err
+	}
+	slstore, err := sessionlog.NewSQLite(ctx, db)
+	if err != nil {
+		return err
+	}
+	slw := sessionlog.NewWriter(slstore, cfg.SessionLog.Retention.D(), log)
+	defer slw.Close()
+
+	sp, err := spool.Open(filepath.Join(cfg.DataDir, "spool"), log)
+	if err != nil {
+		return err
+	}
+	queued, err := sp.Load()
+	if err != nil {
+		return err
+	}
+	log.Info("spool loaded", "dir", sp.Dir(), "messages", len(queued))
+
+	tlsConf, generated, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, cfg.DataDir, cfg.Hostname)
+	if err != nil {
+		return err
+	}
+	if generated {
+		log.Warn("generated a self-signed TLS certificate; set tls.cert and tls.key for production", "dir", filepath.Join(cfg.DataDir, "tls"))
+	}
+	replies, err := smtpd.NewReplies(cfg.Replies, cfg.Auth.UniformFailures)
+	if err != nil {
+		return err
+	}
+	webmail, _ := config.ParsePrefixes(cfg.Policy.WebmailNetworks)
+	proxies, _ := config.ParsePrefixes(cfg.Guard.TrustedProxies)
+
+	srv := &smtpd.Server{
+		Hostname:   cfg.Hostname,
+		Directory:  dir,
+		Policy:     &policy.Policy{Webmail: webmail},
+		Spool:      smtpd.SpoolDir(sp),
+		SessionLog: slw,
+		Replies:    replies,
+		Verify:     password.Verify,
+		TLS:        tlsConf,
+		Limits: smtpd.Limits{
+			MaxMessageSize: cfg.Limits.MaxMessageSize,
+			MaxRecipients:  cfg.Limits.MaxRecipients,
+			MaxLineLength:  cfg.Limits.MaxLineLength,
+			MaxHeaderSize:  min(int(cfg.Limits.MaxMessageSize), 1<<20),
+			CommandTimeout: cfg.Limits.CommandTimeout.D(),
+			SessionTimeout: cfg.Limits.SessionTimeout.D(),
+			MaxConnsPerIP:  cfg.Limits.MaxConnectionsPerIP,
+			MaxConns:       cfg.Limits.MaxConnections,
+		},
+		MinAuthDuration: cfg.Auth.MinDuration.D(),
+		TrustedProxies:  proxies,
+		Log:             log,
+	}
+
+	listeners := []struct {
+		addr string
+		lc   smtpd.ListenerConfig
+		opt  config.ListenerOptions
+	}{
+		{cfg.Listen.SMTP, smtpd.ListenerConfig{Name: "smtp"}, cfg.Listener.SMTP},
+		{cfg.Listen.Submission, smtpd.ListenerConfig{Name: "submission"}, cfg.Listener.Submission},
+		{cfg.Listen.Submissions, smtpd.ListenerConfig{Name: "submissions", ImplicitTLS: true}, cfg.Listener.Submissions},
+	}
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			return fmt.Errorf("listen.%s: %w", l.lc.Name, err)
+		}
+		lns = append(lns, ln)
+		lc := l.lc
+		lc.AllowPlaintextAuth = l.opt.AllowPlaintextAuth
+		lc.ProxyProtocol = l.opt.ProxyProtocol
+		log.Info("listening", "listener", lc.Name, "addr", ln.Addr().String(),
+			"implicit_tls", lc.ImplicitTLS, "plaintext_auth", lc.AllowPlaintextAuth, "proxy_protocol", lc.ProxyProtocol)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln, lc); err != nil {
+				errc <- fmt.Errorf("listener %s: %w", lc.Name, err)
+			}
+		}()
+	}
+	log.Info("submitd started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-errc:
+		log.Error("listener failed", "err", err)
+		stop()
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	wg.Wait()
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"submitd/internal/ids"
+	"submitd/internal/sessionlog"
+)
+
+func init() {
+	register(&command{
+		name:    "session",
+		summary: "show what happened in an SMTP session, by the id from a reply or log line",
+		usage:   "session SESSION_ID",
+		run:     runSession,
+	})
+}
+
+func runSession(e *env, args []string) error {
+	pos, err := e.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := want(pos, 1, 1); err != nil {
+		return err
+	}
+	if !ids.IsSession(pos[0]) {
+		return fmt.Errorf("%q is not a session id (22 letters and digits)", pos[0])
+	}
+	_, db, err := e.openDB()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	st, err := sessionlog.NewSQLite(context.Background(), db)
+	if err != nil {
+		return err
+	}
+	r, err := st.Get(context.Background(), pos[0])
+	if err != nil {
+		return err
+	}
+	ts := func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000Z") }
+	w := e.stdout
+	fmt.Fprintf(w, "session   %s\n", r.ID)
+	fmt.Fprintf(w, "start     %s\n", ts(r.Start))
+	fmt.Fprintf(w, "end       %s (%s)\n", ts(r.End), r.End.Sub(r.Start).Round(time.Millisecond))
+	fmt.Fprintf(w, "listener  %s\n", r.Listener)
+	fmt.Fprintf(w, "client    %s port %d\n", r.ClientIP, r.ClientPort)
+	tlsv := r.TLS
+	if tlsv == "" {
+		tlsv = "none"
+	}
+	fmt.Fprintf(w, "tls       %s\n", tlsv)
+	fmt.Fprintf(w, "helo      %s\n", r.HELO)
+	acct := r.Account
+	if acct == "" {
+		acct = "(not authenticated)"
+	}
+	fmt.Fprintf(w, "account   %s\n", acct)
+	for _, q := range r.QueueIDs() {
+		fmt.Fprintf(w, "queued    %s\n", q)
+	}
+	fmt.Fprintln(w, "events:")
+	for _, ev := range r.Events {
+		line := fmt.Sprintf("  %s  %-8s", ts(ev.Time), ev.Kind)
+		if ev.Detail != "" {
+			line += " " + ev.Detail
+		}
+		if ev.Reply != "" {
+			line += "  -> " + ev.Reply
+		}
+		fmt.Fprintln(w, line)
+	}
+	return nil
+}

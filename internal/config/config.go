@@ -1,0 +1,503 @@
+// Package config holds submitd's configuration: the Config struct, its
+// defaults, loading from TOML and validation. The field comments here and the
+// comments in submitd.example.toml are the reference for operators.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// EnvVar names the environment variable that points at the config file when
+// no -config flag is given.
+const EnvVar = "SUBMITD_CONFIG"
+
+// DefaultFile is read when neither -config nor SUBMITD_CONFIG is set and it
+// exists in the working directory.
+const DefaultFile = "submitd.toml"
+
+// Config is the whole configuration of a submitd node.
+type Config struct {
+	// Hostname is the name in the greeting and in Received headers.
+	Hostname string `toml:"hostname"`
+	// DataDir holds the SQLite file, the spool and the self-signed certificate.
+	DataDir string `toml:"data_dir"`
+	// Listen has the listening addresses; an empty address disables a listener.
+	Listen Listen `toml:"listen"`
+	// Listener has per-listener options, keyed like Listen.
+	Listener Listeners `toml:"listener"`
+	// TLS names the certificate; empty means a generated self-signed one.
+	TLS TLS `toml:"tls"`
+	// Auth configures authentication.
+	Auth Auth `toml:"auth"`
+	// Policy configures the sender policy (SPEC R5–R9).
+	Policy Policy `toml:"policy"`
+	// Limits are the per-session limits (SPEC R14).
+	Limits Limits `toml:"limits"`
+	// Replies overrides reply texts by key; see internal/smtpd/replies.go.
+	Replies map[string]string `toml:"replies"`
+	// SessionLog configures the session records (SPEC R13).
+	SessionLog SessionLog `toml:"sessionlog"`
+	// Guard configures the brute-force guard (SPEC R11).
+	Guard Guard `toml:"guard"`
+	// Queue configures retries and expiry (SPEC R18).
+	Queue Queue `toml:"queue"`
+	// Delivery configures outbound SMTP (SPEC R17).
+	Delivery Delivery `toml:"delivery"`
+	// Log configures the structured log.
+	Log Log `toml:"log"`
+}
+
+// Listen holds the three listening addresses (SPEC R14).
+type Listen struct {
+	// SMTP is the port-25 style listener with STARTTLS.
+	SMTP string `toml:"smtp"`
+	// Submission is the port-587 style listener with STARTTLS.
+	Submission string `toml:"submission"`
+	// Submissions is the port-465 style listener with implicit TLS.
+	Submissions string `toml:"submissions"`
+}
+
+// Listeners holds the per-listener options.
+type Listeners struct {
+	// SMTP holds options of the smtp listener.
+	SMTP ListenerOptions `toml:"smtp"`
+	// Submission holds options of the submission listener.
+	Submission ListenerOptions `toml:"submission"`
+	// Submissions holds options of the submissions listener.
+	Submissions ListenerOptions `toml:"submissions"`
+}
+
+// ListenerOptions are the options one listener may set.
+type ListenerOptions struct {
+	// AllowPlaintextAuth offers AUTH outside TLS (SPEC R3); off by default.
+	AllowPlaintextAuth bool `toml:"allow_plaintext_auth"`
+	// ProxyProtocol expects a PROXY v1/v2 header from a trusted proxy (SPEC R11b).
+	ProxyProtocol bool `toml:"proxy_protocol"`
+}
+
+// TLS names PEM files.
+type TLS struct {
+	// Cert is the certificate chain PEM path.
+	Cert string `toml:"cert"`
+	// Key is the private key PEM path.
+	Key string `toml:"key"`
+}
+
+// Auth configures authentication (SPEC R1–R4).
+type Auth struct {
+	// UniformFailures answers every failed AUTH with "authentication failed".
+	UniformFailures bool `toml:"uniform_failures"`
+	// PasswordScheme is the scheme of new hashes: "argon2id" or "bcrypt".
+	PasswordScheme string `toml:"password_scheme"`
+	// MinDuration is the least time an AUTH attempt takes, to blunt timing attacks.
+	MinDuration Duration `toml:"min_duration"`
+}
+
+// Policy configures the sender policy.
+type Policy struct {
+	// WebmailNetworks may use accounts' extra sender identities (SPEC R9).
+	WebmailNetworks []string `toml:"webmail_networks"`
+}
+
+// Limits are per-session limits (SPEC R14).
+type Limits struct {
+	// MaxMessageSize is the largest message in bytes, advertised in EHLO SIZE.
+	MaxMessageSize int64 `toml:"max_message_size"`
+	// MaxRecipients is the most RCPT TO per message.
+	MaxRecipients int `toml:"max_recipients"`
+	// MaxLineLength is the longest command or message line, CRLF included.
+	MaxLineLength int `toml:"max_line_length"`
+	// CommandTimeout is how long the server waits for each command or data block.
+	CommandTimeout Duration `toml:"command_timeout"`
+	// SessionTimeout is the longest a connection may stay open.
+	SessionTimeout Duration `toml:"session_timeout"`
+	// MaxConnectionsPerIP is the most simultaneous connections from one client IP.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// MaxConnections is the most simultaneous connections in all.
+	MaxConnections int `toml:"max_connections"`
+}
+
+// SessionLog configures session records.
+type SessionLog struct {
+	// Retention is how long records are kept.
+	Retention Duration `toml:"retention"`
+}
+
+// Guard configures the brute-force guard (SPEC R11, R11a, R11b).
+type Guard struct {
+	// MaxFailures blocks a key when it reaches this many failures in Window.
+	MaxFailures int `toml:"max_failures"`
+	// Window is the rolling window failures are counted in.
+	Window Duration `toml:"window"`
+	// BlockFor is how long a block lasts.
+	BlockFor Duration `toml:"block_for"`
+	// IPv4Prefix is the prefix length IPv4 clients are counted by.
+	IPv4Prefix int `toml:"ipv4_prefix"`
+	// IPv6Prefix is the prefix length IPv6 clients are counted by.
+	IPv6Prefix int `toml:"ipv6_prefix"`
+	// ExemptNetworks are never blocked.
+	ExemptNetworks []string `toml:"exempt_networks"`
+	// TrustedProxies may send PROXY headers.
+	TrustedProxies []string `toml:"trusted_proxies"`
+}
+
+// Queue configures retries (SPEC R18).
+type Queue struct {
+	// RetryMin is the first retry delay; it doubles each attempt.
+	RetryMin Duration `toml:"retry_min"`
+	// RetryMax caps the retry delay.
+	RetryMax Duration `toml:"retry_max"`
+	// MaxAge is how long a message is retried before it expires.
+	MaxAge Duration `toml:"max_age"`
+	// WarnAfter sends one delay warning after this long; 0 disables it.
+	WarnAfter Duration `toml:"warn_after"`
+	// Workers is the most deliveries under way at once.
+	Workers int `toml:"workers"`
+	// PerDomain is the most deliveries under way at once to one domain.
+	PerDomain int `toml:"per_domain"`
+}
+
+// Delivery configures outbound SMTP (SPEC R17).
+type Delivery struct {
+	// Resolver is "host:port" of a DNS server; empty: the system's.
+	Resolver string `toml:"resolver"`
+	// Port is the remote SMTP port in MX mode.
+	Port int `toml:"port"`
+	// TLS is "opportunistic" or "verify" in MX mode.
+	TLS string `toml:"tls"`
+	// Smarthost is "host:port" to send everything to instead of MX lookup.
+	Smarthost string `toml:"smarthost"`
+	// SmarthostTLS is "starttls" (required), "implicit" or "none".
+	SmarthostTLS string `toml:"smarthost_tls"`
+	// SmarthostUser is the optional AUTH login at the smarthost.
+	SmarthostUser string `toml:"smarthost_user"`
+	// SmarthostPassword is the password for SmarthostUser.
+	SmarthostPassword string `toml:"smarthost_password"`
+	// ConnectTimeout bounds dialing a remote server.
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	// Timeout bounds one whole delivery attempt to one host.
+	Timeout Duration `toml:"timeout"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is "debug", "info", "warn" or "error".
+	Level string `toml:"level"`
+	// Format is "text" or "json".
+	Format string `toml:"format"`
+}
+
+// Default returns the built-in configuration: a working local server that
+// needs no privileges.
+func Default() *Config {
+	return &Config{
+		Hostname: "localhost",
+		DataDir:  "./data",
+		Listen: Listen{
+			SMTP:        "127.0.0.1:2525",
+			Submission:  "127.0.0.1:2587",
+			Submissions: "127.0.0.1:2465",
+		},
+		Auth: Auth{
+			PasswordScheme: "argon2id",
+			MinDuration:    Duration(200 * time.Millisecond),
+		},
+		Limits: Limits{
+			MaxMessageSize:      50 << 20,
+			MaxRecipients:       100,
+			MaxLineLength:       1000,
+			CommandTimeout:      Duration(5 * time.Minute),
+			SessionTimeout:      Duration(30 * time.Minute),
+			MaxConnectionsPerIP: 20,
+			MaxConnections:      2000,
+		},
+		SessionLog: SessionLog{Retention: Duration(30 * 24 * time.Hour)},
+		Guard: Guard{
+			MaxFailures: 10,
+			Window:      Duration(time.Hour),
+			BlockFor:    Duration(time.Hour),
+			IPv4Prefix:  32,
+			IPv6Prefix:  64,
+		},
+		Queue: Queue{
+			RetryMin:  Duration(5 * time.Minute),
+			RetryMax:  Duration(time.Hour),
+			MaxAge:    Duration(5 * 24 * time.Hour),
+			WarnAfter: Duration(4 * time.Hour),
+			Workers:   50,
+			PerDomain: 5,
+		},
+		Delivery: Delivery{
+			Port:           25,
+			TLS:            "opportunistic",
+			SmarthostTLS:   "starttls",
+			ConnectTimeout: Duration(30 * time.Second),
+			Timeout:        Duration(10 * time.Minute),
+		},
+		Log: Log{Level: "info", Format: "text"},
+	}
+}
+
+// Path returns the config file to read: flag if set, else $SUBMITD_CONFIG,
+// else ./submitd.toml if it exists, else "" (built-in defaults).
+func Path(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if p := os.Getenv(EnvVar); p != "" {
+		return p
+	}
+	if _, err := os.Stat(DefaultFile); err == nil {
+		return DefaultFile
+	}
+	return ""
+}
+
+// Load reads the file at path over the defaults and validates the result. An
+// empty path yields the defaults.
+func Load(path string) (*Config, error) {
+	c := Default()
+	if path == "" {
+		return c, c.Validate()
+	}
+	md, err := toml.DecodeFile(path, c)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return nil, fmt.Errorf("config %s: %s", path, perr.ErrorWithPosition())
+		}
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate checks every value and names the key and value of the first one
+// that is wrong.
+func (c *Config) Validate() error {
+	bad := func(key string, val any, why string) error {
+		return fmt.Errorf("invalid value %v for %s: %s", quoteIfString(val), key, why)
+	}
+	if c.Hostname == "" || strings.ContainsAny(c.Hostname, " \t\r\n") {
+		return bad("hostname", c.Hostname, "must be a host name")
+	}
+	if c.DataDir == "" {
+		return bad("data_dir", c.DataDir, "must not be empty")
+	}
+	for key, addr := range map[string]string{
+		"listen.smtp": c.Listen.SMTP, "listen.submission": c.Listen.Submission,
+		"listen.submissions": c.Listen.Submissions,
+	} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return bad(key, addr, "must be host:port")
+		}
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		return bad("tls.cert", c.TLS.Cert, "tls.cert and tls.key must be set together")
+	}
+	switch c.Auth.PasswordScheme {
+	case "argon2id", "bcrypt":
+	default:
+		return bad("auth.password_scheme", c.Auth.PasswordScheme, `must be "argon2id" or "bcrypt"`)
+	}
+	if c.Auth.MinDuration < 0 {
+		return bad("auth.min_duration", c.Auth.MinDuration, "must not be negative")
+	}
+	for key, nets := range map[string][]string{
+		"policy.webmail_networks": c.Policy.WebmailNetworks,
+		"guard.exempt_networks":   c.Guard.ExemptNetworks,
+		"guard.trusted_proxies":   c.Guard.TrustedProxies,
+	} {
+		if _, err := ParsePrefixes(nets); err != nil {
+			return fmt.Errorf("invalid value for %s: %w", key, err)
+		}
+	}
+	l := c.Limits
+	switch {
+	case l.MaxMessageSize < 1024:
+		return bad("limits.max_message_size", l.MaxMessageSize, "must be at least 1024")
+	case l.MaxRecipients < 1:
+		return bad("limits.max_recipients", l.MaxRecipients, "must be at least 1")
+	case l.MaxLineLength < 1000:
+		return bad("limits.max_line_length", l.MaxLineLength, "must be at least 1000 (RFC 5321 §4.5.3.1.6)")
+	case l.CommandTimeout <= 0:
+		return bad("limits.command_timeout", l.CommandTimeout, "must be positive")
+	case l.SessionTimeout <= 0:
+		return bad("limits.session_timeout", l.SessionTimeout, "must be positive")
+	case l.MaxConnectionsPerIP < 1:
+		return bad("limits.max_connections_per_ip", l.MaxConnectionsPerIP, "must be at least 1")
+	case l.MaxConnections < 1:
+		return bad("limits.max_connections", l.MaxConnections, "must be at least 1")
+	}
+	if c.SessionLog.Retention <= 0 {
+		return bad("sessionlog.retention", c.SessionLog.Retention, "must be positive")
+	}
+	g := c.Guard
+	switch {
+	case g.MaxFailures < 1:
+		return bad("guard.max_failures", g.MaxFailures, "must be at least 1")
+	case g.Window <= 0:
+		return bad("guard.window", g.Window, "must be positive")
+	case g.BlockFor <= 0:
+		return bad("guard.block_for", g.BlockFor, "must be positive")
+	case g.IPv4Prefix < 8 || g.IPv4Prefix > 32:
+		return bad("guard.ipv4_prefix", g.IPv4Prefix, "must be between 8 and 32")
+	case g.IPv6Prefix < 16 || g.IPv6Prefix > 128:
+		return bad("guard.ipv6_prefix", g.IPv6Prefix, "must be between 16 and 128")
+	}
+	q := c.Queue
+	switch {
+	case q.RetryMin <= 0:
+		return bad("queue.retry_min", q.RetryMin, "must be positive")
+	case q.RetryMax < q.RetryMin:
+		return bad("queue.retry_max", q.RetryMax, "must be at least queue.retry_min")
+	case q.MaxAge <= 0:
+		return bad("queue.max_age", q.MaxAge, "must be positive")
+	case q.WarnAfter < 0:
+		return bad("queue.warn_after", q.WarnAfter, "must not be negative (0 disables warnings)")
+	case q.Workers < 1:
+		return bad("queue.workers", q.Workers, "must be at least 1")
+	case q.PerDomain < 1:
+		return bad("queue.per_domain", q.PerDomain, "must be at least 1")
+	}
+	d := c.Delivery
+	if d.Resolver != "" {
+		if _, _, err := net.SplitHostPort(d.Resolver); err != nil {
+			return bad("delivery.resolver", d.Resolver, "must be host:port")
+		}
+	}
+	if d.Port < 1 || d.Port > 65535 {
+		return bad("delivery.port", d.Port, "must be a TCP port")
+	}
+	switch d.TLS {
+	case "opportunistic", "verify":
+	default:
+		return bad("delivery.tls", d.TLS, `must be "opportunistic" or "verify"`)
+	}
+	if d.Smarthost != "" {
+		if _, _, err := net.SplitHostPort(d.Smarthost); err != nil {
+			return bad("delivery.smarthost", d.Smarthost, "must be host:port")
+		}
+	}
+	switch d.SmarthostTLS {
+	case "starttls", "implicit", "none":
+	default:
+		return bad("delivery.smarthost_tls", d.SmarthostTLS, `must be "starttls", "implicit" or "none"`)
+	}
+	if d.ConnectTimeout <= 0 {
+		return bad("delivery.connect_timeout", d.ConnectTimeout, "must be positive")
+	}
+	if d.Timeout <= 0 {
+		return bad("delivery.timeout", d.Timeout, "must be positive")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", c.Log.Level, `must be "debug", "info", "warn" or "error"`)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return bad("log.format", c.Log.Format, `must be "text" or "json"`)
+	}
+	return nil
+}
+
+func quoteIfString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return strconv.Quote(v)
+	case Duration:
+		return strconv.Quote(v.String())
+	}
+	return fmt.Sprint(v)
+}
+
+// ParsePrefixes parses CIDRs; a bare address means a single host.
+func ParsePrefixes(ss []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		p, err := ParsePrefix(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// ParsePrefix parses one CIDR or bare address, masked to its prefix.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR network", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR network", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Duration is a time.Duration that reads from TOML as a string like "90s",
+// "1h30m" or "30d" (days are accepted on top of Go's units).
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats d, using days when it is a whole number of them.
+func (d Duration) String() string {
+	t := time.Duration(d)
+	if t > 0 && t%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(t/(24*time.Hour)), 10) + "d"
+	}
+	return t.String()
+}
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	s := string(b)
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days < 0 {
+			return fmt.Errorf("%q is not a duration (like 90s, 15m, 1h, 30d)", s)
+		}
+		*d = Duration(time.Duration(days) * 24 * time.Hour)
+		return nil
+	}
+	t, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (like 90s, 15m, 1h, 30d)", s)
+	}
+	*d = Duration(t)
+	return nil
+}
+
+// MarshalText formats d for TOML.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }

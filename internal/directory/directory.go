@@ -1,0 +1,86 @@
+// Package directory is submitd's directory of hosted domains, alias domains and
+// accounts (SPEC §1). Callers use the Store interface; SQLite is the embedded
+// implementation, and another backend only has to satisfy the same interface.
+//
+// Every name is normalized on the way in (address.Domain, address.Parse), so
+// the store only ever holds and compares lowercase A-label forms.
+package directory
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors wrapped by Store methods; the wrapping message names the value.
+var (
+	// ErrNotFound: the named domain, alias, account or identity does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: the name is already taken.
+	ErrExists = errors.New("already exists")
+	// ErrConflict: the change would break a directory rule (an alias that is a
+	// hosted domain, removing a domain that has accounts, …).
+	ErrConflict = errors.New("conflict")
+)
+
+// Alias is an alias domain and the hosted domain it belongs to.
+type Alias struct {
+	// Name is the alias domain.
+	Name string
+	// Domain is the hosted domain it is an alias of.
+	Domain string
+}
+
+// Account is a mailbox on a hosted domain.
+type Account struct {
+	// Address is the normalized full address, the login (SPEC R2).
+	Address string
+	// Domain is the hosted domain part of Address.
+	Domain string
+	// PasswordHash is the stored hash in "{SCHEME}…" or crypt(3) form.
+	PasswordHash string
+	// SMTPAccess is false when support has disabled sending (SPEC R4).
+	SMTPAccess bool
+	// Aliases are the alias domains of Domain, filled by Store.Account.
+	Aliases []string
+	// Identities are the extra sender identities usable from webmail (SPEC R9).
+	Identities []string
+	// Created is when the account was added.
+	Created time.Time
+}
+
+// Store is the directory. Implementations normalize names on input and are
+// safe for concurrent use.
+type Store interface {
+	// AddDomain adds a hosted domain.
+	AddDomain(ctx context.Context, name string) error
+	// RemoveDomain removes a hosted domain and its aliases; with accounts it
+	// refuses unless force, which removes them too.
+	RemoveDomain(ctx context.Context, name string, force bool) error
+	// Domains lists hosted domains in order.
+	Domains(ctx context.Context) ([]string, error)
+	// AddAlias makes alias an alias domain of the hosted domain.
+	AddAlias(ctx context.Context, alias, domain string) error
+	// RemoveAlias removes an alias domain.
+	RemoveAlias(ctx context.Context, alias string) error
+	// Aliases lists alias domains, of one hosted domain or ("" ) of all.
+	Aliases(ctx context.Context, domain string) ([]Alias, error)
+	// AddAccount adds an account with SMTP access enabled.
+	AddAccount(ctx context.Context, address, passwordHash string) error
+	// SetPassword replaces an account's password hash.
+	SetPassword(ctx context.Context, address, passwordHash string) error
+	// SetSMTPAccess enables or disables an account's SMTP access.
+	SetSMTPAccess(ctx context.Context, address string, enabled bool) error
+	// RemoveAccount removes an account and its identities.
+	RemoveAccount(ctx context.Context, address string) error
+	// Account returns one account with its domain's aliases and its identities.
+	Account(ctx context.Context, address string) (*Account, error)
+	// Accounts lists accounts, of one domain or ("") of all; Aliases is not filled.
+	Accounts(ctx context.Context, domain string) ([]Account, error)
+	// AddIdentity adds an extra sender identity to an account.
+	AddIdentity(ctx context.Context, address, identity string) error
+	// RemoveIdentity removes an extra sender identity.
+	RemoveIdentity(ctx context.Context, address, identity string) error
+	// DomainOf returns the hosted domain that name is or is an alias of.
+	DomainOf(ctx context.Context, name string) (string, error)
+}

@@ -1,0 +1,496 @@
+package directory
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"submitd/internal/address"
+	"submitd/internal/sqlitedb"
+)
+
+// migrations are the directory's schema steps (sqlitedb.Migrate).
+var migrations = []string{
+	`CREATE TABLE domains (
+		name    TEXT PRIMARY KEY,
+		created INTEGER NOT NULL
+	);
+	CREATE TABLE aliases (
+		name    TEXT PRIMARY KEY,
+		domain  TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+		created INTEGER NOT NULL
+	);
+	CREATE INDEX aliases_domain ON aliases(domain);
+	CREATE TABLE accounts (
+		address       TEXT PRIMARY KEY,
+		domain        TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+		password_hash TEXT NOT NULL,
+		smtp_access   INTEGER NOT NULL DEFAULT 1,
+		created       INTEGER NOT NULL
+	);
+	CREATE INDEX accounts_domain ON accounts(domain);
+	CREATE TABLE identities (
+		account TEXT NOT NULL REFERENCES accounts(address) ON DELETE CASCADE,
+		address TEXT NOT NULL,
+		PRIMARY KEY (account, address)
+	);`,
+}
+
+// SQLite is the Store kept in the embedded SQLite database.
+type SQLite struct {
+	db  *sql.DB
+	now func() time.Time
+}
+
+var _ Store = (*SQLite)(nil)
+
+// NewSQLite migrates the directory tables in db and returns a Store on it.
+func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
+	if err := sqlitedb.Migrate(ctx, db, "directory", migrations); err != nil {
+		return nil, err
+	}
+	return &SQLite{db: db, now: time.Now}, nil
+}
+
+func normDomain(name string) (string, error) {
+	d, err := address.Domain(name)
+	if err != nil {
+		return "", err
+	}
+	return d, nil
+}
+
+func normAddress(s string) (string, string, error) {
+	a, err := address.Parse(s)
+	if err != nil {
+		return "", "", err
+	}
+	return a.String(), a.Domain, nil
+}
+
+// inTx runs f in a write transaction.
+func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("directory: %w", err)
+	}
+	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("directory: %w", err)
+	}
+	return nil
+}
+
+func exists(ctx context.Context, tx *sql.Tx, query string, args ...any) (bool, error) {
+	var one int
+	err := tx.QueryRowContext(ctx, query, args...).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("directory: %w", err)
+	}
+	return true, nil
+}
+
+// aliasOf returns the hosted domain name is an alias of, or "".
+func aliasOf(ctx context.Context, tx *sql.Tx, name string) (string, error) {
+	var d string
+	err := tx.QueryRowContext(ctx, `SELECT domain FROM aliases WHERE name = ?`, name).Scan(&d)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("directory: %w", err)
+	}
+	return d, nil
+}
+
+// requireHosted fails unless name is a hosted domain, explaining what it is
+// instead.
+func requireHosted(ctx context.Context, tx *sql.Tx, name string) error {
+	ok, err := exists(ctx, tx, `SELECT 1 FROM domains WHERE name = ?`, name)
+	if err != nil || ok {
+		return err
+	}
+	if d, err := aliasOf(ctx, tx, name); err != nil {
+		return err
+	} else if d != "" {
+		return fmt.Errorf("%s is an alias of %s, not a hosted domain: %w", name, d, ErrConflict)
+	}
+	return fmt.Errorf("domain %s: %w", name, ErrNotFound)
+}
+
+// AddDomain implements Store.
+func (s *SQLite) AddDomain(ctx context.Context, name string) error {
+	d, err := normDomain(name)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if ok, err := exists(ctx, tx, `SELECT 1 FROM domains WHERE name = ?`, d); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("domain %s: %w", d, ErrExists)
+		}
+		if of, err := aliasOf(ctx, tx, d); err != nil {
+			return err
+		} else if of != "" {
+			return fmt.Errorf("%s is already an alias of %s; an alias cannot also be a hosted domain: %w", d, of, ErrConflict)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO domains (name, created) VALUES (?, ?)`, d, s.now().Unix())
+		if err != nil {
+			return fmt.Errorf("directory: add domain %s: %w", d, err)
+		}
+		return nil
+	})
+}
+
+// RemoveDomain implements Store.
+func (s *SQLite) RemoveDomain(ctx context.Context, name string, force bool) error {
+	d, err := normDomain(name)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := requireHosted(ctx, tx, d); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM accounts WHERE domain = ?`, d).Scan(&n); err != nil {
+			return fmt.Errorf("directory: %w", err)
+		}
+		if n > 0 && !force {
+			return fmt.Errorf("domain %s has %d account(s); remove them first or use -force: %w", d, n, ErrConflict)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM domains WHERE name = ?`, d); err != nil {
+			return fmt.Errorf("directory: remove domain %s: %w", d, err)
+		}
+		return nil
+	})
+}
+
+// Domains implements Store.
+func (s *SQLite) Domains(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name FROM domains ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("directory: %w", err)
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// AddAlias implements Store.
+func (s *SQLite) AddAlias(ctx context.Context, alias, domain string) error {
+	a, err := normDomain(alias)
+	if err != nil {
+		return err
+	}
+	d, err := normDomain(domain)
+	if err != nil {
+		return err
+	}
+	if a == d {
+		return fmt.Errorf("%s cannot be an alias of itself: %w", a, ErrConflict)
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := requireHosted(ctx, tx, d); err != nil {
+			return err
+		}
+		if ok, err := exists(ctx, tx, `SELECT 1 FROM domains WHERE name = ?`, a); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("%s is a hosted domain; an alias cannot also be a hosted domain: %w", a, ErrConflict)
+		}
+		if of, err := aliasOf(ctx, tx, a); err != nil {
+			return err
+		} else if of != "" {
+			return fmt.Errorf("alias %s (of %s): %w", a, of, ErrExists)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO aliases (name, domain, created) VALUES (?, ?, ?)`, a, d, s.now().Unix())
+		if err != nil {
+			return fmt.Errorf("directory: add alias %s: %w", a, err)
+		}
+		return nil
+	})
+}
+
+// RemoveAlias implements Store.
+func (s *SQLite) RemoveAlias(ctx context.Context, alias string) error {
+	a, err := normDomain(alias)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `DELETE FROM aliases WHERE name = ?`, a)
+	if err != nil {
+		return fmt.Errorf("directory: remove alias %s: %w", a, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("alias %s: %w", a, ErrNotFound)
+	}
+	return nil
+}
+
+// Aliases implements Store.
+func (s *SQLite) Aliases(ctx context.Context, domain string) ([]Alias, error) {
+	q, args := `SELECT name, domain FROM aliases ORDER BY domain, name`, []any{}
+	if domain != "" {
+		d, err := normDomain(domain)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.inTx(ctx, func(tx *sql.Tx) error { return requireHosted(ctx, tx, d) }); err != nil {
+			return nil, err
+		}
+		q, args = `SELECT name, domain FROM aliases WHERE domain = ? ORDER BY name`, []any{d}
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	defer rows.Close()
+	var out []Alias
+	for rows.Next() {
+		var a Alias
+		if err := rows.Scan(&a.Name, &a.Domain); err != nil {
+			return nil, fmt.Errorf("directory: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// AddAccount implements Store.
+func (s *SQLite) AddAccount(ctx context.Context, addr, passwordHash string) error {
+	a, d, err := normAddress(addr)
+	if err != nil {
+		return err
+	}
+	if passwordHash == "" {
+		return fmt.Errorf("account %s: empty password hash: %w", a, ErrConflict)
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := requireHosted(ctx, tx, d); err != nil {
+			return fmt.Errorf("account %s: %w", a, err)
+		}
+		if ok, err := exists(ctx, tx, `SELECT 1 FROM accounts WHERE address = ?`, a); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("account %s: %w", a, ErrExists)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO accounts (address, domain, password_hash, smtp_access, created)
+			VALUES (?, ?, ?, 1, ?)`, a, d, passwordHash, s.now().Unix())
+		if err != nil {
+			return fmt.Errorf("directory: add account %s: %w", a, err)
+		}
+		return nil
+	})
+}
+
+// updateAccount runs an UPDATE on one account and reports ErrNotFound when no
+// row matched.
+func (s *SQLite) updateAccount(ctx context.Context, addr, set string, arg any) error {
+	a, _, err := normAddress(addr)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE accounts SET `+set+` = ? WHERE address = ?`, arg, a)
+	if err != nil {
+		return fmt.Errorf("directory: update account %s: %w", a, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("account %s: %w", a, ErrNotFound)
+	}
+	return nil
+}
+
+// SetPassword implements Store.
+func (s *SQLite) SetPassword(ctx context.Context, addr, passwordHash string) error {
+	if passwordHash == "" {
+		return fmt.Errorf("account %s: empty password hash: %w", addr, ErrConflict)
+	}
+	return s.updateAccount(ctx, addr, "password_hash", passwordHash)
+}
+
+// SetSMTPAccess implements Store.
+func (s *SQLite) SetSMTPAccess(ctx context.Context, addr string, enabled bool) error {
+	return s.updateAccount(ctx, addr, "smtp_access", enabled)
+}
+
+// RemoveAccount implements Store.
+func (s *SQLite) RemoveAccount(ctx context.Context, addr string) error {
+	a, _, err := normAddress(addr)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `DELETE FROM accounts WHERE address = ?`, a)
+	if err != nil {
+		return fmt.Errorf("directory: remove account %s: %w", a, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("account %s: %w", a, ErrNotFound)
+	}
+	return nil
+}
+
+// Account implements Store.
+func (s *SQLite) Account(ctx context.Context, addr string) (*Account, error) {
+	a, _, err := normAddress(addr)
+	if err != nil {
+		return nil, err
+	}
+	acc := &Account{}
+	var created int64
+	err = s.db.QueryRowContext(ctx, `SELECT address, domain, password_hash, smtp_access, created
+		FROM accounts WHERE address = ?`, a).Scan(&acc.Address, &acc.Domain, &acc.PasswordHash, &acc.SMTPAccess, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("account %s: %w", a, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("directory: account %s: %w", a, err)
+	}
+	acc.Created = time.Unix(created, 0)
+	if acc.Aliases, err = s.strings(ctx, `SELECT name FROM aliases WHERE domain = ? ORDER BY name`, acc.Domain); err != nil {
+		return nil, err
+	}
+	if acc.Identities, err = s.strings(ctx, `SELECT address FROM identities WHERE account = ? ORDER BY address`, a); err != nil {
+		return nil, err
+	}
+	return acc, nil
+}
+
+func (s *SQLite) strings(ctx context.Context, q string, args ...any) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("directory: %w", err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// Accounts implements Store.
+func (s *SQLite) Accounts(ctx context.Context, domain string) ([]Account, error) {
+	q := `SELECT a.address, a.domain, a.password_hash, a.smtp_access, a.created,
+		coalesce((SELECT group_concat(address, ' ') FROM (SELECT address FROM identities i
+			WHERE i.account = a.address ORDER BY address)), '')
+		FROM accounts a`
+	var args []any
+	if domain != "" {
+		d, err := normDomain(domain)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.inTx(ctx, func(tx *sql.Tx) error { return requireHosted(ctx, tx, d) }); err != nil {
+			return nil, err
+		}
+		q += ` WHERE a.domain = ?`
+		args = append(args, d)
+	}
+	q += ` ORDER BY a.domain, a.address`
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	defer rows.Close()
+	var out []Account
+	for rows.Next() {
+		var acc Account
+		var created int64
+		var ids string
+		if err := rows.Scan(&acc.Address, &acc.Domain, &acc.PasswordHash, &acc.SMTPAccess, &created, &ids); err != nil {
+			return nil, fmt.Errorf("directory: %w", err)
+		}
+		acc.Created = time.Unix(created, 0)
+		acc.Identities = strings.Fields(ids)
+		out = append(out, acc)
+	}
+	return out, rows.Err()
+}
+
+// AddIdentity implements Store.
+func (s *SQLite) AddIdentity(ctx context.Context, addr, identity string) error {
+	a, _, err := normAddress(addr)
+	if err != nil {
+		return err
+	}
+	id, _, err := normAddress(identity)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if ok, err := exists(ctx, tx, `SELECT 1 FROM accounts WHERE address = ?`, a); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("account %s: %w", a, ErrNotFound)
+		}
+		if ok, err := exists(ctx, tx, `SELECT 1 FROM identities WHERE account = ? AND address = ?`, a, id); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("identity %s of %s: %w", id, a, ErrExists)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO identities (account, address) VALUES (?, ?)`, a, id); err != nil {
+			return fmt.Errorf("directory: add identity %s: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// RemoveIdentity implements Store.
+func (s *SQLite) RemoveIdentity(ctx context.Context, addr, identity string) error {
+	a, _, err := normAddress(addr)
+	if err != nil {
+		return err
+	}
+	id, _, err := normAddress(identity)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `DELETE FROM identities WHERE account = ? AND address = ?`, a, id)
+	if err != nil {
+		return fmt.Errorf("directory: remove identity %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("identity %s of %s: %w", id, a, ErrNotFound)
+	}
+	return nil
+}
+
+// DomainOf implements Store.
+func (s *SQLite) DomainOf(ctx context.Context, name string) (string, error) {
+	d, err := normDomain(name)
+	if err != nil {
+		return "", err
+	}
+	var out string
+	err = s.db.QueryRowContext(ctx, `SELECT name FROM domains WHERE name = ?
+		UNION ALL SELECT domain FROM aliases WHERE name = ? LIMIT 1`, d, d).Scan(&out)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("domain %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("directory: %w", err)
+	}
+	return out, nil
+}

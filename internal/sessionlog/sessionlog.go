@@ -1,0 +1,282 @@
+// Package sessionlog keeps a record of every SMTP connection so support can
+// look up what happened by the session id printed in a customer's error
+// message (SPEC R12, R13). Passwords and AUTH payloads are never part of a
+// record.
+package sessionlog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"submitd/internal/sqlitedb"
+)
+
+// ErrNotFound means no record has that session id.
+var ErrNotFound = errors.New("session not found")
+
+// Record is one connection.
+type Record struct {
+	// ID is the session id.
+	ID string
+	// Start is when the connection was accepted.
+	Start time.Time
+	// End is when it closed.
+	End time.Time
+	// Listener names the listener ("smtp", "submission", "submissions").
+	Listener string
+	// ClientIP is the client's address (from PROXY when used).
+	ClientIP string
+	// ClientPort is the client's port.
+	ClientPort int
+	// TLS is the negotiated TLS version and cipher, or "".
+	TLS string
+	// HELO is the last EHLO/HELO name given.
+	HELO string
+	// Account is the login that authenticated, or "".
+	Account string
+	// Events are what happened, in order.
+	Events []Event
+}
+
+// Event is one step of a session.
+type Event struct {
+	// Time is when it happened.
+	Time time.Time
+	// Kind is "connect", "tls", "auth", "mail", "rcpt", "data", "queued",
+	// "refused" or "close".
+	Kind string
+	// Detail is the argument: the login tried, the address, the queue id.
+	Detail string
+	// Reply is the reply the client got, when there was one.
+	Reply string
+}
+
+// Add appends an event.
+func (r *Record) Add(kind, detail, reply string) {
+	r.Events = append(r.Events, Event{Time: time.Now(), Kind: kind, Detail: detail, Reply: reply})
+}
+
+// QueueIDs returns the queue ids of the messages accepted in the session.
+func (r *Record) QueueIDs() []string {
+	var out []string
+	for _, e := range r.Events {
+		if e.Kind == "queued" {
+			out = append(out, e.Detail)
+		}
+	}
+	return out
+}
+
+// Store saves and finds records.
+type Store interface {
+	// Save stores a finished record.
+	Save(ctx context.Context, r *Record) error
+	// Get returns the record of session id.
+	Get(ctx context.Context, id string) (*Record, error)
+	// Prune deletes records that ended before t and reports how many.
+	Prune(ctx context.Context, t time.Time) (int64, error)
+}
+
+var migrations = []string{
+	`CREATE TABLE sessions (
+		id          TEXT PRIMARY KEY,
+		start       INTEGER NOT NULL,
+		end         INTEGER NOT NULL,
+		listener    TEXT NOT NULL,
+		client_ip   TEXT NOT NULL,
+		client_port INTEGER NOT NULL,
+		tls         TEXT NOT NULL,
+		helo        TEXT NOT NULL,
+		account     TEXT NOT NULL
+	);
+	CREATE INDEX sessions_end ON sessions(end);
+	CREATE INDEX sessions_client_ip ON sessions(client_ip, start);
+	CREATE TABLE session_events (
+		session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+		seq        INTEGER NOT NULL,
+		time       INTEGER NOT NULL,
+		kind       TEXT NOT NULL,
+		detail     TEXT NOT NULL,
+		reply      TEXT NOT NULL,
+		PRIMARY KEY (session_id, seq)
+	);`,
+}
+
+// SQLite is the Store in the embedded database.
+type SQLite struct {
+	db *sql.DB
+}
+
+var _ Store = (*SQLite)(nil)
+
+// NewSQLite migrates the session tables in db.
+func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
+	if err := sqlitedb.Migrate(ctx, db, "sessionlog", migrations); err != nil {
+		return nil, err
+	}
+	return &SQLite{db: db}, nil
+}
+
+// Save implements Store.
+func (s *SQLite) Save(ctx context.Context, r *Record) error {
+	return s.SaveBatch(ctx, []*Record{r})
+}
+
+// SaveBatch stores several records in one transaction.
+func (s *SQLite) SaveBatch(ctx context.Context, rs []*Record) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sessionlog: %w", err)
+	}
+	defer tx.Rollback()
+	for _, r := range rs {
+		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO sessions
+			(id, start, end, listener, client_ip, client_port, tls, helo, account)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.ID, r.Start.UnixNano(), r.End.UnixNano(), r.Listener, r.ClientIP, r.ClientPort, r.TLS, r.HELO, r.Account)
+		if err != nil {
+			return fmt.Errorf("sessionlog: save %s: %w", r.ID, err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM session_events WHERE session_id = ?`, r.ID); err != nil {
+			return fmt.Errorf("sessionlog: save %s: %w", r.ID, err)
+		}
+		for i, e := range r.Events {
+			_, err := tx.ExecContext(ctx, `INSERT INTO session_events (session_id, seq, time, kind, detail, reply)
+				VALUES (?, ?, ?, ?, ?, ?)`, r.ID, i, e.Time.UnixNano(), e.Kind, e.Detail, e.Reply)
+			if err != nil {
+				return fmt.Errorf("sessionlog: save %s: %w", r.ID, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sessionlog: %w", err)
+	}
+	return nil
+}
+
+// Get implements Store.
+func (s *SQLite) Get(ctx context.Context, id string) (*Record, error) {
+	r := &Record{ID: id}
+	var start, end int64
+	err := s.db.QueryRowContext(ctx, `SELECT start, end, listener, client_ip, client_port, tls, helo, account
+		FROM sessions WHERE id = ?`, id).Scan(&start, &end, &r.Listener, &r.ClientIP, &r.ClientPort, &r.TLS, &r.HELO, &r.Account)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sessionlog: %w", err)
+	}
+	r.Start, r.End = time.Unix(0, start), time.Unix(0, end)
+	rows, err := s.db.QueryContext(ctx, `SELECT time, kind, detail, reply FROM session_events
+		WHERE session_id = ? ORDER BY seq`, id)
+	if err != nil {
+		return nil, fmt.Errorf("sessionlog: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var e Event
+		var t int64
+		if err := rows.Scan(&t, &e.Kind, &e.Detail, &e.Reply); err != nil {
+			return nil, fmt.Errorf("sessionlog: %w", err)
+		}
+		e.Time = time.Unix(0, t)
+		r.Events = append(r.Events, e)
+	}
+	return r, rows.Err()
+}
+
+// Prune implements Store.
+func (s *SQLite) Prune(ctx context.Context, t time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE end < ?`, t.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("sessionlog: prune: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// Writer saves records in the background, batching them, so that closing a
+// connection never waits for the database.
+type Writer struct {
+	store     *SQLite
+	log       *slog.Logger
+	retention time.Duration
+	ch        chan *Record
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// NewWriter starts the background saver and the retention pruner.
+func NewWriter(store *SQLite, retention time.Duration, log *slog.Logger) *Writer {
+	w := &Writer{store: store, log: log, retention: retention, ch: make(chan *Record, 4096), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// Save queues r for saving. If the queue is full (the database is stalled)
+// the record is dropped with a log line rather than stalling SMTP; the log
+// line carries the same facts (SPEC R13).
+func (w *Writer) Save(r *Record) {
+	select {
+	case w.ch <- r:
+	default:
+		w.log.Error("sessionlog: backlog full, record not stored", "session", r.ID)
+	}
+}
+
+// Close saves what is queued and stops.
+func (w *Writer) Close() {
+	w.closeOnce.Do(func() { close(w.ch) })
+	<-w.done
+}
+
+func (w *Writer) run() {
+	defer close(w.done)
+	prune := time.NewTicker(time.Hour)
+	defer prune.Stop()
+	w.prune()
+	for {
+		select {
+		case r, ok := <-w.ch:
+			if !ok {
+				return
+			}
+			batch := []*Record{r}
+		more:
+			for len(batch) < 256 {
+				select {
+				case r, ok := <-w.ch:
+					if !ok {
+						break more
+					}
+					batch = append(batch, r)
+				default:
+					break more
+				}
+			}
+			if err := w.store.SaveBatch(context.Background(), batch); err != nil {
+				ids := make([]string, len(batch))
+				for i, r := range batch {
+					ids[i] = r.ID
+				}
+				w.log.Error("sessionlog: save failed", "sessions", strings.Join(ids, ","), "err", err)
+			}
+		case <-prune.C:
+			w.prune()
+		}
+	}
+}
+
+func (w *Writer) prune() {
+	n, err := w.store.Prune(context.Background(), time.Now().Add(-w.retention))
+	if err != nil {
+		w.log.Error("sessionlog: prune failed", "err", err)
+	} else if n > 0 {
+		w.log.Info("sessionlog: pruned old records", "count", n, "retention", w.retention.String())
+	}
+}

@@ -1,0 +1,174 @@
+package smtpd
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Reply keys. Each names one row of the reply table below; operators override
+// texts by these keys under [replies] in the config file.
+const (
+	ReplyAuthFailed     = "auth_failed"
+	ReplyAuthRejected   = "auth_rejected"
+	ReplyAuthDisabled   = "auth_disabled"
+	ReplyMailNoAuth     = "mail_no_auth"
+	ReplySenderRejected = "sender_rejected"
+	ReplyHeaderRejected = "header_sender_rejected"
+	ReplyBlocked        = "blocked"
+	ReplyQueued         = "queued"
+	ReplyNoFrom         = "no_from"
+	ReplyManyFrom       = "many_from"
+	ReplyBadFrom        = "bad_from"
+	ReplyManySender     = "many_sender"
+	ReplyBadSender      = "bad_sender"
+	ReplyBadHeader      = "bad_header"
+	ReplyHeaderTooLarge = "header_too_large"
+	ReplyBareLF         = "bare_line_ending"
+	ReplySpoolFailed    = "spool_failed"
+	ReplyTempFailure    = "temporary_failure"
+	ReplyTooManyConns   = "too_many_connections"
+	ReplyServerBusy     = "server_busy"
+	ReplyBadRecipient   = "bad_recipient"
+	ReplyTooBig         = "too_big"
+	ReplyAuthzid        = "authzid_mismatch"
+	ReplyAuthMalformed  = "auth_malformed"
+	ReplyAuthNeedsTLS   = "auth_needs_tls"
+)
+
+// reply is one row: the SMTP code, the enhanced status code and the text.
+// Texts may use {sid}, {address}, {ip}, {queue_id}, {limit} and {detail}.
+type reply struct {
+	code int
+	enh  smtp.EnhancedCode
+	text string
+}
+
+// defaultReplies is the reply table. The first seven rows are the contract
+// with customers, byte for byte (SPEC R4, R8, R11, R12); the rest are
+// submitd's own and say plainly what was wrong.
+var defaultReplies = map[string]reply{
+	// SPEC R4.
+	ReplyAuthFailed:   {535, smtp.EnhancedCode{5, 1, 0}, "{sid} authentication failed"},
+	ReplyAuthRejected: {535, smtp.EnhancedCode{5, 1, 0}, "{sid} authentication rejected"},
+	ReplyAuthDisabled: {535, smtp.EnhancedCode{5, 1, 0}, "{sid} authentication rejected access disabled"},
+	ReplyMailNoAuth:   {550, smtp.EnhancedCode{5, 1, 0}, "{sid} authentication failed"},
+	// SPEC R8: at MAIL FROM and, for From:/Sender:, at the end of DATA.
+	ReplySenderRejected: {550, smtp.EnhancedCode{5, 1, 0}, "<{address}> sender rejected"},
+	ReplyHeaderRejected: {550, smtp.EnhancedCode{5, 1, 0}, "<{address}> sender rejected"},
+	// SPEC R11.
+	ReplyBlocked: {554, smtp.EnhancedCode{5, 1, 0}, "{sid} Connection refused from {ip}. Too many authorization failures from this IP, try again later."},
+	// SPEC R12.
+	ReplyQueued: {250, smtp.EnhancedCode{2, 0, 0}, "{sid} queued as {queue_id}"},
+
+	// SPEC R7: the From: header is the identity a mail client shows.
+	ReplyNoFrom:     {550, smtp.EnhancedCode{5, 6, 0}, "{sid} message has no From: header"},
+	ReplyManyFrom:   {550, smtp.EnhancedCode{5, 6, 0}, "{sid} message has more than one From: header"},
+	ReplyBadFrom:    {550, smtp.EnhancedCode{5, 6, 0}, "{sid} From: header cannot be parsed: {detail}"},
+	ReplyManySender: {550, smtp.EnhancedCode{5, 6, 0}, "{sid} message has more than one Sender: header"},
+	ReplyBadSender:  {550, smtp.EnhancedCode{5, 6, 0}, "{sid} Sender: header cannot be parsed: {detail}"},
+	ReplyBadHeader:  {550, smtp.EnhancedCode{5, 6, 0}, "{sid} malformed message header: {detail}"},
+	// SPEC R14, R16.
+	ReplyHeaderTooLarge: {552, smtp.EnhancedCode{5, 3, 4}, "{sid} message header section is larger than {limit} bytes"},
+	ReplyBareLF:         {554, smtp.EnhancedCode{5, 6, 0}, "{sid} message contains a bare CR or LF; lines must end with CRLF"},
+	ReplyTooBig:         {552, smtp.EnhancedCode{5, 3, 4}, "{sid} message is larger than the limit of {limit} bytes"},
+	ReplyBadRecipient:   {501, smtp.EnhancedCode{5, 1, 3}, "{sid} <{address}> is not a valid recipient address"},
+	ReplyTooManyConns:   {421, smtp.EnhancedCode{4, 7, 0}, "{sid} Too many connections from {ip}, try again later."},
+	ReplyServerBusy:     {421, smtp.EnhancedCode{4, 3, 2}, "{sid} Server busy, try again later."},
+	// SPEC R15: the message is not on disk, so no 250.
+	ReplySpoolFailed:   {451, smtp.EnhancedCode{4, 3, 0}, "{sid} message not queued because of a local error, try again later"},
+	ReplyTempFailure:   {451, smtp.EnhancedCode{4, 3, 0}, "{sid} temporary local error, try again later"},
+	ReplyAuthzid:       {535, smtp.EnhancedCode{5, 7, 8}, "{sid} authorization identity must be empty or equal the login"},
+	ReplyAuthMalformed: {501, smtp.EnhancedCode{5, 5, 2}, "{sid} malformed AUTH response"},
+	ReplyAuthNeedsTLS:  {538, smtp.EnhancedCode{5, 7, 11}, "{sid} AUTH requires TLS; use STARTTLS first"},
+}
+
+// Replies is the reply table in effect: the defaults with the operator's
+// overrides.
+type Replies struct {
+	rows    map[string]reply
+	uniform bool
+}
+
+// NewReplies applies overrides (key to text) to the default table. With
+// uniform, every failed AUTH gets the auth_failed text so that replies do not
+// tell which logins exist (SPEC R4).
+func NewReplies(overrides map[string]string, uniform bool) (*Replies, error) {
+	rows := make(map[string]reply, len(defaultReplies))
+	for k, v := range defaultReplies {
+		rows[k] = v
+	}
+	for k, text := range overrides {
+		r, ok := rows[k]
+		if !ok {
+			return nil, fmt.Errorf("replies.%s: unknown reply key (known: %s)", k, strings.Join(ReplyKeys(), ", "))
+		}
+		if strings.ContainsAny(text, "\r\n") || strings.TrimSpace(text) == "" {
+			return nil, fmt.Errorf("replies.%s: text must be one non-empty line", k)
+		}
+		r.text = text
+		rows[k] = r
+	}
+	return &Replies{rows: rows, uniform: uniform}, nil
+}
+
+// ReplyKeys lists the reply keys in order.
+func ReplyKeys() []string {
+	keys := make([]string, 0, len(defaultReplies))
+	for k := range defaultReplies {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Vars are the values substituted into a reply text.
+type Vars struct {
+	SID, Address, IP, QueueID, Detail string
+	Limit                             int64
+}
+
+// Err returns the reply for key as an error go-smtp writes to the client.
+func (r *Replies) Err(key string, v Vars) *smtp.SMTPError {
+	if r.uniform && (key == ReplyAuthRejected || key == ReplyAuthDisabled) {
+		key = ReplyAuthFailed
+	}
+	row, ok := r.rows[key]
+	if !ok {
+		row = r.rows[ReplyTempFailure]
+	}
+	text := row.text
+	if strings.IndexByte(text, '{') >= 0 {
+		text = strings.NewReplacer(
+			"{sid}", v.SID,
+			"{address}", v.Address,
+			"{ip}", v.IP,
+			"{queue_id}", v.QueueID,
+			"{detail}", oneLine(v.Detail),
+			"{limit}", fmt.Sprint(v.Limit),
+		).Replace(text)
+	}
+	return &smtp.SMTPError{Code: row.code, EnhancedCode: row.enh, Message: text}
+}
+
+// Line formats the reply for key as the full line a client receives.
+func (r *Replies) Line(key string, v Vars) string {
+	e := r.Err(key, v)
+	return fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+}
+
+// oneLine keeps client-controlled detail from breaking the reply framing.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}

@@ -1,0 +1,398 @@
+// Package spool keeps accepted messages on disk so that no crash loses them
+// once the client has seen 250 (SPEC R15).
+//
+// Each message is one file, <queue id>.msg, holding a magic line, the
+// envelope as one JSON line, the message, and a fixed-size trailer with the
+// message's length and CRC-32C. It is written to tmp/, fsynced, renamed into
+// place and the directory fsynced before Commit returns; the trailer lets Load
+// tell a complete file from a truncated or damaged one, which it moves to
+// corrupt/ instead of failing. Per-recipient delivery state lives beside it in
+// <queue id>.state, written by the queue with WriteState.
+package spool
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"submitd/internal/ids"
+)
+
+const (
+	magic      = "submitd-spool 1\n"
+	msgExt     = ".msg"
+	stateExt   = ".state"
+	trailerLen = len("end ") + 16 + 1 + 8 + 1
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Envelope is what the SMTP session knew about a message when it accepted it.
+type Envelope struct {
+	// ID is the queue id, set by Create.
+	ID string `json:"id"`
+	// From is the envelope sender; "" is the null sender <>.
+	From string `json:"from"`
+	// To are the envelope recipients.
+	To []string `json:"to"`
+	// Account is the authenticated login that submitted the message.
+	Account string `json:"account"`
+	// SessionID is the SMTP session that accepted it (SPEC R12).
+	SessionID string `json:"session_id"`
+	// ClientIP is the submitting client's address.
+	ClientIP string `json:"client_ip"`
+	// Received is when the message was accepted.
+	Received time.Time `json:"received"`
+	// Kind is "" for submitted mail and "dsn" for a bounce the server made,
+	// which must never itself cause a bounce (SPEC R18).
+	Kind string `json:"kind,omitempty"`
+	// Size is the message length in bytes, filled by Load.
+	Size int64 `json:"-"`
+	// offset is where the message starts in the file.
+	offset int64
+}
+
+// Spool is a directory of messages.
+type Spool struct {
+	dir string
+	log *slog.Logger
+	now func() time.Time
+}
+
+// Open prepares the spool directory dir, clearing files left in tmp/ by an
+// interrupted write (their clients never saw 250).
+func Open(dir string, log *slog.Logger) (*Spool, error) {
+	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "corrupt")} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+	}
+	tmps, _ := filepath.Glob(filepath.Join(dir, "tmp", "*"))
+	for _, t := range tmps {
+		log.Info("spool: removing unfinished message", "file", t)
+		os.Remove(t)
+	}
+	return &Spool{dir: dir, log: log, now: time.Now}, nil
+}
+
+// Dir returns the spool directory.
+func (s *Spool) Dir() string { return s.dir }
+
+// Writer writes one message. Write the message, then Commit or Abort.
+type Writer struct {
+	s    *Spool
+	env  *Envelope
+	f    *os.File
+	bw   *bufio.Writer
+	crc  hash.Hash32
+	n    int64
+	err  error
+	done bool
+}
+
+// Create starts a new message for env, assigning env.ID.
+func (s *Spool) Create(env *Envelope) (*Writer, error) {
+	env.ID = ids.Queue(s.now())
+	hdr, err := json.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("spool: encode envelope: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, "tmp", env.ID), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	w := &Writer{s: s, env: env, f: f, bw: bufio.NewWriterSize(f, 64<<10), crc: crc32.New(castagnoli)}
+	w.bw.WriteString(magic)
+	w.bw.Write(hdr)
+	w.bw.WriteByte('\n')
+	return w, nil
+}
+
+// Write appends message bytes.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.bw.Write(p)
+	w.crc.Write(p[:n])
+	w.n += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("spool: write %s: %w", w.env.ID, err)
+	}
+	return n, w.err
+}
+
+// Commit makes the message durable: trailer, fsync, rename, directory fsync.
+// Only after it returns nil may the client be told 250 (SPEC R15).
+func (w *Writer) Commit() error {
+	if w.done {
+		return errors.New("spool: message already finished")
+	}
+	w.done = true
+	fail := func(err error) error {
+		w.f.Close()
+		os.Remove(w.f.Name())
+		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
+	}
+	if w.err != nil {
+		return fail(w.err)
+	}
+	fmt.Fprintf(w.bw, "end %016x %08x\n", w.n, w.crc.Sum32())
+	if err := w.bw.Flush(); err != nil {
+		return fail(err)
+	}
+	if err := w.f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := w.f.Close(); err != nil {
+		return fail(err)
+	}
+	final := filepath.Join(w.s.dir, w.env.ID+msgExt)
+	if err := os.Rename(w.f.Name(), final); err != nil {
+		os.Remove(w.f.Name())
+		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
+	}
+	if err := syncDir(w.s.dir); err != nil {
+		// The file is complete but its name may not be durable; keep it (a
+		// later fsync or a clean shutdown makes it so) but do not promise 250.
+		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
+	}
+	w.env.Size = w.n
+	return nil
+}
+
+// Abort discards the message.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Load reads every committed message's envelope, oldest first. A file that is
+// truncated or damaged is moved to corrupt/ with a log line; it never stops
+// the rest from loading.
+func (s *Spool) Load() ([]*Envelope, error) {
+	names, err := filepath.Glob(filepath.Join(s.dir, "*"+msgExt))
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	sort.Strings(names)
+	var out []*Envelope
+	for _, name := range names {
+		env, err := readEnvelope(name, true)
+		if err != nil {
+			s.quarantine(name, err)
+			continue
+		}
+		out = append(out, env)
+	}
+	return out, nil
+}
+
+// quarantine moves a bad message file and its state to corrupt/.
+func (s *Spool) quarantine(name string, why error) {
+	base := filepath.Base(name)
+	dst := filepath.Join(s.dir, "corrupt", base)
+	s.log.Error("spool: damaged message moved aside", "file", name, "to", dst, "err", why)
+	if err := os.Rename(name, dst); err != nil {
+		s.log.Error("spool: cannot move damaged message", "file", name, "err", err)
+	}
+	st := strings.TrimSuffix(name, msgExt) + stateExt
+	if _, err := os.Stat(st); err == nil {
+		os.Rename(st, filepath.Join(s.dir, "corrupt", filepath.Base(st)))
+	}
+}
+
+// readEnvelope parses a message file's envelope and, with verify, checks the
+// trailer's length and CRC against the content.
+func readEnvelope(name string, verify bool) (*Envelope, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	env, off, err := parseHead(br)
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size() - off - int64(trailerLen)
+	if size < 0 {
+		return nil, errors.New("file is shorter than its header and trailer")
+	}
+	var tr [trailerLen]byte
+	if _, err := f.ReadAt(tr[:], off+size); err != nil {
+		return nil, fmt.Errorf("read trailer: %w", err)
+	}
+	var tsize int64
+	var tcrc uint32
+	if _, err := fmt.Sscanf(string(tr[:]), "end %016x %08x\n", &tsize, &tcrc); err != nil || tr[trailerLen-1] != '\n' {
+		return nil, errors.New("trailer missing (truncated write)")
+	}
+	if tsize != size {
+		return nil, fmt.Errorf("trailer says %d bytes, file holds %d", tsize, size)
+	}
+	if verify {
+		h := crc32.New(castagnoli)
+		if _, err := io.Copy(h, io.NewSectionReader(f, off, size)); err != nil {
+			return nil, err
+		}
+		if h.Sum32() != tcrc {
+			return nil, fmt.Errorf("checksum mismatch: trailer %08x, content %08x", tcrc, h.Sum32())
+		}
+	}
+	env.Size = size
+	env.offset = off
+	return env, nil
+}
+
+// parseHead reads the magic line and envelope line, returning the envelope
+// and the offset of the message.
+func parseHead(br *bufio.Reader) (*Envelope, int64, error) {
+	m, err := br.ReadString('\n')
+	if err != nil || m != magic {
+		return nil, 0, errors.New("not a spool file (bad magic line)")
+	}
+	line, err := br.ReadBytes('\n')
+	if err != nil {
+		return nil, 0, errors.New("envelope line incomplete")
+	}
+	env := &Envelope{}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(env); err != nil {
+		return nil, 0, fmt.Errorf("envelope: %w", err)
+	}
+	if !ids.IsQueue(env.ID) {
+		return nil, 0, fmt.Errorf("envelope has a bad queue id %q", env.ID)
+	}
+	return env, int64(len(m) + len(line)), nil
+}
+
+// Message returns a reader over message id's content and its length.
+func (s *Spool) Message(id string) (io.ReadCloser, int64, error) {
+	if !ids.IsQueue(id) {
+		return nil, 0, fmt.Errorf("spool: bad queue id %q", id)
+	}
+	name := filepath.Join(s.dir, id+msgExt)
+	env, err := readEnvelope(name, false)
+	if err != nil {
+		return nil, 0, fmt.Errorf("spool: message %s: %w", id, err)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, 0, fmt.Errorf("spool: %w", err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(f, env.offset, env.Size), f}, env.Size, nil
+}
+
+// Envelope reads message id's envelope.
+func (s *Spool) Envelope(id string) (*Envelope, error) {
+	if !ids.IsQueue(id) {
+		return nil, fmt.Errorf("spool: bad queue id %q", id)
+	}
+	env, err := readEnvelope(filepath.Join(s.dir, id+msgExt), false)
+	if err != nil {
+		return nil, fmt.Errorf("spool: message %s: %w", id, err)
+	}
+	return env, nil
+}
+
+// Remove deletes message id and its state.
+func (s *Spool) Remove(id string) error {
+	if !ids.IsQueue(id) {
+		return fmt.Errorf("spool: bad queue id %q", id)
+	}
+	err := os.Remove(filepath.Join(s.dir, id+msgExt))
+	os.Remove(filepath.Join(s.dir, id+stateExt))
+	if err != nil {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	return syncDir(s.dir)
+}
+
+// WriteState atomically replaces message id's state file with data.
+func (s *Spool) WriteState(id string, data []byte) error {
+	if !ids.IsQueue(id) {
+		return fmt.Errorf("spool: bad queue id %q", id)
+	}
+	return WriteFileAtomic(filepath.Join(s.dir, id+stateExt), data, 0o640)
+}
+
+// ReadState returns message id's state, or nil if it has none yet.
+func (s *Spool) ReadState(id string) ([]byte, error) {
+	if !ids.IsQueue(id) {
+		return nil, fmt.Errorf("spool: bad queue id %q", id)
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, id+stateExt))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// WriteFileAtomic writes data to a temporary file beside name, fsyncs it,
+// renames it over name and fsyncs the directory, so a reader sees either the
+// old content or the new, never a mix, even after a crash.
+func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(name)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
+}
