@@ -91,7 +91,7 @@ func TestVerifyKnownVectors(t *testing.T) {
 				t.Fatalf("Verify(right password) = %v, %v; want true, nil", ok, err)
 			}
 			for _, wrong := range []string{tc.pw + "!", "!" + tc.pw, "Hello world?", ""} {
-				if wrong == tc.pw || len(wrong) > 72 && strings.Contains(tc.hash, "$2b$") {
+				if wrong == tc.pw || len(wrong) > 72 && isBcrypt(tc.hash) {
 					// bcrypt only sees the first 72 bytes, so a
 					// suffix past them is not a different password.
 					continue
@@ -103,6 +103,12 @@ func TestVerifyKnownVectors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func isBcrypt(hash string) bool {
+	h, _ := parse(hash)
+	_, ok := h.(*bcryptHash)
+	return ok
 }
 
 // secretPW is a password distinctive enough that finding it in an error

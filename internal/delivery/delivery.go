@@ -1,0 +1,69 @@
+// Package delivery sends a queued message to the recipients' mail servers
+// (SPEC R17): MX lookup with A/AAAA fallback (RFC 5321 §5.1), opportunistic or
+// verified STARTTLS, or everything through one smarthost. Each recipient's
+// result says whether the failure is permanent or temporary, which is all the
+// queue needs to decide between a retry and a bounce.
+package delivery
+
+import (
+	"context"
+	"io"
+)
+
+// Status is the outcome for one recipient.
+type Status int
+
+const (
+	// Delivered: the remote server accepted the message for the recipient.
+	Delivered Status = iota
+	// Temporary: try again later (4xx, connection trouble, DNS SERVFAIL…).
+	Temporary
+	// Permanent: do not retry (5xx, null MX, NXDOMAIN…); the sender gets a DSN.
+	Permanent
+)
+
+func (s Status) String() string {
+	switch s {
+	case Delivered:
+		return "delivered"
+	case Temporary:
+		return "deferred"
+	case Permanent:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// Result is the outcome of one delivery attempt for one recipient.
+type Result struct {
+	// Rcpt is the recipient address as given.
+	Rcpt string
+	// Status says delivered, temporary or permanent failure.
+	Status Status
+	// Reply is the remote server's reply ("550 5.1.1 no such user") or a
+	// local description of what failed ("no MX or address records").
+	Reply string
+	// Host is the server that gave the reply, when one did.
+	Host string
+}
+
+// Message is one message to send to recipients of one destination domain.
+type Message struct {
+	// From is the envelope sender; "" is the null sender.
+	From string
+	// Rcpts are the recipients, all of Domain.
+	Rcpts []string
+	// Domain is the recipients' domain (normalized).
+	Domain string
+	// Open returns the full message content (DKIM-Signature first, if any);
+	// it may be called once per host tried.
+	Open func() (io.ReadCloser, error)
+	// Size is the content length, for the SIZE parameter.
+	Size int64
+}
+
+// Sender delivers messages. Deliver returns one Result per recipient, in the
+// order of m.Rcpts, and never an empty slice.
+type Sender interface {
+	Deliver(ctx context.Context, m *Message) []Result
+}
