@@ -1,0 +1,375 @@
+package testutil
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// Receiver is an SMTP server for tests, built on go-smtp's server, standing in
+// for a remote MX or a smarthost. It records every message it accepts, and the
+// test decides per recipient what it answers.
+//
+// Everything is recorded before the reply to the end of DATA is sent, so once a
+// client has its 250 the message is in Messages.
+type Receiver struct {
+	// Addr is the "ip:port" the receiver listens on.
+	Addr string
+	// Port is the port of Addr.
+	Port int
+	// Pool trusts the receiver's certificate (nil without TLS), for clients
+	// that verify it.
+	Pool *x509.CertPool
+
+	opts ReceiverOptions
+	srv  *smtp.Server
+
+	mu       sync.Mutex
+	msgs     []Received
+	conns    int
+	attempts map[string]int
+	rcptErr  map[string]*smtp.SMTPError
+	log      []string
+}
+
+// ReceiverOptions configure a Receiver. The zero value is a plain receiver on
+// 127.0.0.1 with a free port that accepts every message without TLS or AUTH.
+type ReceiverOptions struct {
+	// Addr is where to listen; default "127.0.0.1:0". Any 127.0.0.0/8 address
+	// works on Linux, so several receivers can share a port on different
+	// addresses (see ListenSamePort).
+	Addr string
+	// Listener, when set, is used instead of listening on Addr.
+	Listener net.Listener
+	// STARTTLS offers STARTTLS with a certificate generated for CertHosts.
+	STARTTLS bool
+	// ImplicitTLS speaks TLS from the first byte (port-465 style).
+	ImplicitTLS bool
+	// CertHosts are the DNS names and IP addresses the certificate is for;
+	// default "localhost" and "127.0.0.1".
+	CertHosts []string
+	// User and Password, when User is set, offer AUTH PLAIN and require it
+	// before MAIL; wrong credentials get 535 5.7.8.
+	User, Password string
+	// AllowInsecureAuth offers AUTH outside TLS.
+	AllowInsecureAuth bool
+	// MaxMessageBytes is advertised in SIZE and enforced; 0: no limit.
+	MaxMessageBytes int64
+	// EHLOError, when set, is the reply to EHLO/HELO (go-smtp sends its
+	// greeting before the backend is asked, so this is the earliest refusal a
+	// receiver can give).
+	EHLOError *smtp.SMTPError
+	// MailError, when set, is the reply to every MAIL FROM.
+	MailError *smtp.SMTPError
+	// RcptHook, when set, decides the reply to RCPT TO: it gets the
+	// recipient and how many times it has been offered before (0 the first
+	// time) and returns nil to accept. It is consulted after SetRcptError.
+	RcptHook func(rcpt string, attempt int) *smtp.SMTPError
+	// DataError, when set, is the reply at the end of DATA; the message is
+	// then not recorded.
+	DataError *smtp.SMTPError
+}
+
+// Received is one message a Receiver accepted.
+type Received struct {
+	// From is the MAIL FROM address ("" for the null sender).
+	From string
+	// Rcpts are the accepted RCPT TO addresses, in order.
+	Rcpts []string
+	// Data is the message content as received (dot-unstuffed, CRLF lines).
+	Data []byte
+	// Helo is the name the client gave in EHLO/HELO.
+	Helo string
+	// TLS says whether the transaction ran inside TLS.
+	TLS bool
+	// AuthUser is the user the client authenticated as, "" if none.
+	AuthUser string
+	// Size is the SIZE= parameter of MAIL FROM, 0 if none.
+	Size int64
+}
+
+// NewReceiver starts a receiver; it stops when the test ends.
+func NewReceiver(t testing.TB, opts ReceiverOptions) *Receiver {
+	t.Helper()
+	r := &Receiver{opts: opts, attempts: map[string]int{}, rcptErr: map[string]*smtp.SMTPError{}}
+	s := smtp.NewServer(smtp.BackendFunc(r.newSession))
+	s.Domain = "receiver.test"
+	s.ReadTimeout = 30 * time.Second
+	s.WriteTimeout = 30 * time.Second
+	s.MaxMessageBytes = opts.MaxMessageBytes
+	s.AllowInsecureAuth = opts.AllowInsecureAuth
+	s.ErrorLog = logFunc(r.logf)
+	var tlsConf *tls.Config
+	if opts.STARTTLS || opts.ImplicitTLS {
+		hosts := opts.CertHosts
+		if len(hosts) == 0 {
+			hosts = []string{"localhost", "127.0.0.1"}
+		}
+		cert, pool := NewCert(t, hosts...)
+		r.Pool = pool
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if opts.STARTTLS {
+		s.TLSConfig = tlsConf
+	}
+	ln := opts.Listener
+	if ln == nil {
+		addr := opts.Addr
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("receiver: listen %s: %v", addr, err)
+		}
+	}
+	r.Addr = ln.Addr().String()
+	r.Port = ln.Addr().(*net.TCPAddr).Port
+	if opts.ImplicitTLS {
+		ln = tls.NewListener(ln, tlsConf)
+	}
+	r.srv = s
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return r
+}
+
+// SetRcptError makes RCPT TO:<rcpt> answer with e (nil: accept again).
+// Recipients compare case-insensitively.
+func (r *Receiver) SetRcptError(rcpt string, e *smtp.SMTPError) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e == nil {
+		delete(r.rcptErr, strings.ToLower(rcpt))
+		return
+	}
+	r.rcptErr[strings.ToLower(rcpt)] = e
+}
+
+// Messages returns the accepted messages so far, in order.
+func (r *Receiver) Messages() []Received {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Received(nil), r.msgs...)
+}
+
+// Connections returns how many SMTP sessions reached EHLO/HELO.
+func (r *Receiver) Connections() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conns
+}
+
+// ErrorLog returns what go-smtp's server logged (handshake failures etc.).
+func (r *Receiver) ErrorLog() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.log...)
+}
+
+func (r *Receiver) logf(line string) {
+	r.mu.Lock()
+	r.log = append(r.log, line)
+	r.mu.Unlock()
+}
+
+// logFunc adapts a function to go-smtp's Logger.
+type logFunc func(line string)
+
+func (f logFunc) Printf(format string, v ...any) { f(fmt.Sprintf(format, v...)) }
+func (f logFunc) Println(v ...any)               { f(strings.TrimSuffix(fmt.Sprintln(v...), "\n")) }
+
+func (r *Receiver) newSession(c *smtp.Conn) (smtp.Session, error) {
+	if r.opts.EHLOError != nil {
+		return nil, r.opts.EHLOError
+	}
+	r.mu.Lock()
+	r.conns++
+	r.mu.Unlock()
+	_, isTLS := c.TLSConnectionState()
+	return &rsession{r: r, helo: c.Hostname(), tls: isTLS}, nil
+}
+
+type rsession struct {
+	r    *Receiver
+	helo string
+	tls  bool
+	user string
+	cur  Received
+}
+
+var _ smtp.AuthSession = (*rsession)(nil)
+
+func (s *rsession) AuthMechanisms() []string {
+	if s.r.opts.User == "" {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+
+func (s *rsession) Auth(mech string) (sasl.Server, error) {
+	if mech != sasl.Plain || s.r.opts.User == "" {
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	return sasl.NewPlainServer(func(identity, user, pass string) error {
+		if (identity != "" && identity != user) || user != s.r.opts.User || pass != s.r.opts.Password {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "authentication failed"}
+		}
+		s.user = user
+		return nil
+	}), nil
+}
+
+func (s *rsession) Mail(from string, opts *smtp.MailOptions) error {
+	if s.r.opts.User != "" && s.user == "" {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
+	}
+	if s.r.opts.MailError != nil {
+		return s.r.opts.MailError
+	}
+	s.cur = Received{From: from, Helo: s.helo, TLS: s.tls, AuthUser: s.user}
+	if opts != nil {
+		s.cur.Size = opts.Size
+	}
+	return nil
+}
+
+func (s *rsession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	key := strings.ToLower(to)
+	s.r.mu.Lock()
+	n := s.r.attempts[key]
+	s.r.attempts[key] = n + 1
+	e := s.r.rcptErr[key]
+	s.r.mu.Unlock()
+	if e != nil {
+		return e
+	}
+	if h := s.r.opts.RcptHook; h != nil {
+		if e := h(to, n); e != nil {
+			return e
+		}
+	}
+	s.cur.Rcpts = append(s.cur.Rcpts, to)
+	return nil
+}
+
+func (s *rsession) Data(rd io.Reader) error {
+	b, err := io.ReadAll(rd)
+	if err != nil {
+		return err
+	}
+	if s.r.opts.DataError != nil {
+		return s.r.opts.DataError
+	}
+	m := s.cur
+	m.Data = b
+	m.Rcpts = append([]string(nil), m.Rcpts...)
+	s.r.mu.Lock()
+	s.r.msgs = append(s.r.msgs, m)
+	s.r.mu.Unlock()
+	return nil
+}
+
+func (s *rsession) Reset()        { s.cur = Received{} }
+func (s *rsession) Logout() error { return nil }
+
+// NewCert makes a self-signed certificate for hosts (DNS names or IP
+// addresses) and a pool that trusts it.
+func NewCert(t testing.TB, hosts ...string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("cert: %v", err)
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 100))
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: hosts[0]},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatalf("cert: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("cert: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// ListenSamePort listens on TCP on each of the given loopback IPs with one
+// port common to all, so that a client configured with one remote port (like
+// an MX sender) can reach each of them. It fails the test when no common free
+// port is found.
+func ListenSamePort(t testing.TB, ips ...string) []net.Listener {
+	t.Helper()
+	var lastErr error
+	for try := 0; try < 50; try++ {
+		first, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
+		if err != nil {
+			t.Fatalf("listen on %s: %v", ips[0], err)
+		}
+		port := first.Addr().(*net.TCPAddr).Port
+		lns := []net.Listener{first}
+		for _, ip := range ips[1:] {
+			ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+			if err != nil {
+				lastErr = err
+				break
+			}
+			lns = append(lns, ln)
+		}
+		if len(lns) == len(ips) {
+			return lns
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	t.Fatalf("no port free on all of %v: %v", ips, lastErr)
+	return nil
+}
+
+// FreePort returns a TCP port on which nothing listens on ip at the moment
+// of the call: a "connection refused" target.
+func FreePort(t testing.TB, ip string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	p := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return p
+}
