@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
@@ -17,6 +18,10 @@ const (
 	maxLocalLen  = 64
 	maxDomainLen = 253
 	maxLabelLen  = 63
+	// maxInput bounds the text Domain looks at: no longer name can map to
+	// 253 A-label characters, and refusing it at once keeps huge inputs out
+	// of the IDNA code and out of error messages.
+	maxInput = 1024
 )
 
 // ErrInvalid is wrapped by every error this package returns, so callers can
@@ -26,7 +31,8 @@ var ErrInvalid = errors.New("invalid")
 // Address is a mail address split at its last "@". Domain is normalized; Local
 // is lowercased, since submitd compares local parts case-insensitively (SPEC §1).
 type Address struct {
-	// Local is the part before the "@", lowercased.
+	// Local is the part before the "@", lowercased, in its shortest form: a
+	// quoted local part that needs no quotes ("jan") is stored unquoted.
 	Local string
 	// Domain is the normalized domain (see Domain).
 	Domain string
@@ -36,43 +42,83 @@ type Address struct {
 func (a Address) String() string { return a.Local + "@" + a.Domain }
 
 // profile is the IDNA profile for names as they appear in mail: the lookup
-// profile maps case and width and applies the STD3 host-name rules.
+// profile maps case and width and applies the STD3 host-name rules. Lengths
+// are checked by Domain itself, so that the message can say which limit a
+// name breaks.
 var profile = idna.New(
 	idna.MapForLookup(),
 	idna.BidiRule(),
 	idna.Transitional(false),
 	idna.StrictDomainName(true),
 	idna.ValidateLabels(true),
-	idna.VerifyDNSLength(true),
 )
 
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+// invalidError is the error for bad input: its text says what is wrong, and
+// it matches ErrInvalid.
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return "invalid: " + e.msg }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
+
+// reason returns the text of err without the "invalid: " prefix, for nesting
+// one message in another.
+func reason(err error) string {
+	var ie *invalidError
+	if errors.As(err, &ie) {
+		return ie.msg
+	}
+	return err.Error()
+}
+
+// badRune reports runes that never belong in a name or address that ends up
+// in a log line or in one-record-per-line CLI output: spaces, controls (C0,
+// DEL, C1) and the Unicode line and paragraph separators.
+func badRune(r rune) bool {
+	return r <= ' ' || r == 0x7f || unicode.IsControl(r) || unicode.IsSpace(r) ||
+		r == '\u2028' || r == '\u2029'
 }
 
 // Domain returns name in normalized form: lowercase, IDNA A-labels
 // (příklad.cz becomes xn--pklad-zsa96e.cz), no trailing dot. A name must have at
-// least two labels; IP literals and single labels are refused.
+// least two labels; IP literals and single labels are refused. The error says
+// why a name is refused.
 func Domain(name string) (string, error) {
 	orig := name
 	if name == "" {
 		return "", invalid("empty domain name")
 	}
+	if len(name) > maxInput {
+		return "", invalid("domain %.40q… is longer than %d characters", orig, maxDomainLen)
+	}
 	if !utf8.ValidString(name) {
 		return "", invalid("domain %q is not valid UTF-8", orig)
 	}
+	for _, r := range name {
+		if badRune(r) {
+			return "", invalid("domain %q contains a space or control character", orig)
+		}
+	}
+	if strings.HasPrefix(name, "[") {
+		return "", invalid("%q is an address literal, not a domain name", orig)
+	}
 	name = strings.TrimSuffix(name, ".")
-	if name == "" || strings.HasPrefix(name, "[") {
+	if name == "" {
 		return "", invalid("%q is not a domain name", orig)
 	}
-	for _, r := range name {
-		if r <= ' ' || r == 0x7f {
-			return "", invalid("domain %q contains a space or control character", orig)
+	// Plain ASCII mistakes are named here; the IDNA library's messages do not
+	// say what is wrong with a label.
+	for _, l := range strings.Split(name, ".") {
+		if err := checkASCIILabel(orig, l); err != nil {
+			return "", err
 		}
 	}
 	a, err := profile.ToASCII(name)
 	if err != nil {
-		return "", invalid("domain %q: %v", orig, err)
+		return "", idnaError(orig, name)
 	}
 	a = strings.ToLower(a)
 	if len(a) > maxDomainLen {
@@ -83,26 +129,72 @@ func Domain(name string) (string, error) {
 		return "", invalid("domain %q needs at least two labels (like example.cz)", orig)
 	}
 	for _, l := range labels {
-		if l == "" {
-			return "", invalid("domain %q has an empty label", orig)
-		}
-		if len(l) > maxLabelLen {
-			return "", invalid("domain %q has a label longer than %d characters", orig, maxLabelLen)
-		}
-		if l[0] == '-' || l[len(l)-1] == '-' {
-			return "", invalid("domain %q has a label that starts or ends with a hyphen", orig)
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return "", invalid("domain %q contains %q", orig, c)
-			}
+		if err := checkLDHLabel(orig, l); err != nil {
+			return "", err
 		}
 	}
+	// RFC 3696 §2: a top-level label is never all digits, which also keeps
+	// dotted IPv4 addresses out.
 	if tld := labels[len(labels)-1]; strings.Trim(tld, "0123456789") == "" {
-		return "", invalid("domain %q has a numeric top-level label", orig)
+		return "", invalid("domain %q has a numeric top-level label; IP addresses are not domain names", orig)
 	}
 	return a, nil
+}
+
+// checkASCIILabel rejects an empty label, and an all-ASCII label that breaks
+// the host-name rules of RFC 1123 §2.1.
+func checkASCIILabel(orig, l string) error {
+	if l == "" {
+		return invalid("domain %q has an empty label (a leading or double dot)", orig)
+	}
+	for i := 0; i < len(l); i++ {
+		if l[i] >= utf8.RuneSelf {
+			return nil // IDNA decides about U-labels.
+		}
+	}
+	return checkLDHLabel(orig, strings.ToLower(l))
+}
+
+// checkLDHLabel checks one lowercase ASCII label: letters, digits and inner
+// hyphens, at most 63 characters (RFC 1035 §2.3.1, RFC 5890 §2.3.1).
+func checkLDHLabel(orig, l string) error {
+	if l == "" {
+		return invalid("domain %q has an empty label (a leading or double dot)", orig)
+	}
+	if len(l) > maxLabelLen {
+		return invalid("domain %q has a label longer than %d characters", orig, maxLabelLen)
+	}
+	if l[0] == '-' || l[len(l)-1] == '-' {
+		return invalid("domain %q has a label that starts or ends with a hyphen", orig)
+	}
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return invalid("domain %q contains %q; only letters, digits, hyphens and dots are allowed", orig, c)
+		}
+	}
+	return nil
+}
+
+// idnaError explains why the IDNA conversion of name failed, naming the first
+// label that does not convert on its own.
+func idnaError(orig, name string) error {
+	for _, l := range strings.Split(name, ".") {
+		_, err := profile.ToASCII(l)
+		if err == nil {
+			continue
+		}
+		low := strings.ToLower(l)
+		switch {
+		case strings.HasPrefix(low, "xn--"):
+			return invalid("domain %q: label %q is not a valid IDNA A-label (Punycode)", orig, l)
+		case len(low) >= 4 && low[2:4] == "--":
+			return invalid("domain %q: label %q has hyphens in the third and fourth positions, which are reserved (RFC 5891 §4.2.3.1)", orig, l)
+		}
+		return invalid("domain %q: label %q is not a valid internationalized label (%s)",
+			orig, l, strings.TrimPrefix(err.Error(), "idna: "))
+	}
+	return invalid("domain %q is not a valid internationalized domain name", orig)
 }
 
 // Unicode returns the U-label form of a normalized domain for display; on any
@@ -119,7 +211,16 @@ func Unicode(domain string) string {
 // forms a mail client or an SMTP path carries: dot-atom local parts, quoted
 // local parts, and UTF-8 local parts (RFC 6531). Surrounding angle brackets are
 // not accepted; the caller strips them.
+//
+// The local part is lowercased (SPEC §1) and brought to its shortest form, so
+// that "Jan"@firma.cz and jan@firma.cz are the same address: a quoted string
+// whose content is a valid dot-string loses its quotes (RFC 5321 §4.1.2 makes
+// the two forms equivalent), and any other is quoted with backslashes only
+// before '"' and '\'.
 func Parse(s string) (Address, error) {
+	if len(s) > maxLocalLen+1+maxInput {
+		return Address{}, invalid("address %.40q… is too long", s)
+	}
 	if !utf8.ValidString(s) {
 		return Address{}, invalid("address %q is not valid UTF-8", s)
 	}
@@ -128,53 +229,116 @@ func Parse(s string) (Address, error) {
 		return Address{}, invalid("%q is not a full address (local@domain)", s)
 	}
 	local, dom := s[:at], s[at+1:]
-	if err := checkLocal(local); err != nil {
+	l, err := normLocal(local)
+	if err != nil {
 		return Address{}, invalid("address %q: %v", s, err)
 	}
 	d, err := Domain(dom)
 	if err != nil {
-		return Address{}, invalid("address %q: %v", s, errors.Unwrap(err))
+		return Address{}, invalid("address %q: %s", s, reason(err))
 	}
-	return Address{Local: strings.ToLower(local), Domain: d}, nil
+	return Address{Local: l, Domain: d}, nil
 }
 
-// checkLocal enforces RFC 5321 §4.1.2 Local-part syntax, extended to UTF-8 by
-// RFC 6531 §3.3.
-func checkLocal(local string) error {
+// normLocal enforces RFC 5321 §4.1.2 Local-part syntax, extended to UTF-8 by
+// RFC 6531 §3.3, and returns the local part lowercased in its shortest form.
+func normLocal(local string) (string, error) {
 	if local == "" {
-		return errors.New("empty local part")
+		return "", errors.New("empty local part")
 	}
 	if len(local) > maxLocalLen {
-		return fmt.Errorf("local part longer than %d octets", maxLocalLen)
+		return "", fmt.Errorf("local part longer than %d octets", maxLocalLen)
 	}
+	var out string
 	if local[0] == '"' {
-		if len(local) < 2 || local[len(local)-1] != '"' {
-			return errors.New("unterminated quoted local part")
+		content, err := unquote(local)
+		if err != nil {
+			return "", err
 		}
-		inner := local[1 : len(local)-1]
-		for i := 0; i < len(inner); i++ {
-			c := inner[i]
-			switch {
-			case c == '\\':
-				i++
-				if i >= len(inner) || inner[i] < ' ' || inner[i] == 0x7f {
-					return errors.New("bad escape in quoted local part")
-				}
-			case c == '"' || c < ' ' || c == 0x7f:
-				return fmt.Errorf("character %q not allowed in quoted local part", c)
-			}
+		if content == "" {
+			return "", errors.New("empty local part")
 		}
-		return nil
+		content = strings.ToLower(content)
+		if checkDotString(content) == nil {
+			out = content
+		} else {
+			out = quote(content)
+		}
+	} else {
+		if err := checkDotString(local); err != nil {
+			return "", err
+		}
+		out = strings.ToLower(local)
+	}
+	// Lowercasing can lengthen some UTF-8 letters (U+023A is two octets, its
+	// lowercase three), so the limit is checked on the result too.
+	if len(out) > maxLocalLen {
+		return "", fmt.Errorf("local part longer than %d octets", maxLocalLen)
+	}
+	return out, nil
+}
+
+// checkDotString checks an unquoted local part: atext (or UTF-8) atoms
+// separated by single dots.
+func checkDotString(local string) error {
+	if local == "" {
+		return errors.New("empty local part")
 	}
 	if local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, "..") {
 		return errors.New("local part has a leading, trailing or double dot")
 	}
 	for _, r := range local {
-		if r < 0x80 && !isAtext(byte(r)) && r != '.' {
+		if r < utf8.RuneSelf && !isAtext(byte(r)) && r != '.' || r >= utf8.RuneSelf && badRune(r) {
 			return fmt.Errorf("character %q not allowed in local part", r)
 		}
 	}
 	return nil
+}
+
+// unquote returns the content of an RFC 5321 Quoted-string: qtextSMTP and
+// quoted-pairSMTP, widened to UTF-8 by RFC 6531 §3.3.
+func unquote(q string) (string, error) {
+	if len(q) < 2 || q[len(q)-1] != '"' {
+		return "", errors.New("unterminated quoted local part")
+	}
+	inner := q[1 : len(q)-1]
+	var b strings.Builder
+	for i := 0; i < len(inner); i++ {
+		c := inner[i]
+		switch {
+		case c == '\\':
+			i++
+			if i >= len(inner) || inner[i] < ' ' || inner[i] >= 0x7f {
+				return "", errors.New("bad escape in quoted local part")
+			}
+			b.WriteByte(inner[i])
+		case c == '"' || c < ' ' || c == 0x7f:
+			return "", fmt.Errorf("character %q not allowed in quoted local part", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	content := b.String()
+	for _, r := range content {
+		if r >= utf8.RuneSelf && badRune(r) {
+			return "", fmt.Errorf("character %q not allowed in quoted local part", r)
+		}
+	}
+	return content, nil
+}
+
+// quote returns content as a Quoted-string with the fewest escapes.
+func quote(content string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(content); i++ {
+		if c := content[i]; c == '"' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(content[i])
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // isAtext reports whether c is an RFC 5322 §3.2.3 atext character.
