@@ -65,6 +65,11 @@ type Envelope struct {
 
 // Spool is a directory of messages.
 type Spool struct {
+	// OnCommit, when set, is called with the envelope of every message after
+	// its Commit succeeded, so the queue learns of it at once. Set it before
+	// the spool is shared.
+	OnCommit func(*Envelope)
+
 	dir string
 	log *slog.Logger
 	now func() time.Time
@@ -82,6 +87,19 @@ func Open(dir string, log *slog.Logger) (*Spool, error) {
 	for _, t := range tmps {
 		log.Info("spool: removing unfinished message", "file", t)
 		os.Remove(t)
+	}
+	return &Spool{dir: dir, log: log, now: time.Now}, nil
+}
+
+// Attach returns the spool at dir without Open's clean-up of tmp/, for tools
+// (like "submitd queue") that run beside a server that may be writing there.
+func Attach(dir string, log *slog.Logger) (*Spool, error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("spool: %s is not a directory", dir)
 	}
 	return &Spool{dir: dir, log: log, now: time.Now}, nil
 }
@@ -169,6 +187,9 @@ func (w *Writer) Commit() error {
 		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
 	}
 	w.env.Size = w.n
+	if w.s.OnCommit != nil {
+		w.s.OnCommit(w.env)
+	}
 	return nil
 }
 
@@ -205,6 +226,27 @@ func (s *Spool) Load() ([]*Envelope, error) {
 		env, err := readEnvelope(name, true)
 		if err != nil {
 			s.quarantine(name, err)
+			continue
+		}
+		out = append(out, env)
+	}
+	return out, nil
+}
+
+// List reads every committed message's envelope, oldest first, without
+// checking content checksums and without moving anything: a file that cannot
+// be read (for instance removed meanwhile) is skipped. It is for listing a
+// spool that a running server owns.
+func (s *Spool) List() ([]*Envelope, error) {
+	names, err := filepath.Glob(filepath.Join(s.dir, "*"+msgExt))
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	sort.Strings(names)
+	out := make([]*Envelope, 0, len(names))
+	for _, name := range names {
+		env, err := readEnvelope(name, false)
+		if err != nil {
 			continue
 		}
 		out = append(out, env)

@@ -1,0 +1,850 @@
+// Package queue delivers the messages in the spool (SPEC R17, R18). It keeps
+// per-recipient state beside each message, rewritten atomically after every
+// delivery attempt, so that a crash after one recipient was delivered retries
+// only the others; it retries temporary failures with a doubling backoff up
+// to max_age, reports permanent failures and expiry to the sender with one
+// RFC 3464 DSN, and limits how many deliveries run at once, in all and per
+// destination domain.
+//
+// The queue holds in memory only what scheduling needs (id, due time, open
+// destination domains); a message's envelope and state are read from the
+// spool when an attempt starts and dropped when it ends.
+package queue
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"submitd/internal/delivery"
+	"submitd/internal/spool"
+)
+
+// Signer computes a message's DKIM signature. Sign returns the
+// "DKIM-Signature: …\r\n" header field to prepend, or "" when no key applies
+// to the message (SPEC R17).
+type Signer interface {
+	Sign(ctx context.Context, msg io.Reader) (string, error)
+}
+
+// Config is what a Queue needs. Zero durations and limits take the defaults
+// of internal/config.
+type Config struct {
+	// Spool holds the messages.
+	Spool *spool.Spool
+	// Sender delivers to one destination domain at a time.
+	Sender delivery.Sender
+	// Signer signs messages before their first attempt; nil: no signing.
+	Signer Signer
+	// Hostname names this server in reports (Reporting-MTA, MAILER-DAEMON@).
+	Hostname string
+	// RetryMin is the delay after the first temporary failure; it doubles
+	// with each further one.
+	RetryMin time.Duration
+	// RetryMax caps the retry delay.
+	RetryMax time.Duration
+	// MaxAge is how long after arrival a message is retried before its open
+	// recipients fail as expired (SPEC R18).
+	MaxAge time.Duration
+	// WarnAfter sends one delay warning when a message is still undelivered
+	// this long after arrival; 0 disables warnings.
+	WarnAfter time.Duration
+	// Workers is the most deliveries under way at once.
+	Workers int
+	// PerDomain is the most deliveries under way at once to one domain.
+	PerDomain int
+	// Log receives a line for every attempt; nil discards.
+	Log *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// PollInterval is how often Run looks for requests from "submitd queue";
+	// default one second.
+	PollInterval time.Duration
+}
+
+// Queue schedules and runs deliveries.
+type Queue struct {
+	cfg  Config
+	sp   *spool.Spool
+	log  *slog.Logger
+	now  func() time.Time
+	lock *os.File
+
+	// base is the context jobs run under; Run replaces it.
+	base context.Context
+
+	mu       sync.Mutex
+	cond     *sync.Cond // broadcast when a job ends
+	entries  map[string]*entry
+	waiting  dueHeap           // idle entries, by due time
+	ready    map[string][]*job // jobs waiting for a worker, by domain
+	order    []string          // domains with ready jobs, round robin
+	inflight map[string]int    // running jobs by domain
+	running  int               // running jobs in all
+	wake     chan struct{}     // nudges Run's loop
+	wg       sync.WaitGroup    // running jobs
+	stats    Stats
+}
+
+// Stats counts outcomes since the queue started.
+type Stats struct {
+	// Delivered counts recipients delivered.
+	Delivered int64
+	// Deferred counts temporary failures.
+	Deferred int64
+	// Failed counts recipients that failed permanently or expired.
+	Failed int64
+	// Finished counts messages removed from the spool because every
+	// recipient was delivered or failed.
+	Finished int64
+	// Reports counts DSNs made.
+	Reports int64
+}
+
+// entry is one message as the scheduler sees it.
+type entry struct {
+	id      string
+	due     time.Time
+	index   int      // position in waiting; -1 when not there
+	domains []string // destination domains with open recipients
+	active  bool     // an attempt is under way
+	force   bool     // next attempt tries every open recipient (queue retry)
+
+	// Set by requests while an attempt runs; read when it ends.
+	deleted atomic.Bool
+	bounce  atomic.Bool
+	retry   atomic.Bool
+
+	// The attempt's data, guarded by amu and present only while active.
+	amu    sync.Mutex
+	left   int       // jobs of the attempt not finished
+	cutoff time.Time // recipients due at or before this are tried
+	ctx    context.Context
+	cancel context.CancelFunc
+	env    *spool.Envelope
+	st     *State
+	gone   bool // the message vanished from the spool
+}
+
+// job is one attempt's delivery to one destination domain.
+type job struct {
+	e      *entry
+	domain string
+}
+
+// New makes a queue over cfg.Spool and takes the spool's lock, so that one
+// server at a time delivers from it and "submitd queue" can tell whether a
+// server is running. Close releases it.
+func New(cfg Config) (*Queue, error) {
+	if cfg.Spool == nil || cfg.Sender == nil {
+		return nil, errors.New("queue: Spool and Sender are required")
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 5 * time.Minute
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = max(time.Hour, cfg.RetryMin)
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = 5 * 24 * time.Hour
+	}
+	if cfg.Workers < 1 {
+		cfg.Workers = 50
+	}
+	if cfg.PerDomain < 1 {
+		cfg.PerDomain = 5
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "localhost"
+	}
+	q := &Queue{
+		cfg: cfg, sp: cfg.Spool, log: cfg.Log, now: cfg.Now,
+		base:     context.Background(),
+		entries:  map[string]*entry{},
+		ready:    map[string][]*job{},
+		inflight: map[string]int{},
+		wake:     make(chan struct{}, 1),
+	}
+	if q.log == nil {
+		q.log = slog.New(slog.DiscardHandler)
+	}
+	if q.now == nil {
+		q.now = time.Now
+	}
+	q.cond = sync.NewCond(&q.mu)
+	lock, err := lockSpool(q.sp.Dir())
+	if err != nil {
+		return nil, err
+	}
+	q.lock = lock
+	return q, nil
+}
+
+// Close releases the spool lock. Call it after Run has returned.
+func (q *Queue) Close() error {
+	if q.lock == nil {
+		return nil
+	}
+	err := q.lock.Close()
+	q.lock = nil
+	return err
+}
+
+// Load schedules messages found in the spool at start-up, reading each one's
+// state: recipients delivered before a crash or restart are not tried again.
+func (q *Queue) Load(envs []*spool.Envelope) {
+	for _, env := range envs {
+		data, err := q.sp.ReadState(env.ID)
+		if err != nil {
+			q.log.Error("queue: cannot read state; retrying every recipient", "queue_id", env.ID, "err", err)
+		}
+		st, err := decodeState(env, data)
+		if err != nil {
+			// Losing track of which recipients got the message may deliver it
+			// twice to some; dropping it would lose it for all. Keep it.
+			q.log.Error("queue: damaged state; retrying every recipient", "queue_id", env.ID, "err", err)
+			st = newState(env)
+		}
+		due, ok := st.NextDue()
+		if !ok {
+			// Finished before the crash but not yet removed: the attempt
+			// only reports and removes.
+			due = time.Time{}
+		}
+		q.mu.Lock()
+		if _, dup := q.entries[env.ID]; !dup {
+			e := &entry{id: env.ID, due: due, index: -1, domains: openDomains(st)}
+			q.entries[env.ID] = e
+			heap.Push(&q.waiting, e)
+		}
+		q.mu.Unlock()
+	}
+	q.kick()
+}
+
+// Add schedules a newly committed message for delivery at once. It is meant
+// for spool.Spool.OnCommit and does no I/O. Adding a message twice is
+// harmless.
+func (q *Queue) Add(env *spool.Envelope) {
+	st := newState(env)
+	q.mu.Lock()
+	if _, dup := q.entries[env.ID]; !dup {
+		e := &entry{id: env.ID, due: q.now(), index: -1, domains: openDomains(st)}
+		q.entries[env.ID] = e
+		heap.Push(&q.waiting, e)
+	}
+	q.mu.Unlock()
+	q.kick()
+}
+
+// Len returns how many messages the queue holds.
+func (q *Queue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.entries)
+}
+
+// Stats returns the outcome counters.
+func (q *Queue) Stats() Stats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.stats
+}
+
+func (q *Queue) kick() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// openDomains lists the distinct destination domains of open recipients,
+// sorted; "" stands for recipients whose address does not parse.
+func openDomains(st *State) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range st.Rcpts {
+		if r.open() && !seen[r.Domain] {
+			seen[r.Domain] = true
+			out = append(out, r.Domain)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Run delivers until ctx is cancelled, then waits for the attempts under
+// way to end (they see ctx cancelled) and returns. It also serves the
+// requests "submitd queue retry/delete" leave in the spool.
+func (q *Queue) Run(ctx context.Context) {
+	q.mu.Lock()
+	q.base = ctx
+	q.mu.Unlock()
+	q.handleRequests()
+	poll := time.NewTicker(q.cfg.PollInterval)
+	defer poll.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		q.mu.Lock()
+		q.dispatchLocked()
+		wait := time.Hour
+		if q.waiting.Len() > 0 {
+			wait = min(wait, max(q.waiting[0].due.Sub(q.now()), 0))
+		}
+		q.mu.Unlock()
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			q.wg.Wait()
+			return
+		case <-q.wake:
+		case <-timer.C:
+		case <-poll.C:
+			q.handleRequests()
+		}
+	}
+}
+
+// RunDue runs every attempt that is due by the queue's clock, including
+// those of reports made meanwhile, and returns when none is left. It is the
+// deterministic alternative to Run for tests with a fake clock; do not use
+// both at once.
+func (q *Queue) RunDue(ctx context.Context) {
+	q.mu.Lock()
+	q.base = ctx
+	for {
+		q.dispatchLocked()
+		if q.running == 0 && len(q.order) == 0 && (q.waiting.Len() == 0 || q.waiting[0].due.After(q.now())) {
+			break
+		}
+		q.cond.Wait()
+	}
+	q.mu.Unlock()
+}
+
+// NextDue returns when the earliest waiting message is due, and false when
+// none waits.
+func (q *Queue) NextDue() (time.Time, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.waiting.Len() == 0 {
+		return time.Time{}, false
+	}
+	return q.waiting[0].due, true
+}
+
+// dispatchLocked starts the attempts that are due and hands their jobs to
+// free workers, round robin over domains, within the global and per-domain
+// limits (SPEC R17 per-destination concurrency).
+func (q *Queue) dispatchLocked() {
+	now := q.now()
+	for q.waiting.Len() > 0 && !q.waiting[0].due.After(now) {
+		e := heap.Pop(&q.waiting).(*entry)
+		q.startLocked(e, now)
+	}
+	for q.running < q.cfg.Workers && len(q.order) > 0 {
+		started := false
+		for i := 0; i < len(q.order) && q.running < q.cfg.Workers; {
+			d := q.order[i]
+			if q.inflight[d] >= q.cfg.PerDomain {
+				i++
+				continue
+			}
+			jobs := q.ready[d]
+			j := jobs[0]
+			jobs[0] = nil
+			if len(jobs) == 1 {
+				delete(q.ready, d)
+				q.order = append(q.order[:i], q.order[i+1:]...)
+			} else {
+				q.ready[d] = jobs[1:]
+				i++
+			}
+			q.inflight[d]++
+			q.running++
+			q.wg.Add(1)
+			go q.runJob(j)
+			started = true
+		}
+		if !started {
+			break
+		}
+	}
+}
+
+// startLocked begins an attempt of e: one job per open destination domain.
+func (q *Queue) startLocked(e *entry, now time.Time) {
+	e.active = true
+	doms := e.domains
+	if len(doms) == 0 {
+		// Nothing to deliver: the job only reports and removes.
+		doms = []string{""}
+	}
+	e.left = len(doms)
+	e.cutoff = now
+	if e.force {
+		e.cutoff = time.Unix(1<<62, 0)
+		e.force = false
+	}
+	e.ctx, e.cancel = context.WithCancel(q.base)
+	for _, d := range doms {
+		if _, ok := q.ready[d]; !ok {
+			q.order = append(q.order, d)
+		}
+		q.ready[d] = append(q.ready[d], &job{e: e, domain: d})
+	}
+}
+
+// runJob delivers one attempt's recipients of one domain and, if it is the
+// attempt's last job, finishes the attempt.
+func (q *Queue) runJob(j *job) {
+	defer q.wg.Done()
+	e := j.e
+	drop, due := q.deliver(j)
+	q.mu.Lock()
+	q.running--
+	if q.inflight[j.domain]--; q.inflight[j.domain] == 0 {
+		delete(q.inflight, j.domain)
+	}
+	if drop || !due.IsZero() {
+		// The attempt is over.
+		e.active = false
+		if drop {
+			delete(q.entries, e.id)
+		} else {
+			if e.retry.Swap(false) {
+				due = q.now()
+				e.force = true
+			}
+			if e.deleted.Load() {
+				// Deleted after this attempt's end was decided: the next
+				// attempt, at once, only deletes.
+				due = q.now()
+			}
+			e.due = due
+			heap.Push(&q.waiting, e)
+		}
+	}
+	q.mu.Unlock()
+	q.cond.Broadcast()
+	q.kick()
+}
+
+// deliver runs job j. When it is the last job of the attempt it returns
+// either drop (the message is finished or gone) or the next due time;
+// otherwise it returns false and the zero time.
+func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
+	e := j.e
+	e.amu.Lock()
+	if e.st == nil && !e.gone {
+		q.loadLocked(e)
+	}
+	var rcpts []string
+	var idx []int
+	if !e.gone && !e.deleted.Load() {
+		for i, r := range e.st.Rcpts {
+			if r.open() && r.Domain == j.domain && !r.Next.After(e.cutoff) {
+				rcpts = append(rcpts, r.Addr)
+				idx = append(idx, i)
+			}
+		}
+	}
+	env, dkim := e.env, ""
+	if e.st != nil {
+		dkim = e.st.DKIM
+	}
+	e.amu.Unlock()
+
+	var results []delivery.Result
+	if len(rcpts) > 0 {
+		if j.domain == "" {
+			for _, r := range rcpts {
+				results = append(results, delivery.Result{Rcpt: r, Status: delivery.Permanent,
+					Reply: "recipient address is not valid"})
+			}
+		} else {
+			m := &delivery.Message{
+				From: env.From, Rcpts: rcpts, Domain: j.domain, Size: env.Size + int64(len(dkim)),
+				Open: func() (io.ReadCloser, error) { return q.open(env.ID, dkim) },
+			}
+			results = q.cfg.Sender.Deliver(e.ctx, m)
+		}
+	}
+
+	e.amu.Lock()
+	defer e.amu.Unlock()
+	e.left--
+	last := e.left == 0
+	if len(rcpts) > 0 && !e.gone {
+		q.apply(e, idx, results)
+		// Persist before anything else happens (SPEC R15, R18): a crash from
+		// here on must not deliver these recipients again. When this was the
+		// last job and every recipient is delivered, removing the message
+		// below is that record, so the write is skipped.
+		if !(last && allDelivered(e.st) && !e.deleted.Load()) {
+			if err := e.st.write(q.sp, e.id); err != nil {
+				q.log.Error("queue: cannot save delivery state", "queue_id", e.id, "err", err)
+			}
+		}
+	}
+	if !last {
+		return false, time.Time{}
+	}
+	e.cancel()
+	drop, due = q.finishLocked(e)
+	e.env, e.st = nil, nil
+	return drop, due
+}
+
+// loadLocked reads e's envelope and state and signs the message if it has
+// not been signed yet (SPEC R17: before the first attempt).
+func (q *Queue) loadLocked(e *entry) {
+	env, err := q.sp.Envelope(e.id)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			q.log.Error("queue: cannot read message; dropping it from the schedule", "queue_id", e.id, "err", err)
+		}
+		e.gone = true
+		return
+	}
+	e.env = env
+	data, err := q.sp.ReadState(e.id)
+	if err == nil {
+		e.st, err = decodeState(env, data)
+	}
+	if err != nil {
+		q.log.Error("queue: damaged state; retrying every recipient", "queue_id", e.id, "err", err)
+		e.st = newState(env)
+	}
+	if !e.st.Signed && q.cfg.Signer != nil && !e.st.Done() {
+		// The signature is kept in memory and saved with the first result,
+		// then reused on every retry so all copies carry the same signature.
+		// A crash before then just signs again.
+		rc, _, err := q.sp.Message(e.id)
+		if err == nil {
+			e.st.DKIM, err = q.cfg.Signer.Sign(e.ctx, rc)
+			rc.Close()
+		}
+		if err != nil {
+			// An unsigned message is still better delivered than held:
+			// the receiving side decides by its DMARC policy.
+			q.log.Error("queue: DKIM signing failed; sending unsigned", "queue_id", e.id, "session", env.SessionID, "err", err)
+			e.st.DKIM = ""
+		}
+		e.st.Signed = true
+	}
+}
+
+// open returns the message content with the DKIM header prepended.
+func (q *Queue) open(id, dkim string) (io.ReadCloser, error) {
+	rc, _, err := q.sp.Message(id)
+	if err != nil {
+		return nil, err
+	}
+	if dkim == "" {
+		return rc, nil
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(strings.NewReader(dkim), rc), rc}, nil
+}
+
+// apply records the results for the recipients at idx.
+func (q *Queue) apply(e *entry, idx []int, results []delivery.Result) {
+	now := q.now()
+	cancelled := e.ctx.Err() != nil
+	byAddr := map[string]delivery.Result{}
+	for _, r := range results {
+		byAddr[r.Rcpt] = r
+	}
+	expiry := e.env.Received.Add(q.cfg.MaxAge)
+	var nd, ndef, nf int64
+	for n, i := range idx {
+		rc := e.st.Rcpts[i]
+		res, ok := delivery.Result{}, false
+		if n < len(results) && results[n].Rcpt == rc.Addr {
+			res, ok = results[n], true
+		} else {
+			res, ok = byAddr[rc.Addr]
+		}
+		if !ok {
+			res = delivery.Result{Rcpt: rc.Addr, Status: delivery.Temporary, Reply: "delivery returned no result for this recipient"}
+		}
+		if cancelled && res.Status == delivery.Temporary {
+			// Shutdown or delete interrupted the attempt: that says nothing
+			// about the destination, so it is not counted as one.
+			continue
+		}
+		status := statusOf(res.Status)
+		rc.record(now, status, res.Host, res.Reply)
+		switch status {
+		case Delivered:
+			nd++
+			rc.Next = time.Time{}
+		case Failed:
+			nf++
+		case Deferred:
+			if !now.Before(expiry) {
+				// SPEC R18: temporary failures are retried up to max_age.
+				rc.Status = Failed
+				rc.Expired = true
+				rc.Reason = "expired after " + fmtDuration(q.cfg.MaxAge)
+				nf++
+			} else {
+				ndef++
+				rc.Next = now.Add(q.backoff(rc.Attempts))
+				if rc.Next.After(expiry) {
+					rc.Next = expiry
+				}
+			}
+		}
+		attrs := []any{"queue_id", e.id, "session", e.env.SessionID, "rcpt", rc.Addr, "status", rc.Status,
+			"attempt", rc.Attempts, "host", res.Host, "reply", res.Reply}
+		if rc.Status == Deferred {
+			attrs = append(attrs, "next", rc.Next)
+		}
+		q.log.Info("delivery attempt", attrs...)
+	}
+	q.mu.Lock()
+	q.stats.Delivered += nd
+	q.stats.Deferred += ndef
+	q.stats.Failed += nf
+	q.mu.Unlock()
+}
+
+// backoff is the delay after the n-th attempt: RetryMin doubled n-1 times,
+// capped at RetryMax.
+func (q *Queue) backoff(n int) time.Duration {
+	d := q.cfg.RetryMin
+	for i := 1; i < n && d < q.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, q.cfg.RetryMax)
+}
+
+// finishLocked ends an attempt: reports failures and delays, removes the
+// message when every recipient is done, else says when it is due again.
+func (q *Queue) finishLocked(e *entry) (drop bool, due time.Time) {
+	if e.gone {
+		return true, time.Time{}
+	}
+	if e.deleted.Load() {
+		if err := q.remove(e.env, e.st, e.bounce.Load()); err != nil {
+			q.log.Error("queue: delete failed", "queue_id", e.id, "err", err)
+		}
+		return true, time.Time{}
+	}
+	now := q.now()
+	changed := false
+	// SPEC R18: failed recipients are reported once, to the envelope sender,
+	// never for a message from <> or for a report.
+	var failed []*Rcpt
+	for _, r := range e.st.Rcpts {
+		if r.Status == Failed && !r.Bounced {
+			failed = append(failed, r)
+			r.Bounced = true
+			changed = true
+		}
+	}
+	if len(failed) > 0 {
+		q.report(e.env, failed, false, now)
+	}
+	if w := q.cfg.WarnAfter; w > 0 && !e.st.Warned && !e.st.Done() && now.Sub(e.env.Received) >= w {
+		e.st.Warned = true
+		changed = true
+		var deferred []*Rcpt
+		for _, r := range e.st.Rcpts {
+			if r.Status == Deferred {
+				deferred = append(deferred, r)
+			}
+		}
+		if len(deferred) > 0 {
+			q.report(e.env, deferred, true, now)
+		}
+	}
+	if e.st.Done() {
+		if err := q.sp.Remove(e.id); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			q.log.Error("queue: cannot remove finished message", "queue_id", e.id, "err", err)
+		}
+		q.log.Info("message finished", "queue_id", e.id, "session", e.env.SessionID, "summary", summary(e.st))
+		q.mu.Lock()
+		q.stats.Finished++
+		q.mu.Unlock()
+		return true, time.Time{}
+	}
+	if changed {
+		if err := e.st.write(q.sp, e.id); err != nil {
+			q.log.Error("queue: cannot save delivery state", "queue_id", e.id, "err", err)
+		}
+	}
+	e.domains = openDomains(e.st)
+	due, _ = e.st.NextDue()
+	if due.IsZero() {
+		// Recipients that this attempt did not reach (cancelled) are due at
+		// once, but not in a busy loop.
+		due = now.Add(time.Second)
+	}
+	return false, due
+}
+
+// report makes a DSN about rcpts unless the message may not be answered,
+// and schedules it.
+func (q *Queue) report(env *spool.Envelope, rcpts []*Rcpt, delayed bool, now time.Time) {
+	if denv := q.reporter().report(env, rcpts, delayed, now); denv != nil {
+		q.mu.Lock()
+		q.stats.Reports++
+		q.mu.Unlock()
+		// The spool's OnCommit hook may have added it already; Add is
+		// idempotent.
+		q.Add(denv)
+	}
+}
+
+// remove deletes a message, reporting it first with bounce.
+func (q *Queue) remove(env *spool.Envelope, st *State, bounce bool) error {
+	denv, err := q.reporter().remove(env, st, bounce, q.now())
+	if denv != nil {
+		q.Add(denv)
+	}
+	return err
+}
+
+func (q *Queue) reporter() *reporter {
+	return &reporter{sp: q.sp, hostname: q.cfg.Hostname, maxAge: q.cfg.MaxAge, log: q.log}
+}
+
+// reporter makes reports and deletes messages; the queue and the offline
+// "submitd queue" commands share it.
+type reporter struct {
+	sp       *spool.Spool
+	hostname string
+	maxAge   time.Duration
+	log      *slog.Logger
+}
+
+// report writes a DSN about rcpts into the spool and returns its envelope,
+// or nil when the message may not be answered or the report failed.
+func (r *reporter) report(env *spool.Envelope, rcpts []*Rcpt, delayed bool, now time.Time) *spool.Envelope {
+	// SPEC R18: never a report for a message from <> or for a report.
+	if !Bounceable(env) {
+		r.log.Info("no report for a message from <> or for a report", "queue_id", env.ID, "session", env.SessionID,
+			"kind", env.Kind, "rcpts", len(rcpts))
+		return nil
+	}
+	denv, err := sendReport(r.sp, &report{hostname: r.hostname, env: env, rcpts: rcpts,
+		delayed: delayed, until: env.Received.Add(r.maxAge), now: now})
+	if err != nil {
+		r.log.Error("queue: cannot make report", "queue_id", env.ID, "err", err)
+		return nil
+	}
+	action := "failed"
+	if delayed {
+		action = "delayed"
+	}
+	r.log.Info("report queued", "queue_id", env.ID, "session", env.SessionID, "report_id", denv.ID,
+		"action", action, "to", env.From, "rcpts", len(rcpts))
+	return denv
+}
+
+// remove deletes a message; with bounce, its open recipients fail as deleted
+// by the administrator and, with any failed ones not yet reported, are
+// reported first. It returns the report's envelope, if one was made.
+func (r *reporter) remove(env *spool.Envelope, st *State, bounce bool, now time.Time) (*spool.Envelope, error) {
+	var denv *spool.Envelope
+	if bounce && st != nil {
+		var rs []*Rcpt
+		for _, rc := range st.Rcpts {
+			if rc.open() {
+				rc.Status = Failed
+				rc.Reason = "deleted from the queue by the administrator"
+			}
+			if rc.Status == Failed && !rc.Bounced {
+				rc.Bounced = true
+				rs = append(rs, rc)
+			}
+		}
+		if len(rs) > 0 {
+			denv = r.report(env, rs, false, now)
+		}
+	}
+	err := r.sp.Remove(env.ID)
+	r.log.Info("message deleted", "queue_id", env.ID, "session", env.SessionID, "bounce", bounce)
+	return denv, err
+}
+
+func allDelivered(st *State) bool {
+	for _, r := range st.Rcpts {
+		if r.Status != Delivered {
+			return false
+		}
+	}
+	return true
+}
+
+// summary counts recipients by status, like "delivered=2 failed=1".
+func summary(st *State) string {
+	n := map[string]int{}
+	for _, r := range st.Rcpts {
+		n[r.Status]++
+	}
+	var parts []string
+	for _, s := range []string{Pending, Deferred, Delivered, Failed} {
+		if n[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", s, n[s]))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// fmtDuration prints d in days when it is a whole number of them.
+func fmtDuration(d time.Duration) string {
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// dueHeap orders idle entries by due time.
+type dueHeap []*entry
+
+func (h dueHeap) Len() int { return len(h) }
+func (h dueHeap) Less(i, j int) bool {
+	if h[i].due.Equal(h[j].due) {
+		return h[i].id < h[j].id
+	}
+	return h[i].due.Before(h[j].due)
+}
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *dueHeap) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *dueHeap) Pop() any {
+	old := *h
+	n := len(old)
+	e := old[n-1]
+	old[n-1] = nil
+	e.index = -1
+	*h = old[:n-1]
+	return e
+}
