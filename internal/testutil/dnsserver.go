@@ -37,6 +37,7 @@ type DNSServer struct {
 	delay   map[string]time.Duration
 	queries []DNSQuery
 	servers []*dns.Server
+	done    chan struct{} // closed when the test ends, to cut delays short
 }
 
 // DNSQuery is one question the server received.
@@ -57,6 +58,7 @@ func NewDNSServer(t testing.TB) *DNSServer {
 		records: map[string][]dns.RR{},
 		rcodes:  map[string]int{},
 		delay:   map[string]time.Duration{},
+		done:    make(chan struct{}),
 	}
 	var pc net.PacketConn
 	var ln net.Listener
@@ -88,6 +90,7 @@ func NewDNSServer(t testing.TB) *DNSServer {
 		<-started
 	}
 	t.Cleanup(func() {
+		close(s.done)
 		for _, srv := range s.servers {
 			srv.Shutdown()
 		}
@@ -258,7 +261,11 @@ func (s *DNSServer) serve(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	s.mu.Unlock()
 	if delay > 0 {
-		time.Sleep(delay)
+		select {
+		case <-time.After(delay):
+		case <-s.done:
+			return
+		}
 	}
 	switch {
 	case override:

@@ -196,12 +196,12 @@ func (f logFunc) Printf(format string, v ...any) { f(fmt.Sprintf(format, v...)) 
 func (f logFunc) Println(v ...any)               { f(strings.TrimSuffix(fmt.Sprintln(v...), "\n")) }
 
 func (r *Receiver) newSession(c *smtp.Conn) (smtp.Session, error) {
-	if r.opts.EHLOError != nil {
-		return nil, r.opts.EHLOError
-	}
 	r.mu.Lock()
 	r.conns++
 	r.mu.Unlock()
+	if r.opts.EHLOError != nil {
+		return nil, r.opts.EHLOError
+	}
 	_, isTLS := c.TLSConnectionState()
 	return &rsession{r: r, helo: c.Hostname(), tls: isTLS}, nil
 }

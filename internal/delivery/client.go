@@ -1,0 +1,341 @@
+package delivery
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// client is one SMTP conversation with one remote server (RFC 5321). It is
+// small on purpose: delivery needs the exact reply of every command (for
+// per-recipient results and DSNs) and STARTTLS after its own EHLO, which
+// go-smtp's client does not expose.
+type client struct {
+	nc  net.Conn
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	ext map[string]string // EHLO keywords, upper-case, to their parameters
+	tls bool
+	// broken is set once the connection failed (timeout, reset, garbage):
+	// no QUIT is sent on it.
+	broken bool
+}
+
+// replyError is a reply other than the one a command needed.
+type replyError struct {
+	// cmd names the step: "greeting", "EHLO", "MAIL FROM", …
+	cmd string
+	// reply is the server's reply.
+	reply Reply
+}
+
+func (e *replyError) Error() string { return fmt.Sprintf("%s: %s", e.cmd, e.reply) }
+
+func newClient(nc net.Conn) *client {
+	c := &client{nc: nc}
+	c.setConn(nc)
+	return c
+}
+
+func (c *client) setConn(nc net.Conn) {
+	c.nc = nc
+	c.br = bufio.NewReaderSize(nc, 4096)
+	c.bw = bufio.NewWriter(nc)
+}
+
+// watch makes the conversation end by deadline and as soon as ctx is done;
+// the returned function stops watching ctx.
+func (c *client) watch(ctx context.Context, deadline time.Time) func() bool {
+	c.nc.SetDeadline(deadline)
+	return context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+}
+
+// cmd sends one command line and reads the reply.
+func (c *client) cmd(line string) (Reply, error) {
+	if strings.ContainsAny(line, "\r\n") {
+		return Reply{}, fmt.Errorf("command %q contains a line break", clip(line))
+	}
+	if _, err := c.bw.WriteString(line + "\r\n"); err != nil {
+		c.broken = true
+		return Reply{}, err
+	}
+	if err := c.bw.Flush(); err != nil {
+		c.broken = true
+		return Reply{}, err
+	}
+	return c.read()
+}
+
+// read reads one reply.
+func (c *client) read() (Reply, error) {
+	r, err := readReply(c.br)
+	if err != nil {
+		c.broken = true
+	}
+	return r, err
+}
+
+// expect runs cmd and turns a reply of another class than want into a
+// *replyError.
+func (c *client) expect(name, line string, want int) (Reply, error) {
+	r, err := c.cmd(line)
+	if err != nil {
+		return r, fmt.Errorf("%s: %w", name, err)
+	}
+	if r.Class() != want {
+		return r, &replyError{cmd: name, reply: r}
+	}
+	return r, nil
+}
+
+// greet reads the server's greeting (RFC 5321 §4.3.1: 220, or 554 for "no
+// service here").
+func (c *client) greet() error {
+	r, err := c.read()
+	if err != nil {
+		return fmt.Errorf("greeting: %w", err)
+	}
+	if r.Code != 220 {
+		return &replyError{cmd: "greeting", reply: r}
+	}
+	return nil
+}
+
+// hello sends EHLO and records the extensions; a server that does not know
+// EHLO (5xx) gets HELO instead (RFC 5321 §3.2).
+func (c *client) hello(name string) error {
+	r, err := c.cmd("EHLO " + name)
+	if err != nil {
+		return fmt.Errorf("EHLO: %w", err)
+	}
+	if r.Class() == 5 && r.Code != 554 {
+		c.ext = map[string]string{}
+		_, err := c.expect("HELO", "HELO "+name, 2)
+		return err
+	}
+	if r.Class() != 2 {
+		return &replyError{cmd: "EHLO", reply: r}
+	}
+	c.ext = map[string]string{}
+	for _, l := range r.Lines[1:] {
+		kw, param, _ := strings.Cut(l, " ")
+		c.ext[strings.ToUpper(kw)] = param
+	}
+	return nil
+}
+
+func (c *client) has(ext string) bool {
+	_, ok := c.ext[ext]
+	return ok
+}
+
+// startTLS upgrades the connection (RFC 3207) and says EHLO again, since
+// what the server offered in clear text no longer holds (§4.2).
+func (c *client) startTLS(conf *tls.Config, helo string) error {
+	if _, err := c.expect("STARTTLS", "STARTTLS", 2); err != nil {
+		return err
+	}
+	tc := tls.Client(c.nc, conf)
+	if err := tc.Handshake(); err != nil {
+		c.broken = true
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	c.setConn(tc)
+	c.tls = true
+	return c.hello(helo)
+}
+
+// authPlain authenticates with SASL PLAIN and an initial response
+// (RFC 4954, RFC 4616).
+func (c *client) authPlain(user, pass string) error {
+	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+	r, err := c.cmd("AUTH PLAIN " + ir)
+	if err != nil {
+		return fmt.Errorf("AUTH: %w", err)
+	}
+	if r.Code == 334 {
+		// A server that ignores initial responses asks with an empty
+		// challenge; answer it.
+		r, err = c.cmd(ir)
+		if err != nil {
+			return fmt.Errorf("AUTH: %w", err)
+		}
+	}
+	if r.Class() != 2 {
+		return &replyError{cmd: "AUTH", reply: r}
+	}
+	return nil
+}
+
+// quit ends the session politely; errors do not matter any more.
+func (c *client) quit() {
+	if !c.broken {
+		c.nc.SetDeadline(time.Now().Add(5 * time.Second))
+		c.cmd("QUIT")
+	}
+	c.nc.Close()
+}
+
+// hostError is a failure that says nothing about the recipients: the next
+// host may do better.
+type hostError struct{ err error }
+
+func (e *hostError) Error() string { return e.err.Error() }
+func (e *hostError) Unwrap() error { return e.err }
+
+// send runs one mail transaction for m (RFC 5321 §3.3): MAIL FROM, one RCPT
+// TO per recipient, and DATA when at least one was accepted. It returns one
+// Result per recipient, or a *hostError when the transaction failed before
+// any recipient got an answer that holds (a 4xx to MAIL FROM, a broken
+// connection before the end of DATA), so the caller can try another host.
+func (c *client) send(m *Message, host string) ([]Result, error) {
+	results := make([]Result, len(m.Rcpts))
+	all := func(st Status, reply string) []Result {
+		for i, r := range m.Rcpts {
+			results[i] = Result{Rcpt: r, Status: st, Reply: reply, Host: host}
+		}
+		return results
+	}
+	body, err := m.Open()
+	if err != nil {
+		// A local fault: retrying later is all that can be done.
+		return all(Temporary, "cannot read the queued message"), fmt.Errorf("open message: %w", err)
+	}
+	defer body.Close()
+
+	utf8 := !isASCII(m.From)
+	for _, r := range m.Rcpts {
+		utf8 = utf8 || !isASCII(r)
+	}
+	mail := "MAIL FROM:<" + m.From + ">"
+	if c.has("SIZE") && m.Size > 0 {
+		// RFC 1870 §6: lets the server refuse a message too big at once.
+		mail += " SIZE=" + strconv.FormatInt(m.Size, 10)
+	}
+	if utf8 {
+		if !c.has("SMTPUTF8") {
+			// RFC 6531 §3.2: such a message cannot go to this server.
+			return all(Permanent, "553 5.6.7 the remote server does not accept UTF-8 addresses (no SMTPUTF8)"), nil
+		}
+		mail += " SMTPUTF8"
+	}
+	r, err := c.cmd(mail)
+	if err != nil {
+		return nil, &hostError{fmt.Errorf("MAIL FROM: %w", err)}
+	}
+	switch r.Class() {
+	case 2:
+	case 5:
+		// RFC 5321 §4.2.1: the sender or the message is refused for good,
+		// at every host of the domain.
+		return all(Permanent, r.String()), nil
+	default:
+		return nil, &hostError{&replyError{cmd: "MAIL FROM", reply: r}}
+	}
+
+	var accepted []int
+	for i, rcpt := range m.Rcpts {
+		r, err := c.cmd("RCPT TO:<" + rcpt + ">")
+		if err != nil {
+			return nil, &hostError{fmt.Errorf("RCPT TO: %w", err)}
+		}
+		results[i] = Result{Rcpt: rcpt, Reply: r.String(), Host: host}
+		switch r.Class() {
+		case 2:
+			accepted = append(accepted, i)
+		case 5:
+			results[i].Status = Permanent
+		default:
+			results[i].Status = Temporary
+		}
+	}
+	setAccepted := func(st Status, reply string) {
+		for _, i := range accepted {
+			results[i].Status, results[i].Reply = st, reply
+		}
+	}
+	if len(accepted) == 0 {
+		// Every recipient refused: no DATA (RFC 5321 §3.3 would answer 554).
+		c.cmd("RSET")
+		return results, nil
+	}
+
+	r, err = c.cmd("DATA")
+	if err != nil {
+		return nil, &hostError{fmt.Errorf("DATA: %w", err)}
+	}
+	if r.Code != 354 {
+		setAccepted(statusOf(r), r.String())
+		return results, nil
+	}
+	dw := textproto.NewWriter(c.bw).DotWriter()
+	src := &errReader{r: body}
+	if _, err := io.Copy(dw, src); err != nil {
+		c.broken = true
+		if src.err == nil {
+			return nil, &hostError{fmt.Errorf("sending message: %w", err)}
+		}
+		// The spool could not be read: the data on the wire is cut short,
+		// so the connection must be dropped without ending DATA.
+		c.nc.Close()
+		return all(Temporary, "cannot read the queued message"), fmt.Errorf("read message: %w", src.err)
+	}
+	if err := dw.Close(); err != nil {
+		c.broken = true
+		return nil, &hostError{fmt.Errorf("sending message: %w", err)}
+	}
+	r, err = c.read()
+	if err != nil {
+		// The whole message went out but its fate is unknown: retry later
+		// rather than at the next host now (RFC 5321 §6.1 prefers a
+		// duplicate to a loss, but one is enough).
+		setAccepted(Temporary, "no reply after the end of DATA: "+err.Error())
+		return results, nil
+	}
+	if r.Class() == 2 {
+		setAccepted(Delivered, r.String())
+	} else {
+		setAccepted(statusOf(r), r.String())
+	}
+	return results, nil
+}
+
+// statusOf maps a failure reply to a status: 5xx permanent, else temporary.
+func statusOf(r Reply) Status {
+	if r.Class() == 5 {
+		return Permanent
+	}
+	return Temporary
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// errReader remembers the error of the reader it wraps, to tell a failing
+// spool file from a failing connection.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
+}

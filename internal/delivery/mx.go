@@ -1,0 +1,223 @@
+package delivery
+
+import (
+	"cmp"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// MaxAddresses bounds how many addresses one delivery attempt connects to, over
+// all MX hosts, so a domain with dozens of dead MX addresses cannot hold a
+// worker for hours (RFC 5321 §5.1 lets a sender cap this).
+const MaxAddresses = 10
+
+// MXConfig configures an MX sender.
+type MXConfig struct {
+	// Hostname is the name in EHLO ([hostname]).
+	Hostname string
+	// Resolver answers the DNS questions; nil: the system's DNS server.
+	Resolver *Resolver
+	// Port is the remote SMTP port ([delivery] port); default 25.
+	Port int
+	// VerifyTLS requires STARTTLS with a certificate valid for the MX host
+	// name ([delivery] tls = "verify"); otherwise STARTTLS is used when
+	// offered and any certificate is accepted.
+	VerifyTLS bool
+	// RootCAs verify certificates; nil: the system's roots.
+	RootCAs *x509.CertPool
+	// Dial opens connections; nil: a plain net.Dialer.
+	Dial DialFunc
+	// ConnectTimeout bounds opening one connection; default 30s.
+	ConnectTimeout time.Duration
+	// Timeout bounds one whole session with one host; default 10m.
+	Timeout time.Duration
+	// Log gets a line per session; nil discards.
+	Log *slog.Logger
+}
+
+// MX delivers to the recipient domain's mail exchangers (SPEC R17): MX
+// records by preference, the domain's own address when it has none (RFC 5321
+// §5.1), opportunistic or verified STARTTLS.
+type MX struct {
+	cfg     MXConfig
+	res     *Resolver
+	d       dialer
+	shuffle func(n int, swap func(i, j int))
+}
+
+var _ Sender = (*MX)(nil)
+
+// NewMX returns an MX sender.
+func NewMX(cfg MXConfig) *MX {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	cfg.Port = cmp.Or(cfg.Port, 25)
+	res := cfg.Resolver
+	if res == nil {
+		res = &Resolver{}
+	}
+	return &MX{
+		cfg: cfg,
+		res: res,
+		d: dialer{
+			helo: cmp.Or(cfg.Hostname, "localhost"), dial: cfg.Dial,
+			connectTimeout: cfg.ConnectTimeout, timeout: cfg.Timeout,
+			rootCAs: cfg.RootCAs, log: cfg.Log,
+		},
+		shuffle: rand.Shuffle,
+	}
+}
+
+// routeError is a failure to find where to deliver.
+type routeError struct {
+	status Status
+	reply  string
+}
+
+func (e *routeError) Error() string { return e.reply }
+
+// Hosts returns the hosts to try for domain, best first: its MX hosts by
+// preference, in random order among equal preferences (RFC 5321 §5.1), or the
+// domain itself when it has no MX records. A null MX, a domain that does not
+// exist and a domain without MX or address records are permanent failures;
+// a DNS failure is temporary.
+func (x *MX) Hosts(ctx context.Context, domain string) ([]string, error) {
+	mxs, err := x.res.LookupMX(ctx, domain)
+	if err != nil {
+		var de *DNSError
+		if errors.As(err, &de) && de.NotFound {
+			return nil, &routeError{Permanent, fmt.Sprintf("domain %s does not exist (NXDOMAIN)", domain)}
+		}
+		return nil, &routeError{Temporary, fmt.Sprintf("DNS lookup failed: %v", err)}
+	}
+	if len(mxs) == 0 {
+		// RFC 5321 §5.1: no MX records means an implicit MX of preference
+		// 0 at the domain itself, if it has an address.
+		addrs, err := x.res.LookupIP(ctx, domain)
+		if err != nil {
+			var de *DNSError
+			if errors.As(err, &de) && de.Temporary() {
+				return nil, &routeError{Temporary, fmt.Sprintf("DNS lookup failed: %v", err)}
+			}
+		}
+		if len(addrs) == 0 {
+			return nil, &routeError{Permanent, fmt.Sprintf("domain %s has no MX or address records", domain)}
+		}
+		return []string{domain}, nil
+	}
+	// RFC 7505 §3: a single MX of "." means the domain accepts no mail. A
+	// null MX next to real ones is a misconfiguration; the real ones are used.
+	real := mxs[:0:0]
+	for _, mx := range mxs {
+		if mx.Host != "" {
+			real = append(real, mx)
+		}
+	}
+	if len(real) == 0 {
+		return nil, &routeError{Permanent, "domain does not accept mail (null MX, RFC 7505)"}
+	}
+	x.shuffle(len(real), func(i, j int) { real[i], real[j] = real[j], real[i] })
+	slices.SortStableFunc(real, func(a, b MXRecord) int { return cmp.Compare(a.Pref, b.Pref) })
+	hosts := make([]string, 0, len(real))
+	for _, mx := range real {
+		if !slices.Contains(hosts, mx.Host) {
+			hosts = append(hosts, mx.Host)
+		}
+	}
+	return hosts, nil
+}
+
+// Deliver sends m to the MX hosts of m.Domain, one after the other, until one
+// gives every recipient an answer. When none does, every recipient is
+// deferred with the last failure.
+func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
+	log := x.cfg.Log.With("domain", m.Domain, "from", m.From)
+	hosts, err := x.Hosts(ctx, m.Domain)
+	if err != nil {
+		re := err.(*routeError)
+		log.Info("delivery: no route", "status", re.status, "reason", re.reply)
+		return fill(m, re.status, re.reply, "")
+	}
+	mode := tlsOpportunistic
+	if x.cfg.VerifyTLS {
+		mode = tlsStartTLS
+	}
+	var lastErr error
+	lastHost := ""
+	tried := 0
+	for _, h := range hosts {
+		addrs, err := x.res.LookupIP(ctx, h)
+		if err == nil && len(addrs) == 0 {
+			err = fmt.Errorf("MX host %s has no address records", h)
+		}
+		if err != nil {
+			log.Info("delivery: MX host skipped", "host", h, "err", err)
+			lastErr, lastHost = err, h
+			continue
+		}
+		for _, a := range addrs {
+			if tried == MaxAddresses || ctx.Err() != nil {
+				break
+			}
+			tried++
+			res, herr := x.try(ctx, m, h, a, mode, log)
+			if herr == nil {
+				return res
+			}
+			lastErr, lastHost = herr, target{name: h, addr: hostPort(a, x.cfg.Port)}.label()
+		}
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no MX host could be tried")
+	}
+	if ctx.Err() != nil {
+		lastErr = fmt.Errorf("delivery interrupted: %w", ctx.Err())
+	}
+	return fill(m, Temporary, errorReply(lastErr), lastHost)
+}
+
+// try delivers to one address of one MX host; in opportunistic mode a failed
+// STARTTLS is followed by a clear-text session with the same address, since
+// a server that botches TLS still deserves the mail (RFC 7435 §3).
+func (x *MX) try(ctx context.Context, m *Message, host string, a netip.Addr, mode tlsMode, log *slog.Logger) ([]Result, error) {
+	t := target{name: host, addr: hostPort(a, x.cfg.Port), mode: mode}
+	res, info, err := x.d.attempt(ctx, m, t)
+	if err != nil && mode == tlsOpportunistic && info.handshakeFailed && ctx.Err() == nil {
+		log.Info("delivery: STARTTLS failed, retrying without TLS", "host", t.label(), "err", err)
+		t.mode = tlsNone
+		res, info, err = x.d.attempt(ctx, m, t)
+	}
+	logAttempt(log, t, info, res, err)
+	var he *hostError
+	if err != nil && errors.As(err, &he) {
+		return nil, err
+	}
+	return res, nil
+}
+
+// logAttempt writes the one line that says how a session went.
+func logAttempt(log *slog.Logger, t target, info tlsInfo, res []Result, err error) {
+	attrs := []any{"host", t.label(), "tls", info.used, "tls_verified", info.verified}
+	if info.verifyErr != nil {
+		attrs = append(attrs, "tls_verify_err", info.verifyErr.Error())
+	}
+	var he *hostError
+	if err != nil && errors.As(err, &he) {
+		log.Info("delivery: host failed", append(attrs, "err", err)...)
+		return
+	}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	for _, r := range res {
+		log.Info("delivery: result", append(attrs, "rcpt", r.Rcpt, "status", r.Status.String(), "reply", r.Reply)...)
+	}
+}

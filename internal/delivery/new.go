@@ -1,0 +1,26 @@
+package delivery
+
+import (
+	"log/slog"
+
+	"submitd/internal/config"
+)
+
+// New returns the Sender that the configuration asks for: a Smarthost when
+// [delivery] smarthost is set, else an MX sender.
+func New(c *config.Config, log *slog.Logger) (Sender, error) {
+	d := c.Delivery
+	if d.Smarthost != "" {
+		return NewSmarthost(SmarthostConfig{
+			Addr: d.Smarthost, TLS: d.SmarthostTLS,
+			User: d.SmarthostUser, Password: d.SmarthostPassword,
+			Hostname: c.Hostname, ConnectTimeout: d.ConnectTimeout.D(), Timeout: d.Timeout.D(),
+			Log: log,
+		})
+	}
+	return NewMX(MXConfig{
+		Hostname: c.Hostname, Resolver: &Resolver{Addr: d.Resolver}, Port: d.Port,
+		VerifyTLS: d.TLS == "verify", ConnectTimeout: d.ConnectTimeout.D(), Timeout: d.Timeout.D(),
+		Log: log,
+	}), nil
+}

@@ -1,0 +1,199 @@
+package delivery
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// ResolvConf is where the system's DNS server is read from when a Resolver
+// has no address.
+const ResolvConf = "/etc/resolv.conf"
+
+// Resolver asks one DNS server (a recursive resolver) for the records
+// delivery needs, with miekg/dns. Unlike the standard library's resolver it
+// tells "the name does not exist" (NXDOMAIN: permanent) from "the DNS failed"
+// (SERVFAIL, timeout: temporary), which decides between a bounce and a retry.
+type Resolver struct {
+	// Addr is "host:port" of the DNS server; empty: the first nameserver of
+	// /etc/resolv.conf (127.0.0.1:53 if it has none).
+	Addr string
+	// Timeout bounds each query; default 5s. A UDP query that times out is
+	// tried once more.
+	Timeout time.Duration
+
+	once    sync.Once
+	sysAddr string
+}
+
+// DNSError is a failed lookup.
+type DNSError struct {
+	// Name is the queried name.
+	Name string
+	// Type is the query type, e.g. "MX".
+	Type string
+	// NotFound means the name does not exist (NXDOMAIN), a permanent answer.
+	NotFound bool
+	// Err says what else went wrong: a SERVFAIL or REFUSED answer, a timeout.
+	Err error
+}
+
+func (e *DNSError) Error() string {
+	if e.NotFound {
+		return fmt.Sprintf("lookup %s %s: no such domain (NXDOMAIN)", e.Type, e.Name)
+	}
+	return fmt.Sprintf("lookup %s %s: %v", e.Type, e.Name, e.Err)
+}
+
+func (e *DNSError) Unwrap() error { return e.Err }
+
+// Temporary reports whether a later lookup may succeed.
+func (e *DNSError) Temporary() bool { return !e.NotFound }
+
+// MXRecord is one MX record.
+type MXRecord struct {
+	// Host is the mail exchanger, lowercase, without the final dot; "" for a
+	// null MX (RFC 7505).
+	Host string
+	// Pref is the preference; lower is tried first.
+	Pref uint16
+}
+
+func (r *Resolver) server() string {
+	if r.Addr != "" {
+		return r.Addr
+	}
+	r.once.Do(func() {
+		r.sysAddr = "127.0.0.1:53"
+		if cc, err := dns.ClientConfigFromFile(ResolvConf); err == nil && len(cc.Servers) > 0 {
+			r.sysAddr = net.JoinHostPort(cc.Servers[0], cmp.Or(cc.Port, "53"))
+		}
+	})
+	return r.sysAddr
+}
+
+// exchange sends one question and returns an answer with rcode NOERROR, or a
+// *DNSError. Answers truncated over UDP are asked again over TCP.
+func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	tname := dns.TypeToString[qtype]
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), qtype)
+	q.RecursionDesired = true
+	// RFC 6891; 1232 bytes avoids IP fragmentation (DNS flag day 2020).
+	q.SetEdns0(1232, false)
+	timeout := cmp.Or(r.Timeout, 5*time.Second)
+	c := &dns.Client{Net: "udp", Timeout: timeout}
+	srv := r.server()
+	var resp *dns.Msg
+	var err error
+	for try := 0; try < 2; try++ {
+		resp, _, err = c.ExchangeContext(ctx, q, srv)
+		var ne net.Error
+		if err == nil || ctx.Err() != nil || !errors.As(err, &ne) || !ne.Timeout() {
+			break
+		}
+	}
+	if err == nil && resp.Truncated {
+		c.Net = "tcp"
+		resp, _, err = c.ExchangeContext(ctx, q, srv)
+	}
+	if err != nil {
+		return nil, &DNSError{Name: name, Type: tname, Err: fmt.Errorf("asking %s: %w", srv, err)}
+	}
+	switch resp.Rcode {
+	case dns.RcodeSuccess:
+		return resp, nil
+	case dns.RcodeNameError:
+		return nil, &DNSError{Name: name, Type: tname, NotFound: true}
+	}
+	return nil, &DNSError{Name: name, Type: tname, Err: fmt.Errorf("server %s answered %s", srv, dns.RcodeToString[resp.Rcode])}
+}
+
+// LookupMX returns the MX records of domain in answer order; none (and no
+// error) when the domain exists without MX records.
+func (r *Resolver) LookupMX(ctx context.Context, domain string) ([]MXRecord, error) {
+	resp, err := r.exchange(ctx, domain, dns.TypeMX)
+	if err != nil {
+		return nil, err
+	}
+	var out []MXRecord
+	for _, rr := range resp.Answer {
+		if mx, ok := rr.(*dns.MX); ok {
+			out = append(out, MXRecord{Host: strings.ToLower(strings.TrimSuffix(mx.Mx, ".")), Pref: mx.Preference})
+		}
+	}
+	return out, nil
+}
+
+// LookupIP returns the IPv4 addresses of host, then its IPv6 addresses. It
+// fails only when neither lookup gave an address: with NotFound when the
+// name does not exist, temporarily when either lookup failed otherwise.
+func (r *Resolver) LookupIP(ctx context.Context, host string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a.Unmap()}, nil
+	}
+	var out []netip.Addr
+	var errs []error
+	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		resp, err := r.exchange(ctx, host, qt)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, rr := range resp.Answer {
+			switch rr := rr.(type) {
+			case *dns.A:
+				if a, ok := netip.AddrFromSlice(rr.A.To4()); ok {
+					out = append(out, a)
+				}
+			case *dns.AAAA:
+				if a, ok := netip.AddrFromSlice(rr.AAAA); ok {
+					out = append(out, a.Unmap())
+				}
+			}
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	for _, err := range errs {
+		var de *DNSError
+		if errors.As(err, &de) && de.Temporary() {
+			return nil, err
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return nil, nil
+}
+
+// LookupTXT returns the TXT records of name, each record's strings joined
+// (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
+func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	resp, err := r.exchange(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, rr := range resp.Answer {
+		if t, ok := rr.(*dns.TXT); ok {
+			out = append(out, strings.Join(t.Txt, ""))
+		}
+	}
+	return out, nil
+}
+
+// hostPort joins an address and a port.
+func hostPort(a netip.Addr, port int) string {
+	return net.JoinHostPort(a.String(), strconv.Itoa(port))
+}

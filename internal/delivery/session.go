@@ -1,0 +1,208 @@
+package delivery
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// DialFunc opens a connection; net.Dialer.DialContext has this shape. Tests
+// inject one to reach loopback receivers.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// tlsMode is how a session uses TLS.
+type tlsMode int
+
+const (
+	// tlsNone never starts TLS.
+	tlsNone tlsMode = iota
+	// tlsOpportunistic starts TLS when offered and accepts any certificate
+	// (RFC 3207 §4.1, RFC 7435): encryption against passive eavesdroppers.
+	tlsOpportunistic
+	// tlsStartTLS requires STARTTLS and a certificate valid for the host.
+	tlsStartTLS
+	// tlsImplicit speaks TLS from the first byte and verifies the certificate
+	// (RFC 8314 §3).
+	tlsImplicit
+)
+
+// dialer holds what every session needs, whoever the next hop is.
+type dialer struct {
+	// helo is the name in EHLO.
+	helo string
+	// dial opens connections.
+	dial DialFunc
+	// connectTimeout bounds opening the connection.
+	connectTimeout time.Duration
+	// timeout bounds one whole session with one host.
+	timeout time.Duration
+	// rootCAs verify certificates; nil means the system's roots.
+	rootCAs *x509.CertPool
+	// log gets one line per session.
+	log *slog.Logger
+}
+
+// target is one host to talk to.
+type target struct {
+	// name is the host name, for certificate checks and Result.Host.
+	name string
+	// addr is "ip:port" (or "host:port" for a smarthost) to dial.
+	addr string
+	// mode is how to use TLS.
+	mode tlsMode
+	// user and pass, when user is set, authenticate with AUTH PLAIN.
+	user, pass string
+	// plainAuthLoopback allows AUTH without TLS when the peer is a loopback
+	// address.
+	plainAuthLoopback bool
+}
+
+// label names the target in results and logs: "mx.example.com [192.0.2.1]".
+func (t target) label() string {
+	h, _, err := net.SplitHostPort(t.addr)
+	if err != nil || h == t.name {
+		return t.name
+	}
+	return fmt.Sprintf("%s [%s]", t.name, h)
+}
+
+// tlsInfo says how a session went as far as TLS is concerned.
+type tlsInfo struct {
+	// used: the transaction ran inside TLS.
+	used bool
+	// verified: the certificate is valid for the host name.
+	verified bool
+	// verifyErr says why it is not, in opportunistic mode.
+	verifyErr error
+	// handshakeFailed: STARTTLS was tried and failed, so an opportunistic
+	// sender may try again in clear text.
+	handshakeFailed bool
+}
+
+// attempt opens a session with t and sends m. It returns the per-recipient
+// results, or a *hostError when the host could not take the message and the
+// next one should be tried.
+func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, tlsInfo, error) {
+	var info tlsInfo
+	dial := d.dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	dctx, cancel := context.WithTimeout(ctx, cmp.Or(d.connectTimeout, 30*time.Second))
+	nc, err := dial(dctx, "tcp", t.addr)
+	cancel()
+	if err != nil {
+		return nil, info, &hostError{fmt.Errorf("connect: %w", err)}
+	}
+	tconf := &tls.Config{ServerName: t.name, RootCAs: d.rootCAs, MinVersion: tls.VersionTLS12}
+	if t.mode == tlsOpportunistic {
+		// Accept any certificate, but find out whether it would have
+		// passed, for the log.
+		tconf.InsecureSkipVerify = true
+		tconf.VerifyConnection = func(cs tls.ConnectionState) error {
+			info.verifyErr = verifyChain(cs, t.name, d.rootCAs)
+			info.verified = info.verifyErr == nil
+			return nil
+		}
+	}
+	if t.mode == tlsImplicit {
+		nc = tls.Client(nc, tconf)
+	}
+	c := newClient(nc)
+	defer func() {
+		if ctx.Err() != nil {
+			c.nc.Close()
+			return
+		}
+		c.quit()
+	}()
+	stop := c.watch(ctx, time.Now().Add(cmp.Or(d.timeout, 10*time.Minute)))
+	defer stop()
+	if t.mode == tlsImplicit {
+		if err := nc.(*tls.Conn).HandshakeContext(ctx); err != nil {
+			c.broken = true
+			return nil, info, &hostError{fmt.Errorf("TLS handshake: %w", err)}
+		}
+		info.used, info.verified = true, true
+		c.tls = true
+	}
+	if err := c.greet(); err != nil {
+		// RFC 5321 §3.1: a 554 greeting means "not here"; like a broken
+		// connection, it sends the client to the next host.
+		return nil, info, &hostError{err}
+	}
+	if err := c.hello(d.helo); err != nil {
+		return nil, info, &hostError{err}
+	}
+	switch {
+	case t.mode == tlsStartTLS && !c.has("STARTTLS"):
+		return nil, info, &hostError{errors.New("TLS required but the server does not offer STARTTLS")}
+	case (t.mode == tlsStartTLS || t.mode == tlsOpportunistic) && c.has("STARTTLS"):
+		if err := c.startTLS(tconf, d.helo); err != nil {
+			var re *replyError
+			info.handshakeFailed = !errors.As(err, &re) || re.cmd == "STARTTLS"
+			return nil, info, &hostError{err}
+		}
+		info.used = true
+		if t.mode == tlsStartTLS {
+			info.verified = true
+		}
+	}
+	if t.user != "" {
+		if !c.tls && !(t.plainAuthLoopback && isLoopback(nc.RemoteAddr())) {
+			return nil, info, &hostError{errors.New("refusing to send the password without TLS")}
+		}
+		if !c.has("AUTH") {
+			return nil, info, &hostError{errors.New("AUTH configured but the server does not offer it")}
+		}
+		if err := c.authPlain(t.user, t.pass); err != nil {
+			return nil, info, &hostError{err}
+		}
+	}
+	res, err := c.send(m, t.label())
+	return res, info, err
+}
+
+// verifyChain checks the peer's certificate chain for name against roots,
+// as crypto/tls would without InsecureSkipVerify.
+func verifyChain(cs tls.ConnectionState, name string, roots *x509.CertPool) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no certificate")
+	}
+	opts := x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: x509.NewCertPool()}
+	for _, ic := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(ic)
+	}
+	_, err := cs.PeerCertificates[0].Verify(opts)
+	return err
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// fill returns one result per recipient of m, all with st and reply.
+func fill(m *Message, st Status, reply, host string) []Result {
+	out := make([]Result, len(m.Rcpts))
+	for i, r := range m.Rcpts {
+		out[i] = Result{Rcpt: r, Status: st, Reply: reply, Host: host}
+	}
+	return out
+}
+
+// errorReply is the Reply text of a host-level failure: the remote reply
+// when there was one, else what went wrong.
+func errorReply(err error) string {
+	var re *replyError
+	if errors.As(err, &re) {
+		return re.reply.String()
+	}
+	return err.Error()
+}
