@@ -115,7 +115,6 @@ type Server struct {
 	perIP   map[netip.Addr]int
 	total   int
 	conns   map[*conn]struct{}
-	servers []*smtp.Server
 	closing atomic.Bool
 }
 
@@ -140,29 +139,12 @@ func (s *Server) now() time.Time {
 
 // Serve accepts connections on ln until it is closed.
 func (s *Server) Serve(ln net.Listener, lc ListenerConfig) error {
-	srv := smtp.NewServer(&backend{s: s, lc: lc})
-	srv.Domain = s.Hostname
-	srv.MaxMessageBytes = s.Limits.MaxMessageSize
-	srv.MaxRecipients = s.Limits.MaxRecipients
-	srv.MaxLineLength = s.Limits.MaxLineLength
-	srv.AllowInsecureAuth = lc.AllowPlaintextAuth
-	srv.TLSConfig = s.TLS
-	srv.EnableSMTPUTF8 = true
-	srv.ErrorLog = slogAdapter{s.Log.With("listener", lc.Name)}
-	// Timeouts are applied per read by conn (idle) and per session, see conn.
-
-	handoff := &handoffListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}
 	s.mu.Lock()
 	if s.perIP == nil {
 		s.perIP = map[netip.Addr]int{}
 		s.conns = map[*conn]struct{}{}
 	}
-	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
-
-	go srv.Serve(handoff)
-	defer handoff.Close()
-
 	var delay time.Duration
 	for {
 		raw, err := ln.Accept()
@@ -179,14 +161,31 @@ func (s *Server) Serve(ln net.Listener, lc ListenerConfig) error {
 			return err
 		}
 		delay = 0
-		go s.handle(raw, lc, handoff)
+		go s.handle(raw, lc)
 	}
+}
+
+// newSMTP makes the go-smtp server for one connection. One per connection
+// lets its Debug hook watch that connection's decrypted input (dotCRScanner).
+func (s *Server) newSMTP(lc ListenerConfig, c *conn) *smtp.Server {
+	srv := smtp.NewServer(&backend{s: s, lc: lc})
+	srv.Domain = s.Hostname
+	srv.MaxMessageBytes = s.Limits.MaxMessageSize
+	srv.MaxRecipients = s.Limits.MaxRecipients
+	srv.MaxLineLength = s.Limits.MaxLineLength
+	srv.AllowInsecureAuth = lc.AllowPlaintextAuth
+	srv.TLSConfig = s.TLS
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = slogAdapter{c.log}
+	srv.Debug = &c.dotCR
+	// Timeouts are applied by conn: idle per read, and per session.
+	return srv
 }
 
 // handle prepares one connection before go-smtp greets it: PROXY header,
 // limits, and the guard's refusal, which must come before any command
 // (SPEC R11).
-func (s *Server) handle(raw net.Conn, lc ListenerConfig, handoff *handoffListener) {
+func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 	sid := ids.Session()
 	start := s.now()
 	nc := raw
@@ -212,6 +211,7 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig, handoff *handoffListene
 		sid:     sid,
 		client:  ap,
 		idle:    s.Limits.CommandTimeout,
+		done:    make(chan struct{}),
 		expires: start.Add(s.Limits.SessionTimeout),
 		log:     s.Log.With("session", sid, "client", ip.String(), "listener", lc.Name),
 		rec: &sessionlog.Record{
@@ -239,11 +239,7 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig, handoff *handoffListene
 	if lc.ImplicitTLS {
 		out = tls.Server(c, s.TLS)
 	}
-	select {
-	case handoff.ch <- out:
-	case <-handoff.done:
-		c.Close()
-	}
+	s.newSMTP(lc, c).Serve(&oneConnListener{c: out, addr: raw.LocalAddr(), done: c.done})
 }
 
 // refuse answers a connection with one reply line and closes it. On an
@@ -337,49 +333,58 @@ type proxiedConn struct {
 func (p *proxiedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 func (p *proxiedConn) RemoteAddr() net.Addr       { return p.remote }
 
-// Shutdown stops accepting, tells clients 421 at their next command, and waits
-// for sessions to end until ctx is done, then closes what is left.
+// Shutdown stops accepting and waits for open sessions to end until ctx is
+// done, then closes what is left. Messages are spooled only with a 250, so a
+// session cut here loses nothing the client was told was accepted.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.closing.Store(true)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := s.total
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-tick.C:
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
 	s.mu.Lock()
-	servers := append([]*smtp.Server(nil), s.servers...)
+	open := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		open = append(open, c)
+	}
 	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, srv := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := srv.Shutdown(ctx); err != nil {
-				srv.Close()
-			}
-		}()
+	for _, c := range open {
+		c.Close()
 	}
-	wg.Wait()
 }
 
-// handoffListener gives go-smtp the connections handle has prepared.
-type handoffListener struct {
+// oneConnListener hands go-smtp a single connection, then reports itself
+// closed once that connection has closed.
+type oneConnListener struct {
+	c    net.Conn
 	addr net.Addr
-	ch   chan net.Conn
 	done chan struct{}
-	once sync.Once
+	used bool
 }
 
-func (h *handoffListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-h.ch:
-		return c, nil
-	case <-h.done:
-		return nil, net.ErrClosed
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	if !l.used {
+		l.used = true
+		return l.c, nil
 	}
+	<-l.done
+	return nil, net.ErrClosed
 }
 
-func (h *handoffListener) Close() error {
-	h.once.Do(func() { close(h.done) })
-	return nil
-}
-
-func (h *handoffListener) Addr() net.Addr { return h.addr }
+func (l *oneConnListener) Close() error   { return nil }
+func (l *oneConnListener) Addr() net.Addr { return l.addr }
 
 // conn is one client connection as submitd tracks it: below TLS, so that it
 // sees every byte and outlives STARTTLS.
@@ -395,6 +400,11 @@ type conn struct {
 	// closeAfterWrite closes the connection after the next reply is written:
 	// used when the guard blocks the client (SPEC R11).
 	closeAfterWrite atomic.Bool
+
+	// dotCR sees the connection's decrypted input (see dotCRScanner).
+	dotCR dotCRScanner
+	// done is closed when the connection closes.
+	done chan struct{}
 
 	mu     sync.Mutex
 	rec    *sessionlog.Record
@@ -437,6 +447,7 @@ func (c *conn) Close() error {
 		return nil
 	}
 	c.closed = true
+	close(c.done)
 	c.rec.End = c.srv.now()
 	c.rec.Add("close", "", "")
 	rec := c.rec
@@ -482,3 +493,39 @@ func (d spoolDir) Create(env *spool.Envelope) (MessageWriter, error) {
 	}
 	return w, nil
 }
+
+// dotCRScanner watches a connection's input for a line that starts with
+// ".\r" not followed by "\n". go-smtp's DATA reader drops those two bytes
+// silently, so the session could not see the bare CR; SPEC R16 wants every
+// end-of-data lookalike refused, never reinterpreted. It is go-smtp's Debug
+// writer, so it also sees replies, which never contain that sequence; and no
+// reply is written while DATA content is being read.
+type dotCRScanner struct {
+	state int32
+	hit   atomic.Bool
+}
+
+// Write implements io.Writer.
+func (d *dotCRScanner) Write(p []byte) (int, error) {
+	st := d.state
+	for _, b := range p {
+		switch {
+		case st == 3 && b != '\n':
+			d.hit.Store(true)
+			st = 0
+		case b == '\n':
+			st = 1
+		case st == 1 && b == '.':
+			st = 2
+		case st == 2 && b == '\r':
+			st = 3
+		default:
+			st = 0
+		}
+	}
+	d.state = st
+	return len(p), nil
+}
+
+// take reports whether the sequence was seen since the last call.
+func (d *dotCRScanner) take() bool { return d.hit.Swap(false) }

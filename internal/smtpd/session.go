@@ -237,15 +237,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		// SPEC R1, R10: nothing without AUTH.
 		return s.reply("mail", from, s.s.Replies.Err(ReplyMailNoAuth, v))
 	}
-	if opts != nil && opts.Size > s.s.Limits.MaxMessageSize {
-		v.Limit = s.s.Limits.MaxMessageSize
-		return s.reply("mail", from, s.s.Replies.Err(ReplyTooBig, v))
-	}
 	if from != "" && !s.s.Policy.MaySend(s.pacc, s.c.client.Addr(), from) {
 		// SPEC R5, R6, R8, R9.
 		return s.reply("mail", from, s.s.Replies.Err(ReplySenderRejected, v))
 	}
 	s.from, s.null = from, from == ""
+	s.c.dotCR.take()
 	s.c.record("mail", from, "250 2.0.0 OK")
 	return nil
 }
@@ -336,6 +333,10 @@ func (s *session) data(r io.Reader) error {
 	if _, err := io.Copy(w, br); err != nil {
 		w.Abort()
 		return s.dataErr(err)
+	}
+	if s.c.dotCR.take() {
+		w.Abort()
+		return s.dataErr(message.ErrBareLineEnding)
 	}
 	if err := w.Commit(); err != nil {
 		s.c.log.Error("spool commit failed", "queue_id", env.ID, "err", err)
