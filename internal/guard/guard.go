@@ -1,0 +1,586 @@
+// Package guard is submitd's brute-force guard (SPEC R11, R11a): it counts
+// failed AUTH attempts per client key — an IPv4 address or an IPv6 /64 by
+// default — in a rolling window, blocks a key that reaches the limit, and
+// lifts blocks when they run out or when support lifts them.
+//
+// The state that decides a refusal lives in memory, so Blocked is a map
+// lookup under a read lock and costs no I/O however many refused connections
+// arrive. Every failure, block and unblock is also written through to a Store,
+// which makes blocks and counts survive a restart, and whose change log brings
+// changes made elsewhere (the CLI, other nodes sharing the store) to the
+// running server within one poll interval.
+package guard
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of the zero Config fields (SPEC R11).
+const (
+	DefaultMaxFailures  = 10
+	DefaultWindow       = time.Hour
+	DefaultBlockFor     = time.Hour
+	DefaultIPv4Prefix   = 32
+	DefaultIPv6Prefix   = 64
+	DefaultPollInterval = 250 * time.Millisecond
+)
+
+// storeTimeout bounds one store operation made on behalf of a session, so a
+// stalled database delays an AUTH reply by at most this much.
+const storeTimeout = 5 * time.Second
+
+// changesBatch is how many change-log entries one store read returns.
+const changesBatch = 500
+
+// Config is the guard's policy and its injected clock.
+type Config struct {
+	// MaxFailures blocks a key when it reaches this many failures in Window.
+	MaxFailures int
+	// Window is the rolling window failures are counted in.
+	Window time.Duration
+	// BlockFor is how long a block lasts from the failure that caused it.
+	BlockFor time.Duration
+	// IPv4Prefix is the prefix length IPv4 clients are counted by.
+	IPv4Prefix int
+	// IPv6Prefix is the prefix length IPv6 clients are counted by: a host
+	// usually holds a whole /64, so counting single addresses would let it
+	// try 2^64 times as often (SPEC R11, decided).
+	IPv6Prefix int
+	// Exempt are networks that are never blocked (SPEC R11a).
+	Exempt []netip.Prefix
+	// PollInterval is how often Run reads the store's change log.
+	PollInterval time.Duration
+	// Node names this guard in the change log; empty means a random name.
+	Node string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// withDefaults fills zero fields and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	if c.MaxFailures == 0 {
+		c.MaxFailures = DefaultMaxFailures
+	}
+	if c.Window == 0 {
+		c.Window = DefaultWindow
+	}
+	if c.BlockFor == 0 {
+		c.BlockFor = DefaultBlockFor
+	}
+	if c.IPv4Prefix == 0 {
+		c.IPv4Prefix = DefaultIPv4Prefix
+	}
+	if c.IPv6Prefix == 0 {
+		c.IPv6Prefix = DefaultIPv6Prefix
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.Node == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		c.Node = "node-" + hex.EncodeToString(b[:])
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	switch {
+	case c.MaxFailures < 1:
+		return c, fmt.Errorf("guard: max failures %d: must be at least 1", c.MaxFailures)
+	case c.Window < 0:
+		return c, fmt.Errorf("guard: window %s: must be positive", c.Window)
+	case c.BlockFor < 0:
+		return c, fmt.Errorf("guard: block time %s: must be positive", c.BlockFor)
+	case c.IPv4Prefix < 0 || c.IPv4Prefix > 32:
+		return c, fmt.Errorf("guard: IPv4 prefix length %d: must be between 0 and 32", c.IPv4Prefix)
+	case c.IPv6Prefix < 0 || c.IPv6Prefix > 128:
+		return c, fmt.Errorf("guard: IPv6 prefix length %d: must be between 0 and 128", c.IPv6Prefix)
+	case c.PollInterval < 0:
+		return c, fmt.Errorf("guard: poll interval %s: must be positive", c.PollInterval)
+	}
+	return c, nil
+}
+
+// Key returns the key ip is counted and blocked by: ip masked to
+// IPv4Prefix or IPv6Prefix bits. An IPv4-mapped IPv6 address counts as the
+// IPv4 address it carries. The zero Addr has no key (an invalid Prefix).
+func (c Config) Key(ip netip.Addr) netip.Prefix {
+	if !ip.IsValid() {
+		return netip.Prefix{}
+	}
+	ip = ip.Unmap()
+	bits := c.IPv6Prefix
+	if ip.Is4() {
+		bits = c.IPv4Prefix
+	}
+	// A zone (fe80::1%eth0) would make otherwise equal keys differ.
+	p, _ := ip.WithZone("").Prefix(bits)
+	return p
+}
+
+// Stats are the guard's counters since start, for metrics.
+type Stats struct {
+	// Failures are the AUTH failures counted towards blocks.
+	Failures uint64
+	// ExemptFailures are the AUTH failures from exempt networks, not counted.
+	ExemptFailures uint64
+	// Blocks are the blocks this guard made.
+	Blocks uint64
+	// Refusals are the connections and sessions refused because of a block.
+	Refusals uint64
+	// Unblocks are the blocks support lifted before they ran out.
+	Unblocks uint64
+	// Expired are the blocks that ran out by themselves.
+	Expired uint64
+	// StoreErrors are the store operations that failed.
+	StoreErrors uint64
+	// BlockedKeys is the number of keys blocked now.
+	BlockedKeys int
+	// TrackedKeys is the number of keys with failures in memory.
+	TrackedKeys int
+}
+
+// Guard counts AUTH failures and decides blocks. It is safe for concurrent
+// use.
+type Guard struct {
+	cfg   Config
+	store Store
+	log   *slog.Logger
+
+	// syncMu makes Sync calls take turns, so each change is applied once.
+	syncMu sync.Mutex
+
+	mu       sync.RWMutex
+	failures map[netip.Prefix][]Failure
+	blocks   map[netip.Prefix]Block
+	// seq is the change-log position applied so far.
+	seq int64
+
+	nFailures, nExempt, nBlocks, nRefusals, nUnblocks, nExpired, nStoreErrors atomic.Uint64
+}
+
+// New makes a guard and loads the state from store. A nil store keeps the
+// state in memory only.
+func New(ctx context.Context, cfg Config, store Store, log *slog.Logger) (*Guard, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Guard{
+		cfg: cfg, store: store, log: log,
+		failures: map[netip.Prefix][]Failure{},
+		blocks:   map[netip.Prefix]Block{},
+	}
+	if store != nil {
+		if err := g.reload(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// Config returns the configuration in effect, defaults filled in.
+func (g *Guard) Config() Config { return g.cfg }
+
+// Key returns the key ip is counted by; see Config.Key.
+func (g *Guard) Key(ip netip.Addr) netip.Prefix { return g.cfg.Key(ip) }
+
+// Exempt reports whether ip is in an exempt network.
+func (g *Guard) Exempt(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range g.cfg.Exempt {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Blocked reports whether ip is blocked now (SPEC R11). It runs for every
+// connection and every command of a session, so it does no I/O: one map
+// lookup under a read lock, and the clock only when a block exists.
+func (g *Guard) Blocked(ip netip.Addr) bool {
+	key := g.cfg.Key(ip)
+	g.mu.RLock()
+	b, ok := g.blocks[key]
+	g.mu.RUnlock()
+	if !ok || !g.cfg.Now().Before(b.Until) || g.Exempt(ip) {
+		return false
+	}
+	g.nRefusals.Add(1)
+	return true
+}
+
+// Failure records a failed AUTH from ip in session sid and reports whether
+// ip is blocked as a result (SPEC R11). Every AUTH that does not succeed is
+// reported here; a successful one resets nothing, since an office behind one
+// NAT address shares the count with whoever guesses passwords from it.
+//
+// The store write is synchronous: failures are rare next to connections, the
+// caller pads AUTH replies to a minimum duration anyway, and a failure that
+// was answered is then also on disk. The decision itself is made in memory
+// first, so a failing store does not stop blocking.
+func (g *Guard) Failure(ip netip.Addr, sid string) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	key := g.cfg.Key(ip)
+	if g.Exempt(ip) {
+		// SPEC R11a: exempt networks are never blocked; the SMTP side logs
+		// the failure itself.
+		g.nExempt.Add(1)
+		g.log.Info("guard: AUTH failure from exempt network not counted", "key", FormatKey(key), "session", sid)
+		return false
+	}
+	now := g.cfg.Now()
+	f := Failure{Time: now, SID: sid}
+
+	g.mu.Lock()
+	fs := append(g.live(g.failures[key], now), f)
+	g.failures[key] = fs
+	b, blocked := g.blocks[key]
+	blocked = blocked && now.Before(b.Until)
+	made := false
+	if !blocked && len(fs) >= g.cfg.MaxFailures {
+		b = Block{Key: key, Since: now, Until: now.Add(g.cfg.BlockFor), SIDs: sessionIDs(fs, nil)}
+		g.blocks[key] = b
+		made = true
+	}
+	count := len(fs)
+	g.mu.Unlock()
+	g.nFailures.Add(1)
+
+	if g.store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer cancel()
+		if err := g.store.AddFailure(ctx, g.cfg.Node, key, f); err != nil {
+			g.storeError("record failure", key, err)
+		}
+		if made {
+			if err := g.store.Block(ctx, g.cfg.Node, b); err != nil {
+				g.storeError("record block", key, err)
+			}
+		}
+	}
+	if made {
+		g.nBlocks.Add(1)
+		g.log.Warn("guard: blocked", "key", FormatKey(key), "failures", count,
+			"window", g.cfg.Window.String(), "until", b.Until.UTC().Format(time.RFC3339), "sessions", strings.Join(b.SIDs, ","))
+	}
+	return blocked || made
+}
+
+// live drops the failures older than the window from fs (oldest first).
+func (g *Guard) live(fs []Failure, now time.Time) []Failure {
+	cut := now.Add(-g.cfg.Window)
+	i := 0
+	for i < len(fs) && !fs[i].Time.After(cut) {
+		i++
+	}
+	if i == 0 {
+		return fs
+	}
+	return append(fs[:0:0], fs[i:]...)
+}
+
+func (g *Guard) storeError(what string, key netip.Prefix, err error) {
+	g.nStoreErrors.Add(1)
+	g.log.Error("guard: store write failed; the decision holds in memory", "op", what, "key", FormatKey(key), "err", err)
+}
+
+// Unblock lifts the blocks and clears the failures of every key overlapping
+// p, an address or a network (SPEC R11a), and returns those keys. The store
+// is changed first, so other processes learn of it through the change log.
+func (g *Guard) Unblock(ctx context.Context, p netip.Prefix) ([]netip.Prefix, error) {
+	p = g.Target(p)
+	var keys []netip.Prefix
+	if g.store != nil {
+		var err error
+		keys, err = g.store.Unblock(ctx, g.cfg.Node, p, g.cfg.Now())
+		if err != nil {
+			return nil, fmt.Errorf("guard: unblock %s: %w", FormatKey(p), err)
+		}
+	}
+	for _, k := range g.applyUnblock(p, g.cfg.Now(), "support") {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, comparePrefix)
+	return keys, nil
+}
+
+// Target turns what support names in an unblock into the prefix to lift:
+// a single address becomes its key, so that unblocking one IPv6 address
+// lifts the /64 it is counted in.
+func (g *Guard) Target(p netip.Prefix) netip.Prefix {
+	p = normPrefix(p)
+	if p.IsSingleIP() {
+		return g.cfg.Key(p.Addr())
+	}
+	return p
+}
+
+// applyUnblock removes the keys overlapping p from memory and returns them.
+func (g *Guard) applyUnblock(p netip.Prefix, now time.Time, by string) []netip.Prefix {
+	var keys []netip.Prefix
+	var lifted []Block
+	g.mu.Lock()
+	for k, b := range g.blocks {
+		if p.Overlaps(k) {
+			delete(g.blocks, k)
+			keys = append(keys, k)
+			if now.Before(b.Until) {
+				lifted = append(lifted, b)
+			}
+		}
+	}
+	for k := range g.failures {
+		if p.Overlaps(k) {
+			delete(g.failures, k)
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	g.mu.Unlock()
+	for _, b := range lifted {
+		g.nUnblocks.Add(1)
+		g.log.Warn("guard: unblocked", "key", FormatKey(b.Key), "by", by,
+			"blocked_since", b.Since.UTC().Format(time.RFC3339), "sessions", strings.Join(b.SIDs, ","))
+	}
+	return keys
+}
+
+// Stats returns the counters.
+func (g *Guard) Stats() Stats {
+	now := g.cfg.Now()
+	g.mu.RLock()
+	active := 0
+	for _, b := range g.blocks {
+		if now.Before(b.Until) {
+			active++
+		}
+	}
+	tracked := len(g.failures)
+	g.mu.RUnlock()
+	return Stats{
+		Failures:       g.nFailures.Load(),
+		ExemptFailures: g.nExempt.Load(),
+		Blocks:         g.nBlocks.Load(),
+		Refusals:       g.nRefusals.Load(),
+		Unblocks:       g.nUnblocks.Load(),
+		Expired:        g.nExpired.Load(),
+		StoreErrors:    g.nStoreErrors.Load(),
+		BlockedKeys:    active,
+		TrackedKeys:    tracked,
+	}
+}
+
+// List returns the keys with failures in the window or a block in force, as
+// Entries describes them.
+func (g *Guard) List() []Entry {
+	g.mu.RLock()
+	st := &State{Failures: make(map[netip.Prefix][]Failure, len(g.failures)), Blocks: make(map[netip.Prefix]Block, len(g.blocks))}
+	for k, fs := range g.failures {
+		st.Failures[k] = slices.Clone(fs)
+	}
+	for k, b := range g.blocks {
+		st.Blocks[k] = b
+	}
+	g.mu.RUnlock()
+	return Entries(st, g.cfg.Now(), g.cfg.Window)
+}
+
+// Run keeps the guard in step with its store until ctx is done: it reads the
+// change log every PollInterval, so an unblock made with the CLI takes
+// effect within a second (SPEC R11a), and prunes expired state every minute.
+func (g *Guard) Run(ctx context.Context) {
+	poll := time.NewTicker(g.cfg.PollInterval)
+	defer poll.Stop()
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-poll.C:
+			err := g.Sync(ctx)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return
+			case err != nil && !failing:
+				// Logged once per outage, not every poll.
+				g.log.Error("guard: reading the store's change log failed", "err", err)
+				failing = true
+			case err == nil && failing:
+				g.log.Info("guard: reading the store's change log works again")
+				failing = false
+			}
+		case <-prune.C:
+			if err := g.Prune(ctx); err != nil && ctx.Err() == nil {
+				g.log.Error("guard: pruning the store failed", "err", err)
+			}
+		}
+	}
+}
+
+// Sync applies the changes other processes made to the store since the last
+// call. When the change log no longer reaches back that far, it reloads the
+// whole state.
+func (g *Guard) Sync(ctx context.Context) error {
+	if g.store == nil {
+		return nil
+	}
+	g.syncMu.Lock()
+	defer g.syncMu.Unlock()
+	for {
+		g.mu.RLock()
+		after := g.seq
+		g.mu.RUnlock()
+		chs, err := g.store.Changes(ctx, after, changesBatch)
+		if errors.Is(err, ErrChangesPruned) {
+			g.log.Warn("guard: change log pruned past this node's position; reloading state", "position", after)
+			return g.reload(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("guard: read changes after %d: %w", after, err)
+		}
+		for _, ch := range chs {
+			if ch.Node != g.cfg.Node {
+				g.apply(ch)
+			}
+			g.mu.Lock()
+			if ch.Seq > g.seq {
+				g.seq = ch.Seq
+			}
+			g.mu.Unlock()
+		}
+		if len(chs) < changesBatch {
+			return nil
+		}
+	}
+}
+
+// apply applies a change another process made.
+func (g *Guard) apply(ch Change) {
+	switch ch.Kind {
+	case ChangeFailure:
+		// Counted only: the node that saw the failure decides the block and
+		// logs it, and this node learns of the block from its change.
+		g.mu.Lock()
+		f := Failure{Time: ch.Time}
+		if len(ch.SIDs) > 0 {
+			f.SID = ch.SIDs[0]
+		}
+		fs := g.live(g.failures[ch.Key], g.cfg.Now())
+		if !slices.ContainsFunc(fs, func(x Failure) bool { return x.SID == f.SID && x.Time.Equal(f.Time) }) {
+			fs = append(fs, f)
+			slices.SortStableFunc(fs, func(a, b Failure) int { return a.Time.Compare(b.Time) })
+		}
+		g.failures[ch.Key] = fs
+		g.mu.Unlock()
+	case ChangeBlock:
+		g.mu.Lock()
+		g.blocks[ch.Key] = Block{Key: ch.Key, Since: ch.Time, Until: ch.Until, SIDs: ch.SIDs}
+		g.mu.Unlock()
+		g.log.Info("guard: block made elsewhere applied", "key", FormatKey(ch.Key), "by", ch.Node,
+			"until", ch.Until.UTC().Format(time.RFC3339), "sessions", strings.Join(ch.SIDs, ","))
+	case ChangeUnblock:
+		g.applyUnblock(ch.Key, g.cfg.Now(), ch.Node)
+	}
+}
+
+// reload replaces the memory state with the store's.
+func (g *Guard) reload(ctx context.Context) error {
+	now := g.cfg.Now()
+	st, err := g.store.Load(ctx, now.Add(-g.cfg.Window))
+	if err != nil {
+		return fmt.Errorf("guard: load state: %w", err)
+	}
+	failures := make(map[netip.Prefix][]Failure, len(st.Failures))
+	for k, fs := range st.Failures {
+		slices.SortStableFunc(fs, func(a, b Failure) int { return a.Time.Compare(b.Time) })
+		if fs = g.live(fs, now); len(fs) > 0 {
+			failures[k] = fs
+		}
+	}
+	blocks := make(map[netip.Prefix]Block, len(st.Blocks))
+	for k, b := range st.Blocks {
+		if now.Before(b.Until) {
+			blocks[k] = b
+		}
+	}
+	g.mu.Lock()
+	g.failures, g.blocks, g.seq = failures, blocks, st.Seq
+	g.mu.Unlock()
+	return nil
+}
+
+// Prune forgets failures older than the window and blocks that ran out, in
+// memory and in the store.
+func (g *Guard) Prune(ctx context.Context) error {
+	now := g.cfg.Now()
+	var expired []Block
+	g.mu.Lock()
+	for k, b := range g.blocks {
+		if !now.Before(b.Until) {
+			delete(g.blocks, k)
+			expired = append(expired, b)
+		}
+	}
+	for k, fs := range g.failures {
+		if fs = g.live(fs, now); len(fs) == 0 {
+			delete(g.failures, k)
+		} else {
+			g.failures[k] = fs
+		}
+	}
+	g.mu.Unlock()
+	for _, b := range expired {
+		g.nExpired.Add(1)
+		g.log.Info("guard: block ran out", "key", FormatKey(b.Key),
+			"blocked_since", b.Since.UTC().Format(time.RFC3339), "sessions", strings.Join(b.SIDs, ","))
+	}
+	if g.store == nil {
+		return nil
+	}
+	// Store.Prune keeps every block until it has ended, however long it is.
+	cut := now.Add(-g.cfg.Window)
+	if err := g.store.Prune(ctx, cut); err != nil {
+		return fmt.Errorf("guard: prune before %s: %w", cut.UTC().Format(time.RFC3339), err)
+	}
+	return nil
+}
+
+// sessionIDs appends the distinct session ids of fs to ids, in order.
+func sessionIDs(fs []Failure, ids []string) []string {
+	for _, f := range fs {
+		if f.SID != "" && !slices.Contains(ids, f.SID) {
+			ids = append(ids, f.SID)
+		}
+	}
+	return ids
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
