@@ -235,14 +235,21 @@ func (s *SQLite) RemoveAlias(ctx context.Context, alias string) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `DELETE FROM aliases WHERE name = ?`, a)
-	if err != nil {
-		return fmt.Errorf("directory: remove alias %s: %w", a, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM aliases WHERE name = ?`, a)
+		if err != nil {
+			return fmt.Errorf("directory: remove alias %s: %w", a, err)
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		if ok, err := exists(ctx, tx, `SELECT 1 FROM domains WHERE name = ?`, a); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("%s is a hosted domain, not an alias (use domain remove): %w", a, ErrConflict)
+		}
 		return fmt.Errorf("alias %s: %w", a, ErrNotFound)
-	}
-	return nil
+	})
 }
 
 // Aliases implements Store.
@@ -393,7 +400,7 @@ func (s *SQLite) strings(ctx context.Context, q string, args ...any) ([]string, 
 // Accounts implements Store.
 func (s *SQLite) Accounts(ctx context.Context, domain string) ([]Account, error) {
 	q := `SELECT a.address, a.domain, a.password_hash, a.smtp_access, a.created,
-		coalesce((SELECT group_concat(address, ' ') FROM (SELECT address FROM identities i
+		coalesce((SELECT group_concat(address, char(10)) FROM (SELECT address FROM identities i
 			WHERE i.account = a.address ORDER BY address)), '')
 		FROM accounts a`
 	var args []any
@@ -423,7 +430,11 @@ func (s *SQLite) Accounts(ctx context.Context, domain string) ([]Account, error)
 			return nil, fmt.Errorf("directory: %w", err)
 		}
 		acc.Created = time.Unix(created, 0)
-		acc.Identities = strings.Fields(ids)
+		// Identities are joined by newlines, which an address cannot hold
+		// (a quoted local part may hold a space).
+		if ids != "" {
+			acc.Identities = strings.Split(ids, "\n")
+		}
 		out = append(out, acc)
 	}
 	return out, rows.Err()
