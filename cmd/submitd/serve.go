@@ -87,6 +87,21 @@ func runServe(e *env, args []string) error {
 		return err
 	}
 	log.Info("spool loaded", "dir", sp.Dir(), "messages", len(queued))
+	q, err := newQueue(cfg, sp, nil, log)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	q.Load(queued)
+	// The queue hears of each message as soon as it is safely on disk.
+	sp.OnCommit = q.Add
+	qctx, qstop := context.WithCancel(context.Background())
+	defer qstop()
+	qdone := make(chan struct{})
+	go func() {
+		defer close(qdone)
+		q.Run(qctx)
+	}()
 
 	tlsConf, generated, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, cfg.DataDir, cfg.Hostname)
 	if err != nil {
@@ -181,6 +196,14 @@ func runServe(e *env, args []string) error {
 	defer cancel()
 	srv.Shutdown(sctx)
 	wg.Wait()
+	// Deliveries under way are interrupted; their recipients stay due and
+	// are tried again at the next start.
+	qstop()
+	select {
+	case <-qdone:
+	case <-sctx.Done():
+		log.Warn("queue did not stop in time")
+	}
 	log.Info("stopped")
 	return nil
 }

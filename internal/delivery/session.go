@@ -58,8 +58,8 @@ type target struct {
 	mode tlsMode
 	// user and pass, when user is set, authenticate with AUTH PLAIN.
 	user, pass string
-	// plainAuthLoopback allows AUTH without TLS when the peer is a loopback
-	// address.
+	// plainAuthLoopback allows AUTH without TLS when the host is named by
+	// a loopback address or "localhost" and the connection goes there.
 	plainAuthLoopback bool
 }
 
@@ -155,7 +155,7 @@ func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, t
 		}
 	}
 	if t.user != "" {
-		if !c.tls && !(t.plainAuthLoopback && isLoopback(nc.RemoteAddr())) {
+		if !c.tls && !(t.plainAuthLoopback && isLoopbackName(t.name) && isLoopback(nc.RemoteAddr())) {
 			return nil, info, &hostError{errors.New("refusing to send the password without TLS")}
 		}
 		if !c.has("AUTH") {
@@ -183,6 +183,16 @@ func verifyChain(cs tls.ConnectionState, name string, roots *x509.CertPool) erro
 	return err
 }
 
+// isLoopbackName reports whether the configured host names this machine.
+func isLoopbackName(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// isLoopback reports whether the connection really goes to this machine.
 func isLoopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
