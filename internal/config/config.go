@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -273,7 +274,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return nil, fmt.Errorf("config %s: %s", path, perr.ErrorWithPosition())
+			// One line that names the key, so a script or a log shows it.
+			if perr.LastKey != "" {
+				return nil, fmt.Errorf("config %s: line %d: %s: %s", path, perr.Position.Line, perr.LastKey, perr.Message)
+			}
+			return nil, fmt.Errorf("config %s: line %d: %s", path, perr.Position.Line, perr.Message)
 		}
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -302,15 +307,16 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return bad("data_dir", c.DataDir, "must not be empty")
 	}
-	for key, addr := range map[string]string{
-		"listen.smtp": c.Listen.SMTP, "listen.submission": c.Listen.Submission,
-		"listen.submissions": c.Listen.Submissions,
+	for _, l := range []struct{ key, addr string }{
+		{"listen.smtp", c.Listen.SMTP},
+		{"listen.submission", c.Listen.Submission},
+		{"listen.submissions", c.Listen.Submissions},
 	} {
-		if addr == "" {
+		if l.addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return bad(key, addr, "must be host:port")
+		if err := checkHostPort(l.addr); err != nil {
+			return bad(l.key, l.addr, err.Error())
 		}
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
@@ -383,8 +389,8 @@ func (c *Config) Validate() error {
 	}
 	d := c.Delivery
 	if d.Resolver != "" {
-		if _, _, err := net.SplitHostPort(d.Resolver); err != nil {
-			return bad("delivery.resolver", d.Resolver, "must be host:port")
+		if err := checkHostPort(d.Resolver); err != nil {
+			return bad("delivery.resolver", d.Resolver, err.Error())
 		}
 	}
 	if d.Port < 1 || d.Port > 65535 {
@@ -396,8 +402,8 @@ func (c *Config) Validate() error {
 		return bad("delivery.tls", d.TLS, `must be "opportunistic" or "verify"`)
 	}
 	if d.Smarthost != "" {
-		if _, _, err := net.SplitHostPort(d.Smarthost); err != nil {
-			return bad("delivery.smarthost", d.Smarthost, "must be host:port")
+		if err := checkHostPort(d.Smarthost); err != nil {
+			return bad("delivery.smarthost", d.Smarthost, err.Error())
 		}
 	}
 	switch d.SmarthostTLS {
@@ -420,6 +426,23 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return bad("log.format", c.Log.Format, `must be "text" or "json"`)
+	}
+	return nil
+}
+
+// checkHostPort accepts "host:port" with a numeric port of at most 65535 or
+// a service name from the services database, so a typo fails here and not
+// when the listener or dialer first uses it.
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("must be host:port")
+	}
+	if strings.ContainsAny(host, " \t\r\n") {
+		return errors.New("must be host:port without spaces")
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
+		return fmt.Errorf("port %q is not a TCP port (0-65535)", port)
 	}
 	return nil
 }
@@ -464,6 +487,9 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
+// maxDays is the largest whole number of days a Duration holds.
+const maxDays = int(math.MaxInt64 / int64(24*time.Hour))
+
 // Duration is a time.Duration that reads from TOML as a string like "90s",
 // "1h30m" or "30d" (days are accepted on top of Go's units).
 type Duration time.Duration
@@ -484,8 +510,9 @@ func (d Duration) String() string {
 func (d *Duration) UnmarshalText(b []byte) error {
 	s := string(b)
 	if n, ok := strings.CutSuffix(s, "d"); ok {
+		// The bound keeps days*24h inside time.Duration (about 292 years).
 		days, err := strconv.Atoi(n)
-		if err != nil || days < 0 {
+		if err != nil || days < 0 || days > maxDays {
 			return fmt.Errorf("%q is not a duration (like 90s, 15m, 1h, 30d)", s)
 		}
 		*d = Duration(time.Duration(days) * 24 * time.Hour)

@@ -1,0 +1,260 @@
+package config
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeConfig writes body to a config file in a temporary directory.
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "submitd.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultsValid(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	// With no file the server runs unprivileged: no port below 1024.
+	for _, a := range []string{c.Listen.SMTP, c.Listen.Submission, c.Listen.Submissions} {
+		host, port, err := net.SplitHostPort(a)
+		n, _ := strconv.Atoi(port)
+		if err != nil || host != "127.0.0.1" || n < 1024 {
+			t.Errorf("default listen address %q needs privileges or is not loopback", a)
+		}
+	}
+	got, err := Load("")
+	if err != nil {
+		t.Fatalf(`Load("") = %v`, err)
+	}
+	if got.DataDir != c.DataDir || got.Guard.MaxFailures != 10 || got.Guard.Window.D() != time.Hour ||
+		got.Guard.BlockFor.D() != time.Hour || got.Guard.IPv6Prefix != 64 {
+		t.Errorf("Load(\"\") is not the defaults, or the SPEC R11 defaults changed: %+v", got.Guard)
+	}
+}
+
+func TestLoadOverridesDefaults(t *testing.T) {
+	p := writeConfig(t, `
+hostname = "smtp.example.cz"
+data_dir = "/var/lib/submitd"
+
+[listen]
+smtp = ""
+submission = "[::1]:587"
+
+[tls]
+cert = "/etc/ssl/submitd.pem"
+key = "/etc/ssl/submitd.key"
+
+[policy]
+webmail_networks = ["10.1.0.0/16", "192.0.2.7", "2001:db8::/48"]
+
+[guard]
+window = "30m"
+
+[sessionlog]
+retention = "7d"
+
+[replies]
+auth_failed = "authentication failed"
+`)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hostname != "smtp.example.cz" || c.DataDir != "/var/lib/submitd" {
+		t.Errorf("hostname, data_dir = %q, %q", c.Hostname, c.DataDir)
+	}
+	// An empty address disables a listener; keys left out keep their default.
+	if c.Listen.SMTP != "" || c.Listen.Submission != "[::1]:587" || c.Listen.Submissions != Default().Listen.Submissions {
+		t.Errorf("listen = %+v", c.Listen)
+	}
+	if c.TLS.Cert != "/etc/ssl/submitd.pem" || c.TLS.Key != "/etc/ssl/submitd.key" {
+		t.Errorf("tls = %+v", c.TLS)
+	}
+	if c.Guard.Window.D() != 30*time.Minute || c.Guard.BlockFor.D() != time.Hour {
+		t.Errorf("guard window, block_for = %v, %v", c.Guard.Window, c.Guard.BlockFor)
+	}
+	if c.SessionLog.Retention.D() != 7*24*time.Hour {
+		t.Errorf("sessionlog.retention = %v", c.SessionLog.Retention)
+	}
+	if c.Replies["auth_failed"] != "authentication failed" {
+		t.Errorf("replies = %v", c.Replies)
+	}
+	nets, err := ParsePrefixes(c.Policy.WebmailNetworks)
+	if err != nil || len(nets) != 3 || nets[1].String() != "192.0.2.7/32" {
+		t.Errorf("webmail networks = %v, %v", nets, err)
+	}
+}
+
+// TestLoadRefused checks that every bad file is refused with a one-line
+// message that names the key and, for a bad value, the value.
+func TestLoadRefused(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"unknown top-level key", "foo = 1", []string{"unknown key foo"}},
+		{"unknown key in table", "[listen]\nsmtpp = \"127.0.0.1:25\"", []string{"unknown key listen.smtpp"}},
+		{"unknown table", "[listener.smtpx]\nproxy_protocol = true", []string{"unknown key listener.smtpx"}},
+		{"two unknown keys", "foo = 1\n[guard]\nmax_failure = 3", []string{"foo", "guard.max_failure"}},
+		{"listen without port", `listen.smtp = "localhost"`, []string{"listen.smtp", `"localhost"`, "host:port"}},
+		{"listen port too big", "[listen]\nsubmission = \"127.0.0.1:99999\"", []string{"listen.submission", `"127.0.0.1:99999"`, "TCP port"}},
+		{"listen port not a number", "[listen]\nsubmissions = \"127.0.0.1:smtpx\"", []string{"listen.submissions", `"127.0.0.1:smtpx"`}},
+		{"smarthost without port", "[delivery]\nsmarthost = \"relay.example.cz\"", []string{"delivery.smarthost", `"relay.example.cz"`}},
+		{"bad duration", "[limits]\ncommand_timeout = \"5x\"", []string{"line 2", "limits.command_timeout", `"5x"`, "not a duration"}},
+		{"duration without unit", "[guard]\nwindow = 60", []string{"guard.window", `"60"`, "not a duration"}},
+		{"duration overflow", "[queue]\nmax_age = \"999999999d\"", []string{"queue.max_age", `"999999999d"`}},
+		{"negative duration", "[guard]\nblock_for = \"-1h\"", []string{"guard.block_for", `"-1h0m0s"`, "positive"}},
+		{"fractional days", "[queue]\nmax_age = \"1.5d\"", []string{"queue.max_age", `"1.5d"`}},
+		{"bad CIDR", "[policy]\nwebmail_networks = [\"10.0.0.0/33\"]", []string{"policy.webmail_networks", `"10.0.0.0/33"`}},
+		{"not an IP", "[guard]\nexempt_networks = [\"monitoring.example.cz\"]", []string{"guard.exempt_networks", `"monitoring.example.cz"`}},
+		{"bad enum log level", "[log]\nlevel = \"verbose\"", []string{"log.level", `"verbose"`, `"debug"`}},
+		{"bad enum scheme", "[auth]\npassword_scheme = \"md5\"", []string{"auth.password_scheme", `"md5"`}},
+		{"bad enum delivery tls", "[delivery]\ntls = \"required\"", []string{"delivery.tls", `"required"`}},
+		{"bad enum smarthost tls", "[delivery]\nsmarthost_tls = \"ssl\"", []string{"delivery.smarthost_tls", `"ssl"`}},
+		{"cert without key", "[tls]\ncert = \"/etc/ssl/c.pem\"", []string{"tls.cert", `"/etc/ssl/c.pem"`, "tls.key"}},
+		{"zero limit", "[limits]\nmax_recipients = 0", []string{"limits.max_recipients", "0"}},
+		{"short lines", "[limits]\nmax_line_length = 512", []string{"limits.max_line_length", "512"}},
+		{"prefix range", "[guard]\nipv6_prefix = 200", []string{"guard.ipv6_prefix", "200"}},
+		{"retry order", "[queue]\nretry_min = \"2h\"\nretry_max = \"1h\"", []string{"queue.retry_max", `"1h0m0s"`}},
+		{"empty hostname", `hostname = ""`, []string{"hostname", `""`}},
+		{"empty data_dir", `data_dir = ""`, []string{"data_dir", `""`}},
+		{"wrong type", "hostname = 25", []string{"hostname", "int64"}},
+		{"syntax", "hostname = ", []string{"line 1", "hostname"}},
+		{"duplicate key", "hostname = \"a\"\nhostname = \"b\"", []string{"line 2", "hostname", "already"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := writeConfig(t, tt.body)
+			c, err := Load(p)
+			if err == nil {
+				t.Fatalf("Load accepted %q: %+v", tt.body, c)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "config "+p+": ") {
+				t.Errorf("error %q does not name the file", msg)
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error is not one line: %q", msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "nope.toml")
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("Load(missing) = %v; want an error naming %s", err, p)
+	}
+}
+
+func TestPath(t *testing.T) {
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "env.toml")
+	flagFile := filepath.Join(dir, "flag.toml")
+
+	t.Chdir(dir) // restores the working directory afterwards
+	t.Setenv(EnvVar, "")
+	if got := Path(""); got != "" {
+		t.Errorf("no flag, no env, no ./%s: Path = %q; want \"\"", DefaultFile, got)
+	}
+	if err := os.WriteFile(DefaultFile, []byte("hostname = \"cwd\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := Path(""); got != DefaultFile {
+		t.Errorf("with ./%s: Path = %q", DefaultFile, got)
+	}
+	t.Setenv(EnvVar, envFile)
+	if got := Path(""); got != envFile {
+		t.Errorf("with $%s: Path = %q; want %q", EnvVar, got, envFile)
+	}
+	if got := Path(flagFile); got != flagFile {
+		t.Errorf("with -config: Path = %q; want %q", got, flagFile)
+	}
+	// The chosen file is the one loaded.
+	c, err := Load(Path(""))
+	if err == nil || !strings.Contains(err.Error(), envFile) {
+		t.Errorf("Load(Path) with a missing $%s file = %v, %v; want an error naming it", EnvVar, c, err)
+	}
+	t.Setenv(EnvVar, "")
+	if c, err := Load(Path("")); err != nil || c.Hostname != "cwd" {
+		t.Errorf("Load(./%s) = %v, %v; want hostname cwd", DefaultFile, c, err)
+	}
+}
+
+func TestDuration(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Duration
+		str  string
+	}{
+		{"90s", 90 * time.Second, "1m30s"},
+		{"15m", 15 * time.Minute, "15m0s"},
+		{"1h30m", 90 * time.Minute, "1h30m0s"},
+		{"30d", 30 * 24 * time.Hour, "30d"},
+		{"1d", 24 * time.Hour, "1d"},
+		{"0d", 0, "0s"},
+		{"24h", 24 * time.Hour, "1d"},
+		{"250ms", 250 * time.Millisecond, "250ms"},
+		{"0", 0, "0s"},
+	}
+	for _, tt := range tests {
+		var d Duration
+		if err := d.UnmarshalText([]byte(tt.in)); err != nil || d.D() != tt.want {
+			t.Errorf("UnmarshalText(%q) = %v, %v; want %v", tt.in, d.D(), err, tt.want)
+			continue
+		}
+		if d.String() != tt.str {
+			t.Errorf("Duration(%v).String() = %q; want %q", tt.want, d.String(), tt.str)
+		}
+		// What MarshalText writes reads back the same.
+		b, _ := d.MarshalText()
+		var back Duration
+		if err := back.UnmarshalText(b); err != nil || back != d {
+			t.Errorf("round trip of %q via %q = %v, %v", tt.in, b, back, err)
+		}
+	}
+	for _, bad := range []string{"", "d", "x", "5x", "1.5d", "-1d", "30 d", "1w", "999999999d", "9999999999h"} {
+		var d Duration
+		err := d.UnmarshalText([]byte(bad))
+		if err == nil {
+			t.Errorf("UnmarshalText(%q) = %v; want an error", bad, d.D())
+		} else if !strings.Contains(err.Error(), `"`+bad+`"`) {
+			t.Errorf("UnmarshalText(%q) error %q does not quote the value", bad, err)
+		}
+	}
+}
+
+func TestParsePrefixes(t *testing.T) {
+	got, err := ParsePrefixes([]string{"10.1.2.3/16", "192.0.2.7", "::ffff:192.0.2.8", "2001:db8::1/64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.1.0.0/16", "192.0.2.7/32", "192.0.2.8/32", "2001:db8::/64"}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Errorf("prefix %d = %s; want %s", i, got[i], want[i])
+		}
+	}
+	for _, bad := range []string{"10.0.0.0/33", "10.0.0", "example.cz", "", "10.0.0.0/-1"} {
+		if _, err := ParsePrefixes([]string{"10.0.0.0/8", bad}); err == nil || !strings.Contains(err.Error(), `"`+bad+`"`) {
+			t.Errorf("ParsePrefixes(%q) error = %v; want one quoting the value", bad, err)
+		}
+	}
+}
