@@ -1,0 +1,210 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"submitd/internal/config"
+	"submitd/internal/delivery"
+	"submitd/internal/queue"
+	"submitd/internal/spool"
+)
+
+func init() {
+	register(&command{
+		name:    "queue",
+		summary: "list, inspect, retry and delete queued messages (works while the server runs)",
+		usage: `queue list                 (one line per message: id, age, sender, recipients:state, next attempt)
+			queue show ID
+			queue retry ID|all         (try every undelivered recipient now)
+			queue delete [-bounce] ID  (no report to the sender unless -bounce)`,
+		run: runQueue,
+	})
+}
+
+// spoolDir is where the server keeps its spool under data_dir.
+func spoolDir(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "spool") }
+
+// newQueue builds the delivery queue the server runs over sp (SPEC R17,
+// R18), with the sender [delivery] asks for.
+func newQueue(cfg *config.Config, sp *spool.Spool, signer queue.Signer, log *slog.Logger) (*queue.Queue, error) {
+	sender, err := delivery.New(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	qc := cfg.Queue
+	return queue.New(queue.Config{
+		Spool: sp, Sender: sender, Signer: signer, Hostname: cfg.Hostname,
+		RetryMin: qc.RetryMin.D(), RetryMax: qc.RetryMax.D(), MaxAge: qc.MaxAge.D(), WarnAfter: qc.WarnAfter.D(),
+		Workers: qc.Workers, PerDomain: qc.PerDomain, Log: log,
+	})
+}
+
+func runQueue(e *env, args []string) error {
+	bounce := e.fs.Bool("bounce", false, "with delete: report the undelivered recipients to the sender")
+	verb, args, err := e.verb(args)
+	if err != nil {
+		return err
+	}
+	var n int
+	switch verb {
+	case "list":
+		n = 0
+	case "show", "retry", "delete":
+		n = 1
+	default:
+		return usageError(fmt.Sprintf("unknown verb %q", verb))
+	}
+	if err := want(args, n, n); err != nil {
+		return err
+	}
+	if *bounce && verb != "delete" {
+		return usageError("-bounce goes with delete only")
+	}
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	sp, err := spool.Attach(spoolDir(cfg), slog.New(slog.DiscardHandler))
+	if err != nil {
+		return fmt.Errorf("no spool (has the server run with data_dir %s?): %w", cfg.DataDir, err)
+	}
+	a := &queue.Admin{Spool: sp, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()}
+	switch verb {
+	case "list":
+		return queueList(e, a)
+	case "show":
+		return queueShow(e, a, args[0])
+	case "retry":
+		msg, err := a.Retry(args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, msg)
+	case "delete":
+		msg, err := a.Delete(args[0], *bounce)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, msg)
+	}
+	return nil
+}
+
+// sender formats an envelope sender, <> for the null sender.
+func sender(from string) string { return "<" + from + ">" }
+
+func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") }
+
+// age formats how long ago t was, to the second.
+func age(t time.Time) string { return time.Since(t).Round(time.Second).String() }
+
+// next formats when a message is due: "now", a time, or "-" when nothing is
+// left to try.
+func next(st *queue.State) string {
+	t, ok := st.NextDue()
+	switch {
+	case !ok:
+		return "-"
+	case !t.After(time.Now()):
+		return "now"
+	}
+	return fmtTime(t)
+}
+
+// queueList prints one tab-separated line per message: id, age, sender,
+// recipients with their state, next attempt.
+func queueList(e *env, a *queue.Admin) error {
+	items, err := a.List()
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		rcpts := make([]string, len(it.State.Rcpts))
+		for i, r := range it.State.Rcpts {
+			rcpts[i] = fmt.Sprintf("%s:%s", r.Addr, r.Status)
+			if r.Status == queue.Deferred {
+				rcpts[i] += fmt.Sprintf("(%d)", r.Attempts)
+			}
+		}
+		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%s\t%s\n", it.Env.ID, age(it.Env.Received), sender(it.Env.From),
+			strings.Join(rcpts, ","), next(it.State))
+	}
+	if len(items) == 0 {
+		fmt.Fprintln(e.stderr, "the queue is empty")
+	}
+	return nil
+}
+
+// queueShow prints one message's envelope, state, attempt history and
+// header section.
+func queueShow(e *env, a *queue.Admin, id string) error {
+	it, headers, err := a.Show(id)
+	if err != nil {
+		return err
+	}
+	w := e.stdout
+	env, st := it.Env, it.State
+	kind := "submitted"
+	if env.Kind == queue.KindDSN {
+		kind = "delivery report (DSN)"
+	}
+	fmt.Fprintf(w, "id         %s\n", env.ID)
+	fmt.Fprintf(w, "kind       %s\n", kind)
+	fmt.Fprintf(w, "session    %s\n", dash(env.SessionID))
+	fmt.Fprintf(w, "account    %s\n", dash(env.Account))
+	fmt.Fprintf(w, "client     %s\n", dash(env.ClientIP))
+	fmt.Fprintf(w, "received   %s (%s ago)\n", fmtTime(env.Received), age(env.Received))
+	fmt.Fprintf(w, "from       %s\n", sender(env.From))
+	fmt.Fprintf(w, "size       %d bytes\n", env.Size)
+	switch {
+	case !st.Signed:
+		fmt.Fprintf(w, "dkim       not signed yet\n")
+	case st.DKIM == "":
+		fmt.Fprintf(w, "dkim       no key for the From: domain\n")
+	default:
+		fmt.Fprintf(w, "dkim       signed\n")
+	}
+	fmt.Fprintf(w, "warned     %v\n", st.Warned)
+	fmt.Fprintf(w, "next       %s\n", next(st))
+	fmt.Fprintln(w, "recipients:")
+	for _, r := range st.Rcpts {
+		line := fmt.Sprintf("  %s  %s  attempts %d", r.Addr, r.Status, r.Attempts)
+		if r.Status == queue.Deferred || r.Status == queue.Pending {
+			n := "now"
+			if r.Next.After(time.Now()) {
+				n = fmtTime(r.Next)
+			}
+			line += "  next " + n
+		}
+		if r.Reason != "" {
+			line += "  (" + r.Reason + ")"
+		}
+		if r.Bounced {
+			line += "  reported to sender"
+		}
+		fmt.Fprintln(w, line)
+		for _, h := range r.History {
+			host := h.Host
+			if host == "" {
+				host = "-"
+			}
+			fmt.Fprintf(w, "    %s  %-9s %s  %s\n", fmtTime(h.Time), h.Status, host, h.Reply)
+		}
+	}
+	fmt.Fprintln(w, "headers:")
+	for _, l := range strings.Split(strings.TrimRight(string(headers), "\r\n"), "\n") {
+		fmt.Fprintf(w, "  %s\n", strings.TrimRight(l, "\r"))
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,574 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"submitd/internal/testutil"
+)
+
+// The tests in this file drive the built submitd binary: they submit mail
+// over SMTP, let it deliver through a DNS server and SMTP receivers the test
+// starts on loopback, and use "submitd queue" the way an operator would.
+
+// qBuild builds the submitd binary into a temporary directory.
+func qBuild(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "submitd")
+	cmd := exec.Command("go", "build", "-o", bin, "submitd/cmd/submitd")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// qBuffer is a goroutine-safe buffer for a process's output.
+type qBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *qBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *qBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// qServer is one submitd data directory and the server process over it.
+type qServer struct {
+	t       *testing.T
+	bin     string
+	config  string
+	dataDir string
+	addr    string // submission listener
+	cmd     *exec.Cmd
+	log     *qBuffer
+	exited  chan struct{}
+}
+
+// qNewServer writes a config delivering through the DNS server at dnsAddr
+// to remote port rport, and creates the domain firma.test with the account
+// jan@firma.test.
+func qNewServer(t *testing.T, bin, dnsAddr string, rport int) *qServer {
+	t.Helper()
+	dir := t.TempDir()
+	s := &qServer{t: t, bin: bin, dataDir: filepath.Join(dir, "data"), config: filepath.Join(dir, "submitd.toml")}
+	s.addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+	cfg := fmt.Sprintf(`hostname = "submit.test"
+data_dir = %q
+
+[listen]
+smtp = ""
+submission = %q
+submissions = ""
+
+[listener.submission]
+allow_plaintext_auth = true
+
+[auth]
+min_duration = "0s"
+
+[queue]
+warn_after = "0s"
+
+[delivery]
+resolver = %q
+port = %d
+connect_timeout = "5s"
+timeout = "60s"
+`, s.dataDir, s.addr, dnsAddr, rport)
+	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.mustCLI("", "domain", "add", "firma.test")
+	s.mustCLI("secret-pw\n", "account", "add", "jan@firma.test")
+	return s
+}
+
+// cli runs a submitd subcommand against the server's config.
+func (s *qServer) cli(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(s.bin, append(args, "-config", s.config)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("submitd %s: %v: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+func (s *qServer) mustCLI(stdin string, args ...string) string {
+	s.t.Helper()
+	out, err := s.cli(stdin, args...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
+
+// start runs "submitd serve" and waits until it accepts connections.
+func (s *qServer) start() {
+	s.t.Helper()
+	s.log = &qBuffer{}
+	s.cmd = exec.Command(s.bin, "serve", "-config", s.config)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.exited = make(chan struct{})
+	cmd, exited := s.cmd, s.exited
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	s.t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", s.addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-exited:
+			s.t.Fatalf("submitd serve exited:\n%s", s.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("submitd serve not listening on %s:\n%s", s.addr, s.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill ends the server with SIGKILL, as a crash or power cut would.
+func (s *qServer) kill() {
+	s.t.Helper()
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.exited
+}
+
+// send submits one message as jan@firma.test and returns its queue id from
+// the 250 reply.
+func (s *qServer) send(to []string, body string) string {
+	s.t.Helper()
+	c, err := smtp.Dial(s.addr)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := c.Auth(sasl.NewPlainClient("", "jan@firma.test", "secret-pw")); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := c.Mail("jan@firma.test", nil); err != nil {
+		s.t.Fatal(err)
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r, nil); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	wc, err := c.Data()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	io.WriteString(wc, body)
+	resp, err := wc.CloseWithResponse()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	c.Quit()
+	return qQueueID(s.t, resp.StatusText)
+}
+
+var qIDRe = regexp.MustCompile(`queued as ([0-9a-v]{24})`)
+
+func qQueueID(t *testing.T, reply string) string {
+	t.Helper()
+	m := qIDRe.FindStringSubmatch(reply)
+	if m == nil {
+		t.Fatalf("no queue id in reply %q", reply)
+	}
+	return m[1]
+}
+
+// qWait polls cond every 20ms for up to 30s.
+func qWait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// qStall is a receiving MX that, while stalling, takes a message's data
+// and then does not answer, like a server that hangs after the final dot;
+// otherwise it accepts.
+type qStall struct {
+	mu       sync.Mutex
+	stall    bool
+	inData   chan struct{} // one value each time a stalled DATA is reached
+	release  chan struct{}
+	accepted []testutil.Received
+	stalled  int
+}
+
+func qNewStall(t *testing.T, ln net.Listener) *qStall {
+	st := &qStall{stall: true, inData: make(chan struct{}, 16), release: make(chan struct{})}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &qStallSession{st: st}, nil }))
+	srv.Domain = "mx.b.test"
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		close(st.release)
+		srv.Close()
+	})
+	return st
+}
+
+func (st *qStall) setStall(b bool) {
+	st.mu.Lock()
+	st.stall = b
+	st.mu.Unlock()
+}
+
+func (st *qStall) counts() (accepted []testutil.Received, stalled int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return append([]testutil.Received(nil), st.accepted...), st.stalled
+}
+
+type qStallSession struct {
+	st  *qStall
+	cur testutil.Received
+}
+
+func (s *qStallSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.cur = testutil.Received{From: from}
+	return nil
+}
+
+func (s *qStallSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.cur.Rcpts = append(s.cur.Rcpts, to)
+	return nil
+}
+
+func (s *qStallSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.cur.Data = b
+	s.st.mu.Lock()
+	stall := s.st.stall
+	if stall {
+		s.st.stalled++
+	} else {
+		s.st.accepted = append(s.st.accepted, s.cur)
+	}
+	s.st.mu.Unlock()
+	if !stall {
+		return nil
+	}
+	s.st.inData <- struct{}{}
+	<-s.st.release
+	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "gave up"}
+}
+
+func (s *qStallSession) Reset()        { s.cur = testutil.Received{} }
+func (s *qStallSession) Logout() error { return nil }
+
+// qListLine returns the "submitd queue list" line of message id, or "".
+func (s *qServer) qListLine(id string) string {
+	out, err := s.cli("", "queue", "list")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, id+"\t") {
+			return l
+		}
+	}
+	return ""
+}
+
+// Killed with SIGKILL in the middle of delivering a two-recipient message,
+// after one recipient was confirmed and while the other's server had the
+// data but had not answered: after a restart only the other recipient is
+// tried, and nothing confirmed is delivered twice.
+func TestQueueCrashMidDelivery(t *testing.T) {
+	bin := qBuild(t)
+	dns := testutil.NewDNSServer(t)
+	lns := testutil.ListenSamePort(t, "127.0.0.2", "127.0.0.3")
+	port := lns[0].Addr().(*net.TCPAddr).Port
+	a := testutil.NewReceiver(t, testutil.ReceiverOptions{Listener: lns[0]})
+	b := qNewStall(t, lns[1])
+	dns.AddMX("a.test", 10, "mx.a.test")
+	dns.AddA("mx.a.test", "127.0.0.2")
+	dns.AddMX("b.test", 10, "mx.b.test")
+	dns.AddA("mx.b.test", "127.0.0.3")
+
+	s := qNewServer(t, bin, dns.Addr, port)
+	s.start()
+	id := s.send([]string{"eva@a.test", "petr@b.test"},
+		"From: Jan <jan@firma.test>\r\nTo: eva@a.test, petr@b.test\r\nSubject: crash test\r\n\r\nBody.\r\n")
+
+	// b.test has the data and stalls; a.test has answered 250.
+	select {
+	case <-b.inData:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("b.test never got the data:\n%s", s.log)
+	}
+	qWait(t, "eva@a.test confirmed in the queue state", func() bool {
+		return strings.Contains(s.qListLine(id), "eva@a.test:delivered")
+	})
+	s.kill()
+
+	line := s.qListLine(id)
+	if !strings.Contains(line, "eva@a.test:delivered") || !strings.Contains(line, "petr@b.test:pending") {
+		t.Fatalf("queue list after the crash: %q", line)
+	}
+
+	b.setStall(false)
+	s.start()
+	qWait(t, "the message to leave the queue", func() bool { return s.qListLine(id) == "" })
+
+	if msgs := a.Messages(); len(msgs) != 1 {
+		t.Errorf("a.test got the message %d times, want once", len(msgs))
+	}
+	acc, stalled := b.counts()
+	if len(acc) != 1 || strings.Join(acc[0].Rcpts, ",") != "petr@b.test" || stalled != 1 {
+		t.Errorf("b.test accepted %d (rcpts %v), stalled %d; want 1 for petr@b.test after 1 stalled", len(acc), acc, stalled)
+	}
+	if !bytes.Contains(acc[0].Data, []byte("Subject: crash test")) {
+		t.Errorf("b.test got:\n%s", acc[0].Data)
+	}
+	if strings.Contains(s.log.String(), "rcpt=eva@a.test") {
+		t.Errorf("after the restart eva@a.test was tried again:\n%s", s.log)
+	}
+}
+
+// qSmtpSink finds Postfix's smtp-sink: $SMTP_SINK, else on PATH, else
+// /usr/sbin/smtp-sink. For a binary unpacked from the Debian package (not
+// installed), its libraries are beside it in usr/lib/postfix.
+func qSmtpSink(t *testing.T) (string, []string) {
+	t.Helper()
+	p := os.Getenv("SMTP_SINK")
+	if p == "" {
+		if lp, err := exec.LookPath("smtp-sink"); err == nil {
+			p = lp
+		} else if _, err := os.Stat("/usr/sbin/smtp-sink"); err == nil {
+			p = "/usr/sbin/smtp-sink"
+		}
+	}
+	if p == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("required tool smtp-sink (Debian package postfix) not found: set SMTP_SINK or put it on PATH (CI=true)")
+		}
+		t.Skip("skipping: tool smtp-sink (Debian package postfix) not found; set SMTP_SINK or put it on PATH")
+	}
+	env := os.Environ()
+	lib := filepath.Join(filepath.Dir(filepath.Dir(p)), "lib", "postfix")
+	if _, err := os.Stat(lib); err == nil {
+		env = append(env, "LD_LIBRARY_PATH="+lib+":"+os.Getenv("LD_LIBRARY_PATH"))
+	}
+	return p, env
+}
+
+// qSink is one smtp-sink process dumping each transaction to a directory.
+type qSink struct {
+	dump string
+	cmd  *exec.Cmd
+	out  *qBuffer
+	done chan struct{}
+}
+
+func qStartSink(t *testing.T, bin string, env []string, addr string, extra ...string) *qSink {
+	t.Helper()
+	k := &qSink{dump: t.TempDir(), out: &qBuffer{}, done: make(chan struct{})}
+	args := []string{}
+	if os.Geteuid() == 0 {
+		// smtp-sink refuses to run as root without dropping to a user.
+		args = append(args, "-u", "root")
+	}
+	args = append(args, "-d", filepath.Join(k.dump, "m."))
+	args = append(args, extra...)
+	args = append(args, addr, "100")
+	k.cmd = exec.Command(bin, args...)
+	k.cmd.Env = env
+	k.cmd.Stdout, k.cmd.Stderr = k.out, k.out
+	if err := k.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		k.cmd.Wait()
+		close(k.done)
+	}()
+	t.Cleanup(k.stop)
+	qWait(t, "smtp-sink listening on "+addr, func() bool {
+		select {
+		case <-k.done:
+			t.Fatalf("smtp-sink exited: %s", k.out)
+		default:
+		}
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return k
+}
+
+func (k *qSink) stop() {
+	k.cmd.Process.Kill()
+	<-k.done
+}
+
+// messages returns the dumped transactions.
+func (k *qSink) messages(t *testing.T) []string {
+	t.Helper()
+	names, _ := filepath.Glob(filepath.Join(k.dump, "m.*"))
+	var out []string
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// Postfix's smtp-sink is the receiving MX for a message swaks submits: one
+// sink accepts, one answers RCPT with 4xx (-r) and one with 5xx (-f). The
+// accepting one gets the message, the 5xx recipient is reported to the
+// sender with the sink's reply, the 4xx one stays deferred until "submitd
+// queue retry" after its sink starts accepting.
+func TestQueueSmtpSink(t *testing.T) {
+	sink, env := qSmtpSink(t)
+	swaks := testutil.NeedTool(t, "swaks")
+	bin := qBuild(t)
+	dns := testutil.NewDNSServer(t)
+	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
+	lns := testutil.ListenSamePort(t, ips...)
+	port := lns[0].Addr().(*net.TCPAddr).Port
+	for i, d := range []string{"ok.test", "soft.test", "hard.test", "firma.test"} {
+		dns.AddMX(d, 10, "mx."+d)
+		dns.AddA("mx."+d, ips[i])
+	}
+	// The sender's own MX, for the report, is a Go receiver; the three
+	// recipient MXs are smtp-sink on the addresses freed here.
+	firma := testutil.NewReceiver(t, testutil.ReceiverOptions{Listener: lns[3]})
+	for _, ln := range lns[:3] {
+		ln.Close()
+	}
+	addr := func(ip string) string { return fmt.Sprintf("%s:%d", ip, port) }
+	ok := qStartSink(t, sink, env, addr(ips[0]))
+	soft := qStartSink(t, sink, env, addr(ips[1]), "-r", "RCPT", "-b", "451 4.2.0 greylisted, come back later")
+	hard := qStartSink(t, sink, env, addr(ips[2]), "-f", "RCPT", "-B", "550 5.1.1 <nobody@hard.test>: user unknown")
+
+	s := qNewServer(t, bin, dns.Addr, port)
+	s.start()
+	out, err := exec.Command(swaks, "--server", s.addr, "--ehlo", "client.test",
+		"--auth", "PLAIN", "--auth-user", "jan@firma.test", "--auth-password", "secret-pw",
+		"--from", "jan@firma.test", "--to", "eva@ok.test,petr@soft.test,nobody@hard.test",
+		"--header", "Subject: smtp-sink e2e", "--body", "Hello from swaks.").CombinedOutput()
+	if err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	id := qQueueID(t, string(out))
+
+	qWait(t, "the report to the sender", func() bool { return len(firma.Messages()) > 0 })
+	qWait(t, "eva@ok.test delivered", func() bool { return len(ok.messages(t)) > 0 })
+	got := ok.messages(t)
+	if len(got) != 1 || !strings.Contains(got[0], "X-Rcpt-Args: <eva@ok.test>") || strings.Contains(got[0], "X-Rcpt-Args: <petr") ||
+		!strings.Contains(got[0], "Subject: smtp-sink e2e") || !strings.Contains(got[0], "X-Mail-Args: <jan@firma.test>") {
+		t.Fatalf("ok.test sink got:\n%s", strings.Join(got, "\n----\n"))
+	}
+	if n := len(hard.messages(t)); n != 0 {
+		t.Errorf("hard.test sink stored %d messages", n)
+	}
+
+	rep := firma.Messages()
+	if len(rep) != 1 || rep[0].From != "" {
+		t.Fatalf("sender got %d reports (first from %q), want 1 from <>", len(rep), rep[0].From)
+	}
+	data := string(rep[0].Data)
+	for _, want := range []string{
+		"report-type=delivery-status",
+		"Final-Recipient: rfc822; nobody@hard.test",
+		"Action: failed",
+		"Status: 5.1.1",
+		"Diagnostic-Code: smtp; 550 5.1.1 <nobody@hard.test>: user unknown",
+		"Remote-MTA: dns; mx.hard.test",
+		"Subject: smtp-sink e2e",
+	} {
+		if !strings.Contains(data, want) {
+			t.Errorf("report lacks %q:\n%s", want, data)
+		}
+	}
+	if strings.Contains(data, "Final-Recipient: rfc822; petr@soft.test") || strings.Contains(data, "Final-Recipient: rfc822; eva@ok.test") {
+		t.Errorf("report names a recipient that did not fail:\n%s", data)
+	}
+
+	line := s.qListLine(id)
+	for _, want := range []string{"<jan@firma.test>", "eva@ok.test:delivered", "petr@soft.test:deferred(1)", "nobody@hard.test:failed"} {
+		if !strings.Contains(line, want) {
+			t.Fatalf("queue list line %q lacks %q", line, want)
+		}
+	}
+	show := s.mustCLI("", "queue", "show", id)
+	for _, want := range []string{"451 4.2.0 greylisted, come back later", "mx.soft.test", "Subject: smtp-sink e2e", "reported to sender"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("queue show lacks %q:\n%s", want, show)
+		}
+	}
+
+	// The greylisting sink now accepts; an operator retries at once.
+	soft.stop()
+	soft = qStartSink(t, sink, env, addr(ips[1]))
+	if out := s.mustCLI("", "queue", "retry", id); !strings.Contains(out, "retry scheduled for "+id) {
+		t.Fatalf("queue retry said %q", out)
+	}
+	qWait(t, "the message to leave the queue", func() bool { return s.qListLine(id) == "" })
+	got = soft.messages(t)
+	if len(got) != 1 || !strings.Contains(got[0], "X-Rcpt-Args: <petr@soft.test>") {
+		t.Fatalf("soft.test sink got:\n%s", strings.Join(got, "\n----\n"))
+	}
+	if n := len(ok.messages(t)); n != 1 {
+		t.Errorf("ok.test got the message %d times", n)
+	}
+	if n := len(firma.Messages()); n != 1 {
+		t.Errorf("sender got %d reports", n)
+	}
+}
