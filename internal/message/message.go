@@ -162,7 +162,7 @@ func (h *Header) Has(name string) bool {
 }
 
 // Addresses parses an address-list header value (From:, Sender:) and returns
-// the bare addresses. Groups are not mailboxes and are refused.
+// the bare addresses. A list that names no mailbox is an error.
 func Addresses(value string) ([]string, error) {
 	if strings.TrimSpace(value) == "" {
 		return nil, errors.New("empty")
@@ -170,6 +170,11 @@ func Addresses(value string) ([]string, error) {
 	list, err := mail.ParseAddressList(value)
 	if err != nil {
 		return nil, err
+	}
+	if len(list) == 0 {
+		// An empty group ("undisclosed:;") names nobody, so it cannot pass
+		// a sender check.
+		return nil, errors.New("no address")
 	}
 	out := make([]string, len(list))
 	for i, a := range list {

@@ -315,6 +315,13 @@ func (s *Server) readProxy(raw net.Conn) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading PROXY header: %w", err)
 	}
+	if hdr.Command.IsLocal() {
+		// A v2 LOCAL header or a v1 "PROXY UNKNOWN" is the proxy's own
+		// connection, such as a health check; the PROXY protocol
+		// specification (§2.1, §2.2) has the receiver use the real
+		// addresses then, so it is served as coming from the proxy.
+		return &proxiedConn{Conn: raw, r: br, remote: raw.RemoteAddr()}, nil
+	}
 	src, ok := hdr.SourceAddr.(*net.TCPAddr)
 	if !ok || hdr.Command != proxyproto.PROXY {
 		return nil, fmt.Errorf("PROXY header carries no TCP source address (command %v)", hdr.Command)

@@ -1,0 +1,156 @@
+package message
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+// smuggling lists end-of-data lookalikes (SPEC R16); each contains a bare CR
+// or a bare LF.
+var smuggling = []string{"\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r.\r\n", "\n.\r", "\r\n.\r", ".\n", "\r\n\n", "\r\r\n"}
+
+func readAll(t testing.TB, data string, chunk int) ([]byte, error) {
+	r := NewLineEndings(&chunker{data: []byte(data), n: chunk})
+	return io.ReadAll(r)
+}
+
+// chunker returns data n bytes at a time, to cross every buffer boundary.
+type chunker struct {
+	data []byte
+	n    int
+}
+
+func (c *chunker) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(c.n, len(p), len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+func TestLineEndings(t *testing.T) {
+	good := "From: a@b.cz\r\n\r\nline\r\n.. dotted\r\n"
+	for chunk := 1; chunk < 8; chunk++ {
+		got, err := readAll(t, good, chunk)
+		if err != nil || string(got) != good {
+			t.Fatalf("chunk %d: %q, %v", chunk, got, err)
+		}
+		for _, s := range smuggling {
+			_, err := readAll(t, "From: a@b.cz\r\n\r\nx"+s+"MAIL FROM:<x@y.cz>\r\n", chunk)
+			if !errors.Is(err, ErrBareLineEnding) {
+				t.Fatalf("chunk %d, %q: err %v", chunk, s, err)
+			}
+		}
+		if _, err := readAll(t, "ends in CR\r", chunk); !errors.Is(err, ErrBareLineEnding) {
+			t.Fatalf("trailing CR: %v", err)
+		}
+	}
+}
+
+func TestReadHeaderAndParse(t *testing.T) {
+	raw := "From: Jan <jan@firma.cz>\r\nSubject: a\r\n  folded\r\nTo: x@y.cz\r\n\r\nbody\r\n"
+	br := bufio.NewReader(strings.NewReader(raw))
+	h, err := ReadHeader(br, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(h) != "From: Jan <jan@firma.cz>\r\nSubject: a\r\n  folded\r\nTo: x@y.cz\r\n\r\n" {
+		t.Fatalf("header %q", h)
+	}
+	rest, _ := io.ReadAll(br)
+	if string(rest) != "body\r\n" {
+		t.Fatalf("rest %q", rest)
+	}
+	p, err := Parse(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Values("subject"); len(got) != 1 || got[0] != "a folded" {
+		t.Fatalf("Subject %q", got)
+	}
+	if !p.Has("TO") || p.Has("Cc") {
+		t.Fatal("Has")
+	}
+	if _, err := ReadHeader(bufio.NewReader(strings.NewReader(strings.Repeat("X-A: b\r\n", 100))), 100); !errors.Is(err, ErrHeaderTooLarge) {
+		t.Fatalf("too large: %v", err)
+	}
+	for _, bad := range []string{"no colon here\r\n", " continuation first\r\n", ": no name\r\n", "Bad Name: x\r\n"} {
+		if _, err := Parse([]byte(bad)); err == nil {
+			t.Errorf("Parse(%q) accepted", bad)
+		}
+	}
+	// A message without a body and without the empty line is all header.
+	h, err = ReadHeader(bufio.NewReader(strings.NewReader("From: a@b.cz\r\n")), 1024)
+	if err != nil || string(h) != "From: a@b.cz\r\n" {
+		t.Fatalf("headers only: %q %v", h, err)
+	}
+}
+
+func TestAddresses(t *testing.T) {
+	cases := []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{"jan@firma.cz", "jan@firma.cz", true},
+		{"Jan Novák <jan@firma.cz>", "jan@firma.cz", true},
+		{"=?utf-8?q?Jan_Nov=C3=A1k?= <jan@firma.cz>, eva@jina.cz", "jan@firma.cz,eva@jina.cz", true},
+		{"\"Quoted, Name\" <q@firma.cz>", "q@firma.cz", true},
+		{"", "", false},
+		{"<<<", "", false},
+		{"undisclosed-recipients:;", "", false},
+	}
+	for _, c := range cases {
+		got, err := Addresses(c.in)
+		if (err == nil) != c.ok || c.ok && strings.Join(got, ",") != c.want {
+			t.Errorf("Addresses(%q) = %q, %v", c.in, got, err)
+		}
+	}
+}
+
+// FuzzData runs message content through the checks the DATA path applies:
+// never a panic, never a bare CR or LF let through, and when the content is
+// accepted the header and the rest put together are the input unchanged.
+func FuzzData(f *testing.F) {
+	f.Add([]byte("From: a@b.cz\r\nSubject: x\r\n\r\nbody\r\n"))
+	for _, s := range smuggling {
+		f.Add([]byte("From: a@b.cz\r\n\r\nx" + s + "MAIL FROM:<x@y.cz>\r\n"))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReader(NewLineEndings(bytes.NewReader(data)))
+		h, err := ReadHeader(br, 4096)
+		if err != nil {
+			return
+		}
+		rest, err := io.ReadAll(br)
+		if err != nil {
+			if !errors.Is(err, ErrBareLineEnding) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		all := append(append([]byte{}, h...), rest...)
+		if !bytes.Equal(all, data) {
+			t.Fatalf("content changed")
+		}
+		for i, c := range all {
+			if c == '\n' && (i == 0 || all[i-1] != '\r') || c == '\r' && (i+1 >= len(all) || all[i+1] != '\n') {
+				t.Fatalf("bare line ending at %d accepted", i)
+			}
+		}
+		if p, err := Parse(h); err == nil {
+			for _, f := range p.Fields {
+				if strings.ContainsAny(f.Name, ": \t\r\n") {
+					t.Fatalf("bad field name %q", f.Name)
+				}
+				Addresses(f.Value)
+			}
+		}
+	})
+}
