@@ -15,6 +15,7 @@ import (
 	"submitd/internal/certs"
 	"submitd/internal/config"
 	"submitd/internal/directory"
+	"submitd/internal/guard"
 	"submitd/internal/password"
 	"submitd/internal/policy"
 	"submitd/internal/sessionlog"
@@ -117,10 +118,33 @@ func runServe(e *env, args []string) error {
 	webmail, _ := config.ParsePrefixes(cfg.Policy.WebmailNetworks)
 	proxies, _ := config.ParsePrefixes(cfg.Guard.TrustedProxies)
 
+	// SPEC R11: the guard's state is in memory for the refusal path and in
+	// the database for restarts; Run follows the database's change log so
+	// "submitd unblock" reaches this process without a restart.
+	gstore, err := guard.NewSQLite(ctx, db)
+	if err != nil {
+		return err
+	}
+	grd, err := guard.New(ctx, guardConfig(cfg), gstore, log)
+	if err != nil {
+		return err
+	}
+	if gs := grd.Stats(); gs.BlockedKeys > 0 || gs.TrackedKeys > 0 {
+		log.Info("guard state loaded", "blocked", gs.BlockedKeys, "counting", gs.TrackedKeys)
+	}
+	gctx, gstop := context.WithCancel(context.Background())
+	gdone := make(chan struct{})
+	go func() {
+		defer close(gdone)
+		grd.Run(gctx)
+	}()
+	defer func() { gstop(); <-gdone }()
+
 	srv := &smtpd.Server{
 		Hostname:   cfg.Hostname,
 		Directory:  dir,
 		Policy:     &policy.Policy{Webmail: webmail},
+		Guard:      grd,
 		Spool:      smtpd.SpoolDir(sp),
 		SessionLog: slw,
 		Replies:    replies,

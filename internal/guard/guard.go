@@ -129,6 +129,17 @@ func (c Config) Key(ip netip.Addr) netip.Prefix {
 	return p
 }
 
+// Target turns what support names in an unblock into the prefix to lift:
+// a single address becomes its key, so that unblocking one IPv6 address
+// lifts the /64 it is counted in.
+func (c Config) Target(p netip.Prefix) netip.Prefix {
+	p = normPrefix(p)
+	if p.IsSingleIP() {
+		return c.Key(p.Addr())
+	}
+	return p
+}
+
 // Stats are the guard's counters since start, for metrics.
 type Stats struct {
 	// Failures are the AUTH failures counted towards blocks.
@@ -324,16 +335,9 @@ func (g *Guard) Unblock(ctx context.Context, p netip.Prefix) ([]netip.Prefix, er
 	return keys, nil
 }
 
-// Target turns what support names in an unblock into the prefix to lift:
-// a single address becomes its key, so that unblocking one IPv6 address
-// lifts the /64 it is counted in.
-func (g *Guard) Target(p netip.Prefix) netip.Prefix {
-	p = normPrefix(p)
-	if p.IsSingleIP() {
-		return g.cfg.Key(p.Addr())
-	}
-	return p
-}
+// Target turns what support names in an unblock into the prefix to lift;
+// see Config.Target.
+func (g *Guard) Target(p netip.Prefix) netip.Prefix { return g.cfg.Target(p) }
 
 // applyUnblock removes the keys overlapping p from memory and returns them.
 func (g *Guard) applyUnblock(p netip.Prefix, now time.Time, by string) []netip.Prefix {
