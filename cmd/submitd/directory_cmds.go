@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -220,13 +221,24 @@ func runAccount(e *env, args []string) error {
 	switch verb {
 	case "add", "passwd":
 		return withStore(1, 1, func(cfg *config.Config, st directory.Store) error {
-			if _, err := address.Parse(args[0]); err != nil {
+			a, err := address.Parse(args[0])
+			if err != nil {
 				return err
 			}
-			if verb == "passwd" {
-				// Fail before asking for a password that cannot be used.
-				if _, err := st.Account(ctx, args[0]); err != nil {
-					return err
+			// Fail before asking for a password that cannot be used.
+			_, err = st.Account(ctx, args[0])
+			switch {
+			case verb == "passwd" && err != nil:
+				return err
+			case verb == "add" && err == nil:
+				return fmt.Errorf("account %s: %w", a, directory.ErrExists)
+			case verb == "add" && !errors.Is(err, directory.ErrNotFound):
+				return err
+			case verb == "add":
+				// Accounts checks that the domain is hosted, and says what it
+				// is instead (an alias of …, unknown).
+				if _, err := st.Accounts(ctx, a.Domain); err != nil {
+					return fmt.Errorf("account %s: %w", a, err)
 				}
 			}
 			pw, err := e.readPassword()
@@ -390,8 +402,9 @@ func (e *env) importAccounts(ctx context.Context, st directory.Store, file strin
 			continue
 		}
 		addr, hash, found := strings.Cut(line, "\t")
+		hash = strings.TrimSpace(hash)
 		err := func() error {
-			if !found || strings.TrimSpace(addr) == "" || strings.TrimSpace(hash) == "" {
+			if !found || strings.TrimSpace(addr) == "" || hash == "" {
 				return fmt.Errorf("expected \"address<TAB>{SCHEME}hash\"")
 			}
 			if err := password.Check(hash); err != nil {

@@ -59,10 +59,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				return 0
 			}
 		}
-		printHelp(stdout)
 		if len(args) == 0 {
+			// No command is a usage error: the help goes to stderr.
+			printHelp(stderr)
 			return 2
 		}
+		printHelp(stdout)
 		return 0
 	}
 	c, ok := commands[args[0]]
@@ -71,16 +73,19 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fs := flag.NewFlagSet("submitd "+c.name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package's own messages are silenced so that a bad flag is
+	// reported once, in the same form as every other usage error.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, fs: fs}
 	e.configPath = fs.String("config", "", "config file (default $"+config.EnvVar+", else ./"+config.DefaultFile+" if present, else built-in defaults)")
-	fs.Usage = func() { printUsage(stderr, c, fs) }
 	err := c.run(e, args[1:])
 	var ue usageError
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
+		printUsage(stderr, c, fs)
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "submitd %s: %s\n", c.name, ue)
@@ -116,6 +121,7 @@ func printUsage(w io.Writer, c *command, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "\n%s\n", c.summary)
 	if fs != nil {
 		fmt.Fprintf(w, "\nFlags:\n")
+		fs.SetOutput(w)
 		fs.PrintDefaults()
 	}
 }
@@ -127,7 +133,10 @@ func (e *env) parse(args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := e.fs.Parse(args); err != nil {
-			return nil, err
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError(err.Error())
 		}
 		rest := e.fs.Args()
 		if len(rest) == 0 {
