@@ -30,7 +30,7 @@ import (
 
 // testEnv is a running Server with a real SQLite directory and spool.
 type testEnv struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *Server
 	dir   *directory.SQLite
 	spool *spool.Spool
@@ -68,7 +68,7 @@ type envOption func(*Server)
 // newTestEnv starts listeners "smtp" (STARTTLS), "submissions" (implicit
 // TLS) and "plain" (STARTTLS, plaintext AUTH allowed) on loopback, with
 // firma.cz (alias firma.com), příklad.cz and jina.cz hosted.
-func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
+func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	ctx := context.Background()
 	tmp := t.TempDir()

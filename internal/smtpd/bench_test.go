@@ -1,0 +1,55 @@
+package smtpd
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// benchMessage is a 4 KiB message.
+var benchMessage = func() string {
+	var b strings.Builder
+	b.WriteString("From: Jan <jan@firma.cz>\r\nTo: eva@example.org\r\nSubject: benchmark\r\n\r\n")
+	for b.Len() < 4096-80 {
+		b.WriteString(strings.Repeat("lorem ipsum ", 6) + "\r\n")
+	}
+	return b.String()
+}()
+
+// acceptOne runs one whole session over implicit TLS: connect, EHLO, AUTH,
+// MAIL, RCPT, 4 KiB DATA (fsynced to the spool before the 250), QUIT.
+func acceptOne(b *testing.B, e *testEnv) {
+	c := e.dial("submissions")
+	c.last()
+	c.expect("EHLO bench.example", "250 ")
+	c.expect(plain("jan@firma.cz", testPassword), "235 ")
+	if got := c.sendMessage("jan@firma.cz", []string{"eva@example.org"}, benchMessage); !strings.HasPrefix(got, "250 ") {
+		b.Fatalf("DATA: %q", got)
+	}
+	c.send("QUIT")
+	c.last()
+	c.conn.Close()
+}
+
+// BenchmarkAccept measures the accept path, one client after another.
+func BenchmarkAccept(b *testing.B) {
+	e := newTestEnv(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		acceptOne(b, e)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkAcceptConcurrent measures the accept path with 50 clients at once.
+func BenchmarkAcceptConcurrent(b *testing.B) {
+	e := newTestEnv(b, func(s *Server) { s.Limits.MaxConnsPerIP = 200 })
+	b.SetParallelism((50 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			acceptOne(b, e)
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
