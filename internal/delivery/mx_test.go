@@ -3,6 +3,7 @@ package delivery
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -406,4 +407,56 @@ func TestInjectedDial(t *testing.T) {
 	if len(dialed) != 1 || dialed[0] != "192.0.2.1:25" {
 		t.Errorf("dialed %v, want [192.0.2.1:25]", dialed)
 	}
+}
+
+// A server whose STARTTLS cannot succeed (here it only speaks TLS 1.1,
+// below what submitd accepts) still gets the mail in opportunistic mode, over
+// a new clear-text session; in verify mode it does not.
+func TestOpportunisticFallsBackAfterFailedHandshake(t *testing.T) {
+	cert, _ := testutil.NewCert(t, "example.test")
+	old := &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS11}
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.2": {STARTTLS: true, TLSConfig: old}}, "127.0.0.2")
+	w.dns.AddA("example.test", "127.0.0.2")
+	rx := w.rx["127.0.0.2"]
+
+	check(t, w.mx(func(c *MXConfig) { c.VerifyTLS = true }).Deliver(context.Background(), msg("example.test", "x@example.test")),
+		"x@example.test", Temporary, "TLS handshake")
+	if n := len(rx.Messages()); n != 0 {
+		t.Fatalf("verify mode sent %d messages", n)
+	}
+	check(t, w.mx(nil).Deliver(context.Background(), msg("example.test", "x@example.test")), "x@example.test", Delivered, "250")
+	if m := rx.Messages(); len(m) != 1 || m[0].TLS {
+		t.Errorf("got %+v, want one clear-text message", m)
+	}
+	if !strings.Contains(w.log.String(), "STARTTLS failed, retrying without TLS") {
+		t.Errorf("fallback not logged:\n%s", w.log.String())
+	}
+}
+
+// Cancelling the context (server shutdown) ends a session at once and
+// defers the recipients.
+func TestCancelDefers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	w := newWorld(t, nil)
+	w.port = ln.Addr().(*net.TCPAddr).Port
+	w.dns.AddA("example.test", "127.0.0.2")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		c := <-accepted
+		defer c.Close()
+		cancel() // the server is silent; the sender must not wait for it
+	}()
+	res := w.mx(nil).Deliver(ctx, msg("example.test", "x@example.test"))
+	check(t, res, "x@example.test", Temporary, "delivery interrupted")
 }

@@ -60,6 +60,9 @@ type ReceiverOptions struct {
 	STARTTLS bool
 	// ImplicitTLS speaks TLS from the first byte (port-465 style).
 	ImplicitTLS bool
+	// TLSConfig, when set, replaces the generated TLS configuration (e.g. to
+	// offer STARTTLS with settings no client accepts); Pool is then nil.
+	TLSConfig *tls.Config
 	// CertHosts are the DNS names and IP addresses the certificate is for;
 	// default "localhost" and "127.0.0.1".
 	CertHosts []string
@@ -123,6 +126,9 @@ func NewReceiver(t testing.TB, opts ReceiverOptions) *Receiver {
 		cert, pool := NewCert(t, hosts...)
 		r.Pool = pool
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if opts.TLSConfig != nil {
+		tlsConf, r.Pool = opts.TLSConfig, nil
 	}
 	if opts.STARTTLS {
 		s.TLSConfig = tlsConf
