@@ -38,7 +38,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // openStore opens the guard tables in a fresh database file, or in the one
 // at path when it is given.
-func openStore(t *testing.T, path string) *SQLite {
+func openStore(t testing.TB, path string) *SQLite {
 	t.Helper()
 	if path == "" {
 		path = filepath.Join(t.TempDir(), sqlitedb.FileName)
@@ -57,7 +57,7 @@ func openStore(t *testing.T, path string) *SQLite {
 
 // newGuard makes a guard with the default policy on clk and st (nil: memory
 // only), with cfg's non-zero fields applied.
-func newGuard(t *testing.T, clk *fakeClock, st Store, cfg Config) *Guard {
+func newGuard(t testing.TB, clk *fakeClock, st Store, cfg Config) *Guard {
 	t.Helper()
 	cfg.Now = clk.Now
 	g, err := New(context.Background(), cfg, st, nil)
@@ -540,4 +540,37 @@ func FuzzParseTarget(f *testing.F) {
 			t.Fatalf("ParseTarget(%q) = %v does not round-trip: %v, %v", s, p, q, err)
 		}
 	})
+}
+
+// BenchmarkBlocked measures the check every connection makes, for a blocked
+// and a free client, with 10 000 keys blocked.
+func BenchmarkBlocked(b *testing.B) {
+	clk := newFakeClock()
+	g := newGuard(b, clk, nil, Config{MaxFailures: 1})
+	for i := range 10000 {
+		g.Failure(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), "s")
+	}
+	for _, bc := range []struct {
+		name string
+		ip   netip.Addr
+		want bool
+	}{{"blocked", addr("10.0.0.77"), true}, {"free", addr("192.0.2.1"), false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for range b.N {
+				if g.Blocked(bc.ip) != bc.want {
+					b.Fatal("wrong answer")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFailure measures recording one failure, SQLite write included.
+func BenchmarkFailure(b *testing.B) {
+	clk := newFakeClock()
+	g := newGuard(b, clk, openStore(b, ""), Config{MaxFailures: 1 << 30})
+	b.ResetTimer()
+	for i := range b.N {
+		g.Failure(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), "sessionidsessionid0000")
+	}
 }
