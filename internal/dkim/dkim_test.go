@@ -18,7 +18,9 @@ import (
 	"submitd/internal/testutil"
 )
 
-func newStore(t *testing.T) *Store {
+func newStore(t *testing.T) *Store { return newStoreB(t) }
+
+func newStoreB(t testing.TB) *Store {
 	t.Helper()
 	db, err := sqlitedb.Open(filepath.Join(t.TempDir(), "test.db"))
 	if err != nil {
