@@ -1,0 +1,136 @@
+package spool
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func put(t *testing.T, s *Spool, body string) *Envelope {
+	t.Helper()
+	env := &Envelope{From: "jan@firma.cz", To: []string{"eva@example.org"}, Account: "jan@firma.cz",
+		SessionID: "piWs1j0010jifNx01iWsdh", ClientIP: "127.0.0.1", Received: time.Now()}
+	w, err := s.Create(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, body)
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func TestRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	s, err := Open(dir, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := put(t, s, "From: jan@firma.cz\r\n\r\nfirst\r\n")
+	b := put(t, s, "From: jan@firma.cz\r\n\r\nsecond\r\n")
+	// An aborted message leaves nothing.
+	w, _ := s.Create(&Envelope{From: "x@y.cz"})
+	io.WriteString(w, "partial")
+	w.Abort()
+
+	envs, err := s.Load()
+	if err != nil || len(envs) != 2 {
+		t.Fatalf("Load: %d, %v", len(envs), err)
+	}
+	if envs[0].ID != a.ID || envs[1].ID != b.ID || envs[0].SessionID != "piWs1j0010jifNx01iWsdh" {
+		t.Fatalf("envelopes %+v %+v", envs[0], envs[1])
+	}
+	r, size, err := s.Message(b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(r)
+	r.Close()
+	if string(got) != "From: jan@firma.cz\r\n\r\nsecond\r\n" || size != int64(len(got)) {
+		t.Fatalf("message %q (%d)", got, size)
+	}
+	if err := s.WriteState(a.ID, []byte(`{"x":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.ReadState(a.ID); string(st) != `{"x":1}` {
+		t.Fatalf("state %q", st)
+	}
+	if err := s.Remove(a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.ReadState(a.ID); st != nil {
+		t.Fatal("state survived Remove")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+		t.Fatalf("tmp/ holds %d files", len(ents))
+	}
+}
+
+// TestDamage: truncated, bit-flipped and foreign files are moved to
+// corrupt/ with a log line; the good ones still load.
+func TestDamage(t *testing.T) {
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	s, _ := Open(dir, slog.New(slog.NewTextHandler(&logs, nil)))
+	good := put(t, s, "From: a@b.cz\r\n\r\ngood\r\n")
+	trunc := put(t, s, "From: a@b.cz\r\n\r\ntruncated body\r\n")
+	flip := put(t, s, "From: a@b.cz\r\n\r\nflipped body\r\n")
+	name := func(e *Envelope) string { return filepath.Join(dir, e.ID+".msg") }
+	b, _ := os.ReadFile(name(trunc))
+	os.WriteFile(name(trunc), b[:len(b)-10], 0o640)
+	b, _ = os.ReadFile(name(flip))
+	b[bytes.Index(b, []byte("flipped"))] = 'F'
+	os.WriteFile(name(flip), b, 0o640)
+	os.WriteFile(filepath.Join(dir, "33lrhkj7b47fao68fvg29102.msg"), []byte("not a spool file"), 0o640)
+	// A leftover from an interrupted write is cleared on open.
+	os.WriteFile(filepath.Join(dir, "tmp", "leftover"), []byte("x"), 0o640)
+
+	s, _ = Open(dir, slog.New(slog.NewTextHandler(&logs, nil)))
+	envs, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(envs) != 1 || envs[0].ID != good.ID {
+		t.Fatalf("loaded %d envelopes", len(envs))
+	}
+	bad, _ := os.ReadDir(filepath.Join(dir, "corrupt"))
+	if len(bad) != 3 {
+		t.Fatalf("corrupt/ holds %d files", len(bad))
+	}
+	if n := strings.Count(logs.String(), "damaged message moved aside"); n != 3 {
+		t.Fatalf("%d log lines:\n%s", n, logs.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tmp", "leftover")); !os.IsNotExist(err) {
+		t.Fatal("tmp/ leftover not removed")
+	}
+}
+
+// FuzzReadEnvelope: whatever a spool file holds, reading it never panics,
+// and a file it accepts has a trailer that matches its content.
+func FuzzReadEnvelope(f *testing.F) {
+	f.Add([]byte("submitd-spool 1\n{\"id\":\"33lrhkj7b47fao68fvg29102\",\"from\":\"a@b.cz\",\"to\":[\"c@d.cz\"],\"account\":\"a@b.cz\",\"session_id\":\"piWs1j0010jifNx01iWsdh\",\"client_ip\":\"127.0.0.1\",\"received\":\"2026-11-26T22:00:00Z\"}\nFrom: a@b.cz\r\n\r\nx\r\nend 0000000000000013 00000000\n"))
+	f.Add([]byte("submitd-spool 1\n{\"id\":\"33lrhkj7b47fao68fvg29102\"}\nend 0000000000000000 00000000\n"))
+	f.Add([]byte("submitd-spool 1\n{\"id\":\"x\"}\n"))
+	f.Add([]byte("garbage"))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		name := filepath.Join(dir, "33lrhkj7b47fao68fvg29102.msg")
+		if err := os.WriteFile(name, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		env, err := readEnvelope(name, true)
+		if err != nil {
+			return
+		}
+		if env.offset+env.Size+int64(trailerLen) != int64(len(data)) {
+			t.Fatalf("accepted file with inconsistent size: offset %d size %d len %d", env.offset, env.Size, len(data))
+		}
+	})
+}
