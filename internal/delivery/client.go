@@ -223,7 +223,7 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 	if utf8 {
 		if !c.has("SMTPUTF8") {
 			// RFC 6531 §3.2: such a message cannot go to this server.
-			return all(Permanent, "553 5.6.7 the remote server does not accept UTF-8 addresses (no SMTPUTF8)"), nil
+			return all(Permanent, "the remote server does not offer SMTPUTF8, which a UTF-8 address needs (RFC 6531)"), nil
 		}
 		mail += " SMTPUTF8"
 	}

@@ -154,6 +154,9 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	lastHost := ""
 	tried := 0
 	for _, h := range hosts {
+		if tried == MaxAddresses || ctx.Err() != nil {
+			break
+		}
 		addrs, err := x.res.LookupIP(ctx, h)
 		if err == nil && len(addrs) == 0 {
 			err = fmt.Errorf("MX host %s has no address records", h)

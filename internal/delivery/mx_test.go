@@ -460,3 +460,23 @@ func TestCancelDefers(t *testing.T) {
 	res := w.mx(nil).Deliver(ctx, msg("example.test", "x@example.test"))
 	check(t, res, "x@example.test", Temporary, "delivery interrupted")
 }
+
+// A UTF-8 address cannot go to a server without SMTPUTF8 (RFC 6531 §3.2):
+// that is final, and nothing is sent.
+func TestUTF8AddressNeedsSMTPUTF8(t *testing.T) {
+	w := newWorld(t, nil, "127.0.0.2")
+	w.dns.AddA("example.test", "127.0.0.2")
+	res := w.mx(nil).Deliver(context.Background(), msg("example.test", "jiří@example.test"))
+	check(t, res, "jiří@example.test", Permanent, "the remote server does not offer SMTPUTF8")
+	if n := len(w.rx["127.0.0.2"].Messages()); n != 0 {
+		t.Errorf("%d messages sent", n)
+	}
+
+	w = newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.3": {SMTPUTF8: true}}, "127.0.0.3")
+	w.dns.AddA("example.test", "127.0.0.3")
+	res = w.mx(nil).Deliver(context.Background(), msg("example.test", "jiří@example.test"))
+	check(t, res, "jiří@example.test", Delivered, "250")
+	if m := w.rx["127.0.0.3"].Messages(); len(m) != 1 || m[0].Rcpts[0] != "jiří@example.test" {
+		t.Errorf("received %+v", m)
+	}
+}

@@ -155,15 +155,15 @@ func FromDomain(h *message.Header) (string, error) {
 	}
 	addrs, err := message.Addresses(vals[0])
 	if err != nil {
-		return "", fmt.Errorf("From: %q: %w", clip(vals[0]), err)
+		return "", fmt.Errorf("unparseable From: field %q: %w", clip(vals[0]), err)
 	}
 	at := strings.LastIndexByte(addrs[0], '@')
 	if at < 0 {
-		return "", fmt.Errorf("From: address %q has no domain", clip(addrs[0]))
+		return "", fmt.Errorf("the From: address %q has no domain", clip(addrs[0]))
 	}
 	d, err := address.Domain(addrs[0][at+1:])
 	if err != nil {
-		return "", fmt.Errorf("From: address %q: %w", clip(addrs[0]), err)
+		return "", fmt.Errorf("the From: address %q: %w", clip(addrs[0]), err)
 	}
 	return d, nil
 }

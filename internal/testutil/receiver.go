@@ -71,6 +71,8 @@ type ReceiverOptions struct {
 	User, Password string
 	// AllowInsecureAuth offers AUTH outside TLS.
 	AllowInsecureAuth bool
+	// SMTPUTF8 advertises and accepts SMTPUTF8 (RFC 6531).
+	SMTPUTF8 bool
 	// MaxMessageBytes is advertised in SIZE and enforced; 0: no limit.
 	MaxMessageBytes int64
 	// EHLOError, when set, is the reply to EHLO/HELO (go-smtp sends its
@@ -116,6 +118,7 @@ func NewReceiver(t testing.TB, opts ReceiverOptions) *Receiver {
 	s.WriteTimeout = 30 * time.Second
 	s.MaxMessageBytes = opts.MaxMessageBytes
 	s.AllowInsecureAuth = opts.AllowInsecureAuth
+	s.EnableSMTPUTF8 = opts.SMTPUTF8
 	s.ErrorLog = logFunc(r.logf)
 	var tlsConf *tls.Config
 	if opts.STARTTLS || opts.ImplicitTLS {
