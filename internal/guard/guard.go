@@ -487,12 +487,16 @@ func (g *Guard) apply(ch Change) {
 	case ChangeFailure:
 		// Counted only: the node that saw the failure decides the block and
 		// logs it, and this node learns of the block from its change.
-		g.mu.Lock()
 		f := Failure{Time: ch.Time}
 		if len(ch.SIDs) > 0 {
 			f.SID = ch.SIDs[0]
 		}
-		fs := g.live(g.failures[ch.Key], g.cfg.Now())
+		now := g.cfg.Now()
+		if !f.Time.After(now.Add(-g.cfg.Window)) {
+			return
+		}
+		g.mu.Lock()
+		fs := g.live(g.failures[ch.Key], now)
 		if !slices.ContainsFunc(fs, func(x Failure) bool { return x.SID == f.SID && x.Time.Equal(f.Time) }) {
 			fs = append(fs, f)
 			slices.SortStableFunc(fs, func(a, b Failure) int { return a.Time.Compare(b.Time) })

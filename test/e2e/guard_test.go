@@ -167,6 +167,12 @@ func TestGuardSwaks(t *testing.T) {
 	s.start()
 	guardReply(t, swaks(t, base...), guardRefusal("127.0.0.1"))
 
+	// A typo is a usage error that names the argument and changes nothing.
+	if _, errOut, code := s.cli("", "unblock", "127.0.0.256"); code != 2 || !strings.Contains(errOut, `"127.0.0.256" is not an IP address`) {
+		t.Fatalf("submitd unblock 127.0.0.256: exit %d, %q", code, errOut)
+	}
+	guardExpectRefused(t, s.sub, "127.0.0.1", nil, false)
+
 	// Unblock while the server runs: it notices without a restart.
 	if out := s.mustCLI("", "unblock", "127.0.0.1"); out != "unblocked 127.0.0.1\n" {
 		t.Fatalf("submitd unblock: %q", out)
