@@ -312,6 +312,20 @@ func TestGuardTwoSessions(t *testing.T) {
 	}
 	matchSID(t, a.cmd("MAIL FROM:<jan@firma.cz>"), blockedLine("127.0.0.1"))
 	expectClosed(t, a)
+
+	// And for commands the protocol library answers itself, inside TLS too.
+	for _, cmd := range []string{"NOOP", "RSET", "EHLO again.example", "VRFY jan"} {
+		e.clock.Advance(time.Hour)
+		a, b = e.session("submissions", nil), e.session("plain", nil)
+		for range 10 {
+			b.send(plain("jan@firma.cz", "wrong"))
+			if strings.HasPrefix(b.last(), "554 ") {
+				break
+			}
+		}
+		matchSID(t, a.cmd(cmd), blockedLine("127.0.0.1"))
+		expectClosed(t, a)
+	}
 }
 
 // TestGuardExempt: an exempt network is never blocked (SPEC R11a).

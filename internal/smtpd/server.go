@@ -238,6 +238,7 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 	var out net.Conn = c
 	if lc.ImplicitTLS {
 		out = tls.Server(c, s.TLS)
+		c.setTop(out)
 	}
 	s.newSMTP(lc, c).Serve(&oneConnListener{c: out, addr: raw.LocalAddr(), done: c.done})
 }
@@ -407,6 +408,10 @@ type conn struct {
 	// closeAfterWrite closes the connection after the next reply is written:
 	// used when the guard blocks the client (SPEC R11).
 	closeAfterWrite atomic.Bool
+	// top is the layer replies are written through; nil means this conn.
+	top atomic.Pointer[net.Conn]
+	// refused is set once the blocked reply has been sent.
+	refused atomic.Bool
 
 	// dotCR sees the connection's decrypted input (see dotCRScanner).
 	dotCR dotCRScanner
@@ -427,8 +432,35 @@ func (c *conn) Read(b []byte) (int, error) {
 		d = c.expires
 	}
 	c.Conn.SetReadDeadline(d)
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.srv.Guard != nil && c.srv.Guard.Blocked(c.client.Addr()) {
+		// SPEC R11: a session whose client was blocked while it was open
+		// gets the refusal at its next command, whatever the command.
+		c.refuseBlocked()
+		return 0, net.ErrClosed
+	}
+	return n, err
 }
+
+// refuseBlocked writes the blocked reply through the topmost layer (TLS when
+// the session uses it) and closes the connection.
+func (c *conn) refuseBlocked() {
+	if !c.refused.CompareAndSwap(false, true) {
+		return
+	}
+	line := c.srv.Replies.Line(ReplyBlocked, Vars{SID: c.sid, IP: c.client.Addr().String()})
+	c.record("refused", "client blocked", line)
+	c.log.Warn("session ended: client is blocked")
+	top := c.top.Load()
+	if top == nil {
+		top = &c.Conn
+	}
+	(*top).Write([]byte(line + "\r\n"))
+	c.Close()
+}
+
+// setTop records the layer replies go through: the tls.Conn once TLS is up.
+func (c *conn) setTop(nc net.Conn) { c.top.Store(&nc) }
 
 // SetReadDeadline ignores go-smtp's deadlines; Read sets its own.
 func (c *conn) SetReadDeadline(time.Time) error { return nil }

@@ -37,6 +37,7 @@ func (b *backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 		return nil, errors.New("internal error: unknown connection")
 	}
 	sess := &session{s: b.s, c: c, sc: sc}
+	c.setTop(sc.Conn())
 	tlsState, isTLS := sc.TLSConnectionState()
 	c.update(func(r *sessionlog.Record) {
 		r.HELO = sc.Hostname()
