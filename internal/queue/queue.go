@@ -356,29 +356,30 @@ func (q *Queue) dispatchLocked() {
 		e := heap.Pop(&q.waiting).(*entry)
 		q.startLocked(e, now)
 	}
-	for q.running < q.cfg.Workers && len(q.order) > 0 {
+	for q.running < q.cfg.Workers {
 		started := false
-		for i := 0; i < len(q.order) && q.running < q.cfg.Workers; {
-			d := q.order[i]
+		for i, d := range q.order {
 			if q.inflight[d] >= q.cfg.PerDomain {
-				i++
 				continue
 			}
 			jobs := q.ready[d]
 			j := jobs[0]
 			jobs[0] = nil
+			// The domain goes to the back of the line, so that one busy
+			// domain does not keep the others waiting.
+			q.order = append(q.order[:i], q.order[i+1:]...)
 			if len(jobs) == 1 {
 				delete(q.ready, d)
-				q.order = append(q.order[:i], q.order[i+1:]...)
 			} else {
 				q.ready[d] = jobs[1:]
-				i++
+				q.order = append(q.order, d)
 			}
 			q.inflight[d]++
 			q.running++
 			q.wg.Add(1)
 			go q.runJob(j)
 			started = true
+			break
 		}
 		if !started {
 			break

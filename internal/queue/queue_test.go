@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"mime/multipart"
 	"net/mail"
 	"net/textproto"
@@ -555,4 +556,170 @@ func TestVanishedMessage(t *testing.T) {
 	if _, err := os.Stat(w.sp.Dir() + "/" + id + ".state"); !os.IsNotExist(err) {
 		t.Fatalf("state file left behind: %v", err)
 	}
+}
+
+// gate is a receiving MX whose sessions hold at the end of DATA until the
+// test lets one go, counting how many are held at once per domain.
+type gate struct {
+	mu      sync.Mutex
+	active  map[string]int // by recipient domain
+	total   int
+	maxDom  map[string]int
+	maxTot  int
+	entered chan string
+	release map[string]chan struct{} // lets one session of a domain go
+	any     chan struct{}            // lets any one session go
+}
+
+func newGate(t *testing.T, ln net.Listener, domains ...string) *gate {
+	g := &gate{active: map[string]int{}, maxDom: map[string]int{}, entered: make(chan string, 100),
+		release: map[string]chan struct{}{}, any: make(chan struct{})}
+	for _, d := range domains {
+		g.release[d] = make(chan struct{})
+	}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &gateSession{g: g}, nil }))
+	srv.Domain = "mx.test"
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return g
+}
+
+type gateSession struct {
+	g   *gate
+	dom string
+}
+
+func (s *gateSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (s *gateSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.dom = to[strings.LastIndexByte(to, '@')+1:]
+	return nil
+}
+func (s *gateSession) Data(r io.Reader) error {
+	io.Copy(io.Discard, r)
+	g := s.g
+	g.mu.Lock()
+	g.active[s.dom]++
+	g.total++
+	g.maxDom[s.dom] = max(g.maxDom[s.dom], g.active[s.dom])
+	g.maxTot = max(g.maxTot, g.total)
+	g.mu.Unlock()
+	g.entered <- s.dom
+	select {
+	case <-g.release[s.dom]:
+	case <-g.any:
+	}
+	g.mu.Lock()
+	g.active[s.dom]--
+	g.total--
+	g.mu.Unlock()
+	return nil
+}
+func (s *gateSession) Reset()        {}
+func (s *gateSession) Logout() error { return nil }
+
+// At most queue.workers deliveries run at once, and at most per_domain to
+// one destination domain.
+func TestConcurrencyLimits(t *testing.T) {
+	type setup struct {
+		w    *world
+		g    *gate
+		seen map[string]int
+		done chan struct{}
+	}
+	// start queues x messages to x.test and y to y.test, all served by one
+	// gate, and starts delivering them.
+	start := func(t *testing.T, workers, perDomain, x, y int) *setup {
+		w := newWorld(t, nil, func(c *Config) { c.Workers = workers; c.PerDomain = perDomain })
+		lns := testutil.ListenSamePort(t, "127.0.0.9")
+		g := newGate(t, lns[0], "x.test", "y.test")
+		w.dns.AddMX("x.test", 10, "mx.gate.test")
+		w.dns.AddMX("y.test", 10, "mx.gate.test")
+		w.dns.AddA("mx.gate.test", "127.0.0.9")
+		w.cfg.Sender = delivery.NewMX(delivery.MXConfig{
+			Hostname: "submit.test", Resolver: &delivery.Resolver{Addr: w.dns.Addr}, Port: lns[0].Addr().(*net.TCPAddr).Port,
+		})
+		w.stop()
+		w.start()
+		for i := 0; i < max(x, y); i++ {
+			if i < x {
+				w.submit("jan@firma.test", fmt.Sprintf("r%d@x.test", i))
+			}
+			if i < y {
+				w.submit("jan@firma.test", fmt.Sprintf("r%d@y.test", i))
+			}
+		}
+		s := &setup{w: w, g: g, seen: map[string]int{}, done: make(chan struct{})}
+		go func() {
+			w.run()
+			close(s.done)
+		}()
+		return s
+	}
+	// enter waits for n more sessions to reach the end of DATA.
+	enter := func(t *testing.T, s *setup, n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			select {
+			case d := <-s.g.entered:
+				s.seen[d]++
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no further delivery started; seen %v", s.seen)
+			}
+		}
+	}
+	// running checks the jobs the queue has started and not finished, in
+	// all and to x.test: those it started with the first sessions were all
+	// started at once, so a limit that failed would show here even if the
+	// extra session had not reached the gate yet.
+	running := func(t *testing.T, s *setup, tot, x int) {
+		t.Helper()
+		s.w.q.mu.Lock()
+		defer s.w.q.mu.Unlock()
+		if s.w.q.running != tot || s.w.q.inflight["x.test"] != x {
+			t.Errorf("queue runs %d jobs, %d to x.test; want %d, %d", s.w.q.running, s.w.q.inflight["x.test"], tot, x)
+		}
+	}
+	finish := func(t *testing.T, s *setup, maxTot, maxX, maxY int) {
+		t.Helper()
+		<-s.done
+		g := s.g
+		// -1: which sessions the test lets go decides it; not checked.
+		if g.maxTot != maxTot || maxX >= 0 && g.maxDom["x.test"] != maxX || maxY >= 0 && g.maxDom["y.test"] != maxY {
+			t.Errorf("most at once: %d in all, x.test %d, y.test %d; want %d, %d, %d",
+				g.maxTot, g.maxDom["x.test"], g.maxDom["y.test"], maxTot, maxX, maxY)
+		}
+		if n := len(s.w.queued()); n != 0 {
+			t.Errorf("%d messages left queued", n)
+		}
+	}
+
+	t.Run("per domain", func(t *testing.T) {
+		s := start(t, 4, 2, 5, 1)
+		// Two to x.test and the one to y.test start; a free worker does not
+		// let a third x.test delivery start.
+		enter(t, s, 3)
+		running(t, s, 3, 2)
+		s.g.release["y.test"] <- struct{}{}
+		for i := 0; i < 3; i++ {
+			s.g.release["x.test"] <- struct{}{}
+			enter(t, s, 1)
+		}
+		s.g.release["x.test"] <- struct{}{}
+		s.g.release["x.test"] <- struct{}{}
+		finish(t, s, 3, 2, 1)
+	})
+	t.Run("global", func(t *testing.T) {
+		s := start(t, 3, 5, 4, 4)
+		// Three start; each one let go makes room for exactly one more.
+		enter(t, s, 3)
+		running(t, s, 3, 2)
+		for i := 3; i < 8; i++ {
+			s.g.any <- struct{}{}
+			enter(t, s, 1)
+		}
+		for i := 0; i < 3; i++ {
+			s.g.any <- struct{}{}
+		}
+		finish(t, s, 3, -1, -1)
+	})
 }
