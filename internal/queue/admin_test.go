@@ -1,0 +1,131 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"submitd/internal/testutil"
+)
+
+func (w *world) admin() *Admin {
+	return &Admin{Spool: w.sp, Hostname: "submit.test", MaxAge: w.cfg.MaxAge, Timeout: 20 * time.Second}
+}
+
+// With no server running, "queue retry" and "queue delete" change the spool
+// directly, and a server started later acts on it.
+func TestAdminOffline(t *testing.T) {
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"a.test": {RcptHook: tempFail(1)}}, nil)
+	w.rcv["b.test"].SetRcptError("petr@b.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "greylisted"})
+	retried := w.submit("jan@firma.test", "eva@a.test")
+	bounced := w.submit("jan@firma.test", "petr@b.test")
+	silent := w.submit("jan@firma.test", "petr@b.test", "ota@a.test")
+	w.run()
+	w.stop()
+	a := w.admin()
+
+	items, err := a.List()
+	if err != nil || len(items) != 3 {
+		t.Fatalf("list: %d items, %v", len(items), err)
+	}
+	if items[0].Env.ID != retried || items[0].State.Rcpts[0].Status != Deferred || items[0].State.Rcpts[0].Attempts != 1 {
+		t.Errorf("first item %s: %+v", items[0].Env.ID, items[0].State.Rcpts[0])
+	}
+	it, headers, err := a.Show(bounced)
+	if err != nil || !strings.Contains(string(headers), "Subject: quarterly report") || it.State.Rcpts[0].Reply != "451 4.7.1 greylisted" {
+		t.Fatalf("show: %v %q %+v", err, headers, it)
+	}
+	if _, _, err := a.Show("000000000000000000000000"); !errors.Is(err, ErrNotQueued) {
+		t.Errorf("show of an unknown id: %v", err)
+	}
+	if _, err := a.Retry("../../etc/passwd"); err == nil {
+		t.Error("retry accepted a bad id")
+	}
+
+	if msg, err := a.Retry(retried); err != nil || msg != "retry scheduled for "+retried {
+		t.Fatalf("retry: %q %v", msg, err)
+	}
+	if msg, err := a.Delete(bounced, true); err != nil || msg != "deleted "+bounced+" and reported it to <jan@firma.test>" {
+		t.Fatalf("delete -bounce: %q %v", msg, err)
+	}
+	if msg, err := a.Delete(silent, false); err != nil || msg != "deleted "+silent {
+		t.Fatalf("delete: %q %v", msg, err)
+	}
+	if _, err := a.Delete(silent, false); !errors.Is(err, ErrNotQueued) {
+		t.Errorf("second delete: %v", err)
+	}
+
+	// The clock has not moved: only the retry makes the first message due.
+	w.start()
+	w.run()
+	if msgs := w.rcv["a.test"].Messages(); len(msgs) != 1 || msgs[0].Rcpts[0] != "eva@a.test" {
+		t.Fatalf("a.test got %+v", msgs)
+	}
+	reports := w.rcv["firma.test"].Messages()
+	if len(reports) != 1 {
+		t.Fatalf("sender got %d reports, want 1 (for the bounced delete)", len(reports))
+	}
+	d := parseDSN(t, reports[0].Data)
+	h := d.rcpt(t, "petr@b.test")
+	if h.Get("Action") != "failed" || !strings.Contains(d.human, "deleted from the queue by the administrator") ||
+		!strings.Contains(d.human, bounced) {
+		t.Errorf("report: %v\n%s", h, d.human)
+	}
+	if q := w.queued(); len(q) != 0 {
+		t.Errorf("%d messages left", len(q))
+	}
+}
+
+// While the server runs, the commands hand their request to it and print
+// its answer; it retries at once and deletes.
+func TestAdminWhileRunning(t *testing.T) {
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"a.test": {RcptHook: tempFail(1)}}, func(c *Config) {
+		c.PollInterval = 10 * time.Millisecond
+	})
+	w.rcv["b.test"].SetRcptError("petr@b.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "greylisted"})
+	retried := w.submit("jan@firma.test", "eva@a.test")
+	deleted := w.submit("jan@firma.test", "petr@b.test")
+	w.run()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		w.q.Run(ctx)
+		close(stopped)
+	}()
+	defer func() {
+		cancel()
+		<-stopped
+	}()
+	a := w.admin()
+	if msg, err := a.Retry(retried); err != nil || msg != "retry scheduled for "+retried {
+		t.Fatalf("retry: %q %v", msg, err)
+	}
+	if msg, err := a.Delete(deleted, true); err != nil || msg != "deleted "+deleted+" and reported it to <jan@firma.test>" {
+		t.Fatalf("delete: %q %v", msg, err)
+	}
+	if _, err := a.Retry("000000000000000000000000"); err == nil || !strings.Contains(err.Error(), "no such message") {
+		t.Errorf("retry of an unknown id: %v", err)
+	}
+	waitFor(t, "the retried message and the report", func() bool {
+		return len(w.rcv["a.test"].Messages()) == 1 && len(w.rcv["firma.test"].Messages()) == 1 && len(w.queued()) == 0
+	})
+	d := parseDSN(t, w.rcv["firma.test"].Messages()[0].Data)
+	d.rcpt(t, "petr@b.test")
+}
+
+// waitFor polls cond while a queue runs in the background.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
