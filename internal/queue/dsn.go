@@ -310,9 +310,9 @@ func oneLine(s string, max int) string {
 	if len(s) <= max {
 		return s
 	}
-	s = s[:max]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
+	// Cut before a character that would be split.
+	for max > 0 && !utf8.RuneStart(s[max]) {
+		max--
 	}
-	return s + "…"
+	return s[:max] + "…"
 }
