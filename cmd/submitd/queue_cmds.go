@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 
 	"submitd/internal/config"
 	"submitd/internal/delivery"
+	"submitd/internal/dkim"
 	"submitd/internal/queue"
 	"submitd/internal/spool"
 )
@@ -29,12 +32,18 @@ func init() {
 func spoolDir(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "spool") }
 
 // newQueue builds the delivery queue the server runs over sp (SPEC R17,
-// R18), with the sender [delivery] asks for.
-func newQueue(cfg *config.Config, sp *spool.Spool, signer queue.Signer, log *slog.Logger) (*queue.Queue, error) {
+// R18): the sender [delivery] asks for, and DKIM signing with the keys in
+// db ("submitd dkim generate").
+func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spool, log *slog.Logger) (*queue.Queue, error) {
 	sender, err := delivery.New(cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	keys, err := dkim.NewStore(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	signer := dkim.NewSigner(keys, log)
 	qc := cfg.Queue
 	return queue.New(queue.Config{
 		Spool: sp, Sender: sender, Signer: signer, Hostname: cfg.Hostname,

@@ -88,7 +88,7 @@ func runServe(e *env, args []string) error {
 		return err
 	}
 	log.Info("spool loaded", "dir", sp.Dir(), "messages", len(queued))
-	q, err := newQueue(cfg, sp, nil, log)
+	q, err := newQueue(ctx, cfg, db, sp, log)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	msgauth "github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
@@ -64,6 +65,9 @@ type qServer struct {
 	cmd     *exec.Cmd
 	log     *qBuffer
 	exited  chan struct{}
+	// dkimRecord is the TXT record of firma.test's DKIM key, in zone-file
+	// syntax, as "submitd dkim generate" printed it.
+	dkimRecord string
 }
 
 // qNewServer writes a config delivering through the DNS server at dnsAddr
@@ -102,6 +106,7 @@ timeout = "60s"
 	}
 	s.mustCLI("", "domain", "add", "firma.test")
 	s.mustCLI("secret-pw\n", "account", "add", "jan@firma.test")
+	s.dkimRecord = strings.TrimSpace(s.mustCLI("", "dkim", "generate", "firma.test"))
 	return s
 }
 
@@ -338,6 +343,7 @@ func TestQueueCrashMidDelivery(t *testing.T) {
 	dns.AddA("mx.b.test", "127.0.0.3")
 
 	s := qNewServer(t, bin, dns.Addr, port)
+	dns.Add(t, s.dkimRecord)
 	s.start()
 	id := s.send([]string{"eva@a.test", "petr@b.test"},
 		"From: Jan <jan@firma.test>\r\nTo: eva@a.test, petr@b.test\r\nSubject: crash test\r\n\r\nBody.\r\n")
@@ -374,6 +380,41 @@ func TestQueueCrashMidDelivery(t *testing.T) {
 	}
 	if strings.Contains(s.log.String(), "rcpt=eva@a.test") {
 		t.Errorf("after the restart eva@a.test was tried again:\n%s", s.log)
+	}
+
+	// Both copies carry the one signature made before the first attempt
+	// (SPEC R17), and it verifies against the published key.
+	msgs := a.Messages()
+	if len(msgs) == 0 || len(acc) == 0 {
+		return
+	}
+	sigA, sigB := qDKIMHeader(msgs[0].Data), qDKIMHeader(acc[0].Data)
+	if sigA == "" || sigA != sigB {
+		t.Errorf("DKIM-Signature of a.test's copy %q, of b.test's %q; want one and the same", sigA, sigB)
+	}
+	for name, data := range map[string][]byte{"a.test": msgs[0].Data, "b.test": acc[0].Data} {
+		vs, err := msgauth.VerifyWithOptions(bytes.NewReader(data), &msgauth.VerifyOptions{LookupTXT: dns.LookupTXT})
+		if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "firma.test" {
+			t.Errorf("DKIM verification of %s's copy: %v %+v", name, err, vs)
+		}
+	}
+}
+
+// qDKIMHeader returns the DKIM-Signature field a message starts with.
+func qDKIMHeader(data []byte) string {
+	if !bytes.HasPrefix(data, []byte("DKIM-Signature:")) {
+		return ""
+	}
+	end := 0
+	for {
+		i := bytes.Index(data[end:], []byte("\r\n"))
+		if i < 0 {
+			return string(data)
+		}
+		end += i + 2
+		if end >= len(data) || (data[end] != ' ' && data[end] != '\t') {
+			return string(data[:end])
+		}
 	}
 }
 
@@ -512,7 +553,8 @@ func TestQueueSmtpSink(t *testing.T) {
 	qWait(t, "eva@ok.test delivered", func() bool { return len(ok.messages(t)) > 0 })
 	got := ok.messages(t)
 	if len(got) != 1 || !strings.Contains(got[0], "X-Rcpt-Args: <eva@ok.test>") || strings.Contains(got[0], "X-Rcpt-Args: <petr") ||
-		!strings.Contains(got[0], "Subject: smtp-sink e2e") || !strings.Contains(got[0], "X-Mail-Args: <jan@firma.test>") {
+		!strings.Contains(got[0], "Subject: smtp-sink e2e") || !strings.Contains(got[0], "X-Mail-Args: <jan@firma.test>") ||
+		!strings.Contains(got[0], "\nDKIM-Signature: ") || !strings.Contains(got[0], " d=firma.test;") {
 		t.Fatalf("ok.test sink got:\n%s", strings.Join(got, "\n----\n"))
 	}
 	if n := len(hard.messages(t)); n != 0 {
