@@ -129,3 +129,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// One server at a time delivers from a spool.
+func TestSpoolLocked(t *testing.T) {
+	w := newWorld(t, nil, nil)
+	cfg := w.cfg
+	cfg.LockWait = 10 * time.Millisecond
+	if _, err := New(cfg); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second queue on one spool: %v", err)
+	}
+	w.stop()
+	q, err := New(cfg)
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	q.Close()
+}

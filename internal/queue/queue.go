@@ -70,6 +70,8 @@ type Config struct {
 	// PollInterval is how often Run looks for requests from "submitd queue";
 	// default one second.
 	PollInterval time.Duration
+	// LockWait is how long New waits for the spool lock; default 5s.
+	LockWait time.Duration
 }
 
 // Queue schedules and runs deliveries.
@@ -170,6 +172,9 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.Hostname == "" {
 		cfg.Hostname = "localhost"
 	}
+	if cfg.LockWait <= 0 {
+		cfg.LockWait = 5 * time.Second
+	}
 	q := &Queue{
 		cfg: cfg, sp: cfg.Spool, log: cfg.Log, now: cfg.Now,
 		base:     context.Background(),
@@ -185,7 +190,13 @@ func New(cfg Config) (*Queue, error) {
 		q.now = time.Now
 	}
 	q.cond = sync.NewCond(&q.mu)
+	// "submitd queue" holds the lock for a moment while it changes the
+	// spool of a stopped server; a server starting then waits for it.
 	lock, err := lockSpool(q.sp.Dir())
+	for deadline := time.Now().Add(cfg.LockWait); errors.Is(err, ErrLocked) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		lock, err = lockSpool(q.sp.Dir())
+	}
 	if err != nil {
 		return nil, err
 	}
