@@ -208,7 +208,10 @@ type Writer struct {
 	retention time.Duration
 	ch        chan *Record
 	done      chan struct{}
-	closeOnce sync.Once
+
+	// mu orders Save against Close, so no record is sent on a closed channel.
+	mu     sync.RWMutex
+	closed bool
 }
 
 // NewWriter starts the background saver and the retention pruner.
@@ -222,6 +225,12 @@ func NewWriter(store *SQLite, retention time.Duration, log *slog.Logger) *Writer
 // the record is dropped with a log line rather than stalling SMTP; the log
 // line carries the same facts (SPEC R13).
 func (w *Writer) Save(r *Record) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		w.log.Error("sessionlog: record after shutdown, not stored", "session", r.ID)
+		return
+	}
 	select {
 	case w.ch <- r:
 	default:
@@ -231,7 +240,12 @@ func (w *Writer) Save(r *Record) {
 
 // Close saves what is queued and stops.
 func (w *Writer) Close() {
-	w.closeOnce.Do(func() { close(w.ch) })
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.ch)
+	}
+	w.mu.Unlock()
 	<-w.done
 }
 

@@ -492,11 +492,13 @@ func (c *conn) Close() error {
 	rec := c.rec
 	c.mu.Unlock()
 	err := c.Conn.Close()
-	c.srv.release(c)
 	c.log.Info("closed", "duration", rec.End.Sub(rec.Start).Round(time.Millisecond).String(), "account", rec.Account)
 	if c.srv.SessionLog != nil {
 		c.srv.SessionLog.Save(rec)
 	}
+	// Released last: Shutdown waits for every connection to be released, and
+	// the session log must have the record by then.
+	c.srv.release(c)
 	return err
 }
 
