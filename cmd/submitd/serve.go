@@ -60,6 +60,20 @@ func runServe(e *env, args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// Everything that can be wrong with the configuration is found before
+	// anything is created in data_dir.
+	replies, err := smtpd.NewReplies(cfg.Replies, cfg.Auth.UniformFailures)
+	if err != nil {
+		return err
+	}
+	tlsConf, generated, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, cfg.DataDir, cfg.Hostname)
+	if err != nil {
+		return err
+	}
+	if generated {
+		log.Warn("generated a self-signed TLS certificate; set tls.cert and tls.key for production", "dir", filepath.Join(cfg.DataDir, "tls"))
+	}
+
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
@@ -83,16 +97,19 @@ func runServe(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	queued, err := sp.Load()
-	if err != nil {
-		return err
-	}
-	log.Info("spool loaded", "dir", sp.Dir(), "messages", len(queued))
+	// The queue takes the spool's lock; only then is it safe to clear what
+	// interrupted writes left behind.
 	q, err := newQueue(ctx, cfg, db, sp, log)
 	if err != nil {
 		return err
 	}
 	defer q.Close()
+	sp.ClearUnfinished()
+	queued, err := sp.Load()
+	if err != nil {
+		return err
+	}
+	log.Info("spool loaded", "dir", sp.Dir(), "messages", len(queued))
 	q.Load(queued)
 	// The queue hears of each message as soon as it is safely on disk.
 	sp.OnCommit = q.Add
@@ -104,17 +121,6 @@ func runServe(e *env, args []string) error {
 		q.Run(qctx)
 	}()
 
-	tlsConf, generated, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, cfg.DataDir, cfg.Hostname)
-	if err != nil {
-		return err
-	}
-	if generated {
-		log.Warn("generated a self-signed TLS certificate; set tls.cert and tls.key for production", "dir", filepath.Join(cfg.DataDir, "tls"))
-	}
-	replies, err := smtpd.NewReplies(cfg.Replies, cfg.Auth.UniformFailures)
-	if err != nil {
-		return err
-	}
 	webmail, _ := config.ParsePrefixes(cfg.Policy.WebmailNetworks)
 	proxies, _ := config.ParsePrefixes(cfg.Guard.TrustedProxies)
 

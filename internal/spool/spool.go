@@ -75,20 +75,27 @@ type Spool struct {
 	now func() time.Time
 }
 
-// Open prepares the spool directory dir, clearing files left in tmp/ by an
-// interrupted write (their clients never saw 250).
+// Open prepares the spool directory dir. Files an interrupted write left in
+// tmp/ stay until the process that owns the spool calls ClearUnfinished,
+// which it must do only once it holds the spool's lock: another server may
+// still be writing there.
 func Open(dir string, log *slog.Logger) (*Spool, error) {
 	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "corrupt")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
 	}
-	tmps, _ := filepath.Glob(filepath.Join(dir, "tmp", "*"))
+	return &Spool{dir: dir, log: log, now: time.Now}, nil
+}
+
+// ClearUnfinished removes what interrupted writes left in tmp/: their clients
+// never saw 250, so nothing accepted is lost (SPEC R15).
+func (s *Spool) ClearUnfinished() {
+	tmps, _ := filepath.Glob(filepath.Join(s.dir, "tmp", "*"))
 	for _, t := range tmps {
-		log.Info("spool: removing unfinished message", "file", t)
+		s.log.Info("spool: removing unfinished message", "file", t)
 		os.Remove(t)
 	}
-	return &Spool{dir: dir, log: log, now: time.Now}, nil
 }
 
 // Attach returns the spool at dir without Open's clean-up of tmp/, for tools

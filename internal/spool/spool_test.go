@@ -89,10 +89,11 @@ func TestDamage(t *testing.T) {
 	b[bytes.Index(b, []byte("flipped"))] = 'F'
 	os.WriteFile(name(flip), b, 0o640)
 	os.WriteFile(filepath.Join(dir, "33lrhkj7b47fao68fvg29102.msg"), []byte("not a spool file"), 0o640)
-	// A leftover from an interrupted write is cleared on open.
+	// A leftover from an interrupted write is cleared by its owner.
 	os.WriteFile(filepath.Join(dir, "tmp", "leftover"), []byte("x"), 0o640)
 
 	s, _ = Open(dir, slog.New(slog.NewTextHandler(&logs, nil)))
+	s.ClearUnfinished()
 	envs, err := s.Load()
 	if err != nil {
 		t.Fatal(err)

@@ -314,6 +314,8 @@ func TestServeBadConfig(t *testing.T) {
 		{"bad duration", "[limits]\ncommand_timeout = \"5 minutes\"\n", []string{"limits.command_timeout", `"5 minutes"`}},
 		{"bad address", "[listen]\nsubmission = \"127.0.0.1\"\n", []string{"listen.submission", `"127.0.0.1"`}},
 		{"bad CIDR", "[policy]\nwebmail_networks = [\"10.0.0.0/40\"]\n", []string{"policy.webmail_networks", `"10.0.0.0/40"`}},
+		{"unknown reply key", "[replies]\nauth_faild = \"x\"\n", []string{"replies.auth_faild"}},
+		{"unreadable certificate", "[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n", []string{"/nonexistent/cert.pem"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
