@@ -178,20 +178,7 @@ func (s *SQLite) RemoveDomain(ctx context.Context, name string, force bool) erro
 
 // Domains implements Store.
 func (s *SQLite) Domains(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name FROM domains ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("directory: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, fmt.Errorf("directory: %w", err)
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return s.strings(ctx, `SELECT name FROM domains ORDER BY name`)
 }
 
 // AddAlias implements Store.
