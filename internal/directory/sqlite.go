@@ -252,20 +252,9 @@ func (s *SQLite) Aliases(ctx context.Context, domain string) ([]Alias, error) {
 		}
 		q, args = `SELECT name, domain FROM aliases WHERE domain = ? ORDER BY name`, []any{d}
 	}
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("directory: %w", err)
-	}
-	defer rows.Close()
-	var out []Alias
-	for rows.Next() {
-		var a Alias
-		if err := rows.Scan(&a.Name, &a.Domain); err != nil {
-			return nil, fmt.Errorf("directory: %w", err)
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return query(ctx, s.db, q, args, func(rows *sql.Rows, a *Alias) error {
+		return rows.Scan(&a.Name, &a.Domain)
+	})
 }
 
 // AddAccount implements Store.
@@ -368,20 +357,28 @@ func (s *SQLite) Account(ctx context.Context, addr string) (*Account, error) {
 }
 
 func (s *SQLite) strings(ctx context.Context, q string, args ...any) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	return query(ctx, s.db, q, args, func(rows *sql.Rows, v *string) error { return rows.Scan(v) })
+}
+
+// query runs q and scans each row into a new T.
+func query[T any](ctx context.Context, db *sql.DB, q string, args []any, scan func(*sql.Rows, *T) error) ([]T, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("directory: %w", err)
 	}
 	defer rows.Close()
-	var out []string
+	var out []T
 	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
+		var v T
+		if err := scan(rows, &v); err != nil {
 			return nil, fmt.Errorf("directory: %w", err)
 		}
 		out = append(out, v)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	return out, nil
 }
 
 // Accounts implements Store.
@@ -403,18 +400,11 @@ func (s *SQLite) Accounts(ctx context.Context, domain string) ([]Account, error)
 		args = append(args, d)
 	}
 	q += ` ORDER BY a.domain, a.address`
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("directory: %w", err)
-	}
-	defer rows.Close()
-	var out []Account
-	for rows.Next() {
-		var acc Account
+	return query(ctx, s.db, q, args, func(rows *sql.Rows, acc *Account) error {
 		var created int64
 		var ids string
 		if err := rows.Scan(&acc.Address, &acc.Domain, &acc.PasswordHash, &acc.SMTPAccess, &created, &ids); err != nil {
-			return nil, fmt.Errorf("directory: %w", err)
+			return err
 		}
 		acc.Created = time.Unix(created, 0)
 		// Identities are joined by newlines, which an address cannot hold
@@ -422,9 +412,8 @@ func (s *SQLite) Accounts(ctx context.Context, domain string) ([]Account, error)
 		if ids != "" {
 			acc.Identities = strings.Split(ids, "\n")
 		}
-		out = append(out, acc)
-	}
-	return out, rows.Err()
+		return nil
+	})
 }
 
 // AddIdentity implements Store.
