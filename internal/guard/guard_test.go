@@ -6,34 +6,17 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"submitd/internal/sqlitedb"
+	"submitd/internal/testutil"
 )
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 3, 14, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// newFakeClock returns a clock the test moves by hand.
+func newFakeClock() *testutil.Clock {
+	return testutil.NewClock(time.Date(2025, 3, 14, 9, 0, 0, 0, time.UTC))
 }
 
 // openStore opens the guard tables in a fresh database file, or in the one
@@ -57,7 +40,7 @@ func openStore(t testing.TB, path string) *SQLite {
 
 // newGuard makes a guard with the default policy on clk and st (nil: memory
 // only), with cfg's non-zero fields applied.
-func newGuard(t testing.TB, clk *fakeClock, st Store, cfg Config) *Guard {
+func newGuard(t testing.TB, clk *testutil.Clock, st Store, cfg Config) *Guard {
 	t.Helper()
 	cfg.Now = clk.Now
 	g, err := New(context.Background(), cfg, st, nil)
@@ -74,7 +57,7 @@ var sidSeq atomic.Int64
 
 // fail records n failures from ip, one second apart, each in a session of
 // its own, and returns what the last one reported.
-func fail(g *Guard, clk *fakeClock, ip netip.Addr, n int) bool {
+func fail(g *Guard, clk *testutil.Clock, ip netip.Addr, n int) bool {
 	var blocked bool
 	for i := range n {
 		if i > 0 {

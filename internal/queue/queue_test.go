@@ -25,31 +25,11 @@ import (
 	"submitd/internal/testutil"
 )
 
-// clock is a settable clock for the queue; nothing in these tests sleeps.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-func (c *clock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
-
 // world is a queue delivering with the real MX sender, through a DNS server
 // and SMTP receivers on loopback that the test starts.
 type world struct {
 	t     *testing.T
-	clk   *clock
+	clk   *testutil.Clock
 	sp    *spool.Spool
 	q     *Queue
 	dns   *testutil.DNSServer
@@ -66,7 +46,7 @@ var testDomains = []string{"firma.test", "a.test", "b.test"}
 
 func newWorld(t *testing.T, opts map[string]testutil.ReceiverOptions, tweak func(*Config)) *world {
 	t.Helper()
-	w := &world{t: t, clk: &clock{t: time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)}, rcv: map[string]*testutil.Receiver{}}
+	w := &world{t: t, clk: testutil.NewClock(time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)), rcv: map[string]*testutil.Receiver{}}
 	w.dns = testutil.NewDNSServer(t)
 	ips := make([]string, len(testDomains))
 	for i := range testDomains {

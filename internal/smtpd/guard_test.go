@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,30 +29,12 @@ import (
 // R11b) on loopback; the guard's clock is faked so a block can be watched
 // running out without waiting an hour.
 
-// guardClock is the guard's clock, moved by hand.
-type guardClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *guardClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *guardClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // guardEnv is a running Server with a guard on a SQLite store.
 type guardEnv struct {
 	tb    testing.TB
 	srv   *Server
 	guard *guard.Guard
-	clock *guardClock
+	clock *testutil.Clock
 	log   *recordingLog
 	// addrs maps listener names to addresses: "plain" (plaintext AUTH
 	// allowed), "submissions" (implicit TLS) and "proxied" (PROXY protocol,
@@ -92,7 +73,7 @@ func guardTestServer(tb testing.TB, cfg guard.Config, trusted ...string) *guardE
 	if err != nil {
 		tb.Fatal(err)
 	}
-	clk := &guardClock{t: time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC)}
+	clk := testutil.NewClock(time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC))
 	cfg.Now = clk.Now
 	logger := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {
