@@ -132,20 +132,26 @@ func queueList(e *env, a *queue.Admin) error {
 		return err
 	}
 	for _, it := range items {
-		rcpts := make([]string, len(it.State.Rcpts))
-		for i, r := range it.State.Rcpts {
-			rcpts[i] = fmt.Sprintf("%s:%s", r.Addr, r.Status)
-			if r.Status == queue.Deferred {
-				rcpts[i] += fmt.Sprintf("(%d)", r.Attempts)
-			}
-		}
 		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%s\t%s\n", it.Env.ID, age(it.Env.Received), sender(it.Env.From),
-			strings.Join(rcpts, ","), next(it.State))
+			rcptStates(it.State), next(it.State))
 	}
 	if len(items) == 0 {
 		fmt.Fprintln(e.stderr, "the queue is empty")
 	}
 	return nil
+}
+
+// rcptStates formats each recipient with its state, as "addr:state", with
+// the attempt count of deferred ones.
+func rcptStates(st *queue.State) string {
+	rcpts := make([]string, len(st.Rcpts))
+	for i, r := range st.Rcpts {
+		rcpts[i] = fmt.Sprintf("%s:%s", r.Addr, r.Status)
+		if r.Status == queue.Deferred {
+			rcpts[i] += fmt.Sprintf("(%d)", r.Attempts)
+		}
+	}
+	return strings.Join(rcpts, ",")
 }
 
 // queueShow prints one message's envelope, state, attempt history and

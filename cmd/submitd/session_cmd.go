@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"time"
 
 	"submitd/internal/ids"
+	"submitd/internal/queue"
 	"submitd/internal/sessionlog"
+	"submitd/internal/spool"
 )
 
 func init() {
@@ -29,7 +33,7 @@ func runSession(e *env, args []string) error {
 	if !ids.IsSession(pos[0]) {
 		return fmt.Errorf("%q is not a session id (22 letters and digits)", pos[0])
 	}
-	_, db, err := e.openDB()
+	cfg, db, err := e.openDB()
 	if err != nil {
 		return err
 	}
@@ -60,8 +64,20 @@ func runSession(e *env, args []string) error {
 		acct = "(not authenticated)"
 	}
 	fmt.Fprintf(w, "account   %s\n", acct)
+	// Each accepted message with what has become of it, so support sees
+	// the whole story in one place (SPEC R13).
+	var qa *queue.Admin
+	if sp, err := spool.Attach(filepath.Join(cfg.DataDir, "spool"), slog.New(slog.DiscardHandler)); err == nil {
+		qa = &queue.Admin{Spool: sp}
+	}
 	for _, q := range r.QueueIDs() {
-		fmt.Fprintf(w, "queued    %s\n", q)
+		state := "not in the queue any more: delivered, or bounced or deleted (see the log)"
+		if qa != nil {
+			if it, _, err := qa.Show(q); err == nil {
+				state = rcptStates(it.State)
+			}
+		}
+		fmt.Fprintf(w, "queued    %s  %s\n", q, state)
 	}
 	fmt.Fprintln(w, "events:")
 	for _, ev := range r.Events {
