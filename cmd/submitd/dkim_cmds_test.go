@@ -9,7 +9,6 @@ import (
 	msgauth "github.com/emersion/go-msgauth/dkim"
 
 	"submitd/internal/dkim"
-	"submitd/internal/sqlitedb"
 	"submitd/internal/testutil"
 )
 
@@ -56,12 +55,7 @@ func TestDKIMGenerateSignVerify(t *testing.T) {
 		t.Errorf("dkim list = %d %q", code, out)
 	}
 
-	db, err := sqlitedb.OpenDir(c.dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	st, err := dkim.NewStore(context.Background(), db)
+	st, err := dkim.NewStore(context.Background(), testutil.OpenDBIn(t, c.dataDir))
 	if err != nil {
 		t.Fatal(err)
 	}

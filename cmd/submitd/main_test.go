@@ -14,6 +14,7 @@ import (
 	"submitd/internal/directory"
 	"submitd/internal/password"
 	"submitd/internal/sqlitedb"
+	"submitd/internal/testutil"
 )
 
 // sha512Vector is the SHA-crypt reference vector for "Hello world!" (glibc's
@@ -76,12 +77,7 @@ func (c *cli) state() string {
 // store opens the directory the CLI writes, to check what it stored.
 func (c *cli) store() directory.Store {
 	c.t.Helper()
-	db, err := sqlitedb.OpenDir(c.dataDir)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(func() { db.Close() })
-	st, err := directory.NewSQLite(context.Background(), db)
+	st, err := directory.NewSQLite(context.Background(), testutil.OpenDBIn(c.t, c.dataDir))
 	if err != nil {
 		c.t.Fatal(err)
 	}

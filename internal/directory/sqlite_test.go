@@ -12,17 +12,13 @@ import (
 
 	"submitd/internal/address"
 	"submitd/internal/sqlitedb"
+	"submitd/internal/testutil"
 )
 
 // newStore opens a fresh SQLite directory in a temporary data_dir.
 func newStore(t *testing.T) *SQLite {
 	t.Helper()
-	db, err := sqlitedb.OpenDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	st, err := NewSQLite(context.Background(), db)
+	st, err := NewSQLite(context.Background(), testutil.OpenDB(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/miekg/dns"
 
 	"submitd/internal/message"
-	"submitd/internal/sqlitedb"
 	"submitd/internal/testutil"
 )
 
@@ -22,12 +20,7 @@ func newStore(t *testing.T) *Store { return newStoreB(t) }
 
 func newStoreB(t testing.TB) *Store {
 	t.Helper()
-	db, err := sqlitedb.Open(filepath.Join(t.TempDir(), "test.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	st, err := NewStore(context.Background(), db)
+	st, err := NewStore(context.Background(), testutil.OpenDB(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"submitd/internal/sqlitedb"
 	"submitd/internal/testutil"
 )
 
@@ -19,19 +17,14 @@ func newFakeClock() *testutil.Clock {
 	return testutil.NewClock(time.Date(2025, 3, 14, 9, 0, 0, 0, time.UTC))
 }
 
-// openStore opens the guard tables in a fresh database file, or in the one
-// at path when it is given.
-func openStore(t testing.TB, path string) *SQLite {
+// openStore opens the guard tables in a fresh database, or in the one in
+// dataDir when it is given.
+func openStore(t testing.TB, dataDir string) *SQLite {
 	t.Helper()
-	if path == "" {
-		path = filepath.Join(t.TempDir(), sqlitedb.FileName)
+	if dataDir == "" {
+		dataDir = t.TempDir()
 	}
-	db, err := sqlitedb.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	st, err := NewSQLite(context.Background(), db)
+	st, err := NewSQLite(context.Background(), testutil.OpenDBIn(t, dataDir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,8 +289,8 @@ func TestUnblock(t *testing.T) {
 // TestRestart: blocks and counts survive a restart (SPEC R11a).
 func TestRestart(t *testing.T) {
 	clk := newFakeClock()
-	path := filepath.Join(t.TempDir(), sqlitedb.FileName)
-	st := openStore(t, path)
+	dataDir := t.TempDir()
+	st := openStore(t, dataDir)
 	g := newGuard(t, clk, st, Config{})
 	blocked, counted := addr("192.0.2.10"), addr("2001:db8:9::1")
 	fail(g, clk, blocked, 10)
@@ -305,7 +298,7 @@ func TestRestart(t *testing.T) {
 	fail(g, clk, counted, 6)
 
 	clk.Advance(10 * time.Minute)
-	g2 := newGuard(t, clk, openStore(t, path), Config{})
+	g2 := newGuard(t, clk, openStore(t, dataDir), Config{})
 	if !g2.Blocked(blocked) {
 		t.Fatal("block lost in restart")
 	}
@@ -335,9 +328,9 @@ func TestRestart(t *testing.T) {
 // another node writes.
 func TestSyncFromOtherProcess(t *testing.T) {
 	clk := newFakeClock()
-	path := filepath.Join(t.TempDir(), sqlitedb.FileName)
-	g := newGuard(t, clk, openStore(t, path), Config{})
-	cli := openStore(t, path)
+	dataDir := t.TempDir()
+	g := newGuard(t, clk, openStore(t, dataDir), Config{})
+	cli := openStore(t, dataDir)
 	ip := addr("112.67.35.229")
 	fail(g, clk, ip, 10)
 	ctx := context.Background()
@@ -398,15 +391,15 @@ func TestSyncFromOtherProcess(t *testing.T) {
 // intervals, with the real clock for the ticker.
 func TestRunPolls(t *testing.T) {
 	clk := newFakeClock()
-	path := filepath.Join(t.TempDir(), sqlitedb.FileName)
-	g := newGuard(t, clk, openStore(t, path), Config{PollInterval: 5 * time.Millisecond})
+	dataDir := t.TempDir()
+	g := newGuard(t, clk, openStore(t, dataDir), Config{PollInterval: 5 * time.Millisecond})
 	ip := addr("192.0.2.77")
 	fail(g, clk, ip, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { g.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	if _, err := openStore(t, path).Unblock(ctx, "cli", netip.MustParsePrefix("192.0.2.77/32"), clk.Now()); err != nil {
+	if _, err := openStore(t, dataDir).Unblock(ctx, "cli", netip.MustParsePrefix("192.0.2.77/32"), clk.Now()); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -422,10 +415,10 @@ func TestRunPolls(t *testing.T) {
 // and a guard whose change-log position was pruned away reloads the state.
 func TestPrune(t *testing.T) {
 	clk := newFakeClock()
-	path := filepath.Join(t.TempDir(), sqlitedb.FileName)
-	st := openStore(t, path)
+	dataDir := t.TempDir()
+	st := openStore(t, dataDir)
 	g := newGuard(t, clk, st, Config{})
-	lagging := newGuard(t, clk, openStore(t, path), Config{})
+	lagging := newGuard(t, clk, openStore(t, dataDir), Config{})
 	ctx := context.Background()
 	fail(g, clk, addr("192.0.2.1"), 10)
 	fail(g, clk, addr("192.0.2.2"), 3)

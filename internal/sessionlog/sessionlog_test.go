@@ -7,17 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"submitd/internal/sqlitedb"
+	"submitd/internal/testutil"
 )
 
 func newStore(t *testing.T) *SQLite {
 	t.Helper()
-	db, err := sqlitedb.OpenDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	st, err := NewSQLite(context.Background(), db)
+	st, err := NewSQLite(context.Background(), testutil.OpenDB(t))
 	if err != nil {
 		t.Fatal(err)
 	}

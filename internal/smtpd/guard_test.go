@@ -21,7 +21,6 @@ import (
 	"submitd/internal/password"
 	"submitd/internal/policy"
 	"submitd/internal/sessionlog"
-	"submitd/internal/sqlitedb"
 	"submitd/internal/testutil"
 )
 
@@ -49,12 +48,7 @@ type guardEnv struct {
 func guardTestServer(tb testing.TB, cfg guard.Config, trusted ...string) *guardEnv {
 	tb.Helper()
 	ctx := context.Background()
-	tmp := tb.TempDir()
-	db, err := sqlitedb.OpenDir(tmp)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { db.Close() })
+	db := testutil.OpenDB(tb)
 	dir, err := directory.NewSQLite(ctx, db)
 	if err != nil {
 		tb.Fatal(err)

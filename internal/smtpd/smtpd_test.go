@@ -25,7 +25,7 @@ import (
 	"submitd/internal/policy"
 	"submitd/internal/sessionlog"
 	"submitd/internal/spool"
-	"submitd/internal/sqlitedb"
+	"submitd/internal/testutil"
 )
 
 // testEnv is a running Server with a real SQLite directory and spool.
@@ -72,11 +72,7 @@ func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	ctx := context.Background()
 	tmp := t.TempDir()
-	db, err := sqlitedb.OpenDir(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := testutil.OpenDB(t)
 	dir, err := directory.NewSQLite(ctx, db)
 	if err != nil {
 		t.Fatal(err)
