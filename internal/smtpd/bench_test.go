@@ -43,7 +43,7 @@ func BenchmarkAccept(b *testing.B) {
 
 // BenchmarkAcceptConcurrent measures the accept path with 50 clients at once.
 func BenchmarkAcceptConcurrent(b *testing.B) {
-	e := newTestEnv(b, func(s *Server) { s.Limits.MaxConnsPerIP = 200 })
+	e := newTestEnv(b, withServer(func(s *Server) { s.Limits.MaxConnsPerIP = 200 }))
 	b.SetParallelism((50 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

@@ -1,173 +1,23 @@
 package smtpd
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
-	"submitd/internal/directory"
 	"submitd/internal/guard"
-	"submitd/internal/password"
-	"submitd/internal/policy"
-	"submitd/internal/sessionlog"
-	"submitd/internal/testutil"
 )
 
 // The tests here run the real Server with the real guard (SPEC R11, R11a,
-// R11b) on loopback; the guard's clock is faked so a block can be watched
-// running out without waiting an hour.
-
-// guardEnv is a running Server with a guard on a SQLite store.
-type guardEnv struct {
-	tb    testing.TB
-	srv   *Server
-	guard *guard.Guard
-	clock *testutil.Clock
-	log   *recordingLog
-	// addrs maps listener names to addresses: "plain" (plaintext AUTH
-	// allowed), "submissions" (implicit TLS) and "proxied" (PROXY protocol,
-	// plaintext AUTH allowed).
-	addrs map[string]string
-}
-
-// guardTestServer starts a Server whose guard has cfg (the clock is
-// supplied) and which trusts PROXY headers from trusted. The directory holds
-// jan@firma.cz with testPassword and zakazany@firma.cz with SMTP access
-// disabled.
-func guardTestServer(tb testing.TB, cfg guard.Config, trusted ...string) *guardEnv {
-	tb.Helper()
-	ctx := context.Background()
-	db := testutil.OpenDB(tb)
-	dir, err := directory.NewSQLite(ctx, db)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, err := range []error{
-		dir.AddDomain(ctx, "firma.cz"),
-		dir.AddAccount(ctx, "jan@firma.cz", testHash),
-		dir.AddAccount(ctx, "zakazany@firma.cz", testHash),
-		dir.SetSMTPAccess(ctx, "zakazany@firma.cz", false),
-	} {
-		if err != nil {
-			tb.Fatal(err)
-		}
-	}
-	store, err := guard.NewSQLite(ctx, db)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	clk := testutil.NewClock(time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC))
-	cfg.Now = clk.Now
-	logger := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	g, err := guard.New(ctx, cfg, store, logger)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var proxies []netip.Prefix
-	for _, p := range trusted {
-		proxies = append(proxies, netip.MustParsePrefix(p))
-	}
-	cert, _ := testutil.NewCert(tb, "mail.test")
-	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}}
-	replies, err := NewReplies(nil, false)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	rl := &recordingLog{recs: map[string]*sessionlog.Record{}}
-	srv := &Server{
-		Hostname:   "mail.test",
-		Directory:  dir,
-		Policy:     &policy.Policy{},
-		Guard:      g,
-		SessionLog: rl,
-		Replies:    replies,
-		Verify:     password.Verify,
-		TLS:        tlsConf,
-		Limits: Limits{
-			MaxMessageSize: 64 << 10,
-			MaxRecipients:  5,
-			MaxLineLength:  1000,
-			MaxHeaderSize:  32 << 10,
-			CommandTimeout: 10 * time.Second,
-			SessionTimeout: time.Minute,
-			MaxConnsPerIP:  1000,
-			MaxConns:       1000,
-		},
-		TrustedProxies: proxies,
-		Log:            logger,
-	}
-	e := &guardEnv{tb: tb, srv: srv, guard: g, clock: clk, log: rl, addrs: map[string]string{}}
-	for _, lc := range []ListenerConfig{
-		{Name: "plain", AllowPlaintextAuth: true},
-		{Name: "submissions", ImplicitTLS: true},
-		{Name: "proxied", AllowPlaintextAuth: true, ProxyProtocol: true},
-	} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		e.addrs[lc.Name] = ln.Addr().String()
-		go srv.Serve(ln, lc)
-		tb.Cleanup(func() { ln.Close() })
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return e
-}
-
-// dial connects to listener from local ("" for the system's choice), writes
-// prefix first when it is not empty (a PROXY header), and returns a client
-// that has not yet read the greeting.
-func (e *guardEnv) dial(listener, local string, prefix []byte) *client {
-	e.tb.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second}
-	if local != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
-	}
-	nc, err := d.Dial("tcp", e.addrs[listener])
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	e.tb.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	if len(prefix) > 0 {
-		if _, err := nc.Write(prefix); err != nil {
-			e.tb.Fatal(err)
-		}
-	}
-	if listener == "submissions" {
-		nc = tls.Client(nc, &tls.Config{InsecureSkipVerify: true})
-	}
-	return &client{t: e.tb, conn: nc, r: bufio.NewReader(nc)}
-}
-
-// session connects, checks the greeting and says EHLO.
-func (e *guardEnv) session(listener string, prefix []byte) *client {
-	e.tb.Helper()
-	c := e.dial(listener, "", prefix)
-	if g := c.last(); !strings.HasPrefix(g, "220 ") {
-		e.tb.Fatalf("greeting: %q", g)
-	}
-	c.expect("EHLO client.example", "250 ")
-	return c
-}
+// R11b) on loopback (newTestEnv with withGuard); the guard's clock is faked
+// so a block can be watched running out without waiting an hour.
 
 // blockedLine is the refusal of SPEC R11 with the session id left as SID.
 func blockedLine(ip string) string {
@@ -176,18 +26,18 @@ func blockedLine(ip string) string {
 
 // expectRefused checks that a new connection gets exactly the refusal of
 // SPEC R11, before any command, and is then closed.
-func (e *guardEnv) expectRefused(listener, ip string, prefix []byte) {
-	e.tb.Helper()
-	c := e.dial(listener, "", prefix)
+func (e *testEnv) expectRefused(listener, ip string, prefix []byte) {
+	e.t.Helper()
+	c := e.dialFrom(listener, "", prefix)
 	line, err := c.r.ReadString('\n')
 	if err != nil {
-		e.tb.Fatalf("reading refusal: %v (got %q)", err, line)
+		e.t.Fatalf("reading refusal: %v (got %q)", err, line)
 	}
 	if !strings.HasSuffix(line, "\r\n") {
-		e.tb.Fatalf("refusal %q does not end in CRLF", line)
+		e.t.Fatalf("refusal %q does not end in CRLF", line)
 	}
-	matchSID(e.tb, strings.TrimSuffix(line, "\r\n"), blockedLine(ip))
-	expectClosed(e.tb, c)
+	matchSID(e.t, strings.TrimSuffix(line, "\r\n"), blockedLine(ip))
+	expectClosed(e.t, c)
 }
 
 // expectClosed checks that the server has closed c, sending nothing more.
@@ -213,7 +63,7 @@ func isReset(err error) bool {
 // exact reply before the greeting; the block runs out after an hour (SPEC
 // R11, R11a).
 func TestGuardBlocks(t *testing.T) {
-	e := guardTestServer(t, guard.Config{})
+	e := newTestEnv(t, withGuard(guard.Config{}))
 	c := e.session("plain", nil)
 	matchSID(t, c.cmd(plain("jan@firma.cz", "wrong")), "535 5.1.0 SID authentication failed")
 	matchSID(t, c.cmd(plain("nikdo@firma.cz", testPassword)), "535 5.1.0 SID authentication rejected")
@@ -262,7 +112,7 @@ func TestGuardBlocks(t *testing.T) {
 // its 535, the other gets the exact refusal at its next command and is closed
 // (SPEC R11).
 func TestGuardTwoSessions(t *testing.T) {
-	e := guardTestServer(t, guard.Config{})
+	e := newTestEnv(t, withGuard(guard.Config{}))
 	a, b := e.session("plain", nil), e.session("plain", nil)
 	for i := 1; i <= 10; i++ {
 		c := a
@@ -305,7 +155,7 @@ func TestGuardTwoSessions(t *testing.T) {
 
 // TestGuardExempt: an exempt network is never blocked (SPEC R11a).
 func TestGuardExempt(t *testing.T) {
-	e := guardTestServer(t, guard.Config{Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	e := newTestEnv(t, withGuard(guard.Config{Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}))
 	c := e.session("plain", nil)
 	for range 15 {
 		matchSID(t, c.cmd(plain("jan@firma.cz", "wrong")), "535 5.1.0 SID authentication failed")
@@ -320,7 +170,7 @@ func TestGuardExempt(t *testing.T) {
 // TestGuardUnblock: lifting a block with the guard takes effect on the next
 // connection.
 func TestGuardUnblock(t *testing.T) {
-	e := guardTestServer(t, guard.Config{MaxFailures: 2})
+	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 2}))
 	c := e.session("plain", nil)
 	c.cmd(plain("jan@firma.cz", "wrong"))
 	c.cmd(plain("jan@firma.cz", "wrong"))
@@ -372,7 +222,7 @@ func TestGuardProxy(t *testing.T) {
 		{"v2", func(src string) []byte { return proxyV2(t, src) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := guardTestServer(t, guard.Config{}, "127.0.0.1/32")
+			e := newTestEnv(t, withGuard(guard.Config{}), withProxy("127.0.0.1/32"))
 			client := "203.0.113.7"
 			c := e.session("proxied", tc.header(client))
 			sid := matchSID(t, c.cmd(plain("jan@firma.cz", "wrong")), "535 5.1.0 SID authentication failed")
@@ -381,7 +231,7 @@ func TestGuardProxy(t *testing.T) {
 			}
 			c.send("QUIT")
 			c.conn.Close()
-			if rec := waitGuardRecord(t, e.log, sid); rec.ClientIP != client || rec.ClientPort != 5555 && rec.ClientPort != 40000 {
+			if rec := e.waitRecord(sid); rec.ClientIP != client || rec.ClientPort != 5555 && rec.ClientPort != 40000 {
 				t.Errorf("session record client = %s port %d, want %s", rec.ClientIP, rec.ClientPort, client)
 			}
 			c = e.session("proxied", tc.header(client))
@@ -403,7 +253,7 @@ func TestGuardProxy(t *testing.T) {
 // TestGuardProxyIPv6: IPv6 clients reported by the proxy are counted by /64,
 // and the refusal names the client's full address (SPEC R11).
 func TestGuardProxyIPv6(t *testing.T) {
-	e := guardTestServer(t, guard.Config{}, "127.0.0.1/32")
+	e := newTestEnv(t, withGuard(guard.Config{}), withProxy("127.0.0.1/32"))
 	first, second := "2001:db8:1:2::10", "2001:db8:1:2:aaaa:bbbb:cccc:dddd"
 	other := "2001:db8:1:3::10"
 	c := e.session("proxied", proxyV1(first))
@@ -429,7 +279,7 @@ func TestGuardProxyIPv6(t *testing.T) {
 // are not trusted proxies, and connections from a trusted proxy that do not
 // start with a valid header (SPEC R11b).
 func TestProxyRefused(t *testing.T) {
-	e := guardTestServer(t, guard.Config{}, "127.0.0.2/32")
+	e := newTestEnv(t, withGuard(guard.Config{}), withProxy("127.0.0.2/32"))
 	for _, tc := range []struct {
 		name, local string
 		prefix      []byte
@@ -442,7 +292,7 @@ func TestProxyRefused(t *testing.T) {
 		{"UDP source from trusted", "127.0.0.2", guardProxyUDP(t)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := e.dial("proxied", tc.local, tc.prefix)
+			c := e.dialFrom("proxied", tc.local, tc.prefix)
 			expectClosed(t, c)
 		})
 	}
@@ -450,7 +300,7 @@ func TestProxyRefused(t *testing.T) {
 		t.Errorf("refused PROXY connections counted as AUTH failures: %+v", st)
 	}
 	// The trusted proxy with a header is served.
-	c := e.dial("proxied", "127.0.0.2", proxyV1("203.0.113.7"))
+	c := e.dialFrom("proxied", "127.0.0.2", proxyV1("203.0.113.7"))
 	if g := c.last(); !strings.HasPrefix(g, "220 ") {
 		t.Fatalf("greeting through trusted proxy: %q", g)
 	}
@@ -461,7 +311,7 @@ func TestProxyRefused(t *testing.T) {
 // specification has the receiver use the real addresses, so they are served
 // as coming from the proxy.
 func TestProxyLocal(t *testing.T) {
-	e := guardTestServer(t, guard.Config{}, "127.0.0.1/32")
+	e := newTestEnv(t, withGuard(guard.Config{}), withProxy("127.0.0.1/32"))
 	local, err := (&proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}).Format()
 	if err != nil {
 		t.Fatal(err)
@@ -471,7 +321,7 @@ func TestProxyLocal(t *testing.T) {
 		sid := matchSID(t, c.cmd(plain("jan@firma.cz", "wrong")), "535 5.1.0 SID authentication failed")
 		c.send("QUIT")
 		c.conn.Close()
-		if rec := waitGuardRecord(t, e.log, sid); rec.ClientIP != "127.0.0.1" {
+		if rec := e.waitRecord(sid); rec.ClientIP != "127.0.0.1" {
 			t.Errorf("client of a LOCAL connection = %s, want the proxy 127.0.0.1", rec.ClientIP)
 		}
 	}
@@ -487,22 +337,10 @@ func guardProxyUDP(tb testing.TB) []byte {
 	return b
 }
 
-func waitGuardRecord(tb testing.TB, rl *recordingLog, sid string) *sessionlog.Record {
-	tb.Helper()
-	for range 500 {
-		if r := rl.get(sid); r != nil {
-			return r
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	tb.Fatalf("no session record for %s", sid)
-	return nil
-}
-
 // BenchmarkRefusal measures the refusal path: a blocked client connects and
 // reads the 554 line, over loopback TCP.
 func BenchmarkRefusal(b *testing.B) {
-	e := guardTestServer(b, guard.Config{MaxFailures: 1})
+	e := newTestEnv(b, withGuard(guard.Config{MaxFailures: 1}))
 	c := e.session("plain", nil)
 	c.cmd(plain("jan@firma.cz", "wrong"))
 	want := "554 5.1.0 "
@@ -530,7 +368,7 @@ func BenchmarkAuthFailure(b *testing.B) {
 		{"wrong-password", "jan@firma.cz"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			e := guardTestServer(b, guard.Config{MaxFailures: 1 << 30})
+			e := newTestEnv(b, withGuard(guard.Config{MaxFailures: 1 << 30}))
 			c := e.session("plain", nil)
 			cmd := plain(bc.login, "wrong")
 			b.ResetTimer()

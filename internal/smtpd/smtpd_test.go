@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"submitd/internal/certs"
 	"submitd/internal/directory"
+	"submitd/internal/guard"
 	"submitd/internal/password"
 	"submitd/internal/policy"
 	"submitd/internal/sessionlog"
@@ -32,10 +34,16 @@ import (
 type testEnv struct {
 	t     testing.TB
 	srv   *Server
+	db    *sql.DB
 	dir   *directory.SQLite
 	spool *spool.Spool
 	log   *recordingLog
 	addrs map[string]string // listener name -> address
+	// listeners are started once the options have run.
+	listeners []ListenerConfig
+	// guard and clock are set by withGuard.
+	guard *guard.Guard
+	clock *testutil.Clock
 }
 
 // recordingLog collects finished session records.
@@ -63,11 +71,50 @@ const testPassword = "correct horse battery"
 // the race detector, and a check that legacy hashes log in (SPEC R2).
 const testHash = "{SHA512-CRYPT}$6$rounds=1000$saltsalt$cR7uED9S9icrxa11Lj7F5D.7U8449gpqBXyD2HSpuHRpxCc17kJRpsJMsHp434Y8yykgmcefOmxgCH44Cw7tW/"
 
-type envOption func(*Server)
+// envOption adjusts a testEnv's server and listeners before they start.
+type envOption func(*testEnv)
+
+// withServer is an option that changes the server's settings.
+func withServer(f func(*Server)) envOption {
+	return func(e *testEnv) { f(e.srv) }
+}
+
+// withGuard gives the server the real guard with cfg, on a SQLite store in
+// the env's database and on a clock the test moves (e.clock), so a block can
+// be watched running out without waiting an hour.
+func withGuard(cfg guard.Config) envOption {
+	return func(e *testEnv) {
+		e.t.Helper()
+		ctx := context.Background()
+		store, err := guard.NewSQLite(ctx, e.db)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.clock = testutil.NewClock(time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC))
+		cfg.Now = e.clock.Now
+		e.guard, err = guard.New(ctx, cfg, store, e.srv.Log)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.srv.Guard = e.guard
+	}
+}
+
+// withProxy adds the listener "proxied" (PROXY protocol, plaintext AUTH
+// allowed) and trusts PROXY headers from the networks trusted.
+func withProxy(trusted ...string) envOption {
+	return func(e *testEnv) {
+		for _, p := range trusted {
+			e.srv.TrustedProxies = append(e.srv.TrustedProxies, netip.MustParsePrefix(p))
+		}
+		e.listeners = append(e.listeners, ListenerConfig{Name: "proxied", AllowPlaintextAuth: true, ProxyProtocol: true})
+	}
+}
 
 // newTestEnv starts listeners "smtp" (STARTTLS), "submissions" (implicit
-// TLS) and "plain" (STARTTLS, plaintext AUTH allowed) on loopback, with
-// firma.cz (alias firma.com), příklad.cz and jina.cz hosted.
+// TLS) and "plain" (STARTTLS, plaintext AUTH allowed) on loopback, and those
+// the options add, with firma.cz (alias firma.com), příklad.cz and jina.cz
+// hosted.
 func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	ctx := context.Background()
@@ -132,15 +179,16 @@ func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 	if testing.Verbose() {
 		srv.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	e := &testEnv{t: t, srv: srv, db: db, dir: dir, spool: sp, log: rl, addrs: map[string]string{},
+		listeners: []ListenerConfig{
+			{Name: "smtp"},
+			{Name: "submissions", ImplicitTLS: true},
+			{Name: "plain", AllowPlaintextAuth: true},
+		}}
 	for _, o := range opts {
-		o(srv)
+		o(e)
 	}
-	e := &testEnv{t: t, srv: srv, dir: dir, spool: sp, log: rl, addrs: map[string]string{}}
-	for _, lc := range []ListenerConfig{
-		{Name: "smtp"},
-		{Name: "submissions", ImplicitTLS: true},
-		{Name: "plain", AllowPlaintextAuth: true},
-	} {
+	for _, lc := range e.listeners {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -164,19 +212,37 @@ type client struct {
 	r    *bufio.Reader
 }
 
+// dial connects to listener and returns a client that has not yet read the
+// greeting.
 func (e *testEnv) dial(listener string) *client {
 	e.t.Helper()
-	nc, err := net.DialTimeout("tcp", e.addrs[listener], 5*time.Second)
+	return e.dialFrom(listener, "", nil)
+}
+
+// dialFrom connects to listener from the address local ("" for the system's
+// choice), writes prefix first when it is not empty (a PROXY header), and
+// returns a client that has not yet read the greeting.
+func (e *testEnv) dialFrom(listener, local string, prefix []byte) *client {
+	e.t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	nc, err := d.Dial("tcp", e.addrs[listener])
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(20 * time.Second))
+	if len(prefix) > 0 {
+		if _, err := nc.Write(prefix); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 	if listener == "submissions" {
 		nc = tls.Client(nc, &tls.Config{InsecureSkipVerify: true, ServerName: "mail.test"})
 	}
-	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	c := &client{t: e.t, conn: nc, r: bufio.NewReader(nc)}
-	e.t.Cleanup(func() { nc.Close() })
-	return c
+	return &client{t: e.t, conn: nc, r: bufio.NewReader(nc)}
 }
 
 // reply reads one reply and returns its lines.
@@ -238,13 +304,22 @@ func (c *client) starttls() {
 	c.r = bufio.NewReader(tc)
 }
 
-// open connects, greets, and (for STARTTLS listeners) upgrades to TLS.
-func (e *testEnv) open(listener string) *client {
-	c := e.dial(listener)
+// session connects to listener, writing prefix first when it is not empty
+// (a PROXY header), checks the greeting and says EHLO, without upgrading to
+// TLS.
+func (e *testEnv) session(listener string, prefix []byte) *client {
+	e.t.Helper()
+	c := e.dialFrom(listener, "", prefix)
 	if g := c.last(); !strings.HasPrefix(g, "220 ") {
 		e.t.Fatalf("greeting %q", g)
 	}
 	c.expect("EHLO client.example", "250 ")
+	return c
+}
+
+// open connects, greets, and (for STARTTLS listeners) upgrades to TLS.
+func (e *testEnv) open(listener string) *client {
+	c := e.session(listener, nil)
 	if listener != "submissions" {
 		c.starttls()
 		c.expect("EHLO client.example", "250 ")
@@ -303,7 +378,7 @@ func (e *testEnv) content(id string) string {
 // waitRecord waits for the session record of sid (saved at close).
 func (e *testEnv) waitRecord(sid string) *sessionlog.Record {
 	e.t.Helper()
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 500; i++ {
 		if r := e.log.get(sid); r != nil {
 			return r
 		}
@@ -361,7 +436,7 @@ func TestAuthReplies(t *testing.T) {
 }
 
 func TestUniformFailures(t *testing.T) {
-	e := newTestEnv(t, func(s *Server) { s.Replies, _ = NewReplies(nil, true) })
+	e := newTestEnv(t, withServer(func(s *Server) { s.Replies, _ = NewReplies(nil, true) }))
 	for _, auth := range []string{
 		plain("jan@firma.cz", "wrong"),
 		plain("nikdo@firma.cz", testPassword),
@@ -373,9 +448,9 @@ func TestUniformFailures(t *testing.T) {
 }
 
 func TestReplyOverride(t *testing.T) {
-	e := newTestEnv(t, func(s *Server) {
+	e := newTestEnv(t, withServer(func(s *Server) {
 		s.Replies, _ = NewReplies(map[string]string{ReplyAuthFailed: "{sid} wrong password, see https://help.example/smtp"}, false)
-	})
+	}))
 	c := e.open("smtp")
 	matchSID(t, c.cmd(plain("jan@firma.cz", "bad")), "535 5.1.0 SID wrong password, see https://help.example/smtp")
 	if _, err := NewReplies(map[string]string{"no_such_key": "x"}, false); err == nil {
@@ -536,9 +611,9 @@ func TestHeaderSenders(t *testing.T) {
 
 // TestWebmailIdentity: extra identities only from webmail networks (SPEC R9).
 func TestWebmailIdentity(t *testing.T) {
-	e := newTestEnv(t, func(s *Server) {
+	e := newTestEnv(t, withServer(func(s *Server) {
 		s.Policy = &policy.Policy{Webmail: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
-	})
+	}))
 	c := e.login("smtp", "jan@firma.cz")
 	got := c.sendMessage("jan.novak@seznam.cz", []string{"eva@example.org"}, msg("From: jan.novak@seznam.cz"))
 	matchSID(t, strings.SplitAfter(got, " queued as ")[0], "250 2.0.0 SID queued as ")
@@ -705,7 +780,7 @@ func TestLimits(t *testing.T) {
 }
 
 func TestConnectionsPerIP(t *testing.T) {
-	e := newTestEnv(t, func(s *Server) { s.Limits.MaxConnsPerIP = 2 })
+	e := newTestEnv(t, withServer(func(s *Server) { s.Limits.MaxConnsPerIP = 2 }))
 	a, b := e.dial("smtp"), e.dial("smtp")
 	a.last()
 	b.last()
@@ -728,7 +803,7 @@ func TestConnectionsPerIP(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	e := newTestEnv(t, func(s *Server) { s.Limits.CommandTimeout = 200 * time.Millisecond })
+	e := newTestEnv(t, withServer(func(s *Server) { s.Limits.CommandTimeout = 200 * time.Millisecond }))
 	c := e.dial("smtp")
 	c.last()
 	if got := c.last(); !strings.HasPrefix(got, "421 4.4.2 ") {
@@ -766,7 +841,7 @@ func TestSpoolFailure(t *testing.T) {
 // TestAbandonedAuthCounts: an AUTH exchange cancelled with "*" is a failure.
 func TestAbandonedAuthCounts(t *testing.T) {
 	g := &countingGuard{}
-	e := newTestEnv(t, func(s *Server) { s.Guard = g })
+	e := newTestEnv(t, withServer(func(s *Server) { s.Guard = g }))
 	c := e.open("smtp")
 	c.expect("AUTH LOGIN", "334 ")
 	c.expect("*", "501 ")
