@@ -1,0 +1,49 @@
+package sqlitedb
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestMigrate(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	steps := []string{`CREATE TABLE a (x INTEGER)`, `ALTER TABLE a ADD COLUMN y TEXT`}
+	for i := 0; i < 2; i++ {
+		if err := Migrate(ctx, db, "test", steps); err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+	}
+	if _, err := db.Exec(`INSERT INTO a (x, y) VALUES (1, 'b')`); err != nil {
+		t.Fatal(err)
+	}
+	// Components are versioned apart.
+	if err := Migrate(ctx, db, "other", []string{`CREATE TABLE b (z INTEGER)`}); err != nil {
+		t.Fatal(err)
+	}
+	// A failing step leaves the version where it was.
+	bad := append(steps, `CREATE TABLE a (x INTEGER)`)
+	if err := Migrate(ctx, db, "test", bad); err == nil || !strings.Contains(err.Error(), "version 3") {
+		t.Fatalf("failing step: %v", err)
+	}
+	var v int
+	db.QueryRow(`SELECT version FROM schema_version WHERE component = 'test'`).Scan(&v)
+	if v != 2 {
+		t.Fatalf("version %d after a failed step", v)
+	}
+	// An older binary refuses a newer database.
+	if err := Migrate(ctx, db, "test", steps[:1]); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("older binary: %v", err)
+	}
+	var mode string
+	db.QueryRow(`PRAGMA journal_mode`).Scan(&mode)
+	if mode != "wal" {
+		t.Fatalf("journal mode %q", mode)
+	}
+}
