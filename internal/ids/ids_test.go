@@ -51,7 +51,7 @@ func TestQueue(t *testing.T) {
 	if !sort.StringsAreSorted(list) {
 		t.Fatal("queue ids do not sort by time")
 	}
-	if Queue(base) == Queue(base) {
+	if a, b := Queue(base), Queue(base); a == b {
 		t.Fatal("two ids made at the same instant are equal")
 	}
 	for _, bad := range []string{"", "../../etc/passwd", "33LRHKJ7B47FAO68FVG29102", "33lrhkj7b47fao68fvg2910z"} {

@@ -395,7 +395,7 @@ func (s *session) checkHeaderSenders(h *message.Header) error {
 		sa, err := message.Addresses(senders[0])
 		if err != nil || len(sa) != 1 {
 			if err == nil {
-				err = errors.New("Sender: must hold exactly one address")
+				err = errors.New("it must hold exactly one address")
 			}
 			v.Detail = err.Error()
 			return s.s.Replies.Err(ReplyBadSender, v)
