@@ -1,10 +1,6 @@
 package e2e
 
 import (
-	"bufio"
-	"crypto/tls"
-	"encoding/base64"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -40,91 +36,17 @@ func guardReply(t *testing.T, transcript, pattern string) string {
 	return m[1]
 }
 
-// guardConn is a raw SMTP client connection.
-type guardConn struct {
-	t  *testing.T
-	nc net.Conn
-	r  *bufio.Reader
-}
-
-// guardDial connects to addr from local ("" for any), sends prefix (a PROXY
-// header) if given, and wraps the connection in TLS when implicit is set.
-func guardDial(t *testing.T, addr, local string, prefix []byte, implicit bool) *guardConn {
-	t.Helper()
-	d := net.Dialer{Timeout: 10 * time.Second}
-	if local != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
-	}
-	nc, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(30 * time.Second))
-	if len(prefix) > 0 {
-		if _, err := nc.Write(prefix); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if implicit {
-		nc = tls.Client(nc, &tls.Config{InsecureSkipVerify: true})
-	}
-	return &guardConn{t: t, nc: nc, r: bufio.NewReader(nc)}
-}
-
-// line reads one raw line, CRLF included.
-func (c *guardConn) line() string {
-	c.t.Helper()
-	l, err := c.r.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("read: %v (got %q)", err, l)
-	}
-	return l
-}
-
-// reply reads a whole reply and returns its last line without CRLF.
-func (c *guardConn) reply() string {
-	c.t.Helper()
-	for {
-		l := strings.TrimRight(c.line(), "\r\n")
-		if len(l) < 4 || l[3] != '-' {
-			return l
-		}
-	}
-}
-
-func (c *guardConn) cmd(line string) string {
-	c.t.Helper()
-	if _, err := io.WriteString(c.nc, line+"\r\n"); err != nil {
-		c.t.Fatalf("send %q: %v", line, err)
-	}
-	return c.reply()
-}
-
-// closed checks that the server closed the connection without more output.
-func (c *guardConn) closed() {
-	c.t.Helper()
-	rest, err := io.ReadAll(c.r)
-	if len(rest) > 0 || (err != nil && !strings.Contains(err.Error(), "reset")) {
-		c.t.Fatalf("connection not closed: read %q, %v", rest, err)
-	}
-}
-
-// expectRefused checks the exact refusal line, before any command, then the
+// guardExpectRefused checks the exact refusal line, before any command, then the
 // close (SPEC R11).
 func guardExpectRefused(t *testing.T, addr, ip string, prefix []byte, implicit bool) {
 	t.Helper()
-	c := guardDial(t, addr, "", prefix, implicit)
+	c := dialRaw(t, addr, "", prefix, implicit)
 	l := c.line()
 	want := regexp.MustCompile("^" + strings.Replace(regexp.QuoteMeta(guardRefusal(ip)), "SID", "[A-Za-z0-9]{22}", 1) + "\r\n$")
 	if !want.MatchString(l) {
 		t.Fatalf("refusal line %q, want %q + CRLF", l, guardRefusal(ip))
 	}
 	c.closed()
-}
-
-func guardPlain(login, pw string) string {
-	return "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+login+"\x00"+pw))
 }
 
 // TestGuardSwaks: ten wrong passwords from swaks block the client; the
@@ -180,7 +102,7 @@ func TestGuardSwaks(t *testing.T) {
 	}
 	cliDone := time.Since(start)
 	for {
-		c := guardDial(t, s.sub, "", nil, false)
+		c := dialRaw(t, s.sub, "", nil, false)
 		l := c.reply()
 		c.nc.Close()
 		if strings.HasPrefix(l, "220 ") {
@@ -196,15 +118,13 @@ func TestGuardSwaks(t *testing.T) {
 	out = swaks(t, append(base, "--auth", "PLAIN", "--auth-user", "jan@firma.cz", "--auth-password", e2ePassword)...)
 	guardReply(t, out, "235 2.0.0 Authentication succeeded")
 	// The count was cleared too: nine more failures do not block.
-	c := guardDial(t, s.subs, "", nil, true)
-	c.reply()
-	c.cmd("EHLO e2e.test")
+	c := openRaw(t, s.subs, nil, true)
 	for range 9 {
-		if got := c.cmd(guardPlain("jan@firma.cz", "wrong")); !strings.HasPrefix(got, "535 ") {
+		if got := c.cmd(authPlain("jan@firma.cz", "wrong")); !strings.HasPrefix(got, "535 ") {
 			t.Fatalf("AUTH: %q", got)
 		}
 	}
-	if got := c.cmd(guardPlain("jan@firma.cz", e2ePassword)); !strings.HasPrefix(got, "235 ") {
+	if got := c.cmd(authPlain("jan@firma.cz", e2ePassword)); !strings.HasPrefix(got, "235 ") {
 		t.Fatalf("unblock did not clear the failure count: %q", got)
 	}
 	if got := s.mustCLI("", "blocked"); got != "" {
@@ -243,20 +163,13 @@ trusted_proxies = ["127.0.0.1/32"]
 	s.setupFirma()
 	s.start()
 	v1 := func(src string) []byte { return []byte("PROXY TCP4 " + src + " 127.0.0.1 5555 25\r\n") }
-	session := func(prefix []byte) *guardConn {
-		c := guardDial(t, s.smtp, "", prefix, false)
-		if g := c.reply(); !strings.HasPrefix(g, "220 ") {
-			t.Fatalf("greeting: %q", g)
-		}
-		c.cmd("EHLO e2e.test")
-		return c
-	}
+	session := func(prefix []byte) *rawConn { return openRaw(t, s.smtp, prefix, false) }
 
 	c := session(v1("203.0.113.7"))
-	c.cmd(guardPlain("jan@firma.cz", "wrong"))
-	c.cmd(guardPlain("jan@firma.cz", "wrong"))
+	c.cmd(authPlain("jan@firma.cz", "wrong"))
+	c.cmd(authPlain("jan@firma.cz", "wrong"))
 	c = session(guardProxyV2(t, "203.0.113.7"))
-	if got := c.cmd(guardPlain("jan@firma.cz", "wrong")); !strings.HasPrefix(got, "535 5.1.0 ") {
+	if got := c.cmd(authPlain("jan@firma.cz", "wrong")); !strings.HasPrefix(got, "535 5.1.0 ") {
 		t.Fatalf("third failure: %q", got)
 	}
 	c.closed()
@@ -269,7 +182,7 @@ trusted_proxies = ["127.0.0.1/32"]
 	// Another client behind the proxy sends mail; its address, not the
 	// proxy's, is in the session record and the Received: header.
 	c = session(guardProxyV2(t, "198.51.100.1"))
-	if got := c.cmd(guardPlain("jan@firma.cz", e2ePassword)); !strings.HasPrefix(got, "235 ") {
+	if got := c.cmd(authPlain("jan@firma.cz", e2ePassword)); !strings.HasPrefix(got, "235 ") {
 		t.Fatalf("AUTH through the proxy: %q", got)
 	}
 	c.cmd("MAIL FROM:<jan@firma.cz>")
@@ -301,11 +214,11 @@ trusted_proxies = ["127.0.0.1/32"]
 	}
 
 	// The proxy's own address is not blocked on a listener without PROXY.
-	if g := guardDial(t, s.sub, "", nil, false).reply(); !strings.HasPrefix(g, "220 ") {
+	if g := dialRaw(t, s.sub, "", nil, false).reply(); !strings.HasPrefix(g, "220 ") {
 		t.Fatalf("the proxy address was blocked: %q", g)
 	}
 	// 127.0.0.2 is not a trusted proxy: its PROXY header is refused.
 	for _, hdr := range [][]byte{v1("198.51.100.2"), guardProxyV2(t, "198.51.100.2")} {
-		guardDial(t, s.smtp, "127.0.0.2", hdr, false).closed()
+		dialRaw(t, s.smtp, "127.0.0.2", hdr, false).closed()
 	}
 }

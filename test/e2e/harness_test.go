@@ -3,9 +3,12 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -81,25 +84,96 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// server is a submitd process with its own data_dir, config and ports.
+// proc is one process a test started (submitd, smtp-sink), with its output
+// collected.
+type proc struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	exited chan struct{}
+	err    error // how it exited, once exited is closed
+}
+
+// procEnv is the environment without SUBMITD_CONFIG, so that only what a
+// test passes decides submitd's config file.
+func procEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SUBMITD_CONFIG=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// startProc starts bin with args in dir ("" for the test's own) with env
+// (nil for procEnv), and kills it when the test ends if it still runs.
+func startProc(t testing.TB, bin, dir string, env []string, args ...string) *proc {
+	t.Helper()
+	if env == nil {
+		env = procEnv()
+	}
+	p := &proc{t: t, log: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Dir = dir
+	p.cmd.Env = env
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(p.kill)
+	return p
+}
+
+// kill ends the process with SIGKILL, as a crash or power cut would, and
+// waits for it; it does nothing when the process has exited already.
+func (p *proc) kill() {
+	select {
+	case <-p.exited:
+	default:
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.exited
+	}
+}
+
+// interrupt sends SIGINT, as Ctrl-C does, and checks for a clean exit.
+func (p *proc) interrupt() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		p.t.Fatalf("submitd did not stop within 20s of SIGINT:\n%s", p.log)
+	}
+	if p.err != nil {
+		p.t.Errorf("submitd exited with %v after SIGINT:\n%s", p.err, p.log)
+	}
+	if !strings.Contains(p.log.String(), "msg=stopped") {
+		p.t.Errorf("no \"stopped\" log line:\n%s", p.log)
+	}
+}
+
+// server is a submitd process with its own data_dir, config and ports. The
+// embedded proc is the running "submitd serve", once started.
 type server struct {
-	t       testing.TB
-	bin     string
-	dir     string
-	config  string
-	smtp    string
-	sub     string
-	subs    string
-	cmd     *exec.Cmd
-	log     *syncBuffer
-	exited  chan struct{}
-	exitErr error
+	t      testing.TB
+	bin    string
+	dir    string
+	config string
+	smtp   string
+	sub    string
+	subs   string
+	*proc
 }
 
 // newServer writes a config with fresh loopback ports and extra TOML
 // appended (it may add tables, e.g. "[guard]\nmax_failures = 3"), and
 // prepares the data directory. Outbound delivery goes to a closed loopback
-// port, so accepted mail stays in the spool unless extra says otherwise.
+// port, so accepted mail stays in the spool, unless extra has a [delivery]
+// table of its own.
 func newServer(t testing.TB, extra string) *server {
 	t.Helper()
 	s := &server{t: t, bin: buildBinary(t), dir: t.TempDir(),
@@ -122,7 +196,6 @@ level = "debug"
 	if err := os.WriteFile(s.config, []byte(cfg+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.kill() })
 	return s
 }
 
@@ -156,19 +229,12 @@ func (s *server) mustCLI(stdin string, args ...string) string {
 // start runs "submitd serve" and waits until it has started.
 func (s *server) start() {
 	s.t.Helper()
-	s.log = &syncBuffer{}
-	s.cmd = exec.Command(s.bin, "serve", "-config", s.config)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	s.exited = make(chan struct{})
-	go func() { s.exitErr = s.cmd.Wait(); close(s.exited) }()
+	s.proc = startProc(s.t, s.bin, "", nil, "serve", "-config", s.config)
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(s.log.String(), "submitd started") {
 		select {
 		case <-s.exited:
-			s.t.Fatalf("submitd serve exited: %v\n%s", s.exitErr, s.log)
+			s.t.Fatalf("submitd serve exited: %v\n%s", s.err, s.log)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -178,33 +244,16 @@ func (s *server) start() {
 	}
 }
 
-// kill stops the server with SIGKILL, as a crash would.
-func (s *server) kill() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
+// waitFor polls cond every 20ms for up to 30s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	select {
-	case <-s.exited:
-	default:
-		s.cmd.Process.Signal(syscall.SIGKILL)
-		<-s.exited
-	}
-	s.cmd = nil
-}
-
-// stop sends SIGINT and waits for a clean exit.
-func (s *server) stop() {
-	s.t.Helper()
-	s.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-s.exited:
-	case <-time.After(20 * time.Second):
-		s.t.Fatalf("submitd did not stop on SIGINT:\n%s", s.log)
-	}
-	if s.exitErr != nil {
-		s.t.Fatalf("submitd exited with %v:\n%s", s.exitErr, s.log)
-	}
-	s.cmd = nil
 }
 
 // spoolFile returns the path of a queued message.
@@ -226,3 +275,123 @@ func (s *server) setupFirma() {
 const e2ePassword = "Tajne-heslo 42"
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// authPlain is the AUTH PLAIN command that logs in as login with pw.
+func authPlain(login, pw string) string {
+	return "AUTH PLAIN " + b64("\x00"+login+"\x00"+pw)
+}
+
+// rawConn is a raw SMTP client connection, for what the real clients cannot
+// do: send a PROXY header, connect from a chosen address, break off in the
+// middle of DATA, or look at the bytes of a refusal.
+type rawConn struct {
+	t  *testing.T
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+// dialRaw connects to addr from local ("" for any), sends prefix (a PROXY
+// header) if given, and wraps the connection in TLS when implicit is set. It
+// does not read the greeting.
+func dialRaw(t *testing.T, addr, local string, prefix []byte, implicit bool) *rawConn {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	if len(prefix) > 0 {
+		if _, err := nc.Write(prefix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if implicit {
+		nc = tls.Client(nc, &tls.Config{InsecureSkipVerify: true})
+	}
+	return &rawConn{t: t, nc: nc, r: bufio.NewReader(nc)}
+}
+
+// openRaw is dialRaw followed by the greeting (which must be 220) and EHLO
+// (which must be answered 250).
+func openRaw(t *testing.T, addr string, prefix []byte, implicit bool) *rawConn {
+	t.Helper()
+	c := dialRaw(t, addr, "", prefix, implicit)
+	c.expect("", "220 ")
+	c.expect("EHLO e2e.test", "250 ")
+	return c
+}
+
+// line reads one raw line, CRLF included.
+func (c *rawConn) line() string {
+	c.t.Helper()
+	l, err := c.r.ReadString('\n')
+	if err != nil {
+		c.t.Fatalf("read: %v (got %q)", err, l)
+	}
+	return l
+}
+
+// reply reads a whole reply and returns its last line without CRLF.
+func (c *rawConn) reply() string {
+	c.t.Helper()
+	for {
+		l := strings.TrimRight(c.line(), "\r\n")
+		if len(l) < 4 || l[3] != '-' {
+			return l
+		}
+	}
+}
+
+// write sends raw text.
+func (c *rawConn) write(text string) {
+	c.t.Helper()
+	if _, err := io.WriteString(c.nc, text); err != nil {
+		c.t.Fatalf("send %q: %v", text, err)
+	}
+}
+
+// cmd sends a command line and returns the last line of the reply.
+func (c *rawConn) cmd(line string) string {
+	c.t.Helper()
+	c.write(line + "\r\n")
+	return c.reply()
+}
+
+// expect sends a command line (none when line is "") and checks that the
+// reply's last line starts with prefix.
+func (c *rawConn) expect(line, prefix string) string {
+	c.t.Helper()
+	if line != "" {
+		c.write(line + "\r\n")
+	}
+	l := c.reply()
+	if !strings.HasPrefix(l, prefix) {
+		c.t.Fatalf("%q: got %q, want %q…", line, l, prefix)
+	}
+	return l
+}
+
+// send runs MAIL, RCPT and DATA with data (which must end in CRLF) and
+// returns the reply to the final dot.
+func (c *rawConn) send(from, to, data string) string {
+	c.t.Helper()
+	c.expect("MAIL FROM:<"+from+">", "250 ")
+	c.expect("RCPT TO:<"+to+">", "250 ")
+	c.expect("DATA", "354 ")
+	c.write(data + ".\r\n")
+	return c.reply()
+}
+
+// closed checks that the server closed the connection without more output.
+func (c *rawConn) closed() {
+	c.t.Helper()
+	rest, err := io.ReadAll(c.r)
+	if len(rest) > 0 || (err != nil && !strings.Contains(err.Error(), "reset")) {
+		c.t.Fatalf("connection not closed: read %q, %v", rest, err)
+	}
+}

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,191 +25,62 @@ import (
 // over SMTP, let it deliver through a DNS server and SMTP receivers the test
 // starts on loopback, and use "submitd queue" the way an operator would.
 
-// qBuild builds the submitd binary into a temporary directory.
-func qBuild(t *testing.T) string {
+// newQueueServer makes a server (not yet started) that delivers through the
+// DNS server at dnsAddr to remote port rport, with plaintext AUTH allowed on
+// the submission listener, and creates the domain firma.test with the
+// account jan@firma.test and a DKIM key. It returns the key's TXT record in
+// zone-file syntax, as "submitd dkim generate" printed it.
+func newQueueServer(t *testing.T, dnsAddr string, rport int) (s *server, dkimRecord string) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "submitd")
-	cmd := exec.Command("go", "build", "-o", bin, "submitd/cmd/submitd")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// qBuffer is a goroutine-safe buffer for a process's output.
-type qBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *qBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *qBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// qServer is one submitd data directory and the server process over it.
-type qServer struct {
-	t       *testing.T
-	bin     string
-	config  string
-	dataDir string
-	addr    string // submission listener
-	cmd     *exec.Cmd
-	log     *qBuffer
-	exited  chan struct{}
-	// dkimRecord is the TXT record of firma.test's DKIM key, in zone-file
-	// syntax, as "submitd dkim generate" printed it.
-	dkimRecord string
-}
-
-// qNewServer writes a config delivering through the DNS server at dnsAddr
-// to remote port rport, and creates the domain firma.test with the account
-// jan@firma.test.
-func qNewServer(t *testing.T, bin, dnsAddr string, rport int) *qServer {
-	t.Helper()
-	dir := t.TempDir()
-	s := &qServer{t: t, bin: bin, dataDir: filepath.Join(dir, "data"), config: filepath.Join(dir, "submitd.toml")}
-	s.addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
-	cfg := fmt.Sprintf(`hostname = "submit.test"
-data_dir = %q
-
-[listen]
-smtp = ""
-submission = %q
-submissions = ""
-
-[listener.submission]
+	s = newServer(t, fmt.Sprintf(`[listener.submission]
 allow_plaintext_auth = true
-
-[auth]
-min_duration = "0s"
-
 [queue]
 warn_after = "0s"
-
 [delivery]
 resolver = %q
 port = %d
 connect_timeout = "5s"
 timeout = "60s"
-`, s.dataDir, s.addr, dnsAddr, rport)
-	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, dnsAddr, rport))
 	s.mustCLI("", "domain", "add", "firma.test")
 	s.mustCLI("secret-pw\n", "account", "add", "jan@firma.test")
-	s.dkimRecord = strings.TrimSpace(s.mustCLI("", "dkim", "generate", "firma.test"))
-	return s
+	return s, strings.TrimSpace(s.mustCLI("", "dkim", "generate", "firma.test"))
 }
 
-// cli runs a submitd subcommand against the server's config.
-func (s *qServer) cli(stdin string, args ...string) (string, error) {
-	cmd := exec.Command(s.bin, append(args, "-config", s.config)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+// qSend submits one message as jan@firma.test to s's submission listener
+// and returns its queue id from the 250 reply.
+func qSend(t *testing.T, s *server, to []string, body string) string {
+	t.Helper()
+	c, err := smtp.Dial(s.sub)
 	if err != nil {
-		return out.String(), fmt.Errorf("submitd %s: %v: %s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.String(), nil
-}
-
-func (s *qServer) mustCLI(stdin string, args ...string) string {
-	s.t.Helper()
-	out, err := s.cli(stdin, args...)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return out
-}
-
-// start runs "submitd serve" and waits until it accepts connections.
-func (s *qServer) start() {
-	s.t.Helper()
-	s.log = &qBuffer{}
-	s.cmd = exec.Command(s.bin, "serve", "-config", s.config)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	s.exited = make(chan struct{})
-	cmd, exited := s.cmd, s.exited
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	s.t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", s.addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-exited:
-			s.t.Fatalf("submitd serve exited:\n%s", s.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("submitd serve not listening on %s:\n%s", s.addr, s.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// kill ends the server with SIGKILL, as a crash or power cut would.
-func (s *qServer) kill() {
-	s.t.Helper()
-	s.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.exited
-}
-
-// send submits one message as jan@firma.test and returns its queue id from
-// the 250 reply.
-func (s *qServer) send(to []string, body string) string {
-	s.t.Helper()
-	c, err := smtp.Dial(s.addr)
-	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer c.Close()
 	if err := c.Hello("client.test"); err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := c.Auth(sasl.NewPlainClient("", "jan@firma.test", "secret-pw")); err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := c.Mail("jan@firma.test", nil); err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	for _, r := range to {
 		if err := c.Rcpt(r, nil); err != nil {
-			s.t.Fatal(err)
+			t.Fatal(err)
 		}
 	}
 	wc, err := c.Data()
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	io.WriteString(wc, body)
 	resp, err := wc.CloseWithResponse()
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	c.Quit()
-	return qQueueID(s.t, resp.StatusText)
+	return qQueueID(t, resp.StatusText)
 }
 
 var qIDRe = regexp.MustCompile(`queued as ([0-9a-v]{24})`)
@@ -222,18 +92,6 @@ func qQueueID(t *testing.T, reply string) string {
 		t.Fatalf("no queue id in reply %q", reply)
 	}
 	return m[1]
-}
-
-// qWait polls cond every 20ms for up to 30s.
-func qWait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // qStall is a receiving MX that, while stalling, takes a message's data
@@ -313,11 +171,9 @@ func (s *qStallSession) Reset()        { s.cur = testutil.Received{} }
 func (s *qStallSession) Logout() error { return nil }
 
 // qListLine returns the "submitd queue list" line of message id, or "".
-func (s *qServer) qListLine(id string) string {
-	out, err := s.cli("", "queue", "list")
-	if err != nil {
-		s.t.Fatal(err)
-	}
+func qListLine(s *server, id string) string {
+	s.t.Helper()
+	out := s.mustCLI("", "queue", "list")
 	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, id+"\t") {
 			return l
@@ -331,7 +187,6 @@ func (s *qServer) qListLine(id string) string {
 // data but had not answered: after a restart only the other recipient is
 // tried, and nothing confirmed is delivered twice.
 func TestQueueCrashMidDelivery(t *testing.T) {
-	bin := qBuild(t)
 	dns := testutil.NewDNSServer(t)
 	lns := testutil.ListenSamePort(t, "127.0.0.2", "127.0.0.3")
 	port := lns[0].Addr().(*net.TCPAddr).Port
@@ -342,10 +197,10 @@ func TestQueueCrashMidDelivery(t *testing.T) {
 	dns.AddMX("b.test", 10, "mx.b.test")
 	dns.AddA("mx.b.test", "127.0.0.3")
 
-	s := qNewServer(t, bin, dns.Addr, port)
-	dns.Add(t, s.dkimRecord)
+	s, dkimRecord := newQueueServer(t, dns.Addr, port)
+	dns.Add(t, dkimRecord)
 	s.start()
-	id := s.send([]string{"eva@a.test", "petr@b.test"},
+	id := qSend(t, s, []string{"eva@a.test", "petr@b.test"},
 		"From: Jan <jan@firma.test>\r\nTo: eva@a.test, petr@b.test\r\nSubject: crash test\r\n\r\nBody.\r\n")
 
 	// b.test has the data and stalls; a.test has answered 250.
@@ -354,19 +209,19 @@ func TestQueueCrashMidDelivery(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("b.test never got the data:\n%s", s.log)
 	}
-	qWait(t, "eva@a.test confirmed in the queue state", func() bool {
-		return strings.Contains(s.qListLine(id), "eva@a.test:delivered")
+	waitFor(t, "eva@a.test confirmed in the queue state", func() bool {
+		return strings.Contains(qListLine(s, id), "eva@a.test:delivered")
 	})
 	s.kill()
 
-	line := s.qListLine(id)
+	line := qListLine(s, id)
 	if !strings.Contains(line, "eva@a.test:delivered") || !strings.Contains(line, "petr@b.test:pending") {
 		t.Fatalf("queue list after the crash: %q", line)
 	}
 
 	b.setStall(false)
 	s.start()
-	qWait(t, "the message to leave the queue", func() bool { return s.qListLine(id) == "" })
+	waitFor(t, "the message to leave the queue", func() bool { return qListLine(s, id) == "" })
 
 	if msgs := a.Messages(); len(msgs) != 1 {
 		t.Errorf("a.test got the message %d times, want once", len(msgs))
@@ -448,14 +303,12 @@ func qSmtpSink(t *testing.T) (string, []string) {
 // qSink is one smtp-sink process dumping each transaction to a directory.
 type qSink struct {
 	dump string
-	cmd  *exec.Cmd
-	out  *qBuffer
-	done chan struct{}
+	*proc
 }
 
 func qStartSink(t *testing.T, bin string, env []string, addr string, extra ...string) *qSink {
 	t.Helper()
-	k := &qSink{dump: t.TempDir(), out: &qBuffer{}, done: make(chan struct{})}
+	k := &qSink{dump: t.TempDir()}
 	args := []string{}
 	if os.Geteuid() == 0 {
 		// smtp-sink refuses to run as root without dropping to a user.
@@ -464,21 +317,11 @@ func qStartSink(t *testing.T, bin string, env []string, addr string, extra ...st
 	args = append(args, "-d", filepath.Join(k.dump, "m."))
 	args = append(args, extra...)
 	args = append(args, addr, "100")
-	k.cmd = exec.Command(bin, args...)
-	k.cmd.Env = env
-	k.cmd.Stdout, k.cmd.Stderr = k.out, k.out
-	if err := k.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		k.cmd.Wait()
-		close(k.done)
-	}()
-	t.Cleanup(k.stop)
-	qWait(t, "smtp-sink listening on "+addr, func() bool {
+	k.proc = startProc(t, bin, "", env, args...)
+	waitFor(t, "smtp-sink listening on "+addr, func() bool {
 		select {
-		case <-k.done:
-			t.Fatalf("smtp-sink exited: %s", k.out)
+		case <-k.exited:
+			t.Fatalf("smtp-sink exited: %s", k.log)
 		default:
 		}
 		c, err := net.Dial("tcp", addr)
@@ -488,11 +331,6 @@ func qStartSink(t *testing.T, bin string, env []string, addr string, extra ...st
 		return err == nil
 	})
 	return k
-}
-
-func (k *qSink) stop() {
-	k.cmd.Process.Kill()
-	<-k.done
 }
 
 // messages returns the dumped transactions.
@@ -518,7 +356,6 @@ func (k *qSink) messages(t *testing.T) []string {
 func TestQueueSmtpSink(t *testing.T) {
 	sink, env := qSmtpSink(t)
 	swaks := testutil.NeedTool(t, "swaks")
-	bin := qBuild(t)
 	dns := testutil.NewDNSServer(t)
 	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
 	lns := testutil.ListenSamePort(t, ips...)
@@ -538,9 +375,9 @@ func TestQueueSmtpSink(t *testing.T) {
 	soft := qStartSink(t, sink, env, addr(ips[1]), "-r", "RCPT", "-b", "451 4.2.0 greylisted, come back later")
 	hard := qStartSink(t, sink, env, addr(ips[2]), "-f", "RCPT", "-B", "550 5.1.1 <nobody@hard.test>: user unknown")
 
-	s := qNewServer(t, bin, dns.Addr, port)
+	s, _ := newQueueServer(t, dns.Addr, port)
 	s.start()
-	out, err := exec.Command(swaks, "--server", s.addr, "--ehlo", "client.test",
+	out, err := exec.Command(swaks, "--server", s.sub, "--ehlo", "client.test",
 		"--auth", "PLAIN", "--auth-user", "jan@firma.test", "--auth-password", "secret-pw",
 		"--from", "jan@firma.test", "--to", "eva@ok.test,petr@soft.test,nobody@hard.test",
 		"--header", "Subject: smtp-sink e2e", "--body", "Hello from swaks.").CombinedOutput()
@@ -549,8 +386,8 @@ func TestQueueSmtpSink(t *testing.T) {
 	}
 	id := qQueueID(t, string(out))
 
-	qWait(t, "the report to the sender", func() bool { return len(firma.Messages()) > 0 })
-	qWait(t, "eva@ok.test delivered", func() bool { return len(ok.messages(t)) > 0 })
+	waitFor(t, "the report to the sender", func() bool { return len(firma.Messages()) > 0 })
+	waitFor(t, "eva@ok.test delivered", func() bool { return len(ok.messages(t)) > 0 })
 	got := ok.messages(t)
 	if len(got) != 1 || !strings.Contains(got[0], "X-Rcpt-Args: <eva@ok.test>") || strings.Contains(got[0], "X-Rcpt-Args: <petr") ||
 		!strings.Contains(got[0], "Subject: smtp-sink e2e") || !strings.Contains(got[0], "X-Mail-Args: <jan@firma.test>") ||
@@ -583,7 +420,7 @@ func TestQueueSmtpSink(t *testing.T) {
 		t.Errorf("report names a recipient that did not fail:\n%s", data)
 	}
 
-	line := s.qListLine(id)
+	line := qListLine(s, id)
 	for _, want := range []string{"<jan@firma.test>", "eva@ok.test:delivered", "petr@soft.test:deferred(1)", "nobody@hard.test:failed"} {
 		if !strings.Contains(line, want) {
 			t.Fatalf("queue list line %q lacks %q", line, want)
@@ -597,12 +434,12 @@ func TestQueueSmtpSink(t *testing.T) {
 	}
 
 	// The greylisting sink now accepts; an operator retries at once.
-	soft.stop()
+	soft.kill()
 	soft = qStartSink(t, sink, env, addr(ips[1]))
 	if out := s.mustCLI("", "queue", "retry", id); !strings.Contains(out, "retry scheduled for "+id) {
 		t.Fatalf("queue retry said %q", out)
 	}
-	qWait(t, "the message to leave the queue", func() bool { return s.qListLine(id) == "" })
+	waitFor(t, "the message to leave the queue", func() bool { return qListLine(s, id) == "" })
 	got = soft.messages(t)
 	if len(got) != 1 || !strings.Contains(got[0], "X-Rcpt-Args: <petr@soft.test>") {
 		t.Fatalf("soft.test sink got:\n%s", strings.Join(got, "\n----\n"))

@@ -17,55 +17,17 @@ import (
 	"time"
 )
 
-// serveProc is one "submitd serve" process started by these tests.
-type serveProc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	log    *syncBuffer
-	exited chan struct{}
-	err    error
-}
-
-// serveEnv is the environment without SUBMITD_CONFIG, so that only what a
-// test passes decides the config file.
-func serveEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SUBMITD_CONFIG=") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
 // startServe runs "submitd serve args..." in dir.
-func startServe(t *testing.T, dir string, args ...string) *serveProc {
+func startServe(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
-	p := &serveProc{t: t, log: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(buildBinary(t), append([]string{"serve"}, args...)...)
-	p.cmd.Dir = dir
-	p.cmd.Env = serveEnv()
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	return p
+	return startProc(t, buildBinary(t), dir, nil, append([]string{"serve"}, args...)...)
 }
 
 var listeningRe = regexp.MustCompile(`msg=listening listener=(\w+) addr=(\S+)`)
 
 // waitListening waits for the "listening" log line of each of the three
 // listeners and returns their addresses by name.
-func (p *serveProc) waitListening() map[string]string {
+func (p *proc) waitListening() map[string]string {
 	p.t.Helper()
 	deadline := time.After(60 * time.Second) // a -race binary on a busy machine
 	for {
@@ -83,25 +45,6 @@ func (p *serveProc) waitListening() map[string]string {
 			p.t.Fatalf("submitd serve did not log three listening lines:\n%s", p.log)
 		case <-time.After(20 * time.Millisecond):
 		}
-	}
-}
-
-// interrupt sends SIGINT, as Ctrl-C does, and checks for a clean exit.
-func (p *serveProc) interrupt() {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
-		p.t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(20 * time.Second):
-		p.t.Fatalf("submitd serve did not stop within 20s of SIGINT:\n%s", p.log)
-	}
-	if p.err != nil {
-		p.t.Errorf("submitd serve exited with %v after SIGINT:\n%s", p.err, p.log)
-	}
-	if !strings.Contains(p.log.String(), "msg=stopped") {
-		p.t.Errorf("no \"stopped\" log line:\n%s", p.log)
 	}
 }
 

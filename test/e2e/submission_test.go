@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bufio"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -205,8 +203,8 @@ func TestCrashKeepsAcceptedMail(t *testing.T) {
 	s.setupFirma()
 	s.start()
 
-	accepted := smtpSession(t, s.subs)
-	accepted.login("jan@firma.cz", e2ePassword)
+	accepted := openRaw(t, s.subs, nil, true)
+	accepted.expect(authPlain("jan@firma.cz", e2ePassword), "235 ")
 	reply := accepted.send("jan@firma.cz", "eva@example.org", "From: jan@firma.cz\r\nSubject: accepted\r\n\r\nACCEPTED-BODY\r\n")
 	m := queuedRe.FindStringSubmatch(reply)
 	if m == nil {
@@ -214,17 +212,17 @@ func TestCrashKeepsAcceptedMail(t *testing.T) {
 	}
 	qid := m[2]
 
-	cut := smtpSession(t, s.subs)
-	cut.login("jan@firma.cz", e2ePassword)
-	cut.cmd("MAIL FROM:<jan@firma.cz>", "250 ")
-	cut.cmd("RCPT TO:<eva@example.org>", "250 ")
-	cut.cmd("DATA", "354 ")
-	io.WriteString(cut.c, "From: jan@firma.cz\r\nSubject: cut\r\n\r\nCUT-BODY "+strings.Repeat("x", 20000)+"\r\n")
+	cut := openRaw(t, s.subs, nil, true)
+	cut.expect(authPlain("jan@firma.cz", e2ePassword), "235 ")
+	cut.expect("MAIL FROM:<jan@firma.cz>", "250 ")
+	cut.expect("RCPT TO:<eva@example.org>", "250 ")
+	cut.expect("DATA", "354 ")
+	io.WriteString(cut.nc, "From: jan@firma.cz\r\nSubject: cut\r\n\r\nCUT-BODY "+strings.Repeat("x", 20000)+"\r\n")
 	time.Sleep(200 * time.Millisecond) // let the server write part of it to tmp/
 
 	s.kill()
 	s.start()
-	defer s.stop()
+	defer s.interrupt()
 
 	if !strings.Contains(s.log.String(), "messages=") {
 		t.Fatalf("no spool load line:\n%s", s.log)
@@ -263,70 +261,11 @@ func TestCorruptSpoolEntry(t *testing.T) {
 	bad := "33lrhkj7b47fao68fvg29102.msg"
 	os.WriteFile(filepath.Join(spoolDir, bad), []byte("submitd-spool 1\n{\"id\":\"33lrhkj7b47fao68fvg29102\"}\ntruncat"), 0o640)
 	s.start()
-	defer s.stop()
+	defer s.interrupt()
 	if _, err := os.Stat(filepath.Join(spoolDir, "corrupt", bad)); err != nil {
 		t.Fatalf("damaged entry not moved aside: %v\n%s", err, s.log)
 	}
 	if !strings.Contains(s.log.String(), "damaged message moved aside") {
 		t.Fatalf("no log line:\n%s", s.log)
 	}
-}
-
-// rawSession is a minimal SMTP client over implicit TLS.
-type rawSession struct {
-	t *testing.T
-	c net.Conn
-	r *bufio.Reader
-}
-
-func smtpSession(t *testing.T, addr string) *rawSession {
-	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	s := &rawSession{t: t, c: c, r: bufio.NewReader(c)}
-	s.read("220 ")
-	s.cmd("EHLO e2e.test", "250 ")
-	return s
-}
-
-func (s *rawSession) read(prefix string) string {
-	s.t.Helper()
-	s.c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	for {
-		l, err := s.r.ReadString('\n')
-		if err != nil {
-			s.t.Fatalf("read: %v", err)
-		}
-		if len(l) >= 4 && l[3] == '-' {
-			continue
-		}
-		l = strings.TrimRight(l, "\r\n")
-		if !strings.HasPrefix(l, prefix) {
-			s.t.Fatalf("got %q, want %q…", l, prefix)
-		}
-		return l
-	}
-}
-
-func (s *rawSession) cmd(line, prefix string) string {
-	s.t.Helper()
-	io.WriteString(s.c, line+"\r\n")
-	return s.read(prefix)
-}
-
-func (s *rawSession) login(user, pw string) {
-	s.t.Helper()
-	s.cmd("AUTH PLAIN "+b64("\x00"+user+"\x00"+pw), "235 ")
-}
-
-func (s *rawSession) send(from, to, data string) string {
-	s.t.Helper()
-	s.cmd("MAIL FROM:<"+from+">", "250 ")
-	s.cmd("RCPT TO:<"+to+">", "250 ")
-	s.cmd("DATA", "354 ")
-	io.WriteString(s.c, data+".\r\n")
-	return s.read("")
 }
