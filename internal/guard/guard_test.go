@@ -402,13 +402,7 @@ func TestRunPolls(t *testing.T) {
 	if _, err := openStore(t, dataDir).Unblock(ctx, "cli", netip.MustParsePrefix("192.0.2.77/32"), clk.Now()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for g.Blocked(ip) {
-		if time.Now().After(deadline) {
-			t.Fatal("Run did not apply the CLI unblock")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "Run to apply the CLI unblock", func() bool { return !g.Blocked(ip) })
 }
 
 // TestPrune: pruning forgets what has run out, in memory and in the store,

@@ -111,23 +111,11 @@ func TestAdminWhileRunning(t *testing.T) {
 	if _, err := a.Retry("000000000000000000000000"); err == nil || !strings.Contains(err.Error(), "no such message") {
 		t.Errorf("retry of an unknown id: %v", err)
 	}
-	waitFor(t, "the retried message and the report", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the retried message and the report", func() bool {
 		return len(w.rcv["a.test"].Messages()) == 1 && len(w.rcv["firma.test"].Messages()) == 1 && len(w.queued()) == 0
 	})
 	d := parseDSN(t, w.rcv["firma.test"].Messages()[0].Data)
 	d.rcpt(t, "petr@b.test")
-}
-
-// waitFor polls cond while a queue runs in the background.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // One server at a time delivers from a spool.

@@ -378,14 +378,12 @@ func (e *testEnv) content(id string) string {
 // waitRecord waits for the session record of sid (saved at close).
 func (e *testEnv) waitRecord(sid string) *sessionlog.Record {
 	e.t.Helper()
-	for i := 0; i < 500; i++ {
-		if r := e.log.get(sid); r != nil {
-			return r
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	e.t.Fatalf("no session record for %s", sid)
-	return nil
+	var r *sessionlog.Record
+	testutil.WaitFor(e.t, 5*time.Second, "the session record of "+sid, func() bool {
+		r = e.log.get(sid)
+		return r != nil
+	})
+	return r
 }
 
 // TestAuthReplies pins every AUTH reply of SPEC R4 byte for byte.

@@ -88,6 +88,11 @@ type ReceiverOptions struct {
 	// DataError, when set, is the reply at the end of DATA; the message is
 	// then not recorded.
 	DataError *smtp.SMTPError
+	// DataHook, when set, decides the reply at the end of DATA (after
+	// DataError): it gets the message and returns nil to accept and record
+	// it. It may block, e.g. to stand for a server that has the data but
+	// hangs before answering; the receiver stops only once it returns.
+	DataHook func(m Received) *smtp.SMTPError
 }
 
 // Received is one message a Receiver accepted.
@@ -289,6 +294,11 @@ func (s *rsession) Data(rd io.Reader) error {
 	m := s.cur
 	m.Data = b
 	m.Rcpts = append([]string(nil), m.Rcpts...)
+	if h := s.r.opts.DataHook; h != nil {
+		if e := h(m); e != nil {
+			return e
+		}
+	}
 	s.r.mu.Lock()
 	s.r.msgs = append(s.r.msgs, m)
 	s.r.mu.Unlock()

@@ -3,6 +3,7 @@ package testutil
 import (
 	"crypto/tls"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/emersion/go-sasl"
@@ -45,5 +46,54 @@ func TestReceiverRecordsAndRefuses(t *testing.T) {
 	if m.From != "a@example.org" || len(m.Rcpts) != 1 || m.Rcpts[0] != "good@example.com" ||
 		!m.TLS || m.AuthUser != "u" || m.Size != 20 || string(m.Data) != "Subject: x\r\n\r\nbody\r\n" {
 		t.Errorf("recorded %+v", m)
+	}
+}
+
+// TestReceiverDataHook: the hook sees the message and decides the reply to
+// the final dot; a refused message is not recorded.
+func TestReceiverDataHook(t *testing.T) {
+	var mu sync.Mutex
+	var seen []Received
+	r := NewReceiver(t, ReceiverOptions{DataHook: func(m Received) *smtp.SMTPError {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, m)
+		if strings.Contains(string(m.Data), "refuse me") {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "not now"}
+		}
+		return nil
+	}})
+	send := func(body string) error {
+		c, err := smtp.Dial(r.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Mail("a@example.org", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt("b@example.com", nil); err != nil {
+			t.Fatal(err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte(body))
+		return w.Close()
+	}
+	if err := send("Subject: 1\r\n\r\nrefuse me\r\n"); err == nil || !strings.Contains(err.Error(), "not now") {
+		t.Errorf("refused message: %v, want 451 not now", err)
+	}
+	if err := send("Subject: 2\r\n\r\nkeep me\r\n"); err != nil {
+		t.Errorf("accepted message: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[0].From != "a@example.org" || len(seen[1].Rcpts) != 1 || seen[1].Rcpts[0] != "b@example.com" {
+		t.Errorf("hook saw %+v", seen)
+	}
+	if msgs := r.Messages(); len(msgs) != 1 || !strings.Contains(string(msgs[0].Data), "keep me") {
+		t.Errorf("recorded %+v, want only the accepted message", msgs)
 	}
 }

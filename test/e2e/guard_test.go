@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+
+	"submitd/internal/testutil"
 )
 
 // The tests in this file drive the brute-force guard of the built binary
@@ -202,13 +204,11 @@ trusted_proxies = ["127.0.0.1/32"]
 	}
 	c.cmd("QUIT")
 	var rec string
-	for range 200 {
+	testutil.WaitFor(t, 5*time.Second, "the session record of "+m[1], func() bool {
 		var code int
-		if rec, _, code = s.cli("", "session", m[1]); code == 0 {
-			break
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+		rec, _, code = s.cli("", "session", m[1])
+		return code == 0
+	})
 	if !strings.Contains(rec, "198.51.100.1 port 40000") {
 		t.Fatalf("session record does not name the proxied client:\n%s", rec)
 	}

@@ -244,18 +244,6 @@ func (s *server) start() {
 	}
 }
 
-// waitFor polls cond every 20ms for up to 30s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // spoolFile returns the path of a queued message.
 func (s *server) spoolFile(queueID string) string {
 	return filepath.Join(s.dir, "data", "spool", queueID+".msg")

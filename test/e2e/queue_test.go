@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,77 +98,31 @@ func qQueueID(t *testing.T, reply string) string {
 // and then does not answer, like a server that hangs after the final dot;
 // otherwise it accepts.
 type qStall struct {
-	mu       sync.Mutex
-	stall    bool
-	inData   chan struct{} // one value each time a stalled DATA is reached
-	release  chan struct{}
-	accepted []testutil.Received
-	stalled  int
+	*testutil.Receiver
+	stall   atomic.Bool
+	stalled atomic.Int32
+	inData  chan struct{} // one value each time a stalled DATA is reached
 }
 
 func qNewStall(t *testing.T, ln net.Listener) *qStall {
-	st := &qStall{stall: true, inData: make(chan struct{}, 16), release: make(chan struct{})}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &qStallSession{st: st}, nil }))
-	srv.Domain = "mx.b.test"
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		close(st.release)
-		srv.Close()
-	})
+	st := &qStall{inData: make(chan struct{}, 16)}
+	st.stall.Store(true)
+	release := make(chan struct{})
+	st.Receiver = testutil.NewReceiver(t, testutil.ReceiverOptions{Listener: ln,
+		DataHook: func(testutil.Received) *smtp.SMTPError {
+			if !st.stall.Load() {
+				return nil
+			}
+			st.stalled.Add(1)
+			st.inData <- struct{}{}
+			<-release
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "gave up"}
+		}})
+	// Registered after the receiver's own cleanup, so it runs first and
+	// lets stalled sessions end before the receiver stops.
+	t.Cleanup(func() { close(release) })
 	return st
 }
-
-func (st *qStall) setStall(b bool) {
-	st.mu.Lock()
-	st.stall = b
-	st.mu.Unlock()
-}
-
-func (st *qStall) counts() (accepted []testutil.Received, stalled int) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return append([]testutil.Received(nil), st.accepted...), st.stalled
-}
-
-type qStallSession struct {
-	st  *qStall
-	cur testutil.Received
-}
-
-func (s *qStallSession) Mail(from string, _ *smtp.MailOptions) error {
-	s.cur = testutil.Received{From: from}
-	return nil
-}
-
-func (s *qStallSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.cur.Rcpts = append(s.cur.Rcpts, to)
-	return nil
-}
-
-func (s *qStallSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.cur.Data = b
-	s.st.mu.Lock()
-	stall := s.st.stall
-	if stall {
-		s.st.stalled++
-	} else {
-		s.st.accepted = append(s.st.accepted, s.cur)
-	}
-	s.st.mu.Unlock()
-	if !stall {
-		return nil
-	}
-	s.st.inData <- struct{}{}
-	<-s.st.release
-	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "gave up"}
-}
-
-func (s *qStallSession) Reset()        { s.cur = testutil.Received{} }
-func (s *qStallSession) Logout() error { return nil }
 
 // qListLine returns the "submitd queue list" line of message id, or "".
 func qListLine(s *server, id string) string {
@@ -209,7 +163,7 @@ func TestQueueCrashMidDelivery(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("b.test never got the data:\n%s", s.log)
 	}
-	waitFor(t, "eva@a.test confirmed in the queue state", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "eva@a.test confirmed in the queue state", func() bool {
 		return strings.Contains(qListLine(s, id), "eva@a.test:delivered")
 	})
 	s.kill()
@@ -219,14 +173,14 @@ func TestQueueCrashMidDelivery(t *testing.T) {
 		t.Fatalf("queue list after the crash: %q", line)
 	}
 
-	b.setStall(false)
+	b.stall.Store(false)
 	s.start()
-	waitFor(t, "the message to leave the queue", func() bool { return qListLine(s, id) == "" })
+	testutil.WaitFor(t, 30*time.Second, "the message to leave the queue", func() bool { return qListLine(s, id) == "" })
 
 	if msgs := a.Messages(); len(msgs) != 1 {
 		t.Errorf("a.test got the message %d times, want once", len(msgs))
 	}
-	acc, stalled := b.counts()
+	acc, stalled := b.Messages(), b.stalled.Load()
 	if len(acc) != 1 || strings.Join(acc[0].Rcpts, ",") != "petr@b.test" || stalled != 1 {
 		t.Errorf("b.test accepted %d (rcpts %v), stalled %d; want 1 for petr@b.test after 1 stalled", len(acc), acc, stalled)
 	}
@@ -318,7 +272,7 @@ func qStartSink(t *testing.T, bin string, env []string, addr string, extra ...st
 	args = append(args, extra...)
 	args = append(args, addr, "100")
 	k.proc = startProc(t, bin, "", env, args...)
-	waitFor(t, "smtp-sink listening on "+addr, func() bool {
+	testutil.WaitFor(t, 30*time.Second, "smtp-sink listening on "+addr, func() bool {
 		select {
 		case <-k.exited:
 			t.Fatalf("smtp-sink exited: %s", k.log)
@@ -386,8 +340,8 @@ func TestQueueSmtpSink(t *testing.T) {
 	}
 	id := qQueueID(t, string(out))
 
-	waitFor(t, "the report to the sender", func() bool { return len(firma.Messages()) > 0 })
-	waitFor(t, "eva@ok.test delivered", func() bool { return len(ok.messages(t)) > 0 })
+	testutil.WaitFor(t, 30*time.Second, "the report to the sender", func() bool { return len(firma.Messages()) > 0 })
+	testutil.WaitFor(t, 30*time.Second, "eva@ok.test delivered", func() bool { return len(ok.messages(t)) > 0 })
 	got := ok.messages(t)
 	if len(got) != 1 || !strings.Contains(got[0], "X-Rcpt-Args: <eva@ok.test>") || strings.Contains(got[0], "X-Rcpt-Args: <petr") ||
 		!strings.Contains(got[0], "Subject: smtp-sink e2e") || !strings.Contains(got[0], "X-Mail-Args: <jan@firma.test>") ||
@@ -439,7 +393,7 @@ func TestQueueSmtpSink(t *testing.T) {
 	if out := s.mustCLI("", "queue", "retry", id); !strings.Contains(out, "retry scheduled for "+id) {
 		t.Fatalf("queue retry said %q", out)
 	}
-	waitFor(t, "the message to leave the queue", func() bool { return qListLine(s, id) == "" })
+	testutil.WaitFor(t, 30*time.Second, "the message to leave the queue", func() bool { return qListLine(s, id) == "" })
 	got = soft.messages(t)
 	if len(got) != 1 || !strings.Contains(got[0], "X-Rcpt-Args: <petr@soft.test>") {
 		t.Fatalf("soft.test sink got:\n%s", strings.Join(got, "\n----\n"))
