@@ -2,6 +2,7 @@ package address
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -85,16 +86,23 @@ func TestDomain(t *testing.T) {
 			}
 			continue
 		}
-		if err == nil {
-			t.Errorf("Domain(%q) = %q; want an error containing %q", tt.in, got, tt.why)
-			continue
-		}
-		if !errors.Is(err, ErrInvalid) {
-			t.Errorf("Domain(%q) error %v does not wrap ErrInvalid", tt.in, err)
-		}
-		if !strings.Contains(err.Error(), tt.why) {
-			t.Errorf("Domain(%q) error %q does not say %q", tt.in, err, tt.why)
-		}
+		checkRefused(t, fmt.Sprintf("Domain(%q)", tt.in), got, err, tt.why)
+	}
+}
+
+// checkRefused asserts that call (as in "Domain(\"x\")"), which returned got
+// and err, failed with an error that wraps ErrInvalid and contains why.
+func checkRefused(t *testing.T, call string, got any, err error, why string) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s = %#v; want an error containing %q", call, got, why)
+		return
+	}
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("%s error %v does not wrap ErrInvalid", call, err)
+	}
+	if !strings.Contains(err.Error(), why) {
+		t.Errorf("%s error %q does not say %q", call, err, why)
 	}
 }
 
@@ -179,16 +187,7 @@ func TestParse(t *testing.T) {
 			}
 			continue
 		}
-		if err == nil {
-			t.Errorf("Parse(%q) = %#v; want an error containing %q", tt.in, got, tt.why)
-			continue
-		}
-		if !errors.Is(err, ErrInvalid) {
-			t.Errorf("Parse(%q) error %v does not wrap ErrInvalid", tt.in, err)
-		}
-		if !strings.Contains(err.Error(), tt.why) {
-			t.Errorf("Parse(%q) error %q does not say %q", tt.in, err, tt.why)
-		}
+		checkRefused(t, fmt.Sprintf("Parse(%q)", tt.in), got, err, tt.why)
 	}
 }
 
