@@ -809,6 +809,26 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestSessionTimeout: a client that keeps talking is still cut off when the
+// whole-session limit runs out (SPEC R14).
+func TestSessionTimeout(t *testing.T) {
+	e := newTestEnv(t, withServer(func(s *Server) { s.Limits.SessionTimeout = 500 * time.Millisecond }))
+	c := e.dial("smtp")
+	c.last()
+	start := time.Now()
+	for {
+		c.send("NOOP")
+		got := c.last()
+		if strings.HasPrefix(got, "421 4.4.2 ") {
+			break
+		}
+		if !strings.HasPrefix(got, "250 ") || time.Since(start) > 10*time.Second {
+			t.Fatalf("NOOP after %v: %q", time.Since(start), got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // failingSpool fails at Commit, like a full disk at fsync.
 type failingSpool struct{ Spool }
 

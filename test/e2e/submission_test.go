@@ -63,7 +63,7 @@ func TestSwaks(t *testing.T) {
 		}
 		// Support finds the session by the id in the reply.
 		rec := s.mustCLI("", "session", m[1])
-		for _, want := range []string{"account   jan@firma.cz", "queued    " + m[2], "client    127.0.0.1", "tls       TLS"} {
+		for _, want := range []string{"account   jan@firma.cz", "queued    " + m[2] + "  eva@example.org:", "client    127.0.0.1", "tls       TLS"} {
 			if !strings.Contains(rec, want) {
 				t.Fatalf("session record lacks %q:\n%s", want, rec)
 			}
