@@ -164,6 +164,7 @@ func runServe(e *env, args []string) error {
 			CommandTimeout: cfg.Limits.CommandTimeout.D(),
 			SessionTimeout: cfg.Limits.SessionTimeout.D(),
 			MaxConnsPerIP:  cfg.Limits.MaxConnectionsPerIP,
+			IPv6Prefix:     cfg.Guard.IPv6Prefix,
 			MaxConns:       cfg.Limits.MaxConnections,
 		},
 		MinAuthDuration: cfg.Auth.MinDuration.D(),

@@ -73,8 +73,12 @@ type Limits struct {
 	CommandTimeout time.Duration
 	// SessionTimeout is the longest a connection may last.
 	SessionTimeout time.Duration
-	// MaxConnsPerIP is the most connections from one client address.
+	// MaxConnsPerIP is the most connections from one client address; IPv6
+	// clients are counted by their IPv6Prefix, since one host or customer
+	// holds a whole /64 and could otherwise open connections without limit.
 	MaxConnsPerIP int
+	// IPv6Prefix is the prefix length IPv6 clients are counted by; 0 means 64.
+	IPv6Prefix int
 	// MaxConns is the most connections in all.
 	MaxConns int
 }
@@ -112,7 +116,7 @@ type Server struct {
 	Now func() time.Time
 
 	mu      sync.Mutex
-	perIP   map[netip.Addr]int
+	perIP   map[netip.Prefix]int
 	total   int
 	conns   map[*conn]struct{}
 	closing atomic.Bool
@@ -141,7 +145,7 @@ func (s *Server) now() time.Time {
 func (s *Server) Serve(ln net.Listener, lc ListenerConfig) error {
 	s.mu.Lock()
 	if s.perIP == nil {
-		s.perIP = map[netip.Addr]int{}
+		s.perIP = map[netip.Prefix]int{}
 		s.conns = map[*conn]struct{}{}
 	}
 	s.mu.Unlock()
@@ -265,15 +269,15 @@ func (s *Server) refuse(nc net.Conn, lc ListenerConfig, line string) {
 func (s *Server) admit(c *conn) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ip := c.client.Addr()
+	key := s.connKey(c.client.Addr())
 	if s.total >= s.Limits.MaxConns {
 		return ReplyServerBusy, false
 	}
-	if s.perIP[ip] >= s.Limits.MaxConnsPerIP {
+	if s.perIP[key] >= s.Limits.MaxConnsPerIP {
 		return ReplyTooManyConns, false
 	}
 	s.total++
-	s.perIP[ip]++
+	s.perIP[key]++
 	s.conns[c] = struct{}{}
 	return "", true
 }
@@ -286,10 +290,24 @@ func (s *Server) release(c *conn) {
 	}
 	delete(s.conns, c)
 	s.total--
-	ip := c.client.Addr()
-	if s.perIP[ip]--; s.perIP[ip] <= 0 {
-		delete(s.perIP, ip)
+	key := s.connKey(c.client.Addr())
+	if s.perIP[key]--; s.perIP[key] <= 0 {
+		delete(s.perIP, key)
 	}
+}
+
+// connKey is what the per-IP connection limit counts by: the IPv4 address,
+// or the IPv6 prefix.
+func (s *Server) connKey(ip netip.Addr) netip.Prefix {
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32)
+	}
+	bits := s.Limits.IPv6Prefix
+	if bits <= 0 || bits > 128 {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
 }
 
 // readProxy reads the PROXY header from a trusted proxy (SPEC R11b). A

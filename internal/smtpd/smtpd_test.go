@@ -800,6 +800,23 @@ func TestConnectionsPerIP(t *testing.T) {
 	}
 }
 
+// TestConnectionsPerIPv6Prefix: IPv6 clients are limited per /64, since one
+// host holds the whole prefix (addresses reported by a trusted proxy).
+func TestConnectionsPerIPv6Prefix(t *testing.T) {
+	e := newTestEnv(t, withProxy("127.0.0.0/8"), withServer(func(s *Server) { s.Limits.MaxConnsPerIP = 2 }))
+	hdr := func(src string) []byte { return []byte("PROXY TCP6 " + src + " 2001:db8:ffff::25 40000 587\r\n") }
+	for _, src := range []string{"2001:db8::1", "2001:db8::2"} {
+		if g := e.dialFrom("proxied", "", hdr(src)).last(); !strings.HasPrefix(g, "220 ") {
+			t.Fatalf("%s: %q", src, g)
+		}
+	}
+	matchSID(t, e.dialFrom("proxied", "", hdr("2001:db8::3")).last(),
+		"421 4.7.0 SID Too many connections from 2001:db8::3, try again later.")
+	if g := e.dialFrom("proxied", "", hdr("2001:db8:0:1::1")).last(); !strings.HasPrefix(g, "220 ") {
+		t.Fatalf("another /64: %q", g)
+	}
+}
+
 func TestIdleTimeout(t *testing.T) {
 	e := newTestEnv(t, withServer(func(s *Server) { s.Limits.CommandTimeout = 200 * time.Millisecond }))
 	c := e.dial("smtp")
