@@ -326,13 +326,11 @@ func (g *Guard) Unblock(ctx context.Context, p netip.Prefix) ([]netip.Prefix, er
 			return nil, fmt.Errorf("guard: unblock %s: %w", FormatKey(p), err)
 		}
 	}
-	for _, k := range g.applyUnblock(p, g.cfg.Now(), "support") {
-		if !slices.Contains(keys, k) {
-			keys = append(keys, k)
-		}
-	}
+	keys = append(keys, g.applyUnblock(p, g.cfg.Now(), "support")...)
+	// The store and memory mostly name the same keys; a network can cover
+	// a great many, so duplicates go by sorting, not by searching.
 	slices.SortFunc(keys, comparePrefix)
-	return keys, nil
+	return slices.Compact(keys), nil
 }
 
 // Target turns what support names in an unblock into the prefix to lift;
@@ -344,20 +342,24 @@ func (g *Guard) applyUnblock(p netip.Prefix, now time.Time, by string) []netip.P
 	var keys []netip.Prefix
 	var lifted []Block
 	g.mu.Lock()
+	for k := range g.failures {
+		if p.Overlaps(k) {
+			delete(g.failures, k)
+			// A blocked key usually has failures too and is listed with
+			// the blocks below. A lookup, not a search of keys, keeps a wide
+			// unblock linear: it runs under the write lock, so every
+			// connection waits for it.
+			if _, blocked := g.blocks[k]; !blocked {
+				keys = append(keys, k)
+			}
+		}
+	}
 	for k, b := range g.blocks {
 		if p.Overlaps(k) {
 			delete(g.blocks, k)
 			keys = append(keys, k)
 			if now.Before(b.Until) {
 				lifted = append(lifted, b)
-			}
-		}
-	}
-	for k := range g.failures {
-		if p.Overlaps(k) {
-			delete(g.failures, k)
-			if !slices.Contains(keys, k) {
-				keys = append(keys, k)
 			}
 		}
 	}

@@ -286,6 +286,45 @@ func TestUnblock(t *testing.T) {
 	}
 }
 
+// v6Client returns the i-th of a run of IPv6 clients, each in a /64 of its
+// own inside 2001:db8::/32, as an attacker rotating prefixes would use.
+func v6Client(i int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i), 15: 1})
+}
+
+// TestUnblockWide: lifting a network that covers many blocked and counting
+// keys lifts each of them once, in memory and in the store.
+func TestUnblockWide(t *testing.T) {
+	clk := newFakeClock()
+	st := openStore(t, "")
+	g := newGuard(t, clk, st, Config{MaxFailures: 2})
+	const n = 300
+	for i := range n {
+		g.Failure(v6Client(i), "s")
+		if i%2 == 0 {
+			g.Failure(v6Client(i), "s") // blocks every other key
+		}
+	}
+	g.Failure(addr("2001:db9::1"), "outside")
+	keys, err := g.Unblock(context.Background(), netip.MustParsePrefix("2001:db8::/32"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != n || !slices.IsSortedFunc(keys, comparePrefix) || len(slices.Compact(slices.Clone(keys))) != n {
+		t.Fatalf("Unblock returned %d keys (sorted %v), want %d distinct", len(keys), slices.IsSortedFunc(keys, comparePrefix), n)
+	}
+	if s := g.Stats(); s.BlockedKeys != 0 || s.TrackedKeys != 1 || s.Unblocks != n/2 {
+		t.Fatalf("stats after unblock = %+v, want nothing blocked, 1 key counting, %d unblocks", s, n/2)
+	}
+	loaded, err := st.Load(context.Background(), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(loaded.Blocks) != 0 || len(loaded.Failures) != 1 {
+		t.Fatalf("store after unblock: %d blocks, %d keys with failures; want 0 and 1", len(loaded.Blocks), len(loaded.Failures))
+	}
+}
+
 // TestRestart: blocks and counts survive a restart (SPEC R11a).
 func TestRestart(t *testing.T) {
 	clk := newFakeClock()
@@ -542,5 +581,28 @@ func BenchmarkFailure(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		g.Failure(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), "sessionidsessionid0000")
+	}
+}
+
+// BenchmarkUnblockWide measures lifting one network that covers 50 000
+// counting keys and 5 000 blocked ones, as support does after a distributed
+// attack from one provider's range. It runs under the guard's write lock, so
+// every connection waits for it.
+func BenchmarkUnblockWide(b *testing.B) {
+	clk := newFakeClock()
+	wide := netip.MustParsePrefix("2001:db8::/32")
+	for range b.N {
+		b.StopTimer()
+		g := newGuard(b, clk, nil, Config{MaxFailures: 2})
+		for i := range 50000 {
+			g.Failure(v6Client(i), "s")
+			if i%10 == 0 {
+				g.Failure(v6Client(i), "s")
+			}
+		}
+		b.StartTimer()
+		if keys, err := g.Unblock(context.Background(), wide); err != nil || len(keys) != 50000 {
+			b.Fatalf("unblocked %d keys, %v", len(keys), err)
+		}
 	}
 }
