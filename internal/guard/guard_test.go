@@ -325,6 +325,39 @@ func TestUnblockWide(t *testing.T) {
 	}
 }
 
+// TestKeyCap: an attacker rotating through more addresses than the guard
+// keeps keys for (one failure each, never blocked) does not grow memory past
+// the cap, and does not make the guard forget a client close to the limit:
+// the keys forgotten are those with the fewest failures. After a restart the
+// cap holds for the state loaded from the store too.
+func TestKeyCap(t *testing.T) {
+	clk := newFakeClock()
+	dataDir := t.TempDir()
+	cfg := Config{MaxKeys: 100}
+	g := newGuard(t, clk, openStore(t, dataDir), cfg)
+	guessing := addr("192.0.2.200")
+	fail(g, clk, guessing, 9)
+	for i := range 1000 {
+		if g.Failure(v6Client(i), "rotating") {
+			t.Fatalf("client %d blocked after one failure", i)
+		}
+	}
+	if s := g.Stats(); s.TrackedKeys > 100 || s.Evicted != 1000+1-100 {
+		t.Fatalf("stats after 1001 keys with a cap of 100: %+v", s)
+	}
+	if !g.Failure(guessing, "tenth") {
+		t.Fatal("the client with nine failures was forgotten in the flood")
+	}
+
+	g2 := newGuard(t, clk, openStore(t, dataDir), cfg)
+	if s := g2.Stats(); s.TrackedKeys > 100 || s.BlockedKeys != 1 {
+		t.Fatalf("stats after restart: %+v, want at most 100 keys, 1 blocked", s)
+	}
+	if !g2.Blocked(guessing) {
+		t.Fatal("block lost in restart")
+	}
+}
+
 // TestRestart: blocks and counts survive a restart (SPEC R11a).
 func TestRestart(t *testing.T) {
 	clk := newFakeClock()

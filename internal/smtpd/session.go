@@ -68,11 +68,15 @@ func ourConn(nc net.Conn) *conn {
 // session is one go-smtp session: from EHLO (or STARTTLS) to the end of the
 // connection. The account lives here because STARTTLS forgets it.
 type session struct {
-	s   *Server
-	c   *conn
-	sc  *smtp.Conn
+	// s is the server, c our view of the connection, sc go-smtp's.
+	s  *Server
+	c  *conn
+	sc *smtp.Conn
+	// tls is the TLS version in use, "" without TLS.
 	tls string
 
+	// acct is the authenticated account, nil before AUTH succeeds; pacc is
+	// what the sender policy needs of it.
 	acct *directory.Account
 	pacc *policy.Account
 	// authPending is set while an AUTH exchange is under way; one that never
@@ -80,8 +84,9 @@ type session struct {
 	// (SPEC R11), noticed at the next command or at the end.
 	authPending bool
 
+	// from is the envelope sender; "" is the null sender, allowed only
+	// when From: passes (SPEC R7).
 	from  string
-	null  bool
 	rcpts []string
 }
 
@@ -126,7 +131,7 @@ func (s *session) fail() {
 
 // Reset implements smtp.Session.
 func (s *session) Reset() {
-	s.from, s.null, s.rcpts = "", false, nil
+	s.from, s.rcpts = "", nil
 }
 
 // Logout implements smtp.Session.
@@ -242,7 +247,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		// SPEC R5, R6, R8, R9.
 		return s.reply("mail", from, s.s.Replies.Err(ReplySenderRejected, v))
 	}
-	s.from, s.null = from, from == ""
+	s.from = from
 	s.c.dotCR.take()
 	s.c.record("mail", from, "250 2.0.0 OK")
 	return nil
