@@ -115,10 +115,14 @@ type Server struct {
 	// Now is the clock.
 	Now func() time.Time
 
-	mu      sync.Mutex
-	perIP   map[netip.Prefix]int
-	total   int
-	conns   map[*conn]struct{}
+	// mu guards the connection accounting below.
+	mu sync.Mutex
+	// perIP counts open connections by connKey; total counts them all.
+	perIP map[netip.Prefix]int
+	total int
+	// conns are the open connections, closed at the end of Shutdown.
+	conns map[*conn]struct{}
+	// closing is set by Shutdown.
 	closing atomic.Bool
 }
 
@@ -416,12 +420,16 @@ func (l *oneConnListener) Addr() net.Addr { return l.addr }
 // sees every byte and outlives STARTTLS.
 type conn struct {
 	net.Conn
-	srv     *Server
-	sid     string
-	client  netip.AddrPort
+	srv *Server
+	// sid is the session id (SPEC R12).
+	sid string
+	// client is the client's address, from PROXY when the listener uses it.
+	client netip.AddrPort
+	// idle is the longest wait for the client; expires ends the session.
 	idle    time.Duration
 	expires time.Time
-	log     *slog.Logger
+	// log carries the session id in every line.
+	log *slog.Logger
 
 	// closeAfterWrite closes the connection after the next reply is written:
 	// used when the guard blocks the client (SPEC R11).
