@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"submitd/internal/address"
 )
 
 // client is one SMTP conversation with one remote server (RFC 5321). It is
@@ -211,11 +213,14 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 	}
 	defer body.Close()
 
-	utf8 := !isASCII(m.From)
-	for _, r := range m.Rcpts {
-		utf8 = utf8 || !isASCII(r)
+	from := wireAddr(m.From)
+	rcpts := make([]string, len(m.Rcpts))
+	utf8 := !isASCII(from)
+	for i, r := range m.Rcpts {
+		rcpts[i] = wireAddr(r)
+		utf8 = utf8 || !isASCII(rcpts[i])
 	}
-	mail := "MAIL FROM:<" + m.From + ">"
+	mail := "MAIL FROM:<" + from + ">"
 	if c.has("SIZE") && m.Size > 0 {
 		// RFC 1870 §6: lets the server refuse a message too big at once.
 		mail += " SIZE=" + strconv.FormatInt(m.Size, 10)
@@ -223,7 +228,7 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 	if utf8 {
 		if !c.has("SMTPUTF8") {
 			// RFC 6531 §3.2: such a message cannot go to this server.
-			return all(Permanent, "the remote server does not offer SMTPUTF8, which a UTF-8 address needs (RFC 6531)"), nil
+			return all(Permanent, "the remote server does not offer SMTPUTF8, which a UTF-8 local part needs (RFC 6531)"), nil
 		}
 		mail += " SMTPUTF8"
 	}
@@ -243,7 +248,7 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 
 	var accepted []int
 	for i, rcpt := range m.Rcpts {
-		r, err := c.cmd("RCPT TO:<" + rcpt + ">")
+		r, err := c.cmd("RCPT TO:<" + rcpts[i] + ">")
 		if err != nil {
 			return nil, &hostError{fmt.Errorf("RCPT TO: %w", err)}
 		}
@@ -314,6 +319,22 @@ func statusOf(r Reply) Status {
 		return Permanent
 	}
 	return Temporary
+}
+
+// wireAddr returns addr as it goes into MAIL FROM or RCPT TO: a non-ASCII
+// domain in its A-label form, which names the same domain (RFC 5890 §2.3.2.1)
+// and which every server understands, so that only a UTF-8 local part needs
+// SMTPUTF8 (RFC 6531 §3.2). An address that does not parse is left alone.
+func wireAddr(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 || isASCII(addr[at+1:]) {
+		return addr
+	}
+	d, err := address.Domain(addr[at+1:])
+	if err != nil {
+		return addr
+	}
+	return addr[:at+1] + d
 }
 
 func isASCII(s string) bool {
