@@ -34,6 +34,8 @@ const (
 	DefaultIPv4Prefix   = 32
 	DefaultIPv6Prefix   = 64
 	DefaultPollInterval = 250 * time.Millisecond
+	// DefaultMaxKeys holds memory for counting keys to about 200 MB.
+	DefaultMaxKeys = 1 << 20
 )
 
 // storeTimeout bounds one store operation made on behalf of a session, so a
@@ -61,6 +63,11 @@ type Config struct {
 	Exempt []netip.Prefix
 	// PollInterval is how often Run reads the store's change log.
 	PollInterval time.Duration
+	// MaxKeys caps the keys with failures kept in memory. Without a cap, a
+	// client rotating through IPv6 /64s (a /48 holds 65 536 of them, a /32
+	// four billion) grows memory by each failure for a whole window; at the
+	// cap, the keys with the fewest failures are forgotten first.
+	MaxKeys int
 	// Node names this guard in the change log; empty means a random name.
 	Node string
 	// Now is the clock; nil means time.Now.
@@ -87,6 +94,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
 	}
+	if c.MaxKeys == 0 {
+		c.MaxKeys = DefaultMaxKeys
+	}
 	if c.Node == "" {
 		var b [8]byte
 		rand.Read(b[:])
@@ -106,6 +116,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("guard: IPv4 prefix length %d: must be between 0 and 32", c.IPv4Prefix)
 	case c.IPv6Prefix < 0 || c.IPv6Prefix > 128:
 		return c, fmt.Errorf("guard: IPv6 prefix length %d: must be between 0 and 128", c.IPv6Prefix)
+	case c.MaxKeys < 1:
+		return c, fmt.Errorf("guard: max keys %d: must be at least 1", c.MaxKeys)
 	case c.PollInterval < 0:
 		return c, fmt.Errorf("guard: poll interval %s: must be positive", c.PollInterval)
 	}
@@ -154,6 +166,8 @@ type Stats struct {
 	Unblocks uint64
 	// Expired are the blocks that ran out by themselves.
 	Expired uint64
+	// Evicted are the keys forgotten because MaxKeys was reached.
+	Evicted uint64
 	// StoreErrors are the store operations that failed.
 	StoreErrors uint64
 	// BlockedKeys is the number of keys blocked now.
@@ -178,7 +192,10 @@ type Guard struct {
 	// seq is the change-log position applied so far.
 	seq int64
 
-	nFailures, nExempt, nBlocks, nRefusals, nUnblocks, nExpired, nStoreErrors atomic.Uint64
+	nFailures, nExempt, nBlocks, nRefusals, nUnblocks, nExpired, nEvicted, nStoreErrors atomic.Uint64
+	// evicting is set once keys are evicted, so the flood is logged once
+	// per prune interval, not once per key.
+	evicting atomic.Bool
 }
 
 // New makes a guard and loads the state from store. A nil store keeps the
@@ -262,7 +279,7 @@ func (g *Guard) Failure(ip netip.Addr, sid string) bool {
 
 	g.mu.Lock()
 	fs := append(g.live(g.failures[key], now), f)
-	g.failures[key] = fs
+	g.setFailures(g.failures, key, fs)
 	b, blocked := g.blocks[key]
 	blocked = blocked && now.Before(b.Until)
 	made := false
@@ -293,6 +310,49 @@ func (g *Guard) Failure(ip netip.Addr, sid string) bool {
 			"window", g.cfg.Window.String(), "until", b.Until.UTC().Format(time.RFC3339), "sessions", strings.Join(b.SIDs, ","))
 	}
 	return blocked || made
+}
+
+// setFailures sets the failures of key in m (the guard's map, under the write
+// lock, or one being loaded), first making room when key is new and m is at
+// MaxKeys: of two keys picked at random (Go randomizes where a map range
+// starts), the one with fewer failures, or with the same number the one that
+// failed longer ago, is forgotten. A client working towards a block thus
+// outlasts a flood of keys with one failure each; the store keeps the
+// forgotten failures until they leave the window.
+func (g *Guard) setFailures(m map[netip.Prefix][]Failure, key netip.Prefix, fs []Failure) {
+	if _, ok := m[key]; !ok && len(m) >= g.cfg.MaxKeys {
+		var a, b netip.Prefix
+		for k := range m {
+			a = k
+			break
+		}
+		for k := range m {
+			if k != a {
+				b = k
+				break
+			}
+		}
+		victim := a
+		if b.IsValid() && less(m[b], m[a]) {
+			victim = b
+		}
+		delete(m, victim)
+		g.nEvicted.Add(1)
+		if g.evicting.CompareAndSwap(false, true) {
+			g.log.Warn("guard: too many keys with failures; forgetting those with the fewest",
+				"max_keys", g.cfg.MaxKeys, "forgotten", FormatKey(victim))
+		}
+	}
+	m[key] = fs
+}
+
+// less reports whether failures a weigh less than b: fewer of them, or as
+// many but the last one earlier.
+func less(a, b []Failure) bool {
+	if len(a) != len(b) {
+		return len(a) < len(b)
+	}
+	return len(a) > 0 && a[len(a)-1].Time.Before(b[len(b)-1].Time)
 }
 
 // live drops the failures older than the window from fs (oldest first).
@@ -391,6 +451,7 @@ func (g *Guard) Stats() Stats {
 		Refusals:       g.nRefusals.Load(),
 		Unblocks:       g.nUnblocks.Load(),
 		Expired:        g.nExpired.Load(),
+		Evicted:        g.nEvicted.Load(),
 		StoreErrors:    g.nStoreErrors.Load(),
 		BlockedKeys:    active,
 		TrackedKeys:    tracked,
@@ -503,7 +564,7 @@ func (g *Guard) apply(ch Change) {
 			fs = append(fs, f)
 			slices.SortStableFunc(fs, func(a, b Failure) int { return a.Time.Compare(b.Time) })
 		}
-		g.failures[ch.Key] = fs
+		g.setFailures(g.failures, ch.Key, fs)
 		g.mu.Unlock()
 	case ChangeBlock:
 		g.mu.Lock()
@@ -527,7 +588,7 @@ func (g *Guard) reload(ctx context.Context) error {
 	for k, fs := range st.Failures {
 		slices.SortStableFunc(fs, func(a, b Failure) int { return a.Time.Compare(b.Time) })
 		if fs = g.live(fs, now); len(fs) > 0 {
-			failures[k] = fs
+			g.setFailures(failures, k, fs)
 		}
 	}
 	blocks := make(map[netip.Prefix]Block, len(st.Blocks))
@@ -547,6 +608,7 @@ func (g *Guard) reload(ctx context.Context) error {
 func (g *Guard) Prune(ctx context.Context) error {
 	now := g.cfg.Now()
 	var expired []Block
+	g.evicting.Store(false)
 	g.mu.Lock()
 	for k, b := range g.blocks {
 		if !now.Before(b.Until) {

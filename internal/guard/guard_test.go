@@ -639,3 +639,22 @@ func BenchmarkUnblockWide(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFailureFlood measures recording failures from ever new IPv6 /64s
+// (memory only) once the guard holds MaxKeys keys, so each failure also
+// forgets a key.
+func BenchmarkFailureFlood(b *testing.B) {
+	clk := newFakeClock()
+	g := newGuard(b, clk, nil, Config{MaxKeys: 100000})
+	for i := range 100000 {
+		g.Failure(v6Client(i), "sessionidsessionid0000")
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		g.Failure(v6Client(100000+i), "sessionidsessionid0000")
+	}
+	b.StopTimer()
+	if s := g.Stats(); s.TrackedKeys > 100000 {
+		b.Fatalf("%d keys kept, cap 100 000", s.TrackedKeys)
+	}
+}
