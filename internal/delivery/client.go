@@ -56,8 +56,12 @@ func (c *client) setConn(nc net.Conn) {
 // watch makes the conversation end by deadline and as soon as ctx is done;
 // the returned function stops watching ctx.
 func (c *client) watch(ctx context.Context, deadline time.Time) func() bool {
-	c.nc.SetDeadline(deadline)
-	return context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	// The deadline is set on the connection as it is now: STARTTLS later
+	// replaces c.nc, while the function below may run at any moment, and a
+	// TLS connection's deadline is its underlying connection's anyway.
+	nc := c.nc
+	nc.SetDeadline(deadline)
+	return context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 }
 
 // cmd sends one command line and reads the reply.

@@ -3,6 +3,11 @@ package delivery
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"submitd/internal/testutil"
 )
 
 // An internationalized domain has an ASCII form (its A-labels, RFC 5890), so
@@ -28,4 +33,30 @@ func TestIDNDomainsSentAsALabels(t *testing.T) {
 	if len(got[0].Rcpts) != 2 || got[0].Rcpts[0] != "jan@xn--pklad-zsa96e.test" || got[0].Rcpts[1] != "eva@xn--pklad-zsa96e.test" {
 		t.Errorf("RCPT TO %q, want both in A-label form", got[0].Rcpts)
 	}
+}
+
+// Cancelling a session that runs inside STARTTLS ends it at once. (Under
+// -race this also checks that the cancellation does not read the connection
+// field the STARTTLS upgrade replaced.)
+func TestCancelInsideSTARTTLS(t *testing.T) {
+	inData := make(chan struct{})
+	release := make(chan struct{})
+	defer close(release)
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.2": {
+		STARTTLS: true,
+		DataHook: func(testutil.Received) *smtp.SMTPError {
+			close(inData)
+			<-release
+			return nil
+		},
+	}}, "127.0.0.2")
+	w.dns.AddA("example.test", "127.0.0.2")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-inData
+		cancel()
+	}()
+	// Without the cancellation the session would wait for its hour.
+	res := w.mx(func(c *MXConfig) { c.Timeout = time.Hour }).Deliver(ctx, msg("example.test", "x@example.test"))
+	check(t, res, "x@example.test", Temporary, "no reply after the end of DATA")
 }
