@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -59,4 +60,20 @@ func TestCancelInsideSTARTTLS(t *testing.T) {
 	// Without the cancellation the session would wait for its hour.
 	res := w.mx(func(c *MXConfig) { c.Timeout = time.Hour }).Deliver(ctx, msg("example.test", "x@example.test"))
 	check(t, res, "x@example.test", Temporary, "no reply after the end of DATA")
+}
+
+// The cap on addresses per attempt does not keep a backup MX from being
+// tried: a first MX with many dead addresses must not use it all up.
+func TestBackupMXTriedDespiteAddressCap(t *testing.T) {
+	w := newWorld(t, nil, "127.0.0.3")
+	w.dns.AddMX("example.test", 10, "mx1.example.test")
+	w.dns.AddMX("example.test", 20, "mx2.example.test")
+	var dead []string
+	for i := 0; i < MaxAddresses+2; i++ {
+		dead = append(dead, fmt.Sprintf("127.0.1.%d", i+1)) // nothing listens there
+	}
+	w.dns.AddA("mx1.example.test", dead...)
+	w.dns.AddA("mx2.example.test", "127.0.0.3")
+	res := w.mx(nil).Deliver(context.Background(), msg("example.test", "x@example.test"))
+	check(t, res, "x@example.test", Delivered, "250")
 }

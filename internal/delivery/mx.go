@@ -153,10 +153,15 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	var lastErr error
 	lastHost := ""
 	tried := 0
-	for _, h := range hosts {
+	for hi, h := range hosts {
 		if tried == MaxAddresses || ctx.Err() != nil {
 			break
 		}
+		// Every MX host gets at least one address before the cap is
+		// reached, so many dead addresses of a preferred host cannot keep
+		// the backup hosts from being tried: the budget left after this
+		// host keeps one address for each later one.
+		limit := max(tried+1, MaxAddresses-(len(hosts)-1-hi))
 		addrs, err := x.res.LookupIP(ctx, h)
 		if err == nil && len(addrs) == 0 {
 			err = fmt.Errorf("MX host %s has no address records", h)
@@ -167,7 +172,7 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 			continue
 		}
 		for _, a := range addrs {
-			if tried == MaxAddresses || ctx.Err() != nil {
+			if tried == limit || ctx.Err() != nil {
 				break
 			}
 			tried++
