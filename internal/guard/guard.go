@@ -42,6 +42,9 @@ const (
 // stalled database delays an AUTH reply by at most this much.
 const storeTimeout = 5 * time.Second
 
+// pruneBatch is how many keys Prune changes per hold of the write lock.
+const pruneBatch = 4096
+
 // changesBatch is how many change-log entries one store read returns.
 const changesBatch = 500
 
@@ -609,21 +612,50 @@ func (g *Guard) Prune(ctx context.Context) error {
 	now := g.cfg.Now()
 	var expired []Block
 	g.evicting.Store(false)
-	g.mu.Lock()
-	for k, b := range g.blocks {
+	// With a million keys, a pass over them takes a good part of a second.
+	// Blocked, on every connection and read, waits for the write lock, so
+	// the pass runs under the read lock and the write lock is taken only
+	// to change what the pass found, a batch at a time.
+	var stale []netip.Prefix
+	cut := now.Add(-g.cfg.Window)
+	g.mu.RLock()
+	for _, b := range g.blocks {
 		if !now.Before(b.Until) {
-			delete(g.blocks, k)
 			expired = append(expired, b)
 		}
 	}
 	for k, fs := range g.failures {
-		if fs = g.live(fs, now); len(fs) == 0 {
-			delete(g.failures, k)
-		} else {
-			g.failures[k] = fs
+		if len(fs) > 0 && !fs[0].Time.After(cut) {
+			stale = append(stale, k)
 		}
 	}
+	g.mu.RUnlock()
+	g.mu.Lock()
+	ended := expired[:0]
+	for _, b := range expired {
+		// Unless a new block replaced it meanwhile.
+		if cur, ok := g.blocks[b.Key]; ok && !now.Before(cur.Until) {
+			delete(g.blocks, b.Key)
+			ended = append(ended, b)
+		}
+	}
+	expired = ended
 	g.mu.Unlock()
+	for len(stale) > 0 {
+		n := min(len(stale), pruneBatch)
+		g.mu.Lock()
+		for _, k := range stale[:n] {
+			if fs, ok := g.failures[k]; ok {
+				if fs = g.live(fs, now); len(fs) == 0 {
+					delete(g.failures, k)
+				} else {
+					g.failures[k] = fs
+				}
+			}
+		}
+		g.mu.Unlock()
+		stale = stale[n:]
+	}
 	for _, b := range expired {
 		g.nExpired.Add(1)
 		g.log.Info("guard: block ran out", "key", FormatKey(b.Key),
@@ -633,7 +665,6 @@ func (g *Guard) Prune(ctx context.Context) error {
 		return nil
 	}
 	// Store.Prune keeps every block until it has ended, however long it is.
-	cut := now.Add(-g.cfg.Window)
 	if err := g.store.Prune(ctx, cut); err != nil {
 		return fmt.Errorf("guard: prune before %s: %w", cut.UTC().Format(time.RFC3339), err)
 	}

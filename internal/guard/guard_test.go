@@ -658,3 +658,39 @@ func BenchmarkFailureFlood(b *testing.B) {
 		b.Fatalf("%d keys kept, cap 100 000", s.TrackedKeys)
 	}
 }
+
+// BenchmarkPruneStall measures how long Blocked, on the path of every
+// connection, waits while Prune clears half of a million keys.
+func BenchmarkPruneStall(b *testing.B) {
+	clk := newFakeClock()
+	g := newGuard(b, clk, nil, Config{})
+	for i := range 1000000 {
+		g.Failure(v6Client(i), "sessionidsessionid0000")
+		if i == 500000 {
+			clk.Advance(40 * time.Minute)
+		}
+	}
+	clk.Advance(30 * time.Minute) // half the keys are stale
+	var stop atomic.Bool
+	var worst time.Duration
+	done := make(chan struct{})
+	go func() {
+		for !stop.Load() {
+			t0 := time.Now()
+			g.Blocked(v6Client(7))
+			if d := time.Since(t0); d > worst {
+				worst = d
+			}
+		}
+		close(done)
+	}()
+	time.Sleep(10 * time.Millisecond)
+	t0 := time.Now()
+	g.Prune(context.Background())
+	total := time.Since(t0)
+	stop.Store(true)
+	<-done
+	b.ReportMetric(float64(total.Milliseconds()), "ms-prune")
+	b.ReportMetric(float64(worst.Microseconds()), "us-worst-Blocked")
+	b.ReportMetric(float64(g.Stats().TrackedKeys), "keys-left")
+}
