@@ -229,6 +229,20 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 		// RFC 1870 §6: lets the server refuse a message too big at once.
 		mail += " SIZE=" + strconv.FormatInt(m.Size, 10)
 	}
+	if c.has("8BITMIME") || (c.has("SMTPUTF8") && !utf8) {
+		eightBit, utf8Header, err := scan8Bit(m)
+		if err != nil {
+			return all(Temporary, "cannot read the queued message"), fmt.Errorf("read message: %w", err)
+		}
+		if eightBit && c.has("8BITMIME") {
+			// RFC 6152 §3: 8-bit content is announced. To a server
+			// without 8BITMIME it goes as it is, as from most MTAs.
+			mail += " BODY=8BITMIME"
+		}
+		// RFC 6531 §3.4: UTF-8 in the header section asks for SMTPUTF8
+		// where it is offered; elsewhere the message goes as it is.
+		utf8 = utf8 || utf8Header && c.has("SMTPUTF8")
+	}
 	if utf8 {
 		if !c.has("SMTPUTF8") {
 			// RFC 6531 §3.2: such a message cannot go to this server.
@@ -323,6 +337,39 @@ func statusOf(r Reply) Status {
 		return Permanent
 	}
 	return Temporary
+}
+
+// scan8Bit reads m's content and reports whether it has any byte outside
+// US-ASCII, and whether one is in the header section. It stops at the first
+// such byte.
+func scan8Bit(m *Message) (eightBit, utf8Header bool, err error) {
+	rc, err := m.Open()
+	if err != nil {
+		return false, false, err
+	}
+	defer rc.Close()
+	br := bufio.NewReaderSize(rc, 32<<10)
+	inHeader, lineStart := true, true
+	for {
+		b, err := br.ReadByte()
+		if err == io.EOF {
+			return false, false, nil
+		}
+		if err != nil {
+			return false, false, err
+		}
+		switch {
+		case b >= 0x80:
+			return true, inHeader, nil
+		case b == '\n':
+			if lineStart {
+				inHeader = false
+			}
+			lineStart = true
+		case b != '\r':
+			lineStart = false
+		}
+	}
 }
 
 // wireAddr returns addr as it goes into MAIL FROM or RCPT TO: a non-ASCII

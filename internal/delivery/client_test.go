@@ -3,6 +3,10 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,4 +80,67 @@ func TestBackupMXTriedDespiteAddressCap(t *testing.T) {
 	w.dns.AddA("mx2.example.test", "127.0.0.3")
 	res := w.mx(nil).Deliver(context.Background(), msg("example.test", "x@example.test"))
 	check(t, res, "x@example.test", Delivered, "250")
+}
+
+// mailOpts is an SMTP server that records the MAIL FROM parameters of each
+// transaction; go-smtp offers 8BITMIME always and SMTPUTF8 when asked to.
+type mailOpts struct {
+	mu   sync.Mutex
+	seen []smtp.MailOptions
+}
+
+func (m *mailOpts) NewSession(*smtp.Conn) (smtp.Session, error) { return m, nil }
+func (m *mailOpts) Mail(_ string, o *smtp.MailOptions) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seen = append(m.seen, *o)
+	return nil
+}
+func (m *mailOpts) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (m *mailOpts) Data(r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+func (m *mailOpts) Reset()        {}
+func (m *mailOpts) Logout() error { return nil }
+
+// 8-bit content is announced with BODY=8BITMIME (RFC 6152 §3) and UTF-8 in
+// the header section with SMTPUTF8 (RFC 6531 §3.4) when the server offers
+// them; plain ASCII mail carries neither.
+func TestBodyAndSMTPUTF8Parameters(t *testing.T) {
+	rec := &mailOpts{}
+	srv := smtp.NewServer(rec)
+	srv.Domain = "receiver.test"
+	srv.EnableSMTPUTF8 = true
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	w := newWorld(t, nil)
+	w.port = ln.Addr().(*net.TCPAddr).Port
+	w.dns.AddA("example.test", "127.0.0.2")
+
+	cases := []struct {
+		name, content string
+		body          smtp.BodyType
+		utf8          bool
+	}{
+		{"ascii", "From: a@sender.test\r\nSubject: hi\r\n\r\nhello\r\n", "", false},
+		{"8-bit body", "From: a@sender.test\r\nSubject: hi\r\n\r\nDobr\xc3\xbd den\r\n", smtp.Body8BitMIME, false},
+		{"UTF-8 header", "From: a@sender.test\r\nSubject: P\xc5\x99\xc3\xadklad\r\n\r\nhello\r\n", smtp.Body8BitMIME, true},
+	}
+	for i, c := range cases {
+		m := msg("example.test", "x@example.test")
+		m.Size = int64(len(c.content))
+		m.Open = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(c.content)), nil }
+		check(t, w.mx(nil).Deliver(context.Background(), m), "x@example.test", Delivered, "250")
+		rec.mu.Lock()
+		got := rec.seen[i]
+		rec.mu.Unlock()
+		if got.Body != c.body || got.UTF8 != c.utf8 {
+			t.Errorf("%s: MAIL FROM had BODY=%q SMTPUTF8=%v, want BODY=%q SMTPUTF8=%v", c.name, got.Body, got.UTF8, c.body, c.utf8)
+		}
+	}
 }

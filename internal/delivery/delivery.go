@@ -56,7 +56,7 @@ type Message struct {
 	// Domain is the recipients' domain (normalized).
 	Domain string
 	// Open returns the full message content (DKIM-Signature first, if any);
-	// it may be called once per host tried.
+	// it may be called several times per host tried.
 	Open func() (io.ReadCloser, error)
 	// Size is the content length, for the SIZE parameter.
 	Size int64
