@@ -380,3 +380,30 @@ func unescape(s string) string {
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// The fields a reader sees are oversigned (RFC 6376 §8.15): whether the
+// message has them or not, one added later breaks the signature, so a signed
+// message cannot be replayed with another Subject shown or a Reply-To that
+// diverts the answers.
+func TestSignOversigns(t *testing.T) {
+	st, srv := newStore(t), testutil.NewDNSServer(t)
+	addKey(t, st, srv, "firma.test", "sel1", RSA)
+	m := mailFrom("firma.test")
+	sig, err := NewSigner(st, nil).Sign(context.Background(), strings.NewReader(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := verify(t, srv, sig+m); v.Err != nil {
+		t.Fatalf("verification: %v", v.Err)
+	}
+	for _, added := range []string{
+		"Reply-To: thief@evil.example\r\n",
+		"Subject: Urgent: new bank account\r\n",
+		"To: victim@example.org\r\n",
+		"Cc: victim@example.org\r\n",
+	} {
+		if v := verify(t, srv, sig+added+m); v.Err == nil {
+			t.Errorf("signature still verifies after adding %q", strings.TrimSpace(added))
+		}
+	}
+}

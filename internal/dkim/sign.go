@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,12 +21,17 @@ import (
 
 // SignedHeaders are the header fields a signature covers when present (RFC
 // 6376 §5.4.1): those a reader sees and those that change how the body is
-// read. From is also listed once more than it occurs ("oversigned", §8.15),
-// so that a second From: added in transit breaks the signature.
+// read.
 var SignedHeaders = []string{
 	"From", "Sender", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID",
 	"In-Reply-To", "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
 }
+
+// OversignedHeaders are listed in the signature once more than the message
+// has them, none included (RFC 6376 §5.4.2, §8.15): a field of this kind
+// added in transit, a second From: or Subject: a mail reader might show, or
+// a Reply-To: that diverts the answers, breaks the signature.
+var OversignedHeaders = []string{"From", "Reply-To", "To", "Cc", "Subject"}
 
 // CacheTTL is how long a Signer remembers a domain's key, or that it has
 // none. A key made with "submitd dkim generate" is used by a running server
@@ -129,15 +135,18 @@ func (s *Signer) Sign(ctx context.Context, msg io.Reader) (string, error) {
 }
 
 // headerKeys lists each field of SignedHeaders as often as the message has
-// it, then From once more.
+// it, and those of OversignedHeaders once more.
 func headerKeys(h *message.Header) []string {
 	var keys []string
 	for _, name := range SignedHeaders {
 		for range h.Values(name) {
 			keys = append(keys, name)
 		}
+		if slices.Contains(OversignedHeaders, name) {
+			keys = append(keys, name)
+		}
 	}
-	return append(keys, "From")
+	return keys
 }
 
 // FromDomain returns the domain of the From: address (lowercase A-label),
