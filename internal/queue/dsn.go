@@ -139,7 +139,9 @@ func (r *report) build() []byte {
 	}
 	crlf("")
 	for _, rc := range r.rcpts {
-		crlf("<%s>: %s", rc.Addr, oneLine(rc.explain(), 900))
+		// RFC 5322 §2.1.1: the whole line, address included, stays
+		// within 998 bytes.
+		crlf("%s", oneLine("<"+rc.Addr+">: "+rc.explain(), 990))
 	}
 	crlf("")
 	crlf("Queue id: %s", r.env.ID)
