@@ -135,3 +135,38 @@ func FuzzReadEnvelope(f *testing.F) {
 		}
 	})
 }
+
+// benchCommit writes and commits 4 KiB messages.
+func benchCommit(b *testing.B, parallel bool) {
+	s, _ := Open(b.TempDir(), slog.New(slog.DiscardHandler))
+	body := strings.Repeat("x", 4096)
+	one := func() {
+		w, err := s.Create(&Envelope{From: "a@b.cz"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.WriteString(w, body)
+		if err := w.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if parallel {
+		b.SetParallelism(25)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				one()
+			}
+		})
+	} else {
+		for i := 0; i < b.N; i++ {
+			one()
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkCommit measures the durable write behind every 250 (SPEC R15).
+func BenchmarkCommit(b *testing.B) { benchCommit(b, false) }
+
+// BenchmarkCommitParallel is the same from 50 writers at once.
+func BenchmarkCommitParallel(b *testing.B) { benchCommit(b, true) }
