@@ -15,7 +15,7 @@ func init() {
 	register(&command{
 		name:    "dkim",
 		summary: "make DKIM keys for hosted and alias domains and show their DNS records",
-		usage: `dkim generate [-selector S] [-algo ed25519|rsa] [-force] DOMAIN   (prints the TXT record to publish)
+		usage: `dkim generate [-selector S] [-algo rsa|ed25519] [-force] DOMAIN   (prints the TXT record to publish)
 			dkim show DOMAIN                                                   (prints it again)
 			dkim list                                                          (domain, selector, algorithm, created)`,
 		run: runDKIM,
@@ -29,7 +29,7 @@ func defaultSelector(now time.Time) string { return "submitd" + now.UTC().Format
 
 func runDKIM(e *env, args []string) error {
 	selector := e.fs.String("selector", "", `with generate: selector (default "submitd" and the year and month, e.g. `+defaultSelector(time.Now())+")")
-	algo := e.fs.String("algo", dkim.Ed25519, `with generate: key algorithm, "ed25519" or "rsa" (2048 bits; for receivers without RFC 8463)`)
+	algo := e.fs.String("algo", dkim.RSA, `with generate: key algorithm, "rsa" (2048 bits, verified by every receiver) or "ed25519" (RFC 8463; some large receivers do not verify it yet)`)
 	force := e.fs.Bool("force", false, "with generate: replace the domain's existing key")
 	verb, args, err := e.verb(args)
 	if err != nil {

@@ -213,11 +213,12 @@ func runServe(e *env, args []string) error {
 	}
 	log.Info("submitd started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
 
+	var failed error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
-	case err := <-errc:
-		log.Error("listener failed", "err", err)
+	case failed = <-errc:
+		log.Error("listener failed, shutting down", "err", failed)
 		stop()
 	}
 	for _, ln := range lns {
@@ -236,5 +237,5 @@ func runServe(e *env, args []string) error {
 		log.Warn("queue did not stop in time")
 	}
 	log.Info("stopped")
-	return nil
+	return failed
 }

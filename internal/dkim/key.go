@@ -1,6 +1,6 @@
 // Package dkim signs outgoing mail with the key of its From: domain (SPEC
-// R17, RFC 6376) and manages those keys: generation (Ed25519 by default,
-// RSA 2048 for receivers that still lack RFC 8463), storage in the SQLite
+// R17, RFC 6376) and manages those keys: generation (RSA 2048 by default,
+// which every receiver verifies, or Ed25519, RFC 8463), storage in the SQLite
 // store, and the DNS TXT record each domain must publish.
 package dkim
 
@@ -44,21 +44,23 @@ type Key struct {
 }
 
 // Generate makes a new key for domain with selector and algorithm ("" means
-// Ed25519). It checks the selector but not the domain.
+// RSA: an Ed25519 signature alone fails at receivers that do not implement
+// RFC 8463 yet, and with it DMARC). It checks the selector but not the
+// domain.
 func Generate(domain, selector, algorithm string) (*Key, error) {
 	if err := CheckSelector(selector); err != nil {
 		return nil, err
 	}
 	k := &Key{Domain: domain, Selector: selector, Algorithm: algorithm, Created: time.Now().UTC()}
 	switch algorithm {
-	case Ed25519, "":
-		k.Algorithm = Ed25519
+	case Ed25519:
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, fmt.Errorf("generate ed25519 key: %w", err)
 		}
 		k.Private = priv
-	case RSA:
+	case RSA, "":
+		k.Algorithm = RSA
 		priv, err := rsa.GenerateKey(rand.Reader, RSABits)
 		if err != nil {
 			return nil, fmt.Errorf("generate rsa key: %w", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -358,6 +359,62 @@ func TestKeyCap(t *testing.T) {
 	}
 }
 
+// TestConcurrentFailuresStored: failures recorded at the same time from many
+// sessions, as a distributed attack makes them, are each on disk when
+// Failure returns (they may share a commit): a guard started afterwards on
+// the same database counts all of them, and so does the change log.
+func TestConcurrentFailuresStored(t *testing.T) {
+	clk := newFakeClock()
+	dataDir := t.TempDir()
+	st := openStore(t, dataDir)
+	g := newGuard(t, clk, st, Config{})
+	const n = 200
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			ip := v6Client(i)
+			if i%20 == 0 {
+				ip = addr("192.0.2.44") // ten failures: a block
+			}
+			g.Failure(ip, fmt.Sprintf("s%03d", i))
+		})
+	}
+	wg.Wait()
+	if s := g.Stats(); s.StoreErrors != 0 {
+		t.Fatalf("%d store errors", s.StoreErrors)
+	}
+	g2 := newGuard(t, clk, openStore(t, dataDir), Config{})
+	total := 0
+	for _, e := range g2.List() {
+		total += e.Failures
+	}
+	if total != n || !g2.Blocked(addr("192.0.2.44")) {
+		t.Fatalf("after restart: %d failures counted (want %d), 192.0.2.44 blocked: %v", total, n, g2.Blocked(addr("192.0.2.44")))
+	}
+	chs, err := st.Changes(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failures := 0
+	for _, ch := range chs {
+		if ch.Kind == ChangeFailure {
+			failures++
+		}
+	}
+	if failures != n {
+		t.Fatalf("change log holds %d failures, want %d", failures, n)
+	}
+
+	// A commit that fails is reported to every failure in it.
+	st.db.Close()
+	if g.Failure(addr("198.51.100.1"), "late") {
+		t.Fatal("blocked after one failure")
+	}
+	if s := g.Stats(); s.StoreErrors != 1 {
+		t.Fatalf("store errors with the database closed = %d, want 1", s.StoreErrors)
+	}
+}
+
 // TestRestart: blocks and counts survive a restart (SPEC R11a).
 func TestRestart(t *testing.T) {
 	clk := newFakeClock()
@@ -605,6 +662,21 @@ func BenchmarkBlocked(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFailureParallel measures recording failures from 64 sessions at
+// once, each from a key of its own, SQLite writes included.
+func BenchmarkFailureParallel(b *testing.B) {
+	clk := newFakeClock()
+	g := newGuard(b, clk, openStore(b, ""), Config{MaxFailures: 1 << 30})
+	var n atomic.Int64
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			g.Failure(v6Client(int(n.Add(1))), "sessionidsessionid0000")
+		}
+	})
 }
 
 // BenchmarkFailure measures recording one failure, SQLite write included.

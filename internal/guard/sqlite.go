@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"submitd/internal/sqlitedb"
@@ -49,6 +50,24 @@ var sqliteMigrations = []string{
 // and the CLI of one node.
 type SQLite struct {
 	db *sql.DB
+
+	// AddFailure commits in groups: failures that arrive while a commit is
+	// under way go together in the next one. Each caller still returns only
+	// once its own failure is on disk, but a distributed attack costs one
+	// transaction per commit, not one per failure, and leaves the database's
+	// single writer to the session log and the rest.
+	mu      sync.Mutex // guards pending
+	pending *failureGroup
+	commit  sync.Mutex // held by the caller committing a group
+}
+
+// failureGroup is failures waiting for one commit.
+type failureGroup struct {
+	node  []string
+	keys  []netip.Prefix
+	fails []Failure
+	done  chan struct{}
+	err   error
 }
 
 var _ Store = (*SQLite)(nil)
@@ -102,17 +121,50 @@ func parseKey(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// AddFailure implements Store.
+// AddFailure implements Store. The first caller to find no group open opens
+// one and commits it once the commit before it is done; the callers that
+// join meanwhile wait for that commit.
 func (s *SQLite) AddFailure(ctx context.Context, node string, key netip.Prefix, f Failure) error {
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO guard_failures (key, time, session_id) VALUES (?, ?, ?)`,
-			key.String(), f.Time.UnixNano(), f.SID); err != nil {
-			return err
-		}
-		return logChange(ctx, tx, Change{Node: node, Kind: ChangeFailure, Key: key, Time: f.Time, SIDs: []string{f.SID}})
-	})
-	if err != nil {
-		return fmt.Errorf("guard: record failure of %s: %w", FormatKey(key), err)
+	s.mu.Lock()
+	g := s.pending
+	lead := g == nil
+	if lead {
+		g = &failureGroup{done: make(chan struct{})}
+		s.pending = g
+	}
+	g.node = append(g.node, node)
+	g.keys = append(g.keys, key)
+	g.fails = append(g.fails, f)
+	s.mu.Unlock()
+
+	if lead {
+		s.commit.Lock()
+		s.mu.Lock()
+		s.pending = nil // later failures open the next group
+		s.mu.Unlock()
+		g.err = s.inTx(ctx, func(tx *sql.Tx) error {
+			for i, k := range g.keys {
+				f := g.fails[i]
+				if _, err := tx.ExecContext(ctx, `INSERT INTO guard_failures (key, time, session_id) VALUES (?, ?, ?)`,
+					k.String(), f.Time.UnixNano(), f.SID); err != nil {
+					return err
+				}
+				if err := logChange(ctx, tx, Change{Node: g.node[i], Kind: ChangeFailure, Key: k, Time: f.Time, SIDs: []string{f.SID}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		s.commit.Unlock()
+		close(g.done)
+	}
+	select {
+	case <-g.done:
+	case <-ctx.Done():
+		return fmt.Errorf("guard: record failure of %s: %w", FormatKey(key), ctx.Err())
+	}
+	if g.err != nil {
+		return fmt.Errorf("guard: record failure of %s (one of %d committed together): %w", FormatKey(key), len(g.keys), g.err)
 	}
 	return nil
 }
