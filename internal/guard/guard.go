@@ -100,6 +100,14 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxKeys == 0 {
 		c.MaxKeys = DefaultMaxKeys
 	}
+	// Clients are compared unmapped (Exempt), so an exempt network written
+	// as IPv4-mapped IPv6 (::ffff:192.0.2.0/120) must be made IPv4 too, or
+	// it would exempt nobody.
+	exempt := make([]netip.Prefix, len(c.Exempt))
+	for i, p := range c.Exempt {
+		exempt[i] = normPrefix(p)
+	}
+	c.Exempt = exempt
 	if c.Node == "" {
 		var b [8]byte
 		rand.Read(b[:])

@@ -231,6 +231,18 @@ func TestExempt(t *testing.T) {
 	}
 }
 
+// TestExemptMappedNetwork: an exempt network written in IPv4-mapped IPv6
+// form exempts the IPv4 clients in it; clients are compared unmapped.
+func TestExemptMappedNetwork(t *testing.T) {
+	clk := newFakeClock()
+	g := newGuard(t, clk, nil, Config{Exempt: []netip.Prefix{netip.MustParsePrefix("::ffff:192.0.2.0/120")}})
+	for _, ip := range []string{"192.0.2.5", "::ffff:192.0.2.6"} {
+		if fail(g, clk, addr(ip), 10) || g.Blocked(addr(ip)) {
+			t.Errorf("%s in exempt ::ffff:192.0.2.0/120 blocked", ip)
+		}
+	}
+}
+
 // TestUnblock: support lifts a block at once and clears the count, by
 // address or by network (SPEC R11a).
 func TestUnblock(t *testing.T) {
