@@ -553,11 +553,15 @@ func (q *Queue) loadLocked(e *entry) {
 		}
 		if err != nil {
 			// An unsigned message is still better delivered than held:
-			// the receiving side decides by its DMARC policy.
-			q.log.Error("queue: DKIM signing failed; sending unsigned", "queue_id", e.id, "session", env.SessionID, "err", err)
+			// the receiving side decides by its DMARC policy. Signed stays
+			// false, so that the next attempt signs again: the failure may
+			// pass (a busy key store) and must not leave every retry
+			// unsigned.
+			q.log.Error("queue: DKIM signing failed; sending this attempt unsigned", "queue_id", e.id, "session", env.SessionID, "err", err)
 			e.st.DKIM = ""
+		} else {
+			e.st.Signed = true
 		}
-		e.st.Signed = true
 	}
 }
 

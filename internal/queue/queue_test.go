@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -702,4 +703,41 @@ func TestConcurrencyLimits(t *testing.T) {
 		}
 		finish(t, s, 3, -1, -1)
 	})
+}
+
+// flakySigner fails its first fail calls, as a key store that is briefly
+// unavailable does, then signs like signer.
+type flakySigner struct {
+	signer
+	fail int
+}
+
+func (s *flakySigner) Sign(ctx context.Context, msg io.Reader) (string, error) {
+	s.mu.Lock()
+	if s.fail > 0 {
+		s.fail--
+		s.mu.Unlock()
+		return "", errors.New("dkim key of firma.test: database is locked")
+	}
+	s.mu.Unlock()
+	return s.signer.Sign(ctx, msg)
+}
+
+// A signing failure leaves that attempt unsigned but not the message: the
+// next attempt signs again, so a passing key store fault does not send every
+// retry unsigned for the message's remaining days.
+func TestSigningFailureRetried(t *testing.T) {
+	sg := &flakySigner{fail: 1}
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"a.test": {RcptHook: tempFail(1)}}, func(c *Config) { c.Signer = sg })
+	id := w.submit("jan@firma.test", "eva@a.test")
+	w.run()
+	if st := w.state(id); st.Rcpts[0].Status != Deferred {
+		t.Fatalf("after first attempt: %s", st.Rcpts[0].Status)
+	}
+	w.clk.Advance(5 * time.Minute)
+	w.run()
+	msgs := w.rcv["a.test"].Messages()
+	if len(msgs) != 1 || !bytes.HasPrefix(msgs[0].Data, []byte("DKIM-Signature: ")) {
+		t.Fatalf("delivered %d messages; want 1 signed on the retry", len(msgs))
+	}
 }
