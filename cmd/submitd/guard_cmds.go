@@ -38,6 +38,7 @@ func guardConfig(cfg *config.Config) guard.Config {
 		IPv4Prefix:  cfg.Guard.IPv4Prefix,
 		IPv6Prefix:  cfg.Guard.IPv6Prefix,
 		Exempt:      exempt,
+		MaxKeys:     cfg.Guard.MaxKeys,
 	}
 }
 

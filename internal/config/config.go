@@ -149,6 +149,9 @@ type Guard struct {
 	ExemptNetworks []string `toml:"exempt_networks"`
 	// TrustedProxies may send PROXY headers.
 	TrustedProxies []string `toml:"trusted_proxies"`
+	// MaxKeys caps the client keys with failures held in memory; past it the
+	// keys with fewer failures are forgotten first (blocks never are).
+	MaxKeys int `toml:"max_keys"`
 }
 
 // Queue configures retries (SPEC R18).
@@ -228,6 +231,7 @@ func Default() *Config {
 			BlockFor:    Duration(time.Hour),
 			IPv4Prefix:  32,
 			IPv6Prefix:  64,
+			MaxKeys:     1 << 20,
 		},
 		Queue: Queue{
 			RetryMin:  Duration(5 * time.Minute),
@@ -371,6 +375,8 @@ func (c *Config) Validate() error {
 		return bad("guard.ipv4_prefix", g.IPv4Prefix, "must be between 8 and 32")
 	case g.IPv6Prefix < 16 || g.IPv6Prefix > 128:
 		return bad("guard.ipv6_prefix", g.IPv6Prefix, "must be between 16 and 128")
+	case g.MaxKeys < 1000:
+		return bad("guard.max_keys", g.MaxKeys, "must be at least 1000")
 	}
 	q := c.Queue
 	switch {
@@ -476,6 +482,11 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR network", s)
+		}
+		// Clients are compared in plain IPv4 form, so an IPv4-mapped
+		// network (::ffff:192.0.2.0/120) must be too, or it matches nobody.
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 		}
 		return p.Masked(), nil
 	}

@@ -242,11 +242,11 @@ func TestDuration(t *testing.T) {
 }
 
 func TestParsePrefixes(t *testing.T) {
-	got, err := ParsePrefixes([]string{"10.1.2.3/16", "192.0.2.7", "::ffff:192.0.2.8", "2001:db8::1/64"})
+	got, err := ParsePrefixes([]string{"10.1.2.3/16", "192.0.2.7", "::ffff:192.0.2.8", "2001:db8::1/64", "::ffff:192.0.2.0/120"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"10.1.0.0/16", "192.0.2.7/32", "192.0.2.8/32", "2001:db8::/64"}
+	want := []string{"10.1.0.0/16", "192.0.2.7/32", "192.0.2.8/32", "2001:db8::/64", "192.0.2.0/24"}
 	for i := range want {
 		if got[i].String() != want[i] {
 			t.Errorf("prefix %d = %s; want %s", i, got[i], want[i])
