@@ -45,6 +45,10 @@ type Result struct {
 	Reply string
 	// Host is the server that gave the reply, when one did.
 	Host string
+	// Code is the RFC 3463 status code of a failure found locally, with no
+	// remote reply to carry one: "5.1.10" for a null MX (RFC 7505 §4.2),
+	// "5.1.2" for a domain that does not exist. "" otherwise.
+	Code string
 }
 
 // Message is one message to send to recipients of one destination domain.

@@ -80,6 +80,8 @@ func NewMX(cfg MXConfig) *MX {
 type routeError struct {
 	status Status
 	reply  string
+	// code is the RFC 3463 code for the DSN, when there is a fitting one.
+	code string
 }
 
 func (e *routeError) Error() string { return e.reply }
@@ -94,9 +96,9 @@ func (x *MX) Hosts(ctx context.Context, domain string) ([]string, error) {
 	if err != nil {
 		var de *DNSError
 		if errors.As(err, &de) && de.NotFound {
-			return nil, &routeError{Permanent, fmt.Sprintf("domain %s does not exist (NXDOMAIN)", domain)}
+			return nil, &routeError{Permanent, fmt.Sprintf("domain %s does not exist (NXDOMAIN)", domain), "5.1.2"}
 		}
-		return nil, &routeError{Temporary, fmt.Sprintf("DNS lookup failed: %v", err)}
+		return nil, &routeError{Temporary, fmt.Sprintf("DNS lookup failed: %v", err), "4.4.3"}
 	}
 	if len(mxs) == 0 {
 		// RFC 5321 §5.1: no MX records means an implicit MX of preference
@@ -105,11 +107,11 @@ func (x *MX) Hosts(ctx context.Context, domain string) ([]string, error) {
 		if err != nil {
 			var de *DNSError
 			if errors.As(err, &de) && de.Temporary() {
-				return nil, &routeError{Temporary, fmt.Sprintf("DNS lookup failed: %v", err)}
+				return nil, &routeError{Temporary, fmt.Sprintf("DNS lookup failed: %v", err), "4.4.3"}
 			}
 		}
 		if len(addrs) == 0 {
-			return nil, &routeError{Permanent, fmt.Sprintf("domain %s has no MX or address records", domain)}
+			return nil, &routeError{Permanent, fmt.Sprintf("domain %s has no MX or address records", domain), "5.1.2"}
 		}
 		return []string{domain}, nil
 	}
@@ -122,7 +124,7 @@ func (x *MX) Hosts(ctx context.Context, domain string) ([]string, error) {
 		}
 	}
 	if len(real) == 0 {
-		return nil, &routeError{Permanent, "domain does not accept mail (null MX, RFC 7505)"}
+		return nil, &routeError{Permanent, "domain does not accept mail (null MX, RFC 7505)", "5.1.10"}
 	}
 	x.shuffle(len(real), func(i, j int) { real[i], real[j] = real[j], real[i] })
 	slices.SortStableFunc(real, func(a, b MXRecord) int { return cmp.Compare(a.Pref, b.Pref) })
@@ -144,7 +146,11 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	if err != nil {
 		re := err.(*routeError)
 		log.Info("delivery: no route", "status", re.status, "reason", re.reply)
-		return fill(m, re.status, re.reply, "")
+		out := fill(m, re.status, re.reply, "")
+		for i := range out {
+			out[i].Code = re.code
+		}
+		return out
 	}
 	mode := tlsOpportunistic
 	if x.cfg.VerifyTLS {

@@ -222,12 +222,13 @@ func TestRouteFailures(t *testing.T) {
 		domain string
 		st     Status
 		reply  string
+		code   string
 	}{
-		{"null.test", Permanent, "domain does not accept mail (null MX, RFC 7505)"},
-		{"nxdomain.test", Permanent, "domain nxdomain.test does not exist (NXDOMAIN)"},
-		{"noaddr.test", Permanent, "domain noaddr.test has no MX or address records"},
-		{"broken.test", Temporary, "DNS lookup failed: lookup MX broken.test: server " + w.dns.Addr + " answered SERVFAIL"},
-		{"badmx.test", Temporary, "lookup A gone.badmx.test: no such domain (NXDOMAIN)"},
+		{"null.test", Permanent, "domain does not accept mail (null MX, RFC 7505)", "5.1.10"},
+		{"nxdomain.test", Permanent, "domain nxdomain.test does not exist (NXDOMAIN)", "5.1.2"},
+		{"noaddr.test", Permanent, "domain noaddr.test has no MX or address records", "5.1.2"},
+		{"broken.test", Temporary, "DNS lookup failed: lookup MX broken.test: server " + w.dns.Addr + " answered SERVFAIL", "4.4.3"},
+		{"badmx.test", Temporary, "lookup A gone.badmx.test: no such domain (NXDOMAIN)", ""},
 	}
 	for _, c := range cases {
 		res := w.mx(nil).Deliver(context.Background(), msg(c.domain, "x@"+c.domain, "y@"+c.domain))
@@ -235,8 +236,8 @@ func TestRouteFailures(t *testing.T) {
 			t.Fatalf("%s: %d results for 2 recipients", c.domain, len(res))
 		}
 		for _, r := range res {
-			if r.Status != c.st || r.Reply != c.reply {
-				t.Errorf("%s: %s %v %q, want %v %q", c.domain, r.Rcpt, r.Status, r.Reply, c.st, c.reply)
+			if r.Status != c.st || r.Reply != c.reply || r.Code != c.code {
+				t.Errorf("%s: %s %v %q %q, want %v %q %q", c.domain, r.Rcpt, r.Status, r.Reply, r.Code, c.st, c.reply, c.code)
 			}
 		}
 	}

@@ -231,6 +231,8 @@ func (rc *Rcpt) status(delayed bool) string {
 		return code
 	}
 	switch {
+	case rc.Code != "" && !rc.Expired && (rc.Code[0] == '4') == delayed:
+		return rc.Code
 	case delayed:
 		return "4.0.0"
 	case rc.Expired:

@@ -607,7 +607,7 @@ func (q *Queue) apply(e *entry, idx []int, results []delivery.Result) {
 			continue
 		}
 		status := statusOf(res.Status)
-		rc.record(now, status, res.Host, res.Reply)
+		rc.record(now, status, res.Host, res.Reply, res.Code)
 		switch status {
 		case Delivered:
 			nd++

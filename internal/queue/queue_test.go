@@ -341,6 +341,23 @@ func TestPermanentFailureReportsOnlyThatRecipient(t *testing.T) {
 	}
 }
 
+// A domain that takes no mail (null MX) fails at once, and the report says
+// so with the RFC 7505 status rather than a generic one.
+func TestNullMXReportStatus(t *testing.T) {
+	w := newWorld(t, nil, nil)
+	w.dns.AddMX("null.test", 0, ".")
+	w.submit("jan@firma.test", "nikdo@null.test")
+	w.run()
+	reports := w.rcv["firma.test"].Messages()
+	if len(reports) != 1 {
+		t.Fatalf("sender got %d reports, want 1", len(reports))
+	}
+	h := parseDSN(t, reports[0].Data).rcpt(t, "nikdo@null.test")
+	if h.Get("Action") != "failed" || h.Get("Status") != "5.1.10" {
+		t.Errorf("recipient fields: %v", h)
+	}
+}
+
 // Temporary failures until max_age: the recipient expires, the sender gets a
 // report saying so, and retries follow the doubling backoff capped at
 // retry_max and at the expiry time.

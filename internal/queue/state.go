@@ -58,6 +58,9 @@ type Rcpt struct {
 	Reply string `json:"reply,omitempty"`
 	// Host is the server that gave Reply, when one did.
 	Host string `json:"host,omitempty"`
+	// Code is the RFC 3463 code of a locally found failure (null MX,
+	// no such domain), used in DSNs when Reply carries none.
+	Code string `json:"code,omitempty"`
 	// Reason is why the queue itself gave up on the recipient ("expired after
 	// 5d", "deleted by the administrator"), "" when a reply decided it.
 	Reason string `json:"reason,omitempty"`
@@ -153,11 +156,12 @@ func (st *State) write(sp *spool.Spool, id string) error {
 func (r *Rcpt) open() bool { return r.Status == Pending || r.Status == Deferred }
 
 // record notes one attempt's outcome.
-func (r *Rcpt) record(t time.Time, status, host, reply string) {
+func (r *Rcpt) record(t time.Time, status, host, reply, code string) {
 	r.Attempts++
 	r.Status = status
 	r.Host = host
 	r.Reply = reply
+	r.Code = code
 	r.History = append(r.History, Attempt{Time: t, Status: status, Host: host, Reply: reply})
 	if n := len(r.History); n > maxHistory {
 		r.History = append(r.History[:0:0], r.History[n-maxHistory:]...)
