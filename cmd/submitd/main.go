@@ -162,3 +162,15 @@ func want(args []string, min, max int) error {
 	}
 	return nil
 }
+
+// printable replaces control characters in text that came from clients or
+// remote servers (headers, replies, HELO names), so that printing it cannot
+// drive the operator's terminal with escape sequences.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' && r != '\t' || r == 0x7f || r >= 0x80 && r < 0xa0 {
+			return '?'
+		}
+		return r
+	}, s)
+}

@@ -207,12 +207,12 @@ func queueShow(e *env, a *queue.Admin, id string) error {
 			if host == "" {
 				host = "-"
 			}
-			fmt.Fprintf(w, "    %s  %-9s %s  %s\n", fmtTime(h.Time), h.Status, host, h.Reply)
+			fmt.Fprintf(w, "    %s  %-9s %s  %s\n", fmtTime(h.Time), h.Status, printable(host), printable(h.Reply))
 		}
 	}
 	fmt.Fprintln(w, "headers:")
 	for _, l := range strings.Split(strings.TrimRight(string(headers), "\r\n"), "\n") {
-		fmt.Fprintf(w, "  %s\n", strings.TrimRight(l, "\r"))
+		fmt.Fprintf(w, "  %s\n", printable(strings.TrimRight(l, "\r")))
 	}
 	return nil
 }

@@ -58,7 +58,7 @@ func runSession(e *env, args []string) error {
 		tlsv = "none"
 	}
 	fmt.Fprintf(w, "tls       %s\n", tlsv)
-	fmt.Fprintf(w, "helo      %s\n", r.HELO)
+	fmt.Fprintf(w, "helo      %s\n", printable(r.HELO))
 	acct := r.Account
 	if acct == "" {
 		acct = "(not authenticated)"
@@ -83,10 +83,10 @@ func runSession(e *env, args []string) error {
 	for _, ev := range r.Events {
 		line := fmt.Sprintf("  %s  %-8s", ts(ev.Time), ev.Kind)
 		if ev.Detail != "" {
-			line += " " + ev.Detail
+			line += " " + printable(ev.Detail)
 		}
 		if ev.Reply != "" {
-			line += "  -> " + ev.Reply
+			line += "  -> " + printable(ev.Reply)
 		}
 		fmt.Fprintln(w, line)
 	}
