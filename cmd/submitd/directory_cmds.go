@@ -398,6 +398,11 @@ func (e *env) importAccounts(ctx context.Context, st directory.Store, file strin
 	for sc.Scan() {
 		n++
 		line := strings.TrimRight(sc.Text(), "\r")
+		if n == 1 {
+			// A UTF-8 byte order mark (Windows editors, spreadsheet
+			// exports) is not part of the first address.
+			line = strings.TrimPrefix(line, "\ufeff")
+		}
 		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
