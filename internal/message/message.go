@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/mail"
 	"strings"
 )
@@ -161,13 +162,23 @@ func (h *Header) Has(name string) bool {
 	return false
 }
 
+// addressParser reads address lists whatever the charset of their display
+// names. net/mail alone decodes RFC 2047 words only in UTF-8, US-ASCII and
+// ISO-8859-1 and refuses the whole list otherwise, which would refuse every
+// message whose client names the sender in ISO-8859-2 or windows-1250, as
+// Czech mail clients do. Only the addresses are checked, so the name's bytes
+// are passed through undecoded.
+var addressParser = &mail.AddressParser{WordDecoder: &mime.WordDecoder{
+	CharsetReader: func(charset string, input io.Reader) (io.Reader, error) { return input, nil },
+}}
+
 // Addresses parses an address-list header value (From:, Sender:) and returns
 // the bare addresses. A list that names no mailbox is an error.
 func Addresses(value string) ([]string, error) {
 	if strings.TrimSpace(value) == "" {
 		return nil, errors.New("empty")
 	}
-	list, err := mail.ParseAddressList(value)
+	list, err := addressParser.ParseList(value)
 	if err != nil {
 		return nil, err
 	}

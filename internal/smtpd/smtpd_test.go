@@ -586,6 +586,12 @@ func TestHeaderSenders(t *testing.T) {
 		{"null sender, bad From", "", msg("From: postmaster@seznam.cz"), "550 5.1.0 <postmaster@seznam.cz> sender rejected"},
 		{"folded From", "jan@firma.cz", msg("From: Jan Novak", " <jan@firma.cz>"), "250 2.0.0 SID queued as "},
 		{"malformed header line", "jan@firma.cz", msg("From: jan@firma.cz", "this is not a header"), "550 5.6.0 SID malformed message header: "},
+		// Czech mail clients name the sender in the legacy charsets; the
+		// address is what is checked, whatever the charset of the name.
+		{"Latin-2 name", "jan@firma.cz", msg("From: =?iso-8859-2?Q?Jan_Nov=E1k?= <jan@firma.cz>"), "250 2.0.0 SID queued as "},
+		{"windows-1250 name", "jan@firma.cz", msg("From: =?windows-1250?B?SmFuIE5vduFr?= <jan@firma.cz>"), "250 2.0.0 SID queued as "},
+		{"windows-1250 name, foreign address", "jan@firma.cz", msg("From: =?windows-1250?Q?Jan_Nov=E1k?= <ceo@bank.example>"), "550 5.1.0 <ceo@bank.example> sender rejected"},
+		{"Latin-2 Sender name, foreign address", "jan@firma.cz", msg("From: jan@firma.cz", "Sender: =?iso-8859-2?Q?=A9ef?= <boss@gmail.com>"), "550 5.1.0 <boss@gmail.com> sender rejected"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
