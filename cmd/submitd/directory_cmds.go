@@ -379,6 +379,10 @@ func checkPassword(pw string) (string, error) {
 	return pw, nil
 }
 
+// maxImportLine bounds one import line: an address (at most 254 bytes),
+// a tab and a hash (password.Check refuses more than 1024) fit many times.
+const maxImportLine = 16 << 10
+
 // importAccounts reads "address<TAB>{SCHEME}hash" lines, imports each good
 // line and reports each bad one with its line number; the hash itself is
 // never printed.
@@ -392,12 +396,31 @@ func (e *env) importAccounts(ctx context.Context, st directory.Store, file strin
 		defer f.Close()
 		r = f
 	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	br := bufio.NewReaderSize(r, maxImportLine)
 	n, ok, bad := 0, 0, 0
-	for sc.Scan() {
+	for {
+		b, more, err := br.ReadLine()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%s: line %d: %w", file, n+1, err)
+		}
 		n++
-		line := strings.TrimRight(sc.Text(), "\r")
+		if more {
+			// One overlong line is one bad line; the rest of the file
+			// is still imported.
+			for more && err == nil {
+				_, more, err = br.ReadLine()
+			}
+			if err != nil && err != io.EOF {
+				return fmt.Errorf("%s: line %d: %w", file, n, err)
+			}
+			bad++
+			fmt.Fprintf(e.stderr, "%s:%d: line longer than %d bytes\n", file, n, maxImportLine)
+			continue
+		}
+		line := strings.TrimRight(string(b), "\r")
 		if n == 1 {
 			// A UTF-8 byte order mark (Windows editors, spreadsheet
 			// exports) is not part of the first address.
@@ -408,7 +431,7 @@ func (e *env) importAccounts(ctx context.Context, st directory.Store, file strin
 		}
 		addr, hash, found := strings.Cut(line, "\t")
 		hash = strings.TrimSpace(hash)
-		err := func() error {
+		err = func() error {
 			if !found || strings.TrimSpace(addr) == "" || hash == "" {
 				return fmt.Errorf("expected \"address<TAB>{SCHEME}hash\"")
 			}
@@ -423,9 +446,6 @@ func (e *env) importAccounts(ctx context.Context, st directory.Store, file strin
 			continue
 		}
 		ok++
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
 	}
 	fmt.Fprintf(e.stdout, "imported %d account(s), %d line(s) failed\n", ok, bad)
 	if bad > 0 {

@@ -425,6 +425,30 @@ func TestAccountImportBOM(t *testing.T) {
 	c.checkPassword("jan@firma.cz", "pw-x")
 }
 
+// TestAccountImportLongLine checks that one line far longer than any hash is
+// one bad line: reported with its number, briefly, and the lines after it
+// are still imported (it stopped the import there, without a line number or
+// the summary).
+func TestAccountImportLongLine(t *testing.T) {
+	c := newCLI(t, "bcrypt")
+	bcr, err := password.Hash("bcrypt", "pw-x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.secrets = []string{bcr}
+	c.play([]step{{args: args("domain add firma.cz"), out: "added domain firma.cz\n"}})
+	file, code, out, errOut := c.importFile("jan@firma.cz\t" + bcr + "\n" +
+		"long@firma.cz\t" + strings.Repeat("x", 2<<20) + "\n" +
+		"eva@firma.cz\t" + bcr + "\n")
+	if code != 1 || out != "imported 2 account(s), 1 line(s) failed\n" {
+		t.Errorf("import = %d, %q, %q; want 1, 2 imported, 1 failed", code, out, errOut)
+	}
+	if !strings.HasPrefix(errOut, file+":2: ") || strings.Count(errOut, "\n") != 1 || len(errOut) > 500 {
+		t.Errorf("stderr %.300q; want one short line reporting line 2", errOut)
+	}
+	c.play([]step{{args: args("account list"), out: "eva@firma.cz\tenabled\t-\njan@firma.cz\tenabled\t-\n"}})
+}
+
 // TestConfigSelection checks which config file the CLI reads: -config, else
 // $SUBMITD_CONFIG, else ./submitd.toml, else the built-in defaults.
 func TestConfigSelection(t *testing.T) {
