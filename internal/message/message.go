@@ -81,6 +81,11 @@ type Header struct {
 // ErrHeaderTooLarge past max bytes.
 func ReadHeader(br *bufio.Reader, max int) ([]byte, error) {
 	var raw []byte
+	// lineStart is where the current line begins in raw: a line longer than
+	// br's buffer comes in pieces, and only a whole line can be the empty
+	// one. Taking a piece ("\n" or "\r\n") for it would end the header
+	// early and hide the fields after it from the sender check (SPEC R7).
+	lineStart := 0
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(raw)+len(line) > max {
@@ -96,9 +101,10 @@ func ReadHeader(br *bufio.Reader, max int) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(line) == 2 && line[0] == '\r' || len(line) == 1 {
+		if whole := raw[lineStart:]; len(whole) == 2 && whole[0] == '\r' || len(whole) == 1 {
 			return raw, nil
 		}
+		lineStart = len(raw)
 	}
 }
 

@@ -85,6 +85,14 @@ func TestReadHeaderAndParse(t *testing.T) {
 			t.Errorf("Parse(%q) accepted", bad)
 		}
 	}
+	// A line longer than the buffer ending at its edge is not an empty line.
+	for _, pad := range []int{10, 11} {
+		raw := "X-A: " + strings.Repeat("x", pad) + "\r\nSender: ceo@bank.example\r\n\r\nbody\r\n"
+		h, err := ReadHeader(bufio.NewReaderSize(strings.NewReader(raw), 16), 1024)
+		if err != nil || string(h) != strings.TrimSuffix(raw, "body\r\n") {
+			t.Fatalf("line of %d at the buffer edge: header %q, %v", len("X-A: ")+pad, h, err)
+		}
+	}
 	// A message without a body and without the empty line is all header.
 	h, err = ReadHeader(bufio.NewReader(strings.NewReader("From: a@b.cz\r\n")), 1024)
 	if err != nil || string(h) != "From: a@b.cz\r\n" {
@@ -126,10 +134,18 @@ func FuzzData(f *testing.F) {
 		f.Add([]byte("From: a@b.cz\r\n\r\nx" + s + "MAIL FROM:<x@y.cz>\r\n"))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		br := bufio.NewReader(NewLineEndings(bytes.NewReader(data)))
+		// The smallest buffer, so lines longer than it are common.
+		br := bufio.NewReaderSize(NewLineEndings(bytes.NewReader(data)), 16)
 		h, err := ReadHeader(br, 4096)
 		if err != nil {
 			return
+		}
+		// The header ends at the first empty line and nowhere else.
+		if end := bytes.Index(h, []byte("\r\n\r\n")); end >= 0 && end+4 != len(h) || bytes.HasPrefix(h, []byte("\r\n")) && len(h) != 2 {
+			t.Fatalf("header %q runs past its first empty line", h)
+		}
+		if len(h) < len(data) && !bytes.HasSuffix(h, []byte("\r\n\r\n")) && string(h) != "\r\n" {
+			t.Fatalf("header %q ends before its empty line", h)
 		}
 		rest, err := io.ReadAll(br)
 		if err != nil {

@@ -914,3 +914,39 @@ func (g *countingGuard) count() int {
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// TestLongHeaderLineEndsNoHeader: a header line as long as the read buffer
+// (BDAT has no line limit) does not end the header section early, which
+// would let a From: or Sender: after it past the sender check (SPEC R7).
+func TestLongHeaderLineEndsNoHeader(t *testing.T) {
+	e := newTestEnv(t, withServer(func(s *Server) {
+		s.Limits.MaxHeaderSize = 1 << 20
+		s.Limits.MaxMessageSize = 1 << 20
+	}))
+	for _, end := range []string{"\r", ""} {
+		t.Run(fmt.Sprintf("%q at the buffer end", end), func(t *testing.T) {
+			line := "X-Pad: "
+			line += strings.Repeat("x", 32<<10-len(line)-len(end)) + end
+			for hidden, want := range map[string]string{
+				"Sender: ceo@bank.example": "550 5.1.0 <ceo@bank.example> sender rejected",
+				"From: ceo@bank.example":   "550 5.6.0 SID message has more than one From: header",
+			} {
+				c := e.login("smtp", "jan@firma.cz")
+				c.expect("MAIL FROM:<jan@firma.cz>", "250 ")
+				c.expect("RCPT TO:<eva@example.org>", "250 ")
+				data := "From: jan@firma.cz\r\n" + strings.TrimSuffix(line, "\r") + "\r\n" + hidden + "\r\n\r\nbody\r\n"
+				c.send(fmt.Sprintf("BDAT %d LAST", len(data)))
+				io.WriteString(c.conn, data)
+				got := c.last()
+				if strings.Contains(want, "SID") {
+					matchSID(t, got, want)
+				} else if got != want {
+					t.Fatalf("%s after a %d-byte line: got %q, want %q", hidden, len(line), got, want)
+				}
+			}
+		})
+	}
+	if n := len(e.spooled()); n != 0 {
+		t.Fatalf("%d messages queued", n)
+	}
+}
