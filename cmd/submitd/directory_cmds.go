@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/term"
@@ -49,11 +51,24 @@ func init() {
 	})
 }
 
-// openDB opens the configured SQLite database.
+// openDB opens the configured SQLite database. Unless e.createDB, it must
+// exist: a command run from the wrong directory or with the wrong config
+// would otherwise create an empty one and report no domains, no blocks and
+// no sessions, as if that were the truth.
 func (e *env) openDB() (*config.Config, *sql.DB, error) {
 	cfg, err := e.config()
 	if err != nil {
 		return nil, nil, err
+	}
+	if !e.createDB {
+		p := filepath.Join(cfg.DataDir, sqlitedb.FileName)
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			from := "the built-in defaults"
+			if f := config.Path(*e.configPath); f != "" {
+				from = f
+			}
+			return nil, nil, fmt.Errorf("no database at %s (data_dir %q from %s); check -config, or create it with \"submitd domain add\"", p, cfg.DataDir, from)
+		}
 	}
 	db, err := sqlitedb.OpenDir(cfg.DataDir)
 	if err != nil {
@@ -100,6 +115,8 @@ func runDomain(e *env, args []string) error {
 		if err := want(args, 1, 1); err != nil {
 			return err
 		}
+		// Adding the first domain is the first step of a setup.
+		e.createDB = verb == "add"
 		_, st, done, err := e.directory()
 		if err != nil {
 			return err

@@ -35,6 +35,8 @@ type env struct {
 	stdout, stderr io.Writer
 	fs             *flag.FlagSet
 	configPath     *string
+	// createDB lets openDB create the database when it does not exist.
+	createDB bool
 }
 
 // usageError makes the command print its usage.

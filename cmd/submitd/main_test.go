@@ -155,7 +155,6 @@ func (c *cli) play(steps []step) {
 func TestDomainAndAliasVerbs(t *testing.T) {
 	c := newCLI(t, "bcrypt")
 	c.play([]step{
-		{args: args("domain list")},
 		{args: args("domain add firma.cz"), out: "added domain firma.cz\n"},
 		{args: args("domain add PŘÍKLAD.cz."), out: "added domain xn--pklad-zsa96e.cz\n"},
 		{args: args("domain add Firma.CZ"), code: 1, errHas: []string{"firma.cz", "already exists"}},
@@ -447,6 +446,34 @@ func TestAccountImportLongLine(t *testing.T) {
 		t.Errorf("stderr %.300q; want one short line reporting line 2", errOut)
 	}
 	c.play([]step{{args: args("account list"), out: "eva@firma.cz\tenabled\t-\njan@firma.cz\tenabled\t-\n"}})
+}
+
+// TestNoDatabase runs the commands against a data_dir that holds no
+// database, as support does from the wrong directory or with the wrong
+// config: they fail and say where they looked, instead of creating an empty
+// database there and reporting an empty directory, no blocks and unknown
+// sessions. Only "domain add", the first step of a setup, creates it.
+func TestNoDatabase(t *testing.T) {
+	c := newCLI(t, "bcrypt")
+	for _, a := range []string{
+		"domain list", "domain remove firma.cz", "alias list", "alias add firma.com firma.cz",
+		"account list", "account add jan@firma.cz", "account disable jan@firma.cz",
+		"account identity list jan@firma.cz", "account import -",
+		"blocked", "unblock 192.0.2.1", "session piWs1j0010jifNx01iWsdh", "dkim list",
+	} {
+		code, out, errOut := c.run("pw\n", args(a)...)
+		if code != 1 || out != "" || !strings.Contains(errOut, "no database") || !strings.Contains(errOut, c.dataDir) {
+			t.Errorf("submitd %s = %d, %q, %q; want 1 and a message naming %s", a, code, out, errOut, c.dataDir)
+		}
+		if _, err := os.Stat(c.dataDir); err == nil {
+			t.Fatalf("submitd %s created %s", a, c.dataDir)
+		}
+	}
+	c.play([]step{
+		{args: args("domain add firma.cz"), out: "added domain firma.cz\n"},
+		{args: args("blocked")},
+		{args: args("domain list"), out: "firma.cz\n"},
+	})
 }
 
 // TestConfigSelection checks which config file the CLI reads: -config, else
