@@ -40,16 +40,30 @@ type Record struct {
 	HELO string
 	// Account is the login that authenticated, or "".
 	Account string
-	// Events are what happened, in order.
+	// Events are what happened, in order; past MaxEvents only the ones
+	// support cannot do without are kept (see Add).
 	Events []Event
+
+	// omitted counts the events Add left out; omittedAt is the index of the
+	// event that says so.
+	omitted, omittedAt int
 }
+
+// MaxEvents is how many events a record holds before Add starts leaving out
+// the routine ones. A client may repeat commands for a whole session, and
+// the record stays in memory until the connection closes.
+const MaxEvents = 1000
+
+// kept are the kinds Add records past MaxEvents: the queue ids of accepted
+// messages, each of which is a spooled file anyway, and how the session ended.
+var kept = map[string]bool{"queued": true, "refused": true, "close": true}
 
 // Event is one step of a session.
 type Event struct {
 	// Time is when it happened.
 	Time time.Time
 	// Kind is "connect", "tls", "auth", "mail", "rcpt", "data", "queued",
-	// "refused" or "close".
+	// "refused", "omitted" (events left out, see MaxEvents) or "close".
 	Kind string
 	// Detail is the argument: the login tried, the address, the queue id.
 	Detail string
@@ -57,9 +71,20 @@ type Event struct {
 	Reply string
 }
 
-// Add appends an event.
+// Add appends an event. Past MaxEvents it records only the kept kinds and
+// counts the rest in one "omitted" event.
 func (r *Record) Add(kind, detail, reply string) {
-	r.Events = append(r.Events, Event{Time: time.Now(), Kind: kind, Detail: detail, Reply: reply})
+	now := time.Now()
+	if len(r.Events) >= MaxEvents && !kept[kind] {
+		if r.omitted == 0 {
+			r.omittedAt = len(r.Events)
+			r.Events = append(r.Events, Event{Time: now, Kind: "omitted"})
+		}
+		r.omitted++
+		r.Events[r.omittedAt].Detail = fmt.Sprintf("%d further events not recorded", r.omitted)
+		return
+	}
+	r.Events = append(r.Events, Event{Time: now, Kind: kind, Detail: detail, Reply: reply})
 }
 
 // QueueIDs returns the queue ids of the messages accepted in the session.

@@ -72,3 +72,27 @@ func TestWriter(t *testing.T) {
 		}
 	}
 }
+
+func TestRecordBounded(t *testing.T) {
+	r := &Record{ID: "piWs1j0010jifNx01iWsdh"}
+	for i := 0; i < 3*MaxEvents; i++ {
+		r.Add("mail", "x@gmail.com", "550 5.1.0 <x@gmail.com> sender rejected")
+		if i%1000 == 0 {
+			r.Add("queued", "33lrhkj7b47fao68fvg29102", "")
+		}
+	}
+	r.Add("close", "", "")
+	if len(r.Events) > MaxEvents+5 {
+		t.Fatalf("%d events", len(r.Events))
+	}
+	if n := len(r.QueueIDs()); n != 3 {
+		t.Fatalf("%d queue ids, want 3", n)
+	}
+	om := r.Events[MaxEvents]
+	if om.Kind != "omitted" || om.Detail != "2001 further events not recorded" {
+		t.Fatalf("omitted event %+v", om)
+	}
+	if r.Events[len(r.Events)-1].Kind != "close" {
+		t.Fatalf("last event %+v", r.Events[len(r.Events)-1])
+	}
+}

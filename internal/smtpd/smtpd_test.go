@@ -950,3 +950,38 @@ func TestLongHeaderLineEndsNoHeader(t *testing.T) {
 		t.Fatalf("%d messages queued", n)
 	}
 }
+
+// TestSessionRecordBounded: a client repeating refused commands for the whole
+// session cannot grow its session record (held in memory until the
+// connection closes, then stored) without bound; the messages it queued are
+// still all recorded (SPEC R13).
+func TestSessionRecordBounded(t *testing.T) {
+	e := newTestEnv(t)
+	const n = 5000
+	c := e.login("smtp", "jan@firma.cz")
+	qid := strings.Fields(c.sendMessage("jan@firma.cz", []string{"eva@example.org"}, msg("From: jan@firma.cz")))[5]
+	c.expect("RSET", "250 ")
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "MAIL FROM:<x%d@gmail.com>\r\n", i)
+	}
+	io.WriteString(c.conn, b.String())
+	for i := 0; i < n; i++ {
+		c.last()
+	}
+	got := c.sendMessage("jan@firma.cz", []string{"eva@example.org"}, msg("From: jan@firma.cz"))
+	qid2 := strings.Fields(got)[5]
+	c.send("QUIT")
+	c.last()
+	sid := strings.Fields(got)[2]
+	rec := e.waitRecord(sid)
+	if len(rec.Events) > 1100 {
+		t.Fatalf("session record holds %d events after %d commands", len(rec.Events), n)
+	}
+	if ids := rec.QueueIDs(); len(ids) != 2 || ids[0] != qid || ids[1] != qid2 {
+		t.Fatalf("queue ids %q, want %s and %s", ids, qid, qid2)
+	}
+	if last := rec.Events[len(rec.Events)-1]; last.Kind != "close" {
+		t.Fatalf("last event %+v", last)
+	}
+}
