@@ -305,17 +305,18 @@ func (c *Config) Validate() error {
 	bad := func(key string, val any, why string) error {
 		return fmt.Errorf("invalid value %v for %s: %s", quoteIfString(val), key, why)
 	}
-	if c.Hostname == "" || strings.ContainsAny(c.Hostname, " \t\r\n") {
-		return bad("hostname", c.Hostname, "must be a host name")
+	if err := checkHostname(c.Hostname); err != nil {
+		return bad("hostname", c.Hostname, err.Error())
 	}
 	if c.DataDir == "" {
 		return bad("data_dir", c.DataDir, "must not be empty")
 	}
-	for _, l := range []struct{ key, addr string }{
+	listens := []struct{ key, addr string }{
 		{"listen.smtp", c.Listen.SMTP},
 		{"listen.submission", c.Listen.Submission},
 		{"listen.submissions", c.Listen.Submissions},
-	} {
+	}
+	for _, l := range listens {
 		if l.addr == "" {
 			continue
 		}
@@ -432,6 +433,43 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return bad("log.format", c.Log.Format, `must be "text" or "json"`)
+	}
+	return nil
+}
+
+// checkHostname accepts a host name as EHLO, Received: and Message-ID: need
+// it: ASCII letters, digits and inner hyphens in dot-separated labels of at
+// most 63 characters, 253 in all (RFC 1123 §2.1, RFC 5321 §4.1.2), no
+// trailing dot. A single label ("localhost", the default) is allowed.
+func checkHostname(h string) error {
+	if h == "" {
+		return errors.New("must be a host name")
+	}
+	if len(h) > 253 {
+		return errors.New("must be at most 253 characters")
+	}
+	labels := strings.Split(h, ".")
+	for _, l := range labels {
+		switch {
+		case l == "":
+			return errors.New("has an empty label (a leading, trailing or double dot)")
+		case len(l) > 63:
+			return errors.New("has a label longer than 63 characters")
+		case l[0] == '-' || l[len(l)-1] == '-':
+			return errors.New("has a label that starts or ends with a hyphen")
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if c >= 0x80 {
+				return errors.New("must be ASCII; write an internationalized name in its A-label form (xn--…)")
+			}
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return errors.New("may hold only letters, digits, hyphens and dots (RFC 1123 §2.1)")
+			}
+		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return errors.New("is an IP address, not a host name")
 	}
 	return nil
 }

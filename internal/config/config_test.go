@@ -129,6 +129,15 @@ func TestLoadRefused(t *testing.T) {
 		{"prefix range", "[guard]\nipv6_prefix = 200", []string{"guard.ipv6_prefix", "200"}},
 		{"retry order", "[queue]\nretry_min = \"2h\"\nretry_max = \"1h\"", []string{"queue.retry_max", `"1h0m0s"`}},
 		{"empty hostname", `hostname = ""`, []string{"hostname", `""`}},
+		// The hostname goes into the greeting, Received:, Message-ID: and
+		// the outbound EHLO, where receivers check its syntax.
+		{"hostname with markup", `hostname = "mail.example.cz<x>"`, []string{"hostname", `"mail.example.cz<x>"`, "letters, digits"}},
+		{"hostname with underscore", `hostname = "mail_1.example.cz"`, []string{"hostname", `"mail_1.example.cz"`}},
+		{"hostname with empty label", `hostname = "mail..example.cz"`, []string{"hostname", `"mail..example.cz"`}},
+		{"hostname trailing dot", `hostname = "mail.example.cz."`, []string{"hostname", `"mail.example.cz."`}},
+		{"hostname hyphen", `hostname = "-mail.example.cz"`, []string{"hostname", `"-mail.example.cz"`}},
+		{"hostname U-label", `hostname = "pošta.příklad.cz"`, []string{"hostname", `"pošta.příklad.cz"`, "xn--"}},
+		{"hostname label too long", `hostname = "` + strings.Repeat("a", 64) + `.cz"`, []string{"hostname", "63"}},
 		{"empty data_dir", `data_dir = ""`, []string{"data_dir", `""`}},
 		{"wrong type", "hostname = 25", []string{"hostname", "int64"}},
 		{"syntax", "hostname = ", []string{"line 1", "hostname"}},
@@ -154,6 +163,22 @@ func TestLoadRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoadAcceptsNearMisses checks values close to the refused ones above
+// that are fine: a single-label or A-label hostname, listeners that share a
+// port on different addresses, and port 0 (a free port) on several.
+func TestLoadAcceptsNearMisses(t *testing.T) {
+	for _, body := range []string{
+		`hostname = "localhost"`,
+		`hostname = "SMTP-1.Example.CZ"`,
+		`hostname = "xn--pota-2sa.xn--pklad-zsa96e.cz"`,
+		`hostname = "` + strings.Repeat("a", 63) + `.cz"`,
+	} {
+		if _, err := Load(writeConfig(t, body)); err != nil {
+			t.Errorf("Load refused %q: %v", body, err)
+		}
 	}
 }
 
