@@ -316,12 +316,20 @@ func (c *Config) Validate() error {
 		{"listen.submission", c.Listen.Submission},
 		{"listen.submissions", c.Listen.Submissions},
 	}
-	for _, l := range listens {
+	for i, l := range listens {
 		if l.addr == "" {
 			continue
 		}
 		if err := checkHostPort(l.addr); err != nil {
 			return bad(l.key, l.addr, err.Error())
+		}
+		// The second of two listeners on one address could never bind;
+		// say so here, naming both keys, rather than after data_dir is
+		// set up and the first listener is open.
+		for _, o := range listens[:i] {
+			if o.addr != "" && sameListenAddr(o.addr, l.addr) {
+				return bad(l.key, l.addr, fmt.Sprintf("collides with %s = %q (one address and port for two listeners)", o.key, o.addr))
+			}
 		}
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
@@ -472,6 +480,31 @@ func checkHostname(h string) error {
 		return errors.New("is an IP address, not a host name")
 	}
 	return nil
+}
+
+// sameListenAddr reports whether two valid listen addresses cannot both be
+// bound: the same port on the same host, or on a wildcard host that covers
+// the other ("" and "::" take IPv4 and IPv6, "0.0.0.0" IPv4). Port 0 picks
+// a free port each time and never collides.
+func sameListenAddr(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	na, _ := net.LookupPort("tcp", pa)
+	nb, _ := net.LookupPort("tcp", pb)
+	if na != nb || na == 0 {
+		return false
+	}
+	ha, hb = strings.ToLower(ha), strings.ToLower(hb)
+	is6 := func(h string) bool { return strings.Contains(h, ":") }
+	switch {
+	case ha == hb, ha == "" || ha == "::", hb == "" || hb == "::":
+		return true
+	case ha == "0.0.0.0":
+		return !is6(hb)
+	case hb == "0.0.0.0":
+		return !is6(ha)
+	}
+	return false
 }
 
 // checkHostPort accepts "host:port" with a numeric port of at most 65535 or

@@ -138,6 +138,11 @@ func TestLoadRefused(t *testing.T) {
 		{"hostname hyphen", `hostname = "-mail.example.cz"`, []string{"hostname", `"-mail.example.cz"`}},
 		{"hostname U-label", `hostname = "pošta.příklad.cz"`, []string{"hostname", `"pošta.příklad.cz"`, "xn--"}},
 		{"hostname label too long", `hostname = "` + strings.Repeat("a", 64) + `.cz"`, []string{"hostname", "63"}},
+		// Two listeners on one address: the second could never bind.
+		{"same listen address", "[listen]\nsmtp = \"127.0.0.1:2525\"\nsubmission = \"127.0.0.1:2525\"",
+			[]string{"listen.submission", `"127.0.0.1:2525"`, "listen.smtp"}},
+		{"listen port on every address", "[listen]\nsmtp = \":2525\"\nsubmissions = \"127.0.0.1:2525\"",
+			[]string{"listen.submissions", `"127.0.0.1:2525"`, "listen.smtp"}},
 		{"empty data_dir", `data_dir = ""`, []string{"data_dir", `""`}},
 		{"wrong type", "hostname = 25", []string{"hostname", "int64"}},
 		{"syntax", "hostname = ", []string{"line 1", "hostname"}},
@@ -175,6 +180,9 @@ func TestLoadAcceptsNearMisses(t *testing.T) {
 		`hostname = "SMTP-1.Example.CZ"`,
 		`hostname = "xn--pota-2sa.xn--pklad-zsa96e.cz"`,
 		`hostname = "` + strings.Repeat("a", 63) + `.cz"`,
+		"[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\nsubmissions = \"127.0.0.1:0\"",
+		"[listen]\nsmtp = \"127.0.0.1:25\"\nsubmission = \"127.0.0.2:25\"\nsubmissions = \"[::1]:25\"",
+		"[listen]\nsmtp = \"0.0.0.0:25\"\nsubmission = \"[::1]:25\"",
 	} {
 		if _, err := Load(writeConfig(t, body)); err != nil {
 			t.Errorf("Load refused %q: %v", body, err)
