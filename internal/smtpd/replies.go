@@ -27,6 +27,7 @@ const (
 	ReplyBadHeader      = "bad_header"
 	ReplyHeaderTooLarge = "header_too_large"
 	ReplyBareLF         = "bare_line_ending"
+	ReplyLineTooLong    = "line_too_long"
 	ReplySpoolFailed    = "spool_failed"
 	ReplyTempFailure    = "temporary_failure"
 	ReplyTooManyConns   = "too_many_connections"
@@ -73,6 +74,7 @@ var defaultReplies = map[string]reply{
 	// SPEC R14, R16.
 	ReplyHeaderTooLarge: {552, smtp.EnhancedCode{5, 3, 4}, "{sid} message header section is larger than {limit} bytes"},
 	ReplyBareLF:         {554, smtp.EnhancedCode{5, 6, 0}, "{sid} message contains a bare CR or LF; lines must end with CRLF"},
+	ReplyLineTooLong:    {554, smtp.EnhancedCode{5, 6, 0}, "{sid} message has a line longer than {limit} bytes"},
 	ReplyTooBig:         {552, smtp.EnhancedCode{5, 3, 4}, "{sid} message is larger than the limit of {limit} bytes"},
 	ReplyBadRecipient:   {501, smtp.EnhancedCode{5, 1, 3}, "{sid} <{address}> is not a valid recipient address"},
 	ReplyTooManyConns:   {421, smtp.EnhancedCode{4, 7, 0}, "{sid} Too many connections from {ip}, try again later."},

@@ -363,6 +363,12 @@ func (s *session) dataErr(err error) error {
 	switch {
 	case errors.Is(err, message.ErrBareLineEnding):
 		return s.s.Replies.Err(ReplyBareLF, v)
+	case errors.Is(err, smtp.ErrTooLongLine):
+		// SPEC R14. Permanent: the same message would fail again. go-smtp
+		// closes the connection after this reply, as the rest of the line
+		// cannot be told from the next command.
+		v.Limit = int64(s.s.Limits.MaxLineLength)
+		return s.s.Replies.Err(ReplyLineTooLong, v)
 	case errors.Is(err, message.ErrHeaderTooLarge):
 		v.Limit = int64(s.s.Limits.MaxHeaderSize)
 		return s.s.Replies.Err(ReplyHeaderTooLarge, v)

@@ -985,3 +985,23 @@ func TestSessionRecordBounded(t *testing.T) {
 		t.Fatalf("last event %+v", last)
 	}
 }
+
+// TestLongLineInData: a message line over the line limit is refused for
+// good, saying why (SPEC R14); a temporary error would have the client
+// retry the same message forever.
+func TestLongLineInData(t *testing.T) {
+	e := newTestEnv(t)
+	for _, where := range []string{"header", "body"} {
+		c := e.login("smtp", "jan@firma.cz")
+		long := "X: " + strings.Repeat("x", 1200)
+		data := msg("From: jan@firma.cz", long)
+		if where == "body" {
+			data = msg("From: jan@firma.cz") + long + "\r\n"
+		}
+		got := c.sendMessage("jan@firma.cz", []string{"eva@example.org"}, data)
+		matchSID(t, got, "554 5.6.0 SID message has a line longer than 1000 bytes")
+	}
+	if n := len(e.spooled()); n != 0 {
+		t.Fatalf("%d messages queued", n)
+	}
+}
