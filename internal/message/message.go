@@ -6,7 +6,6 @@ package message
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -114,11 +113,23 @@ func ReadHeader(br *bufio.Reader, max int) ([]byte, error) {
 // hide from this check but not from the recipient's reader.
 func Parse(raw []byte) (*Header, error) {
 	h := &Header{Raw: raw}
-	lines := bytes.SplitAfter(raw, []byte("\n"))
-	for i, line := range lines {
-		l := strings.TrimRight(string(line), "\r\n")
+	// parts are the pieces of the last field's value, joined when the field
+	// ends: concatenating at every continuation line would copy the value
+	// again for each, quadratic in a field folded over many short lines.
+	var parts []string
+	endField := func() {
+		if len(h.Fields) > 0 {
+			h.Fields[len(h.Fields)-1].Value = strings.Join(parts, " ")
+		}
+		parts = parts[:0]
+	}
+	rest := string(raw)
+	for i := 0; rest != ""; i++ {
+		line, after, _ := strings.Cut(rest, "\n")
+		rest = after
+		l := strings.TrimRight(line, "\r")
 		if l == "" {
-			if i < len(lines)-1 && len(bytes.Join(lines[i+1:], nil)) > 0 {
+			if rest != "" {
 				return nil, fmt.Errorf("header line %d: unexpected empty line", i+1)
 			}
 			break
@@ -127,8 +138,9 @@ func Parse(raw []byte) (*Header, error) {
 			if len(h.Fields) == 0 {
 				return nil, fmt.Errorf("header line %d: continuation line before any field", i+1)
 			}
-			f := &h.Fields[len(h.Fields)-1]
-			f.Value = strings.TrimSpace(f.Value + " " + strings.TrimSpace(l))
+			if p := strings.TrimSpace(l); p != "" {
+				parts = append(parts, p)
+			}
 			continue
 		}
 		colon := strings.IndexByte(l, ':')
@@ -142,8 +154,13 @@ func Parse(raw []byte) (*Header, error) {
 				return nil, fmt.Errorf("header line %d: invalid character in field name %q", i+1, name)
 			}
 		}
-		h.Fields = append(h.Fields, Field{Name: name, Value: strings.TrimSpace(l[colon+1:])})
+		endField()
+		h.Fields = append(h.Fields, Field{Name: name})
+		if value := strings.TrimSpace(l[colon+1:]); value != "" {
+			parts = append(parts, value)
+		}
 	}
+	endField()
 	return h, nil
 }
 
