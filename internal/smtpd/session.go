@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -47,7 +49,9 @@ func (b *backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 	})
 	if isTLS {
 		sess.tls = tls.VersionName(tlsState.Version)
+		sess.cipher = tls.CipherSuiteName(tlsState.CipherSuite)
 	}
+	sess.tx.helo = sc.Hostname()
 	return sess, nil
 }
 
@@ -72,8 +76,8 @@ type session struct {
 	s  *Server
 	c  *conn
 	sc *smtp.Conn
-	// tls is the TLS version in use, "" without TLS.
-	tls string
+	// tls is the TLS version in use, "" without TLS; cipher its cipher suite.
+	tls, cipher string
 
 	// acct is the authenticated account, nil before AUTH succeeds; pacc is
 	// what the sender policy needs of it.
@@ -84,10 +88,21 @@ type session struct {
 	// (SPEC R11), noticed at the next command or at the end.
 	authPending bool
 
+	// mu guards tx. Over BDAT, go-smtp runs Data in a goroutine of its own
+	// while the connection's goroutine goes on with the next commands, and
+	// RSET or EHLO there resets the transaction under it.
+	mu sync.Mutex
+	tx transaction
+}
+
+// transaction is what Data needs of the session; Data takes a copy.
+type transaction struct {
 	// from is the envelope sender; "" is the null sender, allowed only
 	// when From: passes (SPEC R7).
 	from  string
 	rcpts []string
+	// helo is the last EHLO/HELO name, for the Received header.
+	helo string
 }
 
 var _ smtp.AuthSession = (*session)(nil)
@@ -131,7 +146,10 @@ func (s *session) fail() {
 
 // Reset implements smtp.Session.
 func (s *session) Reset() {
-	s.from, s.rcpts = "", nil
+	s.mu.Lock()
+	// go-smtp calls Reset also for a repeated EHLO, after taking its name.
+	s.tx = transaction{helo: s.sc.Hostname()}
+	s.mu.Unlock()
 }
 
 // Logout implements smtp.Session.
@@ -247,7 +265,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		// SPEC R5, R6, R8, R9.
 		return s.reply("mail", from, s.s.Replies.Err(ReplySenderRejected, v))
 	}
-	s.from = from
+	s.mu.Lock()
+	s.tx.from = from
+	s.mu.Unlock()
 	s.c.dotCR.take()
 	s.c.record("mail", from, "250 2.0.0 OK")
 	return nil
@@ -274,7 +294,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if _, err := address.Parse(to); err != nil {
 		return s.reply("rcpt", to, s.s.Replies.Err(ReplyBadRecipient, v))
 	}
-	s.rcpts = append(s.rcpts, to)
+	s.mu.Lock()
+	s.tx.rcpts = append(s.tx.rcpts, to)
+	s.mu.Unlock()
 	s.c.record("rcpt", to, "250 2.0.0 OK")
 	return nil
 }
@@ -286,10 +308,14 @@ func (s *session) Data(r io.Reader) error {
 		return err
 	}
 	v := s.vars()
-	if s.acct == nil || len(s.rcpts) == 0 {
+	s.mu.Lock()
+	tx := s.tx
+	tx.rcpts = slices.Clone(tx.rcpts)
+	s.mu.Unlock()
+	if s.acct == nil || len(tx.rcpts) == 0 {
 		return s.reply("data", "", s.s.Replies.Err(ReplyMailNoAuth, v))
 	}
-	err := s.data(r)
+	err := s.data(r, tx)
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		if se.Code == 250 {
@@ -300,7 +326,7 @@ func (s *session) Data(r io.Reader) error {
 	return err
 }
 
-func (s *session) data(r io.Reader) error {
+func (s *session) data(r io.Reader, tx transaction) error {
 	v := s.vars()
 	lim := s.s.Limits
 	br := bufio.NewReaderSize(message.NewLineEndings(r), 32<<10)
@@ -319,7 +345,7 @@ func (s *session) data(r io.Reader) error {
 
 	now := s.s.now()
 	env := &spool.Envelope{
-		From: s.from, To: s.rcpts, Account: s.acct.Address, SessionID: s.c.sid,
+		From: tx.from, To: tx.rcpts, Account: s.acct.Address, SessionID: s.c.sid,
 		ClientIP: s.c.client.Addr().String(), Received: now,
 	}
 	w, err := s.s.Spool.Create(env)
@@ -327,7 +353,7 @@ func (s *session) data(r io.Reader) error {
 		s.c.log.Error("spool create failed", "err", err)
 		return s.s.Replies.Err(ReplySpoolFailed, v)
 	}
-	io.WriteString(w, s.receivedHeader(now))
+	io.WriteString(w, s.receivedHeader(now, tx))
 	// RFC 6409 §8.3, §8.1: a submission server adds what the client left out.
 	if !h.Has("Message-ID") {
 		fmt.Fprintf(w, "Message-ID: <%s@%s>\r\n", env.ID, s.s.Hostname)
@@ -352,7 +378,7 @@ func (s *session) data(r io.Reader) error {
 	ok := s.s.Replies.Err(ReplyQueued, v)
 	s.c.record("data", fmt.Sprintf("%d bytes", env.Size), fmt.Sprintf("%d %d.%d.%d %s", ok.Code, ok.EnhancedCode[0], ok.EnhancedCode[1], ok.EnhancedCode[2], ok.Message))
 	s.c.record("queued", env.ID, "")
-	s.c.log.Info("message queued", "queue_id", env.ID, "from", s.from, "rcpts", len(s.rcpts), "size", env.Size)
+	s.c.log.Info("message queued", "queue_id", env.ID, "from", tx.from, "rcpts", len(tx.rcpts), "size", env.Size)
 	return ok
 }
 
@@ -424,7 +450,7 @@ func (s *session) checkHeaderSenders(h *message.Header) error {
 
 // receivedHeader builds the trace header (RFC 5321 §4.4) with the protocol
 // keyword of RFC 3848 and the session id (SPEC R12, R16).
-func (s *session) receivedHeader(now time.Time) string {
+func (s *session) receivedHeader(now time.Time, tx transaction) string {
 	proto := "ESMTPA"
 	if s.tls != "" {
 		proto = "ESMTPSA"
@@ -434,18 +460,17 @@ func (s *session) receivedHeader(now time.Time) string {
 			return -1
 		}
 		return r
-	}, s.sc.Hostname())
+	}, tx.helo)
 	if helo == "" {
 		helo = "unknown"
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (submitd) with %s id %s", helo, s.c.client.Addr(), s.s.Hostname, proto, s.c.sid)
 	if s.tls != "" {
-		st, _ := s.sc.TLSConnectionState()
-		fmt.Fprintf(&b, "\r\n\t(%s %s)", s.tls, tls.CipherSuiteName(st.CipherSuite))
+		fmt.Fprintf(&b, "\r\n\t(%s %s)", s.tls, s.cipher)
 	}
-	if len(s.rcpts) == 1 {
-		fmt.Fprintf(&b, "\r\n\tfor <%s>", s.rcpts[0])
+	if len(tx.rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", tx.rcpts[0])
 	}
 	fmt.Fprintf(&b, ";\r\n\t%s\r\n", now.Format(time.RFC1123Z))
 	return b.String()

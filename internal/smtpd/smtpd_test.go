@@ -1005,3 +1005,25 @@ func TestLongLineInData(t *testing.T) {
 		t.Fatalf("%d messages queued", n)
 	}
 }
+
+// TestBDATReset: RSET (or EHLO) while a BDAT message is still open aborts it
+// cleanly: nothing is queued, and the session goes on.
+func TestBDATReset(t *testing.T) {
+	e := newTestEnv(t)
+	for _, cmd := range []string{"RSET", "EHLO client.example"} {
+		for i := 0; i < 20; i++ {
+			c := e.login("smtp", "jan@firma.cz")
+			c.expect("MAIL FROM:<jan@firma.cz>", "250 ")
+			c.expect("RCPT TO:<eva@example.org>", "250 ")
+			chunk := "From: jan@firma.cz\r\n\r\nbody\r\n"
+			io.WriteString(c.conn, fmt.Sprintf("BDAT %d\r\n%s%s\r\n", len(chunk), chunk, cmd))
+			c.last()
+			c.last()
+			c.expect("NOOP", "250 ")
+			c.conn.Close()
+		}
+	}
+	if n := len(e.spooled()); n != 0 {
+		t.Fatalf("%d messages queued", n)
+	}
+}
