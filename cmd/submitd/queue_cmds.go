@@ -106,14 +106,17 @@ func runQueue(e *env, args []string) error {
 // sender formats an envelope sender, <> for the null sender.
 func sender(from string) string { return "<" + from + ">" }
 
-func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") }
+// showTime is the time layout of "queue show", for reading.
+const showTime = "2006-01-02 15:04:05Z"
+
+func fmtTime(t time.Time) string { return t.UTC().Format(showTime) }
 
 // age formats how long ago t was, to the second.
 func age(t time.Time) string { return time.Since(t).Round(time.Second).String() }
 
-// next formats when a message is due: "now", a time, or "-" when nothing is
-// left to try.
-func next(st *queue.State) string {
+// next formats when a message is due: "now", a time in layout (UTC), or
+// "-" when nothing is left to try.
+func next(st *queue.State, layout string) string {
 	t, ok := st.NextDue()
 	switch {
 	case !ok:
@@ -121,11 +124,12 @@ func next(st *queue.State) string {
 	case !t.After(time.Now()):
 		return "now"
 	}
-	return fmtTime(t)
+	return t.UTC().Format(layout)
 }
 
 // queueList prints one tab-separated line per message: id, age, sender,
-// recipients with their state, next attempt.
+// recipients with their state, next attempt (RFC 3339, UTC, like "submitd
+// blocked"). No field holds a blank, so awk's default splitting works too.
 func queueList(e *env, a *queue.Admin) error {
 	items, err := a.List()
 	if err != nil {
@@ -133,7 +137,7 @@ func queueList(e *env, a *queue.Admin) error {
 	}
 	for _, it := range items {
 		fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%s\t%s\n", it.Env.ID, age(it.Env.Received), sender(it.Env.From),
-			rcptStates(it.State), next(it.State))
+			rcptStates(it.State), next(it.State, time.RFC3339))
 	}
 	if len(items) == 0 {
 		fmt.Fprintln(e.stderr, "the queue is empty")
@@ -184,7 +188,7 @@ func queueShow(e *env, a *queue.Admin, id string) error {
 		fmt.Fprintf(w, "dkim       signed\n")
 	}
 	fmt.Fprintf(w, "warned     %v\n", st.Warned)
-	fmt.Fprintf(w, "next       %s\n", next(st))
+	fmt.Fprintf(w, "next       %s\n", next(st, showTime))
 	fmt.Fprintln(w, "recipients:")
 	for _, r := range st.Rcpts {
 		line := fmt.Sprintf("  %s  %s  attempts %d", r.Addr, r.Status, r.Attempts)

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"submitd/internal/queue"
+	"submitd/internal/spool"
+)
+
+// TestQueueListFields checks "queue list" as a script reads it: five
+// tab-separated fields without blanks, so that both cut -f and awk's default
+// splitting find the columns, and the next attempt in RFC 3339 UTC like the
+// times of "submitd blocked" (it was "2006-01-02 15:04:05Z", whose space
+// made awk see six fields).
+func TestQueueListFields(t *testing.T) {
+	c := newCLI(t, "bcrypt")
+	sp, err := spool.Open(filepath.Join(c.dataDir, "spool"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &spool.Envelope{From: "jan@firma.cz", To: []string{"eva@example.org", "petr@example.net"},
+		Account: "jan@firma.cz", SessionID: "piWs1j0010jifNx01iWsdh", ClientIP: "192.0.2.1", Received: time.Now()}
+	w, err := sp.Create(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "From: jan@firma.cz\r\nSubject: x\r\n\r\nbody\r\n")
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	next := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second)
+	st, _ := json.Marshal(&queue.State{Rcpts: []*queue.Rcpt{
+		{Addr: "eva@example.org", Domain: "example.org", Status: queue.Deferred, Attempts: 2, Next: next},
+		{Addr: "petr@example.net", Domain: "example.net", Status: queue.Delivered, Attempts: 1},
+	}})
+	if err := sp.WriteState(env.ID, st); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errOut := c.run("", "queue", "list")
+	if code != 0 || errOut != "" {
+		t.Fatalf("queue list = %d, %q", code, errOut)
+	}
+	line := strings.TrimSuffix(out, "\n")
+	f := strings.Split(line, "\t")
+	if len(f) != 5 || len(strings.Fields(line)) != 5 {
+		t.Fatalf("queue list line %q: want 5 tab-separated fields without blanks", line)
+	}
+	if f[0] != env.ID || f[2] != "<jan@firma.cz>" || f[3] != "eva@example.org:deferred(2),petr@example.net:delivered" {
+		t.Errorf("queue list line %q", line)
+	}
+	if got, err := time.Parse(time.RFC3339, f[4]); err != nil || !got.Equal(next) || !strings.HasSuffix(f[4], "Z") {
+		t.Errorf("next attempt %q; want %s", f[4], next.Format(time.RFC3339))
+	}
+}
