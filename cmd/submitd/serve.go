@@ -160,7 +160,10 @@ func runServe(e *env, args []string) error {
 			MaxMessageSize: cfg.Limits.MaxMessageSize,
 			MaxRecipients:  cfg.Limits.MaxRecipients,
 			MaxLineLength:  cfg.Limits.MaxLineLength,
-			MaxHeaderSize:  min(int(cfg.Limits.MaxMessageSize), 1<<20),
+			// The header section is held in memory while it is checked
+			// (SPEC R7); 256 KiB is far above what mail clients send and
+			// bounds memory at max_connections.
+			MaxHeaderSize:  min(int(cfg.Limits.MaxMessageSize), 256<<10),
 			CommandTimeout: cfg.Limits.CommandTimeout.D(),
 			SessionTimeout: cfg.Limits.SessionTimeout.D(),
 			MaxConnsPerIP:  cfg.Limits.MaxConnectionsPerIP,

@@ -356,6 +356,8 @@ func (c *Config) Validate() error {
 	switch {
 	case l.MaxMessageSize < 1024:
 		return bad("limits.max_message_size", l.MaxMessageSize, "must be at least 1024")
+	case l.MaxMessageSize > 1<<30:
+		return bad("limits.max_message_size", l.MaxMessageSize, "must be at most 1073741824 (1 GiB)")
 	case l.MaxRecipients < 1:
 		return bad("limits.max_recipients", l.MaxRecipients, "must be at least 1")
 	case l.MaxLineLength < 1000:

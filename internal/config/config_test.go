@@ -125,6 +125,7 @@ func TestLoadRefused(t *testing.T) {
 		{"bad enum smarthost tls", "[delivery]\nsmarthost_tls = \"ssl\"", []string{"delivery.smarthost_tls", `"ssl"`}},
 		{"cert without key", "[tls]\ncert = \"/etc/ssl/c.pem\"", []string{"tls.cert", `"/etc/ssl/c.pem"`, "tls.key"}},
 		{"zero limit", "[limits]\nmax_recipients = 0", []string{"limits.max_recipients", "0"}},
+		{"huge message size", "[limits]\nmax_message_size = 100000000000000000", []string{"limits.max_message_size", "100000000000000000", "1 GiB"}},
 		{"short lines", "[limits]\nmax_line_length = 512", []string{"limits.max_line_length", "512"}},
 		{"prefix range", "[guard]\nipv6_prefix = 200", []string{"guard.ipv6_prefix", "200"}},
 		{"retry order", "[queue]\nretry_min = \"2h\"\nretry_max = \"1h\"", []string{"queue.retry_max", `"1h0m0s"`}},

@@ -18,7 +18,7 @@ import (
 )
 
 // ErrNotFound means no record has that session id.
-var ErrNotFound = errors.New("session not found")
+var ErrNotFound = errors.New("no record of this session (records are kept for sessionlog.retention)")
 
 // Record is one connection.
 type Record struct {
@@ -192,7 +192,7 @@ func (s *SQLite) Get(ctx context.Context, id string) (*Record, error) {
 	err := s.db.QueryRowContext(ctx, `SELECT start, end, listener, client_ip, client_port, tls, helo, account
 		FROM sessions WHERE id = ?`, id).Scan(&start, &end, &r.Listener, &r.ClientIP, &r.ClientPort, &r.TLS, &r.HELO, &r.Account)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
+		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sessionlog: %w", err)
