@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -204,6 +205,11 @@ func runServe(e *env, args []string) error {
 		lc := l.lc
 		lc.AllowPlaintextAuth = l.opt.AllowPlaintextAuth
 		lc.ProxyProtocol = l.opt.ProxyProtocol
+		if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().IsLoopback() && cfg.Hostname == "localhost" {
+			// The name goes into the greeting, Received:, Message-IDs and the
+			// outbound EHLO; receivers distrust "localhost".
+			log.Warn("hostname is \"localhost\" on a public listener; set hostname to this server's DNS name", "listener", lc.Name)
+		}
 		log.Info("listening", "listener", lc.Name, "addr", ln.Addr().String(),
 			"implicit_tls", lc.ImplicitTLS, "plaintext_auth", lc.AllowPlaintextAuth, "proxy_protocol", lc.ProxyProtocol)
 		wg.Add(1)
