@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"submitd/internal/address"
@@ -29,6 +30,31 @@ type client struct {
 	// broken is set once the connection failed (timeout, reset, garbage):
 	// no QUIT is sent on it.
 	broken bool
+
+	// conn is the connection as dialled. Deadlines are set on it (a
+	// tls.Conn passes them on to the connection it wraps) and it never
+	// changes, so the cancellation in watch may use it from another
+	// goroutine while STARTTLS replaces nc.
+	conn net.Conn
+	// steps are the per-step limits (RFC 5321 §4.5.3.2).
+	steps StepTimeouts
+	// end, when set, is the attempt's overall deadline ([delivery]
+	// timeout). It bounds every step up to the end of the data transfer,
+	// but not the wait for the reply after the final dot nor QUIT: once
+	// the whole message is out, only DataTerm decides how long to wait
+	// for its fate, because giving up then is what delivers twice.
+	end time.Time
+	// total is the overall limit that end came from, for errors.
+	total time.Duration
+	// cur describes the step under way, for its timeout error.
+	cur timeoutError
+	// blocks is set while message data is written: every write to the
+	// connection then renews the write deadline by steps.DataBlock.
+	blocks bool
+
+	mu sync.Mutex
+	// cancelled is set, under mu, once the attempt's context is done.
+	cancelled bool
 }
 
 // replyError is a reply other than the one a command needed.
@@ -41,8 +67,8 @@ type replyError struct {
 
 func (e *replyError) Error() string { return fmt.Sprintf("%s: %s", e.cmd, e.reply) }
 
-func newClient(nc net.Conn) *client {
-	c := &client{nc: nc}
+func newClient(nc net.Conn, steps StepTimeouts) *client {
+	c := &client{conn: nc, steps: steps.withDefaults()}
 	c.setConn(nc)
 	return c
 }
@@ -50,51 +76,102 @@ func newClient(nc net.Conn) *client {
 func (c *client) setConn(nc net.Conn) {
 	c.nc = nc
 	c.br = bufio.NewReaderSize(nc, 4096)
-	c.bw = bufio.NewWriter(nc)
+	c.bw = bufio.NewWriter(connWriter{c})
 }
 
-// watch makes the conversation end by deadline and as soon as ctx is done;
-// the returned function stops watching ctx.
-func (c *client) watch(ctx context.Context, deadline time.Time) func() bool {
-	// The deadline is set on the connection as it is now: STARTTLS later
-	// replaces c.nc, while the function below may run at any moment, and a
-	// TLS connection's deadline is its underlying connection's anyway.
-	nc := c.nc
-	nc.SetDeadline(deadline)
-	return context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+// connWriter writes to the client's current connection, renewing the write
+// deadline before each write while message data goes out.
+type connWriter struct{ c *client }
+
+func (w connWriter) Write(p []byte) (int, error) {
+	if w.c.blocks {
+		w.c.step("a data block to be written", w.c.steps.DataBlock, true)
+	}
+	return w.c.nc.Write(p)
 }
 
-// cmd sends one command line and reads the reply.
-func (c *client) cmd(line string) (Reply, error) {
+// watch ends the conversation as soon as ctx is done; the returned function
+// stops watching.
+func (c *client) watch(ctx context.Context) func() bool {
+	return context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.cancelled = true
+		c.conn.SetDeadline(time.Unix(1, 0))
+	})
+}
+
+// step starts a step that may take up to limit: it sets the connection's
+// deadline, capped by the overall one when capped is set, and records what
+// is awaited for the error should it run out.
+func (c *client) step(what string, limit time.Duration, capped bool) {
+	c.cur = timeoutError{step: what, limit: limit}
+	dl := time.Now().Add(limit)
+	if capped && !c.end.IsZero() && c.end.Before(dl) {
+		dl = c.end
+		c.cur.overall = true
+		c.cur.limit = c.total
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.cancelled {
+		// A cancelled attempt keeps its deadline in the past.
+		c.conn.SetDeadline(dl)
+	}
+}
+
+// ioError turns an I/O error of the current step into what the caller
+// reports: the step's timeout, an interruption, or err named by name.
+func (c *client) ioError(name string, err error) error {
+	c.mu.Lock()
+	cancelled := c.cancelled
+	c.mu.Unlock()
+	switch {
+	case cancelled:
+		return fmt.Errorf("%s: %w: %w", name, errInterrupted, err)
+	case isTimeout(err):
+		e := c.cur
+		e.err = err
+		return &e
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
+
+// cmd sends one command line and reads the reply; the step's limit bounds
+// both, capped by the overall deadline. name names the command in errors.
+func (c *client) cmd(name, line string, limit time.Duration) (Reply, error) {
 	if strings.ContainsAny(line, "\r\n") {
 		return Reply{}, fmt.Errorf("command %q contains a line break", clip(line))
 	}
+	verb, _, _ := strings.Cut(name, " ")
+	c.step("the reply to "+verb, limit, true)
 	if _, err := c.bw.WriteString(line + "\r\n"); err != nil {
 		c.broken = true
-		return Reply{}, err
+		return Reply{}, c.ioError(name, err)
 	}
 	if err := c.bw.Flush(); err != nil {
 		c.broken = true
-		return Reply{}, err
+		return Reply{}, c.ioError(name, err)
 	}
-	return c.read()
+	return c.read(name)
 }
 
-// read reads one reply.
-func (c *client) read() (Reply, error) {
+// read reads one reply, within the deadline of the step under way.
+func (c *client) read(name string) (Reply, error) {
 	r, err := readReply(c.br)
 	if err != nil {
 		c.broken = true
+		return r, c.ioError(name, err)
 	}
-	return r, err
+	return r, nil
 }
 
 // expect runs cmd and turns a reply of another class than want into a
 // *replyError.
-func (c *client) expect(name, line string, want int) (Reply, error) {
-	r, err := c.cmd(line)
+func (c *client) expect(name, line string, want int, limit time.Duration) (Reply, error) {
+	r, err := c.cmd(name, line, limit)
 	if err != nil {
-		return r, fmt.Errorf("%s: %w", name, err)
+		return r, err
 	}
 	if r.Class() != want {
 		return r, &replyError{cmd: name, reply: r}
@@ -105,9 +182,10 @@ func (c *client) expect(name, line string, want int) (Reply, error) {
 // greet reads the server's greeting (RFC 5321 §4.3.1: 220, or 554 for "no
 // service here").
 func (c *client) greet() error {
-	r, err := c.read()
+	c.step("the greeting", c.steps.Greeting, true)
+	r, err := c.read("greeting")
 	if err != nil {
-		return fmt.Errorf("greeting: %w", err)
+		return err
 	}
 	if r.Code != 220 {
 		return &replyError{cmd: "greeting", reply: r}
@@ -118,13 +196,13 @@ func (c *client) greet() error {
 // hello sends EHLO and records the extensions; a server that does not know
 // EHLO (5xx) gets HELO instead (RFC 5321 §3.2).
 func (c *client) hello(name string) error {
-	r, err := c.cmd("EHLO " + name)
+	r, err := c.cmd("EHLO", "EHLO "+name, c.steps.Command)
 	if err != nil {
-		return fmt.Errorf("EHLO: %w", err)
+		return err
 	}
 	if r.Class() == 5 && r.Code != 554 {
 		c.ext = map[string]string{}
-		_, err := c.expect("HELO", "HELO "+name, 2)
+		_, err := c.expect("HELO", "HELO "+name, 2, c.steps.Command)
 		return err
 	}
 	if r.Class() != 2 {
@@ -146,13 +224,14 @@ func (c *client) has(ext string) bool {
 // startTLS upgrades the connection (RFC 3207) and says EHLO again, since
 // what the server offered in clear text no longer holds (§4.2).
 func (c *client) startTLS(conf *tls.Config, helo string) error {
-	if _, err := c.expect("STARTTLS", "STARTTLS", 2); err != nil {
+	if _, err := c.expect("STARTTLS", "STARTTLS", 2, c.steps.Command); err != nil {
 		return err
 	}
 	tc := tls.Client(c.nc, conf)
+	c.step("the TLS handshake", c.steps.Command, true)
 	if err := tc.Handshake(); err != nil {
 		c.broken = true
-		return fmt.Errorf("TLS handshake: %w", err)
+		return c.ioError("TLS handshake", err)
 	}
 	c.setConn(tc)
 	c.tls = true
@@ -163,16 +242,16 @@ func (c *client) startTLS(conf *tls.Config, helo string) error {
 // (RFC 4954, RFC 4616).
 func (c *client) authPlain(user, pass string) error {
 	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
-	r, err := c.cmd("AUTH PLAIN " + ir)
+	r, err := c.cmd("AUTH", "AUTH PLAIN "+ir, c.steps.Command)
 	if err != nil {
-		return fmt.Errorf("AUTH: %w", err)
+		return err
 	}
 	if r.Code == 334 {
 		// A server that ignores initial responses asks with an empty
 		// challenge; answer it.
-		r, err = c.cmd(ir)
+		r, err = c.cmd("AUTH", ir, c.steps.Command)
 		if err != nil {
-			return fmt.Errorf("AUTH: %w", err)
+			return err
 		}
 	}
 	if r.Class() != 2 {
@@ -184,8 +263,10 @@ func (c *client) authPlain(user, pass string) error {
 // quit ends the session politely; errors do not matter any more.
 func (c *client) quit() {
 	if !c.broken {
-		c.nc.SetDeadline(time.Now().Add(5 * time.Second))
-		c.cmd("QUIT")
+		// QUIT comes after the transaction, so the overall limit, which
+		// ends with the data transfer, does not bound it.
+		c.end = time.Time{}
+		c.cmd("QUIT", "QUIT", c.steps.Command)
 	}
 	c.nc.Close()
 }
@@ -250,9 +331,9 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 		}
 		mail += " SMTPUTF8"
 	}
-	r, err := c.cmd(mail)
+	r, err := c.cmd("MAIL FROM", mail, c.steps.Mail)
 	if err != nil {
-		return nil, &hostError{fmt.Errorf("MAIL FROM: %w", err)}
+		return nil, &hostError{err}
 	}
 	switch r.Class() {
 	case 2:
@@ -266,9 +347,9 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 
 	var accepted []int
 	for i, rcpt := range m.Rcpts {
-		r, err := c.cmd("RCPT TO:<" + rcpts[i] + ">")
+		r, err := c.cmd("RCPT TO", "RCPT TO:<"+rcpts[i]+">", c.steps.Rcpt)
 		if err != nil {
-			return nil, &hostError{fmt.Errorf("RCPT TO: %w", err)}
+			return nil, &hostError{err}
 		}
 		results[i] = Result{Rcpt: rcpt, Reply: r.String(), Host: host}
 		switch r.Class() {
@@ -287,35 +368,42 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 	}
 	if len(accepted) == 0 {
 		// Every recipient refused: no DATA (RFC 5321 §3.3 would answer 554).
-		c.cmd("RSET")
+		c.cmd("RSET", "RSET", c.steps.Command)
 		return results, nil
 	}
 
-	r, err = c.cmd("DATA")
+	r, err = c.cmd("DATA", "DATA", c.steps.DataInit)
 	if err != nil {
-		return nil, &hostError{fmt.Errorf("DATA: %w", err)}
+		return nil, &hostError{err}
 	}
 	if r.Code != 354 {
 		setAccepted(statusOf(r), r.String())
 		return results, nil
 	}
+	// RFC 5321 §4.5.3.2.5: each block written has its own limit, so a
+	// large message to a slow server goes on as long as it moves.
+	c.blocks = true
 	dw := textproto.NewWriter(c.bw).DotWriter()
 	src := &errReader{r: body}
-	if _, err := io.Copy(dw, src); err != nil {
+	_, err = io.Copy(dw, src)
+	if err == nil {
+		err = dw.Close()
+	}
+	c.blocks = false
+	if err != nil {
 		c.broken = true
 		if src.err == nil {
-			return nil, &hostError{fmt.Errorf("sending message: %w", err)}
+			return nil, &hostError{c.ioError("sending message", err)}
 		}
 		// The spool could not be read: the data on the wire is cut short,
 		// so the connection must be dropped without ending DATA.
 		c.nc.Close()
 		return all(Temporary, "cannot read the queued message"), fmt.Errorf("read message: %w", src.err)
 	}
-	if err := dw.Close(); err != nil {
-		c.broken = true
-		return nil, &hostError{fmt.Errorf("sending message: %w", err)}
-	}
-	r, err = c.read()
+	// RFC 5321 §4.5.3.2.6: the reply to the final dot gets its own limit,
+	// whatever is left of the overall one.
+	c.step("the reply to the end of DATA", c.steps.DataTerm, false)
+	r, err = c.read("end of DATA")
 	if err != nil {
 		// The whole message went out but its fate is unknown: retry later
 		// rather than at the next host now (RFC 5321 §6.1 prefers a

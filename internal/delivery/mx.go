@@ -36,8 +36,14 @@ type MXConfig struct {
 	Dial DialFunc
 	// ConnectTimeout bounds opening one connection; default 30s.
 	ConnectTimeout time.Duration
-	// Timeout bounds one whole session with one host; default 10m.
+	// Timeout bounds a session with one host up to the end of the data
+	// transfer; the wait for the reply after the final dot and QUIT have
+	// only their step limits, so a message that is all out is not given up
+	// on (and later sent twice) for the session's length; default 10m.
 	Timeout time.Duration
+	// Steps bound each step of a session (RFC 5321 §4.5.3.2); zero fields
+	// take the RFC's values.
+	Steps StepTimeouts
 	// Log gets a line per session; nil discards.
 	Log *slog.Logger
 }
@@ -69,7 +75,7 @@ func NewMX(cfg MXConfig) *MX {
 		res: res,
 		d: dialer{
 			helo: cmp.Or(cfg.Hostname, "localhost"), dial: cfg.Dial,
-			connectTimeout: cfg.ConnectTimeout, timeout: cfg.Timeout,
+			connectTimeout: cfg.ConnectTimeout, timeout: cfg.Timeout, steps: cfg.Steps,
 			rootCAs: cfg.RootCAs, log: cfg.Log,
 		},
 		shuffle: rand.Shuffle,

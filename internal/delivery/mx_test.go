@@ -367,7 +367,7 @@ func TestVerifyTLS(t *testing.T) {
 }
 
 // A server that accepts the connection and then says nothing is given up on
-// after the session timeout, and the message is deferred.
+// after the overall limit, and the message is deferred.
 func TestSilentServerTimesOut(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
@@ -387,7 +387,7 @@ func TestSilentServerTimesOut(t *testing.T) {
 	w.port = ln.Addr().(*net.TCPAddr).Port
 	w.dns.AddA("example.test", "127.0.0.2")
 	x := w.mx(func(c *MXConfig) { c.Timeout = 300 * time.Millisecond })
-	check(t, x.Deliver(context.Background(), msg("example.test", "x@example.test")), "x@example.test", Temporary, "greeting: read tcp")
+	check(t, x.Deliver(context.Background(), msg("example.test", "x@example.test")), "x@example.test", Temporary, "timeout waiting for the greeting: the attempt's overall limit")
 }
 
 // Dial is injectable: here it routes every connection to one receiver, the way

@@ -40,8 +40,11 @@ type dialer struct {
 	dial DialFunc
 	// connectTimeout bounds opening the connection.
 	connectTimeout time.Duration
-	// timeout bounds one whole session with one host.
+	// timeout bounds a session with one host up to the end of the data
+	// transfer (see client.end).
 	timeout time.Duration
+	// steps bound each step of the session.
+	steps StepTimeouts
 	// rootCAs verify certificates; nil means the system's roots.
 	rootCAs *x509.CertPool
 	// log gets one line per session.
@@ -114,7 +117,9 @@ func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, t
 	if t.mode == tlsImplicit {
 		nc = tls.Client(nc, tconf)
 	}
-	c := newClient(nc)
+	c := newClient(nc, d.steps)
+	c.total = cmp.Or(d.timeout, 10*time.Minute)
+	c.end = time.Now().Add(c.total)
 	defer func() {
 		if ctx.Err() != nil {
 			c.nc.Close()
@@ -122,12 +127,13 @@ func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, t
 		}
 		c.quit()
 	}()
-	stop := c.watch(ctx, time.Now().Add(cmp.Or(d.timeout, 10*time.Minute)))
+	stop := c.watch(ctx)
 	defer stop()
 	if t.mode == tlsImplicit {
+		c.step("the TLS handshake", c.steps.Command, true)
 		if err := nc.(*tls.Conn).HandshakeContext(ctx); err != nil {
 			c.broken = true
-			return nil, info, &hostError{fmt.Errorf("TLS handshake: %w", err)}
+			return nil, info, &hostError{c.ioError("TLS handshake", err)}
 		}
 		info.used, info.verified = true, true
 		c.tls = true
