@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -278,31 +279,88 @@ type hostError struct{ err error }
 func (e *hostError) Error() string { return e.err.Error() }
 func (e *hostError) Unwrap() error { return e.err }
 
-// send runs one mail transaction for m (RFC 5321 §3.3): MAIL FROM, one RCPT
-// TO per recipient, and DATA when at least one was accepted. It returns one
-// Result per recipient, or a *hostError when the transaction failed before
-// any recipient got an answer that holds (a 4xx to MAIL FROM, a broken
+// send delivers m over the session (RFC 5321 §3.3): MAIL FROM, one RCPT TO
+// per recipient, and DATA when at least one was accepted. Recipients refused
+// with "too many recipients" go in a further transaction on the same
+// connection (RFC 5321 §4.5.3.1.10), until every recipient has its answer or
+// a transaction gets none of them further. It returns one Result per
+// recipient, or a *hostError when the first transaction failed before any
+// recipient got an answer that holds (a 4xx to MAIL FROM, a broken
 // connection before the end of DATA), so the caller can try another host.
 func (c *client) send(m *Message, host string) ([]Result, error) {
 	results := make([]Result, len(m.Rcpts))
-	all := func(st Status, reply string) []Result {
-		for i, r := range m.Rcpts {
-			results[i] = Result{Rcpt: r, Status: st, Reply: reply, Host: host}
+	pending := make([]int, len(m.Rcpts))
+	for i := range pending {
+		pending[i] = i
+	}
+	for first := true; ; first = false {
+		more, err := c.transaction(m, host, pending, results)
+		var he *hostError
+		if err != nil && !first && errors.As(err, &he) {
+			// Earlier transactions gave answers that hold (some
+			// recipients have the message): only the recipients of this
+			// one are left for later.
+			for _, i := range pending {
+				results[i] = Result{Rcpt: m.Rcpts[i], Status: Temporary, Reply: errorReply(err), Host: host}
+			}
+			return results, nil
 		}
-		return results
+		if err != nil {
+			if he != nil {
+				return nil, err
+			}
+			return results, err
+		}
+		if len(more) == 0 || len(more) == len(pending) {
+			// Done, or no progress: the rest keep their 452 and are
+			// deferred.
+			return results, nil
+		}
+		pending = more
+	}
+}
+
+// tooMany reports whether r, a reply to RCPT TO, says the transaction has
+// all the recipients the server takes (RFC 5321 §4.5.3.1.10: 452, with the
+// RFC 3463 code 4.5.3 or, from servers without enhanced codes, the words).
+// A 452 for another reason (4.2.2 mailbox full) is not one.
+func tooMany(r Reply) bool {
+	if r.Code != 452 || len(r.Lines) == 0 {
+		return false
+	}
+	text := r.Lines[0]
+	if strings.HasPrefix(text, "4.5.3") {
+		return true
+	}
+	if len(text) > 0 && text[0] >= '0' && text[0] <= '9' {
+		return false // some other enhanced code
+	}
+	return strings.Contains(strings.ToLower(text), "too many recipients")
+}
+
+// transaction runs one mail transaction for the recipients of m at the
+// indexes idx and writes their results. It returns the indexes of those the
+// server refused with "too many recipients" (their results say Temporary
+// with that reply), or a *hostError as send describes it.
+func (c *client) transaction(m *Message, host string, idx []int, results []Result) (more []int, err error) {
+	all := func(st Status, reply string) {
+		for _, i := range idx {
+			results[i] = Result{Rcpt: m.Rcpts[i], Status: st, Reply: reply, Host: host}
+		}
 	}
 	body, err := m.Open()
 	if err != nil {
 		// A local fault: retrying later is all that can be done.
-		return all(Temporary, "cannot read the queued message"), fmt.Errorf("open message: %w", err)
+		all(Temporary, "cannot read the queued message")
+		return nil, fmt.Errorf("open message: %w", err)
 	}
 	defer body.Close()
 
 	from := wireAddr(m.From)
 	rcpts := make([]string, len(m.Rcpts))
 	utf8 := !isASCII(from)
-	for i, r := range m.Rcpts {
-		rcpts[i] = wireAddr(r)
+	for _, i := range idx {
+		rcpts[i] = wireAddr(m.Rcpts[i])
 		utf8 = utf8 || !isASCII(rcpts[i])
 	}
 	mail := "MAIL FROM:<" + from + ">"
@@ -313,7 +371,8 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 	if c.has("8BITMIME") || (c.has("SMTPUTF8") && !utf8) {
 		eightBit, utf8Header, err := scan8Bit(m)
 		if err != nil {
-			return all(Temporary, "cannot read the queued message"), fmt.Errorf("read message: %w", err)
+			all(Temporary, "cannot read the queued message")
+			return nil, fmt.Errorf("read message: %w", err)
 		}
 		if eightBit && c.has("8BITMIME") {
 			// RFC 6152 §3: 8-bit content is announced. To a server
@@ -327,7 +386,8 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 	if utf8 {
 		if !c.has("SMTPUTF8") {
 			// RFC 6531 §3.2: such a message cannot go to this server.
-			return all(Permanent, "the remote server does not offer SMTPUTF8, which a UTF-8 local part needs (RFC 6531)"), nil
+			all(Permanent, "the remote server does not offer SMTPUTF8, which a UTF-8 local part needs (RFC 6531)")
+			return nil, nil
 		}
 		mail += " SMTPUTF8"
 	}
@@ -340,25 +400,36 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 	case 5:
 		// RFC 5321 §4.2.1: the sender or the message is refused for good,
 		// at every host of the domain.
-		return all(Permanent, r.String()), nil
+		all(Permanent, r.String())
+		return nil, nil
 	default:
 		return nil, &hostError{&replyError{cmd: "MAIL FROM", reply: r}}
 	}
 
 	var accepted []int
-	for i, rcpt := range m.Rcpts {
+	for n, i := range idx {
 		r, err := c.cmd("RCPT TO", "RCPT TO:<"+rcpts[i]+">", c.steps.Rcpt)
 		if err != nil {
 			return nil, &hostError{err}
 		}
-		results[i] = Result{Rcpt: rcpt, Reply: r.String(), Host: host}
-		switch r.Class() {
-		case 2:
+		results[i] = Result{Rcpt: m.Rcpts[i], Reply: r.String(), Host: host}
+		switch {
+		case r.Class() == 2:
 			accepted = append(accepted, i)
-		case 5:
+		case r.Class() == 5:
 			results[i].Status = Permanent
+		case tooMany(r):
+			// RFC 5321 §4.5.3.1.10: this transaction is full; the rest
+			// would get the same answer, so they wait for the next one.
+			for _, j := range idx[n:] {
+				results[j] = Result{Rcpt: m.Rcpts[j], Status: Temporary, Reply: r.String(), Host: host}
+			}
+			more = idx[n:]
 		default:
 			results[i].Status = Temporary
+		}
+		if more != nil {
+			break
 		}
 	}
 	setAccepted := func(st Status, reply string) {
@@ -368,8 +439,10 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 	}
 	if len(accepted) == 0 {
 		// Every recipient refused: no DATA (RFC 5321 §3.3 would answer 554).
-		c.cmd("RSET", "RSET", c.steps.Command)
-		return results, nil
+		if _, err := c.cmd("RSET", "RSET", c.steps.Command); err != nil {
+			return nil, nil
+		}
+		return more, nil
 	}
 
 	r, err = c.cmd("DATA", "DATA", c.steps.DataInit)
@@ -378,7 +451,7 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 	}
 	if r.Code != 354 {
 		setAccepted(statusOf(r), r.String())
-		return results, nil
+		return nil, nil
 	}
 	// RFC 5321 §4.5.3.2.5: each block written has its own limit, so a
 	// large message to a slow server goes on as long as it moves.
@@ -398,7 +471,8 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 		// The spool could not be read: the data on the wire is cut short,
 		// so the connection must be dropped without ending DATA.
 		c.nc.Close()
-		return all(Temporary, "cannot read the queued message"), fmt.Errorf("read message: %w", src.err)
+		all(Temporary, "cannot read the queued message")
+		return nil, fmt.Errorf("read message: %w", src.err)
 	}
 	// RFC 5321 §4.5.3.2.6: the reply to the final dot gets its own limit,
 	// whatever is left of the overall one.
@@ -409,14 +483,16 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 		// rather than at the next host now (RFC 5321 §6.1 prefers a
 		// duplicate to a loss, but one is enough).
 		setAccepted(Temporary, "no reply after the end of DATA: "+err.Error())
-		return results, nil
+		return nil, nil
 	}
-	if r.Class() == 2 {
-		setAccepted(Delivered, r.String())
-	} else {
+	if r.Class() != 2 {
+		// The server refused the message itself: the recipients left
+		// would only get it refused again.
 		setAccepted(statusOf(r), r.String())
+		return nil, nil
 	}
-	return results, nil
+	setAccepted(Delivered, r.String())
+	return more, nil
 }
 
 // statusOf maps a failure reply to a status: 5xx permanent, else temporary.

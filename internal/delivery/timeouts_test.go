@@ -25,6 +25,12 @@ type slowServer struct {
 	// readPace, when set, is the pause between reads of 4 KiB of message
 	// data, so that a large message trickles in.
 	readPace time.Duration
+	// maxRcpts, when set, answers 452 4.5.3 past that many recipients in
+	// a transaction.
+	maxRcpts int
+	// dropAtMail, when set, closes the connection at that MAIL FROM
+	// (1: the first).
+	dropAtMail int
 	// delivered counts messages answered with 250 at the end of DATA.
 	delivered atomic.Int32
 	done      chan struct{}
@@ -83,6 +89,7 @@ func (s *slowServer) reply(c net.Conn, step, line string) bool {
 func (s *slowServer) serve(c net.Conn) {
 	defer c.Close()
 	br := bufio.NewReaderSize(c, 4096)
+	mails, rcpts := 0, 0
 	if !s.reply(c, "greeting", "220 slow.test ESMTP") {
 		return
 	}
@@ -97,8 +104,16 @@ func (s *slowServer) serve(c net.Conn) {
 		case "EHLO":
 			ok = s.reply(c, "EHLO", "250 slow.test")
 		case "MAIL":
+			if mails++; mails == s.dropAtMail {
+				return
+			}
+			rcpts = 0
 			ok = s.reply(c, "MAIL", "250 2.1.0 ok")
 		case "RCPT":
+			if rcpts++; s.maxRcpts > 0 && rcpts > s.maxRcpts {
+				ok = s.reply(c, "RCPT", "452 4.5.3 too many recipients")
+				break
+			}
 			ok = s.reply(c, "RCPT", "250 2.1.5 ok")
 		case "DATA":
 			if ok = s.reply(c, "DATA", "354 go ahead"); !ok {

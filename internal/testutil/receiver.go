@@ -75,6 +75,10 @@ type ReceiverOptions struct {
 	SMTPUTF8 bool
 	// MaxMessageBytes is advertised in SIZE and enforced; 0: no limit.
 	MaxMessageBytes int64
+	// MaxRcpts, when set, accepts at most that many recipients per
+	// transaction: a further RCPT TO gets "452 4.5.3" (RFC 5321
+	// §4.5.3.1.10) until the next MAIL FROM. 0: no limit.
+	MaxRcpts int
 	// EHLOError, when set, is the reply to EHLO/HELO (go-smtp sends its
 	// greeting before the backend is asked, so this is the earliest refusal a
 	// receiver can give).
@@ -122,6 +126,7 @@ func NewReceiver(t testing.TB, opts ReceiverOptions) *Receiver {
 	s.ReadTimeout = 30 * time.Second
 	s.WriteTimeout = 30 * time.Second
 	s.MaxMessageBytes = opts.MaxMessageBytes
+	s.MaxRecipients = opts.MaxRcpts
 	s.AllowInsecureAuth = opts.AllowInsecureAuth
 	s.EnableSMTPUTF8 = opts.SMTPUTF8
 	s.ErrorLog = logFunc(r.logf)

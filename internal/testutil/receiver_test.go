@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"crypto/tls"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -95,5 +96,54 @@ func TestReceiverDataHook(t *testing.T) {
 	}
 	if msgs := r.Messages(); len(msgs) != 1 || !strings.Contains(string(msgs[0].Data), "keep me") {
 		t.Errorf("recorded %+v, want only the accepted message", msgs)
+	}
+}
+
+// TestReceiverMaxRcpts: past MaxRcpts accepted recipients a transaction gets
+// 452 4.5.3, and the next transaction on the same connection starts afresh.
+func TestReceiverMaxRcpts(t *testing.T) {
+	r := NewReceiver(t, ReceiverOptions{MaxRcpts: 2})
+	c, err := smtp.Dial(r.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	send := func(rcpts ...string) (refused []string) {
+		if err := c.Mail("a@example.org", nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, to := range rcpts {
+			err := c.Rcpt(to, nil)
+			var se *smtp.SMTPError
+			switch {
+			case err == nil:
+			case errors.As(err, &se) && se.Code == 452 && se.EnhancedCode == smtp.EnhancedCode{4, 5, 3}:
+				refused = append(refused, to)
+			default:
+				t.Fatalf("RCPT %s: %v, want 250 or 452 4.5.3", to, err)
+			}
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("Subject: x\r\n\r\nbody\r\n"))
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return refused
+	}
+	if got := send("a@x.test", "b@x.test", "c@x.test"); len(got) != 1 || got[0] != "c@x.test" {
+		t.Errorf("first transaction refused %v, want [c@x.test]", got)
+	}
+	if got := send("c@x.test"); len(got) != 0 {
+		t.Errorf("second transaction refused %v, want none", got)
+	}
+	msgs := r.Messages()
+	if len(msgs) != 2 || len(msgs[0].Rcpts) != 2 || len(msgs[1].Rcpts) != 1 || msgs[1].Rcpts[0] != "c@x.test" {
+		t.Errorf("recorded %+v", msgs)
+	}
+	if n := r.Connections(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
 	}
 }
