@@ -188,7 +188,9 @@ type Delivery struct {
 	SmarthostPassword string `toml:"smarthost_password"`
 	// ConnectTimeout bounds dialing a remote server.
 	ConnectTimeout Duration `toml:"connect_timeout"`
-	// Timeout bounds one whole delivery attempt to one host.
+	// Timeout bounds a delivery attempt to one host up to the end of the
+	// message data; each step also has its RFC 5321 §4.5.3.2 limit, and the
+	// reply after the data is awaited for up to 10 minutes.
 	Timeout Duration `toml:"timeout"`
 }
 
