@@ -157,7 +157,11 @@ func (r *Replies) Err(key string, v Vars) *smtp.SMTPError {
 
 // Line formats the reply for key as the full line a client receives.
 func (r *Replies) Line(key string, v Vars) string {
-	e := r.Err(key, v)
+	return replyLine(r.Err(key, v))
+}
+
+// replyLine formats e as the line go-smtp writes for it.
+func replyLine(e *smtp.SMTPError) string {
 	return fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
 }
 

@@ -459,20 +459,23 @@ func (c *conn) Read(b []byte) (int, error) {
 	}
 	c.Conn.SetReadDeadline(d)
 	n, err := c.Conn.Read(b)
-	if n > 0 && c.srv.Guard != nil && c.srv.Guard.Blocked(c.client.Addr()) {
+	if n > 0 && c.refuseIfBlocked() {
 		// SPEC R11: a session whose client was blocked while it was open
 		// gets the refusal at its next command, whatever the command.
-		c.refuseBlocked()
 		return 0, net.ErrClosed
 	}
 	return n, err
 }
 
-// refuseBlocked writes the blocked reply through the topmost layer (TLS when
-// the session uses it) and closes the connection.
-func (c *conn) refuseBlocked() {
+// refuseIfBlocked reports whether the client is blocked and, the first time
+// it is, writes the blocked reply through the topmost layer (TLS when the
+// session uses it) and closes the connection.
+func (c *conn) refuseIfBlocked() bool {
+	if c.srv.Guard == nil || !c.srv.Guard.Blocked(c.client.Addr()) {
+		return false
+	}
 	if !c.refused.CompareAndSwap(false, true) {
-		return
+		return true
 	}
 	line := c.srv.Replies.Line(ReplyBlocked, Vars{SID: c.sid, IP: c.client.Addr().String()})
 	c.record("refused", "client blocked", line)
@@ -483,6 +486,7 @@ func (c *conn) refuseBlocked() {
 	}
 	(*top).Write([]byte(line + "\r\n"))
 	c.Close()
+	return true
 }
 
 // setTop records the layer replies go through: the tls.Conn once TLS is up.

@@ -111,16 +111,14 @@ func (s *session) vars() Vars {
 	return Vars{SID: s.c.sid, IP: s.c.client.Addr().String()}
 }
 
-// checkGuard ends the session of a client that was blocked while it was
-// connected (SPEC R11), and settles an unfinished AUTH.
+// checkGuard settles an unfinished AUTH and ends the session of a client
+// blocked while it was connected (SPEC R11). conn.Read catches that at the
+// next read; this catches commands the client had pipelined before it.
 func (s *session) checkGuard() error {
 	s.settlePendingAuth()
-	g := s.s.Guard
-	if g != nil && g.Blocked(s.c.client.Addr()) {
-		s.c.closeAfterWrite.Store(true)
-		line := s.s.Replies.Line(ReplyBlocked, s.vars())
-		s.c.record("refused", "blocked", line)
-		s.c.log.Warn("session ended: client is blocked")
+	if s.c.refuseIfBlocked() {
+		// The reply is written and the connection closed; go-smtp's own
+		// write of this error then goes nowhere.
 		return s.s.Replies.Err(ReplyBlocked, s.vars())
 	}
 	return nil
@@ -275,7 +273,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 
 // reply records and logs a refusal and returns it.
 func (s *session) reply(kind, detail string, e *smtp.SMTPError) error {
-	line := fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+	line := replyLine(e)
 	s.c.record(kind, oneLine(detail), line)
 	s.c.log.Info(kind+" refused", "arg", oneLine(detail), "reply", line)
 	return e
@@ -376,7 +374,7 @@ func (s *session) data(r io.Reader, tx transaction) error {
 	}
 	v.QueueID = env.ID
 	ok := s.s.Replies.Err(ReplyQueued, v)
-	s.c.record("data", fmt.Sprintf("%d bytes", env.Size), fmt.Sprintf("%d %d.%d.%d %s", ok.Code, ok.EnhancedCode[0], ok.EnhancedCode[1], ok.EnhancedCode[2], ok.Message))
+	s.c.record("data", fmt.Sprintf("%d bytes", env.Size), replyLine(ok))
 	s.c.record("queued", env.ID, "")
 	s.c.log.Info("message queued", "queue_id", env.ID, "from", tx.from, "rcpts", len(tx.rcpts), "size", env.Size)
 	return ok
