@@ -77,18 +77,25 @@ func (e *env) openDB() (*config.Config, *sql.DB, error) {
 	return cfg, db, nil
 }
 
-// directory opens the configured directory store.
-func (e *env) directory() (*config.Config, directory.Store, func(), error) {
+// openStore opens the configured database and a component's store on it;
+// done closes the database.
+func openStore[S any](e *env, open func(context.Context, *sql.DB) (S, error)) (cfg *config.Config, st S, done func(), err error) {
 	cfg, db, err := e.openDB()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, st, nil, err
 	}
-	st, err := directory.NewSQLite(context.Background(), db)
-	if err != nil {
+	if st, err = open(context.Background(), db); err != nil {
 		db.Close()
-		return nil, nil, nil, err
+		return nil, st, nil, err
 	}
 	return cfg, st, func() { db.Close() }, nil
+}
+
+// directory opens the configured directory store.
+func (e *env) directory() (*config.Config, directory.Store, func(), error) {
+	return openStore(e, func(ctx context.Context, db *sql.DB) (directory.Store, error) {
+		return directory.NewSQLite(ctx, db)
+	})
 }
 
 // verb splits "VERB ARGS..." and parses flags.

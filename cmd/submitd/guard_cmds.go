@@ -44,16 +44,7 @@ func guardConfig(cfg *config.Config) guard.Config {
 
 // guardStore opens the guard's tables in the configured database.
 func (e *env) guardStore() (*config.Config, *guard.SQLite, func(), error) {
-	cfg, db, err := e.openDB()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	st, err := guard.NewSQLite(context.Background(), db)
-	if err != nil {
-		db.Close()
-		return nil, nil, nil, err
-	}
-	return cfg, st, func() { db.Close() }, nil
+	return openStore(e, guard.NewSQLite)
 }
 
 // runUnblock lifts blocks (SPEC R11a). It writes to the database the server

@@ -33,15 +33,11 @@ func runSession(e *env, args []string) error {
 	if !ids.IsSession(pos[0]) {
 		return fmt.Errorf("%q is not a session id (22 letters and digits)", pos[0])
 	}
-	cfg, db, err := e.openDB()
+	cfg, st, done, err := openStore(e, sessionlog.NewSQLite)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	st, err := sessionlog.NewSQLite(context.Background(), db)
-	if err != nil {
-		return err
-	}
+	defer done()
 	r, err := st.Get(context.Background(), pos[0])
 	if err != nil {
 		return err
