@@ -1027,3 +1027,54 @@ func TestBDATReset(t *testing.T) {
 		t.Fatalf("%d messages queued", n)
 	}
 }
+
+// lockedBuffer collects log output written from many goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestLogLines: every log line of a session carries its session id (SPEC
+// R12), and neither a password nor an AUTH payload is ever logged (R13).
+func TestLogLines(t *testing.T) {
+	logs := &lockedBuffer{}
+	e := newTestEnv(t, withServer(func(s *Server) {
+		s.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}))
+	c := e.open("smtp")
+	sid := matchSID(t, c.cmd(plain("jan@firma.cz", "Wrong-Secret-1")), "535 5.1.0 SID authentication failed")
+	c.expect("AUTH LOGIN", "334 ")
+	c.expect(b64("jan@firma.cz"), "334 ")
+	c.expect(b64(testPassword), "235 ")
+	c.sendMessage("jan@firma.cz", []string{"eva@example.org"}, msg("From: jan@firma.cz"))
+	c.send("QUIT")
+	c.last()
+	e.waitRecord(sid)
+	out := logs.String()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 4 {
+		t.Fatalf("only %d log lines:\n%s", len(lines), out)
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "session="+sid) {
+			t.Errorf("log line without the session id: %s", l)
+		}
+	}
+	for _, secret := range []string{"Wrong-Secret-1", testPassword, b64(testPassword), b64("\x00jan@firma.cz\x00Wrong-Secret-1")} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log holds %q:\n%s", secret, out)
+		}
+	}
+}
