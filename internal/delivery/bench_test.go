@@ -21,7 +21,7 @@ func BenchmarkDeliver(b *testing.B) {
 			rx := testutil.NewReceiver(b, testutil.ReceiverOptions{STARTTLS: tlsOn})
 			srv.AddMX("example.test", 10, "mx.example.test")
 			srv.AddA("mx.example.test", "127.0.0.1")
-			x := NewMX(MXConfig{Hostname: "bench.test", Resolver: &Resolver{Addr: srv.Addr}, Port: rx.Port})
+			x := NewMX(MXConfig{SessionConfig: SessionConfig{Hostname: "bench.test"}, Resolver: &Resolver{Addr: srv.Addr}, Port: rx.Port})
 			m := msg("example.test", "a@example.test", "b@example.test")
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

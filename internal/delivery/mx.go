@@ -3,14 +3,12 @@ package delivery
 import (
 	"cmp"
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
-	"time"
 )
 
 // MaxAddresses bounds how many addresses one delivery attempt connects to, over
@@ -20,8 +18,7 @@ const MaxAddresses = 10
 
 // MXConfig configures an MX sender.
 type MXConfig struct {
-	// Hostname is the name in EHLO ([hostname]).
-	Hostname string
+	SessionConfig
 	// Resolver answers the DNS questions; nil: the system's DNS server.
 	Resolver *Resolver
 	// Port is the remote SMTP port ([delivery] port); default 25.
@@ -30,22 +27,6 @@ type MXConfig struct {
 	// name ([delivery] tls = "verify"); otherwise STARTTLS is used when
 	// offered and any certificate is accepted.
 	VerifyTLS bool
-	// RootCAs verify certificates; nil: the system's roots.
-	RootCAs *x509.CertPool
-	// Dial opens connections; nil: a plain net.Dialer.
-	Dial DialFunc
-	// ConnectTimeout bounds opening one connection; default 30s.
-	ConnectTimeout time.Duration
-	// Timeout bounds a session with one host up to the end of the data
-	// transfer; the wait for the reply after the final dot and QUIT have
-	// only their step limits, so a message that is all out is not given up
-	// on (and later sent twice) for the session's length; default 10m.
-	Timeout time.Duration
-	// Steps bound each step of a session (RFC 5321 §4.5.3.2); zero fields
-	// take the RFC's values.
-	Steps StepTimeouts
-	// Log gets a line per session; nil discards.
-	Log *slog.Logger
 }
 
 // MX delivers to the recipient domain's mail exchangers (SPEC R17): MX
@@ -62,24 +43,13 @@ var _ Sender = (*MX)(nil)
 
 // NewMX returns an MX sender.
 func NewMX(cfg MXConfig) *MX {
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
-	}
+	d := newDialer(&cfg.SessionConfig)
 	cfg.Port = cmp.Or(cfg.Port, 25)
 	res := cfg.Resolver
 	if res == nil {
 		res = &Resolver{}
 	}
-	return &MX{
-		cfg: cfg,
-		res: res,
-		d: dialer{
-			helo: cmp.Or(cfg.Hostname, "localhost"), dial: cfg.Dial,
-			connectTimeout: cfg.ConnectTimeout, timeout: cfg.Timeout, steps: cfg.Steps,
-			rootCAs: cfg.RootCAs, log: cfg.Log,
-		},
-		shuffle: rand.Shuffle,
-	}
+	return &MX{cfg: cfg, res: res, d: d, shuffle: rand.Shuffle}
 }
 
 // routeError is a failure to find where to deliver.

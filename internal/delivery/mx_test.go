@@ -58,9 +58,9 @@ func newWorld(t *testing.T, opts map[string]testutil.ReceiverOptions, ips ...str
 
 func (w *world) mx(mod func(*MXConfig)) *MX {
 	cfg := MXConfig{
-		Hostname: "submit.sender.test", Resolver: &Resolver{Addr: w.dns.Addr, Timeout: 2 * time.Second},
-		Port: w.port, ConnectTimeout: 5 * time.Second, Timeout: 20 * time.Second,
-		Log: slog.New(slog.NewTextHandler(&w.log, nil)),
+		SessionConfig: SessionConfig{Hostname: "submit.sender.test", ConnectTimeout: 5 * time.Second,
+			Timeout: 20 * time.Second, Log: slog.New(slog.NewTextHandler(&w.log, nil))},
+		Resolver: &Resolver{Addr: w.dns.Addr, Timeout: 2 * time.Second}, Port: w.port,
 	}
 	if mod != nil {
 		mod(&cfg)

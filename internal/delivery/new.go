@@ -10,17 +10,16 @@ import (
 // [delivery] smarthost is set, else an MX sender.
 func New(c *config.Config, log *slog.Logger) (Sender, error) {
 	d := c.Delivery
+	session := SessionConfig{Hostname: c.Hostname, ConnectTimeout: d.ConnectTimeout.D(), Timeout: d.Timeout.D(), Log: log}
 	if d.Smarthost != "" {
 		return NewSmarthost(SmarthostConfig{
 			Addr: d.Smarthost, TLS: d.SmarthostTLS,
 			User: d.SmarthostUser, Password: d.SmarthostPassword,
-			Hostname: c.Hostname, ConnectTimeout: d.ConnectTimeout.D(), Timeout: d.Timeout.D(),
-			Log: log,
+			SessionConfig: session,
 		})
 	}
 	return NewMX(MXConfig{
-		Hostname: c.Hostname, Resolver: &Resolver{Addr: d.Resolver}, Port: d.Port,
-		VerifyTLS: d.TLS == "verify", ConnectTimeout: d.ConnectTimeout.D(), Timeout: d.Timeout.D(),
-		Log: log,
+		SessionConfig: session, Resolver: &Resolver{Addr: d.Resolver}, Port: d.Port,
+		VerifyTLS: d.TLS == "verify",
 	}), nil
 }

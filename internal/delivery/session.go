@@ -32,23 +32,43 @@ const (
 	tlsImplicit
 )
 
-// dialer holds what every session needs, whoever the next hop is.
+// SessionConfig is what every outbound session needs, whoever the next hop
+// is; MXConfig and SmarthostConfig embed it.
+type SessionConfig struct {
+	// Hostname is the name in EHLO ([hostname]); default "localhost".
+	Hostname string
+	// RootCAs verify certificates; nil: the system's roots.
+	RootCAs *x509.CertPool
+	// Dial opens connections; nil: a plain net.Dialer.
+	Dial DialFunc
+	// ConnectTimeout bounds opening one connection; default 30s.
+	ConnectTimeout time.Duration
+	// Timeout bounds a session with one host up to the end of the data
+	// transfer; the wait for the reply after the final dot and QUIT have
+	// only their step limits, so a message that is all out is not given up
+	// on (and later sent twice) for the session's length; default 10m.
+	Timeout time.Duration
+	// Steps bound each step of a session (RFC 5321 §4.5.3.2); zero fields
+	// take the RFC's values.
+	Steps StepTimeouts
+	// Log gets a line per session; nil discards.
+	Log *slog.Logger
+}
+
+// dialer runs sessions with a SessionConfig whose defaults are filled in.
 type dialer struct {
-	// helo is the name in EHLO.
-	helo string
-	// dial opens connections.
-	dial DialFunc
-	// connectTimeout bounds opening the connection.
-	connectTimeout time.Duration
-	// timeout bounds a session with one host up to the end of the data
-	// transfer (see client.end).
-	timeout time.Duration
-	// steps bound each step of the session.
-	steps StepTimeouts
-	// rootCAs verify certificates; nil means the system's roots.
-	rootCAs *x509.CertPool
-	// log gets one line per session.
-	log *slog.Logger
+	SessionConfig
+}
+
+// newDialer fills the defaults of c (c.Log too, which callers share).
+func newDialer(c *SessionConfig) dialer {
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	c.Hostname = cmp.Or(c.Hostname, "localhost")
+	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, 30*time.Second)
+	c.Timeout = cmp.Or(c.Timeout, 10*time.Minute)
+	return dialer{*c}
 }
 
 // target is one host to talk to.
@@ -93,23 +113,23 @@ type tlsInfo struct {
 // next one should be tried.
 func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, tlsInfo, error) {
 	var info tlsInfo
-	dial := d.dial
+	dial := d.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	dctx, cancel := context.WithTimeout(ctx, cmp.Or(d.connectTimeout, 30*time.Second))
+	dctx, cancel := context.WithTimeout(ctx, d.ConnectTimeout)
 	nc, err := dial(dctx, "tcp", t.addr)
 	cancel()
 	if err != nil {
 		return nil, info, &hostError{fmt.Errorf("connect: %w", err)}
 	}
-	tconf := &tls.Config{ServerName: t.name, RootCAs: d.rootCAs, MinVersion: tls.VersionTLS12}
+	tconf := &tls.Config{ServerName: t.name, RootCAs: d.RootCAs, MinVersion: tls.VersionTLS12}
 	if t.mode == tlsOpportunistic {
 		// Accept any certificate, but find out whether it would have
 		// passed, for the log.
 		tconf.InsecureSkipVerify = true
 		tconf.VerifyConnection = func(cs tls.ConnectionState) error {
-			info.verifyErr = verifyChain(cs, t.name, d.rootCAs)
+			info.verifyErr = verifyChain(cs, t.name, d.RootCAs)
 			info.verified = info.verifyErr == nil
 			return nil
 		}
@@ -117,8 +137,8 @@ func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, t
 	if t.mode == tlsImplicit {
 		nc = tls.Client(nc, tconf)
 	}
-	c := newClient(nc, d.steps)
-	c.total = cmp.Or(d.timeout, 10*time.Minute)
+	c := newClient(nc, d.Steps)
+	c.total = d.Timeout
 	c.end = time.Now().Add(c.total)
 	defer func() {
 		if ctx.Err() != nil {
@@ -143,14 +163,14 @@ func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, t
 		// connection, it sends the client to the next host.
 		return nil, info, &hostError{err}
 	}
-	if err := c.hello(d.helo); err != nil {
+	if err := c.hello(d.Hostname); err != nil {
 		return nil, info, &hostError{err}
 	}
 	switch {
 	case t.mode == tlsStartTLS && !c.has("STARTTLS"):
 		return nil, info, &hostError{errors.New("TLS required but the server does not offer STARTTLS")}
 	case (t.mode == tlsStartTLS || t.mode == tlsOpportunistic) && c.has("STARTTLS"):
-		if err := c.startTLS(tconf, d.helo); err != nil {
+		if err := c.startTLS(tconf, d.Hostname); err != nil {
 			var re *replyError
 			info.handshakeFailed = !errors.As(err, &re) || re.cmd == "STARTTLS"
 			return nil, info, &hostError{err}

@@ -1,14 +1,10 @@
 package delivery
 
 import (
-	"cmp"
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"time"
 )
 
 // SmarthostConfig configures a Smarthost sender.
@@ -23,24 +19,7 @@ type SmarthostConfig struct {
 	// The password is sent only inside TLS, or in clear text to a loopback
 	// address when TLS is "none".
 	User, Password string
-	// Hostname is the name in EHLO.
-	Hostname string
-	// RootCAs verify the smarthost's certificate; nil: the system's roots.
-	RootCAs *x509.CertPool
-	// Dial opens connections; nil: a plain net.Dialer.
-	Dial DialFunc
-	// ConnectTimeout bounds opening the connection; default 30s.
-	ConnectTimeout time.Duration
-	// Timeout bounds a session with one host up to the end of the data
-	// transfer; the wait for the reply after the final dot and QUIT have
-	// only their step limits, so a message that is all out is not given up
-	// on (and later sent twice) for the session's length; default 10m.
-	Timeout time.Duration
-	// Steps bound each step of a session (RFC 5321 §4.5.3.2); zero fields
-	// take the RFC's values.
-	Steps StepTimeouts
-	// Log gets a line per session; nil discards.
-	Log *slog.Logger
+	SessionConfig
 }
 
 // Smarthost sends every message to one next hop (SPEC R17), which then does
@@ -71,14 +50,8 @@ func NewSmarthost(cfg SmarthostConfig) (*Smarthost, error) {
 	default:
 		return nil, fmt.Errorf("smarthost_tls %q: must be starttls, implicit or none", cfg.TLS)
 	}
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
-	}
-	return &Smarthost{cfg: cfg, t: t, d: dialer{
-		helo: cmp.Or(cfg.Hostname, "localhost"), dial: cfg.Dial,
-		connectTimeout: cfg.ConnectTimeout, timeout: cfg.Timeout, steps: cfg.Steps,
-		rootCAs: cfg.RootCAs, log: cfg.Log,
-	}}, nil
+	d := newDialer(&cfg.SessionConfig)
+	return &Smarthost{cfg: cfg, t: t, d: d}, nil
 }
 
 // Deliver sends m to the smarthost. Whatever keeps the smarthost from taking

@@ -17,9 +17,10 @@ import (
 func smarthost(t *testing.T, rx *testutil.Receiver, mode, user, pass string) *Smarthost {
 	t.Helper()
 	s, err := NewSmarthost(SmarthostConfig{
-		Addr: rx.Addr, TLS: mode, User: user, Password: pass, Hostname: "submit.sender.test",
-		RootCAs: rx.Pool, ConnectTimeout: 5 * time.Second, Timeout: 20 * time.Second,
-		Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)),
+		Addr: rx.Addr, TLS: mode, User: user, Password: pass,
+		SessionConfig: SessionConfig{Hostname: "submit.sender.test",
+			RootCAs: rx.Pool, ConnectTimeout: 5 * time.Second, Timeout: 20 * time.Second,
+			Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -91,9 +92,9 @@ func TestSmarthostRefusals(t *testing.T) {
 		// through an injected dialer; the password must not go out.
 		rx := testutil.NewReceiver(t, testutil.ReceiverOptions{User: "relay", Password: "s3cret", AllowInsecureAuth: true})
 		s, err := NewSmarthost(SmarthostConfig{Addr: "192.0.2.1:25", TLS: "none", User: "relay", Password: "s3cret",
-			Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			SessionConfig: SessionConfig{Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 				return (&net.Dialer{}).DialContext(ctx, network, rx.Addr)
-			}})
+			}}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -97,7 +97,7 @@ func BenchmarkDeliverSpool(b *testing.B) {
 		}
 		q, err := New(Config{
 			Spool: sp,
-			Sender: delivery.NewMX(delivery.MXConfig{Hostname: "submit.test",
+			Sender: delivery.NewMX(delivery.MXConfig{SessionConfig: delivery.SessionConfig{Hostname: "submit.test"},
 				Resolver: &delivery.Resolver{Addr: dns.Addr}, Port: lns[0].Addr().(*net.TCPAddr).Port}),
 			Hostname: "submit.test", Workers: 50, PerDomain: 5,
 		})

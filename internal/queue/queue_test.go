@@ -70,8 +70,8 @@ func newWorld(t *testing.T, opts map[string]testutil.ReceiverOptions, tweak func
 	w.cfg = Config{
 		Spool: sp,
 		Sender: delivery.NewMX(delivery.MXConfig{
-			Hostname: "submit.test", Resolver: &delivery.Resolver{Addr: w.dns.Addr, Timeout: 5 * time.Second},
-			Port: w.port, ConnectTimeout: 5 * time.Second, Timeout: 30 * time.Second,
+			SessionConfig: delivery.SessionConfig{Hostname: "submit.test", ConnectTimeout: 5 * time.Second, Timeout: 30 * time.Second},
+			Resolver:      &delivery.Resolver{Addr: w.dns.Addr, Timeout: 5 * time.Second}, Port: w.port,
 		}),
 		Hostname:  "submit.test",
 		RetryMin:  5 * time.Minute,
@@ -634,7 +634,8 @@ func TestConcurrencyLimits(t *testing.T) {
 		w.dns.AddMX("y.test", 10, "mx.gate.test")
 		w.dns.AddA("mx.gate.test", "127.0.0.9")
 		w.cfg.Sender = delivery.NewMX(delivery.MXConfig{
-			Hostname: "submit.test", Resolver: &delivery.Resolver{Addr: w.dns.Addr}, Port: lns[0].Addr().(*net.TCPAddr).Port,
+			SessionConfig: delivery.SessionConfig{Hostname: "submit.test"},
+			Resolver:      &delivery.Resolver{Addr: w.dns.Addr}, Port: lns[0].Addr().(*net.TCPAddr).Port,
 		})
 		w.stop()
 		w.start()
