@@ -151,7 +151,7 @@ func runServe(e *env, args []string) error {
 		Hostname:   cfg.Hostname,
 		Directory:  dir,
 		Policy:     &policy.Policy{Webmail: webmail},
-		Guard:      grd,
+		Guard:      smtpd.GuardOf(grd),
 		Spool:      smtpd.SpoolDir(sp),
 		SessionLog: slw,
 		Replies:    replies,

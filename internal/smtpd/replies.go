@@ -37,10 +37,41 @@ const (
 	ReplyAuthzid        = "authzid_mismatch"
 	ReplyAuthMalformed  = "auth_malformed"
 	ReplyAuthNeedsTLS   = "auth_needs_tls"
+
+	// Rows for the rest of the protocol: every reply submitd sends comes
+	// from this table, each error with the session id (SPEC R12).
+	ReplyGreeting         = "greeting"
+	ReplyEHLO             = "ehlo"
+	ReplyOK               = "ok"
+	ReplyMailOK           = "mail_ok"
+	ReplyRcptOK           = "rcpt_ok"
+	ReplyDataGo           = "data_go"
+	ReplyChunkOK          = "chunk_ok"
+	ReplyStartTLS         = "starttls_go"
+	ReplyAuthOK           = "auth_ok"
+	ReplyQuit             = "quit"
+	ReplyVRFY             = "vrfy"
+	ReplyHelp             = "help"
+	ReplyUnknownCommand   = "unknown_command"
+	ReplyNotImplemented   = "not_implemented"
+	ReplySyntax           = "syntax_error"
+	ReplyCommandTooLong   = "command_too_long"
+	ReplyBadSequence      = "bad_sequence"
+	ReplyBadSenderAddress = "bad_sender_address"
+	ReplyParamUnsupported = "parameter_unsupported"
+	ReplyTooManyRcpts     = "too_many_recipients"
+	ReplyTooManyErrors    = "too_many_errors"
+	ReplyIdleTimeout      = "idle_timeout"
+	ReplySessionTimeout   = "session_timeout"
+	ReplyShuttingDown     = "shutting_down"
+	ReplyTLSUnavailable   = "tls_unavailable"
+	ReplyAuthMechanism    = "auth_mechanism"
+	ReplyAuthCancelled    = "auth_cancelled"
+	ReplyNUL              = "nul_byte"
 )
 
 // reply is one row: the SMTP code, the enhanced status code and the text.
-// Texts may use {sid}, {address}, {ip}, {queue_id}, {limit} and {detail}.
+// Texts may use {sid}, {address}, {ip}, {queue_id}, {limit}, {detail} and {host}.
 type reply struct {
 	code int
 	enh  smtp.EnhancedCode
@@ -85,7 +116,48 @@ var defaultReplies = map[string]reply{
 	ReplyAuthzid:       {535, smtp.EnhancedCode{5, 7, 8}, "{sid} authorization identity must be empty or equal the login"},
 	ReplyAuthMalformed: {501, smtp.EnhancedCode{5, 5, 2}, "{sid} malformed AUTH response"},
 	ReplyAuthNeedsTLS:  {538, smtp.EnhancedCode{5, 7, 11}, "{sid} AUTH requires TLS; use STARTTLS first"},
+	// RFC 6152 §3 and RFC 5322 §3.5: a message never holds NUL, and a
+	// receiver that drops NUL would see an end of data where there is none.
+	ReplyNUL: {554, smtp.EnhancedCode{5, 6, 0}, "{sid} message contains a NUL byte, which mail may not hold"},
+
+	// The protocol's own replies. The greeting and the EHLO lines precede
+	// ENHANCEDSTATUSCODES, so they carry no enhanced code (RFC 2034 §3).
+	ReplyGreeting:   {220, noEnh, "{host} ESMTP submitd ready, session {sid}"},
+	ReplyEHLO:       {250, noEnh, "{host} at your service, session {sid}"},
+	ReplyOK:         {250, smtp.EnhancedCode{2, 0, 0}, "OK"},
+	ReplyMailOK:     {250, smtp.EnhancedCode{2, 1, 0}, "<{address}> sender OK"},
+	ReplyRcptOK:     {250, smtp.EnhancedCode{2, 1, 5}, "<{address}> recipient OK"},
+	ReplyDataGo:     {354, noEnh, "send the message, end with <CR><LF>.<CR><LF>"},
+	ReplyChunkOK:    {250, smtp.EnhancedCode{2, 0, 0}, "{limit} octets received"},
+	ReplyStartTLS:   {220, smtp.EnhancedCode{2, 0, 0}, "ready to start TLS"},
+	ReplyAuthOK:     {235, smtp.EnhancedCode{2, 7, 0}, "authentication successful"},
+	ReplyQuit:       {221, smtp.EnhancedCode{2, 0, 0}, "{sid} closing connection"},
+	ReplyVRFY:       {252, smtp.EnhancedCode{2, 5, 0}, "{sid} addresses are not verified here; send the message to try it"},
+	ReplyHelp:       {214, smtp.EnhancedCode{2, 0, 0}, "submitd: see RFC 5321 and RFC 6409; log in with your full address"},
+	// RFC 5321 §4.2.4, RFC 3463 §3.6.
+	ReplyUnknownCommand:   {500, smtp.EnhancedCode{5, 5, 1}, "{sid} command not recognized"},
+	ReplyNotImplemented:   {502, smtp.EnhancedCode{5, 5, 1}, "{sid} command not implemented"},
+	ReplySyntax:           {501, smtp.EnhancedCode{5, 5, 4}, "{sid} syntax error: {detail}"},
+	ReplyCommandTooLong:   {500, smtp.EnhancedCode{5, 5, 2}, "{sid} command line is longer than {limit} bytes"},
+	ReplyBadSequence:      {503, smtp.EnhancedCode{5, 5, 1}, "{sid} bad sequence of commands: {detail}"},
+	ReplyBadSenderAddress: {501, smtp.EnhancedCode{5, 1, 7}, "{sid} <{address}> is not a valid sender address"},
+	ReplyParamUnsupported: {555, smtp.EnhancedCode{5, 5, 4}, "{sid} parameter not supported: {detail}"},
+	// RFC 5321 §4.5.3.1.10: too many recipients is temporary, so the client
+	// sends the rest in another transaction.
+	ReplyTooManyRcpts:   {452, smtp.EnhancedCode{4, 5, 3}, "{sid} too many recipients; at most {limit} per message"},
+	ReplyTooManyErrors:  {421, smtp.EnhancedCode{4, 7, 0}, "{sid} too many errors, closing connection"},
+	ReplyIdleTimeout:    {421, smtp.EnhancedCode{4, 4, 2}, "{sid} idle for too long, closing connection"},
+	ReplySessionTimeout: {421, smtp.EnhancedCode{4, 4, 2}, "{sid} session time limit reached, closing connection"},
+	ReplyShuttingDown:   {421, smtp.EnhancedCode{4, 3, 2}, "{sid} server shutting down, try again later"},
+	ReplyTLSUnavailable: {454, smtp.EnhancedCode{4, 7, 0}, "{sid} TLS not available"},
+	// SPEC R1: only PLAIN and LOGIN; a wrong mechanism counts as a failed
+	// AUTH (SPEC R11), as does a cancelled exchange.
+	ReplyAuthMechanism: {504, smtp.EnhancedCode{5, 5, 4}, "{sid} unsupported authentication mechanism; use PLAIN or LOGIN"},
+	ReplyAuthCancelled: {501, smtp.EnhancedCode{5, 0, 0}, "{sid} authentication cancelled"},
 }
+
+// noEnh marks a reply without an enhanced status code.
+var noEnh = smtp.NoEnhancedCode
 
 // Replies is the reply table in effect: the defaults with the operator's
 // overrides.
@@ -128,8 +200,8 @@ func ReplyKeys() []string {
 
 // Vars are the values substituted into a reply text.
 type Vars struct {
-	SID, Address, IP, QueueID, Detail string
-	Limit                             int64
+	SID, Address, IP, QueueID, Detail, Host string
+	Limit                                   int64
 }
 
 // Err returns the reply for key as an error go-smtp writes to the client.
@@ -145,7 +217,8 @@ func (r *Replies) Err(key string, v Vars) *smtp.SMTPError {
 	if strings.IndexByte(text, '{') >= 0 {
 		text = strings.NewReplacer(
 			"{sid}", v.SID,
-			"{address}", v.Address,
+			"{address}", oneLine(v.Address),
+			"{host}", v.Host,
 			"{ip}", v.IP,
 			"{queue_id}", v.QueueID,
 			"{detail}", oneLine(v.Detail),
@@ -162,6 +235,9 @@ func (r *Replies) Line(key string, v Vars) string {
 
 // replyLine formats e as the line go-smtp writes for it.
 func replyLine(e *smtp.SMTPError) string {
+	if e.EnhancedCode == noEnh {
+		return fmt.Sprintf("%d %s", e.Code, e.Message)
+	}
 	return fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
 }
 

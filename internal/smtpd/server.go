@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"github.com/pires/go-proxyproto"
 
 	"submitd/internal/directory"
@@ -29,13 +28,26 @@ import (
 )
 
 // Guard is the brute-force guard as the SMTP side needs it (SPEC R11).
-// Blocked is on the path of every connection and must not do I/O.
+// Blocked is on the path of every connection and command and must not do
+// I/O.
 type Guard interface {
 	// Blocked reports whether ip is blocked now.
 	Blocked(ip netip.Addr) bool
-	// Failure records a failed AUTH from ip in session sid and reports
-	// whether ip is blocked as a result.
-	Failure(ip netip.Addr, sid string) bool
+	// Begin takes a place for one AUTH attempt from ip in session sid,
+	// before its credentials are checked, so that attempts running at once
+	// count against the limit too. ok is false when ip's key has no place
+	// left: the attempt is refused with the blocked reply, unchecked.
+	Begin(ip netip.Addr, sid string) (a Attempt, ok bool)
+}
+
+// Attempt is a place taken with Guard.Begin; exactly one of its methods
+// settles it.
+type Attempt interface {
+	// Fail counts the attempt as a failure and reports whether the client
+	// is blocked now.
+	Fail() (blocked bool)
+	// Succeed gives the place back without counting anything.
+	Succeed()
 }
 
 // Spool is where accepted messages go (SPEC R15). Create assigns the queue id;
@@ -120,8 +132,10 @@ type Server struct {
 	// perIP counts open connections by connKey; total counts them all.
 	perIP map[netip.Prefix]int
 	total int
-	// conns are the open connections, closed at the end of Shutdown.
-	conns map[*conn]struct{}
+	// conns are the open connections, closed at the end of Shutdown;
+	// sessions counts them until their records are saved.
+	conns    map[*conn]struct{}
+	sessions sync.WaitGroup
 	// closing is set by Shutdown.
 	closing atomic.Bool
 }
@@ -173,23 +187,6 @@ func (s *Server) Serve(ln net.Listener, lc ListenerConfig) error {
 	}
 }
 
-// newSMTP makes the go-smtp server for one connection. One per connection
-// lets its Debug hook watch that connection's decrypted input (dotCRScanner).
-func (s *Server) newSMTP(lc ListenerConfig, c *conn) *smtp.Server {
-	srv := smtp.NewServer(&backend{s: s, lc: lc})
-	srv.Domain = s.Hostname
-	srv.MaxMessageBytes = s.Limits.MaxMessageSize
-	srv.MaxRecipients = s.Limits.MaxRecipients
-	srv.MaxLineLength = s.Limits.MaxLineLength
-	srv.AllowInsecureAuth = lc.AllowPlaintextAuth
-	srv.TLSConfig = s.TLS
-	srv.EnableSMTPUTF8 = true
-	srv.ErrorLog = slogAdapter{c.log}
-	srv.Debug = &c.dotCR
-	// Timeouts are applied by conn: idle per read, and per session.
-	return srv
-}
-
 // handle prepares one connection before go-smtp greets it: PROXY header,
 // limits, and the guard's refusal, which must come before any command
 // (SPEC R11).
@@ -219,7 +216,6 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 		sid:     sid,
 		client:  ap,
 		idle:    s.Limits.CommandTimeout,
-		done:    make(chan struct{}),
 		expires: start.Add(s.Limits.SessionTimeout),
 		log:     s.Log.With("session", sid, "client", ip.String(), "listener", lc.Name),
 		rec: &sessionlog.Record{
@@ -243,12 +239,34 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 	}
 	c.log.Info("connected", "port", ap.Port())
 	c.rec.Add("connect", fmt.Sprintf("%s port %d", ip, ap.Port()), "")
-	var out net.Conn = c
+	sess := &session{s: s, c: c, lc: lc}
 	if lc.ImplicitTLS {
-		out = tls.Server(c, s.TLS)
-		c.setTop(out)
+		tc, err := c.handshake(s.TLS)
+		if err != nil {
+			c.record("tls", "", "TLS handshake failed")
+			c.log.Info("session ended: TLS handshake failed", "err", err)
+			s.release(c)
+			c.Close()
+			return
+		}
+		sess.attach(tc)
+		sess.tlsUp(tc)
+	} else {
+		sess.attach(c)
 	}
-	s.newSMTP(lc, c).Serve(&oneConnListener{c: out, addr: raw.LocalAddr(), done: c.done})
+	sess.serve()
+}
+
+// tlsUp notes the TLS state of a session, for Received: and the record.
+func (s *session) tlsUp(tc *tls.Conn) {
+	st := tc.ConnectionState()
+	s.tls = tls.VersionName(st.Version)
+	s.cipher = tls.CipherSuiteName(st.CipherSuite)
+	s.c.update(func(r *sessionlog.Record) {
+		if r.TLS == "" {
+			r.TLS = s.tls + " " + s.cipher
+		}
+	})
 }
 
 // refuse answers a connection with one reply line and closes it. On an
@@ -283,16 +301,21 @@ func (s *Server) admit(c *conn) (string, bool) {
 	s.total++
 	s.perIP[key]++
 	s.conns[c] = struct{}{}
+	s.sessions.Add(1)
 	return "", true
 }
 
+// release gives back c's connection slot; later calls do nothing. It comes
+// before the session's closing reply, so that a client that has read that
+// reply finds its slot free (SPEC R14), and before the record is saved,
+// which Shutdown waits for through sessions instead.
 func (s *Server) release(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.conns[c]; !ok {
+	if c.released {
 		return
 	}
-	delete(s.conns, c)
+	c.released = true
 	s.total--
 	key := s.connKey(c.client.Addr())
 	if s.perIP[key]--; s.perIP[key] <= 0 {
@@ -363,27 +386,12 @@ type proxiedConn struct {
 func (p *proxiedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 func (p *proxiedConn) RemoteAddr() net.Addr       { return p.remote }
 
-// Shutdown stops accepting and waits for open sessions to end until ctx is
-// done, then closes what is left. Messages are spooled only with a 250, so a
-// session cut here loses nothing the client was told was accepted.
+// Shutdown stops accepting and ends the sessions: those waiting for a
+// command get a 421 at once, those taking in a message finish it, until ctx
+// is done; then what is left is closed. Messages are spooled only with a
+// 250, so a session cut here loses nothing the client was told was accepted.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.closing.Store(true)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		s.mu.Lock()
-		n := s.total
-		s.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		select {
-		case <-tick.C:
-			continue
-		case <-ctx.Done():
-		}
-		break
-	}
 	s.mu.Lock()
 	open := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -391,30 +399,29 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	for _, c := range open {
+		c.interrupt()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.sessions.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	open = open[:0]
+	for c := range s.conns {
+		open = append(open, c)
+	}
+	s.mu.Unlock()
+	for _, c := range open {
 		c.Close()
 	}
+	<-done
 }
-
-// oneConnListener hands go-smtp a single connection, then reports itself
-// closed once that connection has closed.
-type oneConnListener struct {
-	c    net.Conn
-	addr net.Addr
-	done chan struct{}
-	used bool
-}
-
-func (l *oneConnListener) Accept() (net.Conn, error) {
-	if !l.used {
-		l.used = true
-		return l.c, nil
-	}
-	<-l.done
-	return nil, net.ErrClosed
-}
-
-func (l *oneConnListener) Close() error   { return nil }
-func (l *oneConnListener) Addr() net.Addr { return l.addr }
 
 // conn is one client connection as submitd tracks it: below TLS, so that it
 // sees every byte and outlives STARTTLS.
@@ -430,85 +437,94 @@ type conn struct {
 	expires time.Time
 	// log carries the session id in every line.
 	log *slog.Logger
+	// topConn is the layer the session reads and writes through: this
+	// conn, or TLS over it.
+	topConn net.Conn
+	// released is set once the connection slot is given back; guarded by
+	// srv.mu.
+	released bool
+	// stop is set by Shutdown; a read waiting for a command then ends.
+	stop atomic.Bool
 
-	// closeAfterWrite closes the connection after the next reply is written:
-	// used when the guard blocks the client (SPEC R11).
-	closeAfterWrite atomic.Bool
-	// top is the layer replies are written through; nil means this conn.
-	top atomic.Pointer[net.Conn]
-	// refused is set once the blocked reply has been sent.
-	refused atomic.Bool
-
-	// dotCR sees the connection's decrypted input (see dotCRScanner).
-	dotCR dotCRScanner
-	// done is closed when the connection closes.
-	done chan struct{}
-
-	mu     sync.Mutex
-	rec    *sessionlog.Record
-	closed bool
+	// mu guards the fields below.
+	mu sync.Mutex
+	// idleWait is set while the session waits for a command.
+	idleWait bool
+	rec      *sessionlog.Record
+	closed   bool
 }
 
+// errShutdown ends a read interrupted by Shutdown.
+var errShutdown = errors.New("server shutting down")
+
 // Read applies the idle timeout to every read and the session timeout to the
-// whole connection (SPEC R14). go-smtp's own per-line deadline would also
-// bound a whole DATA transfer, which is wrong for large messages on slow links.
+// whole connection (SPEC R14): a large message on a slow link is bounded by
+// its progress, not by one deadline.
 func (c *conn) Read(b []byte) (int, error) {
 	d := time.Now().Add(c.idle)
 	if d.After(c.expires) {
 		d = c.expires
 	}
 	c.Conn.SetReadDeadline(d)
+	if c.stop.Load() && c.waiting() {
+		return 0, errShutdown
+	}
 	n, err := c.Conn.Read(b)
-	if n > 0 && c.refuseIfBlocked() {
-		// SPEC R11: a session whose client was blocked while it was open
-		// gets the refusal at its next command, whatever the command.
-		return 0, net.ErrClosed
+	if err != nil && c.stop.Load() && c.waiting() {
+		err = errShutdown
 	}
 	return n, err
 }
 
-// refuseIfBlocked reports whether the client is blocked and, the first time
-// it is, writes the blocked reply through the topmost layer (TLS when the
-// session uses it) and closes the connection.
-func (c *conn) refuseIfBlocked() bool {
-	if c.srv.Guard == nil || !c.srv.Guard.Blocked(c.client.Addr()) {
-		return false
-	}
-	if !c.refused.CompareAndSwap(false, true) {
-		return true
-	}
-	line := c.srv.Replies.Line(ReplyBlocked, Vars{SID: c.sid, IP: c.client.Addr().String()})
-	c.record("refused", "client blocked", line)
-	c.log.Warn("session ended: client is blocked")
-	top := c.top.Load()
-	if top == nil {
-		top = &c.Conn
-	}
-	(*top).Write([]byte(line + "\r\n"))
-	c.Close()
-	return true
-}
-
-// setTop records the layer replies go through: the tls.Conn once TLS is up.
-func (c *conn) setTop(nc net.Conn) { c.top.Store(&nc) }
-
-// SetReadDeadline ignores go-smtp's deadlines; Read sets its own.
-func (c *conn) SetReadDeadline(time.Time) error { return nil }
-
-// SetDeadline sets only the write deadline, for the same reason.
-func (c *conn) SetDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t) }
-
-// Write writes, then closes the connection if a block was decided.
+// Write applies the idle timeout to every write.
 func (c *conn) Write(b []byte) (int, error) {
 	c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
-	n, err := c.Conn.Write(b)
-	if c.closeAfterWrite.Load() {
-		c.Close()
-	}
-	return n, err
+	return c.Conn.Write(b)
 }
 
-// Close closes the connection once and saves its session record.
+// setIdle marks whether the session waits for a command; it reports false
+// when the server is shutting down and the session must not wait.
+func (c *conn) setIdle(idle bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.idleWait = idle
+	return !idle || !c.stop.Load()
+}
+
+func (c *conn) waiting() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.idleWait
+}
+
+// interrupt ends a wait for a command, for Shutdown; a session taking in a
+// message is left to finish it.
+func (c *conn) interrupt() {
+	c.stop.Store(true)
+	if c.waiting() {
+		c.Conn.SetReadDeadline(time.Now())
+	}
+}
+
+// top is the layer the session reads and writes through.
+func (c *conn) top() net.Conn { return c.topConn }
+
+// setTop records the layer the session uses: the tls.Conn once TLS is up.
+func (c *conn) setTop(nc net.Conn) { c.topConn = nc }
+
+// handshake runs a server TLS handshake over c within the idle timeout.
+func (c *conn) handshake(cfg *tls.Config) (*tls.Conn, error) {
+	tc := tls.Server(c, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), c.idle)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// Close closes the connection once, saves its session record and gives
+// back its slot if the session has not done so already.
 func (c *conn) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -516,20 +532,30 @@ func (c *conn) Close() error {
 		return nil
 	}
 	c.closed = true
-	close(c.done)
 	c.rec.End = c.srv.now()
 	c.rec.Add("close", "", "")
 	rec := c.rec
 	c.mu.Unlock()
+	c.srv.release(c)
 	err := c.Conn.Close()
 	c.log.Info("closed", "duration", rec.End.Sub(rec.Start).Round(time.Millisecond).String(), "account", rec.Account)
 	if c.srv.SessionLog != nil {
 		c.srv.SessionLog.Save(rec)
 	}
-	// Released last: Shutdown waits for every connection to be released, and
-	// the session log must have the record by then.
-	c.srv.release(c)
+	c.srv.forget(c)
 	return err
+}
+
+// forget drops c from the open connections; Shutdown waits for this, after
+// the session record is saved.
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	_, ok := s.conns[c]
+	delete(s.conns, c)
+	s.mu.Unlock()
+	if ok {
+		s.sessions.Done()
+	}
 }
 
 // record adds an event to the session record.
@@ -546,12 +572,6 @@ func (c *conn) update(f func(r *sessionlog.Record)) {
 	c.mu.Unlock()
 }
 
-// slogAdapter routes go-smtp's internal error log to slog.
-type slogAdapter struct{ l *slog.Logger }
-
-func (a slogAdapter) Printf(format string, v ...any) { a.l.Warn(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Println(v ...any)               { a.l.Warn(fmt.Sprint(v...)) }
-
 // SpoolDir adapts a spool directory to Spool.
 func SpoolDir(s *spool.Spool) Spool { return spoolDir{s} }
 
@@ -564,39 +584,3 @@ func (d spoolDir) Create(env *spool.Envelope) (MessageWriter, error) {
 	}
 	return w, nil
 }
-
-// dotCRScanner watches a connection's input for a line that starts with
-// ".\r" not followed by "\n". go-smtp's DATA reader drops those two bytes
-// silently, so the session could not see the bare CR; SPEC R16 wants every
-// end-of-data lookalike refused, never reinterpreted. It is go-smtp's Debug
-// writer, so it also sees replies, which never contain that sequence; and no
-// reply is written while DATA content is being read.
-type dotCRScanner struct {
-	state int32
-	hit   atomic.Bool
-}
-
-// Write implements io.Writer.
-func (d *dotCRScanner) Write(p []byte) (int, error) {
-	st := d.state
-	for _, b := range p {
-		switch {
-		case st == 3 && b != '\n':
-			d.hit.Store(true)
-			st = 0
-		case b == '\n':
-			st = 1
-		case st == 1 && b == '.':
-			st = 2
-		case st == 2 && b == '\r':
-			st = 3
-		default:
-			st = 0
-		}
-	}
-	d.state = st
-	return len(p), nil
-}
-
-// take reports whether the sequence was seen since the last call.
-func (d *dotCRScanner) take() bool { return d.hit.Swap(false) }

@@ -3,14 +3,14 @@ package smtpd
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -21,176 +21,818 @@ import (
 	"submitd/internal/message"
 	"submitd/internal/policy"
 	"submitd/internal/sessionlog"
-	"submitd/internal/spool"
 )
 
-// backend creates go-smtp sessions for one listener.
-type backend struct {
-	s  *Server
-	lc ListenerConfig
-}
+// Protocol limits that are not configuration.
+const (
+	// readBufferSize is the connection's read buffer, and the longest
+	// command line read whole: an AUTH PLAIN line with the longest login
+	// and password parseLogin accepts fits (RFC 4954 §4 allows 12 288
+	// octets; no real client needs more than this).
+	readBufferSize = 4096
+	// writeBufferSize holds the replies to a burst of pipelined commands.
+	writeBufferSize = 1024
+	// maxErrors is how many protocol errors (unknown commands, bad syntax,
+	// bad sequence) a session may make before it is closed, and maxJunk
+	// how many NOOP, RSET, VRFY and HELP between two messages: a client
+	// that only burns server time goes away (Postfix's hard error and junk
+	// command limits, RFC 5321 §4.5.3.2 leaves the policy to the server).
+	maxErrors = 20
+	maxJunk   = 100
+)
 
-var _ smtp.Backend = (*backend)(nil)
-
-// NewSession is called at EHLO/HELO, and again after STARTTLS.
-func (b *backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
-	c := ourConn(sc.Conn())
-	if c == nil {
-		return nil, errors.New("internal error: unknown connection")
-	}
-	sess := &session{s: b.s, c: c, sc: sc}
-	c.setTop(sc.Conn())
-	tlsState, isTLS := sc.TLSConnectionState()
-	c.update(func(r *sessionlog.Record) {
-		r.HELO = sc.Hostname()
-		if isTLS && r.TLS == "" {
-			r.TLS = tls.VersionName(tlsState.Version) + " " + tls.CipherSuiteName(tlsState.CipherSuite)
-		}
-	})
-	if isTLS {
-		sess.tls = tls.VersionName(tlsState.Version)
-		sess.cipher = tls.CipherSuiteName(tlsState.CipherSuite)
-	}
-	sess.tx.helo = sc.Hostname()
-	return sess, nil
-}
-
-// ourConn finds the conn below any TLS layers.
-func ourConn(nc net.Conn) *conn {
-	for {
-		switch v := nc.(type) {
-		case *conn:
-			return v
-		case *tls.Conn:
-			nc = v.NetConn()
-		default:
-			return nil
-		}
-	}
-}
-
-// session is one go-smtp session: from EHLO (or STARTTLS) to the end of the
-// connection. The account lives here because STARTTLS forgets it.
+// session is one SMTP conversation on one connection, from the greeting to
+// the close, in the connection's goroutine: commands, AUTH exchanges, DATA
+// and BDAT content are read in turn, never concurrently.
 type session struct {
-	// s is the server, c our view of the connection, sc go-smtp's.
+	// s is the server; c our view of the connection; lc its listener.
 	s  *Server
 	c  *conn
-	sc *smtp.Conn
-	// tls is the TLS version in use, "" without TLS; cipher its cipher suite.
+	lc ListenerConfig
+	// br reads from the connection (through TLS once it is up); bw buffers
+	// replies until the client's pipelined commands are all read.
+	br *bufio.Reader
+	bw *bufio.Writer
+	// tls is the TLS version in use, "" without TLS; cipher its suite.
 	tls, cipher string
-
+	// helo is the name from EHLO/HELO, "" before it; esmtp is set by EHLO.
+	helo  string
+	esmtp bool
 	// acct is the authenticated account, nil before AUTH succeeds; pacc is
 	// what the sender policy needs of it.
 	acct *directory.Account
 	pacc *policy.Account
-	// authPending is set while an AUTH exchange is under way; one that never
-	// finishes (cancelled with "*", bad base64) still counts as a failure
-	// (SPEC R11), noticed at the next command or at the end.
-	authPending bool
-
-	// mu guards tx. Over BDAT, go-smtp runs Data in a goroutine of its own
-	// while the connection's goroutine goes on with the next commands, and
-	// RSET or EHLO there resets the transaction under it.
-	mu sync.Mutex
-	tx transaction
+	// tx is the mail transaction, nil outside one.
+	tx *transaction
+	// errors and junk count towards maxErrors and maxJunk.
+	errors, junk int
+	// closing is set when the session must end after the current reply;
+	// blockAfterReply when an AUTH failure blocked the client, whose
+	// session ends after the failure's reply (SPEC R11).
+	closing, blockAfterReply bool
 }
 
-// transaction is what Data needs of the session; Data takes a copy.
+// transaction is one message being submitted.
 type transaction struct {
 	// from is the envelope sender; "" is the null sender, allowed only
 	// when From: passes (SPEC R7).
 	from  string
 	rcpts []string
-	// helo is the last EHLO/HELO name, for the Received header.
+	// helo is the EHLO/HELO name, for the Received header.
 	helo string
+	// in is the message being taken in over BDAT, nil before the first
+	// chunk.
+	in *intake
+	// chunks counts BDAT chunks, so DATA cannot follow one.
+	chunks int
 }
-
-var _ smtp.AuthSession = (*session)(nil)
 
 func (s *session) vars() Vars {
-	return Vars{SID: s.c.sid, IP: s.c.client.Addr().String()}
+	return Vars{SID: s.c.sid, IP: s.c.client.Addr().String(), Host: s.s.Hostname}
 }
 
-// checkGuard settles an unfinished AUTH and ends the session of a client
-// blocked while it was connected (SPEC R11). conn.Read catches that at the
-// next read; this catches commands the client had pipelined before it.
-func (s *session) checkGuard() error {
-	s.settlePendingAuth()
-	if s.c.refuseIfBlocked() {
-		// The reply is written and the connection closed; go-smtp's own
-		// write of this error then goes nowhere.
-		return s.s.Replies.Err(ReplyBlocked, s.vars())
+// write queues a reply; it is sent when the client has nothing more
+// pipelined (flushingReader) or the session ends.
+func (s *session) write(e *smtp.SMTPError) {
+	s.bw.WriteString(replyLine(e))
+	s.bw.WriteString("\r\n")
+}
+
+// writeKey queues the reply for key.
+func (s *session) writeKey(key string, v Vars) { s.write(s.s.Replies.Err(key, v)) }
+
+// flushingReader is the connection as the session's reader sees it: before
+// it waits for the client, the replies written so far are sent. The client
+// gets its replies as soon as it waits for them, and a burst of pipelined
+// commands is answered in one write (RFC 2920 §3).
+type flushingReader struct{ s *session }
+
+func (f flushingReader) Read(p []byte) (int, error) {
+	if f.s.bw.Buffered() > 0 {
+		if err := f.s.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return f.s.c.top().Read(p)
+}
+
+// attach sets up reading and writing through nc, the connection or the TLS
+// layer over it.
+func (s *session) attach(nc net.Conn) {
+	s.c.setTop(nc)
+	s.br = bufio.NewReaderSize(flushingReader{s}, readBufferSize)
+	s.bw = bufio.NewWriterSize(nc, writeBufferSize)
+}
+
+// serve runs the session until the client leaves or is sent away.
+func (s *session) serve() {
+	defer s.abortTx()
+	s.writeKey(ReplyGreeting, s.vars())
+	for !s.closing {
+		if s.s.closing.Load() {
+			s.end(ReplyShuttingDown)
+			return
+		}
+		line, err := s.readCommand()
+		if errors.Is(err, errCommandTooLong) {
+			v := s.vars()
+			v.Limit = int64(s.s.Limits.MaxLineLength)
+			s.protocolError(ReplyCommandTooLong, v)
+			continue
+		}
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		if s.refuseIfBlocked() {
+			return
+		}
+		s.command(line)
+	}
+	s.end("")
+}
+
+// errCommandTooLong is returned by readLine for a line that does not fit
+// the read buffer; the line has been read and dropped.
+var errCommandTooLong = errors.New("command line too long")
+
+// readLine reads one line, without its line ending. A line longer than the
+// read buffer is dropped whole, so its tail is not taken for a command.
+func (s *session) readLine() (string, error) {
+	line, err := s.br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = s.br.ReadSlice('\n')
+		}
+		if err != nil {
+			return "", err
+		}
+		return "", errCommandTooLong
+	}
+	if err != nil {
+		return "", err
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return string(line), nil
+}
+
+// readCommand reads a command line while the session is idle: Shutdown may
+// interrupt that wait, and only that one.
+func (s *session) readCommand() (string, error) {
+	if !s.c.setIdle(true) {
+		return "", errShutdown
+	}
+	defer s.c.setIdle(false)
+	return s.readLine()
+}
+
+// readFailed ends the session after a failed read: a timeout gets its 421,
+// a closed connection nothing.
+func (s *session) readFailed(err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errShutdown):
+		s.end(ReplyShuttingDown)
+	case errors.As(err, &ne) && ne.Timeout():
+		key := ReplyIdleTimeout
+		if !time.Now().Before(s.c.expires) {
+			key = ReplySessionTimeout
+		}
+		s.c.record("timeout", "", s.s.Replies.Line(key, s.vars()))
+		s.c.log.Info("session ended: " + strings.ReplaceAll(key, "_", " "))
+		s.end(key)
+	default:
+		s.end("")
+	}
+}
+
+// end closes the session, after the reply for key unless key is "". The
+// connection's slot is given back before that reply is written, so a client
+// that has seen it can connect again at once (SPEC R14).
+func (s *session) end(key string) {
+	s.closing = true
+	s.s.release(s.c)
+	if key != "" {
+		s.writeKey(key, s.vars())
+	}
+	s.bw.Flush()
+	s.c.Close()
+}
+
+// refuseIfBlocked ends the session of a client blocked while it was
+// connected (SPEC R11): whatever the command, the reply is the refusal.
+func (s *session) refuseIfBlocked() bool {
+	if s.s.Guard == nil || !s.s.Guard.Blocked(s.c.client.Addr()) {
+		return false
+	}
+	s.refuseBlocked()
+	return true
+}
+
+// refuseBlocked answers with the blocked reply and closes.
+func (s *session) refuseBlocked() {
+	s.c.record("refused", "client blocked", s.s.Replies.Line(ReplyBlocked, s.vars()))
+	s.c.log.Warn("session ended: client is blocked")
+	s.end(ReplyBlocked)
+}
+
+// command runs one command line.
+func (s *session) command(line string) {
+	verb, arg, _ := strings.Cut(line, " ")
+	verb = strings.ToUpper(verb)
+	arg = strings.TrimSpace(arg)
+	if len(line) > s.s.Limits.MaxLineLength && verb != "AUTH" {
+		// SPEC R14. Only AUTH carries long arguments (RFC 4954 §4).
+		v := s.vars()
+		v.Limit = int64(s.s.Limits.MaxLineLength)
+		s.protocolError(ReplyCommandTooLong, v)
+		return
+	}
+	switch verb {
+	case "EHLO", "HELO":
+		s.hello(verb, arg)
+	case "STARTTLS":
+		s.startTLS(arg)
+	case "AUTH":
+		s.auth(arg)
+	case "MAIL":
+		s.mail(arg)
+	case "RCPT":
+		s.rcpt(arg)
+	case "DATA":
+		s.data(arg)
+	case "BDAT":
+		s.bdat(arg)
+	case "RSET":
+		s.abortTx()
+		s.junkCommand(ReplyOK)
+	case "NOOP":
+		s.junkCommand(ReplyOK)
+	case "VRFY":
+		s.junkCommand(ReplyVRFY)
+	case "HELP":
+		s.junkCommand(ReplyHelp)
+	case "QUIT":
+		s.c.record("quit", "", "")
+		s.end(ReplyQuit)
+	case "EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML":
+		s.protocolError(ReplyNotImplemented, s.vars())
+	default:
+		s.protocolError(ReplyUnknownCommand, s.vars())
+	}
+}
+
+// protocolError answers a command that was not understood or not allowed
+// now, and ends a session that makes too many of them.
+func (s *session) protocolError(key string, v Vars) {
+	line := s.s.Replies.Line(key, v)
+	s.c.record("error", "", line)
+	if s.errors++; s.errors >= maxErrors {
+		s.c.log.Info("session ended: too many errors")
+		s.end(ReplyTooManyErrors)
+		return
+	}
+	s.writeKey(key, v)
+}
+
+// badSequence answers a command given at the wrong time.
+func (s *session) badSequence(detail string) {
+	v := s.vars()
+	v.Detail = detail
+	s.protocolError(ReplyBadSequence, v)
+}
+
+// syntaxError answers a command with arguments that do not parse.
+func (s *session) syntaxError(detail string) {
+	v := s.vars()
+	v.Detail = detail
+	s.protocolError(ReplySyntax, v)
+}
+
+// junkCommand answers a command that does nothing towards a message.
+func (s *session) junkCommand(key string) {
+	if s.junk++; s.junk > maxJunk {
+		s.c.log.Info("session ended: too many commands without a message")
+		s.end(ReplyTooManyErrors)
+		return
+	}
+	s.writeKey(key, s.vars())
+}
+
+// abortTx ends the transaction, dropping a message still being taken in.
+func (s *session) abortTx() {
+	if s.tx != nil && s.tx.in != nil {
+		s.tx.in.abort()
+	}
+	s.tx = nil
+}
+
+// hello runs EHLO and HELO (RFC 5321 §4.1.1.1): a new start, without a
+// transaction.
+func (s *session) hello(verb, arg string) {
+	if arg == "" {
+		s.syntaxError(verb + " needs the client's name")
+		return
+	}
+	s.abortTx()
+	s.helo = arg
+	s.esmtp = verb == "EHLO"
+	s.c.update(func(r *sessionlog.Record) { r.HELO = oneLine(arg) })
+	e := s.s.Replies.Err(ReplyEHLO, s.vars())
+	if !s.esmtp {
+		s.write(e)
+		return
+	}
+	lines := []string{
+		"PIPELINING",
+		"8BITMIME",
+		"ENHANCEDSTATUSCODES",
+		"CHUNKING",
+		"SMTPUTF8",
+		"SIZE " + strconv.FormatInt(s.s.Limits.MaxMessageSize, 10),
+	}
+	if s.tls == "" && s.s.TLS != nil {
+		lines = append(lines, "STARTTLS")
+	}
+	if s.authAllowed() {
+		lines = append(lines, "AUTH "+strings.Join(Mechanisms, " "))
+	}
+	fmt.Fprintf(s.bw, "%d-%s\r\n", e.Code, e.Message)
+	for i, l := range lines {
+		sep := "-"
+		if i == len(lines)-1 {
+			sep = " "
+		}
+		fmt.Fprintf(s.bw, "%d%s%s\r\n", e.Code, sep, l)
+	}
+}
+
+// authAllowed reports whether AUTH may be used now (SPEC R3).
+func (s *session) authAllowed() bool { return s.tls != "" || s.lc.AllowPlaintextAuth }
+
+// startTLS upgrades the connection (RFC 3207).
+func (s *session) startTLS(arg string) {
+	switch {
+	case arg != "":
+		s.syntaxError("STARTTLS takes no argument")
+		return
+	case s.tls != "":
+		s.badSequence("TLS is already active")
+		return
+	case s.s.TLS == nil:
+		s.writeKey(ReplyTLSUnavailable, s.vars())
+		return
+	}
+	if n := s.br.Buffered(); n > 0 {
+		// RFC 3207 §5 (CVE-2011-0411): what the client sent after STARTTLS
+		// in plaintext must not run inside TLS.
+		s.br.Discard(n)
+		s.c.record("starttls", "", "plaintext pipelined after STARTTLS discarded")
+	}
+	s.writeKey(ReplyStartTLS, s.vars())
+	if err := s.bw.Flush(); err != nil {
+		s.end("")
+		return
+	}
+	tc, err := s.c.handshake(s.s.TLS)
+	if err != nil {
+		// RFC 3207 §4.1: after a failed handshake the connection cannot go
+		// on in plaintext, where bytes meant for TLS would be commands.
+		s.c.record("starttls", "", "TLS handshake failed")
+		s.c.log.Info("session ended: TLS handshake failed", "err", err)
+		s.end("")
+		return
+	}
+	s.attach(tc)
+	s.tlsUp(tc)
+	// RFC 3207 §4.2: the client starts over with EHLO, knowing nothing.
+	s.helo, s.esmtp, s.acct, s.pacc = "", false, nil, nil
+	s.abortTx()
+}
+
+// mail runs MAIL FROM.
+func (s *session) mail(arg string) {
+	if s.helo == "" {
+		s.badSequence("send EHLO first")
+		return
+	}
+	if s.tx != nil {
+		s.badSequence("a transaction is already open; RSET first")
+		return
+	}
+	rest, ok := cutPrefixFold(arg, "FROM:")
+	if !ok {
+		s.syntaxError("use MAIL FROM:<address>")
+		return
+	}
+	from, params, err := parsePath(rest, true)
+	if err != nil {
+		s.syntaxError(err.Error())
+		return
+	}
+	v := s.vars()
+	v.Address = from
+	if s.acct == nil {
+		// SPEC R1, R10: nothing without AUTH.
+		s.refusal("mail", from, s.s.Replies.Err(ReplyMailNoAuth, v))
+		return
+	}
+	for _, p := range params {
+		key, val, _ := strings.Cut(p, "=")
+		switch strings.ToUpper(key) {
+		case "SIZE":
+			n, err := strconv.ParseInt(val, 10, 64)
+			if err != nil || n < 0 {
+				s.syntaxError("SIZE must be a number")
+				return
+			}
+			if n > s.s.Limits.MaxMessageSize {
+				v.Limit = s.s.Limits.MaxMessageSize
+				s.refusal("mail", from, s.s.Replies.Err(ReplyTooBig, v))
+				return
+			}
+		case "BODY":
+			if u := strings.ToUpper(val); u != "7BIT" && u != "8BITMIME" {
+				v.Detail = "BODY=" + val
+				s.refusal("mail", from, s.s.Replies.Err(ReplyParamUnsupported, v))
+				return
+			}
+		case "SMTPUTF8", "AUTH":
+			// RFC 6531 §3.4; RFC 4954 §5 lets the server ignore AUTH=.
+		default:
+			v.Detail = p
+			s.refusal("mail", from, s.s.Replies.Err(ReplyParamUnsupported, v))
+			return
+		}
+	}
+	if from != "" && !s.s.Policy.MaySend(s.pacc, s.c.client.Addr(), from) {
+		// SPEC R5, R6, R8, R9.
+		s.refusal("mail", from, s.s.Replies.Err(ReplySenderRejected, v))
+		return
+	}
+	s.tx = &transaction{from: from, helo: s.helo}
+	e := s.s.Replies.Err(ReplyMailOK, v)
+	s.c.record("mail", from, replyLine(e))
+	s.write(e)
+}
+
+// rcpt runs RCPT TO.
+func (s *session) rcpt(arg string) {
+	if s.tx == nil {
+		if s.acct == nil && s.helo != "" {
+			// SPEC R10: nothing is accepted for anyone without AUTH.
+			v := s.vars()
+			s.refusal("rcpt", arg, s.s.Replies.Err(ReplyMailNoAuth, v))
+			return
+		}
+		s.badSequence("send MAIL first")
+		return
+	}
+	if s.tx.chunks > 0 {
+		s.badSequence("the message is being sent with BDAT")
+		return
+	}
+	rest, ok := cutPrefixFold(arg, "TO:")
+	if !ok {
+		s.syntaxError("use RCPT TO:<address>")
+		return
+	}
+	to, params, err := parsePath(rest, false)
+	if err != nil {
+		s.syntaxError(err.Error())
+		return
+	}
+	v := s.vars()
+	v.Address = to
+	if len(params) > 0 {
+		v.Detail = params[0]
+		s.refusal("rcpt", to, s.s.Replies.Err(ReplyParamUnsupported, v))
+		return
+	}
+	if _, err := address.Parse(to); err != nil {
+		s.refusal("rcpt", to, s.s.Replies.Err(ReplyBadRecipient, v))
+		return
+	}
+	if !slices.Contains(s.tx.rcpts, to) {
+		if len(s.tx.rcpts) >= s.s.Limits.MaxRecipients {
+			v.Limit = int64(s.s.Limits.MaxRecipients)
+			s.refusal("rcpt", to, s.s.Replies.Err(ReplyTooManyRcpts, v))
+			return
+		}
+		s.tx.rcpts = append(s.tx.rcpts, to)
+	}
+	e := s.s.Replies.Err(ReplyRcptOK, v)
+	s.c.record("rcpt", to, replyLine(e))
+	s.write(e)
+}
+
+// refusal records, logs and answers a refused command.
+func (s *session) refusal(kind, detail string, e *smtp.SMTPError) {
+	line := replyLine(e)
+	s.c.record(kind, oneLine(detail), line)
+	s.c.log.Info(kind+" refused", "arg", oneLine(detail), "reply", line)
+	s.write(e)
+}
+
+// dataRefusal checks the transaction before DATA or BDAT and returns the
+// reply key when the message cannot be taken, "" when it can.
+func (s *session) dataRefusal() (string, Vars) {
+	v := s.vars()
+	switch {
+	case s.acct == nil:
+		return ReplyMailNoAuth, v
+	case s.tx == nil:
+		v.Detail = "send MAIL first"
+	case len(s.tx.rcpts) == 0:
+		v.Detail = "send RCPT first"
+	default:
+		return "", v
+	}
+	return ReplyBadSequence, v
+}
+
+// data runs DATA: the reply comes only after the message is on disk (SPEC
+// R15); a refused message leaves nothing behind (SPEC R8).
+func (s *session) data(arg string) {
+	if arg != "" {
+		s.syntaxError("DATA takes no argument")
+		return
+	}
+	if s.tx != nil && s.tx.chunks > 0 {
+		s.badSequence("the message is being sent with BDAT")
+		return
+	}
+	if key, v := s.dataRefusal(); key == ReplyBadSequence {
+		s.protocolError(key, v)
+		return
+	} else if key != "" {
+		s.refusal("data", "", s.s.Replies.Err(key, v))
+		return
+	}
+	s.writeKey(ReplyDataGo, s.vars())
+	tx := *s.tx
+	tx.rcpts = slices.Clone(tx.rcpts)
+	in := s.newIntake(tx)
+	s.tx = nil
+	if err := readDotData(s.br, in); err != nil {
+		in.abort()
+		s.readFailed(err)
+		return
+	}
+	s.finishMessage(in)
+}
+
+// finishMessage ends a message and answers it.
+func (s *session) finishMessage(in *intake) {
+	e := in.finish()
+	if e.Code != 250 {
+		s.refusal("data", "", e)
+		return
+	}
+	s.junk = 0
+	s.write(e)
+}
+
+// bdat runs BDAT (RFC 3030). The chunk is read whatever the answer, since
+// its bytes are not commands.
+func (s *session) bdat(arg string) {
+	f := strings.Fields(arg)
+	var size int64 = -1
+	if len(f) == 1 || len(f) == 2 && strings.EqualFold(f[1], "LAST") {
+		if n, err := strconv.ParseInt(f[0], 10, 64); err == nil && n >= 0 && f[0][0] != '+' {
+			size = n
+		}
+	}
+	if size < 0 {
+		// Without a size, where the chunk ends is unknown: the rest of the
+		// connection cannot be told apart from data, so it ends here.
+		v := s.vars()
+		v.Detail = "use BDAT size [LAST]"
+		s.c.record("bdat", oneLine(arg), s.s.Replies.Line(ReplySyntax, v))
+		s.writeKey(ReplySyntax, v)
+		s.end("")
+		return
+	}
+	last := len(f) == 2
+	if key, v := s.dataRefusal(); key != "" {
+		if err := s.readChunk(size, nil); err != nil {
+			s.readFailed(err)
+			return
+		}
+		s.refusal("bdat", "", s.s.Replies.Err(key, v))
+		return
+	}
+	tx := s.tx
+	if tx.in == nil {
+		c := *tx
+		c.rcpts = slices.Clone(c.rcpts)
+		tx.in = s.newIntake(c)
+	}
+	tx.chunks++
+	if err := s.readChunk(size, tx.in); err != nil {
+		s.readFailed(err)
+		return
+	}
+	in := tx.in
+	switch {
+	case last:
+		s.tx = nil
+		s.finishMessage(in)
+	case in.err != nil:
+		// RFC 3030 §3: a refused chunk ends the transaction; the client
+		// sends no more chunks of it.
+		s.tx = nil
+		s.finishMessage(in)
+	default:
+		v := s.vars()
+		v.Limit = size
+		s.writeKey(ReplyChunkOK, v)
+	}
+}
+
+// readChunk reads size bytes of BDAT data into w, or drops them when w is
+// nil.
+func (s *session) readChunk(size int64, w *intake) error {
+	for size > 0 {
+		if _, err := s.br.Peek(1); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		buf, _ := s.br.Peek(min(s.br.Buffered(), int(min(size, int64(readBufferSize)))))
+		if w != nil {
+			w.Write(buf)
+		}
+		s.br.Discard(len(buf))
+		size -= int64(len(buf))
 	}
 	return nil
 }
 
-func (s *session) settlePendingAuth() {
-	if s.authPending {
-		s.authPending = false
-		s.c.record("auth", "", "exchange abandoned or malformed")
-		s.c.log.Info("auth failed", "reason", "exchange abandoned or malformed")
-		s.fail()
+// auth runs AUTH (RFC 4954) with PLAIN or LOGIN (SPEC R1).
+func (s *session) auth(arg string) {
+	switch {
+	case s.helo == "" || !s.esmtp:
+		s.badSequence("send EHLO first")
+		return
+	case s.acct != nil:
+		s.badSequence("already authenticated")
+		return
+	case s.tx != nil:
+		s.badSequence("AUTH is not allowed during a mail transaction")
+		return
+	case !s.authAllowed():
+		// SPEC R3.
+		s.refusal("auth", "", s.s.Replies.Err(ReplyAuthNeedsTLS, s.vars()))
+		return
 	}
-}
-
-// fail counts an AUTH failure and, when it blocks the client, arranges for
-// the connection to close after the failure reply (SPEC R11).
-func (s *session) fail() {
-	if s.s.Guard != nil && s.s.Guard.Failure(s.c.client.Addr(), s.c.sid) {
-		s.c.closeAfterWrite.Store(true)
-		s.c.log.Warn("client blocked after too many AUTH failures")
-	}
-}
-
-// Reset implements smtp.Session.
-func (s *session) Reset() {
-	s.mu.Lock()
-	// go-smtp calls Reset also for a repeated EHLO, after taking its name.
-	s.tx = transaction{helo: s.sc.Hostname()}
-	s.mu.Unlock()
-}
-
-// Logout implements smtp.Session.
-func (s *session) Logout() error {
-	s.settlePendingAuth()
-	return nil
-}
-
-// AuthMechanisms implements smtp.AuthSession (SPEC R1).
-func (s *session) AuthMechanisms() []string { return Mechanisms }
-
-// Auth implements smtp.AuthSession.
-func (s *session) Auth(mech string) (sasl.Server, error) {
-	if err := s.checkGuard(); err != nil {
-		return nil, err
-	}
-	if s.tls == "" && !s.sc.Server().AllowInsecureAuth {
-		// go-smtp refuses this itself; kept for defence in depth (SPEC R3).
-		return nil, s.s.Replies.Err(ReplyAuthNeedsTLS, s.vars())
-	}
+	mech, ir, _ := strings.Cut(arg, " ")
+	mech = strings.ToUpper(mech)
 	if mech != sasl.Plain && mech != sasl.Login {
-		return nil, smtp.ErrAuthUnknownMechanism
+		s.authFailure(ReplyAuthMechanism, oneLine(mech), "unsupported mechanism")
+		return
 	}
-	s.authPending = true
-	return &saslServer{
-		mech:  mech,
-		check: s.authenticate,
-		malformed: func() error {
-			s.authPending = false
-			reply := s.s.Replies.Err(ReplyAuthMalformed, s.vars())
-			s.c.record("auth", "", reply.Message)
-			s.c.log.Info("auth failed", "mechanism", mech, "reason", "malformed")
-			s.fail()
-			return reply
-		},
-	}, nil
+	var resp []byte
+	switch ir = strings.TrimSpace(ir); ir {
+	case "":
+	case "=":
+		// RFC 4954 §4: an empty initial response.
+		resp = []byte{}
+	default:
+		b, err := base64.StdEncoding.DecodeString(ir)
+		if err != nil {
+			s.authFailure(ReplyAuthMalformed, "", "initial response is not base64")
+			return
+		}
+		resp = b
+	}
+	srv := &saslServer{
+		mech:      mech,
+		check:     s.authenticate,
+		malformed: func() error { return errMalformed },
+	}
+	for {
+		chal, done, err := srv.Next(resp)
+		var e *smtp.SMTPError
+		switch {
+		case errors.Is(err, errMalformed):
+			s.authFailure(ReplyAuthMalformed, "", "malformed")
+			return
+		case errors.Is(err, errRefused):
+			return
+		case errors.As(err, &e):
+			s.write(e)
+			if s.blockAfterReply {
+				s.blockedNow()
+			}
+			return
+		case err != nil:
+			return
+		case done:
+			s.writeKey(ReplyAuthOK, s.vars())
+			return
+		}
+		fmt.Fprintf(s.bw, "334 %s\r\n", base64.StdEncoding.EncodeToString(chal))
+		line, err := s.readLine()
+		switch {
+		case errors.Is(err, errCommandTooLong):
+			s.authFailure(ReplyAuthMalformed, "", "response line too long")
+			return
+		case err != nil:
+			// The exchange was abandoned with the connection: it counts.
+			s.authFailure("", "", "exchange abandoned")
+			s.readFailed(err)
+			return
+		case line == "*":
+			// RFC 4954 §4: the client cancelled.
+			s.authFailure(ReplyAuthCancelled, "", "cancelled by the client")
+			return
+		}
+		b, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			s.authFailure(ReplyAuthMalformed, "", "response is not base64")
+			return
+		}
+		resp = b
+	}
+}
+
+// authFailure answers an AUTH that ended before credentials could be
+// checked: it still counts as a failure (SPEC R11: every AUTH that does not
+// succeed). key "" records it without a reply, for a connection that is
+// gone.
+func (s *session) authFailure(key, detail, reason string) {
+	line := ""
+	if key != "" {
+		line = s.s.Replies.Line(key, s.vars())
+	}
+	s.c.record("auth", detail, line)
+	s.c.log.Info("auth failed", "reason", reason)
+	a, ok := s.beginAttempt()
+	if !ok {
+		return
+	}
+	blocked := a.Fail()
+	if key != "" {
+		s.writeKey(key, s.vars())
+	}
+	if blocked {
+		s.blockedNow()
+	}
+}
+
+// beginAttempt takes the attempt's place with the guard before any
+// credentials are checked (SPEC R11: at most max_failures checks per
+// window, however many run at once). When the client's key has none left,
+// the session is refused and ends.
+func (s *session) beginAttempt() (Attempt, bool) {
+	if s.s.Guard == nil {
+		return noAttempt{}, true
+	}
+	a, ok := s.s.Guard.Begin(s.c.client.Addr(), s.c.sid)
+	if !ok {
+		s.refuseBlocked()
+		return nil, false
+	}
+	return a, true
+}
+
+// blockedNow ends the session whose failure blocked its client, after the
+// failure's reply (SPEC R11: the connection that hit the limit is closed).
+func (s *session) blockedNow() {
+	s.c.log.Warn("client blocked after too many AUTH failures")
+	s.end("")
+}
+
+// errRefused ends an AUTH exchange whose session was refused and closed.
+var errRefused = errors.New("session refused")
+
+// noAttempt is the attempt when no guard runs.
+type noAttempt struct{}
+
+func (noAttempt) Fail() bool { return false }
+func (noAttempt) Succeed()   {}
+
+// cutPrefixFold is strings.CutPrefix ignoring ASCII case.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+		return "", false
+	}
+	return s[len(prefix):], true
 }
 
 // authenticate checks credentials and returns the reply error, or nil.
 // Every outcome takes at least MinAuthDuration, so timing does not tell an
 // unknown login from a wrong password.
 func (s *session) authenticate(cr credentials) error {
-	s.authPending = false
+	a, ok := s.beginAttempt()
+	if !ok {
+		return errRefused
+	}
 	start := time.Now()
 	defer func() {
 		if d := s.s.MinAuthDuration - time.Since(start); d > 0 {
@@ -203,14 +845,21 @@ func (s *session) authenticate(cr credentials) error {
 		s.acct = acct
 		s.pacc = &policy.Account{Domain: acct.Domain, Aliases: acct.Aliases, Identities: acct.Identities}
 		s.c.update(func(r *sessionlog.Record) { r.Account = acct.Address })
-		s.c.record("auth", login, "235 2.7.0 Authentication succeeded")
+		s.c.record("auth", login, s.s.Replies.Line(ReplyAuthOK, s.vars()))
 		s.c.log.Info("auth ok", "login", login)
+		a.Succeed()
 		return nil
 	}
 	reply := s.s.Replies.Err(key, s.vars())
-	s.c.record("auth", login, fmt.Sprintf("%d %s", reply.Code, reply.Message))
+	s.c.record("auth", login, replyLine(reply))
 	s.c.log.Info("auth failed", "login", login, "reason", reason)
-	s.fail()
+	if reply.Code/100 == 4 {
+		// A temporary failure checked no password: the place goes back
+		// uncounted.
+		a.Succeed()
+	} else if a.Fail() {
+		s.blockAfterReply = true
+	}
 	return reply
 }
 
@@ -248,162 +897,32 @@ func (s *session) check(cr credentials) (string, *directory.Account, string) {
 	return "", acct, ""
 }
 
-// Mail implements smtp.Session.
-func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	if err := s.checkGuard(); err != nil {
-		return err
-	}
-	v := s.vars()
-	v.Address = from
-	if s.acct == nil {
-		// SPEC R1, R10: nothing without AUTH.
-		return s.reply("mail", from, s.s.Replies.Err(ReplyMailNoAuth, v))
-	}
-	if from != "" && !s.s.Policy.MaySend(s.pacc, s.c.client.Addr(), from) {
-		// SPEC R5, R6, R8, R9.
-		return s.reply("mail", from, s.s.Replies.Err(ReplySenderRejected, v))
-	}
-	s.mu.Lock()
-	s.tx.from = from
-	s.mu.Unlock()
-	s.c.dotCR.take()
-	s.c.record("mail", from, "250 2.0.0 OK")
-	return nil
-}
-
-// reply records and logs a refusal and returns it.
-func (s *session) reply(kind, detail string, e *smtp.SMTPError) error {
-	line := replyLine(e)
-	s.c.record(kind, oneLine(detail), line)
-	s.c.log.Info(kind+" refused", "arg", oneLine(detail), "reply", line)
-	return e
-}
-
-// Rcpt implements smtp.Session.
-func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	if err := s.checkGuard(); err != nil {
-		return err
-	}
-	v := s.vars()
-	v.Address = to
-	if s.acct == nil {
-		return s.reply("rcpt", to, s.s.Replies.Err(ReplyMailNoAuth, v))
-	}
-	if _, err := address.Parse(to); err != nil {
-		return s.reply("rcpt", to, s.s.Replies.Err(ReplyBadRecipient, v))
-	}
-	s.mu.Lock()
-	s.tx.rcpts = append(s.tx.rcpts, to)
-	s.mu.Unlock()
-	s.c.record("rcpt", to, "250 2.0.0 OK")
-	return nil
-}
-
-// Data implements smtp.Session. The reply comes only after the message is on
-// disk (SPEC R15); a rejected message leaves nothing behind (SPEC R8).
-func (s *session) Data(r io.Reader) error {
-	if err := s.checkGuard(); err != nil {
-		return err
-	}
-	v := s.vars()
-	s.mu.Lock()
-	tx := s.tx
-	tx.rcpts = slices.Clone(tx.rcpts)
-	s.mu.Unlock()
-	if s.acct == nil || len(tx.rcpts) == 0 {
-		return s.reply("data", "", s.s.Replies.Err(ReplyMailNoAuth, v))
-	}
-	err := s.data(r, tx)
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		if se.Code == 250 {
-			return se
-		}
-		return s.reply("data", "", se)
-	}
-	return err
-}
-
-func (s *session) data(r io.Reader, tx transaction) error {
-	v := s.vars()
-	lim := s.s.Limits
-	br := bufio.NewReaderSize(message.NewLineEndings(r), 32<<10)
-	raw, err := message.ReadHeader(br, lim.MaxHeaderSize)
-	if err != nil {
-		return s.dataErr(err)
-	}
-	h, err := message.Parse(raw)
-	if err != nil {
-		v.Detail = err.Error()
-		return s.s.Replies.Err(ReplyBadHeader, v)
-	}
-	if e := s.checkHeaderSenders(h); e != nil {
-		return e
-	}
-
-	now := s.s.now()
-	env := &spool.Envelope{
-		From: tx.from, To: tx.rcpts, Account: s.acct.Address, SessionID: s.c.sid,
-		ClientIP: s.c.client.Addr().String(), Received: now,
-	}
-	w, err := s.s.Spool.Create(env)
-	if err != nil {
-		s.c.log.Error("spool create failed", "err", err)
-		return s.s.Replies.Err(ReplySpoolFailed, v)
-	}
-	io.WriteString(w, s.receivedHeader(now, tx))
-	// RFC 6409 §8.3, §8.1: a submission server adds what the client left out.
-	if !h.Has("Message-ID") {
-		fmt.Fprintf(w, "Message-ID: <%s@%s>\r\n", env.ID, s.s.Hostname)
-	}
-	if !h.Has("Date") {
-		fmt.Fprintf(w, "Date: %s\r\n", now.Format(time.RFC1123Z))
-	}
-	w.Write(raw)
-	if _, err := io.Copy(w, br); err != nil {
-		w.Abort()
-		return s.dataErr(err)
-	}
-	if s.c.dotCR.take() {
-		w.Abort()
-		return s.dataErr(message.ErrBareLineEnding)
-	}
-	if err := w.Commit(); err != nil {
-		s.c.log.Error("spool commit failed", "queue_id", env.ID, "err", err)
-		return s.s.Replies.Err(ReplySpoolFailed, v)
-	}
-	v.QueueID = env.ID
-	ok := s.s.Replies.Err(ReplyQueued, v)
-	s.c.record("data", fmt.Sprintf("%d bytes", env.Size), replyLine(ok))
-	s.c.record("queued", env.ID, "")
-	s.c.log.Info("message queued", "queue_id", env.ID, "from", tx.from, "rcpts", len(tx.rcpts), "size", env.Size)
-	return ok
-}
-
-// dataErr maps an error while reading DATA to its reply.
-func (s *session) dataErr(err error) error {
+// dataErr maps an error found in a message to its reply. Every content
+// error is permanent: the same message would fail again.
+func (s *session) dataErr(err error) *smtp.SMTPError {
 	v := s.vars()
 	var se *smtp.SMTPError
 	switch {
 	case errors.Is(err, message.ErrBareLineEnding):
 		return s.s.Replies.Err(ReplyBareLF, v)
-	case errors.Is(err, smtp.ErrTooLongLine):
-		// SPEC R14. Permanent: the same message would fail again. go-smtp
-		// closes the connection after this reply, as the rest of the line
-		// cannot be told from the next command.
+	case errors.Is(err, errNUL):
+		return s.s.Replies.Err(ReplyNUL, v)
+	case errors.Is(err, errLineTooLong):
+		// SPEC R14.
 		v.Limit = int64(s.s.Limits.MaxLineLength)
 		return s.s.Replies.Err(ReplyLineTooLong, v)
 	case errors.Is(err, message.ErrHeaderTooLarge):
 		v.Limit = int64(s.s.Limits.MaxHeaderSize)
 		return s.s.Replies.Err(ReplyHeaderTooLarge, v)
-	case errors.As(err, &se) && se.Code == smtp.ErrDataTooLarge.Code:
+	case errors.Is(err, errTooBig):
 		v.Limit = s.s.Limits.MaxMessageSize
 		return s.s.Replies.Err(ReplyTooBig, v)
 	case errors.As(err, &se):
 		return se
 	}
-	s.c.log.Warn("reading message failed", "err", err)
-	return s.s.Replies.Err(ReplyTempFailure, v)
+	// What is left is the spool failing to take the message (SPEC R15).
+	s.c.log.Error("spool write failed", "err", err)
+	return s.s.Replies.Err(ReplySpoolFailed, v)
 }
 
 // checkHeaderSenders applies the sender policy to every From: address and to
