@@ -291,6 +291,10 @@ func (s *Server) refuse(nc net.Conn, lc ListenerConfig, line string) {
 func (s *Server) admit(c *conn) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.perIP == nil {
+		s.perIP = map[netip.Prefix]int{}
+		s.conns = map[*conn]struct{}{}
+	}
 	key := s.connKey(c.client.Addr())
 	if s.total >= s.Limits.MaxConns {
 		return ReplyServerBusy, false
