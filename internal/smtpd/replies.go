@@ -136,7 +136,7 @@ var defaultReplies = map[string]reply{
 	ReplyHelp:       {214, smtp.EnhancedCode{2, 0, 0}, "submitd: see RFC 5321 and RFC 6409; log in with your full address"},
 	// RFC 5321 §4.2.4, RFC 3463 §3.6.
 	ReplyUnknownCommand:   {500, smtp.EnhancedCode{5, 5, 1}, "{sid} command not recognized"},
-	ReplyNotImplemented:   {502, smtp.EnhancedCode{5, 5, 1}, "{sid} command not implemented"},
+	ReplyNotImplemented:   {502, smtp.EnhancedCode{5, 5, 1}, "{sid} this server does not offer that command"},
 	ReplySyntax:           {501, smtp.EnhancedCode{5, 5, 4}, "{sid} syntax error: {detail}"},
 	ReplyCommandTooLong:   {500, smtp.EnhancedCode{5, 5, 2}, "{sid} command line is longer than {limit} bytes"},
 	ReplyBadSequence:      {503, smtp.EnhancedCode{5, 5, 1}, "{sid} bad sequence of commands: {detail}"},

@@ -223,13 +223,17 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 			ClientIP: ip.String(), ClientPort: int(ap.Port()),
 		},
 	}
-	vars := Vars{SID: sid, IP: ip.String()}
+	vars := Vars{SID: sid, IP: ip.String(), Host: s.Hostname}
 
 	// SPEC R11: a blocked client is refused before the greeting. The check is
 	// in memory; the refusal writes no record and no per-connection log line,
 	// so a flood of refused connections costs no disk I/O.
 	if s.Guard != nil && s.Guard.Blocked(ip) {
 		s.refuse(nc, lc, s.Replies.Line(ReplyBlocked, vars))
+		return
+	}
+	if s.closing.Load() {
+		s.refuse(nc, lc, s.Replies.Line(ReplyShuttingDown, vars))
 		return
 	}
 	if key, ok := s.admit(c); !ok {

@@ -353,6 +353,8 @@ func (s *session) hello(verb, arg string) {
 		"CHUNKING",
 		"SMTPUTF8",
 		"SIZE " + strconv.FormatInt(s.s.Limits.MaxMessageSize, 10),
+		// RFC 9422: clients learn the recipient limit before the 452.
+		"LIMITS RCPTMAX=" + strconv.Itoa(s.s.Limits.MaxRecipients),
 	}
 	if s.tls == "" && s.s.TLS != nil {
 		lines = append(lines, "STARTTLS")
