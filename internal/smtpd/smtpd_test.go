@@ -899,7 +899,7 @@ type countingGuard struct {
 	n  int
 }
 
-func (g *countingGuard) Blocked(netip.Addr) bool { return false }
+func (g *countingGuard) Blocked(netip.Addr) bool                  { return false }
 func (g *countingGuard) Begin(netip.Addr, string) (Attempt, bool) { return g, true }
 func (g *countingGuard) Succeed()                                 {}
 func (g *countingGuard) Fail() bool {
