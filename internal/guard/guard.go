@@ -3,6 +3,14 @@
 // default — in a rolling window, blocks a key that reaches the limit, and
 // lifts blocks when they run out or when support lifts them.
 //
+// An AUTH attempt takes a place of its key before the password is checked
+// (Begin), and gets one only while the key's failures in the window plus the
+// places held are below the limit, so however many attempts a client runs at
+// once, no more passwords are checked than the limit allows (SPEC R11,
+// decided). Taking a
+// place, recording a failure and giving a place back are each one atomic
+// step of a Counter.
+//
 // The state that decides a refusal lives in memory, so Blocked is a map
 // lookup under a read lock and costs no I/O however many refused connections
 // arrive. Every failure, block and unblock is also written through to a Store,
@@ -36,6 +44,10 @@ const (
 	DefaultPollInterval = 250 * time.Millisecond
 	// DefaultMaxKeys holds memory for counting keys to about 200 MB.
 	DefaultMaxKeys = 1 << 20
+	// DefaultAttemptTimeout is far longer than a password check takes; it
+	// only bounds how long the place of a session that vanished without
+	// settling its attempt stays taken.
+	DefaultAttemptTimeout = 5 * time.Minute
 )
 
 // storeTimeout bounds one store operation made on behalf of a session, so a
@@ -71,6 +83,11 @@ type Config struct {
 	// four billion) grows memory by each failure for a whole window; at the
 	// cap, the keys with the fewest failures are forgotten first.
 	MaxKeys int
+	// AttemptTimeout is how long an attempt holds its place at most (see
+	// Begin): a place its session never settled is given back after it.
+	// It must outlast any password check, or a check still running when its
+	// place is given back lets one more attempt in than MaxFailures allows.
+	AttemptTimeout time.Duration
 	// Node names this guard in the change log; empty means a random name.
 	Node string
 	// Now is the clock; nil means time.Now.
@@ -99,6 +116,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxKeys == 0 {
 		c.MaxKeys = DefaultMaxKeys
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = DefaultAttemptTimeout
 	}
 	// Clients are compared unmapped (Exempt), so an exempt network written
 	// as IPv4-mapped IPv6 (::ffff:192.0.2.0/120) must be made IPv4 too, or
@@ -131,6 +151,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("guard: max keys %d: must be at least 1", c.MaxKeys)
 	case c.PollInterval < 0:
 		return c, fmt.Errorf("guard: poll interval %s: must be positive", c.PollInterval)
+	case c.AttemptTimeout < 0:
+		return c, fmt.Errorf("guard: attempt timeout %s: must be positive", c.AttemptTimeout)
 	}
 	return c, nil
 }
@@ -171,8 +193,12 @@ type Stats struct {
 	ExemptFailures uint64
 	// Blocks are the blocks this guard made.
 	Blocks uint64
-	// Refusals are the connections and sessions refused because of a block.
+	// Refusals are the connections, sessions and AUTH attempts refused
+	// because of a block.
 	Refusals uint64
+	// AtLimit are the AUTH attempts refused, without a block yet, because
+	// the failures in the window and the attempts in flight made the limit.
+	AtLimit uint64
 	// Unblocks are the blocks support lifted before they ran out.
 	Unblocks uint64
 	// Expired are the blocks that ran out by themselves.
@@ -185,25 +211,43 @@ type Stats struct {
 	BlockedKeys int
 	// TrackedKeys is the number of keys with failures in memory.
 	TrackedKeys int
+	// InFlight is the number of AUTH attempts holding a place now.
+	InFlight int
 }
 
 // Guard counts AUTH failures and decides blocks. It is safe for concurrent
 // use.
 type Guard struct {
-	cfg   Config
+	// cfg is the policy, defaults filled in.
+	cfg Config
+	// store keeps the state durably; nil keeps it in memory only.
 	store Store
-	log   *slog.Logger
+	// log gets blocks, unblocks and store trouble.
+	log *slog.Logger
+	// count does the atomic steps of counting (see Counter).
+	count Counter
+	// placeSeq numbers the places of attempts.
+	placeSeq atomic.Uint64
 
 	// syncMu makes Sync calls take turns, so each change is applied once.
 	syncMu sync.Mutex
 
-	mu       sync.RWMutex
+	// mu guards the maps and seq.
+	mu sync.RWMutex
+	// failures are the failures in the window per key, oldest first, at
+	// most MaxFailures of them.
 	failures map[netip.Prefix][]Failure
-	blocks   map[netip.Prefix]Block
+	// blocks are the blocks per key.
+	blocks map[netip.Prefix]Block
+	// places are the places of attempts in flight per key, at most
+	// MaxFailures of them; they are not stored, since a restart ends the
+	// sessions that held them.
+	places map[netip.Prefix][]place
 	// seq is the change-log position applied so far.
 	seq int64
 
-	nFailures, nExempt, nBlocks, nRefusals, nUnblocks, nExpired, nEvicted, nStoreErrors atomic.Uint64
+	// The counters of Stats.
+	nFailures, nExempt, nBlocks, nRefusals, nAtLimit, nUnblocks, nExpired, nEvicted, nStoreErrors atomic.Uint64
 	// evicting is set once keys are evicted, so the flood is logged once
 	// per prune interval, not once per key.
 	evicting atomic.Bool
@@ -223,7 +267,9 @@ func New(ctx context.Context, cfg Config, store Store, log *slog.Logger) (*Guard
 		cfg: cfg, store: store, log: log,
 		failures: map[netip.Prefix][]Failure{},
 		blocks:   map[netip.Prefix]Block{},
+		places:   map[netip.Prefix][]place{},
 	}
+	g.count = &memCounter{g: g}
 	if store != nil {
 		if err := g.reload(ctx); err != nil {
 			return nil, err
@@ -264,63 +310,36 @@ func (g *Guard) Blocked(ip netip.Addr) bool {
 	return true
 }
 
-// Failure records a failed AUTH from ip in session sid and reports whether
-// ip is blocked as a result (SPEC R11). Every AUTH that does not succeed is
-// reported here; a successful one resets nothing, since an office behind one
-// NAT address shares the count with whoever guesses passwords from it.
-//
-// The store write is synchronous: failures are rare next to connections, the
-// caller pads AUTH replies to a minimum duration anyway, and a failure that
-// was answered is then also on disk. The decision itself is made in memory
-// first, so a failing store does not stop blocking.
+// Failure records a failed AUTH from ip in session sid that holds no place
+// (see Begin), such as an AUTH exchange the client abandoned before any
+// password was checked, and reports whether ip is blocked as a result (SPEC
+// R11: every AUTH that does not succeed counts).
 func (g *Guard) Failure(ip netip.Addr, sid string) bool {
 	if !ip.IsValid() {
 		return false
 	}
-	key := g.cfg.Key(ip)
-	if g.Exempt(ip) {
-		// SPEC R11a: exempt networks are never blocked; the SMTP side logs
-		// the failure itself.
-		g.nExempt.Add(1)
-		g.log.Info("guard: AUTH failure from exempt network not counted", "key", FormatKey(key), "session", sid)
-		return false
-	}
-	now := g.cfg.Now()
-	f := Failure{Time: now, SID: sid}
+	return g.fail(&Attempt{g: g, key: g.cfg.Key(ip), exempt: g.Exempt(ip), sid: sid})
+}
 
-	g.mu.Lock()
-	fs := append(g.live(g.failures[key], now), f)
-	g.setFailures(g.failures, key, fs)
-	b, blocked := g.blocks[key]
-	blocked = blocked && now.Before(b.Until)
-	made := false
-	if !blocked && len(fs) >= g.cfg.MaxFailures {
-		b = Block{Key: key, Since: now, Until: now.Add(g.cfg.BlockFor), SIDs: sessionIDs(fs, nil)}
-		g.blocks[key] = b
-		made = true
+// persist writes failure f of key and, when f made one, the block to the
+// store. The write is synchronous: failures are rare next to connections,
+// the caller pads AUTH replies to a minimum duration anyway, and a failure
+// that was answered is then also on disk. The decision itself was made in
+// memory first, so a failing store does not stop blocking.
+func (g *Guard) persist(key netip.Prefix, f Failure, out Outcome) {
+	if g.store == nil {
+		return
 	}
-	count := len(fs)
-	g.mu.Unlock()
-	g.nFailures.Add(1)
-
-	if g.store != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		defer cancel()
-		if err := g.store.AddFailure(ctx, g.cfg.Node, key, f); err != nil {
-			g.storeError("record failure", key, err)
-		}
-		if made {
-			if err := g.store.Block(ctx, g.cfg.Node, b); err != nil {
-				g.storeError("record block", key, err)
-			}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := g.store.AddFailure(ctx, g.cfg.Node, key, f); err != nil {
+		g.storeError("record failure", key, err)
+	}
+	if out.Made {
+		if err := g.store.Block(ctx, g.cfg.Node, out.Block); err != nil {
+			g.storeError("record block", key, err)
 		}
 	}
-	if made {
-		g.nBlocks.Add(1)
-		g.log.Warn("guard: blocked", "key", FormatKey(key), "failures", count,
-			"window", g.cfg.Window.String(), "until", b.Until.UTC().Format(time.RFC3339), "sessions", strings.Join(b.SIDs, ","))
-	}
-	return blocked || made
 }
 
 // setFailures sets the failures of key in m (the guard's map, under the write
@@ -385,7 +404,9 @@ func (g *Guard) storeError(what string, key netip.Prefix, err error) {
 }
 
 // Unblock lifts the blocks and clears the failures of every key overlapping
-// p, an address or a network (SPEC R11a), and returns those keys. The store
+// p, an address or a network (SPEC R11a), and returns those keys. The places
+// of attempts in flight go too, so the client can try again at once; the
+// failures of those attempts still count when they come. The store
 // is changed first, so other processes learn of it through the change log.
 func (g *Guard) Unblock(ctx context.Context, p netip.Prefix) ([]netip.Prefix, error) {
 	p = g.Target(p)
@@ -413,6 +434,11 @@ func (g *Guard) applyUnblock(p netip.Prefix, now time.Time, by string) []netip.P
 	var keys []netip.Prefix
 	var lifted []Block
 	g.mu.Lock()
+	for k := range g.places {
+		if p.Overlaps(k) {
+			delete(g.places, k)
+		}
+	}
 	for k := range g.failures {
 		if p.Overlaps(k) {
 			delete(g.failures, k)
@@ -454,18 +480,28 @@ func (g *Guard) Stats() Stats {
 		}
 	}
 	tracked := len(g.failures)
+	inFlight := 0
+	for _, ps := range g.places {
+		for _, p := range ps {
+			if now.Before(p.expires) {
+				inFlight++
+			}
+		}
+	}
 	g.mu.RUnlock()
 	return Stats{
 		Failures:       g.nFailures.Load(),
 		ExemptFailures: g.nExempt.Load(),
 		Blocks:         g.nBlocks.Load(),
 		Refusals:       g.nRefusals.Load(),
+		AtLimit:        g.nAtLimit.Load(),
 		Unblocks:       g.nUnblocks.Load(),
 		Expired:        g.nExpired.Load(),
 		Evicted:        g.nEvicted.Load(),
 		StoreErrors:    g.nStoreErrors.Load(),
 		BlockedKeys:    active,
 		TrackedKeys:    tracked,
+		InFlight:       inFlight,
 	}
 }
 
@@ -575,7 +611,7 @@ func (g *Guard) apply(ch Change) {
 			fs = append(fs, f)
 			slices.SortStableFunc(fs, func(a, b Failure) int { return a.Time.Compare(b.Time) })
 		}
-		g.setFailures(g.failures, ch.Key, fs)
+		g.setFailures(g.failures, ch.Key, g.trim(fs))
 		g.mu.Unlock()
 	case ChangeBlock:
 		g.mu.Lock()
@@ -598,7 +634,7 @@ func (g *Guard) reload(ctx context.Context) error {
 	failures := make(map[netip.Prefix][]Failure, len(st.Failures))
 	for k, fs := range st.Failures {
 		slices.SortStableFunc(fs, func(a, b Failure) int { return a.Time.Compare(b.Time) })
-		if fs = g.live(fs, now); len(fs) > 0 {
+		if fs = g.trim(g.live(fs, now)); len(fs) > 0 {
 			g.setFailures(failures, k, fs)
 		}
 	}
@@ -648,6 +684,11 @@ func (g *Guard) Prune(ctx context.Context) error {
 		}
 	}
 	expired = ended
+	// Places expire only when their session died without settling them;
+	// there are few, and at most MaxFailures per key.
+	for k, ps := range g.places {
+		g.setPlaces(k, livePlaces(ps, now))
+	}
 	g.mu.Unlock()
 	for len(stale) > 0 {
 		n := min(len(stale), pruneBatch)
