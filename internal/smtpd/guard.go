@@ -9,22 +9,15 @@ import (
 // GuardOf gives the SMTP side the brute-force guard g.
 func GuardOf(g *guard.Guard) Guard { return guardAdapter{g} }
 
+// guardAdapter turns the guard's concrete attempt into an Attempt.
 type guardAdapter struct{ g *guard.Guard }
 
 func (a guardAdapter) Blocked(ip netip.Addr) bool { return a.g.Blocked(ip) }
 
 func (a guardAdapter) Begin(ip netip.Addr, sid string) (Attempt, bool) {
-	if a.g.Blocked(ip) {
+	at, ok := a.g.Begin(ip, sid)
+	if !ok {
 		return nil, false
 	}
-	return &legacyAttempt{g: a.g, ip: ip, sid: sid}, true
+	return at, true
 }
-
-type legacyAttempt struct {
-	g   *guard.Guard
-	ip  netip.Addr
-	sid string
-}
-
-func (l *legacyAttempt) Fail() bool { return l.g.Failure(l.ip, l.sid) }
-func (l *legacyAttempt) Succeed()   {}

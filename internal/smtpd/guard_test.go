@@ -7,12 +7,15 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
 	"submitd/internal/guard"
+	"submitd/internal/password"
+	"submitd/internal/testutil"
 )
 
 // The tests here run the real Server with the real guard (SPEC R11, R11a,
@@ -381,5 +384,107 @@ func BenchmarkAuthFailure(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "failures/s")
 		})
+	}
+}
+
+// gatedVerify is a password check that counts its calls and waits for gate
+// to be closed before it answers, so a test can hold many checks in flight
+// at once.
+type gatedVerify struct {
+	mu    sync.Mutex
+	calls int
+	gate  chan struct{}
+}
+
+func (g *gatedVerify) verify(hash, pw string) (bool, error) {
+	g.mu.Lock()
+	g.calls++
+	g.mu.Unlock()
+	<-g.gate
+	return password.Verify(hash, pw)
+}
+
+func (g *gatedVerify) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.calls
+}
+
+// TestParallelAuthBounded: however many AUTH attempts from one IP run at
+// once, at most max_failures passwords are checked (SPEC R11). Attempts past
+// the limit get the blocked reply unchecked, and the right password sent
+// while the limit is taken by attempts in flight gets no 235.
+func TestParallelAuthBounded(t *testing.T) {
+	gv := &gatedVerify{gate: make(chan struct{})}
+	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 10, Window: time.Hour, BlockFor: time.Hour}),
+		withServer(func(s *Server) { s.Verify = gv.verify }))
+	const n = 19
+	clients := make([]*client, n+1)
+	for i := range clients {
+		clients[i] = e.open("smtp")
+	}
+	replies := make(chan string, n+1)
+	for _, c := range clients[:n] {
+		go func() {
+			c.send(plain("jan@firma.cz", "wrong"))
+			l, err := c.r.ReadString('\n')
+			if err != nil {
+				l = "closed: " + err.Error()
+			}
+			replies <- strings.TrimRight(l, "\r\n")
+		}()
+	}
+	// The checks that got a place are all in flight; the rest were refused.
+	testutil.WaitFor(t, 10*time.Second, "10 password checks in flight", func() bool { return gv.count() == 10 })
+	refusedEarly := 0
+	for refusedEarly < n-10 {
+		matchSID(t, <-replies, blockedLine("127.0.0.1"))
+		refusedEarly++
+	}
+	// The right password now finds no place left.
+	right := clients[n]
+	matchSID(t, right.cmd(plain("jan@firma.cz", testPassword)), blockedLine("127.0.0.1"))
+	close(gv.gate)
+	for i := 0; i < 10; i++ {
+		matchSID(t, <-replies, "535 5.1.0 SID authentication failed")
+	}
+	if got := gv.count(); got != 10 {
+		t.Fatalf("%d passwords checked, want 10", got)
+	}
+	e.expectRefused("smtp", "127.0.0.1", nil)
+}
+
+// TestParallelAuthSuccessInsideLimit: a right password among wrong ones
+// that run at once, inside the limit, logs in.
+func TestParallelAuthSuccessInsideLimit(t *testing.T) {
+	gv := &gatedVerify{gate: make(chan struct{})}
+	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 10, Window: time.Hour, BlockFor: time.Hour}),
+		withServer(func(s *Server) { s.Verify = gv.verify }))
+	var wg sync.WaitGroup
+	results := make([]string, 6)
+	for i := range results {
+		c := e.open("smtp")
+		pw := "wrong"
+		if i == 5 {
+			pw = testPassword
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.send(plain("jan@firma.cz", pw))
+			l, _ := c.r.ReadString('\n')
+			results[i] = l
+		}()
+	}
+	testutil.WaitFor(t, 10*time.Second, "6 checks in flight", func() bool { return gv.count() == 6 })
+	close(gv.gate)
+	wg.Wait()
+	if !strings.HasPrefix(results[5], "235 ") {
+		t.Fatalf("right password inside the limit: %q", results[5])
+	}
+	for _, r := range results[:5] {
+		if !strings.HasPrefix(r, "535 ") {
+			t.Fatalf("wrong password: %q", r)
+		}
 	}
 }

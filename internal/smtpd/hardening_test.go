@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -276,4 +277,18 @@ func TestShutdownIdleSessions(t *testing.T) {
 	}
 	// A connection that arrives while the server shuts down is told so.
 	matchSID(t, e.dial("smtp").last(), "421 4.3.2 SID server shutting down, try again later")
+}
+
+// TestRepliesDocumented: operators override replies by key, so every key
+// is listed in the operations guide.
+func TestRepliesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range ReplyKeys() {
+		if !strings.Contains(string(doc), "`"+k+"`") {
+			t.Errorf("reply key %s is not in docs/operations.md", k)
+		}
+	}
 }

@@ -57,7 +57,6 @@ const (
 	ReplySyntax           = "syntax_error"
 	ReplyCommandTooLong   = "command_too_long"
 	ReplyBadSequence      = "bad_sequence"
-	ReplyBadSenderAddress = "bad_sender_address"
 	ReplyParamUnsupported = "parameter_unsupported"
 	ReplyTooManyRcpts     = "too_many_recipients"
 	ReplyTooManyErrors    = "too_many_errors"
@@ -140,7 +139,6 @@ var defaultReplies = map[string]reply{
 	ReplySyntax:           {501, smtp.EnhancedCode{5, 5, 4}, "{sid} syntax error: {detail}"},
 	ReplyCommandTooLong:   {500, smtp.EnhancedCode{5, 5, 2}, "{sid} command line is longer than {limit} bytes"},
 	ReplyBadSequence:      {503, smtp.EnhancedCode{5, 5, 1}, "{sid} bad sequence of commands: {detail}"},
-	ReplyBadSenderAddress: {501, smtp.EnhancedCode{5, 1, 7}, "{sid} <{address}> is not a valid sender address"},
 	ReplyParamUnsupported: {555, smtp.EnhancedCode{5, 5, 4}, "{sid} parameter not supported: {detail}"},
 	// RFC 5321 §4.5.3.1.10: too many recipients is temporary, so the client
 	// sends the rest in another transaction.
