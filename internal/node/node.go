@@ -173,6 +173,7 @@ func (n *Node) open(ctx context.Context) error {
 	}
 
 	n.Server = newServer(cfg, n, replies, tlsConf, log)
+	checkFileLimit(cfg, log)
 	return n.listen()
 }
 

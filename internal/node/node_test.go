@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,4 +159,37 @@ func TestNodeListenFailureReleasesDataDir(t *testing.T) {
 		t.Fatalf("second New on the same data_dir: %v", err)
 	}
 	n.Close()
+}
+
+// The start warns when the limits need more descriptors than the process may
+// open, and is silent when they fit.
+func TestNodeWarnsAboutFileLimit(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Skip("no RLIMIT_NOFILE:", err)
+	}
+	for _, tc := range []struct {
+		conns int
+		warn  bool
+	}{
+		{int(min(rl.Cur, 1<<30)), true},
+		{10, false},
+	} {
+		cfg := testConfig(t, "127.0.0.1:1")
+		cfg.Limits.MaxConnections = tc.conns
+		cfg.Queue.Workers = 2
+		if !tc.warn && fdNeed(cfg) > rl.Cur {
+			t.Logf("RLIMIT_NOFILE %d is below even %d", rl.Cur, fdNeed(cfg))
+			continue
+		}
+		var log bytes.Buffer
+		n, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(&log, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Close()
+		if got := strings.Contains(log.String(), "RLIMIT_NOFILE"); got != tc.warn {
+			t.Errorf("max_connections %d under RLIMIT_NOFILE %d: warned %v, want %v\n%s", tc.conns, rl.Cur, got, tc.warn, log.String())
+		}
+	}
 }
