@@ -10,6 +10,7 @@ import (
 
 	"submitd/internal/config"
 	"submitd/internal/guard"
+	"submitd/internal/node"
 )
 
 func init() {
@@ -25,21 +26,6 @@ func init() {
 		usage:   "blocked [-all]          (-all: also addresses with failures that are not blocked)",
 		run:     runBlocked,
 	})
-}
-
-// guardConfig turns [guard] into the guard's configuration; the values were
-// checked by config.Validate.
-func guardConfig(cfg *config.Config) guard.Config {
-	exempt, _ := config.ParsePrefixes(cfg.Guard.ExemptNetworks)
-	return guard.Config{
-		MaxFailures: cfg.Guard.MaxFailures,
-		Window:      cfg.Guard.Window.D(),
-		BlockFor:    cfg.Guard.BlockFor.D(),
-		IPv4Prefix:  cfg.Guard.IPv4Prefix,
-		IPv6Prefix:  cfg.Guard.IPv6Prefix,
-		Exempt:      exempt,
-		MaxKeys:     cfg.Guard.MaxKeys,
-	}
 }
 
 // guardStore opens the guard's tables in the configured database.
@@ -69,7 +55,7 @@ func runUnblock(e *env, args []string) error {
 		return err
 	}
 	defer closeDB()
-	gc := guardConfig(cfg)
+	gc := node.GuardConfig(cfg)
 	for i, t := range targets {
 		p := gc.Target(t)
 		keys, err := st.Unblock(context.Background(), "cli", p, time.Now())

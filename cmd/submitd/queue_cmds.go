@@ -1,17 +1,12 @@
 package main
 
 import (
-	"context"
-	"database/sql"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"submitd/internal/config"
-	"submitd/internal/delivery"
-	"submitd/internal/dkim"
+	"submitd/internal/node"
 	"submitd/internal/queue"
 	"submitd/internal/spool"
 )
@@ -25,30 +20,6 @@ func init() {
 			queue retry ID|all         (try every undelivered recipient now)
 			queue delete [-bounce] ID  (no report to the sender unless -bounce)`,
 		run: runQueue,
-	})
-}
-
-// spoolDir is where the server keeps its spool under data_dir.
-func spoolDir(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "spool") }
-
-// newQueue builds the delivery queue the server runs over sp (SPEC R17,
-// R18): the sender [delivery] asks for, and DKIM signing with the keys in
-// db ("submitd dkim generate").
-func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spool, log *slog.Logger) (*queue.Queue, error) {
-	sender, err := delivery.New(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	keys, err := dkim.NewStore(ctx, db)
-	if err != nil {
-		return nil, err
-	}
-	signer := dkim.NewSigner(keys, log)
-	qc := cfg.Queue
-	return queue.New(queue.Config{
-		Spool: sp, Sender: sender, Signer: signer, Hostname: cfg.Hostname,
-		RetryMin: qc.RetryMin.D(), RetryMax: qc.RetryMax.D(), MaxAge: qc.MaxAge.D(), WarnAfter: qc.WarnAfter.D(),
-		Workers: qc.Workers, PerDomain: qc.PerDomain, Log: log,
 	})
 }
 
@@ -77,7 +48,7 @@ func runQueue(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	sp, err := spool.Attach(spoolDir(cfg), slog.New(slog.DiscardHandler))
+	sp, err := spool.Attach(node.SpoolDir(cfg), slog.New(slog.DiscardHandler))
 	if err != nil {
 		return fmt.Errorf("no spool (has the server run with data_dir %s?): %w", cfg.DataDir, err)
 	}

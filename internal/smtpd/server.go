@@ -159,7 +159,10 @@ func (s *Server) now() time.Time {
 	return time.Now()
 }
 
-// Serve accepts connections on ln until it is closed.
+// Serve accepts connections on ln until it is closed. A temporary accept
+// error, above all running out of file descriptors, is waited out with a
+// growing delay (acceptRetry) while open sessions go on; only an error that
+// will not pass is returned.
 func (s *Server) Serve(ln net.Listener, lc ListenerConfig) error {
 	s.mu.Lock()
 	if s.perIP == nil {
@@ -167,22 +170,26 @@ func (s *Server) Serve(ln net.Listener, lc ListenerConfig) error {
 		s.conns = map[*conn]struct{}{}
 	}
 	s.mu.Unlock()
-	var delay time.Duration
+	var retry acceptRetry
 	for {
 		raw, err := ln.Accept()
 		if err != nil {
 			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if !temporaryAcceptError(err) {
+				return err
 			}
-			return err
+			wait, n := retry.failed(time.Now())
+			if n > 0 {
+				s.Log.Warn("accept failed, retrying", "listener", lc.Name, "err", err, "errors", n, "retry_in", wait.String())
+			}
+			time.Sleep(wait)
+			continue
 		}
-		delay = 0
+		if n, lasted, ok := retry.accepted(time.Now()); ok {
+			s.Log.Info("accepting again", "listener", lc.Name, "unreported_errors", n, "after", lasted.Round(time.Millisecond).String())
+		}
 		go s.handle(raw, lc)
 	}
 }

@@ -229,7 +229,15 @@ func (s *server) mustCLI(stdin string, args ...string) string {
 // start runs "submitd serve" and waits until it has started.
 func (s *server) start() {
 	s.t.Helper()
-	s.proc = startProc(s.t, s.bin, "", nil, "serve", "-config", s.config)
+	s.startWith(s.bin, "serve", "-config", s.config)
+}
+
+// startWith runs bin with args, a command that ends by running
+// "submitd serve" (such as a shell that lowers a limit first), and waits
+// until the server has started.
+func (s *server) startWith(bin string, args ...string) {
+	s.t.Helper()
+	s.proc = startProc(s.t, bin, "", nil, args...)
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(s.log.String(), "submitd started") {
 		select {

@@ -1,0 +1,361 @@
+// Package node assembles a whole submitd server from its configuration:
+// data_dir, certificate, stores, guard, spool, queue, delivery, the SMTP
+// server and its listeners. "submitd serve" runs one; tests and benchmarks
+// start one in-process on 127.0.0.1:0 ports and read the bound addresses.
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"submitd/internal/certs"
+	"submitd/internal/config"
+	"submitd/internal/delivery"
+	"submitd/internal/directory"
+	"submitd/internal/dkim"
+	"submitd/internal/guard"
+	"submitd/internal/password"
+	"submitd/internal/policy"
+	"submitd/internal/queue"
+	"submitd/internal/sessionlog"
+	"submitd/internal/smtpd"
+	"submitd/internal/spool"
+	"submitd/internal/sqlitedb"
+)
+
+// ShutdownTimeout is how long Run lets open sessions and deliveries finish
+// once it is told to stop.
+const ShutdownTimeout = 10 * time.Second
+
+// Node is one assembled server. New builds it and binds its listeners; Run
+// serves until its context ends, then stops everything and closes the stores.
+type Node struct {
+	// Config is the configuration the node was built from.
+	Config *config.Config
+	// Log is the process log.
+	Log *slog.Logger
+	// DB is the SQLite database in data_dir that the stores share.
+	DB *sql.DB
+	// Directory holds domains, accounts and aliases.
+	Directory *directory.SQLite
+	// SessionLog writes session records (SPEC R13).
+	SessionLog *sessionlog.Writer
+	// Spool holds accepted messages (SPEC R15).
+	Spool *spool.Spool
+	// Queue delivers what is spooled (SPEC R17).
+	Queue *queue.Queue
+	// Guard counts AUTH failures and blocks clients (SPEC R11).
+	Guard *guard.Guard
+	// Server is the SMTP server all listeners feed.
+	Server *smtpd.Server
+	// Listeners are the bound listeners, in the order smtp, submission,
+	// submissions; a listener with an empty address is left out.
+	Listeners []Listener
+
+	// closers undo what New set up, run in reverse order by Close.
+	closers []func()
+	// closeOnce makes Close safe to call more than once.
+	closeOnce sync.Once
+}
+
+// Listener is one bound listener and how the server treats it.
+type Listener struct {
+	// Listener is the bound socket.
+	net.Listener
+	// Config is what the SMTP server is told about the listener.
+	Config smtpd.ListenerConfig
+}
+
+// SpoolDir is where a server keeps its spool under data_dir.
+func SpoolDir(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "spool") }
+
+// GuardConfig turns [guard] into the guard's configuration; the values were
+// checked by config.Validate.
+func GuardConfig(cfg *config.Config) guard.Config {
+	exempt, _ := config.ParsePrefixes(cfg.Guard.ExemptNetworks)
+	return guard.Config{
+		MaxFailures: cfg.Guard.MaxFailures,
+		Window:      cfg.Guard.Window.D(),
+		BlockFor:    cfg.Guard.BlockFor.D(),
+		IPv4Prefix:  cfg.Guard.IPv4Prefix,
+		IPv6Prefix:  cfg.Guard.IPv6Prefix,
+		Exempt:      exempt,
+		MaxKeys:     cfg.Guard.MaxKeys,
+	}
+}
+
+// New builds a node from cfg: it creates data_dir, opens the stores, loads
+// the spool into the queue and binds the listeners, but serves nothing until
+// Run. On error everything opened so far is closed again.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Node, error) {
+	n := &Node{Config: cfg, Log: log}
+	if err := n.open(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// open does the work of New.
+func (n *Node) open(ctx context.Context) error {
+	cfg, log := n.Config, n.Log
+	// Everything that can be wrong with the configuration is found before
+	// anything is created in data_dir.
+	replies, err := smtpd.NewReplies(cfg.Replies, cfg.Auth.UniformFailures)
+	if err != nil {
+		return err
+	}
+	tlsConf, generated, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, cfg.DataDir, cfg.Hostname)
+	if err != nil {
+		return err
+	}
+	if generated {
+		log.Warn("generated a self-signed TLS certificate; set tls.cert and tls.key for production", "dir", filepath.Join(cfg.DataDir, "tls"))
+	}
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if n.DB, err = sqlitedb.OpenDir(cfg.DataDir); err != nil {
+		return err
+	}
+	n.onClose(func() { n.DB.Close() })
+	if n.Directory, err = directory.NewSQLite(ctx, n.DB); err != nil {
+		return err
+	}
+	slstore, err := sessionlog.NewSQLite(ctx, n.DB)
+	if err != nil {
+		return err
+	}
+	n.SessionLog = sessionlog.NewWriter(slstore, cfg.SessionLog.Retention.D(), log)
+	n.onClose(n.SessionLog.Close)
+
+	if n.Spool, err = spool.Open(SpoolDir(cfg), log); err != nil {
+		return err
+	}
+	// The queue takes the spool's lock; only then is it safe to clear what
+	// interrupted writes left behind.
+	if n.Queue, err = newQueue(ctx, cfg, n.DB, n.Spool, log); err != nil {
+		return err
+	}
+	n.onClose(func() { n.Queue.Close() })
+	n.Spool.ClearUnfinished()
+	queued, err := n.Spool.Load()
+	if err != nil {
+		return err
+	}
+	log.Info("spool loaded", "dir", n.Spool.Dir(), "messages", len(queued))
+	n.Queue.Load(queued)
+	// The queue hears of each message as soon as it is safely on disk.
+	n.Spool.OnCommit = n.Queue.Add
+
+	// SPEC R11: the guard's state is in memory for the refusal path and in
+	// the database for restarts; Run follows the database's change log so
+	// "submitd unblock" reaches this process without a restart.
+	gstore, err := guard.NewSQLite(ctx, n.DB)
+	if err != nil {
+		return err
+	}
+	if n.Guard, err = guard.New(ctx, GuardConfig(cfg), gstore, log); err != nil {
+		return err
+	}
+	if gs := n.Guard.Stats(); gs.BlockedKeys > 0 || gs.TrackedKeys > 0 {
+		log.Info("guard state loaded", "blocked", gs.BlockedKeys, "counting", gs.TrackedKeys)
+	}
+
+	n.Server = newServer(cfg, n, replies, tlsConf, log)
+	checkFileLimit(cfg, log)
+	return n.listen()
+}
+
+// newQueue builds the delivery queue the server runs over sp (SPEC R17,
+// R18): the sender [delivery] asks for, and DKIM signing with the keys in
+// db ("submitd dkim generate").
+func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spool, log *slog.Logger) (*queue.Queue, error) {
+	sender, err := delivery.New(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := dkim.NewStore(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	signer := dkim.NewSigner(keys, log)
+	qc := cfg.Queue
+	return queue.New(queue.Config{
+		Spool: sp, Sender: sender, Signer: signer, Hostname: cfg.Hostname,
+		RetryMin: qc.RetryMin.D(), RetryMax: qc.RetryMax.D(), MaxAge: qc.MaxAge.D(), WarnAfter: qc.WarnAfter.D(),
+		Workers: qc.Workers, PerDomain: qc.PerDomain, Log: log,
+	})
+}
+
+// newServer makes the SMTP server over the node's stores.
+func newServer(cfg *config.Config, n *Node, replies *smtpd.Replies, tlsConf *tls.Config, log *slog.Logger) *smtpd.Server {
+	webmail, _ := config.ParsePrefixes(cfg.Policy.WebmailNetworks)
+	proxies, _ := config.ParsePrefixes(cfg.Guard.TrustedProxies)
+	return &smtpd.Server{
+		Hostname:   cfg.Hostname,
+		Directory:  n.Directory,
+		Policy:     &policy.Policy{Webmail: webmail},
+		Guard:      smtpd.GuardOf(n.Guard),
+		Spool:      smtpd.SpoolDir(n.Spool),
+		SessionLog: n.SessionLog,
+		Replies:    replies,
+		Verify:     password.Verify,
+		TLS:        tlsConf,
+		Limits: smtpd.Limits{
+			MaxMessageSize: cfg.Limits.MaxMessageSize,
+			MaxRecipients:  cfg.Limits.MaxRecipients,
+			MaxLineLength:  cfg.Limits.MaxLineLength,
+			// The header section is held in memory while it is checked
+			// (SPEC R7); 256 KiB is far above what mail clients send and
+			// bounds memory at max_connections.
+			MaxHeaderSize:  min(int(cfg.Limits.MaxMessageSize), 256<<10),
+			CommandTimeout: cfg.Limits.CommandTimeout.D(),
+			SessionTimeout: cfg.Limits.SessionTimeout.D(),
+			MaxConnsPerIP:  cfg.Limits.MaxConnectionsPerIP,
+			IPv6Prefix:     cfg.Guard.IPv6Prefix,
+			MaxConns:       cfg.Limits.MaxConnections,
+		},
+		MinAuthDuration: cfg.Auth.MinDuration.D(),
+		TrustedProxies:  proxies,
+		Log:             log,
+	}
+}
+
+// listen binds the configured listeners.
+func (n *Node) listen() error {
+	cfg := n.Config
+	listeners := []struct {
+		addr string
+		lc   smtpd.ListenerConfig
+		opt  config.ListenerOptions
+	}{
+		{cfg.Listen.SMTP, smtpd.ListenerConfig{Name: "smtp"}, cfg.Listener.SMTP},
+		{cfg.Listen.Submission, smtpd.ListenerConfig{Name: "submission"}, cfg.Listener.Submission},
+		{cfg.Listen.Submissions, smtpd.ListenerConfig{Name: "submissions", ImplicitTLS: true}, cfg.Listener.Submissions},
+	}
+	n.onClose(n.closeListeners)
+	for _, l := range listeners {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			return fmt.Errorf("listen.%s: %w", l.lc.Name, err)
+		}
+		lc := l.lc
+		lc.AllowPlaintextAuth = l.opt.AllowPlaintextAuth
+		lc.ProxyProtocol = l.opt.ProxyProtocol
+		n.Listeners = append(n.Listeners, Listener{Listener: ln, Config: lc})
+	}
+	return nil
+}
+
+// closeListeners closes every listener; closing one twice is harmless.
+func (n *Node) closeListeners() {
+	for _, l := range n.Listeners {
+		l.Close()
+	}
+}
+
+// Addr is the bound address of the named listener ("smtp", "submission",
+// "submissions"), or "" when it is not configured.
+func (n *Node) Addr(name string) string {
+	for _, l := range n.Listeners {
+		if l.Config.Name == name {
+			return l.Addr().String()
+		}
+	}
+	return ""
+}
+
+// Run serves until ctx ends or a listener fails, then stops accepting, lets
+// open sessions and deliveries finish for up to ShutdownTimeout, and closes
+// the node. It returns the listener's error when one failed.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.Close()
+	log, cfg := n.Log, n.Config
+
+	qctx, qstop := context.WithCancel(context.Background())
+	defer qstop()
+	qdone := make(chan struct{})
+	go func() {
+		defer close(qdone)
+		n.Queue.Run(qctx)
+	}()
+	gctx, gstop := context.WithCancel(context.Background())
+	gdone := make(chan struct{})
+	go func() {
+		defer close(gdone)
+		n.Guard.Run(gctx)
+	}()
+	defer func() { gstop(); <-gdone }()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(n.Listeners))
+	for _, l := range n.Listeners {
+		lc := l.Config
+		if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsLoopback() && cfg.Hostname == "localhost" {
+			// The name goes into the greeting, Received:, Message-IDs and the
+			// outbound EHLO; receivers distrust "localhost".
+			log.Warn("hostname is \"localhost\" on a public listener; set hostname to this server's DNS name", "listener", lc.Name)
+		}
+		log.Info("listening", "listener", lc.Name, "addr", l.Addr().String(),
+			"implicit_tls", lc.ImplicitTLS, "plaintext_auth", lc.AllowPlaintextAuth, "proxy_protocol", lc.ProxyProtocol)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Server.Serve(l.Listener, lc); err != nil {
+				errc <- fmt.Errorf("listener %s: %w", lc.Name, err)
+			}
+		}()
+	}
+	log.Info("submitd started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
+
+	var failed error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case failed = <-errc:
+		log.Error("listener failed, shutting down", "err", failed)
+	}
+	n.closeListeners()
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	n.Server.Shutdown(sctx)
+	wg.Wait()
+	// Deliveries under way are interrupted; their recipients stay due and
+	// are tried again at the next start.
+	qstop()
+	select {
+	case <-qdone:
+	case <-sctx.Done():
+		log.Warn("queue did not stop in time")
+	}
+	log.Info("stopped")
+	return failed
+}
+
+// Close releases what New opened: listeners, queue, session log writer and
+// database. Run calls it on its way out; a node that is never run must be
+// closed by its maker.
+func (n *Node) Close() {
+	n.closeOnce.Do(func() {
+		for i := len(n.closers) - 1; i >= 0; i-- {
+			n.closers[i]()
+		}
+	})
+}
+
+// onClose adds f to what Close undoes.
+func (n *Node) onClose(f func()) { n.closers = append(n.closers, f) }
