@@ -292,3 +292,20 @@ func TestRepliesDocumented(t *testing.T) {
 		}
 	}
 }
+
+func TestExpand(t *testing.T) {
+	v := Vars{SID: "S", Address: "a\r\nb@x", IP: "1.2.3.4", QueueID: "Q", Detail: strings.Repeat("ž", 150), Host: "h", Limit: 42}
+	for text, want := range map[string]string{
+		"plain":                 "plain",
+		"{sid} {ip} {queue_id}": "S 1.2.3.4 Q",
+		"<{address}> {limit}":   "<a  b@x> 42",
+		"{host}{unknown}{sid}":  "h{unknown}S",
+		"open { brace {sid":     "open { brace {sid",
+		"{detail}":              strings.Repeat("ž", 100),
+		"}{sid}{":               "}S{",
+	} {
+		if got := expand(text, v); got != want {
+			t.Errorf("expand(%q) = %q, want %q", text, got, want)
+		}
+	}
+}

@@ -3,7 +3,9 @@ package smtpd
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 )
@@ -211,19 +213,52 @@ func (r *Replies) Err(key string, v Vars) *smtp.SMTPError {
 	if !ok {
 		row = r.rows[ReplyTempFailure]
 	}
-	text := row.text
-	if strings.IndexByte(text, '{') >= 0 {
-		text = strings.NewReplacer(
-			"{sid}", v.SID,
-			"{address}", oneLine(v.Address),
-			"{host}", v.Host,
-			"{ip}", v.IP,
-			"{queue_id}", v.QueueID,
-			"{detail}", oneLine(v.Detail),
-			"{limit}", fmt.Sprint(v.Limit),
-		).Replace(text)
+	return &smtp.SMTPError{Code: row.code, EnhancedCode: row.enh, Message: expand(row.text, v)}
+}
+
+// expand fills the variables into text. It runs for every reply, so it
+// scans the text once instead of building a replacer each time.
+func expand(text string, v Vars) string {
+	i := strings.IndexByte(text, '{')
+	if i < 0 {
+		return text
 	}
-	return &smtp.SMTPError{Code: row.code, EnhancedCode: row.enh, Message: text}
+	var b strings.Builder
+	b.Grow(len(text) + 64)
+	for i >= 0 {
+		b.WriteString(text[:i])
+		text = text[i:]
+		end := strings.IndexByte(text, '}')
+		if end < 0 {
+			break
+		}
+		switch text[1:end] {
+		case "sid":
+			b.WriteString(v.SID)
+		case "address":
+			b.WriteString(oneLine(v.Address))
+		case "host":
+			b.WriteString(v.Host)
+		case "ip":
+			b.WriteString(v.IP)
+		case "queue_id":
+			b.WriteString(v.QueueID)
+		case "detail":
+			b.WriteString(oneLine(v.Detail))
+		case "limit":
+			b.WriteString(strconv.FormatInt(v.Limit, 10))
+		default:
+			// Not a variable: the brace is text.
+			b.WriteByte('{')
+			text = text[1:]
+			i = strings.IndexByte(text, '{')
+			continue
+		}
+		text = text[end+1:]
+		i = strings.IndexByte(text, '{')
+	}
+	b.WriteString(text)
+	return b.String()
 }
 
 // Line formats the reply for key as the full line a client receives.
@@ -248,7 +283,11 @@ func oneLine(s string) string {
 		return r
 	}, s)
 	if len(s) > 200 {
-		s = s[:200]
+		n := 200
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n]
 	}
 	return s
 }

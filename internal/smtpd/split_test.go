@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"regexp"
@@ -192,7 +193,9 @@ func FuzzSplit(f *testing.F) {
 	}
 	e := newTestEnv(f, withServer(func(s *Server) {
 		s.Now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
-		s.Limits.CommandTimeout = time.Second
+		s.Limits.CommandTimeout = 50 * time.Millisecond
+		// Fuzzing workers run verbose; their log would flood the pipe.
+		s.Log = slog.New(slog.DiscardHandler)
 	}))
 	f.Fuzz(func(t *testing.T, data []byte, seed uint64) {
 		if len(data) > 4096 {
