@@ -87,6 +87,16 @@ func runServe(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// SPEC §1: names an older version stored twice, differing only in
+	// Unicode normalization, are reported at every start until support
+	// resolves them; only the one in NFC can log in.
+	twins, err := dir.Twins(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range twins {
+		log.Warn("directory name stored twice in different Unicode forms; only the NFC one is used; see \"submitd account twins\"", "twin", t)
+	}
 	slstore, err := sessionlog.NewSQLite(ctx, db)
 	if err != nil {
 		return err
