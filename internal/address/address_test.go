@@ -207,7 +207,7 @@ func TestParse(t *testing.T) {
 		if tt.why == "" {
 			want := Address{Local: tt.local, Domain: tt.dom}
 			if err != nil || got != want {
-				t.Errorf("Parse(%q) = %#v, %v; want %#v", tt.in, got, err, want)
+				t.Errorf("Parse(%+q) = %+q, %v; want %+q", tt.in, got, err, want)
 			}
 			continue
 		}
