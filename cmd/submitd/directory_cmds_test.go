@@ -87,6 +87,7 @@ func TestAccountTwins(t *testing.T) {
 		// reaches the NFC account.
 		{args: args("account twins"), out: twinLine, check: func(c *cli) { c.checkPassword(jiriNFD, pw) }},
 		{args: args("account twins remove jan@firma.cz"), code: 1, errHas: []string{`account "jan@firma.cz" is not one of two names`, "not found"}},
+		{args: []string{"account", "remove", jiriNFD}, code: 1, errHas: []string{"account " + jiriNFC + " is stored 2 times", "account twins remove"}},
 		{args: args("account twins list"), code: 2, errHas: []string{`unknown twins verb "list"`}},
 		{args: args("account twins remove a b c"), code: 2, errHas: []string{"unexpected argument"}},
 		// Support keeps the NFD account (its owner's password) under the NFC

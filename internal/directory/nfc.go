@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +42,21 @@ func (t Twin) String() string {
 		what = "identity " + t.Address + " of " + t.Account
 	}
 	return fmt.Sprintf("%s is stored %d times: %s", what, len(t.Stored), strings.Join(q, " "))
+}
+
+// LogValue implements slog.LogValuer: the stored forms are escaped, comma
+// separated and unquoted, so that a text log line does not escape them again.
+func (t Twin) LogValue() slog.Value {
+	esc := make([]string, len(t.Stored))
+	for i, s := range t.Stored {
+		q := Quote(s)
+		esc[i] = q[1 : len(q)-1]
+	}
+	attrs := []slog.Attr{slog.String("address", t.Address)}
+	if t.Account != "" {
+		attrs = append(attrs, slog.String("identity_of", t.Account))
+	}
+	return slog.GroupValue(append(attrs, slog.String("stored", strings.Join(esc, ",")))...)
 }
 
 // Quote returns s as a Go string literal with every non-ASCII character
@@ -271,19 +287,38 @@ func (s *SQLite) Twins(ctx context.Context) ([]Twin, error) {
 	return twins, err
 }
 
+// findTwin returns the first twin match accepts, or nil.
+func findTwin(ctx context.Context, q querier, match func(Twin) bool) (*Twin, error) {
+	_, twins, err := scanNames(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for i := range twins {
+		if match(twins[i]) {
+			return &twins[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// refuseTwin fails when the normalized name key of account ("" for an
+// account itself) has a twin: removing it by that name would leave the
+// other, which nothing can reach. Support chooses which to keep.
+func refuseTwin(ctx context.Context, tx *sql.Tx, account, key string) error {
+	t, err := findTwin(ctx, tx, func(t Twin) bool { return t.Account == account && t.Address == key })
+	if err != nil || t == nil {
+		return err
+	}
+	return fmt.Errorf("%s; remove the unwanted one with \"submitd account twins remove\": %w", t, ErrConflict)
+}
+
 // RemoveTwin implements Store.
 func (s *SQLite) RemoveTwin(ctx context.Context, account, stored string) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		_, twins, err := scanNames(ctx, tx)
+		owner := normKey(account)
+		t, err := findTwin(ctx, tx, func(t Twin) bool { return t.Account == owner && slices.Contains(t.Stored, stored) })
 		if err != nil {
 			return err
-		}
-		var t *Twin
-		for i := range twins {
-			if twins[i].Account == normKey(account) && slices.Contains(twins[i].Stored, stored) {
-				t = &twins[i]
-				break
-			}
 		}
 		if t == nil {
 			what := "account"
@@ -297,7 +332,7 @@ func (s *SQLite) RemoveTwin(ctx context.Context, account, stored string) error {
 		if account == "" {
 			res, err = tx.ExecContext(ctx, `DELETE FROM accounts WHERE address = ?`, stored)
 		} else {
-			res, err = tx.ExecContext(ctx, `DELETE FROM identities WHERE account = ? AND address = ?`, normKey(account), stored)
+			res, err = tx.ExecContext(ctx, `DELETE FROM identities WHERE account = ? AND address = ?`, owner, stored)
 		}
 		if err != nil {
 			return fmt.Errorf("directory: remove %s: %w", Quote(stored), err)

@@ -192,8 +192,17 @@ func TestRemoveTwin(t *testing.T) {
 			t.Errorf("RemoveTwin(%+q, %+q) = %v; want ErrNotFound", bad[0], bad[1], err)
 		}
 	}
+	// Removing a twin by its normalized name, in either spelling, would
+	// leave the other one behind, unreachable: it is refused.
+	for _, a := range []string{jiriNFC, jiriNFD} {
+		err := st.RemoveAccount(ctx, a)
+		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "account "+jiriNFC+" is stored 2 times") ||
+			!strings.Contains(err.Error(), "submitd account twins remove") {
+			t.Errorf("RemoveAccount(%+q) = %v; want ErrConflict naming the twin", a, err)
+		}
+	}
 	if dump(t, st) != before {
-		t.Fatal("refused RemoveTwin changed the store")
+		t.Fatal("refused RemoveTwin or RemoveAccount changed the store")
 	}
 	// The NFC account is the one nobody uses: it goes, and the NFD one
 	// becomes jiří@firma.cz in NFC, keeping its password and identities.
@@ -225,6 +234,9 @@ func TestRemoveIdentityTwin(t *testing.T) {
 	}
 	if twins, _ := st.Twins(ctx); len(twins) != 1 || twins[0].Account != "jan@firma.cz" {
 		t.Fatalf("Twins = %+q; want the identity twin of jan@firma.cz", twins)
+	}
+	if err := st.RemoveIdentity(ctx, "jan@firma.cz", "ji\u0159\u00ed@gmail.com"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("RemoveIdentity of a twin = %v; want ErrConflict", err)
 	}
 	if err := st.RemoveTwin(ctx, "JAN@firma.cz", "jir\u030ci\u0301@gmail.com"); err != nil {
 		t.Fatal(err)

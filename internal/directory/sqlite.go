@@ -324,14 +324,19 @@ func (s *SQLite) RemoveAccount(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `DELETE FROM accounts WHERE address = ?`, a)
-	if err != nil {
-		return fmt.Errorf("directory: remove account %s: %w", a, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("account %s: %w", a, ErrNotFound)
-	}
-	return nil
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := refuseTwin(ctx, tx, "", a); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM accounts WHERE address = ?`, a)
+		if err != nil {
+			return fmt.Errorf("directory: remove account %s: %w", a, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("account %s: %w", a, ErrNotFound)
+		}
+		return nil
+	})
 }
 
 // Account implements Store.
@@ -458,14 +463,19 @@ func (s *SQLite) RemoveIdentity(ctx context.Context, addr, identity string) erro
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `DELETE FROM identities WHERE account = ? AND address = ?`, a, id)
-	if err != nil {
-		return fmt.Errorf("directory: remove identity %s: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("identity %s of %s: %w", id, a, ErrNotFound)
-	}
-	return nil
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := refuseTwin(ctx, tx, a, id); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM identities WHERE account = ? AND address = ?`, a, id)
+		if err != nil {
+			return fmt.Errorf("directory: remove identity %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("identity %s of %s: %w", id, a, ErrNotFound)
+		}
+		return nil
+	})
 }
 
 // DomainOf implements Store.
