@@ -30,7 +30,7 @@ type Twin struct {
 	Stored []string
 }
 
-// String describes the twin for a log line or the CLI, with the stored
+// String describes the twin for the CLI and error messages, with the stored
 // forms quoted with escapes, since unescaped they look the same.
 func (t Twin) String() string {
 	q := make([]string, len(t.Stored))
