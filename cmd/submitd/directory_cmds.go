@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/term"
@@ -46,7 +47,9 @@ func init() {
 			account identity add ADDRESS EXTRA_ADDRESS
 			account identity remove ADDRESS EXTRA_ADDRESS
 			account identity list ADDRESS
-			account import FILE          (lines "address<TAB>{SCHEME}hash"; "-" reads stdin)`,
+			account import FILE          (lines "address<TAB>{SCHEME}hash"; "-" reads stdin)
+			account twins                (names stored twice, differing only in Unicode normalization)
+			account twins remove [ADDRESS] STORED   (remove one stored form of a twin: an account, or ADDRESS's identity)`,
 		run: runAccount,
 	})
 }
@@ -255,7 +258,7 @@ func runAccount(e *env, args []string) error {
 			case verb == "passwd" && err != nil:
 				return err
 			case verb == "add" && err == nil:
-				return fmt.Errorf("account %s: %w", a, directory.ErrExists)
+				return directory.ExistsError("account "+a.String(), args[0])
 			case verb == "add" && !errors.Is(err, directory.ErrNotFound):
 				return err
 			case verb == "add":
@@ -319,9 +322,13 @@ func runAccount(e *env, args []string) error {
 				}
 				ids := "-"
 				if len(a.Identities) > 0 {
-					ids = strings.Join(a.Identities, ",")
+					q := make([]string, len(a.Identities))
+					for i, id := range a.Identities {
+						q[i] = showStored(id)
+					}
+					ids = strings.Join(q, ",")
 				}
-				fmt.Fprintf(e.stdout, "%s\t%s\t%s\n", a.Address, state, ids)
+				fmt.Fprintf(e.stdout, "%s\t%s\t%s\n", showStored(a.Address), state, ids)
 			}
 			return nil
 		})
@@ -354,7 +361,7 @@ func runAccount(e *env, args []string) error {
 					return err
 				}
 				for _, id := range a.Identities {
-					fmt.Fprintln(e.stdout, id)
+					fmt.Fprintln(e.stdout, showStored(id))
 				}
 				return nil
 			})
@@ -364,8 +371,55 @@ func runAccount(e *env, args []string) error {
 		return withStore(1, 1, func(_ *config.Config, st directory.Store) error {
 			return e.importAccounts(ctx, st, args[0])
 		})
+	case "twins":
+		if len(args) == 0 {
+			return withStore(0, 0, func(_ *config.Config, st directory.Store) error {
+				twins, err := st.Twins(ctx)
+				if err != nil {
+					return err
+				}
+				for _, t := range twins {
+					fmt.Fprintln(e.stdout, t)
+				}
+				return nil
+			})
+		}
+		if args[0] != "remove" {
+			return usageError(fmt.Sprintf("unknown twins verb %q", args[0]))
+		}
+		args = args[1:]
+		return withStore(1, 2, func(_ *config.Config, st directory.Store) error {
+			owner, stored := "", args[len(args)-1]
+			if len(args) == 2 {
+				owner = args[0]
+			}
+			// The stored form is given as "account twins" prints it, quoted
+			// with escapes, or as is.
+			if u, err := strconv.Unquote(stored); err == nil {
+				stored = u
+			}
+			if err := st.RemoveTwin(ctx, owner, stored); err != nil {
+				return err
+			}
+			if owner != "" {
+				fmt.Fprintf(e.stdout, "removed identity %s from %s\n", directory.Quote(stored), norm(owner))
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "removed account %s\n", directory.Quote(stored))
+			return nil
+		})
 	}
 	return usageError(fmt.Sprintf("unknown verb %q", verb))
+}
+
+// showStored returns a stored address for a listing: as it is when it is in
+// normalized form, else quoted with escapes and marked, since it would look
+// the same as its normalized twin (see "account twins").
+func showStored(stored string) string {
+	if a, err := address.Parse(stored); err == nil && a.String() == stored {
+		return stored
+	}
+	return directory.Quote(stored) + " (twin)"
 }
 
 // readPassword prompts twice on a terminal, else reads the first line of

@@ -1,6 +1,6 @@
-// Package address parses mail addresses and normalizes domain names to the one
-// form submitd compares them in: lowercase IDNA A-labels without a trailing dot
-// (SPEC §1).
+// Package address parses mail addresses and normalizes them to the one form
+// submitd compares them in (SPEC §1): domain names as lowercase IDNA A-labels
+// without a trailing dot, local parts lowercased and in Unicode NFC.
 package address
 
 import (
@@ -11,13 +11,19 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Limits from RFC 5321 §4.5.3.1.
 const (
-	maxLocalLen  = 64
-	maxDomainLen = 253
-	maxLabelLen  = 63
+	maxLocalLen = 64
+	// maxLocalInput bounds a local part before normalization. The limit of
+	// 64 octets applies to the normalized form, which is the one stored; a
+	// name typed with combining accents (NFD) is longer than its NFC form
+	// and must be accepted when that form fits.
+	maxLocalInput = 4 * maxLocalLen
+	maxDomainLen  = 253
+	maxLabelLen   = 63
 	// maxInput bounds the text Domain looks at: no longer name can map to
 	// 253 A-label characters, and refusing it at once keeps huge inputs out
 	// of the IDNA code and out of error messages.
@@ -29,10 +35,12 @@ const (
 var ErrInvalid = errors.New("invalid")
 
 // Address is a mail address split at its last "@". Domain is normalized; Local
-// is lowercased, since submitd compares local parts case-insensitively (SPEC §1).
+// is lowercased and in NFC, since submitd compares local parts
+// case-insensitively and stores them in NFC (SPEC §1).
 type Address struct {
-	// Local is the part before the "@", lowercased, in its shortest form: a
-	// quoted local part that needs no quotes ("jan") is stored unquoted.
+	// Local is the part before the "@", lowercased, in Unicode NFC and in its
+	// shortest form: a quoted local part that needs no quotes ("jan") is
+	// stored unquoted.
 	Local string
 	// Domain is the normalized domain (see Domain).
 	Domain string
@@ -212,13 +220,15 @@ func Unicode(domain string) string {
 // local parts, and UTF-8 local parts (RFC 6531). Surrounding angle brackets are
 // not accepted; the caller strips them.
 //
-// The local part is lowercased (SPEC §1) and brought to its shortest form, so
-// that "Jan"@firma.cz and jan@firma.cz are the same address: a quoted string
+// The local part is lowercased, brought to Unicode NFC (SPEC §1) and to its
+// shortest form, so that "Jan"@firma.cz and jan@firma.cz are the same
+// address, and so are jiří@firma.cz typed with precomposed letters (NFC) and
+// with combining accents (NFD), which look the same: a quoted string
 // whose content is a valid dot-string loses its quotes (RFC 5321 §4.1.2 makes
 // the two forms equivalent), and any other is quoted with backslashes only
 // before '"' and '\'.
 func Parse(s string) (Address, error) {
-	if len(s) > maxLocalLen+1+maxInput {
+	if len(s) > maxLocalInput+1+maxInput {
 		return Address{}, invalid("address %.40q… is too long", s)
 	}
 	if !utf8.ValidString(s) {
@@ -241,12 +251,13 @@ func Parse(s string) (Address, error) {
 }
 
 // normLocal enforces RFC 5321 §4.1.2 Local-part syntax, extended to UTF-8 by
-// RFC 6531 §3.3, and returns the local part lowercased in its shortest form.
+// RFC 6531 §3.3, and returns the local part lowercased, in NFC and in its
+// shortest form.
 func normLocal(local string) (string, error) {
 	if local == "" {
 		return "", errors.New("empty local part")
 	}
-	if len(local) > maxLocalLen {
+	if len(local) > maxLocalInput {
 		return "", fmt.Errorf("local part longer than %d octets", maxLocalLen)
 	}
 	var out string
@@ -258,24 +269,36 @@ func normLocal(local string) (string, error) {
 		if content == "" {
 			return "", errors.New("empty local part")
 		}
-		content = strings.ToLower(content)
+		content = fold(content)
 		if checkDotString(content) == nil {
 			out = content
 		} else {
 			out = quote(content)
 		}
 	} else {
-		if err := checkDotString(local); err != nil {
+		// The syntax is checked on the normalized form, which is the one
+		// stored and compared.
+		out = fold(local)
+		if err := checkDotString(out); err != nil {
 			return "", err
 		}
-		out = strings.ToLower(local)
 	}
 	// Lowercasing can lengthen some UTF-8 letters (U+023A is two octets, its
-	// lowercase three), so the limit is checked on the result too.
+	// lowercase three), and so can NFC (U+0958 becomes two letters), so the
+	// limit is checked on the result too.
 	if len(out) > maxLocalLen {
 		return "", fmt.Errorf("local part longer than %d octets", maxLocalLen)
 	}
 	return out, nil
+}
+
+// fold returns s lowercased and in Unicode NFC. RFC 6530 §10.1 leaves the
+// comparison of UTF-8 local parts to the receiving system and recommends NFC;
+// RFC 8264 §7 likewise maps case before normalizing. Case mapping is done on
+// the NFC form and normalized again, because lowercasing an NFC string does
+// not always give an NFC string.
+func fold(s string) string {
+	return norm.NFC.String(strings.ToLower(norm.NFC.String(s)))
 }
 
 // checkDotString checks an unquoted local part: atext (or UTF-8) atoms

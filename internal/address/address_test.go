@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 func TestDomain(t *testing.T) {
@@ -26,6 +28,10 @@ func TestDomain(t *testing.T) {
 		{in: "FIRMA.CZ.", want: "firma.cz"},
 		{in: "praha.firma.cz", want: "praha.firma.cz"},
 		{in: "příklad.cz", want: "xn--pklad-zsa96e.cz"},
+		// U-labels are NFC-mapped by IDNA (UTS #46 §4), so a name typed
+		// with combining accents is the same domain.
+		{in: "pr\u030ci\u0301klad.cz", want: "xn--pklad-zsa96e.cz"},
+		{in: "PR\u030cI\u0301KLAD.CZ", want: "xn--pklad-zsa96e.cz"},
 		{in: "PŘÍKLAD.CZ", want: "xn--pklad-zsa96e.cz"},
 		{in: "příklad.cz.", want: "xn--pklad-zsa96e.cz"},
 		{in: "xn--pklad-zsa96e.cz", want: "xn--pklad-zsa96e.cz"},
@@ -140,6 +146,16 @@ func TestParse(t *testing.T) {
 		{in: "!#$%&'*+-/=?^_`{|}~@firma.cz", local: "!#$%&'*+-/=?^_`{|}~", dom: "firma.cz"},
 		{in: "jiří@firma.cz", local: "jiří", dom: "firma.cz"}, // RFC 6531 UTF-8 local part
 		{in: "JIŘÍ@firma.cz", local: "jiří", dom: "firma.cz"},
+		// The same name with combining accents (NFD) is the same address
+		// (SPEC §1), in any case and quoted or not.
+		{in: "jir\u030ci\u0301@firma.cz", local: "jiří", dom: "firma.cz"},
+		{in: "JIR\u030cI\u0301@firma.cz", local: "jiří", dom: "firma.cz"},
+		{in: "\"jir\u030ci\u0301\"@firma.cz", local: "jiří", dom: "firma.cz"},
+		{in: "\"jir\u030ci\u0301 novak\"@firma.cz", local: "\"jiří novak\"", dom: "firma.cz"},
+		{in: "jir\u030ci\u0301@pr\u030ci\u0301klad.cz", local: "jiří", dom: "xn--pklad-zsa96e.cz"},
+		// Canonical singletons: the Kelvin and Ohm signs are K and Ω.
+		{in: "\u212a@firma.cz", local: "k", dom: "firma.cz"},
+		{in: "\u2126@firma.cz", local: "ω", dom: "firma.cz"},
 		{in: `"jan novak"@firma.cz`, local: `"jan novak"`, dom: "firma.cz"},
 		{in: `"Jan"@firma.cz`, local: "jan", dom: "firma.cz"}, // quotes that are not needed go
 		{in: `"j\an"@firma.cz`, local: "jan", dom: "firma.cz"},
@@ -148,6 +164,9 @@ func TestParse(t *testing.T) {
 		{in: `"a\\b"@firma.cz`, local: `"a\\b"`, dom: "firma.cz"},
 		{in: `".jan"@firma.cz`, local: `".jan"`, dom: "firma.cz"},
 		{in: strings.Repeat("a", 64) + "@firma.cz", local: strings.Repeat("a", 64), dom: "firma.cz"},
+		// 32 × ř is 64 octets in NFC and 96 in NFD: the limit applies to
+		// the normalized form, so both spellings are the same account.
+		{in: strings.Repeat("r\u030c", 32) + "@firma.cz", local: strings.Repeat("ř", 32), dom: "firma.cz"},
 
 		{in: "", why: "not a full address"},
 		{in: "jan", why: "not a full address"},
@@ -162,10 +181,15 @@ func TestParse(t *testing.T) {
 		{in: "jan.@firma.cz", why: "leading, trailing or double dot"},
 		{in: "jan..novak@firma.cz", why: "leading, trailing or double dot"},
 		{in: strings.Repeat("a", 65) + "@firma.cz", why: "longer than 64"},
+		{in: strings.Repeat("a", 257) + "@firma.cz", why: "longer than 64"},
+		{in: strings.Repeat("r\u030c", 33) + "@firma.cz", why: "longer than 64"},
 		{in: "jan@" + strings.Repeat("a.", 5000) + "cz", why: "too long"},
 		// U+023A is two octets and its lowercase U+2C65 three: 32 of them fit
 		// before lowercasing but not after.
 		{in: strings.Repeat("\u023a", 32) + "@firma.cz", why: "longer than 64"},
+		// U+0958 is a composition exclusion: its NFC form is two letters,
+		// six octets instead of three.
+		{in: strings.Repeat("\u0958", 20) + "@firma.cz", why: "longer than 64"},
 		{in: "jan novak@firma.cz", why: "not allowed in local part"},
 		{in: "a@b@firma.cz", why: `'@'`},
 		{in: "jan,novak@firma.cz", why: "not allowed in local part"},
@@ -183,7 +207,7 @@ func TestParse(t *testing.T) {
 		if tt.why == "" {
 			want := Address{Local: tt.local, Domain: tt.dom}
 			if err != nil || got != want {
-				t.Errorf("Parse(%q) = %#v, %v; want %#v", tt.in, got, err, want)
+				t.Errorf("Parse(%+q) = %+q, %v; want %+q", tt.in, got, err, want)
 			}
 			continue
 		}
@@ -248,9 +272,37 @@ func FuzzParse(f *testing.F) {
 		if strings.ToLower(a.Local) != a.Local {
 			t.Fatalf("Parse(%q).Local = %q is not lowercase", s, a.Local)
 		}
+		// SPEC §1: local parts are stored and compared in NFC.
+		if !norm.NFC.IsNormalString(a.Local) {
+			t.Fatalf("Parse(%q).Local = %+q is not in NFC", s, a.Local)
+		}
+		// Any other normalization form of the input is the same address.
+		for _, f := range []norm.Form{norm.NFC, norm.NFD} {
+			if b, err := Parse(f.String(s)); err == nil && b != a {
+				t.Fatalf("Parse(%+q) = %#v but Parse(%+q) = %#v", s, a, f.String(s), b)
+			}
+		}
 		b, err := Parse(a.String())
 		if err != nil || b != a {
 			t.Fatalf("Parse(%q) = %#v but Parse(%q) = %#v, %v", s, a, a.String(), b, err)
 		}
 	})
+}
+
+// BenchmarkParse measures what normalization costs per address, for the
+// usual ASCII login and for UTF-8 ones in NFC and NFD.
+func BenchmarkParse(b *testing.B) {
+	for _, in := range []struct{ name, s string }{
+		{"ascii", "Jan.Novak@Firma.CZ"},
+		{"nfc", "Jiří.Novák@příklad.cz"},
+		{"nfd", "Jir\u030ci\u0301.Nova\u0301k@pr\u030ci\u0301klad.cz"},
+	} {
+		b.Run(in.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Parse(in.s); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -3,7 +3,10 @@
 // implementation, and another backend only has to satisfy the same interface.
 //
 // Every name is normalized on the way in (address.Domain, address.Parse), so
-// the store only ever holds and compares lowercase A-label forms.
+// the store only ever holds and compares lowercase A-label domains and
+// lowercase NFC local parts. Directories written by older versions may hold
+// twins, names that differ only in Unicode normalization; they are reported,
+// never merged (Twin).
 package directory
 
 import (
@@ -83,4 +86,11 @@ type Store interface {
 	RemoveIdentity(ctx context.Context, address, identity string) error
 	// DomainOf returns the hosted domain that name is or is an alias of.
 	DomainOf(ctx context.Context, name string) (string, error)
+	// Twins lists names stored more than once in forms that differ only in
+	// Unicode normalization (see Twin).
+	Twins(ctx context.Context) ([]Twin, error)
+	// RemoveTwin removes one stored form of a twin, given exactly as
+	// stored: an account when account is "", else an identity of account.
+	// The one left takes the normalized form.
+	RemoveTwin(ctx context.Context, account, stored string) error
 }

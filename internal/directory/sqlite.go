@@ -12,9 +12,9 @@ import (
 	"submitd/internal/sqlitedb"
 )
 
-// migrations are the directory's schema steps (sqlitedb.Migrate).
-var migrations = []string{
-	`CREATE TABLE domains (
+// migrations are the directory's schema steps (sqlitedb.MigrateSteps).
+var migrations = []sqlitedb.Step{
+	{SQL: `CREATE TABLE domains (
 		name    TEXT PRIMARY KEY,
 		created INTEGER NOT NULL
 	);
@@ -36,7 +36,11 @@ var migrations = []string{
 		account TEXT NOT NULL REFERENCES accounts(address) ON DELETE CASCADE,
 		address TEXT NOT NULL,
 		PRIMARY KEY (account, address)
-	);`,
+	);`},
+	// SPEC §1: local parts are stored in NFC. Older versions stored them as
+	// given, so an account may be stored in NFD, or twice (twins, which
+	// are reported, not merged; see Twins).
+	{Run: normalizeNames},
 }
 
 // SQLite is the Store kept in the embedded SQLite database.
@@ -49,7 +53,7 @@ var _ Store = (*SQLite)(nil)
 
 // NewSQLite migrates the directory tables in db and returns a Store on it.
 func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
-	if err := sqlitedb.Migrate(ctx, db, "directory", migrations); err != nil {
+	if err := sqlitedb.MigrateSteps(ctx, db, "directory", migrations); err != nil {
 		return nil, err
 	}
 	return &SQLite{db: db, now: time.Now}, nil
@@ -87,9 +91,9 @@ func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 	return nil
 }
 
-func exists(ctx context.Context, tx *sql.Tx, query string, args ...any) (bool, error) {
+func exists(ctx context.Context, q querier, query string, args ...any) (bool, error) {
 	var one int
-	err := tx.QueryRowContext(ctx, query, args...).Scan(&one)
+	err := q.QueryRowContext(ctx, query, args...).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -273,7 +277,7 @@ func (s *SQLite) AddAccount(ctx context.Context, addr, passwordHash string) erro
 		if ok, err := exists(ctx, tx, `SELECT 1 FROM accounts WHERE address = ?`, a); err != nil {
 			return err
 		} else if ok {
-			return fmt.Errorf("account %s: %w", a, ErrExists)
+			return ExistsError("account "+a, addr)
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO accounts (address, domain, password_hash, smtp_access, created)
 			VALUES (?, ?, ?, 1, ?)`, a, d, passwordHash, s.now().Unix())
@@ -320,14 +324,19 @@ func (s *SQLite) RemoveAccount(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `DELETE FROM accounts WHERE address = ?`, a)
-	if err != nil {
-		return fmt.Errorf("directory: remove account %s: %w", a, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("account %s: %w", a, ErrNotFound)
-	}
-	return nil
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := refuseTwin(ctx, tx, "", a); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM accounts WHERE address = ?`, a)
+		if err != nil {
+			return fmt.Errorf("directory: remove account %s: %w", a, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("account %s: %w", a, ErrNotFound)
+		}
+		return nil
+	})
 }
 
 // Account implements Store.
@@ -435,7 +444,7 @@ func (s *SQLite) AddIdentity(ctx context.Context, addr, identity string) error {
 		if ok, err := exists(ctx, tx, `SELECT 1 FROM identities WHERE account = ? AND address = ?`, a, id); err != nil {
 			return err
 		} else if ok {
-			return fmt.Errorf("identity %s of %s: %w", id, a, ErrExists)
+			return ExistsError("identity "+id+" of "+a, identity)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO identities (account, address) VALUES (?, ?)`, a, id); err != nil {
 			return fmt.Errorf("directory: add identity %s: %w", id, err)
@@ -454,14 +463,19 @@ func (s *SQLite) RemoveIdentity(ctx context.Context, addr, identity string) erro
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `DELETE FROM identities WHERE account = ? AND address = ?`, a, id)
-	if err != nil {
-		return fmt.Errorf("directory: remove identity %s: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("identity %s of %s: %w", id, a, ErrNotFound)
-	}
-	return nil
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := refuseTwin(ctx, tx, a, id); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM identities WHERE account = ? AND address = ?`, a, id)
+		if err != nil {
+			return fmt.Errorf("directory: remove identity %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("identity %s of %s: %w", id, a, ErrNotFound)
+		}
+		return nil
+	})
 }
 
 // DomainOf implements Store.

@@ -132,6 +132,16 @@ func (n *Node) open(ctx context.Context) error {
 	if n.Directory, err = directory.NewSQLite(ctx, n.DB); err != nil {
 		return err
 	}
+	// SPEC §1: names an older version stored twice, differing only in
+	// Unicode normalization, are reported at every start until support
+	// resolves them; only the one in NFC can log in.
+	twins, err := n.Directory.Twins(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range twins {
+		log.Warn("directory name stored twice in different Unicode forms; only the NFC one is used; see \"submitd account twins\"", "twin", t)
+	}
 	slstore, err := sessionlog.NewSQLite(ctx, n.DB)
 	if err != nil {
 		return err

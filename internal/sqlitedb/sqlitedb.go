@@ -53,11 +53,30 @@ func OpenDir(dataDir string) (*sql.DB, error) {
 	return Open(filepath.Join(dataDir, FileName))
 }
 
+// Step is one schema step: SQL, or Go code for a change SQL cannot express
+// (such as Unicode normalization of stored names).
+type Step struct {
+	// SQL is the step's statements; it is run when Run is nil.
+	SQL string
+	// Run makes the step's changes inside the step's transaction.
+	Run func(ctx context.Context, tx *sql.Tx) error
+}
+
 // Migrate brings component's tables up to date: steps[i] is the SQL that takes
-// the schema from version i to i+1. Steps already applied are skipped; each new
-// step runs in its own transaction together with the version bump, so a crash
-// never leaves a half-applied step.
+// the schema from version i to i+1 (see MigrateSteps).
 func Migrate(ctx context.Context, db *sql.DB, component string, steps []string) error {
+	st := make([]Step, len(steps))
+	for i, q := range steps {
+		st[i] = Step{SQL: q}
+	}
+	return MigrateSteps(ctx, db, component, st)
+}
+
+// MigrateSteps brings component's tables up to date: steps[i] takes the schema
+// from version i to i+1. Steps already applied are skipped; each new step runs
+// in its own transaction together with the version bump, so a crash never
+// leaves a half-applied step.
+func MigrateSteps(ctx context.Context, db *sql.DB, component string, steps []Step) error {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
 		component TEXT PRIMARY KEY,
 		version   INTEGER NOT NULL
@@ -82,7 +101,7 @@ func Migrate(ctx context.Context, db *sql.DB, component string, steps []string) 
 		if v == len(steps) {
 			return tx.Rollback()
 		}
-		if _, err := tx.ExecContext(ctx, steps[v]); err != nil {
+		if err := runStep(ctx, tx, steps[v]); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migrate %s to version %d: %w", component, v+1, err)
 		}
@@ -95,4 +114,12 @@ func Migrate(ctx context.Context, db *sql.DB, component string, steps []string) 
 			return fmt.Errorf("migrate %s: %w", component, err)
 		}
 	}
+}
+
+func runStep(ctx context.Context, tx *sql.Tx, st Step) error {
+	if st.Run != nil {
+		return st.Run(ctx, tx)
+	}
+	_, err := tx.ExecContext(ctx, st.SQL)
+	return err
 }

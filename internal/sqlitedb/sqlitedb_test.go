@@ -2,6 +2,8 @@ package sqlitedb
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -40,6 +42,34 @@ func TestMigrate(t *testing.T) {
 	// An older binary refuses a newer database.
 	if err := Migrate(ctx, db, "test", steps[:1]); err == nil || !strings.Contains(err.Error(), "newer") {
 		t.Fatalf("older binary: %v", err)
+	}
+	// A Go step runs in the step's transaction: its failure undoes what it
+	// wrote, and its success is recorded like an SQL step's.
+	goSteps := []Step{{SQL: steps[0]}, {SQL: steps[1]}, {Run: func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE a SET y = 'c'`); err != nil {
+			return err
+		}
+		return errors.New("step failed")
+	}}}
+	if err := MigrateSteps(ctx, db, "test", goSteps); err == nil || !strings.Contains(err.Error(), "step failed") {
+		t.Fatalf("failing Go step: %v", err)
+	}
+	var y string
+	db.QueryRow(`SELECT y FROM a`).Scan(&y)
+	if y != "b" {
+		t.Fatalf("failed Go step left y = %q", y)
+	}
+	goSteps[2].Run = func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE a SET y = 'd'`)
+		return err
+	}
+	if err := MigrateSteps(ctx, db, "test", goSteps); err != nil {
+		t.Fatal(err)
+	}
+	db.QueryRow(`SELECT y FROM a`).Scan(&y)
+	db.QueryRow(`SELECT version FROM schema_version WHERE component = 'test'`).Scan(&v)
+	if y != "d" || v != 3 {
+		t.Fatalf("after the Go step: y = %q, version %d", y, v)
 	}
 	var mode string
 	db.QueryRow(`PRAGMA journal_mode`).Scan(&mode)
