@@ -340,6 +340,9 @@ func (s *SQLite) RemoveTwin(ctx context.Context, account, stored string) error {
 		if n, _ := res.RowsAffected(); n != 1 {
 			return errors.New("directory: remove " + Quote(stored) + ": no row removed")
 		}
+		if err := s.logTwinRemoval(ctx, tx, owner, stored); err != nil {
+			return err
+		}
 		// With one name of the pair left, it takes the normalized form.
 		return normalizeNames(ctx, tx)
 	})

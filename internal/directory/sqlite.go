@@ -56,6 +56,9 @@ func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
 	if err := sqlitedb.MigrateSteps(ctx, db, "directory", migrations); err != nil {
 		return nil, err
 	}
+	if err := migrateChanges(ctx, db); err != nil {
+		return nil, err
+	}
 	return &SQLite{db: db, now: time.Now}, nil
 }
 
@@ -152,7 +155,7 @@ func (s *SQLite) AddDomain(ctx context.Context, name string) error {
 		if err != nil {
 			return fmt.Errorf("directory: add domain %s: %w", d, err)
 		}
-		return nil
+		return s.logChange(ctx, tx, ChangeDomainAdded, d, d)
 	})
 }
 
@@ -173,10 +176,13 @@ func (s *SQLite) RemoveDomain(ctx context.Context, name string, force bool) erro
 		if n > 0 && !force {
 			return fmt.Errorf("domain %s has %d account(s); remove them first or use -force: %w", d, n, ErrConflict)
 		}
+		if err := s.logAccountsRemoved(ctx, tx, d); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM domains WHERE name = ?`, d); err != nil {
 			return fmt.Errorf("directory: remove domain %s: %w", d, err)
 		}
-		return nil
+		return s.logChange(ctx, tx, ChangeDomainRemoved, d, d)
 	})
 }
 
@@ -216,7 +222,7 @@ func (s *SQLite) AddAlias(ctx context.Context, alias, domain string) error {
 		if err != nil {
 			return fmt.Errorf("directory: add alias %s: %w", a, err)
 		}
-		return nil
+		return s.logChange(ctx, tx, ChangeAliasAdded, a, d)
 	})
 }
 
@@ -227,12 +233,13 @@ func (s *SQLite) RemoveAlias(ctx context.Context, alias string) error {
 		return err
 	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM aliases WHERE name = ?`, a)
-		if err != nil {
-			return fmt.Errorf("directory: remove alias %s: %w", a, err)
-		}
-		if n, _ := res.RowsAffected(); n > 0 {
-			return nil
+		if d, err := aliasOf(ctx, tx, a); err != nil {
+			return err
+		} else if d != "" {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM aliases WHERE name = ?`, a); err != nil {
+				return fmt.Errorf("directory: remove alias %s: %w", a, err)
+			}
+			return s.logChange(ctx, tx, ChangeAliasRemoved, a, d)
 		}
 		if ok, err := exists(ctx, tx, `SELECT 1 FROM domains WHERE name = ?`, a); err != nil {
 			return err
@@ -284,25 +291,27 @@ func (s *SQLite) AddAccount(ctx context.Context, addr, passwordHash string) erro
 		if err != nil {
 			return fmt.Errorf("directory: add account %s: %w", a, err)
 		}
-		return nil
+		return s.logChange(ctx, tx, ChangeAccountAdded, a, d)
 	})
 }
 
-// updateAccount runs an UPDATE on one account and reports ErrNotFound when no
-// row matched.
-func (s *SQLite) updateAccount(ctx context.Context, addr, set string, arg any) error {
-	a, _, err := normAddress(addr)
+// updateAccount runs an UPDATE on one account, recording kind in the change
+// log, and reports ErrNotFound when no row matched.
+func (s *SQLite) updateAccount(ctx context.Context, addr, set string, arg any, kind ChangeKind) error {
+	a, d, err := normAddress(addr)
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE accounts SET `+set+` = ? WHERE address = ?`, arg, a)
-	if err != nil {
-		return fmt.Errorf("directory: update account %s: %w", a, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("account %s: %w", a, ErrNotFound)
-	}
-	return nil
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE accounts SET `+set+` = ? WHERE address = ?`, arg, a)
+		if err != nil {
+			return fmt.Errorf("directory: update account %s: %w", a, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("account %s: %w", a, ErrNotFound)
+		}
+		return s.logChange(ctx, tx, kind, a, d)
+	})
 }
 
 // SetPassword implements Store.
@@ -310,17 +319,17 @@ func (s *SQLite) SetPassword(ctx context.Context, addr, passwordHash string) err
 	if passwordHash == "" {
 		return fmt.Errorf("account %s: empty password hash: %w", addr, ErrConflict)
 	}
-	return s.updateAccount(ctx, addr, "password_hash", passwordHash)
+	return s.updateAccount(ctx, addr, "password_hash", passwordHash, ChangePassword)
 }
 
 // SetSMTPAccess implements Store.
 func (s *SQLite) SetSMTPAccess(ctx context.Context, addr string, enabled bool) error {
-	return s.updateAccount(ctx, addr, "smtp_access", enabled)
+	return s.updateAccount(ctx, addr, "smtp_access", enabled, ChangeAccess)
 }
 
 // RemoveAccount implements Store.
 func (s *SQLite) RemoveAccount(ctx context.Context, addr string) error {
-	a, _, err := normAddress(addr)
+	a, d, err := normAddress(addr)
 	if err != nil {
 		return err
 	}
@@ -335,7 +344,7 @@ func (s *SQLite) RemoveAccount(ctx context.Context, addr string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("account %s: %w", a, ErrNotFound)
 		}
-		return nil
+		return s.logChange(ctx, tx, ChangeAccountRemoved, a, d)
 	})
 }
 
@@ -427,7 +436,7 @@ func (s *SQLite) Accounts(ctx context.Context, domain string) ([]Account, error)
 
 // AddIdentity implements Store.
 func (s *SQLite) AddIdentity(ctx context.Context, addr, identity string) error {
-	a, _, err := normAddress(addr)
+	a, d, err := normAddress(addr)
 	if err != nil {
 		return err
 	}
@@ -449,13 +458,13 @@ func (s *SQLite) AddIdentity(ctx context.Context, addr, identity string) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO identities (account, address) VALUES (?, ?)`, a, id); err != nil {
 			return fmt.Errorf("directory: add identity %s: %w", id, err)
 		}
-		return nil
+		return s.logChange(ctx, tx, ChangeIdentities, a, d)
 	})
 }
 
 // RemoveIdentity implements Store.
 func (s *SQLite) RemoveIdentity(ctx context.Context, addr, identity string) error {
-	a, _, err := normAddress(addr)
+	a, d, err := normAddress(addr)
 	if err != nil {
 		return err
 	}
@@ -474,7 +483,7 @@ func (s *SQLite) RemoveIdentity(ctx context.Context, addr, identity string) erro
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("identity %s of %s: %w", id, a, ErrNotFound)
 		}
-		return nil
+		return s.logChange(ctx, tx, ChangeIdentities, a, d)
 	})
 }
 
