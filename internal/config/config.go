@@ -99,8 +99,19 @@ type Auth struct {
 	UniformFailures bool `toml:"uniform_failures"`
 	// PasswordScheme is the scheme of new hashes: "argon2id" or "bcrypt".
 	PasswordScheme string `toml:"password_scheme"`
-	// MinDuration is the least time an AUTH attempt takes, to blunt timing attacks.
+	// MinDuration is the least time a failed AUTH attempt takes, to blunt
+	// timing attacks; a success is told apart by its reply anyway.
 	MinDuration Duration `toml:"min_duration"`
+	// CacheTTL is how long a password check's answer is remembered; "0s"
+	// turns the credential cache off.
+	CacheTTL Duration `toml:"cache_ttl"`
+	// HashWorkers is how many password hashes run at once; 0 means one per CPU.
+	HashWorkers int `toml:"hash_workers"`
+	// HashQueue is how many AUTH attempts may wait for a hash worker.
+	HashQueue int `toml:"hash_queue"`
+	// HashWait is the longest an attempt waits for a worker before it gets
+	// a temporary failure.
+	HashWait Duration `toml:"hash_wait"`
 }
 
 // Policy configures the sender policy.
@@ -216,6 +227,9 @@ func Default() *Config {
 		Auth: Auth{
 			PasswordScheme: "argon2id",
 			MinDuration:    Duration(200 * time.Millisecond),
+			CacheTTL:       Duration(15 * time.Minute),
+			HashQueue:      100,
+			HashWait:       Duration(2 * time.Second),
 		},
 		Limits: Limits{
 			MaxMessageSize:      50 << 20,
@@ -344,6 +358,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Auth.MinDuration < 0 {
 		return bad("auth.min_duration", c.Auth.MinDuration, "must not be negative")
+	}
+	if c.Auth.CacheTTL < 0 {
+		return bad("auth.cache_ttl", c.Auth.CacheTTL, "must not be negative")
+	}
+	if c.Auth.HashWorkers < 0 || c.Auth.HashWorkers > 1024 {
+		return bad("auth.hash_workers", c.Auth.HashWorkers, "must be 0 (one per CPU) to 1024")
+	}
+	if c.Auth.HashQueue < 1 || c.Auth.HashQueue > 100000 {
+		return bad("auth.hash_queue", c.Auth.HashQueue, "must be 1 to 100000")
+	}
+	if c.Auth.HashWait <= 0 {
+		return bad("auth.hash_wait", c.Auth.HashWait, "must be positive")
 	}
 	for key, nets := range map[string][]string{
 		"policy.webmail_networks": c.Policy.WebmailNetworks,
