@@ -39,6 +39,7 @@ const (
 	ReplyAuthzid        = "authzid_mismatch"
 	ReplyAuthMalformed  = "auth_malformed"
 	ReplyAuthNeedsTLS   = "auth_needs_tls"
+	ReplyAuthBusy       = "auth_busy"
 
 	// Rows for the rest of the protocol: every reply submitd sends comes
 	// from this table, each error with the session id (SPEC R12).
@@ -154,6 +155,10 @@ var defaultReplies = map[string]reply{
 	// AUTH (SPEC R11), as does a cancelled exchange.
 	ReplyAuthMechanism: {504, smtp.EnhancedCode{5, 5, 4}, "{sid} unsupported authentication mechanism; use PLAIN or LOGIN"},
 	ReplyAuthCancelled: {501, smtp.EnhancedCode{5, 0, 0}, "{sid} authentication cancelled"},
+	// Password checks are queued and the queue is full or too slow: the
+	// password was not checked, so a temporary reply (RFC 4954 §6: 454 4.7.0
+	// "temporary authentication failure").
+	ReplyAuthBusy: {454, smtp.EnhancedCode{4, 7, 0}, "{sid} authentication temporarily unavailable, try again later"},
 }
 
 // noEnh marks a reply without an enhanced status code.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"submitd/internal/auth"
 	"submitd/internal/directory"
 	"submitd/internal/ids"
 	"submitd/internal/policy"
@@ -111,14 +112,28 @@ type Server struct {
 	SessionLog SessionLog
 	// Replies is the reply table.
 	Replies *Replies
-	// Verify checks a password against a stored hash.
+	// Verify checks a password against a stored hash. It is used only when
+	// Auth is nil, by the authenticator made then with default settings.
 	Verify Hasher
+	// Auth decides AUTH attempts: directory lookup, credential cache and the
+	// bounded hashing pool. Nil makes one on first use from Directory and
+	// Verify with the defaults of package auth.
+	Auth *auth.Authenticator
+	// AuthKey is the client key that AUTH attempts are queued by, one hash
+	// in flight per key (the guard's key, guard.Config.Key). Nil means the
+	// IPv4 address or the IPv6 /64.
+	AuthKey func(netip.Addr) netip.Prefix
+	// defaultAuth is the authenticator made when Auth is nil; authOnce
+	// makes it once.
+	defaultAuth *auth.Authenticator
+	authOnce    sync.Once
 	// TLS is the server certificate configuration.
 	TLS *tls.Config
 	// Limits are the connection limits.
 	Limits Limits
-	// MinAuthDuration is the least time an AUTH attempt takes, so that the
-	// reply time does not reveal whether a login exists.
+	// MinAuthDuration is the least time a failed AUTH attempt takes, so that
+	// the reply time does not reveal whether a login exists. A success is
+	// not delayed: its reply tells it apart anyway.
 	MinAuthDuration time.Duration
 	// TrustedProxies may send PROXY headers (SPEC R11b).
 	TrustedProxies []netip.Prefix

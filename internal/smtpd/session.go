@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"submitd/internal/address"
+	"submitd/internal/auth"
 	"submitd/internal/directory"
 	"submitd/internal/message"
 	"submitd/internal/policy"
@@ -828,19 +830,15 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 }
 
 // authenticate checks credentials and returns the reply error, or nil.
-// Every outcome takes at least MinAuthDuration, so timing does not tell an
-// unknown login from a wrong password.
+// Every failure takes at least MinAuthDuration, so timing does not tell an
+// unknown login from a wrong password; a success is not delayed, since its
+// reply tells it apart anyway.
 func (s *session) authenticate(cr credentials) error {
 	a, ok := s.beginAttempt()
 	if !ok {
 		return errRefused
 	}
 	start := time.Now()
-	defer func() {
-		if d := s.s.MinAuthDuration - time.Since(start); d > 0 {
-			time.Sleep(d)
-		}
-	}()
 	key, acct, reason := s.check(cr)
 	login := oneLine(cr.login)
 	if key == "" {
@@ -848,9 +846,12 @@ func (s *session) authenticate(cr credentials) error {
 		s.pacc = &policy.Account{Domain: acct.Domain, Aliases: acct.Aliases, Identities: acct.Identities}
 		s.c.update(func(r *sessionlog.Record) { r.Account = acct.Address })
 		s.c.record("auth", login, s.s.Replies.Line(ReplyAuthOK, s.vars()))
-		s.c.log.Info("auth ok", "login", login)
+		s.c.log.Info("auth ok", "login", login, "checked", reason)
 		a.Succeed()
 		return nil
+	}
+	if d := s.s.MinAuthDuration - time.Since(start); d > 0 {
+		time.Sleep(d)
 	}
 	reply := s.s.Replies.Err(key, s.vars())
 	s.c.record("auth", login, replyLine(reply))
@@ -866,7 +867,7 @@ func (s *session) authenticate(cr credentials) error {
 }
 
 // check decides an AUTH attempt: reply key ("" for success), the account,
-// and a reason for the log.
+// and a reason for the log (for a success, how the password was checked).
 func (s *session) check(cr credentials) (string, *directory.Account, string) {
 	if cr.authzid != "" && cr.authzid != cr.login {
 		return ReplyAuthzid, nil, "authorization identity differs from login"
@@ -875,28 +876,53 @@ func (s *session) check(cr credentials) (string, *directory.Account, string) {
 	if _, err := address.Parse(cr.login); err != nil {
 		return ReplyAuthRejected, nil, "login is not a full address"
 	}
+	a := s.s.Auth
+	if a == nil {
+		s.s.authOnce.Do(func() {
+			var err error
+			s.s.defaultAuth, err = auth.New(auth.Config{Directory: s.s.Directory, Verify: s.s.Verify, Log: s.s.Log})
+			if err != nil {
+				s.c.log.Error("authenticator unavailable", "err", err)
+			}
+		})
+		if a = s.s.defaultAuth; a == nil {
+			return ReplyTempFailure, nil, "no authenticator"
+		}
+	}
+	ip := s.c.client.Addr()
+	var key netip.Prefix
+	switch {
+	case s.s.AuthKey != nil:
+		key = s.s.AuthKey(ip)
+	case ip.Is4():
+		key = netip.PrefixFrom(ip, 32)
+	default:
+		key, _ = ip.Prefix(64)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	acct, err := s.s.Directory.Account(ctx, cr.login)
-	if errors.Is(err, directory.ErrNotFound) {
+	r := a.Check(ctx, key, cr.login, cr.password)
+	switch r.Verdict {
+	case auth.OK:
+		if r.Cached {
+			return "", r.Account, "credential cache"
+		}
+		return "", r.Account, "password hash"
+	case auth.UnknownLogin:
 		return ReplyAuthRejected, nil, "unknown login"
-	}
-	if err != nil {
-		s.c.log.Error("directory lookup failed", "err", err)
-		return ReplyTempFailure, nil, "directory error"
-	}
-	if !acct.SMTPAccess {
+	case auth.Disabled:
 		// SPEC R4: whatever the password.
 		return ReplyAuthDisabled, nil, "SMTP access disabled"
-	}
-	ok, err := s.s.Verify(acct.PasswordHash, cr.password)
-	if err != nil {
-		s.c.log.Error("stored password hash unusable", "account", acct.Address, "err", err)
-	}
-	if !ok {
+	case auth.WrongPassword:
+		if r.Err != nil {
+			s.c.log.Error("stored password hash unusable", "account", r.Account.Address, "err", r.Err)
+		}
 		return ReplyAuthFailed, nil, "wrong password"
+	case auth.Busy:
+		return ReplyAuthBusy, nil, "password checks busy"
 	}
-	return "", acct, ""
+	s.c.log.Error("authentication check failed", "err", r.Err)
+	return ReplyTempFailure, nil, "directory error"
 }
 
 // dataErr maps an error found in a message to its reply. Every content

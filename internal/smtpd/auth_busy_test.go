@@ -1,0 +1,64 @@
+package smtpd
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"submitd/internal/auth"
+	"submitd/internal/guard"
+	"submitd/internal/password"
+)
+
+// TestAuthBusy: while the only hashing worker is taken, an AUTH that waits
+// past the pool's deadline gets the temporary auth_busy reply, both from
+// the client whose own check is running (one hash per client key) and from
+// another client; neither counts as a failure towards a block (SPEC R11).
+// Once the check ends, the same login succeeds, answered from the
+// credential cache.
+func TestAuthBusy(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var first sync.Once
+	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 2}), withServer(func(s *Server) {
+		a, err := auth.New(auth.Config{
+			Directory: s.Directory,
+			// The first check holds the worker until the test releases it;
+			// the pool, not the hash, is under test.
+			Verify: func(hash, pw string) (bool, error) {
+				first.Do(func() { close(entered); <-release })
+				return password.Verify(hash, pw)
+			},
+			Workers: 1, Queue: 10, Wait: 100 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Auth = a
+	}))
+	busy := "454 4.7.0 SID authentication temporarily unavailable, try again later"
+
+	holder := e.session("plain", nil)
+	holder.send(plain("jan@firma.cz", testPassword))
+	<-entered
+
+	same := e.session("plain", nil)
+	matchSID(t, same.cmd(plain("jan@firma.cz", testPassword)), busy)
+	other := e.dialFrom("plain", "127.0.0.2", nil)
+	other.last()
+	other.expect("EHLO client.example", "250 ")
+	for range 3 {
+		matchSID(t, other.cmd(plain("jan@firma.cz", "wrong")), busy)
+	}
+	if st := e.guard.Stats(); st.Failures != 0 || st.Blocks != 0 {
+		t.Fatalf("busy replies counted as AUTH failures: %+v", st)
+	}
+
+	close(release)
+	if got := holder.last(); !strings.HasPrefix(got, "235 ") {
+		t.Fatalf("the held check: %q, want 235", got)
+	}
+	// The retry needs no worker: the held check's answer is cached.
+	same.expect(plain("jan@firma.cz", testPassword), "235 ")
+}
