@@ -17,13 +17,13 @@ import (
 	"sync"
 	"time"
 
+	"submitd/internal/auth"
 	"submitd/internal/certs"
 	"submitd/internal/config"
 	"submitd/internal/delivery"
 	"submitd/internal/directory"
 	"submitd/internal/dkim"
 	"submitd/internal/guard"
-	"submitd/internal/password"
 	"submitd/internal/policy"
 	"submitd/internal/queue"
 	"submitd/internal/sessionlog"
@@ -55,6 +55,11 @@ type Node struct {
 	Queue *queue.Queue
 	// Guard counts AUTH failures and blocks clients (SPEC R11).
 	Guard *guard.Guard
+	// Auth decides AUTH attempts: credential cache and hashing pool.
+	Auth *auth.Authenticator
+	// Watcher follows the directory's change log, so that changes made by
+	// the CLI reach Auth's cache.
+	Watcher *directory.Watcher
 	// Server is the SMTP server all listeners feed.
 	Server *smtpd.Server
 	// Listeners are the bound listeners, in the order smtp, submission,
@@ -182,6 +187,18 @@ func (n *Node) open(ctx context.Context) error {
 		log.Info("guard state loaded", "blocked", gs.BlockedKeys, "counting", gs.TrackedKeys)
 	}
 
+	// AUTH checks: a credential cache and a bounded pool of hashing
+	// workers. The cache follows the directory's change log, so a password
+	// change, a new hash or a disable made with the CLI drops the account's
+	// cached answers within a poll interval.
+	if n.Auth, err = newAuthenticator(cfg, n.Directory, log); err != nil {
+		return err
+	}
+	if n.Watcher, err = directory.NewWatcher(ctx, n.Directory, directory.WatcherConfig{}, log); err != nil {
+		return err
+	}
+	n.Watcher.Subscribe(n.Auth.DirectoryChanged)
+
 	n.Server = newServer(cfg, n, replies, tlsConf, log)
 	checkFileLimit(cfg, log)
 	return n.listen()
@@ -208,6 +225,23 @@ func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spo
 	})
 }
 
+// newAuthenticator builds the AUTH checker from [auth].
+func newAuthenticator(cfg *config.Config, dir *directory.SQLite, log *slog.Logger) (*auth.Authenticator, error) {
+	ttl := cfg.Auth.CacheTTL.D()
+	if ttl == 0 {
+		ttl = -1 // "0s" turns the cache off; auth.Config's zero is the default
+	}
+	return auth.New(auth.Config{
+		Directory: dir,
+		Scheme:    cfg.Auth.PasswordScheme,
+		CacheTTL:  ttl,
+		Workers:   cfg.Auth.HashWorkers,
+		Queue:     cfg.Auth.HashQueue,
+		Wait:      cfg.Auth.HashWait.D(),
+		Log:       log,
+	})
+}
+
 // newServer makes the SMTP server over the node's stores.
 func newServer(cfg *config.Config, n *Node, replies *smtpd.Replies, tlsConf *tls.Config, log *slog.Logger) *smtpd.Server {
 	webmail, _ := config.ParsePrefixes(cfg.Policy.WebmailNetworks)
@@ -220,7 +254,8 @@ func newServer(cfg *config.Config, n *Node, replies *smtpd.Replies, tlsConf *tls
 		Spool:      smtpd.SpoolDir(n.Spool),
 		SessionLog: n.SessionLog,
 		Replies:    replies,
-		Verify:     password.Verify,
+		Auth:       n.Auth,
+		AuthKey:    n.Guard.Key,
 		TLS:        tlsConf,
 		Limits: smtpd.Limits{
 			MaxMessageSize: cfg.Limits.MaxMessageSize,
@@ -310,6 +345,13 @@ func (n *Node) Run(ctx context.Context) error {
 		n.Guard.Run(gctx)
 	}()
 	defer func() { gstop(); <-gdone }()
+	wctx, wstop := context.WithCancel(context.Background())
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		n.Watcher.Run(wctx)
+	}()
+	defer func() { wstop(); <-wdone }()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(n.Listeners))
