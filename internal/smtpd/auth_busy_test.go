@@ -1,12 +1,15 @@
 package smtpd
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"submitd/internal/auth"
+	"submitd/internal/directory"
 	"submitd/internal/guard"
 	"submitd/internal/password"
 )
@@ -61,4 +64,31 @@ func TestAuthBusy(t *testing.T) {
 	}
 	// The retry needs no worker: the held check's answer is cached.
 	same.expect(plain("jan@firma.cz", testPassword), "235 ")
+}
+
+// brokenDirectory is a directory that cannot be reached.
+type brokenDirectory struct{}
+
+func (brokenDirectory) Account(context.Context, string) (*directory.Account, error) {
+	return nil, errors.New("database is locked")
+}
+
+// TestAuthDirectoryUnreachable: with the directory unreachable, AUTH gets
+// the temporary auth_busy reply, never a false "rejected", and it does not
+// count towards a block (SPEC R16a).
+func TestAuthDirectoryUnreachable(t *testing.T) {
+	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 2}), withServer(func(s *Server) {
+		a, err := auth.New(auth.Config{Directory: brokenDirectory{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Auth = a
+	}))
+	c := e.session("plain", nil)
+	for range 3 {
+		matchSID(t, c.cmd(plain("jan@firma.cz", testPassword)), "454 4.7.0 SID authentication temporarily unavailable, try again later")
+	}
+	if st := e.guard.Stats(); st.Failures != 0 {
+		t.Fatalf("directory errors counted as AUTH failures: %+v", st)
+	}
 }

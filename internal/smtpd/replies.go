@@ -155,9 +155,9 @@ var defaultReplies = map[string]reply{
 	// AUTH (SPEC R11), as does a cancelled exchange.
 	ReplyAuthMechanism: {504, smtp.EnhancedCode{5, 5, 4}, "{sid} unsupported authentication mechanism; use PLAIN or LOGIN"},
 	ReplyAuthCancelled: {501, smtp.EnhancedCode{5, 0, 0}, "{sid} authentication cancelled"},
-	// Password checks are queued and the queue is full or too slow: the
-	// password was not checked, so a temporary reply (RFC 4954 §6: 454 4.7.0
-	// "temporary authentication failure").
+	// SPEC R16a: the password could not be checked (the hashing queue is
+	// full or too slow, or the directory is unreachable), so a temporary
+	// reply (RFC 4954 §6: 454 4.7.0 "temporary authentication failure").
 	ReplyAuthBusy: {454, smtp.EnhancedCode{4, 7, 0}, "{sid} authentication temporarily unavailable, try again later"},
 }
 

@@ -886,7 +886,7 @@ func (s *session) check(cr credentials) (string, *directory.Account, string) {
 			}
 		})
 		if a = s.s.defaultAuth; a == nil {
-			return ReplyTempFailure, nil, "no authenticator"
+			return ReplyAuthBusy, nil, "no authenticator"
 		}
 	}
 	ip := s.c.client.Addr()
@@ -919,10 +919,13 @@ func (s *session) check(cr credentials) (string, *directory.Account, string) {
 		}
 		return ReplyAuthFailed, nil, "wrong password"
 	case auth.Busy:
+		// SPEC R16a: a check that cannot be served in time is temporary.
 		return ReplyAuthBusy, nil, "password checks busy"
 	}
+	// SPEC R16a: with the directory unreachable the answer is unknown, so
+	// temporary, never a false "rejected".
 	s.c.log.Error("authentication check failed", "err", r.Err)
-	return ReplyTempFailure, nil, "directory error"
+	return ReplyAuthBusy, nil, "directory error"
 }
 
 // dataErr maps an error found in a message to its reply. Every content
