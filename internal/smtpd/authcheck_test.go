@@ -92,3 +92,14 @@ func TestAuthDirectoryUnreachable(t *testing.T) {
 		t.Fatalf("directory errors counted as AUTH failures: %+v", st)
 	}
 }
+
+// TestAuthSuccessNotPadded: min_duration pads failures only. With an hour
+// of padding a successful AUTH still answers at once (padded, it would run
+// into the client's deadline), from the hash and from the cache.
+func TestAuthSuccessNotPadded(t *testing.T) {
+	e := newTestEnv(t, withServer(func(s *Server) { s.MinAuthDuration = time.Hour }))
+	for range 2 {
+		c := e.session("plain", nil)
+		c.expect(plain("jan@firma.cz", testPassword), "235 ")
+	}
+}
