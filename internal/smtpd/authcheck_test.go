@@ -3,8 +3,10 @@ package smtpd
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,5 +103,26 @@ func TestAuthSuccessNotPadded(t *testing.T) {
 	for range 2 {
 		c := e.session("plain", nil)
 		c.expect(plain("jan@firma.cz", testPassword), "235 ")
+	}
+}
+
+// withParallelChecks gives the server an authenticator that runs every
+// check at once, each under a pool key of its own, with verify. It is for
+// tests of the guard's limit, which must see many checks from one address in
+// flight together; the pool's own bounds are tested in package auth and by
+// TestAuthBusy.
+func withParallelChecks(verify Hasher) envOption {
+	return func(e *testEnv) {
+		a, err := auth.New(auth.Config{Directory: e.srv.Directory, Verify: verify,
+			CacheTTL: -1, Workers: 64, Queue: 64, Wait: time.Minute})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		var n atomic.Uint32
+		e.srv.Auth = a
+		e.srv.AuthKey = func(netip.Addr) netip.Prefix {
+			i := n.Add(1)
+			return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+		}
 	}
 }

@@ -417,7 +417,7 @@ func (g *gatedVerify) count() int {
 func TestParallelAuthBounded(t *testing.T) {
 	gv := &gatedVerify{gate: make(chan struct{})}
 	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 10, Window: time.Hour, BlockFor: time.Hour}),
-		withServer(func(s *Server) { s.Verify = gv.verify }))
+		withParallelChecks(gv.verify))
 	const n = 19
 	clients := make([]*client, n+1)
 	for i := range clients {
@@ -459,7 +459,7 @@ func TestParallelAuthBounded(t *testing.T) {
 func TestParallelAuthSuccessInsideLimit(t *testing.T) {
 	gv := &gatedVerify{gate: make(chan struct{})}
 	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 10, Window: time.Hour, BlockFor: time.Hour}),
-		withServer(func(s *Server) { s.Verify = gv.verify }))
+		withParallelChecks(gv.verify))
 	var wg sync.WaitGroup
 	results := make([]string, 6)
 	for i := range results {
