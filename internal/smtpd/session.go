@@ -869,11 +869,16 @@ func (s *session) authenticate(cr credentials) error {
 // check decides an AUTH attempt: reply key ("" for success), the account,
 // and a reason for the log (for a success, how the password was checked).
 func (s *session) check(cr credentials) (string, *directory.Account, string) {
-	if cr.authzid != "" && cr.authzid != cr.login {
-		return ReplyAuthzid, nil, "authorization identity differs from login"
-	}
 	// SPEC R2: the login is the full address.
-	if _, err := address.Parse(cr.login); err != nil {
+	login, err := address.Parse(cr.login)
+	if cr.authzid != "" && cr.authzid != cr.login {
+		// The same address in another case or Unicode form is the same
+		// identity (SPEC §1).
+		if z, zerr := address.Parse(cr.authzid); err != nil || zerr != nil || z != login {
+			return ReplyAuthzid, nil, "authorization identity differs from login"
+		}
+	}
+	if err != nil {
 		return ReplyAuthRejected, nil, "login is not a full address"
 	}
 	a := s.s.Auth

@@ -400,6 +400,7 @@ func TestAuthReplies(t *testing.T) {
 		{"disabled, wrong password", plain("zakazany@firma.cz", "wrong"), "535 5.1.0 SID authentication rejected access disabled"},
 		{"LOGIN wrong password", "", "535 5.1.0 SID authentication failed"},
 		{"authzid differs", "AUTH PLAIN " + b64("eva@jina.cz\x00jan@firma.cz\x00"+testPassword), "535 5.7.8 SID authorization identity must be empty or equal the login"},
+		{"authzid not an address", "AUTH PLAIN " + b64("jan\x00jan@firma.cz\x00"+testPassword), "535 5.7.8 SID authorization identity must be empty or equal the login"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
