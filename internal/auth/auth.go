@@ -59,9 +59,12 @@ const (
 	Busy
 	// Error: the directory could not be read; Result.Err is the cause.
 	Error
+	// Refused: a password would have had to be hashed and the admit
+	// function of CheckAdmitted said no (the guard had no place left).
+	Refused
 )
 
-var verdictNames = [...]string{"ok", "wrong password", "unknown login", "disabled", "busy", "error"}
+var verdictNames = [...]string{"ok", "wrong password", "unknown login", "disabled", "busy", "error", "refused"}
 
 // String returns the verdict as it appears in logs.
 func (v Verdict) String() string {
@@ -194,8 +197,23 @@ func New(cfg Config) (*Authenticator, error) {
 // identities are always current; only the password check is remembered,
 // and only for the stored hash it was made against.
 func (a *Authenticator) Check(ctx context.Context, key netip.Prefix, login, pw string) Result {
+	return a.CheckAdmitted(ctx, key, login, pw, nil)
+}
+
+// CheckAdmitted is Check, calling admit (when it is not nil) before a
+// password is hashed, real or dummy: when it returns false nothing is
+// hashed and the verdict is Refused. The brute-force guard takes its place
+// for the attempt there (SPEC R11), so that a login answered from the
+// cache, which tests no password, needs none.
+func (a *Authenticator) CheckAdmitted(ctx context.Context, key netip.Prefix, login, pw string, admit func() bool) Result {
+	if admit == nil {
+		admit = func() bool { return true }
+	}
 	acct, err := a.dir.Account(ctx, login)
 	if errors.Is(err, directory.ErrNotFound) {
+		if !admit() {
+			return Result{Verdict: Refused}
+		}
 		// The same cost as a wrong password, through the same pool, so
 		// neither the reply time nor a busy reply tells the two apart.
 		err := a.pool.Do(ctx, key, func() { a.verify(a.dummy, pw) })
@@ -218,6 +236,9 @@ func (a *Authenticator) Check(ctx context.Context, key netip.Prefix, login, pw s
 		if ok, found := a.cache.get(id, acct.Address, hp); found {
 			return Result{Verdict: verdictOf(ok), Account: acct, Cached: true}
 		}
+	}
+	if !admit() {
+		return Result{Verdict: Refused, Account: acct}
 	}
 	var ok bool
 	var verr error

@@ -3,16 +3,19 @@ package smtpd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
+	"submitd/internal/auth"
 	"submitd/internal/guard"
 	"submitd/internal/password"
 	"submitd/internal/testutil"
@@ -487,4 +490,43 @@ func TestParallelAuthSuccessInsideLimit(t *testing.T) {
 			t.Fatalf("wrong password: %q", r)
 		}
 	}
+}
+
+// TestCachedLoginNeedsNoPlace: a login answered from the credential cache
+// hashes no password, so it needs no guard place (SPEC R11 bounds password
+// checks): while ten wrong passwords from the same IP hold every place, a
+// customer whose login is cached still gets in, and one whose login must be
+// checked is refused unchecked.
+func TestCachedLoginNeedsNoPlace(t *testing.T) {
+	gv := &gatedVerify{gate: make(chan struct{})}
+	var opened sync.Once
+	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 10, Window: time.Hour, BlockFor: time.Hour}),
+		withServer(func(s *Server) {
+			a, err := auth.New(auth.Config{Directory: s.Directory, Workers: 64, Queue: 64, Wait: time.Minute,
+				Verify: func(h, pw string) (bool, error) {
+					if pw == testPassword {
+						return password.Verify(h, pw)
+					}
+					return gv.verify(h, pw)
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Auth = a
+			var n atomic.Uint32
+			s.AuthKey = func(netip.Addr) netip.Prefix {
+				return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(n.Add(1))}), 32)
+			}
+		}))
+	defer opened.Do(func() { close(gv.gate) })
+	// The first login is checked and remembered.
+	e.login("smtp", "jan@firma.cz")
+	for i := 0; i < 10; i++ {
+		c := e.open("smtp")
+		c.send(plain("eva@jina.cz", fmt.Sprintf("wrong-%d", i)))
+	}
+	testutil.WaitFor(t, 10*time.Second, "10 checks in flight", func() bool { return gv.count() == 10 })
+	e.login("smtp", "jan@firma.cz")
+	matchSID(t, e.open("smtp").cmd(plain("petr@příklad.cz", testPassword)), blockedLine("127.0.0.1"))
+	opened.Do(func() { close(gv.gate) })
 }

@@ -812,6 +812,10 @@ func (s *session) blockedNow() {
 	s.end("")
 }
 
+// keyRefused is check's answer when the guard had no place for the
+// attempt: the session is refused, with no AUTH reply of its own.
+const keyRefused = "\x00refused"
+
 // errRefused ends an AUTH exchange whose session was refused and closed.
 var errRefused = errors.New("session refused")
 
@@ -834,12 +838,36 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 // unknown login from a wrong password; a success is not delayed, since its
 // reply tells it apart anyway.
 func (s *session) authenticate(cr credentials) error {
-	a, ok := s.beginAttempt()
-	if !ok {
+	start := time.Now()
+	// The guard's place is taken just before a password is hashed (SPEC
+	// R11: attempts in flight count); an answer that hashes nothing takes
+	// its place only to count a failure.
+	var a Attempt
+	admit := func() bool {
+		if s.s.Guard == nil {
+			a = noAttempt{}
+			return true
+		}
+		var ok bool
+		a, ok = s.s.Guard.Begin(s.c.client.Addr(), s.c.sid)
+		return ok
+	}
+	key, acct, reason := s.check(cr, admit)
+	if key == keyRefused {
+		s.refuseBlocked()
 		return errRefused
 	}
-	start := time.Now()
-	key, acct, reason := s.check(cr)
+	if a == nil && key != "" {
+		// A failure answered without a hash (from the cache, a disabled
+		// account, a bad login) still counts.
+		var ok bool
+		if a, ok = s.beginAttempt(); !ok {
+			return errRefused
+		}
+	}
+	if a == nil {
+		a = noAttempt{}
+	}
 	login := oneLine(cr.login)
 	if key == "" {
 		s.acct = acct
@@ -868,7 +896,7 @@ func (s *session) authenticate(cr credentials) error {
 
 // check decides an AUTH attempt: reply key ("" for success), the account,
 // and a reason for the log (for a success, how the password was checked).
-func (s *session) check(cr credentials) (string, *directory.Account, string) {
+func (s *session) check(cr credentials, admit func() bool) (string, *directory.Account, string) {
 	// SPEC R2: the login is the full address.
 	login, err := address.Parse(cr.login)
 	if cr.authzid != "" && cr.authzid != cr.login {
@@ -906,7 +934,7 @@ func (s *session) check(cr credentials) (string, *directory.Account, string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r := a.Check(ctx, key, cr.login, cr.password)
+	r := a.CheckAdmitted(ctx, key, cr.login, cr.password, admit)
 	switch r.Verdict {
 	case auth.OK:
 		if r.Cached {
@@ -926,6 +954,8 @@ func (s *session) check(cr credentials) (string, *directory.Account, string) {
 	case auth.Busy:
 		// SPEC R16a: a check that cannot be served in time is temporary.
 		return ReplyAuthBusy, nil, "password checks busy"
+	case auth.Refused:
+		return keyRefused, nil, "no guard place left"
 	}
 	// SPEC R16a: with the directory unreachable the answer is unknown, so
 	// temporary, never a false "rejected".
