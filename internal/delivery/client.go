@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +30,9 @@ type client struct {
 	// broken is set once the connection failed (timeout, reset, garbage):
 	// no QUIT is sent on it.
 	broken bool
+	// closing is set once the server said 421: it is closing the
+	// connection (RFC 5321 §3.8), which must not carry another message.
+	closing bool
 
 	// conn is the connection as dialled. Deadlines are set on it (a
 	// tls.Conn passes them on to the connection it wraps) and it never
@@ -77,7 +79,9 @@ func newClient(nc net.Conn, steps StepTimeouts) *client {
 func (c *client) setConn(nc net.Conn) {
 	c.nc = nc
 	c.br = bufio.NewReaderSize(nc, 4096)
-	c.bw = bufio.NewWriter(connWriter{c})
+	// Message data goes out in blocks of this size: few system calls, and
+	// each block renews the data-block limit.
+	c.bw = bufio.NewWriterSize(connWriter{c}, 32<<10)
 }
 
 // connWriter writes to the client's current connection, renewing the write
@@ -163,6 +167,9 @@ func (c *client) read(name string) (Reply, error) {
 	if err != nil {
 		c.broken = true
 		return r, c.ioError(name, err)
+	}
+	if r.Code == 421 {
+		c.closing = true
 	}
 	return r, nil
 }
@@ -348,7 +355,7 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 			results[i] = Result{Rcpt: m.Rcpts[i], Status: st, Reply: reply, Host: host}
 		}
 	}
-	body, err := m.Open()
+	body, err := m.open()
 	if err != nil {
 		// A local fault: retrying later is all that can be done.
 		all(Temporary, "cannot read the queued message")
@@ -369,7 +376,7 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 		mail += " SIZE=" + strconv.FormatInt(m.Size, 10)
 	}
 	if c.has("8BITMIME") || (c.has("SMTPUTF8") && !utf8) {
-		eightBit, utf8Header, err := scan8Bit(m)
+		eightBit, utf8Header, err := m.scan8Bit()
 		if err != nil {
 			all(Temporary, "cannot read the queued message")
 			return nil, fmt.Errorf("read message: %w", err)
@@ -456,9 +463,13 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 	// RFC 5321 §4.5.3.2.5: each block written has its own limit, so a
 	// large message to a slow server goes on as long as it moves.
 	c.blocks = true
-	dw := textproto.NewWriter(c.bw).DotWriter()
+	dw := &dotWriter{w: c.bw}
 	src := &errReader{r: body}
-	_, err = io.Copy(dw, src)
+	if m.Data != nil {
+		_, err = dw.Write(m.Data)
+	} else {
+		_, err = io.Copy(dw, src)
+	}
 	if err == nil {
 		err = dw.Close()
 	}
@@ -501,39 +512,6 @@ func statusOf(r Reply) Status {
 		return Permanent
 	}
 	return Temporary
-}
-
-// scan8Bit reads m's content and reports whether it has any byte outside
-// US-ASCII, and whether one is in the header section. It stops at the first
-// such byte.
-func scan8Bit(m *Message) (eightBit, utf8Header bool, err error) {
-	rc, err := m.Open()
-	if err != nil {
-		return false, false, err
-	}
-	defer rc.Close()
-	br := bufio.NewReaderSize(rc, 32<<10)
-	inHeader, lineStart := true, true
-	for {
-		b, err := br.ReadByte()
-		if err == io.EOF {
-			return false, false, nil
-		}
-		if err != nil {
-			return false, false, err
-		}
-		switch {
-		case b >= 0x80:
-			return true, inHeader, nil
-		case b == '\n':
-			if lineStart {
-				inHeader = false
-			}
-			lineStart = true
-		case b != '\r':
-			lineStart = false
-		}
-	}
 }
 
 // wireAddr returns addr as it goes into MAIL FROM or RCPT TO: a non-ASCII

@@ -211,3 +211,6 @@ func logAttempt(log *slog.Logger, t target, info tlsInfo, res []Result, err erro
 		log.Info("delivery: result", append(attrs, "rcpt", r.Rcpt, "status", r.Status.String(), "reply", r.Reply)...)
 	}
 }
+
+// CloseIdle ends the sessions waiting for a message and keeps no more.
+func (x *MX) CloseIdle() { x.d.pool.shutdown() }

@@ -126,8 +126,11 @@ func (s *slowServer) serve(c net.Conn) {
 			if !s.readData(br) {
 				return
 			}
-			if ok = s.reply(c, "end", "250 2.0.0 queued"); ok {
-				s.delivered.Add(1)
+			// Counted before the reply goes out, so a client that
+			// has its 250 finds the message counted.
+			s.delivered.Add(1)
+			if ok = s.reply(c, "end", "250 2.0.0 queued"); !ok {
+				s.delivered.Add(-1)
 			}
 		case "QUIT":
 			s.reply(c, "QUIT", "221 bye")
