@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/netip"
 	"slices"
 )
 
@@ -118,6 +117,19 @@ func (x *MX) Hosts(ctx context.Context, domain string) ([]string, error) {
 // deferred with the last failure.
 func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	log := x.cfg.Log.With("domain", m.Domain, "from", m.From)
+	mode := tlsOpportunistic
+	if x.cfg.VerifyTLS {
+		mode = tlsStartTLS
+	}
+	if k, ok := x.d.pool.route(m.Domain); ok {
+		// A session to one of the domain's MX hosts took a message for
+		// it moments ago (the pool keeps it at most its idle timeout):
+		// the message goes the same way without asking the DNS again.
+		// Should that fail, the whole MX walk follows.
+		if res, err := x.try(ctx, m, target{name: k.name, addr: k.addr, mode: k.mode}, mode, log); err == nil {
+			return res
+		}
+	}
 	hosts, err := x.Hosts(ctx, m.Domain)
 	if err != nil {
 		re := err.(*routeError)
@@ -127,10 +139,6 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 			out[i].Code = re.code
 		}
 		return out
-	}
-	mode := tlsOpportunistic
-	if x.cfg.VerifyTLS {
-		mode = tlsStartTLS
 	}
 	var lastErr error
 	lastHost := ""
@@ -158,7 +166,7 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 				break
 			}
 			tried++
-			res, herr := x.try(ctx, m, h, a, mode, log)
+			res, herr := x.try(ctx, m, target{name: h, addr: hostPort(a, x.cfg.Port), mode: mode}, mode, log)
 			if herr == nil {
 				return res
 			}
@@ -174,13 +182,14 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	return fill(m, Temporary, errorReply(lastErr), lastHost)
 }
 
-// try delivers to one address of one MX host; in opportunistic mode a failed
-// STARTTLS is followed by a clear-text session with the same address, since
-// a server that botches TLS still deserves the mail (RFC 7435 §3).
-func (x *MX) try(ctx context.Context, m *Message, host string, a netip.Addr, mode tlsMode, log *slog.Logger) ([]Result, error) {
-	t := target{name: host, addr: hostPort(a, x.cfg.Port), mode: mode}
+// try delivers to one address of one MX host, t; in opportunistic mode a
+// failed STARTTLS is followed by a clear-text session with the same
+// address, since a server that botches TLS still deserves the mail (RFC 7435
+// §3). mode is the sender's TLS mode: only a session set up in that mode is
+// recorded as the domain's route.
+func (x *MX) try(ctx context.Context, m *Message, t target, mode tlsMode, log *slog.Logger) ([]Result, error) {
 	res, info, err := x.d.attempt(ctx, m, t)
-	if err != nil && mode == tlsOpportunistic && info.handshakeFailed && ctx.Err() == nil {
+	if err != nil && t.mode == tlsOpportunistic && info.handshakeFailed && ctx.Err() == nil {
 		log.Info("delivery: STARTTLS failed, retrying without TLS", "host", t.label(), "err", err)
 		t.mode = tlsNone
 		res, info, err = x.d.attempt(ctx, m, t)
@@ -189,6 +198,9 @@ func (x *MX) try(ctx context.Context, m *Message, host string, a netip.Addr, mod
 	var he *hostError
 	if err != nil && errors.As(err, &he) {
 		return nil, err
+	}
+	if t.mode == mode {
+		x.d.pool.setRoute(m.Domain, keyOf(t))
 	}
 	return res, nil
 }

@@ -82,6 +82,8 @@ type dest struct {
 	// waiters are deliveries waiting for a session or a free slot; each
 	// channel is closed to wake its waiter.
 	waiters []chan struct{}
+	// domains are the recipient domains routed here (pool.routes).
+	domains map[string]struct{}
 }
 
 // pool keeps the sessions of one sender between messages.
@@ -92,12 +94,16 @@ type pool struct {
 
 	mu    sync.Mutex
 	dests map[destKey]*dest
+	// routes map a recipient domain to the destination that last took a
+	// message for it, as long as that destination has a connection: a
+	// further message for the domain goes there without DNS lookups.
+	routes map[string]destKey
 	// closed is set by shutdown: sessions are no longer kept.
 	closed bool
 }
 
 func newPool(cfg PoolConfig, closeIdle func(*session)) *pool {
-	return &pool{cfg: cfg.withDefaults(), closeIdle: closeIdle, dests: map[destKey]*dest{}}
+	return &pool{cfg: cfg.withDefaults(), closeIdle: closeIdle, dests: map[destKey]*dest{}, routes: map[string]destKey{}}
 }
 
 // get returns an idle session of k, or nil and a reserved slot: the caller
@@ -170,7 +176,43 @@ func (p *pool) wakeLocked(d *dest) {
 func (p *pool) tidyLocked(k destKey, d *dest) {
 	if d.open == 0 && len(d.waiters) == 0 && len(d.idle) == 0 {
 		delete(p.dests, k)
+		for dom := range d.domains {
+			if p.routes[dom] == k {
+				delete(p.routes, dom)
+			}
+		}
 	}
+}
+
+// setRoute records that k took a message for domain. It is kept while k
+// has connections; a domain's MX records are looked up again once the
+// last one is closed, at most IdleTimeout after the last message.
+func (p *pool) setRoute(domain string, k destKey) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := p.dests[k]
+	if d == nil {
+		return
+	}
+	if old, ok := p.routes[domain]; ok && old != k {
+		if od := p.dests[old]; od != nil {
+			delete(od.domains, domain)
+		}
+	}
+	if d.domains == nil {
+		d.domains = map[string]struct{}{}
+	}
+	d.domains[domain] = struct{}{}
+	p.routes[domain] = k
+}
+
+// route returns the destination recorded for domain, if it still has a
+// connection.
+func (p *pool) route(domain string) (destKey, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k, ok := p.routes[domain]
+	return k, ok
 }
 
 // put returns a session after a message: it waits in the pool for the next
