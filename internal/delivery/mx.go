@@ -205,7 +205,9 @@ func (x *MX) try(ctx context.Context, m *Message, t target, mode tlsMode, log *s
 	return res, nil
 }
 
-// logAttempt writes the one line that says how a session went.
+// logAttempt logs how an attempt with one host went: a host that could not
+// take the message, and a new session with its TLS details, at Info; the
+// per-recipient results at Debug, since the queue logs each of them.
 func logAttempt(log *slog.Logger, t target, info tlsInfo, res []Result, err error) {
 	attrs := []any{"host", t.label(), "tls", info.used, "tls_verified", info.verified}
 	if info.verifyErr != nil {
@@ -216,11 +218,14 @@ func logAttempt(log *slog.Logger, t target, info tlsInfo, res []Result, err erro
 		log.Info("delivery: host failed", append(attrs, "err", err)...)
 		return
 	}
+	if !info.reused {
+		log.Info("delivery: session opened", attrs...)
+	}
 	if err != nil {
-		attrs = append(attrs, "err", err)
+		log.Info("delivery: message could not be read", append(attrs, "err", err)...)
 	}
 	for _, r := range res {
-		log.Info("delivery: result", append(attrs, "rcpt", r.Rcpt, "status", r.Status.String(), "reply", r.Reply)...)
+		log.Debug("delivery: result", append(attrs, "rcpt", r.Rcpt, "status", r.Status.String(), "reply", r.Reply, "reused", info.reused)...)
 	}
 }
 

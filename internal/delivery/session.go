@@ -113,6 +113,9 @@ type tlsInfo struct {
 	// handshakeFailed: STARTTLS was tried and failed, so an opportunistic
 	// sender may try again in clear text.
 	handshakeFailed bool
+	// reused: the message went over a session kept from an earlier one,
+	// whose TLS details were logged when it was opened.
+	reused bool
 }
 
 // attempt sends m to t over a session of the pool when one is idle, else
@@ -134,7 +137,9 @@ func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, t
 	if s != nil {
 		res, err, retry := d.reuse(ctx, s, m, t)
 		if !retry {
-			return res, s.info, err
+			info := s.info
+			info.reused = true
+			return res, info, err
 		}
 		d.Log.Debug("delivery: reused connection failed, opening a new one", "host", t.label(), "err", err)
 		// The slot of the dead session goes to its replacement.
