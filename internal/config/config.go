@@ -177,7 +177,9 @@ type Queue struct {
 	WarnAfter Duration `toml:"warn_after"`
 	// Workers is the most deliveries under way at once.
 	Workers int `toml:"workers"`
-	// PerDomain is the most deliveries under way at once to one domain.
+	// PerDomain is the most deliveries under way at once to one domain,
+	// in MX mode; a smarthost is bounded by
+	// Delivery.MaxConnectionsPerDestination instead.
 	PerDomain int `toml:"per_domain"`
 }
 
