@@ -53,10 +53,7 @@ func undot(t *testing.T, data []byte) []byte {
 		if i == len(lines)-1 {
 			t.Fatalf("the last line %q is not the dot", l)
 		}
-		if strings.HasPrefix(l, ".") {
-			l = l[1:]
-		}
-		out = append(out, l...)
+		out = append(out, strings.TrimPrefix(l, ".")...)
 	}
 	return out
 }

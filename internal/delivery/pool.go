@@ -22,6 +22,11 @@ type PoolConfig struct {
 	// opening another, so the number of connections follows the backlog
 	// up to this limit; default 20.
 	MaxPerDestination int
+	// MaxIdle bounds the idle sessions over all destinations, so that
+	// mail to many different hosts does not leave as many connections
+	// (and file descriptors) open for IdleTimeout; a session finding the
+	// pool full is closed; default 100.
+	MaxIdle int
 }
 
 // withDefaults fills the zero fields.
@@ -34,6 +39,9 @@ func (c PoolConfig) withDefaults() PoolConfig {
 	}
 	if c.MaxPerDestination < 1 {
 		c.MaxPerDestination = 20
+	}
+	if c.MaxIdle < 1 {
+		c.MaxIdle = 100
 	}
 	return c
 }
@@ -100,6 +108,8 @@ type pool struct {
 	routes map[string]destKey
 	// closed is set by shutdown: sessions are no longer kept.
 	closed bool
+	// idle counts the idle sessions over all destinations.
+	idle int
 }
 
 func newPool(cfg PoolConfig, closeIdle func(*session)) *pool {
@@ -122,6 +132,7 @@ func (p *pool) get(ctx context.Context, k destKey) (*session, error) {
 			s := d.idle[n-1]
 			d.idle[n-1] = nil
 			d.idle = d.idle[:n-1]
+			p.idle--
 			s.idle.Stop()
 			s.idle = nil
 			p.mu.Unlock()
@@ -221,7 +232,7 @@ func (p *pool) route(domain string) (destKey, bool) {
 func (p *pool) put(s *session) {
 	p.mu.Lock()
 	d := p.dests[s.key]
-	if p.closed || s.used >= p.cfg.MaxMessages {
+	if p.closed || s.used >= p.cfg.MaxMessages || p.idle >= p.cfg.MaxIdle {
 		p.mu.Unlock()
 		p.closeIdle(s)
 		p.release(s.key)
@@ -229,6 +240,7 @@ func (p *pool) put(s *session) {
 	}
 	s.idle = time.AfterFunc(p.cfg.IdleTimeout, func() { p.expire(s) })
 	d.idle = append(d.idle, s)
+	p.idle++
 	p.wakeLocked(d)
 	p.mu.Unlock()
 }
@@ -242,6 +254,7 @@ func (p *pool) expire(s *session) {
 		for i, is := range d.idle {
 			if is == s {
 				d.idle = append(d.idle[:i], d.idle[i+1:]...)
+				p.idle--
 				found = true
 				break
 			}
@@ -280,6 +293,7 @@ func (p *pool) shutdown() {
 		}
 		d.idle = nil
 	}
+	p.idle = 0
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, s := range all {

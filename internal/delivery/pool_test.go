@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
 
+	"submitd/internal/config"
 	"submitd/internal/testutil"
 )
 
@@ -305,5 +306,51 @@ func TestWaitForConnectionCancelled(t *testing.T) {
 	}
 	if len(p.dests) != 0 {
 		t.Errorf("pool still records %d destinations", len(p.dests))
+	}
+}
+
+// The pool keeps at most MaxIdle idle sessions over all destinations; a
+// further one is closed at once.
+func TestMaxIdle(t *testing.T) {
+	w := newWorld(t, nil, "127.0.0.2", "127.0.0.3", "127.0.0.4")
+	for i, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		w.dns.AddA(fmt.Sprintf("d%d.test", i), ip)
+	}
+	x := w.mx(func(c *MXConfig) { c.Pool.MaxIdle = 2 })
+	for i := 0; i < 3; i++ {
+		d := fmt.Sprintf("d%d.test", i)
+		check(t, x.Deliver(context.Background(), msg(d, "x@"+d)), "x@"+d, Delivered, "250")
+	}
+	if open, idle := x.d.pool.stats(); open != 2 || idle != 2 {
+		t.Errorf("pool holds %d open, %d idle; want 2 and 2", open, idle)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the third session to end", func() bool { return w.rx["127.0.0.4"].Closed() == 1 })
+	x.CloseIdle()
+	if open, idle := x.d.pool.stats(); open != 0 || idle != 0 {
+		t.Errorf("after CloseIdle the pool holds %d open, %d idle", open, idle)
+	}
+}
+
+// The [delivery] settings reach the pool, in MX and in smarthost mode.
+func TestNewTakesPoolSettings(t *testing.T) {
+	c := config.Default()
+	c.Delivery.MaxMessagesPerConnection = 7
+	c.Delivery.ConnectionIdleTimeout = config.Duration(3 * time.Second)
+	c.Delivery.MaxConnectionsPerDestination = 4
+	want := PoolConfig{MaxMessages: 7, IdleTimeout: 3 * time.Second, MaxPerDestination: 4, MaxIdle: 100}
+	s, err := New(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.(*MX).d.pool.cfg; got != want {
+		t.Errorf("MX pool %+v, want %+v", got, want)
+	}
+	c.Delivery.Smarthost = "relay.example.test:587"
+	s, err = New(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.(*Smarthost).d.pool.cfg; got != want {
+		t.Errorf("smarthost pool %+v, want %+v", got, want)
 	}
 }
