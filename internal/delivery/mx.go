@@ -126,8 +126,13 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 		// it moments ago (the pool keeps it at most its idle timeout):
 		// the message goes the same way without asking the DNS again.
 		// Should that fail, the whole MX walk follows.
-		if res, err := x.try(ctx, m, target{name: k.name, addr: k.addr, mode: k.mode}, mode, log); err == nil {
+		t := target{name: k.name, addr: k.addr, mode: k.mode}
+		res, err := x.try(ctx, m, t, mode, log)
+		if err == nil {
 			return res
+		}
+		if ctx.Err() != nil {
+			return fill(m, Temporary, fmt.Sprintf("delivery interrupted: %v", ctx.Err()), t.label())
 		}
 	}
 	hosts, err := x.Hosts(ctx, m.Domain)

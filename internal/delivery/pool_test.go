@@ -354,3 +354,18 @@ func TestNewTakesPoolSettings(t *testing.T) {
 		t.Errorf("smarthost pool %+v, want %+v", got, want)
 	}
 }
+
+// A delivery cancelled while it checks a kept session defers its
+// recipients and gives the session's place back.
+func TestCancelOnReusedSession(t *testing.T) {
+	w := newWorld(t, nil, "127.0.0.2")
+	w.dns.AddA("example.test", "127.0.0.2")
+	x := w.mx(nil)
+	check(t, x.Deliver(context.Background(), msg("example.test", "x@example.test")), "x@example.test", Delivered, "250")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	check(t, x.Deliver(ctx, msg("example.test", "y@example.test")), "y@example.test", Temporary, "delivery interrupted")
+	if open, idle := x.d.pool.stats(); open != 0 || idle != 0 {
+		t.Errorf("pool holds %d open, %d idle after the cancelled delivery; want none", open, idle)
+	}
+}

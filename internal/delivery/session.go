@@ -172,7 +172,11 @@ func (d *dialer) reuse(ctx context.Context, s *session, m *Message, t target) (r
 	if err != nil {
 		stop()
 		c.nc.Close()
-		return nil, err, ctx.Err() == nil
+		if ctx.Err() != nil {
+			d.pool.release(s.key)
+			return nil, &hostError{err}, false
+		}
+		return nil, err, true
 	}
 	res, err = c.send(m, t.label())
 	var he *hostError

@@ -24,6 +24,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -270,7 +271,10 @@ func (q *Queue) Add(env *spool.Envelope) {
 	st := newState(env)
 	q.mu.Lock()
 	if _, dup := q.entries[env.ID]; !dup {
-		e := &entry{id: env.ID, due: q.now(), index: -1, domains: openDomains(st), first: env}
+		// A copy: the caller's envelope is not the queue's to keep.
+		first := *env
+		first.To = slices.Clone(env.To)
+		e := &entry{id: env.ID, due: q.now(), index: -1, domains: openDomains(st), first: &first}
 		q.entries[env.ID] = e
 		heap.Push(&q.waiting, e)
 	}
