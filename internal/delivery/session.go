@@ -43,7 +43,8 @@ type SessionConfig struct {
 	Dial DialFunc
 	// ConnectTimeout bounds opening one connection; default 30s.
 	ConnectTimeout time.Duration
-	// Timeout bounds a session with one host up to the end of the data
+	// Timeout bounds one message's attempt with one host, from the dial
+	// (on a kept session, from its RSET) up to the end of the data
 	// transfer; the wait for the reply after the final dot and QUIT have
 	// only their step limits, so a message that is all out is not given up
 	// on (and later sent twice) for the session's length; default 10m.
