@@ -167,21 +167,14 @@ func (d *dialer) reuse(ctx context.Context, s *session, m *Message, t target) (r
 	// ready.
 	c.end = time.Now().Add(c.total)
 	stop := c.watch(ctx)
-	// The connection stands in for a new one, so the check that it is
-	// alive gets no longer than opening one would.
-	_, err = c.expect("RSET", "RSET", 2, min(c.steps.Command, d.ConnectTimeout))
-	if err != nil {
-		stop()
-		c.nc.Close()
-		if ctx.Err() != nil {
-			d.pool.release(s.key)
-			return nil, &hostError{err}, false
-		}
-		return nil, err, true
-	}
+	// The transaction starts with RSET. The connection stands in for a
+	// new one, so the check that it is alive gets no longer than opening
+	// one would.
+	c.rsetDue, c.rsetFailed = true, false
+	c.rsetLimit = min(c.steps.Command, d.ConnectTimeout)
 	res, err = c.send(m, t.label())
 	var he *hostError
-	if err != nil && errors.As(err, &he) && c.broken && !c.closing && ctx.Err() == nil {
+	if err != nil && errors.As(err, &he) && (c.rsetFailed || c.broken && !c.closing) && ctx.Err() == nil {
 		stop()
 		c.nc.Close()
 		return nil, err, true
