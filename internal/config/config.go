@@ -177,7 +177,9 @@ type Queue struct {
 	WarnAfter Duration `toml:"warn_after"`
 	// Workers is the most deliveries under way at once.
 	Workers int `toml:"workers"`
-	// PerDomain is the most deliveries under way at once to one domain.
+	// PerDomain is the most deliveries under way at once to one domain,
+	// in MX mode; a smarthost is bounded by
+	// Delivery.MaxConnectionsPerDestination instead.
 	PerDomain int `toml:"per_domain"`
 }
 
@@ -203,6 +205,15 @@ type Delivery struct {
 	// message data; each step also has its RFC 5321 §4.5.3.2 limit, and the
 	// reply after the data is awaited for up to 10 minutes.
 	Timeout Duration `toml:"timeout"`
+	// MaxMessagesPerConnection is how many messages one outbound
+	// connection carries before it is closed.
+	MaxMessagesPerConnection int `toml:"max_messages_per_connection"`
+	// ConnectionIdleTimeout is how long an outbound connection waits for
+	// its next message before it is closed.
+	ConnectionIdleTimeout Duration `toml:"connection_idle_timeout"`
+	// MaxConnectionsPerDestination is the most outbound connections open
+	// at once to one destination (MX address, or the smarthost).
+	MaxConnectionsPerDestination int `toml:"max_connections_per_destination"`
 }
 
 // Log configures logging.
@@ -263,6 +274,12 @@ func Default() *Config {
 			SmarthostTLS:   "starttls",
 			ConnectTimeout: Duration(30 * time.Second),
 			Timeout:        Duration(10 * time.Minute),
+			// Postfix's defaults are alike: 20 connections per
+			// destination, and cached sessions reused while a backlog
+			// lasts.
+			MaxMessagesPerConnection:     100,
+			ConnectionIdleTimeout:        Duration(5 * time.Second),
+			MaxConnectionsPerDestination: 20,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}
@@ -461,6 +478,17 @@ func (c *Config) Validate() error {
 	}
 	if d.Timeout <= 0 {
 		return bad("delivery.timeout", d.Timeout, "must be positive")
+	}
+	if d.MaxMessagesPerConnection < 1 {
+		return bad("delivery.max_messages_per_connection", d.MaxMessagesPerConnection, "must be at least 1 (1: a new connection per message)")
+	}
+	// RFC 5321 §4.5.3.2.7: servers wait 5 minutes for a command; a
+	// connection kept idle longer would be closed by the other side anyway.
+	if d.ConnectionIdleTimeout <= 0 || d.ConnectionIdleTimeout.D() > 5*time.Minute {
+		return bad("delivery.connection_idle_timeout", d.ConnectionIdleTimeout, "must be positive and at most 5m")
+	}
+	if d.MaxConnectionsPerDestination < 1 {
+		return bad("delivery.max_connections_per_destination", d.MaxConnectionsPerDestination, "must be at least 1")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

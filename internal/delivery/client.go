@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +30,17 @@ type client struct {
 	// broken is set once the connection failed (timeout, reset, garbage):
 	// no QUIT is sent on it.
 	broken bool
+	// closing is set once the server said 421: it is closing the
+	// connection (RFC 5321 §3.8), which must not carry another message.
+	closing bool
+	// rsetDue is set on a kept session: the next transaction starts with
+	// RSET, whose reply shows the connection is alive, within rsetLimit.
+	rsetDue bool
+	// rsetLimit bounds the wait for that reply.
+	rsetLimit time.Duration
+	// rsetFailed is set when that RSET got no 2xx reply: nothing of the
+	// transaction was committed, so it may go over a new connection.
+	rsetFailed bool
 
 	// conn is the connection as dialled. Deadlines are set on it (a
 	// tls.Conn passes them on to the connection it wraps) and it never
@@ -77,7 +87,9 @@ func newClient(nc net.Conn, steps StepTimeouts) *client {
 func (c *client) setConn(nc net.Conn) {
 	c.nc = nc
 	c.br = bufio.NewReaderSize(nc, 4096)
-	c.bw = bufio.NewWriter(connWriter{c})
+	// Message data goes out in blocks of this size: few system calls, and
+	// each block renews the data-block limit.
+	c.bw = bufio.NewWriterSize(connWriter{c}, 32<<10)
 }
 
 // connWriter writes to the client's current connection, renewing the write
@@ -157,12 +169,69 @@ func (c *client) cmd(name, line string, limit time.Duration) (Reply, error) {
 	return c.read(name)
 }
 
+// open starts a transaction: it sends the RSET a kept session owes and
+// then the lines of group, in one write when pipe is set, and reads the
+// RSET's reply. The replies to group are left for await; without pipe,
+// group is the one line MAIL FROM.
+func (c *client) open(group []string, pipe bool) error {
+	for _, l := range group {
+		if strings.ContainsAny(l, "\r\n") {
+			return fmt.Errorf("command %q contains a line break", clip(l))
+		}
+	}
+	rset := c.rsetDue
+	c.rsetDue = false
+	if rset && !pipe {
+		if _, err := c.expect("RSET", "RSET", 2, c.rsetLimit); err != nil {
+			c.rsetFailed = true
+			return err
+		}
+		rset = false
+	}
+	if rset {
+		c.step("the reply to RSET", c.rsetLimit, true)
+		c.bw.WriteString("RSET\r\n")
+	} else {
+		c.step("the reply to MAIL", c.steps.Mail, true)
+	}
+	for _, l := range group {
+		c.bw.WriteString(l + "\r\n")
+	}
+	if err := c.bw.Flush(); err != nil {
+		c.broken, c.rsetFailed = true, rset
+		return c.ioError(group[0], err)
+	}
+	if rset {
+		r, err := c.read("RSET")
+		if err == nil && r.Class() != 2 {
+			err = &replyError{cmd: "RSET", reply: r}
+		}
+		if err != nil {
+			// What else was sent is answered, if at all, on a connection
+			// that is not used again.
+			c.broken, c.rsetFailed = true, true
+			return err
+		}
+	}
+	return nil
+}
+
+// await reads the reply to a command already sent, within limit.
+func (c *client) await(name string, limit time.Duration) (Reply, error) {
+	verb, _, _ := strings.Cut(name, " ")
+	c.step("the reply to "+verb, limit, true)
+	return c.read(name)
+}
+
 // read reads one reply, within the deadline of the step under way.
 func (c *client) read(name string) (Reply, error) {
 	r, err := readReply(c.br)
 	if err != nil {
 		c.broken = true
 		return r, c.ioError(name, err)
+	}
+	if r.Code == 421 {
+		c.closing = true
 	}
 	return r, nil
 }
@@ -348,7 +417,7 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 			results[i] = Result{Rcpt: m.Rcpts[i], Status: st, Reply: reply, Host: host}
 		}
 	}
-	body, err := m.Open()
+	body, err := m.open()
 	if err != nil {
 		// A local fault: retrying later is all that can be done.
 		all(Temporary, "cannot read the queued message")
@@ -369,7 +438,7 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 		mail += " SIZE=" + strconv.FormatInt(m.Size, 10)
 	}
 	if c.has("8BITMIME") || (c.has("SMTPUTF8") && !utf8) {
-		eightBit, utf8Header, err := scan8Bit(m)
+		eightBit, utf8Header, err := m.scan8Bit()
 		if err != nil {
 			all(Temporary, "cannot read the queued message")
 			return nil, fmt.Errorf("read message: %w", err)
@@ -391,7 +460,29 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 		}
 		mail += " SMTPUTF8"
 	}
-	r, err := c.cmd("MAIL FROM", mail, c.steps.Mail)
+	// RFC 2920: to a server that offers PIPELINING, the RSET of a kept
+	// session, MAIL FROM and every RCPT TO go in one write, and the
+	// replies are read in order; otherwise each waits for its reply.
+	pipe := c.has("PIPELINING")
+	group := []string{mail}
+	if pipe {
+		for _, i := range idx {
+			group = append(group, "RCPT TO:<"+rcpts[i]+">")
+		}
+	}
+	if err := c.open(group, pipe); err != nil {
+		return nil, &hostError{err}
+	}
+	r, err := c.await("MAIL FROM", c.steps.Mail)
+	if err == nil && r.Class() != 2 && pipe {
+		// The RCPT TOs sent with it are answered too (503); their
+		// replies are read so the conversation stays in step.
+		for range idx {
+			if _, err = c.await("RCPT TO", c.steps.Rcpt); err != nil {
+				break
+			}
+		}
+	}
 	if err != nil {
 		return nil, &hostError{err}
 	}
@@ -408,7 +499,13 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 
 	var accepted []int
 	for n, i := range idx {
-		r, err := c.cmd("RCPT TO", "RCPT TO:<"+rcpts[i]+">", c.steps.Rcpt)
+		var r Reply
+		var err error
+		if pipe {
+			r, err = c.await("RCPT TO", c.steps.Rcpt)
+		} else {
+			r, err = c.cmd("RCPT TO", "RCPT TO:<"+rcpts[i]+">", c.steps.Rcpt)
+		}
 		if err != nil {
 			return nil, &hostError{err}
 		}
@@ -418,6 +515,13 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 			accepted = append(accepted, i)
 		case r.Class() == 5:
 			results[i].Status = Permanent
+		case tooMany(r) && pipe:
+			// RFC 5321 §4.5.3.1.10: this one waits for the next
+			// transaction. Each pipelined recipient goes by its own
+			// reply: one the server accepted after all gets the data
+			// of this transaction and must not get it again.
+			results[i].Status = Temporary
+			more = append(more, i)
 		case tooMany(r):
 			// RFC 5321 §4.5.3.1.10: this transaction is full; the rest
 			// would get the same answer, so they wait for the next one.
@@ -428,7 +532,7 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 		default:
 			results[i].Status = Temporary
 		}
-		if more != nil {
+		if more != nil && !pipe {
 			break
 		}
 	}
@@ -456,9 +560,13 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 	// RFC 5321 §4.5.3.2.5: each block written has its own limit, so a
 	// large message to a slow server goes on as long as it moves.
 	c.blocks = true
-	dw := textproto.NewWriter(c.bw).DotWriter()
+	dw := &dotWriter{w: c.bw}
 	src := &errReader{r: body}
-	_, err = io.Copy(dw, src)
+	if m.Data != nil {
+		_, err = dw.Write(m.Data)
+	} else {
+		_, err = io.Copy(dw, src)
+	}
 	if err == nil {
 		err = dw.Close()
 	}
@@ -501,39 +609,6 @@ func statusOf(r Reply) Status {
 		return Permanent
 	}
 	return Temporary
-}
-
-// scan8Bit reads m's content and reports whether it has any byte outside
-// US-ASCII, and whether one is in the header section. It stops at the first
-// such byte.
-func scan8Bit(m *Message) (eightBit, utf8Header bool, err error) {
-	rc, err := m.Open()
-	if err != nil {
-		return false, false, err
-	}
-	defer rc.Close()
-	br := bufio.NewReaderSize(rc, 32<<10)
-	inHeader, lineStart := true, true
-	for {
-		b, err := br.ReadByte()
-		if err == io.EOF {
-			return false, false, nil
-		}
-		if err != nil {
-			return false, false, err
-		}
-		switch {
-		case b >= 0x80:
-			return true, inHeader, nil
-		case b == '\n':
-			if lineStart {
-				inHeader = false
-			}
-			lineStart = true
-		case b != '\r':
-			lineStart = false
-		}
-	}
 }
 
 // wireAddr returns addr as it goes into MAIL FROM or RCPT TO: a non-ASCII

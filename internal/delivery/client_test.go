@@ -130,17 +130,25 @@ func TestBodyAndSMTPUTF8Parameters(t *testing.T) {
 		{"ascii", "From: a@sender.test\r\nSubject: hi\r\n\r\nhello\r\n", "", false},
 		{"8-bit body", "From: a@sender.test\r\nSubject: hi\r\n\r\nDobr\xc3\xbd den\r\n", smtp.Body8BitMIME, false},
 		{"UTF-8 header", "From: a@sender.test\r\nSubject: P\xc5\x99\xc3\xadklad\r\n\r\nhello\r\n", smtp.Body8BitMIME, true},
+		{"8-bit far into the body", "From: a@sender.test\r\n\r\n" + strings.Repeat("ascii line\r\n", 10000) + "\xc3\xbd\r\n", smtp.Body8BitMIME, false},
 	}
-	for i, c := range cases {
-		m := msg("example.test", "x@example.test")
-		m.Size = int64(len(c.content))
-		m.Open = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(c.content)), nil }
-		check(t, w.mx(nil).Deliver(context.Background(), m), "x@example.test", Delivered, "250")
-		rec.mu.Lock()
-		got := rec.seen[i]
-		rec.mu.Unlock()
-		if got.Body != c.body || got.UTF8 != c.utf8 {
-			t.Errorf("%s: MAIL FROM had BODY=%q SMTPUTF8=%v, want BODY=%q SMTPUTF8=%v", c.name, got.Body, got.UTF8, c.body, c.utf8)
+	i := 0
+	for _, inMemory := range []bool{false, true} {
+		for _, c := range cases {
+			m := msg("example.test", "x@example.test")
+			m.Size = int64(len(c.content))
+			m.Open = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(c.content)), nil }
+			if inMemory {
+				m.Data, m.Open = []byte(c.content), nil
+			}
+			check(t, w.mx(nil).Deliver(context.Background(), m), "x@example.test", Delivered, "250")
+			rec.mu.Lock()
+			got := rec.seen[i]
+			rec.mu.Unlock()
+			i++
+			if got.Body != c.body || got.UTF8 != c.utf8 {
+				t.Errorf("%s (in memory %v): MAIL FROM had BODY=%q SMTPUTF8=%v, want BODY=%q SMTPUTF8=%v", c.name, inMemory, got.Body, got.UTF8, c.body, c.utf8)
+			}
 		}
 	}
 }

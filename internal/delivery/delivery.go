@@ -59,15 +59,34 @@ type Message struct {
 	Rcpts []string
 	// Domain is the recipients' domain (normalized).
 	Domain string
-	// Open returns the full message content (DKIM-Signature first, if any);
-	// it may be called several times per host tried.
+	// Data, when not nil, is the full message content (DKIM-Signature
+	// first, if any), held in memory by the caller; Open is then not used.
+	Data []byte
+	// Open returns the full message content (DKIM-Signature first, if any)
+	// when Data is nil; it may be called several times per host tried.
 	Open func() (io.ReadCloser, error)
 	// Size is the content length, for the SIZE parameter.
 	Size int64
+
+	// scanned says eightBit and utf8Header hold the content's scan, done
+	// once per Message; a Message is used by one Deliver call at a time.
+	scanned bool
+	// eightBit: the content has a byte outside US-ASCII.
+	eightBit bool
+	// utf8Header: such a byte is in the header section.
+	utf8Header bool
 }
 
 // Sender delivers messages. Deliver returns one Result per recipient, in the
 // order of m.Rcpts, and never an empty slice.
 type Sender interface {
 	Deliver(ctx context.Context, m *Message) []Result
+}
+
+// IdleCloser is a Sender that keeps connections open between messages
+// (MX and Smarthost). CloseIdle ends those that wait for a message, with
+// QUIT, and keeps none from then on; a Sender's owner calls it when it
+// stops delivering.
+type IdleCloser interface {
+	CloseIdle()
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/netip"
 	"slices"
 )
 
@@ -118,6 +117,24 @@ func (x *MX) Hosts(ctx context.Context, domain string) ([]string, error) {
 // deferred with the last failure.
 func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	log := x.cfg.Log.With("domain", m.Domain, "from", m.From)
+	mode := tlsOpportunistic
+	if x.cfg.VerifyTLS {
+		mode = tlsStartTLS
+	}
+	if k, ok := x.d.pool.route(m.Domain); ok {
+		// A session to one of the domain's MX hosts took a message for
+		// it moments ago (the pool keeps it at most its idle timeout):
+		// the message goes the same way without asking the DNS again.
+		// Should that fail, the whole MX walk follows.
+		t := target{name: k.name, addr: k.addr, mode: k.mode}
+		res, err := x.try(ctx, m, t, mode, log)
+		if err == nil {
+			return res
+		}
+		if ctx.Err() != nil {
+			return fill(m, Temporary, fmt.Sprintf("delivery interrupted: %v", ctx.Err()), t.label())
+		}
+	}
 	hosts, err := x.Hosts(ctx, m.Domain)
 	if err != nil {
 		re := err.(*routeError)
@@ -127,10 +144,6 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 			out[i].Code = re.code
 		}
 		return out
-	}
-	mode := tlsOpportunistic
-	if x.cfg.VerifyTLS {
-		mode = tlsStartTLS
 	}
 	var lastErr error
 	lastHost := ""
@@ -158,7 +171,7 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 				break
 			}
 			tried++
-			res, herr := x.try(ctx, m, h, a, mode, log)
+			res, herr := x.try(ctx, m, target{name: h, addr: hostPort(a, x.cfg.Port), mode: mode}, mode, log)
 			if herr == nil {
 				return res
 			}
@@ -174,13 +187,14 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	return fill(m, Temporary, errorReply(lastErr), lastHost)
 }
 
-// try delivers to one address of one MX host; in opportunistic mode a failed
-// STARTTLS is followed by a clear-text session with the same address, since
-// a server that botches TLS still deserves the mail (RFC 7435 §3).
-func (x *MX) try(ctx context.Context, m *Message, host string, a netip.Addr, mode tlsMode, log *slog.Logger) ([]Result, error) {
-	t := target{name: host, addr: hostPort(a, x.cfg.Port), mode: mode}
+// try delivers to one address of one MX host, t; in opportunistic mode a
+// failed STARTTLS is followed by a clear-text session with the same
+// address, since a server that botches TLS still deserves the mail (RFC 7435
+// §3). mode is the sender's TLS mode: only a session set up in that mode is
+// recorded as the domain's route.
+func (x *MX) try(ctx context.Context, m *Message, t target, mode tlsMode, log *slog.Logger) ([]Result, error) {
 	res, info, err := x.d.attempt(ctx, m, t)
-	if err != nil && mode == tlsOpportunistic && info.handshakeFailed && ctx.Err() == nil {
+	if err != nil && t.mode == tlsOpportunistic && info.handshakeFailed && ctx.Err() == nil {
 		log.Info("delivery: STARTTLS failed, retrying without TLS", "host", t.label(), "err", err)
 		t.mode = tlsNone
 		res, info, err = x.d.attempt(ctx, m, t)
@@ -190,10 +204,15 @@ func (x *MX) try(ctx context.Context, m *Message, host string, a netip.Addr, mod
 	if err != nil && errors.As(err, &he) {
 		return nil, err
 	}
+	if t.mode == mode {
+		x.d.pool.setRoute(m.Domain, keyOf(t))
+	}
 	return res, nil
 }
 
-// logAttempt writes the one line that says how a session went.
+// logAttempt logs how an attempt with one host went: a host that could not
+// take the message, and a new session with its TLS details, at Info; the
+// per-recipient results at Debug, since the queue logs each of them.
 func logAttempt(log *slog.Logger, t target, info tlsInfo, res []Result, err error) {
 	attrs := []any{"host", t.label(), "tls", info.used, "tls_verified", info.verified}
 	if info.verifyErr != nil {
@@ -204,10 +223,16 @@ func logAttempt(log *slog.Logger, t target, info tlsInfo, res []Result, err erro
 		log.Info("delivery: host failed", append(attrs, "err", err)...)
 		return
 	}
+	if !info.reused {
+		log.Info("delivery: session opened", attrs...)
+	}
 	if err != nil {
-		attrs = append(attrs, "err", err)
+		log.Info("delivery: message could not be read", append(attrs, "err", err)...)
 	}
 	for _, r := range res {
-		log.Info("delivery: result", append(attrs, "rcpt", r.Rcpt, "status", r.Status.String(), "reply", r.Reply)...)
+		log.Debug("delivery: result", append(attrs, "rcpt", r.Rcpt, "status", r.Status.String(), "reply", r.Reply, "reused", info.reused)...)
 	}
 }
+
+// CloseIdle ends the sessions waiting for a message and keeps no more.
+func (x *MX) CloseIdle() { x.d.pool.shutdown() }

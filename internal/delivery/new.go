@@ -10,7 +10,11 @@ import (
 // [delivery] smarthost is set, else an MX sender.
 func New(c *config.Config, log *slog.Logger) (Sender, error) {
 	d := c.Delivery
-	session := SessionConfig{Hostname: c.Hostname, ConnectTimeout: d.ConnectTimeout.D(), Timeout: d.Timeout.D(), Log: log}
+	session := SessionConfig{Hostname: c.Hostname, ConnectTimeout: d.ConnectTimeout.D(), Timeout: d.Timeout.D(), Log: log,
+		Pool: PoolConfig{
+			MaxMessages: d.MaxMessagesPerConnection, IdleTimeout: d.ConnectionIdleTimeout.D(),
+			MaxPerDestination: d.MaxConnectionsPerDestination,
+		}}
 	if d.Smarthost != "" {
 		return NewSmarthost(SmarthostConfig{
 			Addr: d.Smarthost, TLS: d.SmarthostTLS,

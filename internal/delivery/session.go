@@ -43,7 +43,8 @@ type SessionConfig struct {
 	Dial DialFunc
 	// ConnectTimeout bounds opening one connection; default 30s.
 	ConnectTimeout time.Duration
-	// Timeout bounds a session with one host up to the end of the data
+	// Timeout bounds one message's attempt with one host, from the dial
+	// (on a kept session, from its RSET) up to the end of the data
 	// transfer; the wait for the reply after the final dot and QUIT have
 	// only their step limits, so a message that is all out is not given up
 	// on (and later sent twice) for the session's length; default 10m.
@@ -53,11 +54,15 @@ type SessionConfig struct {
 	Steps StepTimeouts
 	// Log gets a line per session; nil discards.
 	Log *slog.Logger
+	// Pool says how connections are kept for further messages.
+	Pool PoolConfig
 }
 
 // dialer runs sessions with a SessionConfig whose defaults are filled in.
 type dialer struct {
 	SessionConfig
+	// pool keeps sessions between messages.
+	pool *pool
 }
 
 // newDialer fills the defaults of c (c.Log too, which callers share).
@@ -68,7 +73,10 @@ func newDialer(c *SessionConfig) dialer {
 	c.Hostname = cmp.Or(c.Hostname, "localhost")
 	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, 30*time.Second)
 	c.Timeout = cmp.Or(c.Timeout, 10*time.Minute)
-	return dialer{*c}
+	c.Pool = c.Pool.withDefaults()
+	d := dialer{SessionConfig: *c}
+	d.pool = newPool(c.Pool, closeSession)
+	return d
 }
 
 // target is one host to talk to.
@@ -106,13 +114,122 @@ type tlsInfo struct {
 	// handshakeFailed: STARTTLS was tried and failed, so an opportunistic
 	// sender may try again in clear text.
 	handshakeFailed bool
+	// reused: the message went over a session kept from an earlier one,
+	// whose TLS details were logged when it was opened.
+	reused bool
 }
 
-// attempt opens a session with t and sends m. It returns the per-recipient
-// results, or a *hostError when the host could not take the message and the
-// next one should be tried.
+// attempt sends m to t over a session of the pool when one is idle, else
+// over a new one. It returns the per-recipient results, or a *hostError
+// when the host could not take the message and the next one should be
+// tried.
+//
+// A reused session is checked with RSET first (which also ends whatever
+// the last transaction left, RFC 5321 §4.1.1.5). When it turns out to be
+// dead, or breaks before any recipient has an answer that holds, the
+// message goes over a new connection at once: nothing of it was committed,
+// so nothing can arrive twice.
 func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, tlsInfo, error) {
-	var info tlsInfo
+	k := keyOf(t)
+	s, err := d.pool.get(ctx, k)
+	if err != nil {
+		return nil, tlsInfo{}, &hostError{fmt.Errorf("waiting for a connection to %s: %w: %w", t.label(), errInterrupted, err)}
+	}
+	if s != nil {
+		res, err, retry := d.reuse(ctx, s, m, t)
+		if !retry {
+			info := s.info
+			info.reused = true
+			return res, info, err
+		}
+		d.Log.Debug("delivery: reused connection failed, opening a new one", "host", t.label(), "err", err)
+		// The slot of the dead session goes to its replacement.
+	}
+	s, err = d.open(ctx, t)
+	if err != nil {
+		d.pool.release(k)
+		var info tlsInfo
+		if s != nil {
+			info = s.info
+		}
+		return nil, info, err
+	}
+	res, err := d.run(ctx, s, m, t)
+	return res, s.info, err
+}
+
+// reuse sends m over the pooled session s. retry says s was dead or broke
+// before the message was committed anywhere; s is then closed but its slot
+// is kept for a new connection.
+func (d *dialer) reuse(ctx context.Context, s *session, m *Message, t target) (res []Result, err error, retry bool) {
+	c := s.c
+	// The overall limit runs from here for a message that has a session
+	// ready.
+	c.end = time.Now().Add(c.total)
+	stop := c.watch(ctx)
+	// The transaction starts with RSET. The connection stands in for a
+	// new one, so the check that it is alive gets no longer than opening
+	// one would.
+	c.rsetDue, c.rsetFailed = true, false
+	c.rsetLimit = min(c.steps.Command, d.ConnectTimeout)
+	res, err = c.send(m, t.label())
+	var he *hostError
+	if err != nil && errors.As(err, &he) && (c.rsetFailed || c.broken && !c.closing) && ctx.Err() == nil {
+		stop()
+		c.nc.Close()
+		return nil, err, true
+	}
+	d.finish(ctx, s, stop)
+	return res, err, false
+}
+
+// run sends m over the new session s and then keeps or ends it. The
+// overall limit runs from the dial, as open set it.
+func (d *dialer) run(ctx context.Context, s *session, m *Message, t target) ([]Result, error) {
+	c := s.c
+	stop := c.watch(ctx)
+	res, err := c.send(m, t.label())
+	d.finish(ctx, s, stop)
+	return res, err
+}
+
+// finish ends a transaction on s: the session goes back to the pool when
+// it is sound, else it is closed (with QUIT unless the connection broke).
+// stop ends the watch on the attempt's context.
+func (d *dialer) finish(ctx context.Context, s *session, stop func() bool) {
+	c := s.c
+	s.used++
+	if !stop() || ctx.Err() != nil {
+		// The attempt was cancelled: the connection's deadline is in the
+		// past and the conversation may be cut anywhere.
+		c.nc.Close()
+		d.pool.release(s.key)
+		return
+	}
+	if c.broken || c.closing {
+		c.quit()
+		d.pool.release(s.key)
+		return
+	}
+	d.pool.put(s)
+}
+
+// quitLimit bounds the QUIT of a session the pool ends; nothing depends on
+// its answer.
+const quitLimit = 10 * time.Second
+
+// closeSession ends a session that leaves the pool.
+func closeSession(s *session) {
+	s.c.steps.Command = min(s.c.steps.Command, quitLimit)
+	s.c.quit()
+}
+
+// open dials t and sets up a session: greeting, EHLO, STARTTLS and AUTH as
+// t asks. On failure it returns a *hostError and, when the connection got
+// that far, the session with its TLS details (closed).
+func (d *dialer) open(ctx context.Context, t target) (*session, error) {
+	s := &session{key: keyOf(t)}
+	info := &s.info
 	dial := d.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
@@ -121,7 +238,7 @@ func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, t
 	nc, err := dial(dctx, "tcp", t.addr)
 	cancel()
 	if err != nil {
-		return nil, info, &hostError{fmt.Errorf("connect: %w", err)}
+		return nil, &hostError{fmt.Errorf("connect: %w", err)}
 	}
 	tconf := &tls.Config{ServerName: t.name, RootCAs: d.RootCAs, MinVersion: tls.VersionTLS12}
 	if t.mode == tlsOpportunistic {
@@ -138,22 +255,32 @@ func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, t
 		nc = tls.Client(nc, tconf)
 	}
 	c := newClient(nc, d.Steps)
+	s.c = c
 	c.total = d.Timeout
 	c.end = time.Now().Add(c.total)
-	defer func() {
-		if ctx.Err() != nil {
-			c.nc.Close()
-			return
-		}
-		c.quit()
-	}()
 	stop := c.watch(ctx)
-	defer stop()
+	err = d.setup(ctx, c, t, tconf, info)
+	if !stop() || ctx.Err() != nil {
+		c.nc.Close()
+		if err == nil {
+			err = &hostError{fmt.Errorf("session setup: %w", errInterrupted)}
+		}
+		return s, err
+	}
+	if err != nil {
+		c.quit()
+		return s, err
+	}
+	return s, nil
+}
+
+// setup runs the conversation up to the first transaction.
+func (d *dialer) setup(ctx context.Context, c *client, t target, tconf *tls.Config, info *tlsInfo) error {
 	if t.mode == tlsImplicit {
 		c.step("the TLS handshake", c.steps.Command, true)
-		if err := nc.(*tls.Conn).HandshakeContext(ctx); err != nil {
+		if err := c.nc.(*tls.Conn).HandshakeContext(ctx); err != nil {
 			c.broken = true
-			return nil, info, &hostError{c.ioError("TLS handshake", err)}
+			return &hostError{c.ioError("TLS handshake", err)}
 		}
 		info.used, info.verified = true, true
 		c.tls = true
@@ -161,19 +288,19 @@ func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, t
 	if err := c.greet(); err != nil {
 		// RFC 5321 §3.1: a 554 greeting means "not here"; like a broken
 		// connection, it sends the client to the next host.
-		return nil, info, &hostError{err}
+		return &hostError{err}
 	}
 	if err := c.hello(d.Hostname); err != nil {
-		return nil, info, &hostError{err}
+		return &hostError{err}
 	}
 	switch {
 	case t.mode == tlsStartTLS && !c.has("STARTTLS"):
-		return nil, info, &hostError{errors.New("TLS required but the server does not offer STARTTLS")}
+		return &hostError{errors.New("TLS required but the server does not offer STARTTLS")}
 	case (t.mode == tlsStartTLS || t.mode == tlsOpportunistic) && c.has("STARTTLS"):
 		if err := c.startTLS(tconf, d.Hostname); err != nil {
 			var re *replyError
 			info.handshakeFailed = !errors.As(err, &re) || re.cmd == "STARTTLS"
-			return nil, info, &hostError{err}
+			return &hostError{err}
 		}
 		info.used = true
 		if t.mode == tlsStartTLS {
@@ -181,18 +308,17 @@ func (d *dialer) attempt(ctx context.Context, m *Message, t target) ([]Result, t
 		}
 	}
 	if t.user != "" {
-		if !c.tls && !(t.plainAuthLoopback && isLoopbackName(t.name) && isLoopback(nc.RemoteAddr())) {
-			return nil, info, &hostError{errors.New("refusing to send the password without TLS")}
+		if !c.tls && !(t.plainAuthLoopback && isLoopbackName(t.name) && isLoopback(c.conn.RemoteAddr())) {
+			return &hostError{errors.New("refusing to send the password without TLS")}
 		}
 		if !c.has("AUTH") {
-			return nil, info, &hostError{errors.New("AUTH configured but the server does not offer it")}
+			return &hostError{errors.New("AUTH configured but the server does not offer it")}
 		}
 		if err := c.authPlain(t.user, t.pass); err != nil {
-			return nil, info, &hostError{err}
+			return &hostError{err}
 		}
 	}
-	res, err := c.send(m, t.label())
-	return res, info, err
+	return nil
 }
 
 // verifyChain checks the peer's certificate chain for name against roots,

@@ -67,3 +67,6 @@ func (s *Smarthost) Deliver(ctx context.Context, m *Message) []Result {
 	}
 	return res
 }
+
+// CloseIdle ends the sessions waiting for a message and keeps no more.
+func (s *Smarthost) CloseIdle() { s.d.pool.shutdown() }

@@ -60,6 +60,17 @@ func TestSmarthostModes(t *testing.T) {
 			if m[0].TLS != c.wantTLS || m[0].AuthUser != c.wantUser || string(m[0].Data) != testMsg {
 				t.Errorf("got TLS=%v user=%q data %q; want TLS=%v user=%q", m[0].TLS, m[0].AuthUser, m[0].Data, c.wantTLS, c.wantUser)
 			}
+			// A message for another domain goes over the same session,
+			// inside its TLS and its AUTH, without a new connection.
+			sessions := rx.Connections()
+			check(t, s.Deliver(context.Background(), msg("elsewhere.example", "z@elsewhere.example")), "z@elsewhere.example", Delivered, "250")
+			m = rx.Messages()
+			if len(m) != 2 || m[1].TLS != c.wantTLS || m[1].AuthUser != c.wantUser {
+				t.Fatalf("second message: %+v", m)
+			}
+			if n := rx.Connections(); n != sessions {
+				t.Errorf("%d sessions after the second message, want %d: the connection is reused", n, sessions)
+			}
 		})
 	}
 }

@@ -31,6 +31,12 @@ type slowServer struct {
 	// dropAtMail, when set, closes the connection at that MAIL FROM
 	// (1: the first).
 	dropAtMail int
+	// pipelining offers PIPELINING (RFC 2920) and holds the replies to
+	// RSET and MAIL until the RCPT TO after them has arrived: a client
+	// that waits for each reply stalls.
+	pipelining bool
+	// conns counts connections accepted.
+	conns atomic.Int32
 	// delivered counts messages answered with 250 at the end of DATA.
 	delivered atomic.Int32
 	done      chan struct{}
@@ -64,6 +70,7 @@ func newSlowServer(t *testing.T, delay map[string]time.Duration, stall string) *
 			if err != nil {
 				return
 			}
+			s.conns.Add(1)
 			go s.serve(c)
 		}
 	}()
@@ -90,6 +97,7 @@ func (s *slowServer) serve(c net.Conn) {
 	defer c.Close()
 	br := bufio.NewReaderSize(c, 4096)
 	mails, rcpts := 0, 0
+	var held []string // replies held back for a pipelined group
 	if !s.reply(c, "greeting", "220 slow.test ESMTP") {
 		return
 	}
@@ -102,14 +110,34 @@ func (s *slowServer) serve(c net.Conn) {
 		ok := true
 		switch verb {
 		case "EHLO":
+			if s.pipelining {
+				ok = s.reply(c, "EHLO", "250-slow.test\r\n250 PIPELINING")
+				break
+			}
 			ok = s.reply(c, "EHLO", "250 slow.test")
+		case "RSET":
+			if s.pipelining {
+				held = append(held, "250 2.0.0 ok")
+				break
+			}
+			ok = s.reply(c, "other", "250 2.0.0 ok")
 		case "MAIL":
 			if mails++; mails == s.dropAtMail {
 				return
 			}
 			rcpts = 0
+			if s.pipelining {
+				held = append(held, "250 2.1.0 ok")
+				break
+			}
 			ok = s.reply(c, "MAIL", "250 2.1.0 ok")
 		case "RCPT":
+			for _, h := range held {
+				if ok = s.reply(c, "other", h); !ok {
+					return
+				}
+			}
+			held = nil
 			if rcpts++; s.maxRcpts > 0 && rcpts > s.maxRcpts {
 				ok = s.reply(c, "RCPT", "452 4.5.3 too many recipients")
 				break
@@ -126,8 +154,11 @@ func (s *slowServer) serve(c net.Conn) {
 			if !s.readData(br) {
 				return
 			}
-			if ok = s.reply(c, "end", "250 2.0.0 queued"); ok {
-				s.delivered.Add(1)
+			// Counted before the reply goes out, so a client that
+			// has its 250 finds the message counted.
+			s.delivered.Add(1)
+			if ok = s.reply(c, "end", "250 2.0.0 queued"); !ok {
+				s.delivered.Add(-1)
 			}
 		case "QUIT":
 			s.reply(c, "QUIT", "221 bye")
@@ -285,5 +316,24 @@ func TestOverallLimitBeforeData(t *testing.T) {
 	}
 	if n := s.delivered.Load(); n != 0 {
 		t.Errorf("server answered %d messages, want 0", n)
+	}
+}
+
+// RFC 2920: to a server that offers PIPELINING, RSET (on a kept session),
+// MAIL FROM and RCPT TO go in one write. This server answers RSET and MAIL
+// only once the RCPT TO has arrived, so a sender waiting for each reply
+// would time out.
+func TestPipelinedTransactions(t *testing.T) {
+	s := newSlowServer(t, nil, "")
+	s.pipelining = true
+	x := mxTo(t, s, 30*time.Second, short(2*time.Second))
+	for i := 0; i < 3; i++ {
+		check(t, x.Deliver(context.Background(), msg("example.test", "x@example.test")), "x@example.test", Delivered, "250 2.0.0 queued")
+	}
+	if n := s.delivered.Load(); n != 3 {
+		t.Errorf("server answered %d messages, want 3", n)
+	}
+	if n := s.conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1: the kept session's RSET went with MAIL", n)
 	}
 }

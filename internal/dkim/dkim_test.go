@@ -160,8 +160,16 @@ func TestSignWithoutKey(t *testing.T) {
 	if err != nil || sig != "" {
 		t.Fatalf("Sign = %q, %v; want unsigned without error", sig, err)
 	}
-	if !strings.Contains(logb.String(), "not signed") || !strings.Contains(logb.String(), "domain=nokey.test") {
-		t.Errorf("no log line for the unsigned message: %q", logb.String())
+	if !strings.Contains(logb.String(), "sent unsigned") || !strings.Contains(logb.String(), "domain=nokey.test") {
+		t.Errorf("no log line for the domain without a key: %q", logb.String())
+	}
+	// Further messages of the domain within the cache time add no line:
+	// it would say nothing new.
+	if sig, _ := s.Sign(context.Background(), strings.NewReader(mailFrom("nokey.test"))); sig != "" {
+		t.Fatalf("signed without a key: %q", sig)
+	}
+	if n := strings.Count(logb.String(), "\n"); n != 1 {
+		t.Errorf("%d log lines for two messages of a domain without a key, want 1:\n%s", n, logb.String())
 	}
 
 	// A key made later is picked up once the cached "no key" expires.

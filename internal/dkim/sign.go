@@ -58,7 +58,7 @@ type cached struct {
 }
 
 // NewSigner returns a signer that takes keys from store; log gets a line for
-// each message left unsigned.
+// each domain found without a key (once per CacheTTL).
 func NewSigner(store *Store, log *slog.Logger) *Signer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -77,6 +77,9 @@ func (s *Signer) key(ctx context.Context, domain string) (*Key, error) {
 	}
 	k, err := s.store.Get(ctx, domain)
 	if errors.Is(err, ErrNoKey) {
+		// Said once per domain and cache time, not for every message:
+		// the line tells the operator which domain lacks a key.
+		s.log.Info("dkim: no key for the From: domain, its messages are sent unsigned", "domain", domain, "recheck_after", CacheTTL)
 		k, err = nil, nil
 	}
 	if err != nil {
@@ -112,7 +115,6 @@ func (s *Signer) Sign(ctx context.Context, msg io.Reader) (string, error) {
 		return "", fmt.Errorf("dkim: %w", err)
 	}
 	if k == nil {
-		s.log.Info("dkim: no key for the From: domain, message not signed", "domain", domain)
 		return "", nil
 	}
 	sg, err := msgauth.NewSigner(&msgauth.SignOptions{

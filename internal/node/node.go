@@ -218,10 +218,17 @@ func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spo
 	}
 	signer := dkim.NewSigner(keys, log)
 	qc := cfg.Queue
+	perDomain := qc.PerDomain
+	if cfg.Delivery.Smarthost != "" {
+		// Every message has the same next hop, whose connections
+		// [delivery] max_connections_per_destination bounds; a limit per
+		// recipient domain would only hold a backlog for one domain back.
+		perDomain = qc.Workers
+	}
 	return queue.New(queue.Config{
 		Spool: sp, Sender: sender, Signer: signer, Hostname: cfg.Hostname,
 		RetryMin: qc.RetryMin.D(), RetryMax: qc.RetryMax.D(), MaxAge: qc.MaxAge.D(), WarnAfter: qc.WarnAfter.D(),
-		Workers: qc.Workers, PerDomain: qc.PerDomain, Log: log,
+		Workers: qc.Workers, PerDomain: perDomain, Log: log,
 	})
 }
 

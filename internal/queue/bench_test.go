@@ -22,7 +22,10 @@ import (
 )
 
 // sink is a receiving MX that counts and discards what it gets.
-type sink struct{ n atomic.Int64 }
+type sink struct {
+	// n counts messages, conns connections.
+	n, conns atomic.Int64
+}
 
 type sinkSession struct{ s *sink }
 
@@ -57,8 +60,9 @@ func peakRSS() float64 {
 // 10 000 messages (2 KiB, one recipient each, spread over 20 domains) into a
 // receiver on loopback, through the real MX sender and a DNS server on
 // loopback, with the default limits (50 workers, 5 per domain). It reports
-// messages per second and the peak RSS of the whole test process (receiver
-// and DNS server included). Run it with
+// messages per second, the connections the receiver saw per run and the
+// peak RSS of the whole test process (receiver and DNS server included).
+// Run it with
 //
 //	go test -run '^$' -bench DeliverSpool -benchtime 1x ./internal/queue
 func BenchmarkDeliverSpool(b *testing.B) {
@@ -66,7 +70,10 @@ func BenchmarkDeliverSpool(b *testing.B) {
 	dns := testutil.NewDNSServer(b)
 	lns := testutil.ListenSamePort(b, "127.0.0.10")
 	sk := &sink{}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return sinkSession{sk}, nil }))
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		sk.conns.Add(1)
+		return sinkSession{sk}, nil
+	}))
 	srv.Domain = "mx.bench.test"
 	go srv.Serve(lns[0])
 	b.Cleanup(func() { srv.Close() })
@@ -108,7 +115,7 @@ func BenchmarkDeliverSpool(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		before := sk.n.Load()
+		before, conns := sk.n.Load(), sk.conns.Load()
 		b.StartTimer()
 		start := time.Now()
 		q.Load(envs)
@@ -116,6 +123,8 @@ func BenchmarkDeliverSpool(b *testing.B) {
 		total += time.Since(start)
 		b.StopTimer()
 		q.Close()
+		q.cfg.Sender.(delivery.IdleCloser).CloseIdle()
+		b.ReportMetric(float64(sk.conns.Load()-conns), "conns")
 		if got := sk.n.Load() - before; got != n {
 			b.Fatalf("receiver got %d of %d messages", got, n)
 		}

@@ -7,11 +7,15 @@
 // destination domain.
 //
 // The queue holds in memory only what scheduling needs (id, due time, open
-// destination domains); a message's envelope and state are read from the
-// spool when an attempt starts and dropped when it ends.
+// destination domains), and a new message's envelope until its first
+// attempt; otherwise a message's envelope and state are read from the spool
+// when an attempt starts and dropped when it ends. An attempt reads a
+// message of up to MaxInMemory bytes once, for signing and for every
+// transaction.
 package queue
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"errors"
@@ -20,6 +24,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,6 +34,12 @@ import (
 	"submitd/internal/delivery"
 	"submitd/internal/spool"
 )
+
+// MaxInMemory is the largest message an attempt holds in memory, read once
+// from the spool for signing and for every transaction; larger ones are
+// streamed from the spool each time. With the default 50 workers it bounds
+// that memory to about 12 MiB.
+const MaxInMemory = 256 << 10
 
 // Signer computes a message's DKIM signature. Sign returns the
 // "DKIM-Signature: …\r\n" header field to prepend, or "" when no key applies
@@ -121,6 +132,10 @@ type entry struct {
 	domains []string // destination domains with open recipients
 	active  bool     // an attempt is under way
 	force   bool     // next attempt tries every open recipient (queue retry)
+	// first is the envelope Add was given, kept until the first attempt:
+	// that attempt need not read it from the spool, and knows the message
+	// has no state yet (only attempts write one).
+	first *spool.Envelope
 
 	// Set by requests while an attempt runs; read when it ends.
 	deleted atomic.Bool
@@ -136,6 +151,9 @@ type entry struct {
 	env    *spool.Envelope
 	st     *State
 	gone   bool // the message vanished from the spool
+	// data is the content, DKIM-Signature first, when it is at most
+	// MaxInMemory bytes and could be read; nil: stream it from the spool.
+	data []byte
 }
 
 // job is one attempt's delivery to one destination domain.
@@ -253,7 +271,10 @@ func (q *Queue) Add(env *spool.Envelope) {
 	st := newState(env)
 	q.mu.Lock()
 	if _, dup := q.entries[env.ID]; !dup {
-		e := &entry{id: env.ID, due: q.now(), index: -1, domains: openDomains(st)}
+		// A copy: the caller's envelope is not the queue's to keep.
+		first := *env
+		first.To = slices.Clone(env.To)
+		e := &entry{id: env.ID, due: q.now(), index: -1, domains: openDomains(st), first: &first}
 		q.entries[env.ID] = e
 		heap.Push(&q.waiting, e)
 	}
@@ -321,6 +342,9 @@ func (q *Queue) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			q.wg.Wait()
+			if c, ok := q.cfg.Sender.(delivery.IdleCloser); ok {
+				c.CloseIdle()
+			}
 			return
 		case <-q.wake:
 		case <-timer.C:
@@ -475,7 +499,7 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
 			}
 		}
 	}
-	env, dkim := e.env, ""
+	env, dkim, data := e.env, "", e.data
 	if e.st != nil {
 		dkim = e.st.DKIM
 	}
@@ -491,6 +515,7 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
 		} else {
 			m := &delivery.Message{
 				From: env.From, Rcpts: rcpts, Domain: j.domain, Size: env.Size + int64(len(dkim)),
+				Data: data,
 				Open: func() (io.ReadCloser, error) { return q.open(env.ID, dkim) },
 			}
 			results = q.cfg.Sender.Deliver(e.ctx, m)
@@ -518,20 +543,76 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
 	}
 	e.cancel()
 	drop, due = q.finishLocked(e)
-	e.env, e.st = nil, nil
+	e.env, e.st, e.data = nil, nil, nil
 	return drop, due
 }
 
-// loadLocked reads e's envelope and state and signs the message if it has
-// not been signed yet (SPEC R17: before the first attempt).
+// loadLocked reads e's envelope and state, and its content when it is small
+// enough to hold, and signs the message if it has not been signed yet (SPEC
+// R17: before the first attempt).
 func (q *Queue) loadLocked(e *entry) {
+	env := e.first
+	e.first = nil
+	if env != nil {
+		// A new message: it has no state file yet.
+		e.env, e.st = env, newState(env)
+	} else if !q.loadState(e) {
+		return
+	}
+	var content []byte
+	if env := e.env; env.Size <= MaxInMemory && !e.st.Done() {
+		var err error
+		content, err = q.readContent(env.ID, env.Size)
+		if errors.Is(err, fs.ErrNotExist) {
+			e.gone = true
+			return
+		}
+		if err != nil {
+			// The transactions try again from the spool and report it.
+			q.log.Warn("queue: cannot read message", "queue_id", env.ID, "err", err)
+		}
+	}
+	if !e.st.Signed && q.cfg.Signer != nil && !e.st.Done() {
+		// The signature is kept in memory and saved with the first result,
+		// then reused on every retry so all copies carry the same signature.
+		// A crash before then just signs again.
+		var err error
+		if content != nil {
+			e.st.DKIM, err = q.cfg.Signer.Sign(e.ctx, bytes.NewReader(content))
+		} else {
+			var rc io.ReadCloser
+			if rc, _, err = q.sp.Message(e.id); err == nil {
+				e.st.DKIM, err = q.cfg.Signer.Sign(e.ctx, rc)
+				rc.Close()
+			}
+		}
+		if err != nil {
+			// An unsigned message is still better delivered than held:
+			// the receiving side decides by its DMARC policy. Signed stays
+			// false, so that the next attempt signs again: the failure may
+			// pass (a busy key store) and must not leave every retry
+			// unsigned.
+			q.log.Error("queue: DKIM signing failed; sending this attempt unsigned", "queue_id", e.id, "session", e.env.SessionID, "err", err)
+			e.st.DKIM = ""
+		} else {
+			e.st.Signed = true
+		}
+	}
+	if content != nil {
+		e.data = append([]byte(e.st.DKIM), content...)
+	}
+}
+
+// loadState reads e's envelope and state from the spool; it reports false
+// when the message is gone.
+func (q *Queue) loadState(e *entry) bool {
 	env, err := q.sp.Envelope(e.id)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			q.log.Error("queue: cannot read message; dropping it from the schedule", "queue_id", e.id, "err", err)
 		}
 		e.gone = true
-		return
+		return false
 	}
 	e.env = env
 	data, err := q.sp.ReadState(e.id)
@@ -542,27 +623,24 @@ func (q *Queue) loadLocked(e *entry) {
 		q.log.Error("queue: damaged state; retrying every recipient", "queue_id", e.id, "err", err)
 		e.st = newState(env)
 	}
-	if !e.st.Signed && q.cfg.Signer != nil && !e.st.Done() {
-		// The signature is kept in memory and saved with the first result,
-		// then reused on every retry so all copies carry the same signature.
-		// A crash before then just signs again.
-		rc, _, err := q.sp.Message(e.id)
-		if err == nil {
-			e.st.DKIM, err = q.cfg.Signer.Sign(e.ctx, rc)
-			rc.Close()
-		}
-		if err != nil {
-			// An unsigned message is still better delivered than held:
-			// the receiving side decides by its DMARC policy. Signed stays
-			// false, so that the next attempt signs again: the failure may
-			// pass (a busy key store) and must not leave every retry
-			// unsigned.
-			q.log.Error("queue: DKIM signing failed; sending this attempt unsigned", "queue_id", e.id, "session", env.SessionID, "err", err)
-			e.st.DKIM = ""
-		} else {
-			e.st.Signed = true
-		}
+	return true
+}
+
+// readContent reads message id's content of size bytes.
+func (q *Queue) readContent(id string, size int64) ([]byte, error) {
+	rc, n, err := q.sp.Message(id)
+	if err != nil {
+		return nil, err
 	}
+	defer rc.Close()
+	if n != size {
+		return nil, fmt.Errorf("content is %d bytes, the envelope says %d", n, size)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
 }
 
 // open returns the message content with the DKIM header prepended.

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -42,6 +43,8 @@ type Receiver struct {
 	mu       sync.Mutex
 	msgs     []Received
 	conns    int
+	closed   int // sessions ended
+	datas    int // message data offered, over all connections
 	attempts map[string]int
 	rcptErr  map[string]*smtp.SMTPError
 	log      []string
@@ -97,6 +100,24 @@ type ReceiverOptions struct {
 	// it. It may block, e.g. to stand for a server that has the data but
 	// hangs before answering; the receiver stops only once it returns.
 	DataHook func(m Received) *smtp.SMTPError
+	// IdleTimeout, when set, makes the receiver close a connection on
+	// which no command came for that long (go-smtp answers 421 first);
+	// default 30s.
+	IdleTimeout time.Duration
+	// CloseAfter, when set, makes the receiver close a connection that has
+	// carried that many messages as soon as the client starts another
+	// transaction: MAIL FROM gets no reply, as from a server that limits
+	// messages per connection and hangs up abruptly.
+	CloseAfter int
+	// DropInData, when set, is asked for the n-th message data offered
+	// (1 the first, over all connections); true: the receiver reads a
+	// little of it and closes the connection, nothing recorded, no reply.
+	DropInData func(n int) bool
+	// DropAfterData, when set, is asked like DropInData; true: the
+	// receiver reads and records the whole message, then closes the
+	// connection instead of replying, so the client cannot know it
+	// arrived.
+	DropAfterData func(n int) bool
 }
 
 // Received is one message a Receiver accepted.
@@ -124,6 +145,9 @@ func NewReceiver(t testing.TB, opts ReceiverOptions) *Receiver {
 	s := smtp.NewServer(smtp.BackendFunc(r.newSession))
 	s.Domain = "receiver.test"
 	s.ReadTimeout = 30 * time.Second
+	if opts.IdleTimeout > 0 {
+		s.ReadTimeout = opts.IdleTimeout
+	}
 	s.WriteTimeout = 30 * time.Second
 	s.MaxMessageBytes = opts.MaxMessageBytes
 	s.MaxRecipients = opts.MaxRcpts
@@ -195,6 +219,14 @@ func (r *Receiver) Connections() int {
 	return r.conns
 }
 
+// Closed returns how many of the sessions that got past EHLO/HELO have
+// ended.
+func (r *Receiver) Closed() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
 // ErrorLog returns what go-smtp's server logged (handshake failures etc.).
 func (r *Receiver) ErrorLog() []string {
 	r.mu.Lock()
@@ -222,7 +254,7 @@ func (r *Receiver) newSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, r.opts.EHLOError
 	}
 	_, isTLS := c.TLSConnectionState()
-	return &rsession{r: r, helo: c.Hostname(), tls: isTLS}, nil
+	return &rsession{r: r, helo: c.Hostname(), tls: isTLS, conn: c.Conn()}, nil
 }
 
 type rsession struct {
@@ -231,6 +263,10 @@ type rsession struct {
 	tls  bool
 	user string
 	cur  Received
+	// conn is the connection, for the options that hang up on the client.
+	conn net.Conn
+	// done counts the messages accepted on this connection.
+	done int
 }
 
 var _ smtp.AuthSession = (*rsession)(nil)
@@ -262,6 +298,10 @@ func (s *rsession) Mail(from string, opts *smtp.MailOptions) error {
 	if s.r.opts.MailError != nil {
 		return s.r.opts.MailError
 	}
+	if n := s.r.opts.CloseAfter; n > 0 && s.done >= n {
+		s.conn.Close()
+		return errors.New("connection closed by the test receiver")
+	}
 	s.cur = Received{From: from, Helo: s.helo, TLS: s.tls, AuthUser: s.user}
 	if opts != nil {
 		s.cur.Size = opts.Size
@@ -289,6 +329,15 @@ func (s *rsession) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (s *rsession) Data(rd io.Reader) error {
+	s.r.mu.Lock()
+	s.r.datas++
+	n := s.r.datas
+	s.r.mu.Unlock()
+	if h := s.r.opts.DropInData; h != nil && h(n) {
+		io.CopyN(io.Discard, rd, 1024)
+		s.conn.Close()
+		return errors.New("connection dropped in the data by the test receiver")
+	}
 	b, err := io.ReadAll(rd)
 	if err != nil {
 		return err
@@ -307,11 +356,22 @@ func (s *rsession) Data(rd io.Reader) error {
 	s.r.mu.Lock()
 	s.r.msgs = append(s.r.msgs, m)
 	s.r.mu.Unlock()
+	s.done++
+	if h := s.r.opts.DropAfterData; h != nil && h(n) {
+		s.conn.Close()
+		return errors.New("connection dropped after the data by the test receiver")
+	}
 	return nil
 }
 
-func (s *rsession) Reset()        { s.cur = Received{} }
-func (s *rsession) Logout() error { return nil }
+func (s *rsession) Reset() { s.cur = Received{} }
+
+func (s *rsession) Logout() error {
+	s.r.mu.Lock()
+	s.r.closed++
+	s.r.mu.Unlock()
+	return nil
+}
 
 // NewCert makes a self-signed certificate for hosts (DNS names or IP
 // addresses) and a pool that trusts it.
