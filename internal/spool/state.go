@@ -1,0 +1,202 @@
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"submitd/internal/ids"
+)
+
+// A state file is a sequence of records, each
+//
+//	"state " <length, 8 hex digits> " " <CRC-32C, 8 hex digits> "\n" <data> "\n"
+//
+// appended in one write. The last intact record is the state. Appending
+// instead of replacing the file needs no new file, no rename and no directory
+// fsync per write; the length and CRC let a reader tell a record that a crash
+// cut short, or that a power cut left as zeros or stale blocks, from a whole
+// one, and fall back to the record before it. "submitd queue" reads state
+// files while the server appends to them and is protected the same way.
+const (
+	stateMagic  = "state "
+	magicLen    = len(stateMagic)
+	stateHdrLen = magicLen + 8 + 1 + 8 + 1
+	// maxStateFile is the size past which the next write replaces the file
+	// with its one newest record, so a message retried for days does not
+	// grow its state file without bound; four records' worth at least, for
+	// messages with many recipients.
+	maxStateFile = 64 << 10
+)
+
+// errNoState is returned by parseState when the data has no intact record.
+var errNoState = errors.New("no intact state record")
+
+// encodeState frames data as one record.
+func encodeState(data []byte) []byte {
+	rec := make([]byte, 0, stateHdrLen+len(data)+1)
+	rec = fmt.Appendf(rec, "%s%08x %08x\n", stateMagic, len(data), crc32.Checksum(data, castagnoli))
+	rec = append(rec, data...)
+	return append(rec, '\n')
+}
+
+// parseState returns the data of the last intact record in b, nil when b
+// holds none and was merely cut short. A record whose header is garbled ends
+// the scan (nothing after it can be framed) and one whose content fails its
+// CRC is skipped; if no intact record remains, that is an error. A record
+// that runs past the end of b is a write a crash cut short, not damage. A
+// file written by versions that replaced it whole holds bare JSON, returned
+// as it is.
+func parseState(b []byte) ([]byte, error) {
+	if len(b) > 0 && b[0] == '{' {
+		return b, nil
+	}
+	var last []byte
+	found, damaged := false, false
+	for len(b) > 0 {
+		if len(b) < stateHdrLen {
+			// A header cut short is a torn tail; anything else is damage.
+			damaged = damaged || !bytes.HasPrefix([]byte(stateMagic), b[:min(len(b), len(stateMagic))])
+			break
+		}
+		n, err1 := strconv.ParseUint(string(b[magicLen:magicLen+8]), 16, 32)
+		sum, err2 := strconv.ParseUint(string(b[magicLen+9:stateHdrLen-1]), 16, 32)
+		if !bytes.HasPrefix(b, []byte(stateMagic)) || err1 != nil || err2 != nil || b[magicLen+8] != ' ' || b[stateHdrLen-1] != '\n' {
+			damaged = true
+			break
+		}
+		if uint64(len(b)-stateHdrLen) < n+1 {
+			break
+		}
+		data := b[stateHdrLen : stateHdrLen+int(n)]
+		if b[stateHdrLen+int(n)] == '\n' && crc32.Checksum(data, castagnoli) == uint32(sum) {
+			last, found = data, true
+		} else {
+			damaged = true
+		}
+		b = b[stateHdrLen+int(n)+1:]
+	}
+	if !found && damaged {
+		return nil, errNoState
+	}
+	return last, nil
+}
+
+// WriteState records data as message id's state and returns once it is
+// durable: the file is fdatasynced and, when this write created it, the
+// directory fsynced (shared with concurrent callers). Use it for changes
+// whose loss would make a recipient get the message twice or its sender a
+// second report.
+func (s *Spool) WriteState(id string, data []byte) error {
+	return s.writeState(id, data, true)
+}
+
+// WriteStateNoSync records data as message id's state without waiting for
+// the disk. A crash of the process loses nothing (the kernel has the
+// write); a power cut may lose it, and then the previous record is the
+// state. Use it only for changes whose loss causes nothing worse than an
+// earlier retry, such as a temporary failure and its next retry time.
+func (s *Spool) WriteStateNoSync(id string, data []byte) error {
+	return s.writeState(id, data, false)
+}
+
+func (s *Spool) writeState(id string, data []byte, durable bool) error {
+	if !ids.IsQueue(id) {
+		return fmt.Errorf("spool: bad queue id %q", id)
+	}
+	name := filepath.Join(s.dir, id+stateExt)
+	rec := encodeState(data)
+	created := false
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		f, err = os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o640)
+		created = true
+	}
+	if err != nil {
+		return fmt.Errorf("spool: state of %s: %w", id, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.Size() > 0 && fi.Size()+int64(len(rec)) > max(maxStateFile, 4*int64(len(rec))) {
+		f.Close()
+		return s.replaceState(id, name, rec)
+	}
+	if err == nil {
+		_, err = f.Write(rec)
+	}
+	if err == nil && durable {
+		err = s.syncFile(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && durable && created {
+		err = s.group.wait()
+	}
+	if err != nil {
+		return fmt.Errorf("spool: state of %s: %w", id, err)
+	}
+	return nil
+}
+
+// replaceState replaces a state file grown past maxStateFile by one holding
+// only rec, durably whatever the caller asked: a replacement that a power
+// cut left empty would lose every record, not just the newest.
+func (s *Spool) replaceState(id, name string, rec []byte) error {
+	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), id+stateExt+".*")
+	if err != nil {
+		return fmt.Errorf("spool: state of %s: %w", id, err)
+	}
+	_, err = f.Write(rec)
+	if err == nil {
+		err = f.Chmod(0o640)
+	}
+	if err == nil {
+		err = s.syncFile(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), name)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("spool: state of %s: %w", id, err)
+	}
+	if err := s.group.wait(); err != nil {
+		return fmt.Errorf("spool: state of %s: %w", id, err)
+	}
+	return nil
+}
+
+// ReadState returns message id's state, or nil if it has none yet. A state
+// file with no intact record (damaged, or cut short by a power cut before
+// its first record was durable) is an error; the caller then starts over
+// with every recipient pending, which may deliver twice but loses nothing.
+func (s *Spool) ReadState(id string) ([]byte, error) {
+	if !ids.IsQueue(id) {
+		return nil, fmt.Errorf("spool: bad queue id %q", id)
+	}
+	f, err := os.Open(filepath.Join(s.dir, id+stateExt))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, err
+	}
+	data, err := parseState(b)
+	if err != nil {
+		return nil, fmt.Errorf("spool: state of %s: %w", id, err)
+	}
+	return data, nil
+}
