@@ -57,8 +57,12 @@ const (
 
 // Record kinds.
 const (
+	// recMessage holds a whole message file.
 	recMessage = 'm'
+	// recRemoved says the message was removed.
 	recRemoved = 'd'
+	// recState holds a state record's data that WriteState made durable.
+	recState = 's'
 )
 
 // segment is one journal file this process appends to or has sealed.
@@ -71,6 +75,8 @@ type segment struct {
 	size int64
 	// ids are the messages recorded in it.
 	ids []string
+	// states are the messages whose state it records.
+	states []string
 	// inflight counts commits that appended a record but have not yet
 	// renamed their file into place; the segment must not be reclaimed
 	// before they have.
@@ -137,9 +143,12 @@ func (j *journal) appendRec(kind byte, id string, payload []byte) (*segment, err
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	seg.size += int64(len(rec))
-	if kind == recMessage {
+	switch kind {
+	case recMessage:
 		seg.ids = append(seg.ids, id)
 		seg.inflight++
+	case recState:
+		seg.states = append(seg.states, id)
 	}
 	return seg, nil
 }
@@ -253,6 +262,15 @@ func (j *journal) removed(id string) error {
 	return j.group.wait()
 }
 
+// state records data as message id's state, already appended to its state
+// file, and returns once the record is durable.
+func (j *journal) state(id string, data []byte) error {
+	if _, err := j.appendRec(recState, id, data); err != nil {
+		return err
+	}
+	return j.group.wait()
+}
+
 // reclaim deletes sealed segments, oldest first, whose messages are durable
 // on their own, and stops at the first one with a commit still under way.
 func (j *journal) reclaim() {
@@ -279,8 +297,11 @@ func (j *journal) reclaim() {
 	}
 }
 
-// retire makes seg's messages durable without it and deletes it.
+// retire makes seg's messages and states durable without it and deletes it.
 func (j *journal) retire(seg *segment) error {
+	if err := j.s.syncFiles(seg.states, stateExt); err != nil {
+		return err
+	}
 	if err := j.s.syncMessages(seg.ids); err != nil {
 		return err
 	}
@@ -291,11 +312,19 @@ func (j *journal) retire(seg *segment) error {
 }
 
 // syncMessages fdatasyncs the message files of ids still in the spool, then
-// the spool directory, so that their names (and the removal of the others)
-// are durable too.
+// the spool directory, so that their names (and the removal of the others,
+// and the names of state files) are durable too.
 func (s *Spool) syncMessages(list []string) error {
+	if err := s.syncFiles(list, msgExt); err != nil {
+		return err
+	}
+	return s.group.wait()
+}
+
+// syncFiles fdatasyncs the files <id><ext> of the ids in list that exist.
+func (s *Spool) syncFiles(list []string, ext string) error {
 	for _, id := range list {
-		f, err := os.Open(filepath.Join(s.dir, id+msgExt))
+		f, err := os.Open(filepath.Join(s.dir, id+ext))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -308,7 +337,7 @@ func (s *Spool) syncMessages(list []string) error {
 			return err
 		}
 	}
-	return s.group.wait()
+	return nil
 }
 
 // replay recovers what the segments left in the journal record, for the
@@ -329,6 +358,7 @@ func (s *Spool) replay() error {
 	}
 	msgs := map[string]rec{}
 	removed := map[string]bool{}
+	states := map[string][]byte{}
 	var order []string
 	damaged := map[string]bool{}
 	for _, n := range names {
@@ -364,6 +394,8 @@ func (s *Spool) replay() error {
 				msgs[id] = rec{seg: n, payload: payload}
 			case recRemoved:
 				removed[id] = true
+			case recState:
+				states[id] = payload
 			}
 			b = rest
 		}
@@ -386,6 +418,22 @@ func (s *Spool) replay() error {
 		if err := writeFileVia(filepath.Join(s.dir, "tmp"), name, msgs[id].payload); err != nil {
 			return fmt.Errorf("journal: restore %s: %w", id, err)
 		}
+	}
+	var withState []string
+	for id, data := range states {
+		if removed[id] {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(s.dir, id+msgExt)); err != nil {
+			continue
+		}
+		withState = append(withState, id)
+		if err := s.restoreState(id, data); err != nil {
+			return fmt.Errorf("journal: restore state of %s: %w", id, err)
+		}
+	}
+	if err := s.syncFiles(withState, stateExt); err != nil {
+		return fmt.Errorf("journal: %w", err)
 	}
 	if err := s.syncMessages(live); err != nil {
 		return fmt.Errorf("journal: %w", err)
@@ -437,7 +485,7 @@ func parseRec(b []byte) (kind byte, id string, payload, rest []byte, err error) 
 	id = h[7 : 7+ids.QueueLen]
 	f := strings.Fields(h[7+ids.QueueLen:])
 	if !strings.HasPrefix(h, "jrec ") || h[6] != ' ' || h[recHdrLen-1] != '\n' || len(f) != 2 ||
-		(kind != recMessage && kind != recRemoved) || !ids.IsQueue(id) {
+		(kind != recMessage && kind != recRemoved && kind != recState) || !ids.IsQueue(id) {
 		return 0, "", nil, nil, errors.New("bad record header")
 	}
 	n, err1 := strconv.ParseUint(f[0], 16, 32)

@@ -145,6 +145,28 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatalf("Load: %d messages, %v", len(loaded), err)
 	}
 
+	// Durable state records share the journal's syncs too.
+	rec.mu.Lock()
+	rec.calls = 0
+	rec.mu.Unlock()
+	rec.holdFirst = holdUntil(t, s.journal.group, n-1)
+	for _, env := range envs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.WriteState(env.ID, []byte(`{"rcpts":[]}`)); err != nil {
+				t.Error(err)
+			}
+			if !rec.durable(t, s.dir, recState, env.ID) {
+				t.Errorf("WriteState of %s returned before its record was synced", env.ID)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := rec.count(); got != 2 {
+		t.Errorf("%d state writes made %d syncs, want 2", n, got)
+	}
+
 	rec.mu.Lock()
 	rec.calls = 0
 	rec.mu.Unlock()
@@ -269,6 +291,29 @@ func TestJournalRestores(t *testing.T) {
 	}
 	if segs := segmentNames(filepath.Join(s.dir, journalDir)); len(segs) != 0 {
 		t.Errorf("segments left after replay: %v", segs)
+	}
+}
+
+// TestJournalRestoresState: a state record WriteState made durable is
+// restored after a power cut lost the unsynced state file; one that the
+// file still holds is left alone, with the unsynced records after it.
+func TestJournalRestoresState(t *testing.T) {
+	s, logs := testSpool(t)
+	a, b := put1(t, s, 1), put1(t, s, 2)
+	s.WriteState(a.ID, []byte(`{"a":"delivered"}`))
+	s.WriteState(b.ID, []byte(`{"b":"delivered"}`))
+	s.WriteStateNoSync(b.ID, []byte(`{"b":"delivered, retried"}`))
+	os.Remove(filepath.Join(s.dir, a.ID+stateExt))
+
+	s = reopen(t, s.dir, logs)
+	if st, err := s.ReadState(a.ID); string(st) != `{"a":"delivered"}` {
+		t.Errorf("state of a: %q, %v", st, err)
+	}
+	if st, err := s.ReadState(b.ID); string(st) != `{"b":"delivered, retried"}` {
+		t.Errorf("state of b: %q, %v", st, err)
+	}
+	if n := strings.Count(logs.String(), "state restored from the journal"); n != 1 {
+		t.Errorf("%d state restore log lines, want 1:\n%s", n, logs)
 	}
 }
 
@@ -448,6 +493,12 @@ func TestStateRecords(t *testing.T) {
 	os.WriteFile(name, b, 0o640)
 	if st := read(); st != `{"n":2}` {
 		t.Errorf("after a damaged last record: %q", st)
+	}
+	// A record appended after a torn one is found.
+	os.WriteFile(name, b[:len(b)-4], 0o640)
+	s.WriteStateNoSync(e.ID, []byte(`{"n":4}`))
+	if st := read(); st != `{"n":4}` {
+		t.Errorf("after a record appended past a torn one: %q", st)
 	}
 	os.WriteFile(name, []byte("garbage that is no record"), 0o640)
 	if _, err := s.ReadState(e.ID); err == nil {

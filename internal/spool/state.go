@@ -46,52 +46,63 @@ func encodeState(data []byte) []byte {
 }
 
 // parseState returns the data of the last intact record in b, nil when b
-// holds none and was merely cut short. A record whose header is garbled ends
-// the scan (nothing after it can be framed) and one whose content fails its
-// CRC is skipped; if no intact record remains, that is an error. A record
-// that runs past the end of b is a write a crash cut short, not damage. A
-// file written by versions that replaced it whole holds bare JSON, returned
-// as it is.
+// holds none and is empty, zeros, or one record cut short. Where a record is
+// cut short, garbled or fails its CRC (a power cut tore it, and records may
+// have been appended after it since), the scan resumes at the next header
+// that checks out. A file with no intact record that is not merely cut short
+// is an error. A file written by versions that replaced it whole holds bare
+// JSON, returned as it is.
 func parseState(b []byte) ([]byte, error) {
 	if len(b) > 0 && b[0] == '{' {
 		return b, nil
 	}
+	all := b
 	var last []byte
-	found, damaged := false, false
+	found := false
 	for len(b) > 0 {
-		if len(b) < stateHdrLen {
-			// A header cut short is a torn tail; anything else is damage.
-			damaged = damaged || !bytes.HasPrefix([]byte(stateMagic), b[:min(len(b), len(stateMagic))])
-			break
-		}
-		n, err1 := strconv.ParseUint(string(b[magicLen:magicLen+8]), 16, 32)
-		sum, err2 := strconv.ParseUint(string(b[magicLen+9:stateHdrLen-1]), 16, 32)
-		if !bytes.HasPrefix(b, []byte(stateMagic)) || err1 != nil || err2 != nil || b[magicLen+8] != ' ' || b[stateHdrLen-1] != '\n' {
-			damaged = true
-			break
-		}
-		if uint64(len(b)-stateHdrLen) < n+1 {
-			break
-		}
-		data := b[stateHdrLen : stateHdrLen+int(n)]
-		if b[stateHdrLen+int(n)] == '\n' && crc32.Checksum(data, castagnoli) == uint32(sum) {
+		data, n, ok := stateRecord(b)
+		if ok {
 			last, found = data, true
-		} else {
-			damaged = true
+			b = b[n:]
+			continue
 		}
-		b = b[stateHdrLen+int(n)+1:]
+		i := bytes.Index(b[1:], []byte(stateMagic))
+		if i < 0 {
+			break
+		}
+		b = b[1+i:]
 	}
-	if !found && damaged {
+	if !found && !allZero(all) && !bytes.HasPrefix(all, []byte(stateMagic)) &&
+		!bytes.HasPrefix([]byte(stateMagic), all) {
 		return nil, errNoState
 	}
 	return last, nil
 }
 
+// stateRecord checks the record at the start of b and returns its data and
+// length.
+func stateRecord(b []byte) (data []byte, n int, ok bool) {
+	if len(b) < stateHdrLen || !bytes.HasPrefix(b, []byte(stateMagic)) || b[magicLen+8] != ' ' || b[stateHdrLen-1] != '\n' {
+		return nil, 0, false
+	}
+	size, err1 := strconv.ParseUint(string(b[magicLen:magicLen+8]), 16, 32)
+	sum, err2 := strconv.ParseUint(string(b[magicLen+9:stateHdrLen-1]), 16, 32)
+	if err1 != nil || err2 != nil || uint64(len(b)-stateHdrLen) < size+1 {
+		return nil, 0, false
+	}
+	data = b[stateHdrLen : stateHdrLen+int(size)]
+	if b[stateHdrLen+int(size)] != '\n' || crc32.Checksum(data, castagnoli) != uint32(sum) {
+		return nil, 0, false
+	}
+	return data, stateHdrLen + int(size) + 1, true
+}
+
 // WriteState records data as message id's state and returns once it is
-// durable: the file is fdatasynced and, when this write created it, the
-// directory fsynced (shared with concurrent callers). Use it for changes
-// whose loss would make a recipient get the message twice or its sender a
-// second report.
+// durable: the record is appended to the state file unsynced and copied to
+// the journal, whose fdatasync it shares with the commits, removals and
+// state writes under way at the same time. Use it for changes whose loss
+// would make a recipient get the message twice or its sender a second
+// report.
 func (s *Spool) WriteState(id string, data []byte) error {
 	return s.writeState(id, data, true)
 }
@@ -111,12 +122,7 @@ func (s *Spool) writeState(id string, data []byte, durable bool) error {
 	}
 	name := filepath.Join(s.dir, id+stateExt)
 	rec := encodeState(data)
-	created := false
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		f, err = os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o640)
-		created = true
-	}
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return fmt.Errorf("spool: state of %s: %w", id, err)
 	}
@@ -128,19 +134,42 @@ func (s *Spool) writeState(id string, data []byte, durable bool) error {
 	if err == nil {
 		_, err = f.Write(rec)
 	}
-	if err == nil && durable {
-		err = s.syncFile(f)
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil && durable && created {
-		err = s.group.wait()
+	if err == nil && durable {
+		// The file goes first: once the journal record exists, the segment
+		// may be reclaimed, and that syncs the file as it then is.
+		err = s.journal.state(id, data)
 	}
 	if err != nil {
 		return fmt.Errorf("spool: state of %s: %w", id, err)
 	}
 	return nil
+}
+
+// restoreState appends data to message id's state file unless the file has
+// that record already (later records, written unsynced, may follow it).
+func (s *Spool) restoreState(id string, data []byte) error {
+	name := filepath.Join(s.dir, id+stateExt)
+	rec := encodeState(data)
+	b, err := os.ReadFile(name)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if bytes.Contains(b, rec) {
+		return nil
+	}
+	s.log.Warn("spool: state restored from the journal", "queue_id", id)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(rec)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // replaceState replaces a state file grown past maxStateFile by one holding
