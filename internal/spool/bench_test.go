@@ -211,3 +211,56 @@ func BenchmarkCommit(b *testing.B) { benchCommit(b, 1) }
 
 // BenchmarkCommitParallel is the same from 50 writers at once.
 func BenchmarkCommitParallel(b *testing.B) { benchCommit(b, 50) }
+
+// BenchmarkCommitRemove measures a small message's life in the spool,
+// commit and removal after delivery, with the syncs both take: the spool
+// before group commit (file fsync, directory fsync, directory fsync again
+// for the removal) against the Spool as it is.
+func BenchmarkCommitRemove(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 4<<10)
+	for _, n := range []int{1, 20, 50} {
+		b.Run(fmt.Sprintf("unbatched/writers=%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			os.Mkdir(filepath.Join(dir, "tmp"), 0o750)
+			var syncs atomic.Int64
+			benchWriters(b, n, func() error {
+				id := ""
+				err := fileCommit(dir, body, counted(&syncs, (*os.File).Sync), func() error {
+					syncs.Add(1)
+					return syncDir(dir)
+				})
+				if err != nil {
+					return err
+				}
+				names, _ := filepath.Glob(filepath.Join(dir, "*"+msgExt))
+				if len(names) > 0 {
+					id = names[0]
+				}
+				os.Remove(id)
+				syncs.Add(1)
+				return syncDir(dir)
+			})
+			b.ReportMetric(float64(syncs.Load())/float64(b.N), "syncs/msg")
+		})
+		b.Run(fmt.Sprintf("spool/writers=%d", n), func(b *testing.B) {
+			s, _ := Open(b.TempDir(), slog.New(slog.DiscardHandler))
+			var syncs atomic.Int64
+			s.syncFile = counted(&syncs, fdatasync)
+			dir := s.dir
+			s.group = newGroup(func() error { syncs.Add(1); return syncDir(dir) })
+			benchWriters(b, n, func() error {
+				env := benchEnv()
+				w, err := s.Create(env)
+				if err != nil {
+					return err
+				}
+				w.Write(body)
+				if err := w.Commit(); err != nil {
+					return err
+				}
+				return s.Remove(env.ID)
+			})
+			b.ReportMetric(float64(syncs.Load())/float64(b.N), "syncs/msg")
+		})
+	}
+}

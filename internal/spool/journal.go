@@ -483,21 +483,21 @@ func parseRec(b []byte) (kind byte, id string, payload, rest []byte, err error) 
 	h := string(b[:recHdrLen])
 	kind = h[5]
 	id = h[7 : 7+ids.QueueLen]
-	f := strings.Fields(h[7+ids.QueueLen:])
-	if !strings.HasPrefix(h, "jrec ") || h[6] != ' ' || h[recHdrLen-1] != '\n' || len(f) != 2 ||
+	at := 7 + ids.QueueLen // the space before the length
+	if !strings.HasPrefix(h, "jrec ") || h[6] != ' ' || h[at] != ' ' || h[at+9] != ' ' || h[recHdrLen-1] != '\n' ||
 		(kind != recMessage && kind != recRemoved && kind != recState) || !ids.IsQueue(id) {
 		return 0, "", nil, nil, errors.New("bad record header")
 	}
-	n, err1 := strconv.ParseUint(f[0], 16, 32)
-	sum, err2 := strconv.ParseUint(f[1], 16, 32)
-	if err1 != nil || err2 != nil {
+	n, ok1 := hex8(h[at+1 : at+9])
+	sum, ok2 := hex8(h[at+10 : at+18])
+	if !ok1 || !ok2 {
 		return 0, "", nil, nil, errors.New("bad record header")
 	}
-	if uint64(len(b)-recHdrLen) < n {
+	if int64(len(b)-recHdrLen) < int64(n) {
 		return 0, "", nil, nil, errTorn
 	}
 	payload, rest = b[recHdrLen:recHdrLen+int(n)], b[recHdrLen+int(n):]
-	if crc32.Checksum(payload, castagnoli) != uint32(sum) {
+	if crc32.Checksum(payload, castagnoli) != sum {
 		// Stale blocks a power cut left past the last synced record look
 		// like this too; only a record followed by more is damage, and
 		// its length still frames the records after it.
@@ -541,4 +541,24 @@ func (j *journal) idle() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return !j.reclaiming && len(j.sealed) == 0
+}
+
+// hex8 parses exactly eight lowercase hex digits, the form the writers use.
+func hex8(s string) (uint32, bool) {
+	if len(s) != 8 {
+		return 0, false
+	}
+	var v uint32
+	for i := 0; i < 8; i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			v = v<<4 | uint32(c-'0')
+		case c >= 'a' && c <= 'f':
+			v = v<<4 | uint32(c-'a'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
 }

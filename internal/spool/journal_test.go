@@ -545,7 +545,7 @@ func FuzzParseRec(f *testing.F) {
 			if err != nil {
 				return
 			}
-			if kind != recMessage && kind != recRemoved || len(id) != 24 || len(rest) >= len(b) {
+			if kind != recMessage && kind != recRemoved && kind != recState || len(id) != 24 || len(rest) >= len(b) {
 				t.Fatalf("accepted kind %q id %q", kind, id)
 			}
 			if !bytes.Equal(append(recHeader(kind, id, payload), payload...), b[:len(b)-len(rest)]) {

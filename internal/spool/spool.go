@@ -3,25 +3,27 @@
 //
 // Each message is one file, <queue id>.msg, holding a magic line, the
 // envelope as one JSON line, the message, and a fixed-size trailer with the
-// message's length and CRC-32C. It is written to tmp/, fdatasynced, renamed
-// into place and the directory fsynced before Commit returns; the trailer
-// lets Load tell a complete file from a truncated or damaged one, which it
-// moves to corrupt/ instead of failing.
+// message's length and CRC-32C; the trailer lets Load tell a complete file
+// from a truncated or damaged one, which it moves to corrupt/ instead of
+// failing. Concurrent commits share their syncs: a message up to journalMax
+// bytes is copied into an append-only journal whose fdatasync the commits
+// under way at the same time share, and its file is written unsynced (see
+// journal); a larger one is fdatasynced on its own and shares the directory
+// fsync that makes its name durable (see group). Removals are tombstones in
+// the journal.
 //
-// The directory fsync is shared: commits and removals that arrive while one
-// runs are all covered by the next (see group), so concurrent sessions pay
-// one file fdatasync each and a share of one directory fsync. A segment log
-// (one append-only file, one fdatasync per batch) would save the per-file
-// fdatasync as well, but needs its messages buffered until Commit, an index,
-// compaction of segments pinned by long-deferred messages, and a reader for
-// "submitd queue" that parses a file the server is appending to; the
-// benchmarks beside this file measure both.
+// Why not keep the messages in the journal alone (a segment log): it would
+// save creating a file per message, but needs an index, compaction of
+// segments a long-deferred message pins for days, and a reader for "submitd
+// queue" that parses files the server appends to. The journal keeps the
+// files as they were and is deleted once they are durable.
 //
 // Per-recipient delivery state lives beside each message in <queue id>.state,
 // an append-only file of records, each with its length and CRC-32C; the last
-// intact record is the state. WriteState makes a record durable before it
-// returns; WriteStateNoSync leaves that to the kernel, for changes whose loss
-// in a power cut only makes a recipient be tried again sooner.
+// intact record is the state. WriteState makes a record durable through the
+// journal before it returns; WriteStateNoSync leaves that to the kernel, for
+// changes whose loss in a power cut only makes a recipient be tried again
+// sooner.
 package spool
 
 import (

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"submitd/internal/ids"
 )
@@ -85,13 +84,13 @@ func stateRecord(b []byte) (data []byte, n int, ok bool) {
 	if len(b) < stateHdrLen || !bytes.HasPrefix(b, []byte(stateMagic)) || b[magicLen+8] != ' ' || b[stateHdrLen-1] != '\n' {
 		return nil, 0, false
 	}
-	size, err1 := strconv.ParseUint(string(b[magicLen:magicLen+8]), 16, 32)
-	sum, err2 := strconv.ParseUint(string(b[magicLen+9:stateHdrLen-1]), 16, 32)
-	if err1 != nil || err2 != nil || uint64(len(b)-stateHdrLen) < size+1 {
+	size, ok1 := hex8(string(b[magicLen : magicLen+8]))
+	sum, ok2 := hex8(string(b[magicLen+9 : stateHdrLen-1]))
+	if !ok1 || !ok2 || int64(len(b)-stateHdrLen) < int64(size)+1 {
 		return nil, 0, false
 	}
 	data = b[stateHdrLen : stateHdrLen+int(size)]
-	if b[stateHdrLen+int(size)] != '\n' || crc32.Checksum(data, castagnoli) != uint32(sum) {
+	if b[stateHdrLen+int(size)] != '\n' || crc32.Checksum(data, castagnoli) != sum {
 		return nil, 0, false
 	}
 	return data, stateHdrLen + int(size) + 1, true
