@@ -508,6 +508,10 @@ func TestStateRecords(t *testing.T) {
 	if st := read(); st != `{"old":true}` {
 		t.Errorf("old-style state: %q", st)
 	}
+	s.WriteStateNoSync(e.ID, []byte(`{"new":true}`))
+	if st := read(); st != `{"new":true}` {
+		t.Errorf("state written over an old-style one: %q", st)
+	}
 	big := []byte(`{"pad":"` + strings.Repeat("p", 1000) + `"}`)
 	for range 500 {
 		if err := s.WriteStateNoSync(e.ID, big); err != nil {
@@ -572,4 +576,25 @@ func FuzzParseState(f *testing.F) {
 			t.Fatalf("returned %q, which no record in the file holds", data)
 		}
 	})
+}
+
+// TestSpillFailure: a message that outgrows memory but cannot get its file
+// in tmp/ is refused at Commit, and nothing of it is spooled or journaled.
+func TestSpillFailure(t *testing.T) {
+	s, _ := testSpool(t)
+	os.Remove(filepath.Join(s.dir, "tmp"))
+	w, _ := s.Create(&Envelope{From: "jan@firma.cz", To: []string{"eva@example.org"}})
+	w.Write(bytes.Repeat([]byte("a"), journalMax/2))
+	if _, err := w.Write(bytes.Repeat([]byte("b"), journalMax)); err == nil {
+		t.Fatal("Write succeeded without tmp/")
+	}
+	if err := w.Commit(); err == nil {
+		t.Fatal("Commit succeeded after a failed Write")
+	}
+	if envs, _ := s.Load(); len(envs) != 0 {
+		t.Errorf("%d messages spooled", len(envs))
+	}
+	if segs := segmentNames(filepath.Join(s.dir, journalDir)); len(segs) != 0 {
+		t.Errorf("journal written: %v", segs)
+	}
 }

@@ -240,6 +240,10 @@ func (w *Writer) Commit() error {
 	}
 	w.done = true
 	if w.f == nil {
+		if w.err != nil {
+			w.buf = nil
+			return fmt.Errorf("spool: commit %s: %w", w.env.ID, w.err)
+		}
 		return w.commitSmall()
 	}
 	fail := func(err error) error {

@@ -126,7 +126,9 @@ func (s *Spool) writeState(id string, data []byte, durable bool) error {
 		return fmt.Errorf("spool: state of %s: %w", id, err)
 	}
 	fi, err := f.Stat()
-	if err == nil && fi.Size() > 0 && fi.Size()+int64(len(rec)) > max(maxStateFile, 4*int64(len(rec))) {
+	if err == nil && fi.Size() > 0 && (fi.Size()+int64(len(rec)) > max(maxStateFile, 4*int64(len(rec))) || oldState(name)) {
+		// Past its bound, or a whole-file state from before records, to
+		// which a record cannot be appended.
 		f.Close()
 		return s.replaceState(id, name, rec)
 	}
@@ -145,6 +147,19 @@ func (s *Spool) writeState(id string, data []byte, durable bool) error {
 		return fmt.Errorf("spool: state of %s: %w", id, err)
 	}
 	return nil
+}
+
+// oldState reports whether the state file name holds bare JSON, as versions
+// before records wrote it.
+func oldState(name string) bool {
+	f, err := os.Open(name)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var c [1]byte
+	_, err = f.ReadAt(c[:], 0)
+	return err == nil && c[0] == '{'
 }
 
 // restoreState appends data to message id's state file unless the file has
