@@ -352,11 +352,7 @@ func (s *Spool) replay() error {
 	if len(names) == 0 {
 		return nil
 	}
-	type rec struct {
-		seg     string
-		payload []byte
-	}
-	msgs := map[string]rec{}
+	msgs := map[string][]byte{}
 	removed := map[string]bool{}
 	states := map[string][]byte{}
 	var order []string
@@ -391,7 +387,7 @@ func (s *Spool) replay() error {
 				if _, dup := msgs[id]; !dup {
 					order = append(order, id)
 				}
-				msgs[id] = rec{seg: n, payload: payload}
+				msgs[id] = payload
 			case recRemoved:
 				removed[id] = true
 			case recState:
@@ -415,7 +411,7 @@ func (s *Spool) replay() error {
 			continue
 		}
 		s.log.Warn("spool: message restored from the journal", "queue_id", id)
-		if err := writeFileVia(filepath.Join(s.dir, "tmp"), name, msgs[id].payload); err != nil {
+		if err := writeFileVia(filepath.Join(s.dir, "tmp"), name, msgs[id]); err != nil {
 			return fmt.Errorf("journal: restore %s: %w", id, err)
 		}
 	}

@@ -130,7 +130,15 @@ func (s *Spool) writeState(id string, data []byte, durable bool) error {
 		// Past its bound, or a whole-file state from before records, to
 		// which a record cannot be appended.
 		f.Close()
-		return s.replaceState(id, name, rec)
+		err = s.replaceState(id, name, rec)
+		if err == nil && durable {
+			// The replacement is durable, but a replay must not take an
+			// older record in the journal for newer than it.
+			if err = s.journal.state(id, data); err != nil {
+				err = fmt.Errorf("spool: state of %s: %w", id, err)
+			}
+		}
+		return err
 	}
 	if err == nil {
 		_, err = f.Write(rec)
