@@ -201,7 +201,13 @@ func (j *journal) openSegment() (*segment, error) {
 		if err != nil {
 			return nil, fmt.Errorf("journal: %w", err)
 		}
-		if err := syncDir(j.dir); err != nil {
+		// The spool directory too, once per segment, in case journal/ itself
+		// is new.
+		err = syncDir(j.dir)
+		if err == nil {
+			err = syncDir(j.s.dir)
+		}
+		if err != nil {
 			f.Close()
 			os.Remove(f.Name())
 			return nil, fmt.Errorf("journal: %w", err)
