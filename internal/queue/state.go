@@ -26,9 +26,15 @@ const (
 const maxHistory = 32
 
 // State is a message's delivery state, kept as JSON in the spool's state file
-// beside the message and rewritten atomically after every attempt, so that a
-// crash after one recipient was delivered retries only the others (SPEC R15,
-// R18).
+// beside the message and recorded after every attempt, so that a crash after
+// one recipient was delivered retries only the others (SPEC R15, R18).
+//
+// A record that settles an outcome (a recipient delivered or failed, a report
+// made, a warning sent) is durable before the queue goes on, since losing it
+// in a power cut would deliver to a recipient twice or report twice. A record
+// that only notes temporary failures and retry times is left to the kernel:
+// a process crash cannot lose it, and a power cut that does only makes those
+// recipients be tried again sooner, which is a retry, never a loss.
 type State struct {
 	// Signed says the DKIM signature has been computed; DKIM holds it ("" when
 	// no key applies). It is computed once, before the first attempt, and
@@ -40,6 +46,32 @@ type State struct {
 	Warned bool `json:"warned,omitempty"`
 	// Rcpts are the recipients in envelope order.
 	Rcpts []*Rcpt `json:"rcpts"`
+
+	// saved is outcomes() as last read or written, to tell a write that
+	// settles an outcome from one that does not.
+	saved string
+}
+
+// outcomes summarizes what a lost record could make the queue do twice: the
+// recipients delivered or failed, the failures reported, the warning sent.
+func (st *State) outcomes() string {
+	b := make([]byte, 0, len(st.Rcpts)+1)
+	if st.Warned {
+		b = append(b, 'w')
+	}
+	for _, r := range st.Rcpts {
+		c := byte('-')
+		switch {
+		case r.Status == Delivered:
+			c = 'd'
+		case r.Status == Failed && r.Bounced:
+			c = 'B'
+		case r.Status == Failed:
+			c = 'f'
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
 
 // Rcpt is one recipient's state.
@@ -94,6 +126,7 @@ func newState(env *spool.Envelope) *State {
 		}
 		st.Rcpts[i] = r
 	}
+	st.saved = st.outcomes()
 	return st
 }
 
@@ -119,6 +152,7 @@ func decodeState(env *spool.Envelope, data []byte) (*State, error) {
 			return nil, fmt.Errorf("queue: state of %s: recipient %s has unknown status %q", env.ID, r.Addr, r.Status)
 		}
 	}
+	st.saved = st.outcomes()
 	return st, nil
 }
 
@@ -140,15 +174,22 @@ func ReadState(sp *spool.Spool, id string) (*spool.Envelope, *State, error) {
 	return env, st, nil
 }
 
-// write persists st atomically.
+// write records st, durably when it settles an outcome (see State).
 func (st *State) write(sp *spool.Spool, id string) error {
 	data, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("queue: encode state of %s: %w", id, err)
 	}
-	if err := sp.WriteState(id, data); err != nil {
+	now := st.outcomes()
+	if now != st.saved {
+		err = sp.WriteState(id, data)
+	} else {
+		err = sp.WriteStateNoSync(id, data)
+	}
+	if err != nil {
 		return fmt.Errorf("queue: write state of %s: %w", id, err)
 	}
+	st.saved = now
 	return nil
 }
 

@@ -3,11 +3,27 @@
 //
 // Each message is one file, <queue id>.msg, holding a magic line, the
 // envelope as one JSON line, the message, and a fixed-size trailer with the
-// message's length and CRC-32C. It is written to tmp/, fsynced, renamed into
-// place and the directory fsynced before Commit returns; the trailer lets Load
-// tell a complete file from a truncated or damaged one, which it moves to
-// corrupt/ instead of failing. Per-recipient delivery state lives beside it in
-// <queue id>.state, written by the queue with WriteState.
+// message's length and CRC-32C; the trailer lets Load tell a complete file
+// from a truncated or damaged one, which it moves to corrupt/ instead of
+// failing. Concurrent commits share their syncs: a message up to journalMax
+// bytes is copied into an append-only journal whose fdatasync the commits
+// under way at the same time share, and its file is written unsynced (see
+// journal); a larger one is fdatasynced on its own and shares the directory
+// fsync that makes its name durable (see group). Removals are tombstones in
+// the journal.
+//
+// Why not keep the messages in the journal alone (a segment log): it would
+// save creating a file per message, but needs an index, compaction of
+// segments a long-deferred message pins for days, and a reader for "submitd
+// queue" that parses files the server appends to. The journal keeps the
+// files as they were and is deleted once they are durable.
+//
+// Per-recipient delivery state lives beside each message in <queue id>.state,
+// an append-only file of records, each with its length and CRC-32C; the last
+// intact record is the state. WriteState makes a record durable through the
+// journal before it returns; WriteStateNoSync leaves that to the kernel, for
+// changes whose loss in a power cut only makes a recipient be tried again
+// sooner.
 package spool
 
 import (
@@ -70,9 +86,27 @@ type Spool struct {
 	// the spool is shared.
 	OnCommit func(*Envelope)
 
+	// dir is the spool directory.
 	dir string
+	// log receives damage reports.
 	log *slog.Logger
+	// now is the clock that queue ids are made from.
 	now func() time.Time
+	// syncFile makes a file's content durable (fdatasync); tests replace it
+	// to count syncs.
+	syncFile func(*os.File) error
+	// group shares directory fsyncs between concurrent callers.
+	group *group
+	// journal shares fdatasyncs of commits and removals.
+	journal *journal
+}
+
+// newSpool returns the spool at dir with the real sync functions.
+func newSpool(dir string, log *slog.Logger) *Spool {
+	s := &Spool{dir: dir, log: log, now: time.Now, syncFile: fdatasync}
+	s.group = newGroup(func() error { return syncDir(dir) })
+	s.journal = newJournal(s)
+	return s
 }
 
 // Open prepares the spool directory dir. Files an interrupted write left in
@@ -80,21 +114,28 @@ type Spool struct {
 // which it must do only once it holds the spool's lock: another server may
 // still be writing there.
 func Open(dir string, log *slog.Logger) (*Spool, error) {
-	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "corrupt")} {
+	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "corrupt"), filepath.Join(dir, journalDir)} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
 	}
-	return &Spool{dir: dir, log: log, now: time.Now}, nil
+	return newSpool(dir, log), nil
 }
 
 // ClearUnfinished removes what interrupted writes left in tmp/: their clients
-// never saw 250, so nothing accepted is lost (SPEC R15).
+// never saw 250, so nothing accepted is lost (SPEC R15). Then it replays the
+// journal: messages whose commit returned but whose file a power cut lost
+// are written again, and removals are made durable.
 func (s *Spool) ClearUnfinished() {
 	tmps, _ := filepath.Glob(filepath.Join(s.dir, "tmp", "*"))
 	for _, t := range tmps {
 		s.log.Info("spool: removing unfinished message", "file", t)
 		os.Remove(t)
+	}
+	if err := s.replay(); err != nil {
+		// The segments stay, so the next start tries again; the messages
+		// whose files are intact load anyway.
+		s.log.Error("spool: cannot replay the journal", "err", err)
 	}
 }
 
@@ -108,7 +149,7 @@ func Attach(dir string, log *slog.Logger) (*Spool, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("spool: %s is not a directory", dir)
 	}
-	return &Spool{dir: dir, log: log, now: time.Now}, nil
+	return newSpool(dir, log), nil
 }
 
 // Dir returns the spool directory.
@@ -116,13 +157,24 @@ func (s *Spool) Dir() string { return s.dir }
 
 // Writer writes one message. Write the message, then Commit or Abort.
 type Writer struct {
-	s    *Spool
-	env  *Envelope
-	f    *os.File
-	bw   *bufio.Writer
-	crc  hash.Hash32
-	n    int64
-	err  error
+	// s is the spool written to.
+	s *Spool
+	// env is the message's envelope.
+	env *Envelope
+	// buf holds the file's bytes while they fit in journalMax; nothing is
+	// on disk before Commit then.
+	buf []byte
+	// f is the file in tmp/ once the message outgrew buf; nil before.
+	f *os.File
+	// bw buffers writes to f.
+	bw *bufio.Writer
+	// crc sums the message content for the trailer.
+	crc hash.Hash32
+	// n counts the message bytes written.
+	n int64
+	// err is the first write error; Commit fails with it.
+	err error
+	// done says Commit or Abort was called.
 	done bool
 }
 
@@ -133,14 +185,11 @@ func (s *Spool) Create(env *Envelope) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: encode envelope: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(s.dir, "tmp", env.ID), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	w := &Writer{s: s, env: env, f: f, bw: bufio.NewWriterSize(f, 64<<10), crc: crc32.New(castagnoli)}
-	w.bw.WriteString(magic)
-	w.bw.Write(hdr)
-	w.bw.WriteByte('\n')
+	w := &Writer{s: s, env: env, crc: crc32.New(castagnoli)}
+	w.buf = make([]byte, 0, min(journalMax, len(magic)+len(hdr)+1+4096+trailerLen))
+	w.buf = append(w.buf, magic...)
+	w.buf = append(w.buf, hdr...)
+	w.buf = append(w.buf, '\n')
 	return w, nil
 }
 
@@ -148,6 +197,23 @@ func (s *Spool) Create(env *Envelope) (*Writer, error) {
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
+	}
+	if w.f == nil && len(w.buf)+len(p)+trailerLen > journalMax {
+		// Too large for the journal: from here on it goes to a file.
+		f, err := os.OpenFile(filepath.Join(w.s.dir, "tmp", w.env.ID), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+		if err != nil {
+			w.err = fmt.Errorf("spool: %w", err)
+			return 0, w.err
+		}
+		w.f, w.bw = f, bufio.NewWriterSize(f, 64<<10)
+		w.bw.Write(w.buf)
+		w.buf = nil
+	}
+	if w.f == nil {
+		w.buf = append(w.buf, p...)
+		w.crc.Write(p)
+		w.n += int64(len(p))
+		return len(p), nil
 	}
 	n, err := w.bw.Write(p)
 	w.crc.Write(p[:n])
@@ -158,13 +224,28 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, w.err
 }
 
-// Commit makes the message durable: trailer, fsync, rename, directory fsync.
-// Only after it returns nil may the client be told 250 (SPEC R15).
+// Commit makes the message durable and returns nil only once it is; only
+// then may the client be told 250 (SPEC R15).
+//
+// A message whose file fits in journalMax bytes is appended to the journal,
+// written to its final name unsynced, and made durable by the journal's next
+// fdatasync, which the commits and removals under way at the same time
+// share. A larger one is fdatasynced in tmp/, renamed into place and made
+// durable by a directory fsync that concurrent callers share; it is renamed
+// only once its content is durable, so that a crash never leaves a name
+// pointing at content that is not.
 func (w *Writer) Commit() error {
 	if w.done {
 		return errors.New("spool: message already finished")
 	}
 	w.done = true
+	if w.f == nil {
+		if w.err != nil {
+			w.buf = nil
+			return fmt.Errorf("spool: commit %s: %w", w.env.ID, w.err)
+		}
+		return w.commitSmall()
+	}
 	fail := func(err error) error {
 		w.f.Close()
 		os.Remove(w.f.Name())
@@ -177,27 +258,70 @@ func (w *Writer) Commit() error {
 	if err := w.bw.Flush(); err != nil {
 		return fail(err)
 	}
-	if err := w.f.Sync(); err != nil {
+	if err := w.s.syncFile(w.f); err != nil {
 		return fail(err)
 	}
 	if err := w.f.Close(); err != nil {
 		return fail(err)
 	}
-	final := filepath.Join(w.s.dir, w.env.ID+msgExt)
-	if err := os.Rename(w.f.Name(), final); err != nil {
+	if err := os.Rename(w.f.Name(), filepath.Join(w.s.dir, w.env.ID+msgExt)); err != nil {
 		os.Remove(w.f.Name())
 		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
 	}
-	if err := syncDir(w.s.dir); err != nil {
+	if err := w.s.group.wait(); err != nil {
 		// The file is complete but its name may not be durable; keep it (a
 		// later fsync or a clean shutdown makes it so) but do not promise 250.
 		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
 	}
+	w.committed()
+	return nil
+}
+
+// commitSmall commits a message held in buf through the journal. The record
+// goes first and the file after it, so that a crash while the file is being
+// written leaves a record that replay restores the file from, not a
+// truncated file to be taken for damage.
+func (w *Writer) commitSmall() error {
+	data := fmt.Appendf(w.buf, "end %016x %08x\n", w.n, w.crc.Sum32())
+	w.buf = nil
+	name := filepath.Join(w.s.dir, w.env.ID+msgExt)
+	placed := false
+	err := w.s.journal.commit(w.env.ID, data, func() error {
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(data)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(name)
+			return err
+		}
+		placed = true
+		return nil
+	})
+	if err != nil && !placed {
+		// The client is not told 250, so the record must not bring the
+		// message back after a crash.
+		w.s.journal.appendRec(recRemoved, w.env.ID, nil)
+	}
+	if err != nil {
+		// A placed file is complete but may not be durable; it stays (a
+		// later sync makes it so), without a promise of 250.
+		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
+	}
+	w.committed()
+	return nil
+}
+
+// committed tells the queue of a durable message.
+func (w *Writer) committed() {
 	w.env.Size = w.n
 	if w.s.OnCommit != nil {
 		w.s.OnCommit(w.env)
 	}
-	return nil
 }
 
 // Abort discards the message.
@@ -206,8 +330,11 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
-	w.f.Close()
-	os.Remove(w.f.Name())
+	w.buf = nil
+	if w.f != nil {
+		w.f.Close()
+		os.Remove(w.f.Name())
+	}
 }
 
 func syncDir(dir string) error {
@@ -377,7 +504,10 @@ func (s *Spool) Envelope(id string) (*Envelope, error) {
 	return env, nil
 }
 
-// Remove deletes message id and its state.
+// Remove deletes message id and its state, and returns once the removal is
+// durable, so that a finished message does not come back after a crash to
+// be delivered again: a tombstone in the journal records it, synced with the
+// commits and removals under way at the same time.
 func (s *Spool) Remove(id string) error {
 	if !ids.IsQueue(id) {
 		return fmt.Errorf("spool: bad queue id %q", id)
@@ -387,27 +517,10 @@ func (s *Spool) Remove(id string) error {
 	if err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
-	return syncDir(s.dir)
-}
-
-// WriteState atomically replaces message id's state file with data.
-func (s *Spool) WriteState(id string, data []byte) error {
-	if !ids.IsQueue(id) {
-		return fmt.Errorf("spool: bad queue id %q", id)
+	if err := s.journal.removed(id); err != nil {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
-	return WriteFileAtomic(filepath.Join(s.dir, id+stateExt), data, 0o640)
-}
-
-// ReadState returns message id's state, or nil if it has none yet.
-func (s *Spool) ReadState(id string) ([]byte, error) {
-	if !ids.IsQueue(id) {
-		return nil, fmt.Errorf("spool: bad queue id %q", id)
-	}
-	b, err := os.ReadFile(filepath.Join(s.dir, id+stateExt))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	return b, err
+	return nil
 }
 
 // WriteFileAtomic writes data to a temporary file beside name, fsyncs it,
