@@ -151,6 +151,10 @@ type entry struct {
 	env    *spool.Envelope
 	st     *State
 	gone   bool // the message vanished from the spool
+	// unreadable is set when the envelope or state could not be read for a
+	// reason that may pass (no file descriptors left, an I/O error): the
+	// attempt is skipped and made again later, never dropped.
+	unreadable bool
 	// data is the content, DKIM-Signature first, when it is at most
 	// MaxInMemory bytes and could be read; nil: stream it from the spool.
 	data []byte
@@ -491,7 +495,7 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
 	}
 	var rcpts []string
 	var idx []int
-	if !e.gone && !e.deleted.Load() {
+	if !e.gone && !e.unreadable && !e.deleted.Load() {
 		for i, r := range e.st.Rcpts {
 			if r.open() && r.Domain == j.domain && !r.Next.After(e.cutoff) {
 				rcpts = append(rcpts, r.Addr)
@@ -526,7 +530,7 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
 	defer e.amu.Unlock()
 	e.left--
 	last := e.left == 0
-	if len(rcpts) > 0 && !e.gone {
+	if len(rcpts) > 0 && !e.gone && !e.unreadable {
 		q.apply(e, idx, results)
 		// Persist before anything else happens (SPEC R15, R18): a crash from
 		// here on must not deliver these recipients again. When this was the
@@ -607,15 +611,28 @@ func (q *Queue) loadLocked(e *entry) {
 // when the message is gone.
 func (q *Queue) loadState(e *entry) bool {
 	env, err := q.sp.Envelope(e.id)
-	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			q.log.Error("queue: cannot read message; dropping it from the schedule", "queue_id", e.id, "err", err)
-		}
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		e.gone = true
+		return false
+	case err != nil:
+		// SPEC R15: an accepted message is never dropped for an error that
+		// may pass, such as running out of file descriptors.
+		q.log.Error("queue: cannot read message; trying again later", "queue_id", e.id, "err", err)
+		e.unreadable = true
 		return false
 	}
 	e.env = env
 	data, err := q.sp.ReadState(e.id)
+	if errors.As(err, &pe) {
+		// Reading failed, which says nothing of the state: retrying every
+		// recipient would deliver again to those already done.
+		q.log.Error("queue: cannot read delivery state; trying again later", "queue_id", e.id, "err", err)
+		e.env = nil
+		e.unreadable = true
+		return false
+	}
 	if err == nil {
 		e.st, err = decodeState(env, data)
 	}
@@ -736,6 +753,10 @@ func (q *Queue) backoff(n int) time.Duration {
 func (q *Queue) finishLocked(e *entry) (drop bool, due time.Time) {
 	if e.gone {
 		return true, time.Time{}
+	}
+	if e.unreadable {
+		e.unreadable = false
+		return false, q.now().Add(q.cfg.RetryMin)
 	}
 	if e.deleted.Load() {
 		if err := q.remove(e.env, e.st, e.bounce.Load()); err != nil {

@@ -14,6 +14,7 @@ import (
 	"net/mail"
 	"net/textproto"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -553,6 +554,41 @@ func TestVanishedMessage(t *testing.T) {
 	}
 	if _, err := os.Stat(w.sp.Dir() + "/" + id + ".state"); !os.IsNotExist(err) {
 		t.Fatalf("state file left behind: %v", err)
+	}
+}
+
+// A message whose file cannot be read for a while (here: replaced by a
+// directory, as an I/O error or a lack of file descriptors would make it)
+// stays queued and is delivered once it can be read again (SPEC R15); it
+// was dropped from the schedule until the next restart.
+func TestUnreadableMessageRetried(t *testing.T) {
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"a.test": {RcptHook: tempFail(1)}}, nil)
+	id := w.submit("jan@firma.test", "eva@a.test", "petr@a.test")
+	w.run()
+	msg := filepath.Join(w.sp.Dir(), id+".msg")
+	aside := msg + ".aside"
+	if err := os.Rename(msg, aside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(msg, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	w.clk.Advance(5 * time.Minute)
+	w.run()
+	if w.q.Len() != 1 {
+		t.Fatalf("queue schedules %d messages after a read error, want 1", w.q.Len())
+	}
+	os.Remove(msg)
+	if err := os.Rename(aside, msg); err != nil {
+		t.Fatal(err)
+	}
+	w.clk.Advance(5 * time.Minute)
+	w.run()
+	if n := len(w.rcv["a.test"].Messages()); n != 1 {
+		t.Fatalf("a.test got %d messages, want 1", n)
+	}
+	if q := w.queued(); len(q) != 0 {
+		t.Fatalf("spool still holds %d messages", len(q))
 	}
 }
 
