@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"submitd/internal/sqlitedb"
@@ -237,6 +238,27 @@ type Writer struct {
 	// mu orders Save against Close, so no record is sent on a closed channel.
 	mu     sync.RWMutex
 	closed bool
+
+	// dropped counts records not queued because the backlog was full;
+	// failed those the store would not take.
+	dropped, failed atomic.Uint64
+}
+
+// WriterStats are the Writer's backlog and losses, for metrics.
+type WriterStats struct {
+	// Backlog is the number of records waiting to be written.
+	Backlog int
+	// Capacity is the most records that can wait; past it they are dropped.
+	Capacity int
+	// Dropped counts records dropped because the backlog was full.
+	Dropped uint64
+	// Failed counts records the store failed to save.
+	Failed uint64
+}
+
+// Stats returns the backlog and the counts of lost records.
+func (w *Writer) Stats() WriterStats {
+	return WriterStats{Backlog: len(w.ch), Capacity: cap(w.ch), Dropped: w.dropped.Load(), Failed: w.failed.Load()}
 }
 
 // NewWriter starts the background saver and the retention pruner.
@@ -259,6 +281,7 @@ func (w *Writer) Save(r *Record) {
 	select {
 	case w.ch <- r:
 	default:
+		w.dropped.Add(1)
 		w.log.Error("sessionlog: backlog full, record not stored", "session", r.ID)
 	}
 }
@@ -299,6 +322,7 @@ func (w *Writer) run() {
 				}
 			}
 			if err := w.store.SaveBatch(context.Background(), batch); err != nil {
+				w.failed.Add(uint64(len(batch)))
 				ids := make([]string, len(batch))
 				for i, r := range batch {
 					ids[i] = r.ID

@@ -156,7 +156,7 @@ func (in *intake) endHeader() {
 	if err != nil {
 		v := s.vars()
 		v.Detail = err.Error()
-		in.fail(s.s.Replies.Err(ReplyBadHeader, v))
+		in.fail(replyError{ReplyBadHeader, v})
 		return
 	}
 	if e := s.checkHeaderSenders(h); e != nil {
@@ -171,7 +171,7 @@ func (in *intake) endHeader() {
 	w, err := s.s.Spool.Create(in.env)
 	if err != nil {
 		s.c.log.Error("spool create failed", "err", err)
-		in.fail(s.s.Replies.Err(ReplySpoolFailed, s.vars()))
+		in.fail(replyError{ReplySpoolFailed, s.vars()})
 		return
 	}
 	io.WriteString(w, s.receivedHeader(now, in.tx))
@@ -187,9 +187,9 @@ func (in *intake) endHeader() {
 	in.w = w
 }
 
-// finish ends the message: it returns the reply, the 250 only once the
-// message is durable (SPEC R15).
-func (in *intake) finish() *smtp.SMTPError {
+// finish ends the message: it returns the reply key and the reply, the 250
+// (ReplyQueued) only once the message is durable (SPEC R15).
+func (in *intake) finish() (string, *smtp.SMTPError) {
 	if in.err == nil {
 		switch {
 		case in.cr:
@@ -212,17 +212,19 @@ func (in *intake) finish() *smtp.SMTPError {
 	}
 	w := in.w
 	in.w = nil
+	start := time.Now()
 	if err := w.Commit(); err != nil {
 		s.c.log.Error("spool commit failed", "queue_id", in.env.ID, "err", err)
-		return s.s.Replies.Err(ReplySpoolFailed, s.vars())
+		return ReplySpoolFailed, s.s.Replies.Err(ReplySpoolFailed, s.vars())
 	}
+	s.s.observer().Queued(in.env.Size, time.Since(start))
 	v := s.vars()
 	v.QueueID = in.env.ID
 	ok := s.s.Replies.Err(ReplyQueued, v)
 	s.c.record("data", fmt.Sprintf("%d bytes", in.env.Size), replyLine(ok))
 	s.c.record("queued", in.env.ID, "")
 	s.c.log.Info("message queued", "queue_id", in.env.ID, "from", in.tx.from, "rcpts", len(in.tx.rcpts), "size", in.env.Size)
-	return ok
+	return ReplyQueued, ok
 }
 
 // abort drops the message, for RSET or a connection that ends mid-way.

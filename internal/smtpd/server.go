@@ -141,6 +141,9 @@ type Server struct {
 	Log *slog.Logger
 	// Now is the clock.
 	Now func() time.Time
+	// Metrics hears of connections, AUTH outcomes, refusals and queued
+	// messages; nil counts nothing.
+	Metrics Observer
 
 	// mu guards the connection accounting below.
 	mu sync.Mutex
@@ -220,6 +223,7 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 		var err error
 		if nc, err = s.readProxy(raw); err != nil {
 			s.Log.Warn("PROXY header refused", "session", sid, "listener", lc.Name, "peer", raw.RemoteAddr().String(), "err", err)
+			s.observer().Connection(lc.Name, "proxy_refused")
 			raw.Close()
 			return
 		}
@@ -251,19 +255,20 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 	// in memory; the refusal writes no record and no per-connection log line,
 	// so a flood of refused connections costs no disk I/O.
 	if s.Guard != nil && s.Guard.Blocked(ip) {
-		s.refuse(nc, lc, s.Replies.Line(ReplyBlocked, vars))
+		s.refuse(nc, lc, ReplyBlocked, vars)
 		return
 	}
 	if s.closing.Load() {
-		s.refuse(nc, lc, s.Replies.Line(ReplyShuttingDown, vars))
+		s.refuse(nc, lc, ReplyShuttingDown, vars)
 		return
 	}
 	if key, ok := s.admit(c); !ok {
 		c.log.Warn("connection refused", "reason", key)
-		s.refuse(nc, lc, s.Replies.Line(key, vars))
+		s.refuse(nc, lc, key, vars)
 		return
 	}
 	c.log.Info("connected", "port", ap.Port())
+	s.observer().Connection(lc.Name, "accepted")
 	c.rec.Add("connect", fmt.Sprintf("%s port %d", ip, ap.Port()), "")
 	sess := &session{s: s, c: c, lc: lc}
 	if lc.ImplicitTLS {
@@ -295,11 +300,13 @@ func (s *session) tlsUp(tc *tls.Conn) {
 	})
 }
 
-// refuse answers a connection with one reply line and closes it. On an
+// refuse answers a connection with the reply for key and closes it. On an
 // implicit-TLS listener the reply goes inside TLS, or the client would only
 // see a handshake failure.
-func (s *Server) refuse(nc net.Conn, lc ListenerConfig, line string) {
+func (s *Server) refuse(nc net.Conn, lc ListenerConfig, key string, v Vars) {
 	defer nc.Close()
+	s.observer().Connection(lc.Name, key)
+	line := s.Replies.Line(key, v)
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	var w io.Writer = nc
 	if lc.ImplicitTLS {
@@ -567,6 +574,7 @@ func (c *conn) Close() error {
 	rec := c.rec
 	c.mu.Unlock()
 	c.srv.release(c)
+	c.srv.observer().Closed(rec.Listener)
 	err := c.Conn.Close()
 	c.log.Info("closed", "duration", rec.End.Sub(rec.Start).Round(time.Millisecond).String(), "account", rec.Account)
 	if c.srv.SessionLog != nil {

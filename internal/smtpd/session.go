@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -441,7 +442,7 @@ func (s *session) mail(arg string) {
 	v.Address = from
 	if s.acct == nil {
 		// SPEC R1, R10: nothing without AUTH.
-		s.refusal("mail", from, s.s.Replies.Err(ReplyMailNoAuth, v))
+		s.refusal("mail", ReplyMailNoAuth, from, v)
 		return
 	}
 	for _, p := range params {
@@ -455,26 +456,26 @@ func (s *session) mail(arg string) {
 			}
 			if n > s.s.Limits.MaxMessageSize {
 				v.Limit = s.s.Limits.MaxMessageSize
-				s.refusal("mail", from, s.s.Replies.Err(ReplyTooBig, v))
+				s.refusal("mail", ReplyTooBig, from, v)
 				return
 			}
 		case "BODY":
 			if u := strings.ToUpper(val); u != "7BIT" && u != "8BITMIME" {
 				v.Detail = "BODY=" + val
-				s.refusal("mail", from, s.s.Replies.Err(ReplyParamUnsupported, v))
+				s.refusal("mail", ReplyParamUnsupported, from, v)
 				return
 			}
 		case "SMTPUTF8", "AUTH":
 			// RFC 6531 §3.4; RFC 4954 §5 lets the server ignore AUTH=.
 		default:
 			v.Detail = p
-			s.refusal("mail", from, s.s.Replies.Err(ReplyParamUnsupported, v))
+			s.refusal("mail", ReplyParamUnsupported, from, v)
 			return
 		}
 	}
 	if from != "" && !s.s.Policy.MaySend(s.pacc, s.c.client.Addr(), from) {
 		// SPEC R5, R6, R8, R9.
-		s.refusal("mail", from, s.s.Replies.Err(ReplySenderRejected, v))
+		s.refusal("mail", ReplySenderRejected, from, v)
 		return
 	}
 	s.tx = &transaction{from: from, helo: s.helo}
@@ -489,7 +490,7 @@ func (s *session) rcpt(arg string) {
 		if s.acct == nil && s.helo != "" {
 			// SPEC R10: nothing is accepted for anyone without AUTH.
 			v := s.vars()
-			s.refusal("rcpt", arg, s.s.Replies.Err(ReplyMailNoAuth, v))
+			s.refusal("rcpt", ReplyMailNoAuth, arg, v)
 			return
 		}
 		s.badSequence("send MAIL first")
@@ -513,17 +514,17 @@ func (s *session) rcpt(arg string) {
 	v.Address = to
 	if len(params) > 0 {
 		v.Detail = params[0]
-		s.refusal("rcpt", to, s.s.Replies.Err(ReplyParamUnsupported, v))
+		s.refusal("rcpt", ReplyParamUnsupported, to, v)
 		return
 	}
 	if _, err := address.Parse(to); err != nil {
-		s.refusal("rcpt", to, s.s.Replies.Err(ReplyBadRecipient, v))
+		s.refusal("rcpt", ReplyBadRecipient, to, v)
 		return
 	}
 	if !slices.Contains(s.tx.rcpts, to) {
 		if len(s.tx.rcpts) >= s.s.Limits.MaxRecipients {
 			v.Limit = int64(s.s.Limits.MaxRecipients)
-			s.refusal("rcpt", to, s.s.Replies.Err(ReplyTooManyRcpts, v))
+			s.refusal("rcpt", ReplyTooManyRcpts, to, v)
 			return
 		}
 		s.tx.rcpts = append(s.tx.rcpts, to)
@@ -533,8 +534,15 @@ func (s *session) rcpt(arg string) {
 	s.write(e)
 }
 
-// refusal records, logs and answers a refused command.
-func (s *session) refusal(kind, detail string, e *smtp.SMTPError) {
+// refusal records, logs, counts and answers a command refused with the
+// reply for key.
+func (s *session) refusal(kind, key, detail string, v Vars) {
+	s.refused(kind, key, detail, s.s.Replies.Err(key, v))
+}
+
+// refused is refusal with the reply e for key already made.
+func (s *session) refused(kind, key, detail string, e *smtp.SMTPError) {
+	s.s.observer().Refused(kind, key)
 	line := replyLine(e)
 	s.c.record(kind, oneLine(detail), line)
 	s.c.log.Info(kind+" refused", "arg", oneLine(detail), "reply", line)
@@ -573,7 +581,7 @@ func (s *session) data(arg string) {
 		s.protocolError(key, v)
 		return
 	} else if key != "" {
-		s.refusal("data", "", s.s.Replies.Err(key, v))
+		s.refusal("data", key, "", v)
 		return
 	}
 	s.writeKey(ReplyDataGo, s.vars())
@@ -591,9 +599,9 @@ func (s *session) data(arg string) {
 
 // finishMessage ends a message and answers it.
 func (s *session) finishMessage(in *intake) {
-	e := in.finish()
-	if e.Code != 250 {
-		s.refusal("data", "", e)
+	key, e := in.finish()
+	if key != ReplyQueued {
+		s.refused("data", key, "", e)
 		return
 	}
 	s.junk = 0
@@ -626,7 +634,7 @@ func (s *session) bdat(arg string) {
 			s.readFailed(err)
 			return
 		}
-		s.refusal("bdat", "", s.s.Replies.Err(key, v))
+		s.refusal("bdat", key, "", v)
 		return
 	}
 	tx := s.tx
@@ -691,7 +699,8 @@ func (s *session) auth(arg string) {
 		return
 	case !s.authAllowed():
 		// SPEC R3.
-		s.refusal("auth", "", s.s.Replies.Err(ReplyAuthNeedsTLS, s.vars()))
+		s.s.observer().Auth(ReplyAuthNeedsTLS)
+		s.refusal("auth", ReplyAuthNeedsTLS, "", s.vars())
 		return
 	}
 	mech, ir, _ := strings.Cut(arg, " ")
@@ -780,6 +789,7 @@ func (s *session) authFailure(key, detail, reason string) {
 	if !ok {
 		return
 	}
+	s.s.observer().Auth(cmp.Or(key, "abandoned"))
 	blocked := a.Fail()
 	if key != "" {
 		s.writeKey(key, s.vars())
@@ -799,6 +809,7 @@ func (s *session) beginAttempt() (Attempt, bool) {
 	}
 	a, ok := s.s.Guard.Begin(s.c.client.Addr(), s.c.sid)
 	if !ok {
+		s.s.observer().Auth(ReplyBlocked)
 		s.refuseBlocked()
 		return nil, false
 	}
@@ -854,6 +865,7 @@ func (s *session) authenticate(cr credentials) error {
 	}
 	key, acct, reason := s.check(cr, admit)
 	if key == keyRefused {
+		s.s.observer().Auth(ReplyBlocked)
 		s.refuseBlocked()
 		return errRefused
 	}
@@ -868,6 +880,7 @@ func (s *session) authenticate(cr credentials) error {
 	if a == nil {
 		a = noAttempt{}
 	}
+	s.s.observer().Auth(cmp.Or(key, ReplyAuthOK))
 	login := oneLine(cr.login)
 	if key == "" {
 		s.acct = acct
@@ -963,33 +976,42 @@ func (s *session) check(cr credentials, admit func() bool) (string, *directory.A
 	return ReplyAuthBusy, nil, "directory error"
 }
 
-// dataErr maps an error found in a message to its reply. Every content
-// error is permanent: the same message would fail again.
-func (s *session) dataErr(err error) *smtp.SMTPError {
+// dataErr maps an error found in a message to its reply key and reply.
+// Every content error is permanent: the same message would fail again.
+func (s *session) dataErr(err error) (string, *smtp.SMTPError) {
 	v := s.vars()
-	var se *smtp.SMTPError
+	var re replyError
+	key := ReplySpoolFailed
 	switch {
 	case errors.Is(err, message.ErrBareLineEnding):
-		return s.s.Replies.Err(ReplyBareLF, v)
+		key = ReplyBareLF
 	case errors.Is(err, errNUL):
-		return s.s.Replies.Err(ReplyNUL, v)
+		key = ReplyNUL
 	case errors.Is(err, errLineTooLong):
 		// SPEC R14.
-		v.Limit = int64(s.s.Limits.MaxLineLength)
-		return s.s.Replies.Err(ReplyLineTooLong, v)
+		key, v.Limit = ReplyLineTooLong, int64(s.s.Limits.MaxLineLength)
 	case errors.Is(err, message.ErrHeaderTooLarge):
-		v.Limit = int64(s.s.Limits.MaxHeaderSize)
-		return s.s.Replies.Err(ReplyHeaderTooLarge, v)
+		key, v.Limit = ReplyHeaderTooLarge, int64(s.s.Limits.MaxHeaderSize)
 	case errors.Is(err, errTooBig):
-		v.Limit = s.s.Limits.MaxMessageSize
-		return s.s.Replies.Err(ReplyTooBig, v)
-	case errors.As(err, &se):
-		return se
+		key, v.Limit = ReplyTooBig, s.s.Limits.MaxMessageSize
+	case errors.As(err, &re):
+		key, v = re.key, re.v
+	default:
+		// What is left is the spool failing to take the message (SPEC R15).
+		s.c.log.Error("spool write failed", "err", err)
 	}
-	// What is left is the spool failing to take the message (SPEC R15).
-	s.c.log.Error("spool write failed", "err", err)
-	return s.s.Replies.Err(ReplySpoolFailed, v)
+	return key, s.s.Replies.Err(key, v)
 }
+
+// replyError is a refusal decided while a message comes in, kept as its
+// reply key and variables until finish answers it.
+type replyError struct {
+	// key is the reply key; v fills its text.
+	key string
+	v   Vars
+}
+
+func (e replyError) Error() string { return e.key }
 
 // checkHeaderSenders applies the sender policy to every From: address and to
 // Sender: (SPEC R7, R8). The null sender is allowed only through this check.
@@ -998,18 +1020,18 @@ func (s *session) checkHeaderSenders(h *message.Header) error {
 	froms := h.Values("From")
 	switch {
 	case len(froms) == 0:
-		return s.s.Replies.Err(ReplyNoFrom, v)
+		return replyError{ReplyNoFrom, v}
 	case len(froms) > 1:
-		return s.s.Replies.Err(ReplyManyFrom, v)
+		return replyError{ReplyManyFrom, v}
 	}
 	addrs, err := message.Addresses(froms[0])
 	if err != nil {
 		v.Detail = err.Error()
-		return s.s.Replies.Err(ReplyBadFrom, v)
+		return replyError{ReplyBadFrom, v}
 	}
 	senders := h.Values("Sender")
 	if len(senders) > 1 {
-		return s.s.Replies.Err(ReplyManySender, v)
+		return replyError{ReplyManySender, v}
 	}
 	if len(senders) == 1 {
 		sa, err := message.Addresses(senders[0])
@@ -1018,14 +1040,14 @@ func (s *session) checkHeaderSenders(h *message.Header) error {
 				err = errors.New("it must hold exactly one address")
 			}
 			v.Detail = err.Error()
-			return s.s.Replies.Err(ReplyBadSender, v)
+			return replyError{ReplyBadSender, v}
 		}
 		addrs = append(addrs, sa[0])
 	}
 	for _, a := range addrs {
 		if !s.s.Policy.MaySend(s.pacc, s.c.client.Addr(), a) {
 			v.Address = a
-			return s.s.Replies.Err(ReplyHeaderRejected, v)
+			return replyError{ReplyHeaderRejected, v}
 		}
 	}
 	return nil
