@@ -83,6 +83,8 @@ type Config struct {
 	PollInterval time.Duration
 	// LockWait is how long New waits for the spool lock; default 5s.
 	LockWait time.Duration
+	// Observer hears of delivery attempts, for metrics; nil: nobody.
+	Observer Observer
 }
 
 // Queue schedules and runs deliveries.
@@ -132,6 +134,9 @@ type entry struct {
 	domains []string // destination domains with open recipients
 	active  bool     // an attempt is under way
 	force   bool     // next attempt tries every open recipient (queue retry)
+	// received is when the message was accepted, for the age of the
+	// oldest message (Sizes).
+	received time.Time
 	// first is the envelope Add was given, kept until the first attempt:
 	// that attempt need not read it from the spool, and knows the message
 	// has no state yet (only attempts write one).
@@ -259,7 +264,7 @@ func (q *Queue) Load(envs []*spool.Envelope) {
 		}
 		q.mu.Lock()
 		if _, dup := q.entries[env.ID]; !dup {
-			e := &entry{id: env.ID, due: due, index: -1, domains: openDomains(st)}
+			e := &entry{id: env.ID, due: due, index: -1, domains: openDomains(st), received: env.Received}
 			q.entries[env.ID] = e
 			heap.Push(&q.waiting, e)
 		}
@@ -278,7 +283,7 @@ func (q *Queue) Add(env *spool.Envelope) {
 		// A copy: the caller's envelope is not the queue's to keep.
 		first := *env
 		first.To = slices.Clone(env.To)
-		e := &entry{id: env.ID, due: q.now(), index: -1, domains: openDomains(st), first: &first}
+		e := &entry{id: env.ID, due: q.now(), index: -1, domains: openDomains(st), first: &first, received: env.Received}
 		q.entries[env.ID] = e
 		heap.Push(&q.waiting, e)
 	}
@@ -522,7 +527,9 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
 				Data: data,
 				Open: func() (io.ReadCloser, error) { return q.open(env.ID, dkim) },
 			}
+			start := time.Now()
 			results = q.cfg.Sender.Deliver(e.ctx, m)
+			q.observer().Attempted(results, time.Since(start), q.now().Sub(env.Received))
 		}
 	}
 
