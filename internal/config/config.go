@@ -55,6 +55,8 @@ type Config struct {
 	Delivery Delivery `toml:"delivery"`
 	// Log configures the structured log.
 	Log Log `toml:"log"`
+	// Admin configures the admin HTTP server and its /metrics.
+	Admin Admin `toml:"admin"`
 }
 
 // Listen holds the three listening addresses (SPEC R14).
@@ -216,6 +218,14 @@ type Delivery struct {
 	MaxConnectionsPerDestination int `toml:"max_connections_per_destination"`
 }
 
+// Admin configures the admin HTTP server, where Prometheus reads /metrics.
+type Admin struct {
+	// Listen is the admin server's "host:port"; "" disables it.
+	Listen string `toml:"listen"`
+	// MetricsNetworks may read /metrics without a bearer token.
+	MetricsNetworks []string `toml:"metrics_networks"`
+}
+
 // Log configures logging.
 type Log struct {
 	// Level is "debug", "info", "warn" or "error".
@@ -282,6 +292,10 @@ func Default() *Config {
 			MaxConnectionsPerDestination: 20,
 		},
 		Log: Log{Level: "info", Format: "text"},
+		Admin: Admin{
+			Listen:          "127.0.0.1:8025",
+			MetricsNetworks: []string{"127.0.0.0/8", "::1/128"},
+		},
 	}
 }
 
@@ -348,6 +362,7 @@ func (c *Config) Validate() error {
 		{"listen.smtp", c.Listen.SMTP},
 		{"listen.submission", c.Listen.Submission},
 		{"listen.submissions", c.Listen.Submissions},
+		{"admin.listen", c.Admin.Listen},
 	}
 	for i, l := range listens {
 		if l.addr == "" {
@@ -392,6 +407,7 @@ func (c *Config) Validate() error {
 		"policy.webmail_networks": c.Policy.WebmailNetworks,
 		"guard.exempt_networks":   c.Guard.ExemptNetworks,
 		"guard.trusted_proxies":   c.Guard.TrustedProxies,
+		"admin.metrics_networks":  c.Admin.MetricsNetworks,
 	} {
 		if _, err := ParsePrefixes(nets); err != nil {
 			return fmt.Errorf("invalid value for %s: %w", key, err)
