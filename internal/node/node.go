@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"submitd/internal/directory"
 	"submitd/internal/dkim"
 	"submitd/internal/guard"
+	"submitd/internal/metrics"
 	"submitd/internal/policy"
 	"submitd/internal/queue"
 	"submitd/internal/sessionlog"
@@ -65,6 +67,15 @@ type Node struct {
 	// Listeners are the bound listeners, in the order smtp, submission,
 	// submissions; a listener with an empty address is left out.
 	Listeners []Listener
+	// Metrics counts what the node does, for Prometheus (issue 10).
+	Metrics *metrics.Metrics
+	// MetricsHandler serves Metrics in the Prometheus text format to
+	// anyone: whoever mounts it at /metrics decides who may read it.
+	MetricsHandler http.Handler
+
+	// metricsLn is the listener on [admin] listen that serves /metrics;
+	// nil when that address is "".
+	metricsLn net.Listener
 
 	// closers undo what New set up, run in reverse order by Close.
 	closers []func()
@@ -127,6 +138,9 @@ func (n *Node) open(ctx context.Context) error {
 		log.Warn("generated a self-signed TLS certificate; set tls.cert and tls.key for production", "dir", filepath.Join(cfg.DataDir, "tls"))
 	}
 
+	n.Metrics = metrics.New()
+	n.MetricsHandler = n.Metrics.Handler()
+
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
@@ -153,15 +167,17 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	n.SessionLog = sessionlog.NewWriter(slstore, cfg.SessionLog.Retention.D(), log)
 	n.onClose(n.SessionLog.Close)
+	n.Metrics.SessionLog(n.SessionLog.Stats)
 
 	if n.Spool, err = spool.Open(SpoolDir(cfg), log); err != nil {
 		return err
 	}
 	// The queue takes the spool's lock; only then is it safe to clear what
 	// interrupted writes left behind.
-	if n.Queue, err = newQueue(ctx, cfg, n.DB, n.Spool, log); err != nil {
+	if n.Queue, err = newQueue(ctx, cfg, n.DB, n.Spool, n.Metrics, log); err != nil {
 		return err
 	}
+	n.Metrics.Queue(n.Queue)
 	n.onClose(func() { n.Queue.Close() })
 	n.Spool.ClearUnfinished()
 	queued, err := n.Spool.Load()
@@ -183,6 +199,7 @@ func (n *Node) open(ctx context.Context) error {
 	if n.Guard, err = guard.New(ctx, GuardConfig(cfg), gstore, log); err != nil {
 		return err
 	}
+	n.Metrics.Guard(n.Guard.Stats)
 	if gs := n.Guard.Stats(); gs.BlockedKeys > 0 || gs.TrackedKeys > 0 {
 		log.Info("guard state loaded", "blocked", gs.BlockedKeys, "counting", gs.TrackedKeys)
 	}
@@ -207,7 +224,7 @@ func (n *Node) open(ctx context.Context) error {
 // newQueue builds the delivery queue the server runs over sp (SPEC R17,
 // R18): the sender [delivery] asks for, and DKIM signing with the keys in
 // db ("submitd dkim generate").
-func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spool, log *slog.Logger) (*queue.Queue, error) {
+func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spool, obs queue.Observer, log *slog.Logger) (*queue.Queue, error) {
 	sender, err := delivery.New(cfg, log)
 	if err != nil {
 		return nil, err
@@ -228,7 +245,7 @@ func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spo
 	return queue.New(queue.Config{
 		Spool: sp, Sender: sender, Signer: signer, Hostname: cfg.Hostname,
 		RetryMin: qc.RetryMin.D(), RetryMax: qc.RetryMax.D(), MaxAge: qc.MaxAge.D(), WarnAfter: qc.WarnAfter.D(),
-		Workers: qc.Workers, PerDomain: perDomain, Log: log,
+		Workers: qc.Workers, PerDomain: perDomain, Log: log, Observer: obs,
 	})
 }
 
@@ -281,6 +298,7 @@ func newServer(cfg *config.Config, n *Node, replies *smtpd.Replies, tlsConf *tls
 		MinAuthDuration: cfg.Auth.MinDuration.D(),
 		TrustedProxies:  proxies,
 		Log:             log,
+		Metrics:         n.Metrics,
 	}
 }
 
@@ -310,7 +328,7 @@ func (n *Node) listen() error {
 		lc.ProxyProtocol = l.opt.ProxyProtocol
 		n.Listeners = append(n.Listeners, Listener{Listener: ln, Config: lc})
 	}
-	return nil
+	return n.listenMetrics()
 }
 
 // closeListeners closes every listener; closing one twice is harmless.
@@ -379,6 +397,7 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	defer n.serveMetrics()()
 	log.Info("submitd started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
 
 	var failed error

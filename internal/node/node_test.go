@@ -31,6 +31,7 @@ func testConfig(t *testing.T, smarthost string) *config.Config {
 	cfg.Listen.SMTP = "127.0.0.1:0"
 	cfg.Listen.Submission = "127.0.0.1:0"
 	cfg.Listen.Submissions = "127.0.0.1:0"
+	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Auth.MinDuration = 0
 	cfg.Delivery.Smarthost = smarthost
 	cfg.Delivery.SmarthostTLS = "none"
