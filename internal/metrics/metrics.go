@@ -24,7 +24,6 @@ import (
 	"submitd/internal/guard"
 	"submitd/internal/queue"
 	"submitd/internal/sessionlog"
-	"submitd/internal/smtpd"
 )
 
 // Metrics is one node's registry and the metrics that are counted as events
@@ -55,12 +54,11 @@ type Metrics struct {
 	latency     prometheus.Histogram
 }
 
-// Compile-time checks that Metrics is what the SMTP server and the queue
-// report to.
-var (
-	_ smtpd.Observer = (*Metrics)(nil)
-	_ queue.Observer = (*Metrics)(nil)
-)
+// Metrics is what the queue reports to. That it is an smtpd.Observer too
+// is checked where the node hands it to the SMTP server: this package does
+// not import smtpd, so that smtpd's own benchmarks can measure the SMTP path
+// with these metrics and without.
+var _ queue.Observer = (*Metrics)(nil)
 
 // New makes a registry with the Go runtime and process collectors and the
 // event metrics. The collectors that read other components' counters are
@@ -120,13 +118,26 @@ func New() *Metrics {
 	)
 	// The outcomes alert rules divide by exist from the start, at zero, so
 	// that a rate over them is defined before the first event.
-	for _, o := range []string{smtpd.ReplyAuthOK, smtpd.ReplyAuthFailed, smtpd.ReplyAuthRejected, smtpd.ReplyAuthDisabled, smtpd.ReplyBlocked} {
+	// The words are smtpd's reply keys.
+	for _, o := range []string{"auth_ok", "auth_failed", "auth_rejected", "auth_disabled", "blocked"} {
 		m.auth.WithLabelValues(o)
 	}
 	for _, s := range []delivery.Status{delivery.Delivered, delivery.Temporary, delivery.Permanent} {
 		m.attempts.WithLabelValues(s.String())
 	}
+	m.refusals.WithLabelValues("mail", "sender_rejected")
+	m.refusals.WithLabelValues("data", "header_sender_rejected")
 	return m
+}
+
+// Listeners makes the connection series of the named listeners exist at
+// zero, for rates over them from the start.
+func (m *Metrics) Listeners(names ...string) {
+	for _, l := range names {
+		m.connections.WithLabelValues(l, "accepted")
+		m.connections.WithLabelValues(l, "blocked")
+		m.open.WithLabelValues(l)
+	}
 }
 
 // Registry is the node's registry, for a caller that adds its own metrics.
@@ -201,7 +212,7 @@ func (m *Metrics) Guard(stats func() guard.Stats) {
 func (m *Metrics) Queue(q *queue.Queue) {
 	c := &statsCollector[queueStats]{stats: func() queueStats { return queueStats{q.Sizes(), q.Stats()} }}
 	for _, st := range []string{queue.StateActive, queue.StateDue, queue.StateDeferred} {
-		c.gaugeLabel("submitd_queue_messages", "Messages in the queue, by state: active (an attempt under way), due (waiting for a worker) or deferred (waiting for a retry).", "state", st,
+		c.gaugeLabel("submitd_queue_messages", "Messages in the queue, by state: active (an attempt under way or waiting for a worker), due (due, not yet started) or deferred (waiting for a retry).", "state", st,
 			func(s queueStats) float64 { return float64(s.sizes.Messages[st]) })
 	}
 	c.gauge("submitd_queue_oldest_message_age_seconds", "Age of the oldest message in the queue; 0 when it is empty.", func(s queueStats) float64 {

@@ -327,6 +327,7 @@ func (n *Node) listen() error {
 		lc.AllowPlaintextAuth = l.opt.AllowPlaintextAuth
 		lc.ProxyProtocol = l.opt.ProxyProtocol
 		n.Listeners = append(n.Listeners, Listener{Listener: ln, Config: lc})
+		n.Metrics.Listeners(lc.Name)
 	}
 	return n.listenMetrics()
 }

@@ -166,6 +166,8 @@ type server struct {
 	smtp   string
 	sub    string
 	subs   string
+	// admin is [admin] listen, where /metrics is served.
+	admin string
 	*proc
 }
 
@@ -173,11 +175,12 @@ type server struct {
 // appended (it may add tables, e.g. "[guard]\nmax_failures = 3"), and
 // prepares the data directory. Outbound delivery goes to a closed loopback
 // port, so accepted mail stays in the spool, unless extra has a [delivery]
-// table of its own.
+// table of its own. The admin server gets a fresh port too, unless extra has
+// an [admin] table.
 func newServer(t testing.TB, extra string) *server {
 	t.Helper()
 	s := &server{t: t, bin: buildBinary(t), dir: t.TempDir(),
-		smtp: freeAddr(t), sub: freeAddr(t), subs: freeAddr(t)}
+		smtp: freeAddr(t), sub: freeAddr(t), subs: freeAddr(t), admin: freeAddr(t)}
 	s.config = filepath.Join(s.dir, "submitd.toml")
 	cfg := fmt.Sprintf(`hostname = "mail.e2e.test"
 data_dir = %q
@@ -192,6 +195,9 @@ level = "debug"
 `, filepath.Join(s.dir, "data"), s.smtp, s.sub, s.subs)
 	if !strings.Contains(extra, "[delivery]") {
 		cfg += "[delivery]\nsmarthost = \"127.0.0.1:1\"\nsmarthost_tls = \"none\"\n"
+	}
+	if !strings.Contains(extra, "[admin]") {
+		cfg += fmt.Sprintf("[admin]\nlisten = %q\n", s.admin)
 	}
 	if err := os.WriteFile(s.config, []byte(cfg+extra), 0o600); err != nil {
 		t.Fatal(err)
