@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"submitd/internal/metrics"
 )
@@ -44,6 +45,27 @@ func BenchmarkAcceptMetrics(b *testing.B) { benchAccept(b, withMetrics()) }
 // withMetrics makes the node's metrics the server's Observer.
 func withMetrics() envOption {
 	return withServer(func(s *Server) { s.Metrics = metrics.New() })
+}
+
+// BenchmarkAcceptPaired runs sessions on a server without metrics and on
+// one with them in turn, swapping which goes first, so that both meet the
+// same load on a shared machine; it reports each one's time per session and
+// their ratio (with metrics / without).
+func BenchmarkAcceptPaired(b *testing.B) {
+	envs := [2]*testEnv{newTestEnv(b), newTestEnv(b, withMetrics())}
+	var took [2]time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k := range 2 {
+			j := (i + k) % 2
+			start := time.Now()
+			acceptOne(b, envs[j])
+			took[j] += time.Since(start)
+		}
+	}
+	b.ReportMetric(float64(took[0].Nanoseconds())/float64(b.N), "ns/session-plain")
+	b.ReportMetric(float64(took[1].Nanoseconds())/float64(b.N), "ns/session-metrics")
+	b.ReportMetric(float64(took[1])/float64(took[0]), "ratio")
 }
 
 // benchAccept runs whole sessions one after another on a server set up
