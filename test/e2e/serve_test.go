@@ -168,8 +168,8 @@ func TestServeFreshDataDir(t *testing.T) {
 	want := map[string]string{"smtp": freeAddr(t), "submission": freeAddr(t), "submissions": freeAddr(t)}
 	const hostname = "mail.serve.e2e.test"
 	cfg := filepath.Join(dir, "submitd.toml")
-	body := fmt.Sprintf("hostname = %q\ndata_dir = %q\n[listen]\nsmtp = %q\nsubmission = %q\nsubmissions = %q\n",
-		hostname, dataDir, want["smtp"], want["submission"], want["submissions"])
+	body := fmt.Sprintf("hostname = %q\ndata_dir = %q\n[listen]\nsmtp = %q\nsubmission = %q\nsubmissions = %q\n[admin]\nlisten = %q\n",
+		hostname, dataDir, want["smtp"], want["submission"], want["submissions"], freeAddr(t))
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestServeFreshDataDir(t *testing.T) {
 // TestServeNoConfig is "submitd serve" on a fresh checkout: no file, no
 // variable, built-in defaults, unprivileged ports, ./data.
 func TestServeNoConfig(t *testing.T) {
-	for _, a := range []string{"127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465"} {
+	for _, a := range []string{"127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465", "127.0.0.1:8025"} {
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
 			t.Skipf("default port %s is in use here (%v); the defaults cannot be tried", a, err)
@@ -241,6 +241,9 @@ func TestServeNoConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkListeners(t, got, certPEM, "localhost")
+	if !strings.Contains(p.log.String(), `msg="serving metrics" addr=127.0.0.1:8025`) {
+		t.Errorf("metrics not served on the default [admin] listen:\n%s", p.log)
+	}
 	p.interrupt()
 }
 
