@@ -446,20 +446,25 @@ func (c *client) close() {
 	c.nc.Close()
 }
 
-// buildMessage makes a message of about size bytes from the given sender:
-// a few headers and lines of 76 letters, dot-stuffed (no line starts with a
-// dot) and ending in CRLF.CRLF, ready for the DATA phase.
+// buildMessage makes a message of size bytes (at least the headers' size)
+// from the given sender: a few headers and lines of 76 letters, ending in
+// CRLF and then the terminating ".\r\n". No line starts with a dot, so no
+// dot-stuffing is needed.
 func buildMessage(from, to string, size int) []byte {
-	var b strings.Builder
-	fmt.Fprintf(&b, "From: <%s>\r\nTo: <%s>\r\nSubject: load test\r\nDate: %s\r\n\r\n",
+	b := make([]byte, 0, size+3)
+	b = fmt.Appendf(b, "From: <%s>\r\nTo: <%s>\r\nSubject: load test\r\nDate: %s\r\n\r\n",
 		from, to, time.Now().UTC().Format(time.RFC1123Z))
 	const line = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx\r\n"
-	for b.Len()+len(line) <= size {
-		b.WriteString(line)
+	for len(b)+len(line) <= size {
+		b = append(b, line...)
 	}
-	if rest := size - b.Len(); rest > 2 {
-		b.WriteString(line[:rest-2] + "\r\n")
+	switch rest := size - len(b); {
+	case rest >= 2:
+		b = append(b, line[:rest-2]...)
+		b = append(b, "\r\n"...)
+	case rest == 1 && len(b) >= len(line):
+		// One byte short of a full line: the last line grows by one.
+		b = append(b[:len(b)-2], "x\r\n"...)
 	}
-	b.WriteString(".\r\n")
-	return []byte(b.String())
+	return append(b, ".\r\n"...)
 }

@@ -315,6 +315,10 @@ type idleResult struct {
 	setup *recorder
 }
 
+// idleSettle is the pause between the last login and the measurement of
+// idle sessions: the server's memory settles once the handshakes are over.
+var idleSettle = 3 * time.Second
+
 // runIdle opens n logged-in sessions, at most parallel being set up at
 // once, calls measure while they are all open, holds them until hold has
 // passed, and closes them. Few logins at a time keep the memory that
@@ -346,8 +350,7 @@ func runIdle(ctx context.Context, cfg *sendConfig, n, parallel int, hold time.Du
 		}()
 	}
 	wg.Wait()
-	// The server's memory settles once the handshakes are over.
-	realClock{}.sleepUntil(ctx, time.Now().Add(3*time.Second))
+	realClock{}.sleepUntil(ctx, time.Now().Add(idleSettle))
 	measure()
 	realClock{}.sleepUntil(ctx, end)
 	for _, c := range open {
