@@ -314,7 +314,7 @@ workload() { # W RUN
 			-accounts 10 -size 1048576 -duration "$DUR"
 	done ;;
 	W4) for srv in ceiling submitd; do
-		bench W4 $srv "$r" -mode idle -addr "$(addr $srv starttls)" -c 500 -sources 25 -src 127.4.0.1 \
+		bench W4 $srv "$r" -mode idle -addr "$(addr $srv starttls)" -c 200 -sources 10 -src 127.4.0.1 \
 			-accounts $NACCT -duration 1s -timeout 120s
 	done ;;
 	W5) for srv in ceiling submitd; do

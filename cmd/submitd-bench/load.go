@@ -309,54 +309,64 @@ func (l *sendLoad) login(ctx context.Context, src net.IP, user string) (*client,
 
 // idleResult is what the idle workload measured.
 type idleResult struct {
-	// open is how many sessions were logged in and held.
-	open int
+	// half is how many sessions were open at the first measurement, open
+	// at the second.
+	half, open int
 	// setup is their setup times and failures.
 	setup *recorder
 }
 
-// idleSettle is the pause between the last login and the measurement of
+// idleSettle is the pause between the last login and a measurement of
 // idle sessions: the server's memory settles once the handshakes are over.
 var idleSettle = 3 * time.Second
 
-// runIdle opens n logged-in sessions, at most parallel being set up at
-// once, calls measure while they are all open, holds them until hold has
-// passed, and closes them. Few logins at a time keep the memory that
-// password hashing uses at login (argon2id: 19 MiB each) from being
-// mistaken for memory the idle sessions hold.
-func runIdle(ctx context.Context, cfg *sendConfig, n, parallel int, hold time.Duration, measure func()) idleResult {
+// runIdle opens n logged-in sessions in two halves, at most parallel being
+// set up at once, calls measure(0) when the first half is open and
+// measure(1) when all are, holds them until hold has passed, and closes
+// them. The memory the second half adds is the memory of idle sessions:
+// what logging in costs for a moment (argon2id: 19 MiB per hash) and the
+// runtime keeps for a while has been reached by then, and few logins at a
+// time keep that moment small.
+func runIdle(ctx context.Context, cfg *sendConfig, n, parallel int, hold time.Duration, measure func(int)) idleResult {
 	l := &sendLoad{cfg: cfg, clk: realClock{}, msgs: newRecorder(), setup: newRecorder()}
 	end := time.Now().Add(hold)
 	var mu sync.Mutex
 	var open []*client
-	var wg sync.WaitGroup
 	sem := make(chan struct{}, max(parallel, 1))
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			t0 := time.Now()
-			c, err := l.login(ctx, cfg.src.at(i), cfg.accts.login(i))
-			if err != nil {
-				l.setup.fail(err)
-				return
-			}
-			l.setup.ok(time.Since(t0))
-			mu.Lock()
-			open = append(open, c)
-			mu.Unlock()
-		}()
+	res := idleResult{setup: l.setup}
+	for part, upTo := range []int{n / 2, n} {
+		var wg sync.WaitGroup
+		for i := len(open); i < upTo; i++ {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				t0 := time.Now()
+				c, err := l.login(ctx, cfg.src.at(i), cfg.accts.login(i))
+				if err != nil {
+					l.setup.fail(err)
+					return
+				}
+				l.setup.ok(time.Since(t0))
+				mu.Lock()
+				open = append(open, c)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		realClock{}.sleepUntil(ctx, time.Now().Add(idleSettle))
+		measure(part)
+		if part == 0 {
+			res.half = len(open)
+		}
 	}
-	wg.Wait()
-	realClock{}.sleepUntil(ctx, time.Now().Add(idleSettle))
-	measure()
+	res.open = len(open)
 	realClock{}.sleepUntil(ctx, end)
 	for _, c := range open {
 		c.quit()
 	}
-	return idleResult{open: len(open), setup: l.setup}
+	return res
 }
 
 // floodConfig is the wrong-password flood.

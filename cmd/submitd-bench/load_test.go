@@ -306,13 +306,13 @@ func TestIdleSessions(t *testing.T) {
 	ts := startTestServer(t, testServerOptions{})
 	defer func(d time.Duration) { idleSettle = d }(idleSettle)
 	idleSettle = 0
-	measured := false
-	ir := runIdle(context.Background(), ts.sendConfig(0), 12, 4, 0, func() {
+	var logins []int
+	ir := runIdle(context.Background(), ts.sendConfig(0), 12, 4, 0, func(int) {
 		_, _, authOK, _ := ts.counts()
-		measured = authOK == 12
+		logins = append(logins, authOK)
 	})
-	if ir.open != 12 || !measured {
-		t.Errorf("%d sessions held, all logged in at measure time: %v", ir.open, measured)
+	if ir.half != 6 || ir.open != 12 || len(logins) != 2 || logins[0] != 6 || logins[1] != 12 {
+		t.Errorf("%d then %d sessions held, logins at the two measurements %v; want 6 and 12", ir.half, ir.open, logins)
 	}
 }
 

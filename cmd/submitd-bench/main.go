@@ -121,9 +121,12 @@ type serverResult struct {
 	// PeakRSSKiB is the largest resident memory seen (sampled every
 	// 100 ms, and VmHWM for a single process).
 	PeakRSSKiB int64 `json:"peak_rss_kib"`
-	// LoadedRSSKiB is the resident memory with all idle sessions open.
+	// HalfRSSKiB and LoadedRSSKiB are the resident memory with half of
+	// the idle sessions open and with all of them.
+	HalfRSSKiB   int64 `json:"half_rss_kib,omitempty"`
 	LoadedRSSKiB int64 `json:"loaded_rss_kib,omitempty"`
-	// PerConnKiB is (LoadedRSSKiB-BaseRSSKiB) per idle session.
+	// PerConnKiB is what the second half of the idle sessions added, per
+	// session.
 	PerConnKiB float64 `json:"per_conn_kib,omitempty"`
 }
 
@@ -326,7 +329,8 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 		go pw.watch(100*time.Millisecond, stopWatch)
 	}
 	res := &result{Tags: o.tags, Mode: o.mode}
-	var loaded procUsage
+	var half, loaded procUsage
+	var halfOpen int
 	var bytes int64
 	start := time.Now()
 	switch o.mode {
@@ -350,11 +354,17 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 		res.Setup = &s
 		bytes = l.bytes.Load()
 	case "idle":
-		ir := runIdle(ctx, cfg, o.conns, o.setupParallel, o.duration, func() {
+		ir := runIdle(ctx, cfg, o.conns, o.setupParallel, o.duration, func(part int) {
 			if pw != nil {
-				loaded, _ = pw.sample()
+				u, _ := pw.sample()
+				if part == 0 {
+					half = u
+				} else {
+					loaded = u
+				}
 			}
 		})
+		halfOpen = ir.half
 		res.OK, res.Errors = ir.open, ir.setup.errors()
 		s := ir.setup.summary()
 		res.Setup = &s
@@ -398,9 +408,9 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 		if bytes > 0 {
 			sr.CPUPerMiBMs = sr.CPUSeconds * 1000 / (float64(bytes) / (1 << 20))
 		}
-		if o.mode == "idle" && res.OK > 0 {
-			sr.LoadedRSSKiB = loaded.rssKiB
-			sr.PerConnKiB = float64(loaded.rssKiB-before.rssKiB) / float64(res.OK)
+		if o.mode == "idle" && res.OK > halfOpen {
+			sr.HalfRSSKiB, sr.LoadedRSSKiB = half.rssKiB, loaded.rssKiB
+			sr.PerConnKiB = float64(loaded.rssKiB-half.rssKiB) / float64(res.OK-halfOpen)
 		}
 		res.Server = sr
 		before = after
@@ -492,7 +502,7 @@ func printSummary(w io.Writer, r *result) {
 		}
 		fmt.Fprintf(w, ", RSS %d KiB before, peak %d KiB", s.BaseRSSKiB, s.PeakRSSKiB)
 		if s.PerConnKiB != 0 {
-			fmt.Fprintf(w, ", %d KiB loaded, %.1f KiB per session", s.LoadedRSSKiB, s.PerConnKiB)
+			fmt.Fprintf(w, ", %d KiB with half the sessions, %d KiB with all, %.1f KiB per session", s.HalfRSSKiB, s.LoadedRSSKiB, s.PerConnKiB)
 		}
 		fmt.Fprintln(w)
 	}
