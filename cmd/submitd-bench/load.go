@@ -399,8 +399,11 @@ func runFlood(ctx context.Context, cfg *floodConfig, end time.Time) floodResult 
 	res := floodResult{attempts: newRecorder(), cached: newRecorder(), uncached: newRecorder()}
 	sc := cfg.send
 	l := &sendLoad{cfg: sc, clk: realClock{}, msgs: newRecorder(), setup: newRecorder()}
+	// A login under way when the flood ends runs to its end (or its
+	// timeout): cutting it off would count it as a failure it may not be.
+	pctx := ctx
 	probe := func(rec *recorder, acct int) {
-		c, err := connect(ctx, sc.dial, cfg.probeSrc, true)
+		c, err := connect(pctx, sc.dial, cfg.probeSrc, true)
 		if err != nil {
 			rec.fail(err)
 			return
