@@ -50,6 +50,7 @@ install_packages() {
 	command -v saslpasswd2 >/dev/null || need+=(sasl2-bin)
 	ls /usr/lib/*/sasl2/libplain.so* >/dev/null 2>&1 || need+=(libsasl2-modules)
 	command -v openssl >/dev/null || need+=(openssl)
+	command -v strace >/dev/null || need+=(strace)
 	[ ${#need[@]} -eq 0 ] && return
 	local sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -57,9 +58,9 @@ install_packages() {
 	# "No configuration": the system's Postfix stays unconfigured and
 	# stopped; the benchmark runs a private instance.
 	echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
-	if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y postfix sasl2-bin libsasl2-modules openssl >/dev/null; then
+	if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y postfix sasl2-bin libsasl2-modules openssl strace >/dev/null; then
 		$sudo apt-get update >/dev/null
-		$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y postfix sasl2-bin libsasl2-modules openssl >/dev/null
+		$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y postfix sasl2-bin libsasl2-modules openssl strace >/dev/null
 	fi
 }
 install_packages
@@ -290,13 +291,26 @@ addr() { # SRV starttls|implicit
 	esac
 }
 
+# order RUN SRV...: the servers rotated by the round number, so that no
+# server always runs first (on a cold cache) or last (after the others'
+# deliveries and garbage).
+order() {
+	local r=$1
+	shift
+	local n=$# i
+	for i in $(seq 0 $((n - 1))); do
+		local k=$(((i + r - 1) % n + 1))
+		echo "${!k}"
+	done
+}
+
 # The ceiling takes any login with the right password; submitd and Postfix
 # know bench0…bench199@bench.test. Each workload dials from its own range
 # of 127.x addresses, so blocks left by W5 and W6 touch no other workload.
 workload() { # W RUN
 	local w=$1 r=$2 srv
 	case $w in
-	W1) for srv in ceiling submitd postfix; do
+	W1) for srv in $(order "$r" ceiling submitd postfix); do
 		local drain=()
 		[ $srv = submitd ] && drain=(-drain-cmd "$SD_QUEUE")
 		[ $srv = postfix ] && drain=(-drain-cmd "$PF_QUEUE")
@@ -304,20 +318,20 @@ workload() { # W RUN
 			-accounts 20 -size 4096 -duration "$DUR" "${drain[@]}"
 	done ;;
 	W2) for sec in starttls implicit; do
-		for srv in ceiling submitd postfix; do
+		for srv in $(order "$r" ceiling submitd postfix); do
 			bench "W2${sec:0:1}" $srv "$r" -addr "$(addr $srv $sec)" -tls $sec -k 1 -c 20 -sources 20 \
 				-src 127.2.0.1 -accounts $NACCT -size 4096 -duration "$DUR"
 		done
 	done ;;
-	W3) for srv in ceiling submitd; do
+	W3) for srv in $(order "$r" ceiling submitd); do
 		bench W3 $srv "$r" -addr "$(addr $srv starttls)" -c 10 -sources 10 -src 127.3.0.1 \
 			-accounts 10 -size 1048576 -duration "$DUR"
 	done ;;
-	W4) for srv in ceiling submitd; do
+	W4) for srv in $(order "$r" ceiling submitd); do
 		bench W4 $srv "$r" -mode idle -addr "$(addr $srv starttls)" -c 200 -sources 10 -src 127.4.0.1 \
 			-accounts $NACCT -duration 1s -timeout 120s
 	done ;;
-	W5) for srv in ceiling submitd; do
+	W5) for srv in $(order "$r" ceiling submitd); do
 		bench W5 $srv "$r" -mode flood -addr "$(addr $srv starttls)" -c 200 -sources 2000 -src 127.5.0.1 \
 			-accounts $NACCT -probe-every 200ms -probe-src 127.9.0.1 -duration 15s
 	done
@@ -326,7 +340,7 @@ workload() { # W RUN
 	W6) for sec in starttls implicit; do
 		local tag=W6p
 		[ $sec = implicit ] && tag=W6i
-		for srv in ceiling submitd; do
+		for srv in $(order "$r" ceiling submitd); do
 			bench $tag $srv "$r" -mode refused -addr "$(addr $srv $sec)" -tls $sec -c 8 \
 				-blocked-src 127.8.0.1 -accounts 1 -duration 5s
 		done
@@ -339,6 +353,40 @@ START=$(date -u +%s)
 for r in $(seq "$RUNS"); do
 	for w in $SEL; do workload "$w" "$r"; done
 done
+
+# --- fsync calls per message ----------------------------------------------
+# A count, which tracing does not change, so it is taken once, apart from
+# the timed runs: W1's load for 500 messages under strace, from the start
+# of the load until the queue is empty again (accepting and delivering).
+count_fsyncs() { # SRV
+	local srv=$1 pid queue out=$W/strace-$1.txt
+	case $srv in
+	submitd) start_submitd; pid=$SPID queue=$SD_QUEUE ;;
+	postfix) start_postfix; pid=$PPID_PF queue=$PF_QUEUE ;;
+	esac
+	strace -f -c -e trace=fsync,fdatasync -o "$out" -p "$pid" 2>/dev/null &
+	local tpid=$!
+	sleep 1
+	log "fsync count W1 $srv"
+	"$BIN/submitd-bench" -json "$W/fsync.jsonl" -tag w=W1f -tag srv="$srv" -addr "$(addr $srv starttls)" \
+		-c 20 -sources 20 -src 127.1.0.1 -accounts 20 -size 4096 -n 500 -duration 2m >/dev/null 2>&1 || true
+	drain_queue "$queue"
+	kill -INT $tpid
+	wait $tpid 2>/dev/null || true
+	local calls ok
+	calls=$(awk '$NF == "fsync" || $NF == "fdatasync" { s += $4 } END { print s + 0 }' "$out")
+	ok=$(tail -1 "$W/fsync.jsonl" | sed 's/.*"ok":\([0-9]*\).*/\1/')
+	if [ "${ok:-0}" -gt 0 ]; then
+		printf '{"tags":{"w":"W1f","srv":"%s"},"mode":"send","ok":%s,"fsyncs_per_msg":%s}\n' \
+			"$srv" "$ok" "$(awk -v c="$calls" -v n="$ok" 'BEGIN { printf "%.2f", c / n }')" >>"$RES"
+		log "    $calls fsync calls for $ok messages"
+	fi
+	case $srv in submitd) stop_submitd ;; postfix) stop_postfix ;; esac
+}
+case " $SEL " in *" W1 "*)
+	if command -v strace >/dev/null; then count_fsyncs submitd; count_fsyncs postfix; fi ;;
+esac
+
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- the table ------------------------------------------------------------

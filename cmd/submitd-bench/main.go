@@ -91,6 +91,10 @@ type result struct {
 	E2E *e2eResult `json:"e2e,omitempty"`
 	// Server is the server's resource use when -pid was given.
 	Server *serverResult `json:"server,omitempty"`
+	// FsyncsPerMsg is the server's fsync and fdatasync calls per accepted
+	// message, counted by bench/run.sh with strace on a separate run (a
+	// count that tracing does not change, unlike the timings).
+	FsyncsPerMsg *float64 `json:"fsyncs_per_msg,omitempty"`
 	// Cached and Uncached are the legitimate logins during a flood.
 	Cached   *loginResult `json:"cached,omitempty"`
 	Uncached *loginResult `json:"uncached,omitempty"`

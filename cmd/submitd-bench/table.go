@@ -53,6 +53,12 @@ var figures = []figure{
 	{"W1", "W1: server CPU per message", "ms", func(r *result) (float64, bool) {
 		return serverField(r, func(s *serverResult) float64 { return s.CPUPerOpMs })
 	}, target{}},
+	{"W1f", "W1: fsync calls per message (strace, 500 messages)", "", func(r *result) (float64, bool) {
+		if r.FsyncsPerMsg == nil {
+			return 0, false
+		}
+		return *r.FsyncsPerMsg, true
+	}, target{}},
 	{"W1", "W1 end to end: accepted and delivered to smtp-sink", "msgs/s", func(r *result) (float64, bool) {
 		if r.E2E == nil {
 			return 0, false
@@ -229,7 +235,7 @@ func writeTable(w io.Writer, results []*result) error {
 		s, c, p := get(i, srvSubmitd), get(i, srvCeiling), get(i, srvPostfix)
 		goal, met := verdict(f.goal, s, c, p)
 		unit := " " + f.unit
-		if f.unit == "%" || f.unit == "/s" {
+		if f.unit == "%" || f.unit == "/s" || f.unit == "" {
 			unit = f.unit
 		}
 		cell := func(v float64) string {
