@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -114,4 +115,37 @@ func TestBuildMessage(t *testing.T) {
 			t.Errorf("size %d: From: is not the sender", size)
 		}
 	}
+}
+
+// FuzzReadReply checks that no input makes readReply panic or hand back a
+// reply that breaks its promises, and that a reply it accepts reads back
+// the same when written out again.
+func FuzzReadReply(f *testing.F) {
+	for _, s := range []string{
+		"250 2.0.0 OK\r\n", "250-a\r\n250-PIPELINING\r\n250 SIZE 1000\r\n", "354\r\n",
+		"535 5.7.8 no\n", "250-a\r\n251 b\r\n", "hello\r\n", "999 x\r\n", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		rep, err := readReply(bufio.NewReader(strings.NewReader(in)))
+		if err != nil {
+			return
+		}
+		if rep.code < 200 || rep.code > 599 || len(rep.lines) == 0 || len(rep.lines) > maxReplyLines {
+			t.Fatalf("readReply(%q) = %+v", in, rep)
+		}
+		var b strings.Builder
+		for i, l := range rep.lines {
+			sep := "-"
+			if i == len(rep.lines)-1 {
+				sep = " "
+			}
+			b.WriteString(strconv.Itoa(rep.code) + sep + l + "\r\n")
+		}
+		again, err := readReply(bufio.NewReader(strings.NewReader(b.String())))
+		if err != nil || again.code != rep.code || strings.Join(again.lines, "\n") != strings.Join(rep.lines, "\n") {
+			t.Fatalf("%q read as %+v, written as %q, read back as %+v, %v", in, rep, b.String(), again, err)
+		}
+	})
 }
