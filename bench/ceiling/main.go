@@ -55,23 +55,13 @@ func main() {
 		if l.addr == "" {
 			continue
 		}
-		s := smtp.NewServer(be)
-		s.Domain = "ceiling.test"
-		s.TLSConfig = tc
-		s.MaxMessageBytes = 64 << 20
-		s.MaxRecipients = 100
-		s.ReadTimeout = 5 * time.Minute
-		s.WriteTimeout = time.Minute
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
 			log.Fatalf("ceiling: %v", err)
 		}
-		fl := &filterListener{Listener: ln, blocked: blocked}
-		if l.implicit {
-			fl.tls = tc
-		}
+		s := newServer(be, tc)
 		go func() {
-			if err := s.Serve(fl); err != nil && !errors.Is(err, net.ErrClosed) {
+			if err := s.Serve(newFilterListener(ln, blocked, tc, l.implicit)); err != nil && !errors.Is(err, net.ErrClosed) {
 				log.Fatalf("ceiling: %v", err)
 			}
 		}()
@@ -80,6 +70,28 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig
+}
+
+// newServer is a go-smtp server for be with limits no workload reaches.
+func newServer(be *backend, tc *tls.Config) *smtp.Server {
+	s := smtp.NewServer(be)
+	s.Domain = "ceiling.test"
+	s.TLSConfig = tc
+	s.MaxMessageBytes = 64 << 20
+	s.MaxRecipients = 100
+	s.ReadTimeout = 5 * time.Minute
+	s.WriteTimeout = time.Minute
+	return s
+}
+
+// newFilterListener wraps ln: connections from blocked are refused, and
+// with implicit the others get TLS from the first byte.
+func newFilterListener(ln net.Listener, blocked netip.Prefix, tc *tls.Config, implicit bool) *filterListener {
+	fl := &filterListener{Listener: ln, blocked: blocked}
+	if implicit {
+		fl.tls = tc
+	}
+	return fl
 }
 
 // filterListener refuses blocked clients before go-smtp sees them and wraps
