@@ -397,6 +397,8 @@ TABLE=$W/table.md
 	echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')),"
 	echo "$(df --output=fstype "$W" | tail -1 | tr -d ' ') filesystem, Linux $(uname -r), $(go version | cut -d' ' -f3),"
 	echo "Postfix $(postconf -d -h mail_version 2>/dev/null); load average $LOAD0 before, $LOAD1 after."
+	echo "(A load average above the core count means other work shared the machine: the ratios,"
+	echo "taken side by side, still compare; the absolute figures are then low.)"
 	echo
 	"$BIN/submitd-bench" table "$RES"
 } >"$TABLE"

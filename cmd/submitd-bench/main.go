@@ -52,6 +52,9 @@ func main() {
 	defer stop()
 	res, err := run(ctx, os.Args[1:], os.Stderr)
 	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
 		fmt.Fprintln(os.Stderr, "submitd-bench:", err)
 		if errors.Is(err, errUsage) {
 			os.Exit(2)
@@ -214,6 +217,18 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{tags: tagFlags{}}
 	fs := flag.NewFlagSet("submitd-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: submitd-bench [flags]       a load run (see -mode)
+       submitd-bench table FILE         the BENCHMARKS.md table of the -json lines in FILE
+       submitd-bench accounts [-n N]    accounts for "submitd account import"
+
+Modes: send (mail; closed loop, or open loop with -rate), idle (-c sessions
+held open), flood (wrong passwords, legitimate logins timed alongside),
+refused (connections from an address the server has blocked).
+
+`)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&o.mode, "mode", "send", "send, idle, flood or refused")
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:2587", "server host:port")
 	fs.StringVar(&o.security, "tls", "starttls", "starttls, implicit or none")
@@ -244,7 +259,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Var(o.tags, "tag", "key=value label for the JSON line (repeatable)")
 	fs.StringVar(&o.jsonPath, "json", "", "append the result as one JSON line to this file")
 	if err := fs.Parse(args); err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
