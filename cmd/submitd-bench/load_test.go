@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/netip"
 	"os"
@@ -59,6 +60,8 @@ func startTestServer(t *testing.T, opts testServerOptions) *testServer {
 	s := smtp.NewServer(ts)
 	s.Domain = "test.server"
 	s.TLSConfig = tc
+	// The refusal tests reset connections on purpose.
+	s.ErrorLog = log.New(io.Discard, "", 0)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
