@@ -373,11 +373,19 @@ func runIdle(ctx context.Context, cfg *sendConfig, n, parallel int, hold time.Du
 type floodConfig struct {
 	// send supplies the server, accounts, connection count and sources.
 	send *sendConfig
-	// probeEvery is the pause between legitimate logins (0: none).
+	// probeEvery is the time between the starts of legitimate logins
+	// (0: none).
 	probeEvery time.Duration
-	// probeSrc is the address legitimate logins come from.
-	probeSrc net.IP
+	// probeSrc is the first of probeSources addresses legitimate logins
+	// come from, in turn.
+	probeSrc netip.Addr
 }
+
+// probeSources is how many addresses legitimate logins during a flood come
+// from: they start on schedule whether or not the ones before have been
+// answered, and a slow server must not turn them into a connection flood
+// from one address (max_connections_per_ip).
+const probeSources = 16
 
 // floodResult is what the flood measured.
 type floodResult struct {
@@ -392,18 +400,23 @@ type floodResult struct {
 }
 
 // runFlood sends wrong passwords on cfg.send.conns connections until end,
-// each connection from the next source address, and meanwhile logs in with
-// the right password from probeSrc, alternating one account used over and
-// over with accounts not yet used.
-func runFlood(ctx context.Context, cfg *floodConfig, end time.Time) floodResult {
+// each connection from the next source address, and meanwhile starts a
+// login with the right password every probeEvery, as users do whether or
+// not the server is slow, alternating one account used over and over with
+// accounts not yet used.
+//
+// The flood lasts d from the call of begin, which comes after a first login
+// of the cached account.
+func runFlood(ctx context.Context, cfg *floodConfig, d time.Duration, begin func()) floodResult {
 	res := floodResult{attempts: newRecorder(), cached: newRecorder(), uncached: newRecorder()}
 	sc := cfg.send
 	l := &sendLoad{cfg: sc, clk: realClock{}, msgs: newRecorder(), setup: newRecorder()}
 	// A login under way when the flood ends runs to its end (or its
 	// timeout): cutting it off would count it as a failure it may not be.
 	pctx := ctx
-	probe := func(rec *recorder, acct int) {
-		c, err := connect(pctx, sc.dial, cfg.probeSrc, true)
+	probeAddr := sources{base: cfg.probeSrc, n: probeSources}
+	probe := func(rec *recorder, acct, k int) {
+		c, err := connect(pctx, sc.dial, probeAddr.at(k), true)
 		if err != nil {
 			rec.fail(err)
 			return
@@ -423,8 +436,10 @@ func runFlood(ctx context.Context, cfg *floodConfig, end time.Time) floodResult 
 	if cfg.probeEvery > 0 {
 		// Account 0 is the cached one: one login before the flood, not
 		// counted, puts it in any cache the server has.
-		probe(newRecorder(), 0)
+		probe(newRecorder(), 0, 0)
 	}
+	begin()
+	end := time.Now().Add(d)
 	ctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -432,16 +447,22 @@ func runFlood(ctx context.Context, cfg *floodConfig, end time.Time) floodResult 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for k := 0; !over(ctx, end); k++ {
-				realClock{}.sleepUntil(ctx, time.Now().Add(cfg.probeEvery))
+			next := time.Now()
+			for k := 0; ; k++ {
+				next = next.Add(cfg.probeEvery)
+				realClock{}.sleepUntil(ctx, next)
 				if over(ctx, end) {
 					return
 				}
-				if k%2 == 0 {
-					probe(res.cached, 0)
-				} else {
-					probe(res.uncached, 1+(k/2)%max(sc.accts.n-1, 1))
-				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if k%2 == 0 {
+						probe(res.cached, 0, k)
+					} else {
+						probe(res.uncached, 1+(k/2)%max(sc.accts.n-1, 1), k)
+					}
+				}()
 			}
 		}()
 	}

@@ -32,6 +32,8 @@ type testServerOptions struct {
 	onData func()
 	// refuse answers connections from this address with 554 and closes.
 	refuse netip.Addr
+	// authDelay is how long a correct login takes.
+	authDelay time.Duration
 }
 
 // testServer is a go-smtp server on 127.0.0.1:0 that counts what it got.
@@ -144,6 +146,11 @@ func (s *testSession) Auth(string) (sasl.Server, error) {
 		}
 		s.ts.authOK++
 		s.authed = true
+		if d := s.ts.opts.authDelay; d > 0 {
+			s.ts.mu.Unlock()
+			time.Sleep(d)
+			s.ts.mu.Lock()
+		}
 		return nil
 	}), nil
 }
@@ -282,6 +289,23 @@ func TestFloodAndProbes(t *testing.T) {
 	// One warm-up login of account 0 comes before the timed ones.
 	if got := res.Cached.Latency.N + res.Uncached.Latency.N + 1; got != authOK {
 		t.Errorf("%d probe logins counted, server accepted %d", got, authOK)
+	}
+}
+
+func TestProbesDoNotWaitForSlowLogins(t *testing.T) {
+	// Logins take 200 ms and one starts every 10 ms: legitimate users keep
+	// coming while the server is slow, so the probes overlap, from
+	// several addresses, instead of queueing behind each other (which
+	// would give about two in 400 ms).
+	ts := startTestServer(t, testServerOptions{authDelay: 200 * time.Millisecond})
+	res, _ := runCLI(t, "-mode", "flood", "-addr", ts.addr, "-c", "1", "-src", "127.5.0.1",
+		"-accounts", "50", "-user", "user%d@test.server", "-password", testPassword,
+		"-probe-every", "10ms", "-probe-src", "127.9.0.1", "-duration", "400ms")
+	if n := res.Cached.Latency.N + res.Uncached.Latency.N; n < 8 {
+		t.Errorf("%d probe logins in 400 ms of 200 ms logins: they waited for each other", n)
+	}
+	if res.Cached.Latency.P50 < 200 {
+		t.Errorf("cached login p50 %v ms, below the server's 200 ms", res.Cached.Latency.P50)
 	}
 }
 

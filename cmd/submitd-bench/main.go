@@ -252,8 +252,8 @@ refused (connections from an address the server has blocked).
 	fs.BoolVar(&o.pidTree, "pid-tree", false, "also count every descendant of -pid (multi-process servers)")
 	fs.StringVar(&o.drainCmd, "drain-cmd", "", "shell command printing nothing once the server's queue is empty; gives the end-to-end rate")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 5*time.Minute, "longest wait for -drain-cmd")
-	fs.DurationVar(&o.probeEvery, "probe-every", 200*time.Millisecond, "flood: pause between legitimate logins (0: none)")
-	fs.StringVar(&o.probeSrc, "probe-src", "127.9.0.1", "flood: source address of legitimate logins")
+	fs.DurationVar(&o.probeEvery, "probe-every", 200*time.Millisecond, "flood: time between the starts of legitimate logins, answered or not (0: none)")
+	fs.StringVar(&o.probeSrc, "probe-src", "127.9.0.1", "flood: first of 16 source addresses of legitimate logins")
 	fs.StringVar(&o.blockedSrc, "blocked-src", "127.8.0.1", "refused: the address to have blocked and connect from")
 	fs.IntVar(&o.preblockTries, "preblock", 100, "refused: most failed logins spent to get -blocked-src blocked")
 	fs.Var(o.tags, "tag", "key=value label for the JSON line (repeatable)")
@@ -388,7 +388,12 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 		s := ir.setup.summary()
 		res.Setup = &s
 	case "flood":
-		fr := runFlood(ctx, &floodConfig{send: cfg, probeEvery: o.probeEvery, probeSrc: net.IP(probeSrc.AsSlice())}, start.Add(o.duration))
+		fr := runFlood(ctx, &floodConfig{send: cfg, probeEvery: o.probeEvery, probeSrc: probeSrc}, o.duration, func() {
+			start = time.Now()
+			if pw != nil {
+				before, _ = pw.sample()
+			}
+		})
 		res.OK, res.Latency, res.Errors = fr.attempts.count(), fr.attempts.summary(), fr.attempts.errors()
 		res.Cached = &loginResult{fr.cached.summary(), fr.cached.errors()}
 		res.Uncached = &loginResult{fr.uncached.summary(), fr.uncached.errors()}
