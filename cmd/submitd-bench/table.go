@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+)
+
+// Server tags of the three systems compared.
+const (
+	srvSubmitd = "submitd"
+	srvCeiling = "ceiling"
+	srvPostfix = "postfix"
+)
+
+// target is a goal for submitd's figure. Exactly one of the factors or
+// the absolute bound is used per comparison.
+type target struct {
+	// vsCeiling and vsPostfix are the wanted ratio of submitd's figure to
+	// the ceiling's and to Postfix's (0: none).
+	vsCeiling, vsPostfix float64
+	// absolute is a bound on submitd's figure itself (0: none).
+	absolute float64
+	// lowerIsBetter turns the bounds into upper bounds (latency, memory).
+	lowerIsBetter bool
+}
+
+// figure is one row of the table: a workload and a figure of it.
+type figure struct {
+	// w is the workload tag of the runs it is taken from.
+	w string
+	// name describes the row.
+	name string
+	// unit is printed after the values.
+	unit string
+	// get extracts the figure from a run, false when the run lacks it.
+	get func(*result) (float64, bool)
+	// goal is the target (zero: shown for information).
+	goal target
+}
+
+// figures are the rows of BENCHMARKS.md, in order, with the targets of the
+// performance issue.
+var figures = []figure{
+	{"W1", "W1: 20 connections, AUTH once, 4 KiB, STARTTLS, accepted", "msgs/s", perSec, target{vsCeiling: 0.5}},
+	{"W1", "W1: p99 latency", "ms", func(r *result) (float64, bool) { return r.Latency.P99, r.Latency.N > 0 }, target{vsCeiling: 1.5, lowerIsBetter: true}},
+	{"W1", "W1: server CPU per message", "ms", func(r *result) (float64, bool) {
+		return serverField(r, func(s *serverResult) float64 { return s.CPUPerOpMs })
+	}, target{}},
+	{"W1f", "W1: fsync calls per message (strace, 500 messages)", "", func(r *result) (float64, bool) {
+		if r.FsyncsPerMsg == nil {
+			return 0, false
+		}
+		return *r.FsyncsPerMsg, true
+	}, target{}},
+	{"W1", "W1 end to end: accepted and delivered to smtp-sink", "msgs/s", func(r *result) (float64, bool) {
+		if r.E2E == nil {
+			return 0, false
+		}
+		return r.E2E.PerSec, true
+	}, target{vsPostfix: 2}},
+	{"W2s", "W2: new STARTTLS connection + AUTH per message, 20 clients", "msgs/s", perSec, target{vsCeiling: 0.6, vsPostfix: 1.5}},
+	{"W2i", "W2: new implicit-TLS connection + AUTH per message, 20 clients", "msgs/s", perSec, target{vsCeiling: 0.6, vsPostfix: 1.5}},
+	{"W3", "W3: 1 MiB messages, 10 connections", "MB/s", func(r *result) (float64, bool) { return r.MBPerSec, r.OK > 0 }, target{vsCeiling: 0.6}},
+	{"W3", "W3: server CPU per MiB", "ms", func(r *result) (float64, bool) {
+		return serverField(r, func(s *serverResult) float64 { return s.CPUPerMiBMs })
+	}, target{}},
+	{"W4", "W4: memory per idle authenticated TLS session", "KiB", func(r *result) (float64, bool) {
+		return serverField(r, func(s *serverResult) float64 { return s.PerConnKiB })
+	}, target{vsCeiling: 1.1, lowerIsBetter: true}},
+	{"W5", "W5: wrong-password flood, peak RSS", "MiB", func(r *result) (float64, bool) {
+		return serverField(r, func(s *serverResult) float64 { return float64(s.PeakRSSKiB) / 1024 })
+	}, target{absolute: 512, lowerIsBetter: true}},
+	{"W5", "W5: legitimate login during the flood, cached, p99", "ms", func(r *result) (float64, bool) {
+		if r.Cached == nil || r.Cached.Latency.N == 0 {
+			return 0, false
+		}
+		return r.Cached.Latency.P99, true
+	}, target{absolute: 50, lowerIsBetter: true}},
+	{"W5", "W5: uncached legitimate logins served", "%", func(r *result) (float64, bool) {
+		if r.Uncached == nil {
+			return 0, false
+		}
+		failed := 0
+		for _, n := range r.Uncached.Errors {
+			failed += n
+		}
+		all := r.Uncached.Latency.N + failed
+		if all == 0 {
+			return 0, false
+		}
+		return 100 * float64(r.Uncached.Latency.N) / float64(all), true
+	}, target{absolute: 100}},
+	{"W6p", "W6: refusals of a blocked IP, STARTTLS port (plain)", "/s", perSec, target{vsCeiling: 0.9}},
+	{"W6i", "W6: refusals of a blocked IP, implicit TLS", "/s", perSec, target{vsCeiling: 0.9}},
+}
+
+func perSec(r *result) (float64, bool) { return r.PerSec, r.OK > 0 }
+
+func serverField(r *result, f func(*serverResult) float64) (float64, bool) {
+	if r.Server == nil {
+		return 0, false
+	}
+	return f(r.Server), true
+}
+
+// readResults reads JSON lines written by -json.
+func readResults(r io.Reader) ([]*result, error) {
+	var out []*result
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		var res result
+		if err := json.Unmarshal([]byte(line), &res); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		out = append(out, &res)
+	}
+	return out, sc.Err()
+}
+
+// medians is the median of each figure per server: medians[row][server].
+// runs is the largest number of runs any value is the median of.
+func medians(results []*result) (m []map[string]float64, runs int) {
+	m = make([]map[string]float64, len(figures))
+	for i, f := range figures {
+		vals := map[string][]float64{}
+		for _, r := range results {
+			if r.Tags["w"] != f.w {
+				continue
+			}
+			if v, ok := f.get(r); ok {
+				vals[r.Tags["srv"]] = append(vals[r.Tags["srv"]], v)
+			}
+		}
+		m[i] = map[string]float64{}
+		for srv, vs := range vals {
+			m[i][srv] = median(vs)
+			runs = max(runs, len(vs))
+		}
+	}
+	return m, runs
+}
+
+// verdict judges submitd's value v against the goal, given the ceiling's
+// and Postfix's medians (NaN when not measured). It returns the target as
+// text and "yes", "no" or "–" (no target, or nothing to compare with).
+func verdict(g target, v, ceil, pf float64) (string, string) {
+	var parts []string
+	met, judged := true, false
+	check := func(desc string, bound float64) {
+		parts = append(parts, desc)
+		if math.IsNaN(v) || math.IsNaN(bound) {
+			return
+		}
+		judged = true
+		if g.lowerIsBetter {
+			met = met && v <= bound
+		} else {
+			met = met && v >= bound
+		}
+	}
+	cmp := "≥"
+	if g.lowerIsBetter {
+		cmp = "≤"
+	}
+	if g.vsCeiling > 0 {
+		check(fmt.Sprintf("%s %g× ceiling", cmp, g.vsCeiling), g.vsCeiling*ceil)
+	}
+	if g.vsPostfix > 0 {
+		check(fmt.Sprintf("%s %g× Postfix", cmp, g.vsPostfix), g.vsPostfix*pf)
+	}
+	if g.absolute > 0 {
+		check(fmt.Sprintf("%s %s", cmp, formatValue(g.absolute)), g.absolute)
+	}
+	if len(parts) == 0 {
+		return "–", "–"
+	}
+	switch {
+	case !judged:
+		return strings.Join(parts, ", "), "–"
+	case met:
+		return strings.Join(parts, ", "), "yes"
+	}
+	return strings.Join(parts, ", "), "no"
+}
+
+// formatValue prints a figure with about three significant digits.
+func formatValue(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "–"
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// ratio prints a/b, "–" when either is missing.
+func ratio(a, b float64) string {
+	if math.IsNaN(a) || math.IsNaN(b) || b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+// writeTable prints the Markdown table of the medians.
+func writeTable(w io.Writer, results []*result) error {
+	m, runs := medians(results)
+	if runs == 0 {
+		return errors.New("no results")
+	}
+	fmt.Fprintf(w, "Medians of up to %d runs per figure.\n\n", runs)
+	fmt.Fprintln(w, "| workload and figure | submitd | ceiling (go-smtp, discarding) | Postfix | submitd ÷ ceiling | submitd ÷ Postfix | target | met |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|---|")
+	get := func(i int, srv string) float64 {
+		if v, ok := m[i][srv]; ok {
+			return v
+		}
+		return math.NaN()
+	}
+	for i, f := range figures {
+		s, c, p := get(i, srvSubmitd), get(i, srvCeiling), get(i, srvPostfix)
+		goal, met := verdict(f.goal, s, c, p)
+		unit := " " + f.unit
+		if f.unit == "%" || f.unit == "/s" || f.unit == "" {
+			unit = f.unit
+		}
+		cell := func(v float64) string {
+			if math.IsNaN(v) {
+				return "–"
+			}
+			return formatValue(v) + unit
+		}
+		if f.goal.absolute > 0 {
+			goal = strings.Replace(goal, formatValue(f.goal.absolute), cell(f.goal.absolute), 1)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			f.name, cell(s), cell(c), cell(p), ratio(s, c), ratio(s, p), goal, met)
+	}
+	return nil
+}
+
+// tableMain is "submitd-bench table [FILE]": the table of the JSON lines in
+// FILE (or standard input).
+func tableMain(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("submitd-bench table", flag.ContinueOnError)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	in := io.Reader(os.Stdin)
+	if fs.NArg() > 0 {
+		f, err := os.Open(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	results, err := readResults(in)
+	if err != nil {
+		return err
+	}
+	return writeTable(out, results)
+}

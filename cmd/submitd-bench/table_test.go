@@ -1,0 +1,82 @@
+package main
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+func res(w, srv string, perSec, p99 float64) *result {
+	return &result{Tags: map[string]string{"w": w, "srv": srv}, OK: 1, PerSec: perSec, Latency: latency{N: 1, P99: p99}}
+}
+
+func TestTableMediansAndRatios(t *testing.T) {
+	results := []*result{
+		// Three runs each; the medians are 600, 1000 and 400 msgs/s.
+		res("W1", srvSubmitd, 600, 12), res("W1", srvSubmitd, 100, 30), res("W1", srvSubmitd, 700, 9),
+		res("W1", srvCeiling, 1000, 10), res("W1", srvCeiling, 900, 8), res("W1", srvCeiling, 1100, 11),
+		res("W1", srvPostfix, 400, 50), res("W1", srvPostfix, 400, 50), res("W1", srvPostfix, 300, 60),
+		// W2 STARTTLS: enough against the ceiling, not against Postfix.
+		res("W2s", srvSubmitd, 70, 1), res("W2s", srvCeiling, 100, 1), res("W2s", srvPostfix, 50, 1),
+	}
+	var b strings.Builder
+	if err := writeTable(&b, results); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Log(out)
+	row := func(prefix string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "| "+prefix) {
+				return l
+			}
+		}
+		t.Fatalf("no row %q in\n%s", prefix, out)
+		return ""
+	}
+	if r := row("W1: 20 connections"); !strings.Contains(r, "| 600 msgs/s | 1000 msgs/s | 400 msgs/s | 0.60 | 1.50 | ≥ 0.5× ceiling | yes |") {
+		t.Errorf("W1 row: %s", r)
+	}
+	// p99: medians 12 and 10 ms, so 1.2× the ceiling, within 1.5×.
+	if r := row("W1: p99"); !strings.Contains(r, "| 12.0 ms | 10.0 ms | 50.0 ms | 1.20 | 0.24 | ≤ 1.5× ceiling | yes |") {
+		t.Errorf("p99 row: %s", r)
+	}
+	if r := row("W2: new STARTTLS"); !strings.Contains(r, "| 0.70 | 1.40 | ≥ 0.6× ceiling, ≥ 1.5× Postfix | no |") {
+		t.Errorf("W2 row: %s", r)
+	}
+	// Not measured: dashes, no verdict.
+	if r := row("W3: 1 MiB"); !strings.Contains(r, "| – | – | – | – | – | ≥ 0.6× ceiling | – |") {
+		t.Errorf("W3 row: %s", r)
+	}
+	if !strings.Contains(out, "Medians of up to 3 runs") {
+		t.Error("run count missing")
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	nan := math.NaN()
+	tests := []struct {
+		g          target
+		v, c, p    float64
+		wantTarget string
+		wantMet    string
+	}{
+		{target{absolute: 512, lowerIsBetter: true}, 300, nan, nan, "≤ 512", "yes"},
+		{target{absolute: 512, lowerIsBetter: true}, 7000, nan, nan, "≤ 512", "no"},
+		{target{vsCeiling: 0.9}, 50, nan, nan, "≥ 0.9× ceiling", "–"},
+		{target{vsCeiling: 1.1, lowerIsBetter: true}, 50, 40, nan, "≤ 1.1× ceiling", "no"},
+		{target{}, 1, 1, 1, "–", "–"},
+	}
+	for _, tt := range tests {
+		gotT, gotM := verdict(tt.g, tt.v, tt.c, tt.p)
+		if gotT != tt.wantTarget || gotM != tt.wantMet {
+			t.Errorf("verdict(%+v, %v, %v, %v) = %q, %q; want %q, %q", tt.g, tt.v, tt.c, tt.p, gotT, gotM, tt.wantTarget, tt.wantMet)
+		}
+	}
+}
+
+func TestReadResultsRejectsGarbage(t *testing.T) {
+	if _, err := readResults(strings.NewReader("{\"ok\": 1}\nnot json\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("err = %v, want one naming line 2", err)
+	}
+}
