@@ -41,6 +41,10 @@ import (
 // that memory to about 12 MiB.
 const MaxInMemory = 256 << 10
 
+// maxHandoff bounds the message content the queue keeps from commits for
+// first attempts not yet made (spool.Envelope.Content).
+const maxHandoff = 32 << 20
+
 // Signer computes a message's DKIM signature. Sign returns the
 // "DKIM-Signature: …\r\n" header field to prepend, or "" when no key applies
 // to the message (SPEC R17).
@@ -109,6 +113,7 @@ type Queue struct {
 	wake     chan struct{}     // nudges Run's loop
 	wg       sync.WaitGroup    // running jobs
 	stats    Stats
+	handoff  int64 // bytes of Content held by entries not yet attempted
 }
 
 // Stats counts outcomes since the queue started.
@@ -283,6 +288,13 @@ func (q *Queue) Add(env *spool.Envelope) {
 		// A copy: the caller's envelope is not the queue's to keep.
 		first := *env
 		first.To = slices.Clone(env.To)
+		if n := int64(len(first.Content)); n != first.Size || q.handoff+n > maxHandoff {
+			// A backlog reads its messages from the spool when their turn
+			// comes rather than holding them all in memory.
+			first.Content = nil
+		} else {
+			q.handoff += n
+		}
 		e := &entry{id: env.ID, due: q.now(), index: -1, domains: openDomains(st), first: &first, received: env.Received}
 		q.entries[env.ID] = e
 		heap.Push(&q.waiting, e)
@@ -571,7 +583,17 @@ func (q *Queue) loadLocked(e *entry) {
 		return
 	}
 	var content []byte
-	if env := e.env; env.Size <= MaxInMemory && !e.st.Done() {
+	if c := e.env.Content; c != nil {
+		// Handed over by the commit (Add): no need to read it back.
+		q.mu.Lock()
+		q.handoff -= int64(len(c))
+		q.mu.Unlock()
+		e.env.Content = nil
+		if !e.st.Done() {
+			content = c
+		}
+	}
+	if env := e.env; content == nil && env.Size <= MaxInMemory && !e.st.Done() {
 		var err error
 		content, err = q.readContent(env.ID, env.Size)
 		if errors.Is(err, fs.ErrNotExist) {

@@ -75,6 +75,11 @@ type Envelope struct {
 	Kind string `json:"kind,omitempty"`
 	// Size is the message length in bytes, filled by Load.
 	Size int64 `json:"-"`
+	// Content is the message itself when a commit held it in memory (small
+	// messages), as OnCommit gets it, so that the first delivery attempt
+	// need not read back what was just written; nil otherwise. It is never
+	// stored.
+	Content []byte `json:"-"`
 	// offset is where the message starts in the file.
 	offset int64
 }
@@ -282,6 +287,7 @@ func (w *Writer) Commit() error {
 // written leaves a record that replay restores the file from, not a
 // truncated file to be taken for damage.
 func (w *Writer) commitSmall() error {
+	start := len(w.buf) - int(w.n)
 	data := fmt.Appendf(w.buf, "end %016x %08x\n", w.n, w.crc.Sum32())
 	w.buf = nil
 	name := filepath.Join(w.s.dir, w.env.ID+msgExt)
@@ -312,6 +318,7 @@ func (w *Writer) commitSmall() error {
 		// later sync makes it so), without a promise of 250.
 		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
 	}
+	w.env.Content = data[start : start+int(w.n) : start+int(w.n)]
 	w.committed()
 	return nil
 }
@@ -410,11 +417,19 @@ func readEnvelope(name string, verify bool) (*Envelope, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return envelopeOf(f, verify)
+}
+
+// envelopeOf reads the envelope of the spool file f, checking its trailer
+// and, with verify, its checksum.
+func envelopeOf(f *os.File, verify bool) (*Envelope, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	br := bufio.NewReaderSize(f, 64<<10)
+	// The envelope line is read whole however long it is; the buffer only
+	// needs to hold the usual one.
+	br := bufio.NewReaderSize(f, 4<<10)
 	env, off, err := parseHead(br)
 	if err != nil {
 		return nil, err
@@ -477,14 +492,15 @@ func (s *Spool) Message(id string) (io.ReadCloser, int64, error) {
 	if !ids.IsQueue(id) {
 		return nil, 0, fmt.Errorf("spool: bad queue id %q", id)
 	}
-	name := filepath.Join(s.dir, id+msgExt)
-	env, err := readEnvelope(name, false)
+	// One open serves the envelope and the content.
+	f, err := os.Open(filepath.Join(s.dir, id+msgExt))
 	if err != nil {
 		return nil, 0, fmt.Errorf("spool: message %s: %w", id, err)
 	}
-	f, err := os.Open(name)
+	env, err := envelopeOf(f, false)
 	if err != nil {
-		return nil, 0, fmt.Errorf("spool: %w", err)
+		f.Close()
+		return nil, 0, fmt.Errorf("spool: message %s: %w", id, err)
 	}
 	return struct {
 		io.Reader

@@ -142,3 +142,39 @@ func FuzzReadEnvelope(f *testing.F) {
 		}
 	})
 }
+
+// TestCommitHandsOverContent: a small message committed from memory reaches
+// OnCommit with its content, byte for byte what Message reads back, so the
+// first delivery attempt need not read it; a large one comes without.
+func TestCommitHandsOverContent(t *testing.T) {
+	s, err := Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*Envelope
+	s.OnCommit = func(e *Envelope) { got = append(got, e) }
+	for _, size := range []int{100, 4 << 20} {
+		w, err := s.Create(&Envelope{From: "jan@firma.cz", To: []string{"eva@example.org"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(bytes.Repeat([]byte("x"), size-2))
+		w.Write([]byte("\r\n"))
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	small, large := got[0], got[1]
+	rc, _, err := s.Message(small.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(small.Content, stored) || len(stored) != 100 {
+		t.Fatalf("handed-over content %q, stored %q", small.Content, stored)
+	}
+	if large.Content != nil {
+		t.Fatalf("a %d-byte message was handed over in memory", large.Size)
+	}
+}
