@@ -118,6 +118,10 @@ type Config struct {
 	// Wait is the longest a check waits for its turn and a worker; 0 means
 	// DefaultWait.
 	Wait time.Duration
+	// Clean reports whether a client key has no failed logins (the guard's
+	// Clean); such clients keep one hashing worker of their own. nil: every
+	// client counts as clean.
+	Clean func(key netip.Prefix) bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Log receives cache drops (at debug level); nil discards them.
@@ -137,6 +141,8 @@ type Authenticator struct {
 	pool *Pool
 	// log receives cache drops.
 	log *slog.Logger
+	// cleanKey is Config.Clean, never nil.
+	cleanKey func(netip.Prefix) bool
 }
 
 // New returns an Authenticator. It makes the hash for unknown logins, which
@@ -172,6 +178,9 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Clean == nil {
+		cfg.Clean = func(netip.Prefix) bool { return true }
+	}
 	var random [18]byte
 	rand.Read(random[:])
 	dummy, err := password.Hash(cfg.Scheme, base64.RawStdEncoding.EncodeToString(random[:]))
@@ -179,11 +188,12 @@ func New(cfg Config) (*Authenticator, error) {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	a := &Authenticator{
-		dir:    cfg.Directory,
-		verify: cfg.Verify,
-		dummy:  dummy,
-		pool:   NewPool(cfg.Workers, cfg.Queue, cfg.Wait),
-		log:    cfg.Log,
+		dir:      cfg.Directory,
+		verify:   cfg.Verify,
+		dummy:    dummy,
+		pool:     NewPool(cfg.Workers, cfg.Queue, cfg.Wait),
+		log:      cfg.Log,
+		cleanKey: cfg.Clean,
 	}
 	if cfg.CacheTTL > 0 {
 		a.cache = newCache(cfg.CacheTTL, cfg.CacheEntries, cfg.Now)
@@ -216,7 +226,7 @@ func (a *Authenticator) CheckAdmitted(ctx context.Context, key netip.Prefix, log
 		}
 		// The same cost as a wrong password, through the same pool, so
 		// neither the reply time nor a busy reply tells the two apart.
-		err := a.pool.Do(ctx, key, func() { a.verify(a.dummy, pw) })
+		err := a.pool.DoClean(ctx, key, a.clean(key), func() { a.verify(a.dummy, pw) })
 		if err != nil {
 			return a.notRun(err, nil)
 		}
@@ -242,7 +252,7 @@ func (a *Authenticator) CheckAdmitted(ctx context.Context, key netip.Prefix, log
 	}
 	var ok bool
 	var verr error
-	if err := a.pool.Do(ctx, key, func() { ok, verr = a.verify(acct.PasswordHash, pw) }); err != nil {
+	if err := a.pool.DoClean(ctx, key, a.clean(key), func() { ok, verr = a.verify(acct.PasswordHash, pw) }); err != nil {
 		return a.notRun(err, acct)
 	}
 	if verr != nil {
@@ -309,3 +319,6 @@ func (a *Authenticator) Stats() Stats {
 	r, w := a.cache.size()
 	return Stats{Right: r, Wrong: w}
 }
+
+// clean reports whether key has no failed logins.
+func (a *Authenticator) clean(key netip.Prefix) bool { return a.cleanKey(key) }

@@ -495,3 +495,38 @@ func TestPoolBoundsArgon2idMemory(t *testing.T) {
 		t.Fatalf("%d hashes with at most %d at once; want %d with at most %d", hashes.Load(), peak.Load(), clients, workers)
 	}
 }
+
+// TestPoolKeepsAWorkerForCleanClients: clients with failed logins share all
+// workers but one, so while they keep every other worker busy, a client
+// without failures is still served at once (SPEC R16a).
+func TestPoolKeepsAWorkerForCleanClients(t *testing.T) {
+	p := NewPool(3, 20, time.Minute)
+	var running atomic.Int32
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 3, 0, byte(i)}), 32)
+			p.DoClean(context.Background(), k, false, func() { running.Add(1); <-gate; running.Add(-1) })
+		}()
+	}
+	testutil.WaitFor(t, 30*time.Second, "two failing clients hashing", func() bool { return running.Load() == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if n := running.Load(); n != 2 {
+		t.Fatalf("failing clients run %d hashes on 3 workers, want 2", n)
+	}
+	done := make(chan error)
+	go func() { done <- p.DoClean(context.Background(), key1, true, func() {}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a clean client waited behind the failing ones")
+	}
+	close(gate)
+	wg.Wait()
+}

@@ -27,7 +27,12 @@ var ErrBusy = errors.New("auth: password checks busy")
 type Pool struct {
 	// workers holds a token per running hash; admitted one per attempt in
 	// the queue or running.
-	workers  chan struct{}
+	workers chan struct{}
+	// others holds a token per hash running for a client that is not
+	// clean (DoClean): such clients share all workers but one, which stays
+	// for clean ones, so a flood of wrong passwords cannot take every
+	// worker from customers who have not failed (SPEC R16a).
+	others   chan struct{}
 	admitted chan struct{}
 	// wait is the longest an attempt waits for its turn and a worker.
 	wait time.Duration
@@ -45,6 +50,7 @@ func NewPool(workers, queue int, wait time.Duration) *Pool {
 	queue = max(queue, 0)
 	return &Pool{
 		workers:  make(chan struct{}, workers),
+		others:   make(chan struct{}, max(workers-1, 1)),
 		admitted: make(chan struct{}, workers+queue),
 		wait:     wait,
 		keys:     map[netip.Prefix]chan struct{}{},
@@ -55,6 +61,12 @@ func NewPool(workers, queue int, wait time.Duration) *Pool {
 // ErrBusy, without running f, when the queue is full or the wait exceeds the
 // pool's deadline, and ctx.Err() when ctx ends first.
 func (p *Pool) Do(ctx context.Context, key netip.Prefix, f func()) error {
+	return p.DoClean(ctx, key, true, f)
+}
+
+// DoClean is Do for a client that is clean (has no failed logins) or not;
+// one that is not waits for one of the workers it may use.
+func (p *Pool) DoClean(ctx context.Context, key netip.Prefix, clean bool, f func()) error {
 	deadline := time.NewTimer(p.wait)
 	defer deadline.Stop()
 
@@ -94,6 +106,17 @@ func (p *Pool) Do(ctx context.Context, key netip.Prefix, f func()) error {
 		return ErrBusy
 	}
 	defer func() { <-p.admitted }()
+
+	if !clean && cap(p.workers) > 1 {
+		select {
+		case p.others <- struct{}{}:
+		case <-deadline.C:
+			return ErrBusy
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		defer func() { <-p.others }()
+	}
 
 	select {
 	case p.workers <- struct{}{}:

@@ -441,3 +441,22 @@ func BenchmarkAttempt(b *testing.B) {
 		})
 	})
 }
+
+// TestClean: a key is clean until it fails, and again once its failures
+// have left the window.
+func TestClean(t *testing.T) {
+	clk := testutil.NewClock(time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC))
+	g := newGuard(t, clk, nil, Config{})
+	ip := netip.MustParseAddr("192.0.2.7")
+	if !g.Clean(g.Key(ip)) {
+		t.Fatal("a new key is not clean")
+	}
+	g.Failure(ip, "s1")
+	if g.Clean(g.Key(ip)) {
+		t.Fatal("a key with a failure is clean")
+	}
+	clk.Advance(61 * time.Minute)
+	if !g.Clean(g.Key(ip)) {
+		t.Fatal("a key whose failure left the window is not clean")
+	}
+}

@@ -310,6 +310,16 @@ func (g *Guard) Blocked(ip netip.Addr) bool {
 	return true
 }
 
+// Clean reports whether the key key has no failures in the window: the
+// password pool serves such clients first (SPEC R16a), so that a flood of
+// wrong passwords does not starve the customers who type theirs right.
+func (g *Guard) Clean(key netip.Prefix) bool {
+	g.mu.RLock()
+	fs := g.failures[key]
+	g.mu.RUnlock()
+	return len(fs) == 0 || len(g.live(fs, g.cfg.Now())) == 0
+}
+
 // Failure records a failed AUTH from ip in session sid that holds no place
 // (see Begin), such as an AUTH exchange the client abandoned before any
 // password was checked, and reports whether ip is blocked as a result (SPEC

@@ -208,7 +208,7 @@ func (n *Node) open(ctx context.Context) error {
 	// workers. The cache follows the directory's change log, so a password
 	// change, a new hash or a disable made with the CLI drops the account's
 	// cached answers within a poll interval.
-	if n.Auth, err = newAuthenticator(cfg, n.Directory, log); err != nil {
+	if n.Auth, err = newAuthenticator(cfg, n.Directory, n.Guard.Clean, log); err != nil {
 		return err
 	}
 	if n.Watcher, err = directory.NewWatcher(ctx, n.Directory, directory.WatcherConfig{}, log); err != nil {
@@ -250,7 +250,7 @@ func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spo
 }
 
 // newAuthenticator builds the AUTH checker from [auth].
-func newAuthenticator(cfg *config.Config, dir *directory.SQLite, log *slog.Logger) (*auth.Authenticator, error) {
+func newAuthenticator(cfg *config.Config, dir *directory.SQLite, clean func(netip.Prefix) bool, log *slog.Logger) (*auth.Authenticator, error) {
 	ttl := cfg.Auth.CacheTTL.D()
 	if ttl == 0 {
 		ttl = -1 // "0s" turns the cache off; auth.Config's zero is the default
@@ -262,6 +262,7 @@ func newAuthenticator(cfg *config.Config, dir *directory.SQLite, log *slog.Logge
 		Workers:   cfg.Auth.HashWorkers,
 		Queue:     cfg.Auth.HashQueue,
 		Wait:      cfg.Auth.HashWait.D(),
+		Clean:     clean,
 		Log:       log,
 	})
 }
