@@ -228,32 +228,19 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 			return
 		}
 	}
-	ap, err := netip.ParseAddrPort(nc.RemoteAddr().String())
+	ap, err := clientAddr(nc.RemoteAddr())
 	if err != nil {
 		s.Log.Error("cannot parse client address", "session", sid, "addr", nc.RemoteAddr().String())
 		nc.Close()
 		return
 	}
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	ip := ap.Addr()
-	c := &conn{
-		Conn:    nc,
-		srv:     s,
-		sid:     sid,
-		client:  ap,
-		idle:    s.Limits.CommandTimeout,
-		expires: start.Add(s.Limits.SessionTimeout),
-		log:     s.Log.With("session", sid, "client", ip.String(), "listener", lc.Name),
-		rec: &sessionlog.Record{
-			ID: sid, Start: start, Listener: lc.Name,
-			ClientIP: ip.String(), ClientPort: int(ap.Port()),
-		},
-	}
 	vars := Vars{SID: sid, IP: ip.String(), Host: s.Hostname}
 
 	// SPEC R11: a blocked client is refused before the greeting. The check is
-	// in memory; the refusal writes no record and no per-connection log line,
-	// so a flood of refused connections costs no disk I/O.
+	// in memory and comes before anything is set up for the session; the
+	// refusal writes no record and no per-connection log line, so a flood
+	// of refused connections costs no disk I/O.
 	if s.Guard != nil && s.Guard.Blocked(ip) {
 		s.refuse(nc, lc, ReplyBlocked, vars)
 		return
@@ -261,6 +248,19 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 	if s.closing.Load() {
 		s.refuse(nc, lc, ReplyShuttingDown, vars)
 		return
+	}
+	c := &conn{
+		Conn:    nc,
+		srv:     s,
+		sid:     sid,
+		client:  ap,
+		idle:    s.Limits.CommandTimeout,
+		expires: start.Add(s.Limits.SessionTimeout),
+		log:     s.Log.With("session", sid, "client", vars.IP, "listener", lc.Name),
+		rec: &sessionlog.Record{
+			ID: sid, Start: start, Listener: lc.Name,
+			ClientIP: vars.IP, ClientPort: int(ap.Port()),
+		},
 	}
 	if key, ok := s.admit(c); !ok {
 		c.log.Warn("connection refused", "reason", key)
@@ -298,6 +298,21 @@ func (s *session) tlsUp(tc *tls.Conn) {
 			r.TLS = s.tls + " " + s.cipher
 		}
 	})
+}
+
+// clientAddr is the client's address and port, IPv4-mapped addresses
+// unmapped.
+func clientAddr(a net.Addr) (netip.AddrPort, error) {
+	var ap netip.AddrPort
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap = ta.AddrPort()
+	} else {
+		var err error
+		if ap, err = netip.ParseAddrPort(a.String()); err != nil {
+			return ap, err
+		}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
 // refuse answers a connection with the reply for key and closes it. On an
