@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"submitd/internal/address"
@@ -45,8 +46,14 @@ var migrations = []sqlitedb.Step{
 
 // SQLite is the Store kept in the embedded SQLite database.
 type SQLite struct {
+	// db is the database; now the clock.
 	db  *sql.DB
 	now func() time.Time
+	// account is the lookup of Account, prepared once: it runs for every
+	// AUTH, and parsing its SQL each time cost more than running it.
+	accountOnce sync.Once
+	account     *sql.Stmt
+	accountErr  error
 }
 
 var _ Store = (*SQLite)(nil)
@@ -354,10 +361,24 @@ func (s *SQLite) Account(ctx context.Context, addr string) (*Account, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.accountOnce.Do(func() {
+		// Aliases and identities are joined by newlines, which neither a
+		// domain nor an address can hold.
+		s.account, s.accountErr = s.db.PrepareContext(context.Background(), `SELECT a.address, a.domain,
+			a.password_hash, a.smtp_access, a.created,
+			coalesce((SELECT group_concat(name, char(10)) FROM (SELECT name FROM aliases
+				WHERE domain = a.domain ORDER BY name)), ''),
+			coalesce((SELECT group_concat(address, char(10)) FROM (SELECT address FROM identities
+				WHERE account = a.address ORDER BY address)), '')
+			FROM accounts a WHERE a.address = ?`)
+	})
+	if s.accountErr != nil {
+		return nil, fmt.Errorf("directory: account %s: %w", a, s.accountErr)
+	}
 	acc := &Account{}
 	var created int64
-	err = s.db.QueryRowContext(ctx, `SELECT address, domain, password_hash, smtp_access, created
-		FROM accounts WHERE address = ?`, a).Scan(&acc.Address, &acc.Domain, &acc.PasswordHash, &acc.SMTPAccess, &created)
+	var aliases, ids string
+	err = s.account.QueryRowContext(ctx, a).Scan(&acc.Address, &acc.Domain, &acc.PasswordHash, &acc.SMTPAccess, &created, &aliases, &ids)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("account %s: %w", a, ErrNotFound)
 	}
@@ -365,11 +386,11 @@ func (s *SQLite) Account(ctx context.Context, addr string) (*Account, error) {
 		return nil, fmt.Errorf("directory: account %s: %w", a, err)
 	}
 	acc.Created = time.Unix(created, 0)
-	if acc.Aliases, err = s.strings(ctx, `SELECT name FROM aliases WHERE domain = ? ORDER BY name`, acc.Domain); err != nil {
-		return nil, err
+	if aliases != "" {
+		acc.Aliases = strings.Split(aliases, "\n")
 	}
-	if acc.Identities, err = s.strings(ctx, `SELECT address FROM identities WHERE account = ? ORDER BY address`, a); err != nil {
-		return nil, err
+	if ids != "" {
+		acc.Identities = strings.Split(ids, "\n")
 	}
 	return acc, nil
 }

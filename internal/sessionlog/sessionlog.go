@@ -161,21 +161,34 @@ func (s *SQLite) SaveBatch(ctx context.Context, rs []*Record) error {
 		return fmt.Errorf("sessionlog: %w", err)
 	}
 	defer tx.Rollback()
-	for _, r := range rs {
-		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO sessions
+	// Each statement is prepared once per batch: parsing SQL for every row
+	// was most of the cost of saving a session.
+	var stmts [3]*sql.Stmt
+	for i, q := range [...]string{
+		`INSERT OR REPLACE INTO sessions
 			(id, start, end, listener, client_ip, client_port, tls, helo, account)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		`DELETE FROM session_events WHERE session_id = ?`,
+		`INSERT INTO session_events (session_id, seq, time, kind, detail, reply)
+			VALUES (?, ?, ?, ?, ?, ?)`,
+	} {
+		if stmts[i], err = tx.PrepareContext(ctx, q); err != nil {
+			return fmt.Errorf("sessionlog: %w", err)
+		}
+		defer stmts[i].Close()
+	}
+	insert, clear, event := stmts[0], stmts[1], stmts[2]
+	for _, r := range rs {
+		_, err := insert.ExecContext(ctx,
 			r.ID, r.Start.UnixNano(), r.End.UnixNano(), r.Listener, r.ClientIP, r.ClientPort, r.TLS, r.HELO, r.Account)
 		if err != nil {
 			return fmt.Errorf("sessionlog: save %s: %w", r.ID, err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM session_events WHERE session_id = ?`, r.ID); err != nil {
+		if _, err := clear.ExecContext(ctx, r.ID); err != nil {
 			return fmt.Errorf("sessionlog: save %s: %w", r.ID, err)
 		}
 		for i, e := range r.Events {
-			_, err := tx.ExecContext(ctx, `INSERT INTO session_events (session_id, seq, time, kind, detail, reply)
-				VALUES (?, ?, ?, ?, ?, ?)`, r.ID, i, e.Time.UnixNano(), e.Kind, e.Detail, e.Reply)
-			if err != nil {
+			if _, err := event.ExecContext(ctx, r.ID, i, e.Time.UnixNano(), e.Kind, e.Detail, e.Reply); err != nil {
 				return fmt.Errorf("sessionlog: save %s: %w", r.ID, err)
 			}
 		}
