@@ -31,9 +31,9 @@ for w in $SEL; do
 	case " $ALL " in *" $w "*) ;; *) echo "run.sh: unknown workload $w (want some of: $ALL)" >&2; exit 2 ;; esac
 done
 
-# Loopback ports: submitd 4587/4465, ceiling 3587/3465, Postfix 5587/5465,
+# Loopback ports: submitd 4587/4465 (admin and metrics 4025), ceiling 3587/3465, Postfix 5587/5465,
 # smtp-sink 2625.
-S_SUB=127.0.0.1:4587 S_SUBS=127.0.0.1:4465
+S_SUB=127.0.0.1:4587 S_SUBS=127.0.0.1:4465 S_ADMIN=127.0.0.1:4025
 C_SUB=127.0.0.1:3587 C_SUBS=127.0.0.1:3465
 P_SUB=127.0.0.1:5587 P_SUBS=127.0.0.1:5465
 SINK=127.0.0.1:2625
@@ -136,6 +136,8 @@ per_domain = 20
 [delivery]
 smarthost = "$SINK"
 smarthost_tls = "none"
+[admin]
+listen = "$S_ADMIN"
 EOF
 sd() { SUBMITD_CONFIG="$SD/submitd.toml" "$BIN/submitd" "$@"; }
 sd domain add bench.test >/dev/null
