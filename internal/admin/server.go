@@ -247,7 +247,9 @@ func errorf(status int, format string, args ...any) error {
 }
 
 // badRequest is a 400 with a message.
-func badRequest(format string, args ...any) error { return errorf(http.StatusBadRequest, format, args...) }
+func badRequest(format string, args ...any) error {
+	return errorf(http.StatusBadRequest, format, args...)
+}
 
 // principal is who makes a request.
 type principal struct {

@@ -134,7 +134,7 @@ func newWorld(t *testing.T) *world {
 		Directory: w.dir, Sessions: w.sessions, Guard: w.guard, DKIM: keys, Staff: w.store, Audit: w.store,
 		Queue:      &queue.Admin{Spool: sp, Hostname: "mail.test", MaxAge: time.Hour},
 		LoginGuard: lg, PasswordScheme: "bcrypt",
-		Metrics:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up 1\n") }),
+		Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up 1\n") }),
 	})
 	w.ts = httptest.NewServer(w.srv.Handler())
 	t.Cleanup(w.ts.Close)
@@ -455,4 +455,3 @@ func TestEndpoints(t *testing.T) {
 		})
 	}
 }
-
