@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"submitd/internal/testutil"
 )
 
 // TestBlockNetwork: support blocks a /24 by hand; every address in it is
@@ -73,5 +75,41 @@ func TestBlockNetwork(t *testing.T) {
 	}
 	if s := g.Stats(); s.BlockedKeys != 0 {
 		t.Errorf("BlockedKeys = %d after prune", s.BlockedKeys)
+	}
+}
+
+// TestSQLiteNamed: a guard on tables of its own name in the same database
+// counts and blocks apart from the SMTP guard, and keeps its state over a
+// restart.
+func TestSQLiteNamed(t *testing.T) {
+	ctx := context.Background()
+	clk := newFakeClock()
+	db := testutil.OpenDBIn(t, t.TempDir())
+	smtpStore, err := NewSQLite(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loginStore, err := NewSQLiteNamed(ctx, db, "admin_login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	smtp := newGuard(t, clk, smtpStore, Config{})
+	login := newGuard(t, clk, loginStore, Config{MaxFailures: 3})
+	ip := addr("192.0.2.50")
+	if !fail(login, clk, ip, 3) {
+		t.Fatal("3 login failures did not block")
+	}
+	if smtp.Blocked(ip) {
+		t.Error("login failures blocked SMTP")
+	}
+	if es := newGuard(t, clk, smtpStore, Config{}).List(); len(es) != 0 {
+		t.Errorf("SMTP store holds %+v", es)
+	}
+	again, err := NewSQLiteNamed(ctx, db, "admin_login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !newGuard(t, clk, again, Config{MaxFailures: 3}).Blocked(ip) {
+		t.Error("the login block did not survive a restart")
 	}
 }
