@@ -83,7 +83,7 @@ func (s *Server) routes() {
 // metrics serves /metrics to MetricsNetworks, and to anyone else with a
 // staff bearer token.
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Metrics == nil {
+	if s.Metrics == nil {
 		s.writeError(w, r, errorf(http.StatusNotFound, "metrics are not available in this build"))
 		return
 	}
@@ -100,7 +100,7 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.cfg.Metrics.ServeHTTP(w, r)
+	s.Metrics.ServeHTTP(w, r)
 }
 
 // list is one page of a list.

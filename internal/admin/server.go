@@ -123,8 +123,6 @@ type Config struct {
 	// SecureCookie marks the session cookie Secure (the TCP listener
 	// serves TLS).
 	SecureCookie bool
-	// Metrics serves /metrics; nil answers 404.
-	Metrics http.Handler
 	// MetricsNetworks may read /metrics without a token.
 	MetricsNetworks []netip.Prefix
 	// Log gets the server's log lines.
@@ -136,6 +134,10 @@ type Config struct {
 // Server is the admin HTTP server: its Handler serves the API on the TCP
 // listener and the unix socket alike.
 type Server struct {
+	// Metrics serves /metrics (Prometheus); nil answers 404. Set it before
+	// the server serves.
+	Metrics http.Handler
+
 	// cfg is the configuration, defaults filled in.
 	cfg Config
 	// mux routes the requests.

@@ -134,8 +134,8 @@ func newWorld(t *testing.T) *world {
 		Directory: w.dir, Sessions: w.sessions, Guard: w.guard, DKIM: keys, Staff: w.store, Audit: w.store,
 		Queue:      &queue.Admin{Spool: sp, Hostname: "mail.test", MaxAge: time.Hour},
 		LoginGuard: lg, PasswordScheme: "bcrypt",
-		Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up 1\n") }),
 	})
+	w.srv.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up 1\n") })
 	w.ts = httptest.NewServer(w.srv.Handler())
 	t.Cleanup(w.ts.Close)
 	return w

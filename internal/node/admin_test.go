@@ -1,0 +1,93 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"testing"
+)
+
+// TestAdminListeners: a node serves the admin API on [admin] listen and on
+// data_dir/admin.sock (mode 0600), where the caller is the CLI, named by
+// its OS user.
+func TestAdminListeners(t *testing.T) {
+	cfg := testConfig(t, "127.0.0.1:1")
+	n := startNode(t, cfg)
+	fi, err := os.Stat(SocketPath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, want a socket with 0600", fi.Mode())
+	}
+	resp, err := http.Get("http://" + n.AdminAddr() + "/api/v1/me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Errorf("TCP without credentials: %d, want 401", resp.StatusCode)
+	}
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", SocketPath(cfg))
+	}}}
+	resp, err = c.Get("http://submitd/api/v1/me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var me map[string]string
+	json.NewDecoder(resp.Body).Decode(&me)
+	u, _ := user.Current()
+	if resp.StatusCode != 200 || me["name"] != "cli:"+u.Username || me["role"] != "admin" {
+		t.Errorf("over the socket: %d %v, want cli:%s as admin", resp.StatusCode, me, u.Username)
+	}
+}
+
+// BenchmarkAccept is a client connecting to the submission listener,
+// reading the greeting and quitting, with the admin server off and on, to
+// show the admin server costs the SMTP path nothing.
+func BenchmarkAccept(b *testing.B) {
+	for _, admin := range []string{"", "127.0.0.1:0"} {
+		name := "admin=off"
+		if admin != "" {
+			name = "admin=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := testConfig(b, "127.0.0.1:1")
+			cfg.Admin.Listen = admin
+			cfg.Limits.MaxConnectionsPerIP = 1000
+			ctx, cancel := context.WithCancel(context.Background())
+			n, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- n.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			addr := n.Addr("submission")
+			b.ResetTimer()
+			for range b.N {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				br := bufio.NewReader(c)
+				if _, err := br.ReadString('\n'); err != nil {
+					b.Fatal(err)
+				}
+				fmt.Fprintf(c, "QUIT\r\n")
+				br.ReadString('\n')
+				io.Copy(io.Discard, br)
+				c.Close()
+			}
+		})
+	}
+}
