@@ -766,14 +766,13 @@ func (s *Server) removeDomain(r *http.Request, p *principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := s.hosted(r)
+	d, err := domainName("domain", r.PathValue("name"))
 	if err != nil {
 		return nil, err
 	}
-	before, err := s.domainView(r.Context(), d)
-	if err != nil {
-		return nil, err
-	}
+	// An unknown domain is answered by RemoveDomain, in the directory's
+	// words.
+	before, _ := s.domainView(r.Context(), d)
 	if err := s.cfg.Directory.RemoveDomain(r.Context(), d, force); err != nil {
 		return nil, err
 	}
@@ -794,7 +793,7 @@ func (s *Server) addAlias(r *http.Request, p *principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := s.hosted(r)
+	d, err := domainName("domain", r.PathValue("name"))
 	if err != nil {
 		return nil, err
 	}

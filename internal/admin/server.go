@@ -614,3 +614,19 @@ func decodeBytes(b []byte, v any) error {
 	}
 	return nil
 }
+
+// AsCLI marks a request context as the CLI's, run by actor ("cli:USER"),
+// as a connection on the unix socket is. The CLI runs the API in-process
+// this way when no server runs; nothing from the network can set it.
+func AsCLI(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, peerKey{}, actor)
+}
+
+// CLIActor names the user running this process in the audit log.
+func CLIActor() string {
+	u, err := user.Current()
+	if err != nil {
+		return fmt.Sprintf("cli:uid%d", syscall.Getuid())
+	}
+	return "cli:" + u.Username
+}

@@ -250,54 +250,70 @@ const maxSocketPath = 107
 // SocketPath is where a server listens for the CLI: data_dir/admin.sock.
 func SocketPath(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "admin.sock") }
 
-// newAdmin builds the admin server over the node's stores, with a login
-// guard of its own tables and limits ([admin] login_*).
+// newAdmin builds the node's admin server.
 func (n *Node) newAdmin(ctx context.Context) error {
 	cfg := n.Config
+	q := &queue.Admin{Spool: n.Spool, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()}
 	var err error
-	if n.AdminStore, err = admin.NewSQLite(ctx, n.DB); err != nil {
+	if n.Admin, n.AdminStore, n.LoginGuard, err = NewAdmin(ctx, cfg, n.DB, n.Directory, n.Guard, q, n.Log); err != nil {
 		return err
 	}
-	lstore, err := guard.NewSQLiteNamed(ctx, n.DB, "admin_login")
+	n.Admin.Metrics = n.MetricsHandler
+	return nil
+}
+
+// NewAdmin builds an admin server over the stores in db from cfg, with a
+// login guard of its own tables and limits ([admin] login_*). The node
+// serves one; the CLI runs one in-process when no server runs, so that a
+// change takes the same path, checks and audit entry either way. q may be
+// nil when there is no spool.
+func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, dir directory.Store, g admin.Guard, q admin.Queue,
+	log *slog.Logger) (*admin.Server, *admin.SQLite, *guard.Guard, error) {
+	st, err := admin.NewSQLite(ctx, db)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	n.LoginGuard, err = guard.New(ctx, guard.Config{
+	lstore, err := guard.NewSQLiteNamed(ctx, db, "admin_login")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	lg, err := guard.New(ctx, guard.Config{
 		MaxFailures: cfg.Admin.LoginMaxFailures,
 		Window:      cfg.Admin.LoginWindow.D(),
 		BlockFor:    cfg.Admin.LoginBlockFor.D(),
 		IPv4Prefix:  cfg.Guard.IPv4Prefix,
 		IPv6Prefix:  cfg.Guard.IPv6Prefix,
-	}, lstore, n.Log)
+	}, lstore, log)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	keys, err := dkim.NewStore(ctx, n.DB)
+	keys, err := dkim.NewStore(ctx, db)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	slstore, err := sessionlog.NewSQLite(ctx, n.DB)
+	sessions, err := sessionlog.NewSQLite(ctx, db)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	metricsNets, _ := config.ParsePrefixes(cfg.Admin.MetricsNetworks)
-	n.Admin = admin.New(admin.Config{
-		Directory:       n.Directory,
-		Sessions:        slstore,
-		Guard:           n.Guard,
-		Queue:           &queue.Admin{Spool: n.Spool, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()},
+	c := admin.Config{
+		Directory:       dir,
+		Sessions:        sessions,
+		Guard:           g,
 		DKIM:            keys,
-		Staff:           n.AdminStore,
-		Audit:           n.AdminStore,
-		LoginGuard:      n.LoginGuard,
+		Staff:           st,
+		Audit:           st,
+		LoginGuard:      lg,
 		PasswordScheme:  cfg.Auth.PasswordScheme,
 		SessionIdle:     cfg.Admin.SessionIdle.D(),
 		SecureCookie:    cfg.Admin.TLS,
 		MetricsNetworks: metricsNets,
-		Log:             n.Log,
-	})
-	n.Admin.Metrics = n.MetricsHandler
-	return nil
+		Log:             log,
+	}
+	if q != nil {
+		c.Queue = q
+	}
+	return admin.New(c), st, lg, nil
 }
 
 // listenAdmin binds [admin] listen and the CLI's unix socket.
