@@ -253,7 +253,7 @@ func SocketPath(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "
 // newAdmin builds the node's admin server.
 func (n *Node) newAdmin(ctx context.Context) error {
 	cfg := n.Config
-	q := &queue.Admin{Spool: n.Spool, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()}
+	q := liveQueue{Admin: &queue.Admin{Spool: n.Spool, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()}, q: n.Queue}
 	var err error
 	if n.Admin, n.AdminStore, n.LoginGuard, err = NewAdmin(ctx, cfg, n.DB, n.Directory, n.Guard, q, n.Log); err != nil {
 		return err
@@ -261,6 +261,20 @@ func (n *Node) newAdmin(ctx context.Context) error {
 	n.Admin.Metrics = n.MetricsHandler
 	return nil
 }
+
+// liveQueue is the running queue as the admin API sees it: listings read
+// the spool, and retries and deletes go to the queue itself.
+type liveQueue struct {
+	*queue.Admin
+	// q is the running queue.
+	q *queue.Queue
+}
+
+// Retry implements admin.Queue.
+func (l liveQueue) Retry(id string) (string, error) { return l.q.Retry(id) }
+
+// Delete implements admin.Queue.
+func (l liveQueue) Delete(id string, bounce bool) (string, error) { return l.q.Delete(id, bounce) }
 
 // NewAdmin builds an admin server over the stores in db from cfg, with a
 // login guard of its own tables and limits ([admin] login_*). The node
