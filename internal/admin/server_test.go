@@ -12,8 +12,11 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"submitd/internal/directory"
 	"submitd/internal/dkim"
@@ -88,12 +91,11 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 
-	h, _ := password.Hash("bcrypt", "heslo")
+	h, sh := fixtureHashes()
 	must(t, w.dir.AddDomain(ctx, "firma.cz"))
 	must(t, w.dir.AddAlias(ctx, "firma.com", "firma.cz"))
 	must(t, w.dir.AddAccount(ctx, testAccount, h))
 	must(t, w.dir.AddIdentity(ctx, testAccount, "jan@seznam.cz"))
-	sh, _ := password.Hash("bcrypt", staffPass)
 	for _, r := range []Role{RoleSupport, RoleAdmin} {
 		name := "petra"
 		if r == RoleAdmin {
@@ -139,6 +141,23 @@ func newWorld(t *testing.T) *world {
 	w.ts = httptest.NewServer(w.srv.Handler())
 	t.Cleanup(w.ts.Close)
 	return w
+}
+
+// hashes are the account's and the staff's password hashes, made once:
+// bcrypt under the race detector is slow, and every test makes a world.
+var hashes struct {
+	once           sync.Once
+	account, staff string
+}
+
+func fixtureHashes() (account, staff string) {
+	hashes.once.Do(func() {
+		// The lowest bcrypt cost: what is tested is the API, not the hash.
+		a, _ := bcrypt.GenerateFromPassword([]byte("heslo"), bcrypt.MinCost)
+		s, _ := bcrypt.GenerateFromPassword([]byte(staffPass), bcrypt.MinCost)
+		hashes.account, hashes.staff = string(a), string(s)
+	})
+	return hashes.account, hashes.staff
 }
 
 // must fails the test on an error, or on false.
