@@ -131,3 +131,26 @@ func mustPrefixes(ss ...string) []netip.Prefix {
 	}
 	return out
 }
+
+// TestLoginHashesBounded: while every password-check slot is taken, a login
+// waits and then gets 503 instead of starting another hash; the place it
+// took in the login guard is given back, so it counts as no failure.
+func TestLoginHashesBounded(t *testing.T) {
+	w := newWorld(t)
+	for range cap(w.srv.loginSlots) {
+		w.srv.loginSlots <- struct{}{}
+	}
+	start := time.Now()
+	r := w.send(http.DefaultClient, mustReq(t, "POST", w.ts.URL+"/api/v1/login", `{"name":"petra","password":"`+staffPass+`"}`))
+	wantError(t, "all slots taken", r, 503)
+	if time.Since(start) < loginWait {
+		t.Errorf("answered after %s, before the %s wait", time.Since(start), loginWait)
+	}
+	for range cap(w.srv.loginSlots) {
+		<-w.srv.loginSlots
+	}
+	w.browser("petra")
+	if es := w.srv.cfg.LoginGuard.List(); len(es) != 0 {
+		t.Errorf("the refused login counted: %+v", es)
+	}
+}

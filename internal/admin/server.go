@@ -39,6 +39,15 @@ const (
 	DefaultMaxSessions = 10000
 )
 
+// loginHashes bounds the staff password checks under way at once: the
+// login guard limits each client IP, and this bounds what many IPs can make
+// the server spend in CPU and, for argon2id, memory.
+const loginHashes = 2
+
+// loginWait is how long a login waits for a password check to be free
+// before it gets 503.
+const loginWait = 5 * time.Second
+
 // maxBody bounds a request body: every API request is a small JSON object.
 const maxBody = 64 << 10
 
@@ -145,6 +154,9 @@ type Server struct {
 	// explainer tells sessions (explain.go).
 	explainer *Explainer
 
+	// loginSlots holds a token per staff password check under way.
+	loginSlots chan struct{}
+
 	// mu guards sessions.
 	mu sync.Mutex
 	// sessions are the browser sessions by the hash of their cookie.
@@ -175,7 +187,7 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), sessions: map[string]*webSession{}}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), sessions: map[string]*webSession{}, loginSlots: make(chan struct{}, loginHashes)}
 	s.explainer = &Explainer{Directory: cfg.Directory, Failures: cfg.Sessions, Guard: cfg.Guard}
 	s.routes()
 	return s
@@ -509,6 +521,17 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		}
 		att = a
 		defer att.Succeed() // gives the place back unless Fail settled it
+	}
+	t := time.NewTimer(loginWait)
+	defer t.Stop()
+	select {
+	case s.loginSlots <- struct{}{}:
+		defer func() { <-s.loginSlots }()
+	case <-t.C:
+		s.writeError(w, r, errorf(http.StatusServiceUnavailable, "too many logins at once; try again in a moment"))
+		return
+	case <-r.Context().Done():
+		return
 	}
 	st, err := s.cfg.Staff.Staff(r.Context(), in.Name)
 	ok := false
