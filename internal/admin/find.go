@@ -152,6 +152,12 @@ func (s *Server) find(r *http.Request, p *principal) (any, error) {
 	// With a session id in the text, the rest of the line (the IP of a
 	// refusal, the address of a rejection) is context; its other sessions
 	// come after the named one.
+	var entries []blockedEntry
+	if len(t.IPs) > 0 {
+		// One copy of the guard's state for all the IPs: it may hold many
+		// keys.
+		entries = s.blockedEntries(ctx, true)
+	}
 	for _, ip := range t.IPs {
 		recs, err := s.cfg.Sessions.Find(ctx, sessionlog.Query{ClientIP: ip, Limit: 20})
 		if err != nil {
@@ -159,7 +165,7 @@ func (s *Server) find(r *http.Request, p *principal) (any, error) {
 		}
 		addSessions(recs)
 		a, _ := netip.ParseAddr(ip)
-		for _, e := range s.blockedEntries(ctx, true) {
+		for _, e := range entries {
 			if k, err := netip.ParsePrefix(keyPrefix(e.Key)); err == nil && k.Contains(a) {
 				res.Blocked = append(res.Blocked, e)
 			}

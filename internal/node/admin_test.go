@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,8 +12,13 @@ import (
 	"net/http"
 	"os"
 	"os/user"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"submitd/internal/admin"
 )
 
 // TestAdminListeners: a node serves the admin API on [admin] listen and on
@@ -101,4 +107,33 @@ func BenchmarkAcceptPaired(b *testing.B) {
 	b.ReportMetric(float64(total[0].Nanoseconds())/float64(b.N), "off-ns/op")
 	b.ReportMetric(float64(total[1].Nanoseconds())/float64(b.N), "on-ns/op")
 	b.ReportMetric(float64(total[1])/float64(total[0]), "on/off")
+}
+
+// TestAdminTLS: with [admin] tls the admin listener speaks HTTPS with the
+// node's certificate and marks the session cookie Secure.
+func TestAdminTLS(t *testing.T) {
+	cfg := testConfig(t, "127.0.0.1:1")
+	cfg.Admin.TLS = true
+	n := startNode(t, cfg)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := c.Get("https://" + n.AdminAddr() + "/api/v1/me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || resp.TLS == nil {
+		t.Fatalf("HTTPS without credentials: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err := n.AdminStore.AddStaff(context.Background(), admin.Staff{Name: "petra", Role: admin.RoleSupport, PasswordHash: string(h)}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = c.Post("https://"+n.AdminAddr()+"/api/v1/login", "application/json", strings.NewReader(`{"name":"petra","password":"pw"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cs := resp.Cookies(); resp.StatusCode != 200 || len(cs) != 1 || !cs[0].Secure || !cs[0].HttpOnly {
+		t.Errorf("login over TLS: %d, cookies %+v", resp.StatusCode, cs)
+	}
 }
