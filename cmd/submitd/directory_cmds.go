@@ -125,27 +125,12 @@ func runDomain(e *env, args []string) error {
 		if err := want(args, 1, 1); err != nil {
 			return err
 		}
-		// Adding the first domain is the first step of a setup.
-		e.createDB = verb == "add"
-		_, st, done, err := e.directory()
-		if err != nil {
-			return err
-		}
-		defer done()
 		if verb == "add" {
-			if err := st.AddDomain(ctx, args[0]); err != nil {
-				return err
-			}
-			d, _ := address.Domain(args[0])
-			fmt.Fprintf(e.stdout, "added domain %s\n", d)
-			return nil
+			// Adding the first domain is the first step of a setup.
+			e.createDB = true
+			return e.change("POST", "/api/v1/domains", map[string]string{"name": args[0]})
 		}
-		if err := st.RemoveDomain(ctx, args[0], *force); err != nil {
-			return err
-		}
-		d, _ := address.Domain(args[0])
-		fmt.Fprintf(e.stdout, "removed domain %s\n", d)
-		return nil
+		return e.change("DELETE", fmt.Sprintf("/api/v1/domains/%s?force=%t", p(args[0]), *force), nil)
 	case "list":
 		if err := want(args, 0, 0); err != nil {
 			return err
@@ -187,25 +172,18 @@ func runAlias(e *env, args []string) error {
 	if err := want(args, n, max); err != nil {
 		return err
 	}
+	switch verb {
+	case "add":
+		return e.change("POST", "/api/v1/domains/"+p(args[1])+"/aliases", map[string]string{"alias": args[0]})
+	case "remove":
+		return e.change("DELETE", "/api/v1/aliases/"+p(args[0]), nil)
+	}
 	_, st, done, err := e.directory()
 	if err != nil {
 		return err
 	}
 	defer done()
 	switch verb {
-	case "add":
-		if err := st.AddAlias(ctx, args[0], args[1]); err != nil {
-			return err
-		}
-		a, _ := address.Domain(args[0])
-		d, _ := address.Domain(args[1])
-		fmt.Fprintf(e.stdout, "added alias %s of %s\n", a, d)
-	case "remove":
-		if err := st.RemoveAlias(ctx, args[0]); err != nil {
-			return err
-		}
-		a, _ := address.Domain(args[0])
-		fmt.Fprintf(e.stdout, "removed alias %s\n", a)
 	case "list":
 		dom := ""
 		if len(args) == 1 {
@@ -272,39 +250,21 @@ func runAccount(e *env, args []string) error {
 			if err != nil {
 				return err
 			}
-			h, err := password.Hash(cfg.Auth.PasswordScheme, pw)
-			if err != nil {
-				return err
-			}
 			if verb == "add" {
-				if err := st.AddAccount(ctx, args[0], h); err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdout, "added account %s\n", norm(args[0]))
-				return nil
+				return e.change("POST", "/api/v1/accounts", map[string]string{"address": args[0], "password": pw})
 			}
-			if err := st.SetPassword(ctx, args[0], h); err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "changed password of %s\n", norm(args[0]))
-			return nil
+			return e.change("POST", "/api/v1/accounts/"+p(a.String())+"/password", map[string]string{"password": pw})
 		})
 	case "disable", "enable":
-		return withStore(1, 1, func(_ *config.Config, st directory.Store) error {
-			if err := st.SetSMTPAccess(ctx, args[0], verb == "enable"); err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "%sd SMTP access of %s\n", verb, norm(args[0]))
-			return nil
-		})
+		if err := want(args, 1, 1); err != nil {
+			return err
+		}
+		return e.change("POST", "/api/v1/accounts/"+p(norm(args[0]))+"/smtp_access", map[string]bool{"enabled": verb == "enable"})
 	case "remove":
-		return withStore(1, 1, func(_ *config.Config, st directory.Store) error {
-			if err := st.RemoveAccount(ctx, args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "removed account %s\n", norm(args[0]))
-			return nil
-		})
+		if err := want(args, 1, 1); err != nil {
+			return err
+		}
+		return e.change("DELETE", "/api/v1/accounts/"+p(norm(args[0])), nil)
 	case "list":
 		return withStore(0, 1, func(_ *config.Config, st directory.Store) error {
 			dom := ""
@@ -340,20 +300,13 @@ func runAccount(e *env, args []string) error {
 		args = args[1:]
 		switch sub {
 		case "add", "remove":
-			return withStore(2, 2, func(_ *config.Config, st directory.Store) error {
-				if sub == "add" {
-					if err := st.AddIdentity(ctx, args[0], args[1]); err != nil {
-						return err
-					}
-					fmt.Fprintf(e.stdout, "added identity %s to %s\n", norm(args[1]), norm(args[0]))
-					return nil
-				}
-				if err := st.RemoveIdentity(ctx, args[0], args[1]); err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdout, "removed identity %s from %s\n", norm(args[1]), norm(args[0]))
-				return nil
-			})
+			if err := want(args, 2, 2); err != nil {
+				return err
+			}
+			if sub == "add" {
+				return e.change("POST", "/api/v1/accounts/"+p(norm(args[0]))+"/identities", map[string]string{"identity": args[1]})
+			}
+			return e.change("DELETE", "/api/v1/accounts/"+p(norm(args[0]))+"/identities/"+p(norm(args[1])), nil)
 		case "list":
 			return withStore(1, 1, func(_ *config.Config, st directory.Store) error {
 				a, err := st.Account(ctx, args[0])

@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
 	"submitd/internal/config"
 	"submitd/internal/guard"
-	"submitd/internal/node"
 )
 
 func init() {
@@ -33,9 +31,9 @@ func (e *env) guardStore() (*config.Config, *guard.SQLite, func(), error) {
 	return openStore(e, guard.NewSQLite)
 }
 
-// runUnblock lifts blocks (SPEC R11a). It writes to the database the server
-// uses; the server reads the change within its poll interval, so no restart
-// or signal is needed.
+// runUnblock lifts blocks (SPEC R11a) through the control path: the
+// running server's socket, which lifts them in its memory at once, or the
+// stores when no server runs.
 func runUnblock(e *env, args []string) error {
 	pos, err := e.parse(args)
 	if err != nil {
@@ -44,30 +42,30 @@ func runUnblock(e *env, args []string) error {
 	if err := want(pos, 1, -1); err != nil {
 		return err
 	}
-	targets := make([]netip.Prefix, len(pos))
-	for i, a := range pos {
-		if targets[i], err = guard.ParseTarget(a); err != nil {
+	for _, a := range pos {
+		if _, err := guard.ParseTarget(a); err != nil {
 			return usageError(err.Error())
 		}
 	}
-	cfg, st, closeDB, err := e.guardStore()
+	c, err := e.control()
 	if err != nil {
 		return err
 	}
-	defer closeDB()
-	gc := node.GuardConfig(cfg)
-	for i, t := range targets {
-		p := gc.Target(t)
-		keys, err := st.Unblock(context.Background(), "cli", p, time.Now())
+	defer c.done()
+	for _, a := range pos {
+		var r struct {
+			Keys []string `json:"keys"`
+		}
+		err := c.call("POST", "/api/v1/unblock", map[string]string{"target": a}, &r)
+		if notFound(err) {
+			fmt.Fprintf(e.stdout, "%s: not blocked, no failures counted\n", a)
+			continue
+		}
 		if err != nil {
 			return err
 		}
-		if len(keys) == 0 {
-			fmt.Fprintf(e.stdout, "%s: not blocked, no failures counted\n", pos[i])
-			continue
-		}
-		for _, k := range keys {
-			fmt.Fprintf(e.stdout, "unblocked %s\n", guard.FormatKey(k))
+		for _, k := range r.Keys {
+			fmt.Fprintf(e.stdout, "unblocked %s\n", k)
 		}
 	}
 	return nil

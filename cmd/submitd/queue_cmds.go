@@ -14,7 +14,7 @@ import (
 func init() {
 	register(&command{
 		name:    "queue",
-		summary: "list, inspect, retry and delete queued messages (works while the server runs)",
+		summary: "list, inspect, retry and delete queued messages (retry and delete go through the running server)",
 		usage: `queue list                 (one line per message: id, age, sender, recipients:state, next attempt)
 			queue show ID
 			queue retry ID|all         (try every undelivered recipient now)
@@ -52,24 +52,20 @@ func runQueue(e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("no spool (has the server run with data_dir %s?): %w", cfg.DataDir, err)
 	}
+	// Changes go through the running server's socket, or the same API
+	// on the spool when no server runs.
+	switch verb {
+	case "retry":
+		return e.change("POST", "/api/v1/queue/"+p(args[0])+"/retry", nil)
+	case "delete":
+		return e.change("POST", "/api/v1/queue/"+p(args[0])+"/delete", map[string]bool{"bounce": *bounce})
+	}
 	a := &queue.Admin{Spool: sp, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()}
 	switch verb {
 	case "list":
 		return queueList(e, a)
 	case "show":
 		return queueShow(e, a, args[0])
-	case "retry":
-		msg, err := a.Retry(args[0])
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(e.stdout, msg)
-	case "delete":
-		msg, err := a.Delete(args[0], *bounce)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(e.stdout, msg)
 	}
 	return nil
 }

@@ -55,8 +55,28 @@ type Config struct {
 	Delivery Delivery `toml:"delivery"`
 	// Log configures the structured log.
 	Log Log `toml:"log"`
-	// Admin configures the admin HTTP server and its /metrics.
+	// Admin configures the support and operator server (SPEC §8).
 	Admin Admin `toml:"admin"`
+}
+
+// Admin configures the admin HTTP server: the JSON API, browser login and
+// /metrics. It also always listens on data_dir/admin.sock for the CLI.
+type Admin struct {
+	// Listen is the TCP address; "" serves the unix socket only.
+	Listen string `toml:"listen"`
+	// TLS serves HTTPS on Listen with the [tls] certificate.
+	TLS bool `toml:"tls"`
+	// SessionIdle ends a browser session unused this long.
+	SessionIdle Duration `toml:"session_idle"`
+	// LoginMaxFailures blocks a client IP from staff login when it reaches
+	// this many failed logins in LoginWindow, for LoginBlockFor.
+	LoginMaxFailures int `toml:"login_max_failures"`
+	// LoginWindow is the rolling window failed logins are counted in.
+	LoginWindow Duration `toml:"login_window"`
+	// LoginBlockFor is how long a login block lasts.
+	LoginBlockFor Duration `toml:"login_block_for"`
+	// MetricsNetworks may read /metrics without a bearer token.
+	MetricsNetworks []string `toml:"metrics_networks"`
 }
 
 // Listen holds the three listening addresses (SPEC R14).
@@ -218,14 +238,6 @@ type Delivery struct {
 	MaxConnectionsPerDestination int `toml:"max_connections_per_destination"`
 }
 
-// Admin configures the admin HTTP server, where Prometheus reads /metrics.
-type Admin struct {
-	// Listen is the admin server's "host:port"; "" disables it.
-	Listen string `toml:"listen"`
-	// MetricsNetworks may read /metrics without a bearer token.
-	MetricsNetworks []string `toml:"metrics_networks"`
-}
-
 // Log configures logging.
 type Log struct {
 	// Level is "debug", "info", "warn" or "error".
@@ -293,8 +305,12 @@ func Default() *Config {
 		},
 		Log: Log{Level: "info", Format: "text"},
 		Admin: Admin{
-			Listen:          "127.0.0.1:8025",
-			MetricsNetworks: []string{"127.0.0.0/8", "::1/128"},
+			Listen:           "127.0.0.1:8025",
+			SessionIdle:      Duration(30 * time.Minute),
+			LoginMaxFailures: 10,
+			LoginWindow:      Duration(time.Hour),
+			LoginBlockFor:    Duration(time.Hour),
+			MetricsNetworks:  []string{"127.0.0.0/8", "::1/128"},
 		},
 	}
 }
@@ -505,6 +521,17 @@ func (c *Config) Validate() error {
 	}
 	if d.MaxConnectionsPerDestination < 1 {
 		return bad("delivery.max_connections_per_destination", d.MaxConnectionsPerDestination, "must be at least 1")
+	}
+	a := c.Admin
+	switch {
+	case a.SessionIdle <= 0:
+		return bad("admin.session_idle", a.SessionIdle, "must be positive")
+	case a.LoginMaxFailures < 1:
+		return bad("admin.login_max_failures", a.LoginMaxFailures, "must be at least 1")
+	case a.LoginWindow <= 0:
+		return bad("admin.login_window", a.LoginWindow, "must be positive")
+	case a.LoginBlockFor <= 0:
+		return bad("admin.login_block_for", a.LoginBlockFor, "must be positive")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

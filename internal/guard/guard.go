@@ -239,6 +239,10 @@ type Guard struct {
 	failures map[netip.Prefix][]Failure
 	// blocks are the blocks per key.
 	blocks map[netip.Prefix]Block
+	// wide are the blocks support made by hand of networks that are not
+	// one client key (a /24, a /48), by network. Blocked looks at them
+	// only when there are any, so the usual case stays one map lookup.
+	wide map[netip.Prefix]Block
 	// places are the places of attempts in flight per key, at most
 	// MaxFailures of them; they are not stored, since a restart ends the
 	// sessions that held them.
@@ -267,6 +271,7 @@ func New(ctx context.Context, cfg Config, store Store, log *slog.Logger) (*Guard
 		cfg: cfg, store: store, log: log,
 		failures: map[netip.Prefix][]Failure{},
 		blocks:   map[netip.Prefix]Block{},
+		wide:     map[netip.Prefix]Block{},
 		places:   map[netip.Prefix][]place{},
 	}
 	g.count = &memCounter{g: g}
@@ -302,6 +307,9 @@ func (g *Guard) Blocked(ip netip.Addr) bool {
 	key := g.cfg.Key(ip)
 	g.mu.RLock()
 	b, ok := g.blocks[key]
+	if !ok && len(g.wide) > 0 {
+		b, ok = g.wideBlock(ip.Unmap().WithZone(""), g.cfg.Now())
+	}
 	g.mu.RUnlock()
 	if !ok || !g.cfg.Now().Before(b.Until) || g.Exempt(ip) {
 		return false
@@ -318,6 +326,56 @@ func (g *Guard) Clean(key netip.Prefix) bool {
 	fs := g.failures[key]
 	g.mu.RUnlock()
 	return len(fs) == 0 || len(g.live(fs, g.cfg.Now())) == 0
+}
+
+// wideBlock returns a network block in force that holds ip; the caller
+// holds the lock.
+func (g *Guard) wideBlock(ip netip.Addr, now time.Time) (Block, bool) {
+	for p, b := range g.wide {
+		if p.Contains(ip) && now.Before(b.Until) {
+			return b, true
+		}
+	}
+	return Block{}, false
+}
+
+// isKey reports whether p is a client key, as Key makes them, rather than a
+// wider or narrower network.
+func (g *Guard) isKey(p netip.Prefix) bool { return g.cfg.Key(p.Addr()) == p }
+
+// putBlock records b in memory, with the client keys or with the networks;
+// the caller holds the write lock.
+func (g *Guard) putBlock(b Block) {
+	if g.isKey(b.Key) {
+		g.blocks[b.Key] = b
+		return
+	}
+	g.wide[b.Key] = b
+}
+
+// BlockNetwork blocks p, an address or a network, until until, as support
+// asks by hand (SPEC R11a): a single address blocks the key it is counted
+// by, so blocking one IPv6 address blocks its /64. The block is stored
+// like one the guard made, so it survives a restart and reaches other
+// processes through the change log. It returns the blocked prefix.
+func (g *Guard) BlockNetwork(ctx context.Context, p netip.Prefix, until time.Time) (netip.Prefix, error) {
+	p = g.Target(p)
+	now := g.cfg.Now()
+	if !until.After(now) {
+		return p, fmt.Errorf("guard: block %s: the end %s is not in the future", FormatKey(p), until.UTC().Format(time.RFC3339))
+	}
+	b := Block{Key: p, Since: now, Until: until}
+	if g.store != nil {
+		if err := g.store.Block(ctx, g.cfg.Node, b); err != nil {
+			return p, err
+		}
+	}
+	g.mu.Lock()
+	g.putBlock(b)
+	g.mu.Unlock()
+	g.nBlocks.Add(1)
+	g.log.Warn("guard: blocked by support", "key", FormatKey(p), "until", until.UTC().Format(time.RFC3339))
+	return p, nil
 }
 
 // Failure records a failed AUTH from ip in session sid that holds no place
@@ -461,12 +519,14 @@ func (g *Guard) applyUnblock(p netip.Prefix, now time.Time, by string) []netip.P
 			}
 		}
 	}
-	for k, b := range g.blocks {
-		if p.Overlaps(k) {
-			delete(g.blocks, k)
-			keys = append(keys, k)
-			if now.Before(b.Until) {
-				lifted = append(lifted, b)
+	for _, m := range []map[netip.Prefix]Block{g.blocks, g.wide} {
+		for k, b := range m {
+			if p.Overlaps(k) {
+				delete(m, k)
+				keys = append(keys, k)
+				if now.Before(b.Until) {
+					lifted = append(lifted, b)
+				}
 			}
 		}
 	}
@@ -484,9 +544,11 @@ func (g *Guard) Stats() Stats {
 	now := g.cfg.Now()
 	g.mu.RLock()
 	active := 0
-	for _, b := range g.blocks {
-		if now.Before(b.Until) {
-			active++
+	for _, m := range []map[netip.Prefix]Block{g.blocks, g.wide} {
+		for _, b := range m {
+			if now.Before(b.Until) {
+				active++
+			}
 		}
 	}
 	tracked := len(g.failures)
@@ -523,8 +585,10 @@ func (g *Guard) List() []Entry {
 	for k, fs := range g.failures {
 		st.Failures[k] = slices.Clone(fs)
 	}
-	for k, b := range g.blocks {
-		st.Blocks[k] = b
+	for _, m := range []map[netip.Prefix]Block{g.blocks, g.wide} {
+		for k, b := range m {
+			st.Blocks[k] = b
+		}
 	}
 	g.mu.RUnlock()
 	return Entries(st, g.cfg.Now(), g.cfg.Window)
@@ -625,7 +689,7 @@ func (g *Guard) apply(ch Change) {
 		g.mu.Unlock()
 	case ChangeBlock:
 		g.mu.Lock()
-		g.blocks[ch.Key] = Block{Key: ch.Key, Since: ch.Time, Until: ch.Until, SIDs: ch.SIDs}
+		g.putBlock(Block{Key: ch.Key, Since: ch.Time, Until: ch.Until, SIDs: ch.SIDs})
 		g.mu.Unlock()
 		g.log.Info("guard: block made elsewhere applied", "key", FormatKey(ch.Key), "by", ch.Node,
 			"until", ch.Until.UTC().Format(time.RFC3339), "sessions", strings.Join(ch.SIDs, ","))
@@ -648,14 +712,15 @@ func (g *Guard) reload(ctx context.Context) error {
 			g.setFailures(failures, k, fs)
 		}
 	}
-	blocks := make(map[netip.Prefix]Block, len(st.Blocks))
-	for k, b := range st.Blocks {
+	g.mu.Lock()
+	g.failures, g.seq = failures, st.Seq
+	g.blocks = make(map[netip.Prefix]Block, len(st.Blocks))
+	g.wide = map[netip.Prefix]Block{}
+	for _, b := range st.Blocks {
 		if now.Before(b.Until) {
-			blocks[k] = b
+			g.putBlock(b)
 		}
 	}
-	g.mu.Lock()
-	g.failures, g.blocks, g.seq = failures, blocks, st.Seq
 	g.mu.Unlock()
 	return nil
 }
@@ -673,9 +738,11 @@ func (g *Guard) Prune(ctx context.Context) error {
 	var stale []netip.Prefix
 	cut := now.Add(-g.cfg.Window)
 	g.mu.RLock()
-	for _, b := range g.blocks {
-		if !now.Before(b.Until) {
-			expired = append(expired, b)
+	for _, m := range []map[netip.Prefix]Block{g.blocks, g.wide} {
+		for _, b := range m {
+			if !now.Before(b.Until) {
+				expired = append(expired, b)
+			}
 		}
 	}
 	for k, fs := range g.failures {
@@ -688,8 +755,12 @@ func (g *Guard) Prune(ctx context.Context) error {
 	ended := expired[:0]
 	for _, b := range expired {
 		// Unless a new block replaced it meanwhile.
-		if cur, ok := g.blocks[b.Key]; ok && !now.Before(cur.Until) {
-			delete(g.blocks, b.Key)
+		m := g.blocks
+		if !g.isKey(b.Key) {
+			m = g.wide
+		}
+		if cur, ok := m[b.Key]; ok && !now.Before(cur.Until) {
+			delete(m, b.Key)
 			ended = append(ended, b)
 		}
 	}

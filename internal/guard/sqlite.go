@@ -50,6 +50,8 @@ var sqliteMigrations = []string{
 // and the CLI of one node.
 type SQLite struct {
 	db *sql.DB
+	// prefix replaces "guard_" in table names; "" keeps them (NewSQLiteNamed).
+	prefix string
 
 	// AddFailure commits in groups: failures that arrive while a commit is
 	// under way go together in the next one. Each caller still returns only
@@ -74,10 +76,34 @@ var _ Store = (*SQLite)(nil)
 
 // NewSQLite migrates the guard tables in db.
 func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
-	if err := sqlitedb.Migrate(ctx, db, "guard", sqliteMigrations); err != nil {
+	return NewSQLiteNamed(ctx, db, "guard")
+}
+
+// NewSQLiteNamed migrates a set of guard tables whose names start with
+// name and "_", so that a second guard with a key space and limits of its
+// own (the admin login's) keeps its state apart from SMTP AUTH's in the
+// same database. The name must be a plain SQL identifier.
+func NewSQLiteNamed(ctx context.Context, db *sql.DB, name string) (*SQLite, error) {
+	s := &SQLite{db: db}
+	if name != "guard" {
+		s.prefix = name + "_"
+	}
+	steps := make([]string, len(sqliteMigrations))
+	for i, m := range sqliteMigrations {
+		steps[i] = s.q(m)
+	}
+	if err := sqlitedb.Migrate(ctx, db, name, steps); err != nil {
 		return nil, err
 	}
-	return &SQLite{db: db}, nil
+	return s, nil
+}
+
+// q names the tables of this store in query.
+func (s *SQLite) q(query string) string {
+	if s.prefix == "" {
+		return query
+	}
+	return strings.ReplaceAll(query, "guard_", s.prefix)
 }
 
 func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
@@ -92,9 +118,9 @@ func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 	return tx.Commit()
 }
 
-func logChange(ctx context.Context, tx *sql.Tx, ch Change) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO guard_changes (node, kind, key, time, until, session_ids)
-		VALUES (?, ?, ?, ?, ?, ?)`,
+func (s *SQLite) logChange(ctx context.Context, tx *sql.Tx, ch Change) error {
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO guard_changes (node, kind, key, time, until, session_ids)
+		VALUES (?, ?, ?, ?, ?, ?)`),
 		ch.Node, string(ch.Kind), ch.Key.String(), ch.Time.UnixNano(), nanos(ch.Until), strings.Join(ch.SIDs, ","))
 	return err
 }
@@ -145,11 +171,11 @@ func (s *SQLite) AddFailure(ctx context.Context, node string, key netip.Prefix, 
 		g.err = s.inTx(ctx, func(tx *sql.Tx) error {
 			for i, k := range g.keys {
 				f := g.fails[i]
-				if _, err := tx.ExecContext(ctx, `INSERT INTO guard_failures (key, time, session_id) VALUES (?, ?, ?)`,
+				if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO guard_failures (key, time, session_id) VALUES (?, ?, ?)`),
 					k.String(), f.Time.UnixNano(), f.SID); err != nil {
 					return err
 				}
-				if err := logChange(ctx, tx, Change{Node: g.node[i], Kind: ChangeFailure, Key: k, Time: f.Time, SIDs: []string{f.SID}}); err != nil {
+				if err := s.logChange(ctx, tx, Change{Node: g.node[i], Kind: ChangeFailure, Key: k, Time: f.Time, SIDs: []string{f.SID}}); err != nil {
 					return err
 				}
 			}
@@ -172,12 +198,12 @@ func (s *SQLite) AddFailure(ctx context.Context, node string, key netip.Prefix, 
 // Block implements Store.
 func (s *SQLite) Block(ctx context.Context, node string, b Block) error {
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO guard_blocks (key, since, until, session_ids) VALUES (?, ?, ?, ?)
-			ON CONFLICT (key) DO UPDATE SET since = excluded.since, until = excluded.until, session_ids = excluded.session_ids`,
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO guard_blocks (key, since, until, session_ids) VALUES (?, ?, ?, ?)
+			ON CONFLICT (key) DO UPDATE SET since = excluded.since, until = excluded.until, session_ids = excluded.session_ids`),
 			b.Key.String(), b.Since.UnixNano(), b.Until.UnixNano(), strings.Join(b.SIDs, ",")); err != nil {
 			return err
 		}
-		return logChange(ctx, tx, Change{Node: node, Kind: ChangeBlock, Key: b.Key, Time: b.Since, Until: b.Until, SIDs: b.SIDs})
+		return s.logChange(ctx, tx, Change{Node: node, Kind: ChangeBlock, Key: b.Key, Time: b.Since, Until: b.Until, SIDs: b.SIDs})
 	})
 	if err != nil {
 		return fmt.Errorf("guard: record block of %s: %w", FormatKey(b.Key), err)
@@ -191,7 +217,7 @@ func (s *SQLite) Block(ctx context.Context, node string, b Block) error {
 func (s *SQLite) Unblock(ctx context.Context, node string, p netip.Prefix, at time.Time) ([]netip.Prefix, error) {
 	var keys []netip.Prefix
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT key FROM guard_blocks UNION SELECT DISTINCT key FROM guard_failures`)
+		rows, err := tx.QueryContext(ctx, s.q(`SELECT key FROM guard_blocks UNION SELECT DISTINCT key FROM guard_failures`))
 		if err != nil {
 			return err
 		}
@@ -214,16 +240,16 @@ func (s *SQLite) Unblock(ctx context.Context, node string, p netip.Prefix, at ti
 				continue
 			}
 			keys = append(keys, k)
-			if _, err := tx.ExecContext(ctx, `DELETE FROM guard_blocks WHERE key = ?`, ks); err != nil {
+			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM guard_blocks WHERE key = ?`), ks); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `DELETE FROM guard_failures WHERE key = ?`, ks); err != nil {
+			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM guard_failures WHERE key = ?`), ks); err != nil {
 				return err
 			}
 		}
 		// Logged even when nothing matched here: another process may hold a
 		// failure it has not written yet.
-		return logChange(ctx, tx, Change{Node: node, Kind: ChangeUnblock, Key: p, Time: at})
+		return s.logChange(ctx, tx, Change{Node: node, Kind: ChangeUnblock, Key: p, Time: at})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("guard: unblock %s: %w", FormatKey(p), err)
@@ -235,13 +261,13 @@ func (s *SQLite) Unblock(ctx context.Context, node string, p netip.Prefix, at ti
 // read after it includes at least everything up to that position.
 func (s *SQLite) Load(ctx context.Context, since time.Time) (*State, error) {
 	st := &State{Failures: map[netip.Prefix][]Failure{}, Blocks: map[netip.Prefix]Block{}}
-	err := s.db.QueryRowContext(ctx, `SELECT max(
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT max(
 		(SELECT seq FROM guard_pruned WHERE id = 1),
-		coalesce((SELECT max(seq) FROM guard_changes), 0))`).Scan(&st.Seq)
+		coalesce((SELECT max(seq) FROM guard_changes), 0))`)).Scan(&st.Seq)
 	if err != nil {
 		return nil, fmt.Errorf("guard: load change-log position: %w", err)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT key, time, session_id FROM guard_failures WHERE time >= ? ORDER BY time`, since.UnixNano())
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT key, time, session_id FROM guard_failures WHERE time >= ? ORDER BY time`), since.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("guard: load failures: %w", err)
 	}
@@ -263,7 +289,7 @@ func (s *SQLite) Load(ctx context.Context, since time.Time) (*State, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("guard: load failures: %w", err)
 	}
-	rows, err = s.db.QueryContext(ctx, `SELECT key, since, until, session_ids FROM guard_blocks WHERE until > ?`, since.UnixNano())
+	rows, err = s.db.QueryContext(ctx, s.q(`SELECT key, since, until, session_ids FROM guard_blocks WHERE until > ?`), since.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("guard: load blocks: %w", err)
 	}
@@ -291,8 +317,8 @@ func (s *SQLite) Load(ctx context.Context, since time.Time) (*State, error) {
 // the write lock: the database opens transactions IMMEDIATE). The entries are
 // read before the pruning mark, so a prune racing with the read is noticed.
 func (s *SQLite) Changes(ctx context.Context, after int64, limit int) ([]Change, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, node, kind, key, time, until, session_ids
-		FROM guard_changes WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT seq, node, kind, key, time, until, session_ids
+		FROM guard_changes WHERE seq > ? ORDER BY seq LIMIT ?`), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("guard: read change log: %w", err)
 	}
@@ -321,7 +347,7 @@ func (s *SQLite) Changes(ctx context.Context, after int64, limit int) ([]Change,
 		return nil, fmt.Errorf("guard: read change log: %w", err)
 	}
 	var pruned int64
-	if err := s.db.QueryRowContext(ctx, `SELECT seq FROM guard_pruned WHERE id = 1`).Scan(&pruned); err != nil {
+	if err := s.db.QueryRowContext(ctx, s.q(`SELECT seq FROM guard_pruned WHERE id = 1`)).Scan(&pruned); err != nil {
 		return nil, fmt.Errorf("guard: read change log: %w", err)
 	}
 	if pruned > after {
@@ -334,23 +360,23 @@ func (s *SQLite) Changes(ctx context.Context, after int64, limit int) ([]Change,
 func (s *SQLite) Prune(ctx context.Context, before time.Time) error {
 	t := before.UnixNano()
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM guard_failures WHERE time < ?`, t); err != nil {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM guard_failures WHERE time < ?`), t); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM guard_blocks WHERE until < ?`, t); err != nil {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM guard_blocks WHERE until < ?`), t); err != nil {
 			return err
 		}
 		var upto int64
-		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM guard_changes WHERE time < ?`, t).Scan(&upto); err != nil {
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT coalesce(max(seq), 0) FROM guard_changes WHERE time < ?`), t).Scan(&upto); err != nil {
 			return err
 		}
 		if upto == 0 {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM guard_changes WHERE seq <= ?`, upto); err != nil {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM guard_changes WHERE seq <= ?`), upto); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE guard_pruned SET seq = max(seq, ?) WHERE id = 1`, upto)
+		_, err := tx.ExecContext(ctx, s.q(`UPDATE guard_pruned SET seq = max(seq, ?) WHERE id = 1`), upto)
 		return err
 	})
 	if err != nil {

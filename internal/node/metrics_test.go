@@ -107,7 +107,7 @@ func TestNodeMetrics(t *testing.T) {
 }
 
 // TestNodeMetricsNetworks: a client outside [admin] metrics_networks is
-// refused.
+// refused, and told a bearer token would let it in.
 func TestNodeMetricsNetworks(t *testing.T) {
 	cfg := testConfig(t, "127.0.0.1:1")
 	cfg.Admin.MetricsNetworks = []string{"192.0.2.0/24"}
@@ -118,7 +118,7 @@ func TestNodeMetricsNetworks(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden || strings.Contains(string(body), "submitd_") {
+	if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(body), "submitd_") {
 		t.Fatalf("from outside metrics_networks: %d\n%s", resp.StatusCode, body)
 	}
 }

@@ -18,6 +18,9 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
+
+	"submitd/internal/admin"
 	"submitd/internal/auth"
 	"submitd/internal/certs"
 	"submitd/internal/config"
@@ -72,10 +75,21 @@ type Node struct {
 	// MetricsHandler serves Metrics in the Prometheus text format to
 	// anyone: whoever mounts it at /metrics decides who may read it.
 	MetricsHandler http.Handler
+	// Admin is the support and operator server (internal/admin); set its
+	// Metrics field before Run to serve /metrics.
+	Admin *admin.Server
+	// AdminStore holds the staff users and the audit log.
+	AdminStore *admin.SQLite
+	// LoginGuard limits failed staff logins, apart from SMTP AUTH.
+	LoginGuard *guard.Guard
+	// AdminListener is the bound [admin] listen address, nil when "".
+	AdminListener net.Listener
+	// AdminSocket is the bound unix socket data_dir/admin.sock for the CLI.
+	AdminSocket net.Listener
 
-	// metricsLn is the listener on [admin] listen that serves /metrics;
-	// nil when that address is "".
-	metricsLn net.Listener
+	// tls is the certificate the SMTP listeners and an [admin] tls
+	// listener share.
+	tls *tls.Config
 
 	// closers undo what New set up, run in reverse order by Close.
 	closers []func()
@@ -217,8 +231,179 @@ func (n *Node) open(ctx context.Context) error {
 	n.Watcher.Subscribe(n.Auth.DirectoryChanged)
 
 	n.Server = newServer(cfg, n, replies, tlsConf, log)
+	n.tls = tlsConf
+	if err := n.newAdmin(ctx); err != nil {
+		return err
+	}
 	checkFileLimit(cfg, log)
 	return n.listen()
+}
+
+// adminMaxConns bounds the connections the admin TCP listener serves at
+// once.
+const adminMaxConns = 64
+
+// maxSocketPath is the longest unix socket path Linux takes (sun_path is
+// 108 bytes with the terminating NUL).
+const maxSocketPath = 107
+
+// SocketPath is where a server listens for the CLI: data_dir/admin.sock.
+func SocketPath(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "admin.sock") }
+
+// newAdmin builds the node's admin server.
+func (n *Node) newAdmin(ctx context.Context) error {
+	cfg := n.Config
+	q := liveQueue{Admin: &queue.Admin{Spool: n.Spool, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()}, q: n.Queue}
+	var err error
+	if n.Admin, n.AdminStore, n.LoginGuard, err = NewAdmin(ctx, cfg, n.DB, n.Directory, n.Guard, q, n.Log); err != nil {
+		return err
+	}
+	n.Admin.Metrics = n.MetricsHandler
+	return nil
+}
+
+// liveQueue is the running queue as the admin API sees it: listings read
+// the spool, and retries and deletes go to the queue itself.
+type liveQueue struct {
+	*queue.Admin
+	// q is the running queue.
+	q *queue.Queue
+}
+
+// Retry implements admin.Queue.
+func (l liveQueue) Retry(id string) (string, error) { return l.q.Retry(id) }
+
+// Delete implements admin.Queue.
+func (l liveQueue) Delete(id string, bounce bool) (string, error) { return l.q.Delete(id, bounce) }
+
+// NewAdmin builds an admin server over the stores in db from cfg, with a
+// login guard of its own tables and limits ([admin] login_*). The node
+// serves one; the CLI runs one in-process when no server runs, so that a
+// change takes the same path, checks and audit entry either way. q may be
+// nil when there is no spool.
+func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, dir directory.Store, g admin.Guard, q admin.Queue,
+	log *slog.Logger) (*admin.Server, *admin.SQLite, *guard.Guard, error) {
+	st, err := admin.NewSQLite(ctx, db)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	lstore, err := guard.NewSQLiteNamed(ctx, db, "admin_login")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	lg, err := guard.New(ctx, guard.Config{
+		MaxFailures: cfg.Admin.LoginMaxFailures,
+		Window:      cfg.Admin.LoginWindow.D(),
+		BlockFor:    cfg.Admin.LoginBlockFor.D(),
+		IPv4Prefix:  cfg.Guard.IPv4Prefix,
+		IPv6Prefix:  cfg.Guard.IPv6Prefix,
+	}, lstore, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keys, err := dkim.NewStore(ctx, db)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sessions, err := sessionlog.NewSQLite(ctx, db)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	metricsNets, _ := config.ParsePrefixes(cfg.Admin.MetricsNetworks)
+	c := admin.Config{
+		Directory:       dir,
+		Sessions:        sessions,
+		Guard:           g,
+		DKIM:            keys,
+		Staff:           st,
+		Audit:           st,
+		LoginGuard:      lg,
+		PasswordScheme:  cfg.Auth.PasswordScheme,
+		SessionIdle:     cfg.Admin.SessionIdle.D(),
+		SecureCookie:    cfg.Admin.TLS,
+		MetricsNetworks: metricsNets,
+		Log:             log,
+	}
+	if q != nil {
+		c.Queue = q
+	}
+	return admin.New(c), st, lg, nil
+}
+
+// listenAdmin binds [admin] listen and the CLI's unix socket.
+func (n *Node) listenAdmin() error {
+	cfg := n.Config
+	if cfg.Admin.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+		// Staff, scripts and a scraper need a few connections; more only
+		// wait, so a client that reaches the port cannot hold many.
+		n.AdminListener = netutil.LimitListener(ln, adminMaxConns)
+		n.onClose(func() { ln.Close() })
+	}
+	// The spool lock (taken by the queue above) makes this the only
+	// server on data_dir, so a socket left by a crash can go.
+	path := SocketPath(cfg)
+	if len(path) > maxSocketPath {
+		// The CLI then works on the stores directly, as without a server.
+		n.Log.Warn("data_dir path too long for the CLI's unix socket; CLI changes reach this server only through the stores",
+			"socket", path, "max", maxSocketPath)
+		return nil
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	// data_dir is 0750, so nobody outside its group reaches the socket
+	// before the chmod; after it only the server's user does.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	n.AdminSocket = ln
+	n.onClose(func() { ln.Close() })
+	return nil
+}
+
+// AdminAddr is the bound [admin] listen address, or "" when it is off.
+func (n *Node) AdminAddr() string {
+	if n.AdminListener == nil {
+		return ""
+	}
+	return n.AdminListener.Addr().String()
+}
+
+// serveAdmin serves the admin listeners until stop, then shuts them down.
+func (n *Node) serveAdmin(errc chan<- error) (stop func(context.Context)) {
+	var servers []*http.Server
+	serve := func(ln net.Listener, socket bool, name string) {
+		hs := n.Admin.HTTPServer(socket)
+		servers = append(servers, hs)
+		go func() {
+			if err := hs.Serve(ln); err != nil && err != http.ErrServerClosed {
+				errc <- fmt.Errorf("admin %s: %w", name, err)
+			}
+		}()
+	}
+	if n.AdminListener != nil {
+		ln := n.AdminListener
+		if n.Config.Admin.TLS {
+			ln = tls.NewListener(ln, n.tls.Clone())
+		}
+		n.Log.Info("admin listening", "addr", n.AdminAddr(), "tls", n.Config.Admin.TLS)
+		serve(ln, false, "listener")
+	}
+	if n.AdminSocket != nil {
+		serve(n.AdminSocket, true, "socket")
+	}
+	return func(ctx context.Context) {
+		for _, hs := range servers {
+			hs.Shutdown(ctx)
+		}
+	}
 }
 
 // newQueue builds the delivery queue the server runs over sp (SPEC R17,
@@ -316,6 +501,9 @@ func (n *Node) listen() error {
 		{cfg.Listen.Submissions, smtpd.ListenerConfig{Name: "submissions", ImplicitTLS: true}, cfg.Listener.Submissions},
 	}
 	n.onClose(n.closeListeners)
+	if err := n.listenAdmin(); err != nil {
+		return err
+	}
 	for _, l := range listeners {
 		if l.addr == "" {
 			continue
@@ -330,7 +518,7 @@ func (n *Node) listen() error {
 		n.Listeners = append(n.Listeners, Listener{Listener: ln, Config: lc})
 		n.Metrics.Listeners(lc.Name)
 	}
-	return n.listenMetrics()
+	return nil
 }
 
 // closeListeners closes every listener; closing one twice is harmless.
@@ -379,9 +567,17 @@ func (n *Node) Run(ctx context.Context) error {
 		n.Watcher.Run(wctx)
 	}()
 	defer func() { wstop(); <-wdone }()
+	lctx, lstop := context.WithCancel(context.Background())
+	ldone := make(chan struct{})
+	go func() {
+		defer close(ldone)
+		n.LoginGuard.Run(lctx)
+	}()
+	defer func() { lstop(); <-ldone }()
 
 	var wg sync.WaitGroup
-	errc := make(chan error, len(n.Listeners))
+	errc := make(chan error, len(n.Listeners)+2)
+	stopAdmin := n.serveAdmin(errc)
 	for _, l := range n.Listeners {
 		lc := l.Config
 		if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsLoopback() && cfg.Hostname == "localhost" {
@@ -399,7 +595,6 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	defer n.serveMetrics()()
 	log.Info("submitd started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
 
 	var failed error
@@ -413,6 +608,7 @@ func (n *Node) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	n.Server.Shutdown(sctx)
+	stopAdmin(sctx)
 	wg.Wait()
 	// Deliveries under way are interrupted; their recipients stay due and
 	// are tried again at the next start.

@@ -24,7 +24,7 @@ import (
 
 // testConfig is a node on 127.0.0.1:0 ports in a fresh data_dir, relaying
 // everything to smarthost.
-func testConfig(t *testing.T, smarthost string) *config.Config {
+func testConfig(t testing.TB, smarthost string) *config.Config {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = filepath.Join(t.TempDir(), "data")

@@ -2,16 +2,12 @@ package queue
 
 import (
 	"container/heap"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -43,48 +39,34 @@ func lockSpool(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// request is what "submitd queue retry/delete" asks a running server to do,
-// left as a file in the spool's ctl/ directory. The server answers in a
-// file of the same name ending in .done.
+// request is a retry or delete for the running queue (Retry, Delete).
 type request struct {
 	// Op is "retry" or "delete".
-	Op string `json:"op"`
+	Op string
 	// ID is a queue id, or "all" for retry.
-	ID string `json:"id"`
+	ID string
 	// Bounce reports a deleted message's open recipients to its sender.
-	Bounce bool `json:"bounce,omitempty"`
+	Bounce bool
 }
 
-const (
-	ctlDir  = "ctl"
-	reqExt  = ".req"
-	doneExt = ".done"
-)
-
-// handleRequests serves the requests waiting in ctl/.
-func (q *Queue) handleRequests() {
-	dir := filepath.Join(q.sp.Dir(), ctlDir)
-	names, _ := filepath.Glob(filepath.Join(dir, "*"+reqExt))
-	for _, name := range names {
-		var answer string
-		var req request
-		data, err := os.ReadFile(name)
-		if err == nil {
-			err = json.Unmarshal(data, &req)
-		}
-		if err == nil {
-			answer, err = q.serve(req)
-		}
-		if err != nil {
-			answer = "error: " + err.Error()
-		}
-		q.log.Info("queue request", "op", req.Op, "id", req.ID, "bounce", req.Bounce, "answer", answer)
-		done := strings.TrimSuffix(name, reqExt) + doneExt
-		if err := spool.WriteFileAtomic(done, []byte(answer+"\n"), 0o640); err != nil {
-			q.log.Error("queue: cannot answer request", "file", done, "err", err)
-		}
-		os.Remove(name)
+// Retry makes message id (or every message, for "all") of the running
+// queue due at once, every open recipient included, and returns what was
+// done. The admin API calls it for "submitd queue retry".
+func (q *Queue) Retry(id string) (string, error) {
+	if id != "all" && !ids.IsQueue(id) {
+		return "", fmt.Errorf("%q is not a queue id", id)
 	}
+	return q.serve(request{Op: "retry", ID: id})
+}
+
+// Delete removes message id from the running queue, stopping an attempt
+// under way, and with bounce reports its open recipients to the sender.
+// The admin API calls it for "submitd queue delete".
+func (q *Queue) Delete(id string, bounce bool) (string, error) {
+	if !ids.IsQueue(id) {
+		return "", fmt.Errorf("%q is not a queue id", id)
+	}
+	return q.serve(request{Op: "delete", ID: id, Bounce: bounce})
 }
 
 // serve carries out one request in the running server.
@@ -163,10 +145,10 @@ func deleteAnswer(env *spool.Envelope, bounce bool) string {
 	return fmt.Sprintf("deleted %s and reported it to <%s>", env.ID, env.From)
 }
 
-// Admin inspects and changes a spool from outside the server ("submitd
-// queue"). Retry and Delete go through the running server when there is one,
-// so that it never works on a message the command has changed under it;
-// otherwise they change the spool directly.
+// Admin inspects a spool from outside the server and changes it while no
+// server runs ("submitd queue"). A running server's queue is changed with
+// Queue.Retry and Queue.Delete, through its admin API, so that it never
+// works on a message changed under it.
 type Admin struct {
 	// Spool is the spool, opened with spool.Attach.
 	Spool *spool.Spool
@@ -174,8 +156,6 @@ type Admin struct {
 	Hostname string
 	// MaxAge is the configured max_age, for the reports' retry horizon.
 	MaxAge time.Duration
-	// Timeout bounds the wait for a running server's answer; default 10s.
-	Timeout time.Duration
 	// Log receives log lines; nil discards.
 	Log *slog.Logger
 }
@@ -231,7 +211,7 @@ func (a *Admin) Retry(id string) (string, error) {
 	if id != "all" && !ids.IsQueue(id) {
 		return "", fmt.Errorf("%q is not a queue id", id)
 	}
-	return a.do(request{Op: "retry", ID: id}, func() (string, error) {
+	return a.do(func() (string, error) {
 		var items []string
 		if id == "all" {
 			envs, err := a.Spool.List()
@@ -276,7 +256,7 @@ func (a *Admin) Delete(id string, bounce bool) (string, error) {
 	if !ids.IsQueue(id) {
 		return "", fmt.Errorf("%q is not a queue id", id)
 	}
-	return a.do(request{Op: "delete", ID: id, Bounce: bounce}, func() (string, error) {
+	return a.do(func() (string, error) {
 		env, st, err := ReadState(a.Spool, id)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -299,45 +279,14 @@ func (a *Admin) log() *slog.Logger {
 	return a.Log
 }
 
-// do runs direct while holding the spool lock when no server runs, else
-// hands req to the running server and waits for its answer.
-func (a *Admin) do(req request, direct func() (string, error)) (string, error) {
+// do runs direct while holding the spool lock. While a server holds it,
+// changes go through the server's admin socket instead ("submitd queue"
+// does so), so this refuses rather than change messages under it.
+func (a *Admin) do(direct func() (string, error)) (string, error) {
 	lock, err := lockSpool(a.Spool.Dir())
-	if err == nil {
-		defer lock.Close()
-		return direct()
-	}
-	if !errors.Is(err, ErrLocked) {
+	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(a.Spool.Dir(), ctlDir)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return "", fmt.Errorf("queue: %w", err)
-	}
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	base := filepath.Join(dir, fmt.Sprintf("%d-%s", time.Now().UnixNano(), hex.EncodeToString(rnd[:])))
-	data, _ := json.Marshal(req)
-	if err := spool.WriteFileAtomic(base+reqExt, data, 0o640); err != nil {
-		return "", fmt.Errorf("queue: write request: %w", err)
-	}
-	timeout := a.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		ans, err := os.ReadFile(base + doneExt)
-		if err == nil {
-			os.Remove(base + doneExt)
-			s := strings.TrimSpace(string(ans))
-			if msg, ok := strings.CutPrefix(s, "error: "); ok {
-				return "", errors.New(msg)
-			}
-			return s, nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return "", fmt.Errorf("the running server did not answer within %s; the request waits in %s and is carried out when the server reads it",
-		timeout, base+reqExt)
+	defer lock.Close()
+	return direct()
 }

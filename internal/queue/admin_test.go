@@ -13,7 +13,7 @@ import (
 )
 
 func (w *world) admin() *Admin {
-	return &Admin{Spool: w.sp, Hostname: "submit.test", MaxAge: w.cfg.MaxAge, Timeout: 20 * time.Second}
+	return &Admin{Spool: w.sp, Hostname: "submit.test", MaxAge: w.cfg.MaxAge}
 }
 
 // With no server running, "queue retry" and "queue delete" change the spool
@@ -80,12 +80,11 @@ func TestAdminOffline(t *testing.T) {
 	}
 }
 
-// While the server runs, the commands hand their request to it and print
-// its answer; it retries at once and deletes.
+// While the server runs, retry and delete go to the running queue (the
+// admin API calls Queue.Retry and Queue.Delete); it retries at once and
+// deletes. Changing the spool from outside is refused meanwhile.
 func TestAdminWhileRunning(t *testing.T) {
-	w := newWorld(t, map[string]testutil.ReceiverOptions{"a.test": {RcptHook: tempFail(1)}}, func(c *Config) {
-		c.PollInterval = 10 * time.Millisecond
-	})
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"a.test": {RcptHook: tempFail(1)}}, nil)
 	w.rcv["b.test"].SetRcptError("petr@b.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "greylisted"})
 	retried := w.submit("jan@firma.test", "eva@a.test")
 	deleted := w.submit("jan@firma.test", "petr@b.test")
@@ -101,15 +100,20 @@ func TestAdminWhileRunning(t *testing.T) {
 		cancel()
 		<-stopped
 	}()
-	a := w.admin()
-	if msg, err := a.Retry(retried); err != nil || msg != "retry scheduled for "+retried {
+	if _, err := w.admin().Retry(retried); !errors.Is(err, ErrLocked) {
+		t.Errorf("a change from outside while the server runs: %v, want ErrLocked", err)
+	}
+	if msg, err := w.q.Retry(retried); err != nil || msg != "retry scheduled for "+retried {
 		t.Fatalf("retry: %q %v", msg, err)
 	}
-	if msg, err := a.Delete(deleted, true); err != nil || msg != "deleted "+deleted+" and reported it to <jan@firma.test>" {
+	if msg, err := w.q.Delete(deleted, true); err != nil || msg != "deleted "+deleted+" and reported it to <jan@firma.test>" {
 		t.Fatalf("delete: %q %v", msg, err)
 	}
-	if _, err := a.Retry("000000000000000000000000"); err == nil || !strings.Contains(err.Error(), "no such message") {
+	if _, err := w.q.Retry("000000000000000000000000"); !errors.Is(err, ErrNotQueued) {
 		t.Errorf("retry of an unknown id: %v", err)
+	}
+	if _, err := w.q.Delete("../../etc/passwd", false); err == nil || errors.Is(err, ErrNotQueued) {
+		t.Errorf("delete of a bad id: %v", err)
 	}
 	testutil.WaitFor(t, 20*time.Second, "the retried message and the report", func() bool {
 		return len(w.rcv["a.test"].Messages()) == 1 && len(w.rcv["firma.test"].Messages()) == 1 && len(w.queued()) == 0

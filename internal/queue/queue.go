@@ -82,9 +82,6 @@ type Config struct {
 	Log *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// PollInterval is how often Run looks for requests from "submitd queue";
-	// default one second.
-	PollInterval time.Duration
 	// LockWait is how long New waits for the spool lock; default 5s.
 	LockWait time.Duration
 	// Observer hears of delivery attempts, for metrics; nil: nobody.
@@ -197,9 +194,6 @@ func New(cfg Config) (*Queue, error) {
 	}
 	if cfg.PerDomain < 1 {
 		cfg.PerDomain = 5
-	}
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = time.Second
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = "localhost"
@@ -340,15 +334,12 @@ func openDomains(st *State) []string {
 }
 
 // Run delivers until ctx is cancelled, then waits for the attempts under
-// way to end (they see ctx cancelled) and returns. It also serves the
-// requests "submitd queue retry/delete" leave in the spool.
+// way to end (they see ctx cancelled) and returns. "submitd queue retry"
+// and "delete" reach it through the admin API (Retry, Delete).
 func (q *Queue) Run(ctx context.Context) {
 	q.mu.Lock()
 	q.base = ctx
 	q.mu.Unlock()
-	q.handleRequests()
-	poll := time.NewTicker(q.cfg.PollInterval)
-	defer poll.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -369,8 +360,6 @@ func (q *Queue) Run(ctx context.Context) {
 			return
 		case <-q.wake:
 		case <-timer.C:
-		case <-poll.C:
-			q.handleRequests()
 		}
 	}
 }

@@ -132,6 +132,9 @@ var migrations = []string{
 		reply      TEXT NOT NULL,
 		PRIMARY KEY (session_id, seq)
 	);`,
+	// Support finds sessions by login, sender and queue id (Find).
+	`CREATE INDEX sessions_account ON sessions(account, start);
+	CREATE INDEX session_events_detail ON session_events(detail) WHERE kind IN ('auth', 'mail', 'queued');`,
 }
 
 // SQLite is the Store in the embedded database.
@@ -355,4 +358,107 @@ func (w *Writer) prune() {
 	} else if n > 0 {
 		w.log.Info("sessionlog: pruned old records", "count", n, "retention", w.retention.String())
 	}
+}
+
+// Query selects records for Find; empty fields match everything, but at
+// least one of ClientIP, Address and QueueID must be set.
+type Query struct {
+	// ClientIP matches the client address exactly.
+	ClientIP string
+	// Address matches the account, a login tried in AUTH, or a MAIL FROM.
+	Address string
+	// QueueID matches a message accepted in the session.
+	QueueID string
+	// Since and Until bound the start of the session; zero means no bound.
+	Since, Until time.Time
+	// Limit is the most records returned, newest first; 0 means 20.
+	Limit int
+}
+
+// Find returns the records matching q, newest first, with their events.
+func (s *SQLite) Find(ctx context.Context, q Query) ([]*Record, error) {
+	if q.ClientIP == "" && q.Address == "" && q.QueueID == "" {
+		return nil, errors.New("sessionlog: find: no client IP, address or queue id given")
+	}
+	if q.Limit <= 0 {
+		q.Limit = 20
+	}
+	var where []string
+	var args []any
+	if q.ClientIP != "" {
+		where = append(where, "client_ip = ?")
+		args = append(args, q.ClientIP)
+	}
+	if q.Address != "" {
+		// The kind test repeats the partial index's condition word for
+		// word, or SQLite does not use the index and scans every event.
+		where = append(where, `(account = ? OR id IN (SELECT session_id FROM session_events
+			WHERE detail = ? AND kind IN ('auth', 'mail', 'queued') AND kind <> 'queued'))`)
+		args = append(args, q.Address, q.Address)
+	}
+	if q.QueueID != "" {
+		where = append(where, "id IN (SELECT session_id FROM session_events WHERE detail = ? AND kind IN ('auth', 'mail', 'queued') AND kind = 'queued')")
+		args = append(args, q.QueueID)
+	}
+	if !q.Since.IsZero() {
+		where = append(where, "start >= ?")
+		args = append(args, q.Since.UnixNano())
+	}
+	if !q.Until.IsZero() {
+		where = append(where, "start <= ?")
+		args = append(args, q.Until.UnixNano())
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM sessions WHERE `+strings.Join(where, " AND ")+
+		` ORDER BY start DESC LIMIT ?`, append(args, q.Limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("sessionlog: find: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("sessionlog: find: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sessionlog: find: %w", err)
+	}
+	out := make([]*Record, 0, len(ids))
+	for _, id := range ids {
+		r, err := s.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // pruned meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// AuthFailures returns the ids of the sessions from ip with a failed AUTH
+// (a 5xx reply, or none when the client left mid-exchange, SPEC R11) at a
+// time in [since, until], one per failure, oldest first.
+func (s *SQLite) AuthFailures(ctx context.Context, ip string, since, until time.Time) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT e.session_id FROM sessions s JOIN session_events e ON e.session_id = s.id
+		WHERE s.client_ip = ? AND s.start <= ? AND s.end >= ? AND e.kind = 'auth' AND e.time >= ? AND e.time <= ?
+		AND (e.reply LIKE '5%' OR e.reply = '') ORDER BY e.time`,
+		ip, until.UnixNano(), since.UnixNano(), since.UnixNano(), until.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("sessionlog: auth failures of %s: %w", ip, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("sessionlog: auth failures of %s: %w", ip, err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/textproto"
 	"os"
 	"os/exec"
@@ -241,8 +242,13 @@ func TestServeNoConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkListeners(t, got, certPEM, "localhost")
-	if !strings.Contains(p.log.String(), `msg="serving metrics" addr=127.0.0.1:8025`) {
-		t.Errorf("metrics not served on the default [admin] listen:\n%s", p.log)
+	if !strings.Contains(p.log.String(), `msg="admin listening" addr=127.0.0.1:8025`) {
+		t.Errorf("the admin server (and /metrics) not on the default [admin] listen:\n%s", p.log)
+	}
+	if resp, err := http.Get("http://127.0.0.1:8025/metrics"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("GET /metrics on the default [admin] listen: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	p.interrupt()
 }
