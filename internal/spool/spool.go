@@ -274,8 +274,10 @@ func (w *Writer) Commit() error {
 		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
 	}
 	if err := w.s.group.wait(); err != nil {
-		// The file is complete but its name may not be durable; keep it (a
-		// later fsync or a clean shutdown makes it so) but do not promise 250.
+		// The file is complete but its name may not be durable, so there is
+		// no 250, and the client sends the message again: the file goes, or
+		// it would be delivered after the next start as well.
+		os.Remove(filepath.Join(w.s.dir, w.env.ID+msgExt))
 		return fmt.Errorf("spool: commit %s: %w", w.env.ID, err)
 	}
 	w.committed()

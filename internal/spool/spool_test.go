@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -176,5 +177,35 @@ func TestCommitHandsOverContent(t *testing.T) {
 	}
 	if large.Content != nil {
 		t.Fatalf("a %d-byte message was handed over in memory", large.Size)
+	}
+}
+
+// TestLargeCommitSyncFailureLeavesNothing: when the directory sync after a
+// large message's rename fails, the client gets no 250 and sends the
+// message again, so the file must not stay to be delivered a second time
+// after the next start (SPEC R15 forbids the loss; this avoids the copy).
+func TestLargeCommitSyncFailureLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.group = newGroup(func() error { return errors.New("fsync: too many open files") })
+	w, err := s.Create(&Envelope{From: "jan@firma.cz", To: []string{"eva@example.org"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(bytes.Repeat([]byte("y"), 1<<20))
+	w.Write([]byte("\r\n"))
+	if err := w.Commit(); err == nil {
+		t.Fatal("Commit succeeded although the directory sync failed")
+	}
+	s2, err := Open(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.ClearUnfinished()
+	if envs, err := s2.Load(); err != nil || len(envs) != 0 {
+		t.Fatalf("after a failed commit the spool holds %d messages (%v)", len(envs), err)
 	}
 }
