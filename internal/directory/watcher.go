@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"submitd/internal/poll"
 )
 
 // Defaults of WatcherConfig.
@@ -151,32 +153,6 @@ func (w *Watcher) Prune(ctx context.Context) error {
 // done. While the log cannot be read nothing is delivered; once it can,
 // the changes made meanwhile are (or ChangesLost, if they are gone).
 func (w *Watcher) Run(ctx context.Context) {
-	poll := time.NewTicker(w.cfg.PollInterval)
-	defer poll.Stop()
-	prune := time.NewTicker(time.Minute)
-	defer prune.Stop()
-	failing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-poll.C:
-			err := w.Sync(ctx)
-			switch {
-			case err != nil && ctx.Err() != nil:
-				return
-			case err != nil && !failing:
-				// Logged once per outage, not every poll.
-				w.logger.Error("directory: reading the change log failed", "err", err)
-				failing = true
-			case err == nil && failing:
-				w.logger.Info("directory: reading the change log works again")
-				failing = false
-			}
-		case <-prune.C:
-			if err := w.Prune(ctx); err != nil && ctx.Err() == nil {
-				w.logger.Error("directory: pruning the change log failed", "err", err)
-			}
-		}
-	}
+	poll.Loop{Every: w.cfg.PollInterval, Sync: w.Sync, Prune: w.Prune,
+		What: "directory: the change log", Log: w.logger}.Run(ctx)
 }

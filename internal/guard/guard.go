@@ -32,6 +32,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"submitd/internal/poll"
 )
 
 // Defaults of the zero Config fields (SPEC R11).
@@ -598,34 +600,8 @@ func (g *Guard) List() []Entry {
 // change log every PollInterval, so an unblock made with the CLI takes
 // effect within a second (SPEC R11a), and prunes expired state every minute.
 func (g *Guard) Run(ctx context.Context) {
-	poll := time.NewTicker(g.cfg.PollInterval)
-	defer poll.Stop()
-	prune := time.NewTicker(time.Minute)
-	defer prune.Stop()
-	failing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-poll.C:
-			err := g.Sync(ctx)
-			switch {
-			case err != nil && ctx.Err() != nil:
-				return
-			case err != nil && !failing:
-				// Logged once per outage, not every poll.
-				g.log.Error("guard: reading the store's change log failed", "err", err)
-				failing = true
-			case err == nil && failing:
-				g.log.Info("guard: reading the store's change log works again")
-				failing = false
-			}
-		case <-prune.C:
-			if err := g.Prune(ctx); err != nil && ctx.Err() == nil {
-				g.log.Error("guard: pruning the store failed", "err", err)
-			}
-		}
-	}
+	poll.Loop{Every: g.cfg.PollInterval, Sync: g.Sync, Prune: g.Prune,
+		What: "guard: the store's change log", Log: g.log}.Run(ctx)
 }
 
 // Sync applies the changes other processes made to the store since the last
