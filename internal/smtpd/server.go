@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -444,13 +446,7 @@ func (p *proxiedConn) RemoteAddr() net.Addr       { return p.remote }
 // 250, so a session cut here loses nothing the client was told was accepted.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.closing.Store(true)
-	s.mu.Lock()
-	open := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		open = append(open, c)
-	}
-	s.mu.Unlock()
-	for _, c := range open {
+	for _, c := range s.openConns() {
 		c.interrupt()
 	}
 	done := make(chan struct{})
@@ -463,16 +459,17 @@ func (s *Server) Shutdown(ctx context.Context) {
 		return
 	case <-ctx.Done():
 	}
-	s.mu.Lock()
-	open = open[:0]
-	for c := range s.conns {
-		open = append(open, c)
-	}
-	s.mu.Unlock()
-	for _, c := range open {
+	for _, c := range s.openConns() {
 		c.Close()
 	}
 	<-done
+}
+
+// openConns lists the open connections.
+func (s *Server) openConns() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Keys(s.conns))
 }
 
 // conn is one client connection as submitd tracks it: below TLS, so that it

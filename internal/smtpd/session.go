@@ -804,16 +804,22 @@ func (s *session) authFailure(key, detail, reason string) {
 // window, however many run at once). When the client's key has none left,
 // the session is refused and ends.
 func (s *session) beginAttempt() (Attempt, bool) {
-	if s.s.Guard == nil {
-		return noAttempt{}, true
-	}
-	a, ok := s.s.Guard.Begin(s.c.client.Addr(), s.c.sid)
+	a, ok := s.takePlace()
 	if !ok {
 		s.s.observer().Auth(ReplyBlocked)
 		s.refuseBlocked()
 		return nil, false
 	}
 	return a, true
+}
+
+// takePlace takes the attempt's place with the guard; with no guard every
+// attempt has one.
+func (s *session) takePlace() (Attempt, bool) {
+	if s.s.Guard == nil {
+		return noAttempt{}, true
+	}
+	return s.s.Guard.Begin(s.c.client.Addr(), s.c.sid)
 }
 
 // blockedNow ends the session whose failure blocked its client, after the
@@ -855,12 +861,8 @@ func (s *session) authenticate(cr credentials) error {
 	// its place only to count a failure.
 	var a Attempt
 	admit := func() bool {
-		if s.s.Guard == nil {
-			a = noAttempt{}
-			return true
-		}
 		var ok bool
-		a, ok = s.s.Guard.Begin(s.c.client.Addr(), s.c.sid)
+		a, ok = s.takePlace()
 		return ok
 	}
 	key, acct, reason := s.check(cr, admit)
@@ -869,16 +871,18 @@ func (s *session) authenticate(cr credentials) error {
 		s.refuseBlocked()
 		return errRefused
 	}
-	if a == nil && key != "" {
+	switch {
+	case a != nil:
+	case key == "":
+		// A success from the cache: no password was checked.
+		a = noAttempt{}
+	default:
 		// A failure answered without a hash (from the cache, a disabled
 		// account, a bad login) still counts.
 		var ok bool
 		if a, ok = s.beginAttempt(); !ok {
 			return errRefused
 		}
-	}
-	if a == nil {
-		a = noAttempt{}
 	}
 	s.s.observer().Auth(cmp.Or(key, ReplyAuthOK))
 	login := oneLine(cr.login)
