@@ -291,14 +291,14 @@ func (s *session) command(line string) {
 // protocolError answers a command that was not understood or not allowed
 // now, and ends a session that makes too many of them.
 func (s *session) protocolError(key string, v Vars) {
-	line := s.s.Replies.Line(key, v)
-	s.c.record("error", "", line)
+	e := s.s.Replies.Err(key, v)
+	s.c.record("error", "", replyLine(e))
 	if s.errors++; s.errors >= maxErrors {
 		s.c.log.Info("session ended: too many errors")
 		s.end(ReplyTooManyErrors)
 		return
 	}
-	s.writeKey(key, v)
+	s.write(e)
 }
 
 // badSequence answers a command given at the wrong time.
@@ -779,9 +779,11 @@ func (s *session) auth(arg string) {
 // succeed). key "" records it without a reply, for a connection that is
 // gone.
 func (s *session) authFailure(key, detail, reason string) {
+	var e *smtp.SMTPError
 	line := ""
 	if key != "" {
-		line = s.s.Replies.Line(key, s.vars())
+		e = s.s.Replies.Err(key, s.vars())
+		line = replyLine(e)
 	}
 	s.c.record("auth", detail, line)
 	s.c.log.Info("auth failed", "reason", reason)
@@ -791,8 +793,8 @@ func (s *session) authFailure(key, detail, reason string) {
 	}
 	s.s.observer().Auth(cmp.Or(key, "abandoned"))
 	blocked := a.Fail()
-	if key != "" {
-		s.writeKey(key, s.vars())
+	if e != nil {
+		s.write(e)
 	}
 	if blocked {
 		s.blockedNow()
