@@ -57,6 +57,10 @@ const (
 	DefaultIPv6Prefix = 48
 )
 
+// EventKind is the kind of the session record event that tells why an
+// AUTH was refused unchecked; its detail is Decision.Reason (SPEC R13).
+const EventKind = "under_attack"
+
 // MaxIPs is the most distinct client IPs counted per login; past it the
 // count says "at least".
 const MaxIPs = 256

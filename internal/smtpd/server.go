@@ -25,6 +25,7 @@ import (
 	"submitd/internal/auth"
 	"submitd/internal/directory"
 	"submitd/internal/ids"
+	"submitd/internal/loginwatch"
 	"submitd/internal/policy"
 	"submitd/internal/sessionlog"
 	"submitd/internal/spool"
@@ -51,6 +52,19 @@ type Attempt interface {
 	Fail() (blocked bool)
 	// Succeed gives the place back without counting anything.
 	Succeed()
+}
+
+// LoginWatch counts failed AUTHs per login across all client IPs and
+// decides who may still try a login under attack (SPEC R21);
+// loginwatch.Watch is one. Its methods run in the AUTH path.
+type LoginWatch interface {
+	// Check reports whether an attempt at login (normalized) from ip must
+	// be refused without a password check, and why.
+	Check(ctx context.Context, login string, ip netip.Addr) loginwatch.Decision
+	// Failed counts a wrong password for the existing account login.
+	Failed(ctx context.Context, login string, ip netip.Addr)
+	// Succeeded records that login authenticated from ip.
+	Succeeded(ctx context.Context, login string, ip netip.Addr)
 }
 
 // Spool is where accepted messages go (SPEC R15). Create assigns the queue id;
@@ -108,6 +122,9 @@ type Server struct {
 	Policy *policy.Policy
 	// Guard counts AUTH failures and blocks; nil disables blocking.
 	Guard Guard
+	// Logins counts failures per login across IPs (SPEC R21); nil counts
+	// none.
+	Logins LoginWatch
 	// Spool stores accepted messages.
 	Spool Spool
 	// SessionLog stores session records; nil keeps none.

@@ -21,6 +21,7 @@ import (
 	"submitd/internal/address"
 	"submitd/internal/auth"
 	"submitd/internal/directory"
+	"submitd/internal/loginwatch"
 	"submitd/internal/message"
 	"submitd/internal/policy"
 	"submitd/internal/sessionlog"
@@ -953,7 +954,28 @@ func (s *session) check(cr credentials, admit func() bool) (string, *directory.A
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if s.s.Logins != nil {
+		// SPEC R21: a login under attack is refused unchecked from networks
+		// without an earlier success, with a wrong password's reply. This
+		// comes after the guard let the client in (SPEC R11) and before the
+		// cache or a hash, so the owner's network goes on to the check and
+		// an attacker's learns nothing, not even from a cached answer.
+		if d := s.s.Logins.Check(ctx, login.String(), ip); d.Refuse {
+			s.c.record(loginwatch.EventKind, d.Reason, "")
+			return ReplyAuthFailed, nil, "login under attack"
+		}
+	}
 	r := a.CheckAdmitted(ctx, key, cr.login, cr.password, admit)
+	if s.s.Logins != nil && r.Account != nil {
+		switch r.Verdict {
+		case auth.OK:
+			s.s.Logins.Succeeded(ctx, r.Account.Address, ip)
+		case auth.WrongPassword:
+			// Only existing accounts count: a million made-up logins cost
+			// nothing to remember.
+			s.s.Logins.Failed(ctx, r.Account.Address, ip)
+		}
+	}
 	switch r.Verdict {
 	case auth.OK:
 		if r.Cached {
