@@ -40,6 +40,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/blocked", RoleSupport, s.listBlocked)
 	s.handle("POST /api/v1/block", RoleSupport, s.block)
 	s.handle("POST /api/v1/unblock", RoleSupport, s.unblock)
+	s.loginRoutes()
 
 	s.handle("GET /api/v1/accounts", RoleSupport, s.listAccounts)
 	s.handle("POST /api/v1/accounts", RoleAdmin, s.addAccount)

@@ -13,6 +13,7 @@ import (
 	"submitd/internal/address"
 	"submitd/internal/directory"
 	"submitd/internal/guard"
+	"submitd/internal/loginwatch"
 	"submitd/internal/sessionlog"
 )
 
@@ -58,6 +59,9 @@ type Explainer struct {
 	Failures FailureLister
 	// Guard tells the blocks in force and the limits.
 	Guard GuardView
+	// Logins tells whether a login is still under attack (SPEC R21); nil
+	// leaves that out.
+	Logins Logins
 }
 
 // replyAddress finds the address in a "550 5.1.0 <x@y> sender rejected".
@@ -67,7 +71,7 @@ var replyAddress = regexp.MustCompile(`<([^<>\s]*)>`)
 // look up it leaves out.
 func (x *Explainer) Explain(ctx context.Context, r *sessionlog.Record) Explanation {
 	var ex Explanation
-	var last *sessionlog.Event
+	var last, attack *sessionlog.Event
 	queued := r.QueueIDs()
 	for i := range r.Events {
 		e := &r.Events[i]
@@ -76,7 +80,10 @@ func (x *Explainer) Explain(ctx context.Context, r *sessionlog.Record) Explanati
 		}
 		if isError(e.Reply) {
 			ex.CustomerSaw = e.Reply
-			last = e
+			last, attack = e, nil
+			if i > 0 && r.Events[i-1].Kind == loginwatch.EventKind {
+				attack = &r.Events[i-1]
+			}
 		}
 	}
 	switch {
@@ -99,6 +106,11 @@ func (x *Explainer) Explain(ctx context.Context, r *sessionlog.Record) Explanati
 		ex.Cause, ex.Fixes = x.refused(ctx, r, last), []string{"unblock"}
 	case "auth":
 		ex.Outcome = "AUTH failed"
+		if attack != nil {
+			ex.Outcome = "AUTH refused: login under attack"
+			ex.Cause, ex.Fixes = x.underAttack(ex.Login, attack), []string{"clear_attack"}
+			break
+		}
 		ex.Cause, ex.Fixes = x.authFailed(ctx, r, last)
 	case "mail", "data":
 		if strings.Contains(last.Reply, "sender rejected") {
@@ -253,6 +265,20 @@ func (x *Explainer) authFailed(ctx context.Context, r *sessionlog.Record, ev *se
 		cause += fmt.Sprintf("; at %d this IP is blocked for %s", gc.MaxFailures, span(gc.BlockFor))
 	}
 	return cause, fixes
+}
+
+// underAttack tells an AUTH refused unchecked because its login was under
+// attack (SPEC R21): the reason recorded then, and whether the state holds
+// now.
+func (x *Explainer) underAttack(login string, ev *sessionlog.Event) string {
+	cause := ev.Detail + "; the password was not checked (R21)"
+	if a, err := address.Parse(login); err == nil && x.Logins != nil {
+		if l, ok := x.Logins.Get(a.String()); ok && l.UnderAttack {
+			return cause + fmt.Sprintf("; still under attack until %s: the customer can log in from a network where the login succeeded before, or support clears the state", clock(l.Until))
+		}
+		return cause + "; the attack state has ended since, so the customer can log in again"
+	}
+	return cause
 }
 
 // senderRejected tells why a sender was refused (SPEC R5–R9).

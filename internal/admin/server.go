@@ -153,6 +153,8 @@ type Server struct {
 	mux *http.ServeMux
 	// explainer tells sessions (explain.go).
 	explainer *Explainer
+	// logins is the per-login failure count (SetLogins), nil without one.
+	logins Logins
 
 	// loginSlots holds a token per staff password check under way.
 	loginSlots chan struct{}

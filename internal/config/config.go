@@ -49,6 +49,9 @@ type Config struct {
 	SessionLog SessionLog `toml:"sessionlog"`
 	// Guard configures the brute-force guard (SPEC R11).
 	Guard Guard `toml:"guard"`
+	// LoginGuard configures the per-login count of failures across IPs
+	// (SPEC R21).
+	LoginGuard LoginGuard `toml:"login_guard"`
 	// Queue configures retries and expiry (SPEC R18).
 	Queue Queue `toml:"queue"`
 	// Delivery configures outbound SMTP (SPEC R17).
@@ -187,6 +190,35 @@ type Guard struct {
 	MaxKeys int `toml:"max_keys"`
 }
 
+// LoginGuard configures the count of failed AUTHs per login across all
+// client IPs (SPEC R21). Past max_failures in window the login is under
+// attack for under_attack_for: only networks where it authenticated in
+// the last trusted_for may still try it.
+type LoginGuard struct {
+	// Enabled turns the count on.
+	Enabled bool `toml:"enabled"`
+	// MaxFailures wrong passwords in Window from networks without an
+	// earlier success put a login under attack.
+	MaxFailures int `toml:"max_failures"`
+	// Window is the rolling window failures are counted in.
+	Window Duration `toml:"window"`
+	// UnderAttackFor is how long the state lasts after the last failure
+	// that kept the count at MaxFailures.
+	UnderAttackFor Duration `toml:"under_attack_for"`
+	// TrustedFor is how long a success keeps its network trusted.
+	TrustedFor Duration `toml:"trusted_for"`
+	// IPv4Prefix and IPv6Prefix are the network sizes a success trusts.
+	IPv4Prefix int `toml:"ipv4_prefix"`
+	IPv6Prefix int `toml:"ipv6_prefix"`
+	// MaxNetworksPerLogin bounds the networks remembered per login; the
+	// oldest success is forgotten first.
+	MaxNetworksPerLogin int `toml:"max_networks_per_login"`
+	// MaxLogins bounds the logins with failures held in memory; past it
+	// the one with the fewest failures is forgotten (logins under attack
+	// never are).
+	MaxLogins int `toml:"max_logins"`
+}
+
 // Queue configures retries (SPEC R18).
 type Queue struct {
 	// RetryMin is the first retry delay; it doubles each attempt.
@@ -281,6 +313,17 @@ func Default() *Config {
 			IPv4Prefix:  32,
 			IPv6Prefix:  64,
 			MaxKeys:     1 << 20,
+		},
+		LoginGuard: LoginGuard{
+			Enabled:             true,
+			MaxFailures:         20,
+			Window:              Duration(time.Hour),
+			UnderAttackFor:      Duration(time.Hour),
+			TrustedFor:          Duration(30 * 24 * time.Hour),
+			IPv4Prefix:          24,
+			IPv6Prefix:          48,
+			MaxNetworksPerLogin: 20,
+			MaxLogins:           20000,
 		},
 		Queue: Queue{
 			RetryMin:  Duration(5 * time.Minute),
@@ -465,6 +508,25 @@ func (c *Config) Validate() error {
 		return bad("guard.ipv6_prefix", g.IPv6Prefix, "must be between 16 and 128")
 	case g.MaxKeys < 1000:
 		return bad("guard.max_keys", g.MaxKeys, "must be at least 1000")
+	}
+	lg := c.LoginGuard
+	switch {
+	case lg.MaxFailures < 2 || lg.MaxFailures > 10000:
+		return bad("login_guard.max_failures", lg.MaxFailures, "must be 2 to 10000")
+	case lg.Window <= 0:
+		return bad("login_guard.window", lg.Window, "must be positive")
+	case lg.UnderAttackFor <= 0:
+		return bad("login_guard.under_attack_for", lg.UnderAttackFor, "must be positive")
+	case lg.TrustedFor <= 0:
+		return bad("login_guard.trusted_for", lg.TrustedFor, "must be positive")
+	case lg.IPv4Prefix < 8 || lg.IPv4Prefix > 32:
+		return bad("login_guard.ipv4_prefix", lg.IPv4Prefix, "must be between 8 and 32")
+	case lg.IPv6Prefix < 16 || lg.IPv6Prefix > 128:
+		return bad("login_guard.ipv6_prefix", lg.IPv6Prefix, "must be between 16 and 128")
+	case lg.MaxNetworksPerLogin < 1 || lg.MaxNetworksPerLogin > 1000:
+		return bad("login_guard.max_networks_per_login", lg.MaxNetworksPerLogin, "must be 1 to 1000")
+	case lg.MaxLogins < 100:
+		return bad("login_guard.max_logins", lg.MaxLogins, "must be at least 100")
 	}
 	q := c.Queue
 	switch {

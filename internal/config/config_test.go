@@ -124,6 +124,8 @@ func TestLoadRefused(t *testing.T) {
 		{"fractional days", "[queue]\nmax_age = \"1.5d\"", []string{"queue.max_age", `"1.5d"`}},
 		{"bad CIDR", "[policy]\nwebmail_networks = [\"10.0.0.0/33\"]", []string{"policy.webmail_networks", `"10.0.0.0/33"`}},
 		{"not an IP", "[guard]\nexempt_networks = [\"monitoring.example.cz\"]", []string{"guard.exempt_networks", `"monitoring.example.cz"`}},
+		{"login guard of one failure", "[login_guard]\nmax_failures = 1", []string{"login_guard.max_failures", "1"}},
+		{"login guard trust of no time", "[login_guard]\ntrusted_for = \"0s\"", []string{"login_guard.trusted_for", "0s"}},
 		{"bad metrics network", "[admin]\nmetrics_networks = [\"prometheus\"]", []string{"admin.metrics_networks", `"prometheus"`}},
 		{"admin on an SMTP port", "[admin]\nlisten = \"127.0.0.1:2587\"", []string{"admin.listen", "listen.submission"}},
 		{"admin without port", "[admin]\nlisten = \"localhost\"", []string{"admin.listen", `"localhost"`, "host:port"}},

@@ -29,6 +29,7 @@ import (
 	"submitd/internal/directory"
 	"submitd/internal/dkim"
 	"submitd/internal/guard"
+	"submitd/internal/loginwatch"
 	"submitd/internal/metrics"
 	"submitd/internal/policy"
 	"submitd/internal/queue"
@@ -61,6 +62,9 @@ type Node struct {
 	Queue *queue.Queue
 	// Guard counts AUTH failures and blocks clients (SPEC R11).
 	Guard *guard.Guard
+	// Logins counts AUTH failures per login across IPs (SPEC R21); nil
+	// when [login_guard] enabled = false.
+	Logins *loginwatch.Watch
 	// Auth decides AUTH attempts: credential cache and hashing pool.
 	Auth *auth.Authenticator
 	// Watcher follows the directory's change log, so that changes made by
@@ -226,6 +230,10 @@ func (n *Node) open(ctx context.Context) error {
 		log.Info("guard state loaded", "blocked", gs.BlockedKeys, "counting", gs.TrackedKeys)
 	}
 
+	if err := n.openLogins(ctx); err != nil {
+		return err
+	}
+
 	// AUTH checks: a credential cache and a bounded pool of hashing
 	// workers. The cache follows the directory's change log, so a password
 	// change, a new hash or a disable made with the CLI drops the account's
@@ -242,6 +250,10 @@ func (n *Node) open(ctx context.Context) error {
 	n.tls = tlsConf
 	if err := n.newAdmin(ctx); err != nil {
 		return err
+	}
+	if n.Logins != nil {
+		n.Server.Logins = n.Logins
+		n.Admin.SetLogins(n.Logins)
 	}
 	checkFileLimit(cfg, log)
 	return n.listen()
@@ -442,6 +454,43 @@ func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spo
 	})
 }
 
+// loginsPruneEvery is how often the login history forgets successes older
+// than login_guard.trusted_for.
+const loginsPruneEvery = time.Hour
+
+// LoginWatchConfig turns [login_guard] into the watch's configuration; the
+// values were checked by config.Validate.
+func LoginWatchConfig(cfg *config.Config) loginwatch.Config {
+	lg := cfg.LoginGuard
+	return loginwatch.Config{
+		MaxFailures: lg.MaxFailures,
+		Window:      lg.Window.D(),
+		AttackFor:   lg.UnderAttackFor.D(),
+		TrustFor:    lg.TrustedFor.D(),
+		MaxNetworks: lg.MaxNetworksPerLogin,
+		MaxLogins:   lg.MaxLogins,
+		IPv4Prefix:  lg.IPv4Prefix,
+		IPv6Prefix:  lg.IPv6Prefix,
+	}
+}
+
+// openLogins sets up the per-login failure count (SPEC R21): counts in
+// memory, successes in the node's database.
+func (n *Node) openLogins(ctx context.Context) error {
+	if !n.Config.LoginGuard.Enabled {
+		return nil
+	}
+	st, err := loginwatch.NewSQLite(ctx, n.DB)
+	if err != nil {
+		return err
+	}
+	lc := LoginWatchConfig(n.Config)
+	lc.Log = n.Log
+	n.Logins = loginwatch.New(lc, st)
+	n.Metrics.Logins(n.Logins.Stats)
+	return nil
+}
+
 // newAuthenticator builds the AUTH checker from [auth].
 func newAuthenticator(cfg *config.Config, dir *directory.SQLite, clean func(netip.Prefix) bool, log *slog.Logger) (*auth.Authenticator, error) {
 	ttl := cfg.Auth.CacheTTL.D()
@@ -582,6 +631,15 @@ func (n *Node) Run(ctx context.Context) error {
 		n.LoginGuard.Run(lctx)
 	}()
 	defer func() { lstop(); <-ldone }()
+	if n.Logins != nil {
+		pctx, pstop := context.WithCancel(context.Background())
+		pdone := make(chan struct{})
+		go func() {
+			defer close(pdone)
+			n.Logins.Run(pctx, loginsPruneEvery)
+		}()
+		defer func() { pstop(); <-pdone }()
+	}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(n.Listeners)+2)
