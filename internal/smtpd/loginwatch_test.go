@@ -14,8 +14,8 @@ import (
 )
 
 // withLoginWatch gives the server a loginwatch.Watch with cfg on the env's
-// database and the guard's clock (withGuard must come first), and counts
-// the password checks the server makes in *checks.
+// database, on the guard's clock when withGuard came first, and counts the
+// password checks the server makes in *checks when checks is not nil.
 func withLoginWatch(cfg loginwatch.Config, w **loginwatch.Watch, checks *atomic.Int64) envOption {
 	return func(e *testEnv) {
 		e.t.Helper()
@@ -23,14 +23,43 @@ func withLoginWatch(cfg loginwatch.Config, w **loginwatch.Watch, checks *atomic.
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		cfg.Now = e.clock.Now
+		if e.clock != nil {
+			cfg.Now = e.clock.Now
+		}
 		*w = loginwatch.New(cfg, st)
 		e.srv.Logins = *w
-		e.srv.Verify = func(hash, pw string) (bool, error) {
-			checks.Add(1)
-			return password.Verify(hash, pw)
+		if checks != nil {
+			e.srv.Verify = func(hash, pw string) (bool, error) {
+				checks.Add(1)
+				return password.Verify(hash, pw)
+			}
 		}
 	}
+}
+
+// BenchmarkAcceptLoginWatchPaired runs whole sessions (BenchmarkAccept's)
+// on a server without the login watch and on one with it in turn, swapping
+// which goes first, and reports each one's time per session and their
+// ratio (with / without): what counting per login costs the accept path.
+//
+//	go test -run '^$' -bench AcceptLoginWatchPaired ./internal/smtpd/
+func BenchmarkAcceptLoginWatchPaired(b *testing.B) {
+	var w *loginwatch.Watch
+	envs := [2]*testEnv{newTestEnv(b), newTestEnv(b, withLoginWatch(loginwatch.Config{}, &w, nil))}
+	var took [2]time.Duration
+	i := 0
+	for b.Loop() {
+		for k := range 2 {
+			j := (i + k) % 2
+			start := time.Now()
+			acceptOne(b, envs[j])
+			took[j] += time.Since(start)
+		}
+		i++
+	}
+	b.ReportMetric(float64(took[0].Nanoseconds())/float64(i), "ns/session-off")
+	b.ReportMetric(float64(took[1].Nanoseconds())/float64(i), "ns/session-on")
+	b.ReportMetric(float64(took[1])/float64(took[0]), "ratio")
 }
 
 // sessionFrom connects to the "plain" listener from the loopback address

@@ -967,13 +967,14 @@ func (s *session) check(cr credentials, admit func() bool) (string, *directory.A
 	}
 	r := a.CheckAdmitted(ctx, key, cr.login, cr.password, admit)
 	if s.s.Logins != nil && r.Account != nil {
+		// The key is the normalized login, as Check was asked with.
 		switch r.Verdict {
 		case auth.OK:
-			s.s.Logins.Succeeded(ctx, r.Account.Address, ip)
+			s.s.Logins.Succeeded(ctx, login.String(), ip)
 		case auth.WrongPassword:
 			// Only existing accounts count: a million made-up logins cost
 			// nothing to remember.
-			s.s.Logins.Failed(ctx, r.Account.Address, ip)
+			s.s.Logins.Failed(ctx, login.String(), ip)
 		}
 	}
 	switch r.Verdict {
