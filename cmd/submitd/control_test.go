@@ -103,13 +103,11 @@ func (l *syncLog) String() string {
 	return l.b.String()
 }
 
-// TestCLIThroughServer: while a server runs, CLI changes go through its
-// unix socket: the server logs and audits them as cli:USER, and applies an
-// unblock in its memory at once.
-func TestCLIThroughServer(t *testing.T) {
-	c := newCLI(t, "bcrypt")
-	c.must("", "domain", "add", "firma.cz")
-	c.must("heslo\n", "account", "add", "jan@firma.cz")
+// serve runs a server on the CLI's data_dir, on loopback ports of its own,
+// until the test ends, and returns it with its log once it has started.
+func (c *cli) serve() (*node.Node, *syncLog) {
+	t := c.t
+	t.Helper()
 	body := fmt.Sprintf("data_dir = %q\n[auth]\npassword_scheme = \"bcrypt\"\n[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\nsubmissions = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[delivery]\nsmarthost = \"127.0.0.1:1\"\nsmarthost_tls = \"none\"\n", c.dataDir)
 	if err := os.WriteFile(c.cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -126,10 +124,21 @@ func TestCLIThroughServer(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
 	for !strings.Contains(log.String(), "submitd started") {
 		time.Sleep(10 * time.Millisecond)
 	}
+	return n, log
+}
+
+// TestCLIThroughServer: while a server runs, CLI changes go through its
+// unix socket: the server logs and audits them as cli:USER, and applies an
+// unblock in its memory at once.
+func TestCLIThroughServer(t *testing.T) {
+	c := newCLI(t, "bcrypt")
+	c.must("", "domain", "add", "firma.cz")
+	c.must("heslo\n", "account", "add", "jan@firma.cz")
+	n, log := c.serve()
 
 	if out := c.must("", "account", "disable", "jan@firma.cz"); out != "disabled SMTP access of jan@firma.cz\n" {
 		t.Errorf("disable: %q", out)

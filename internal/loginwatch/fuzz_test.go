@@ -71,4 +71,3 @@ func FuzzWatch(f *testing.F) {
 		}
 	})
 }
-
