@@ -36,11 +36,6 @@ func runLogins(e *env, args []string) error {
 		if err := want(args, 0, 0); err != nil {
 			return err
 		}
-		c, err := e.control()
-		if err != nil {
-			return err
-		}
-		defer c.done()
 		var r struct {
 			Items []loginwatch.Login `json:"items"`
 		}
@@ -48,7 +43,7 @@ func runLogins(e *env, args []string) error {
 		if *all {
 			q += "&all=true"
 		}
-		if err := c.call("GET", "/api/v1/logins/under-attack"+q, nil, &r); err != nil {
+		if err := e.get("/api/v1/logins/under-attack"+q, &r); err != nil {
 			return err
 		}
 		for _, l := range r.Items {
@@ -66,15 +61,10 @@ func runLogins(e *env, args []string) error {
 		if verb == "clear" {
 			return e.change("DELETE", "/api/v1/logins/under-attack/"+p(a.String()), nil)
 		}
-		c, err := e.control()
-		if err != nil {
-			return err
-		}
-		defer c.done()
 		var r struct {
 			Networks []loginwatch.Network `json:"networks"`
 		}
-		if err := c.call("GET", "/api/v1/logins/"+p(a.String())+"/networks", nil, &r); err != nil {
+		if err := e.get("/api/v1/logins/"+p(a.String())+"/networks", &r); err != nil {
 			return err
 		}
 		for _, n := range r.Networks {
@@ -83,6 +73,16 @@ func runLogins(e *env, args []string) error {
 		return nil
 	}
 	return usageError("unknown verb " + strconv.Quote(verb))
+}
+
+// get reads path from the API into out.
+func (e *env) get(path string, out any) error {
+	c, err := e.control()
+	if err != nil {
+		return err
+	}
+	defer c.done()
+	return c.call("GET", path, nil, out)
 }
 
 // stamp formats a time in RFC 3339, UTC, or "-" for none.

@@ -58,12 +58,18 @@ func (s *Server) listUnderAttack(r *http.Request, p *principal) (any, error) {
 	return page(r, l.List(all))
 }
 
-func (s *Server) clearUnderAttack(r *http.Request, p *principal) (any, error) {
+// loginOf returns the watch and the normalized login the path names.
+func (s *Server) loginOf(r *http.Request) (Logins, string, error) {
 	l, err := s.loginsOrUnavailable()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	login, err := parseAddress("login", r.PathValue("login"))
+	return l, login, err
+}
+
+func (s *Server) clearUnderAttack(r *http.Request, p *principal) (any, error) {
+	l, login, err := s.loginOf(r)
 	if err != nil {
 		return nil, err
 	}
@@ -93,11 +99,7 @@ type loginNetworksView struct {
 }
 
 func (s *Server) loginNetworks(r *http.Request, p *principal) (any, error) {
-	l, err := s.loginsOrUnavailable()
-	if err != nil {
-		return nil, err
-	}
-	login, err := parseAddress("login", r.PathValue("login"))
+	l, login, err := s.loginOf(r)
 	if err != nil {
 		return nil, err
 	}
