@@ -167,3 +167,23 @@ func TestLoginUnderAttack(t *testing.T) {
 		t.Fatalf("still under attack: %+v", got)
 	}
 }
+
+// TestLoginWatchCountsOnlyAccounts: made-up logins and a disabled account
+// leave nothing in the login watch, so a botnet spraying random logins
+// makes it hold nothing; a wrong password of a real account counts.
+func TestLoginWatchCountsOnlyAccounts(t *testing.T) {
+	var w *loginwatch.Watch
+	e := newTestEnv(t, withLoginWatch(loginwatch.Config{}, &w, nil))
+	c := e.sessionFrom("127.1.1.1")
+	for i := range 5 {
+		matchSID(t, c.cmd(plain(fmt.Sprintf("nikdo%d@firma.cz", i), "x")), "535 5.1.0 SID authentication rejected")
+	}
+	matchSID(t, c.cmd(plain("zakazany@firma.cz", "x")), "535 5.1.0 SID authentication rejected access disabled")
+	if got := w.List(true); len(got) != 0 {
+		t.Fatalf("unknown or disabled logins held: %+v", got)
+	}
+	matchSID(t, c.cmd(plain("eva@jina.cz", "x")), "535 5.1.0 SID authentication failed")
+	if got := w.List(true); len(got) != 1 || got[0].Login != "eva@jina.cz" || got[0].Failures != 1 {
+		t.Fatalf("after a wrong password: %+v", got)
+	}
+}
