@@ -60,6 +60,32 @@ type Config struct {
 	Log Log `toml:"log"`
 	// Admin configures the support and operator server (SPEC §8).
 	Admin Admin `toml:"admin"`
+	// Store selects where the shared stores live (SPEC §8).
+	Store Store `toml:"store"`
+}
+
+// Store selects the engine of the stores the nodes of a cluster share: the
+// directory, session records, staff users and tokens, the audit log and the
+// DKIM keys. The guard's state and the spool stay on each node.
+type Store struct {
+	// Driver is "sqlite" (the embedded database in data_dir) or "postgres".
+	Driver string `toml:"driver"`
+	// DSN is the PostgreSQL connection string or URL; only with "postgres".
+	DSN string `toml:"dsn"`
+	// MaxConns bounds the pool's connections to PostgreSQL.
+	MaxConns int `toml:"max_conns"`
+	// MinConns is how many pool connections stay open when idle.
+	MinConns int `toml:"min_conns"`
+	// MaxConnIdleTime closes a pool connection unused this long.
+	MaxConnIdleTime Duration `toml:"max_conn_idle_time"`
+	// ConnectTimeout bounds opening one connection to PostgreSQL, and so
+	// how long an AUTH waits before a database that does not answer gets
+	// the temporary reply.
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	// CacheTTL is how long a node uses an account it looked up; changes
+	// made through the CLI, web or API drop it sooner, on every node. "0s"
+	// looks every account up for every AUTH.
+	CacheTTL Duration `toml:"cache_ttl"`
 }
 
 // Admin configures the admin HTTP server: the JSON API, browser login and
@@ -355,6 +381,14 @@ func Default() *Config {
 			LoginBlockFor:    Duration(time.Hour),
 			MetricsNetworks:  []string{"127.0.0.0/8", "::1/128"},
 		},
+		Store: Store{
+			Driver:          "sqlite",
+			MaxConns:        10,
+			MinConns:        1,
+			MaxConnIdleTime: Duration(5 * time.Minute),
+			ConnectTimeout:  Duration(5 * time.Second),
+			CacheTTL:        Duration(5 * time.Second),
+		},
 	}
 }
 
@@ -595,6 +629,9 @@ func (c *Config) Validate() error {
 	case a.LoginBlockFor <= 0:
 		return bad("admin.login_block_for", a.LoginBlockFor, "must be positive")
 	}
+	if err := c.Store.validate(bad); err != nil {
+		return err
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -604,6 +641,35 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return bad("log.format", c.Log.Format, `must be "text" or "json"`)
+	}
+	return nil
+}
+
+// validate checks [store]; bad formats the error.
+func (st Store) validate(bad func(key string, val any, why string) error) error {
+	switch st.Driver {
+	case "sqlite":
+		if st.DSN != "" {
+			return bad("store.dsn", "(set)", `is used only with store.driver = "postgres"`)
+		}
+	case "postgres":
+		if st.DSN == "" {
+			return bad("store.dsn", st.DSN, `must be set with store.driver = "postgres"`)
+		}
+	default:
+		return bad("store.driver", st.Driver, `must be "sqlite" or "postgres"`)
+	}
+	switch {
+	case st.MaxConns < 1 || st.MaxConns > 1000:
+		return bad("store.max_conns", st.MaxConns, "must be 1 to 1000")
+	case st.MinConns < 0 || st.MinConns > st.MaxConns:
+		return bad("store.min_conns", st.MinConns, "must be 0 to store.max_conns")
+	case st.MaxConnIdleTime <= 0:
+		return bad("store.max_conn_idle_time", st.MaxConnIdleTime, "must be positive")
+	case st.ConnectTimeout <= 0 || st.ConnectTimeout.D() > time.Minute:
+		return bad("store.connect_timeout", st.ConnectTimeout, "must be positive and at most 1m")
+	case st.CacheTTL < 0 || st.CacheTTL.D() > time.Hour:
+		return bad("store.cache_ttl", st.CacheTTL, "must be 0s (no cache) to 1h")
 	}
 	return nil
 }

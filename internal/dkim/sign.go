@@ -43,7 +43,7 @@ const maxHeader = 1 << 20
 
 // Signer signs messages with the key of their From: domain.
 type Signer struct {
-	store *Store
+	store Keys
 	log   *slog.Logger
 	// now is the clock, for the cache.
 	now func() time.Time
@@ -59,7 +59,7 @@ type cached struct {
 
 // NewSigner returns a signer that takes keys from store; log gets a line for
 // each domain found without a key (once per CacheTTL).
-func NewSigner(store *Store, log *slog.Logger) *Signer {
+func NewSigner(store Keys, log *slog.Logger) *Signer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -28,6 +28,24 @@ var migrations = []string{
 	)`,
 }
 
+// Keys is where the signing keys are kept: Store (SQLite) or Postgres.
+type Keys interface {
+	// Get returns the key of domain, or an error wrapping ErrNoKey.
+	Get(ctx context.Context, domain string) (*Key, error)
+	// Put stores k, replacing a key of its domain only when replace;
+	// otherwise the error wraps ErrKeyExists.
+	Put(ctx context.Context, k *Key, replace bool) error
+	// Delete removes the key of domain, or fails wrapping ErrNoKey.
+	Delete(ctx context.Context, domain string) error
+	// List returns every key, by domain.
+	List(ctx context.Context) ([]*Key, error)
+}
+
+var (
+	_ Keys = (*Store)(nil)
+	_ Keys = (*Postgres)(nil)
+)
+
 // Store keeps DKIM keys in the SQLite store.
 type Store struct {
 	db *sql.DB

@@ -109,6 +109,14 @@ type Store interface {
 	Prune(ctx context.Context, t time.Time) (int64, error)
 }
 
+// BatchStore is a Store that saves several records at once, as the Writer
+// does; SQLite and Postgres are both one.
+type BatchStore interface {
+	Store
+	// SaveBatch stores the records in one transaction.
+	SaveBatch(ctx context.Context, rs []*Record) error
+}
+
 var migrations = []string{
 	`CREATE TABLE sessions (
 		id          TEXT PRIMARY KEY,
@@ -142,7 +150,7 @@ type SQLite struct {
 	db *sql.DB
 }
 
-var _ Store = (*SQLite)(nil)
+var _ BatchStore = (*SQLite)(nil)
 
 // NewSQLite migrates the session tables in db.
 func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
@@ -245,7 +253,7 @@ func (s *SQLite) Prune(ctx context.Context, t time.Time) (int64, error) {
 // Writer saves records in the background, batching them, so that closing a
 // connection never waits for the database.
 type Writer struct {
-	store     *SQLite
+	store     BatchStore
 	log       *slog.Logger
 	retention time.Duration
 	ch        chan *Record
@@ -278,7 +286,7 @@ func (w *Writer) Stats() WriterStats {
 }
 
 // NewWriter starts the background saver and the retention pruner.
-func NewWriter(store *SQLite, retention time.Duration, log *slog.Logger) *Writer {
+func NewWriter(store BatchStore, retention time.Duration, log *slog.Logger) *Writer {
 	w := &Writer{store: store, log: log, retention: retention, ch: make(chan *Record, 4096), done: make(chan struct{})}
 	go w.run()
 	return w
