@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"submitd/internal/admin"
-	"submitd/internal/directory"
 	"submitd/internal/guard"
 	"submitd/internal/node"
 	"submitd/internal/queue"
@@ -68,9 +67,16 @@ func (e *env) control() (*controller, error) {
 		db.Close()
 		return nil, err
 	}
-	dir, err := directory.NewSQLite(ctx, db)
+	// The guard's state is the node's own, in its SQLite database; the
+	// other stores are the ones [store] names.
+	stores, err := node.OpenStores(ctx, cfg, db)
 	if err != nil {
 		return fail(err)
+	}
+	fail = func(err error) (*controller, error) {
+		stores.Close()
+		db.Close()
+		return nil, err
 	}
 	gstore, err := guard.NewSQLite(ctx, db)
 	if err != nil {
@@ -85,11 +91,11 @@ func (e *env) control() (*controller, error) {
 	if sp, err := spool.Attach(node.SpoolDir(cfg), quiet); err == nil {
 		q = &queue.Admin{Spool: sp, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()}
 	}
-	srv, _, _, err := node.NewAdmin(ctx, cfg, db, dir, g, q, quiet)
+	srv, _, _, err := node.NewAdmin(ctx, cfg, db, stores, g, q, quiet)
 	if err != nil {
 		return fail(err)
 	}
-	return &controller{handler: srv.Handler(), actor: admin.CLIActor(), done: func() { db.Close() }}, nil
+	return &controller{handler: srv.Handler(), actor: admin.CLIActor(), done: func() { stores.Close(); db.Close() }}, nil
 }
 
 // call sends one API request and decodes the answer into out; an error

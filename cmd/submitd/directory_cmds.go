@@ -18,6 +18,7 @@ import (
 	"submitd/internal/address"
 	"submitd/internal/config"
 	"submitd/internal/directory"
+	"submitd/internal/node"
 	"submitd/internal/password"
 	"submitd/internal/sqlitedb"
 )
@@ -94,11 +95,40 @@ func openStore[S any](e *env, open func(context.Context, *sql.DB) (S, error)) (c
 	return cfg, st, func() { db.Close() }, nil
 }
 
+// stores opens the shared stores [store] names: in the SQLite database
+// (which must exist, see openDB) or in PostgreSQL, where data_dir is not
+// needed. done closes what was opened.
+func (e *env) stores() (*config.Config, *node.Stores, func(), error) {
+	cfg, err := e.config()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var db *sql.DB
+	if cfg.Store.Driver != "postgres" {
+		if _, db, err = e.openDB(); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	st, err := node.OpenStores(context.Background(), cfg, db)
+	done := func() {
+		if db != nil {
+			db.Close()
+		}
+	}
+	if err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	return cfg, st, func() { st.Close(); done() }, nil
+}
+
 // directory opens the configured directory store.
 func (e *env) directory() (*config.Config, directory.Store, func(), error) {
-	return openStore(e, func(ctx context.Context, db *sql.DB) (directory.Store, error) {
-		return directory.NewSQLite(ctx, db)
-	})
+	cfg, st, done, err := e.stores()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, st.Directory, done, nil
 }
 
 // verb splits "VERB ARGS..." and parses flags.

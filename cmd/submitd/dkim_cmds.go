@@ -48,15 +48,12 @@ func runDKIM(e *env, args []string) error {
 		return usageError(fmt.Sprintf("unknown verb %q", verb))
 	}
 	ctx := context.Background()
-	_, db, err := e.openDB()
+	_, stores, done, err := e.stores()
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	st, err := dkim.NewStore(ctx, db)
-	if err != nil {
-		return err
-	}
+	defer done()
+	st := stores.DKIM
 	switch verb {
 	case "list":
 		keys, err := st.List(ctx)
@@ -88,10 +85,7 @@ func runDKIM(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	dir, err := directory.NewSQLite(ctx, db)
-	if err != nil {
-		return err
-	}
+	dir := stores.Directory
 	// Only the provider's own domains sign (SPEC R17): a key for any other
 	// domain would never be used, since R5–R7 keep foreign From: domains out.
 	if _, err := dir.DomainOf(ctx, d); errors.Is(err, directory.ErrNotFound) {

@@ -9,7 +9,6 @@ import (
 
 	"submitd/internal/ids"
 	"submitd/internal/queue"
-	"submitd/internal/sessionlog"
 	"submitd/internal/spool"
 )
 
@@ -33,12 +32,14 @@ func runSession(e *env, args []string) error {
 	if !ids.IsSession(pos[0]) {
 		return fmt.Errorf("%q is not a session id (22 letters and digits)", pos[0])
 	}
-	cfg, st, done, err := openStore(e, sessionlog.NewSQLite)
+	// With the postgres driver this finds a session whichever node
+	// served it.
+	cfg, st, done, err := e.stores()
 	if err != nil {
 		return err
 	}
 	defer done()
-	r, err := st.Get(context.Background(), pos[0])
+	r, err := st.Sessions.Get(context.Background(), pos[0])
 	if err != nil {
 		return err
 	}

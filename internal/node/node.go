@@ -52,8 +52,10 @@ type Node struct {
 	Log *slog.Logger
 	// DB is the SQLite database in data_dir that the stores share.
 	DB *sql.DB
+	// Stores are the shared stores [store] selects.
+	Stores *Stores
 	// Directory holds domains, accounts and aliases.
-	Directory *directory.SQLite
+	Directory directory.Store
 	// SessionLog writes session records (SPEC R13).
 	SessionLog *sessionlog.Writer
 	// Spool holds accepted messages (SPEC R15).
@@ -67,9 +69,13 @@ type Node struct {
 	Logins *loginwatch.Watch
 	// Auth decides AUTH attempts: credential cache and hashing pool.
 	Auth *auth.Authenticator
-	// Watcher follows the directory's change log, so that changes made by
-	// the CLI reach Auth's cache.
-	Watcher *directory.Watcher
+	// Watcher follows the directory's changes (SQLite's change log, or
+	// PostgreSQL's notices), so that changes made by the CLI, web or API,
+	// on this node or another, reach Auth's caches.
+	Watcher directory.Feed
+	// Accounts caches the accounts AUTH looks up ([store] cache_ttl); nil
+	// when cache_ttl is 0.
+	Accounts *directory.Cache
 	// Server is the SMTP server all listeners feed.
 	Server *smtpd.Server
 	// Listeners are the bound listeners, in the order smtp, submission,
@@ -84,7 +90,7 @@ type Node struct {
 	// Metrics field before Run to serve /metrics.
 	Admin *admin.Server
 	// AdminStore holds the staff users and the audit log.
-	AdminStore *admin.SQLite
+	AdminStore AdminStore
 	// LoginGuard limits failed staff logins, apart from SMTP AUTH.
 	LoginGuard *guard.Guard
 	// AdminListener is the bound [admin] listen address, nil when "".
@@ -174,9 +180,11 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 	n.onClose(func() { n.DB.Close() })
-	if n.Directory, err = directory.NewSQLite(ctx, n.DB); err != nil {
+	if n.Stores, err = OpenStores(ctx, cfg, n.DB); err != nil {
 		return err
 	}
+	n.onClose(n.Stores.Close)
+	n.Directory = n.Stores.Directory
 	// SPEC §1: names an older version stored twice, differing only in
 	// Unicode normalization, are reported at every start until support
 	// resolves them; only the one in NFC can log in.
@@ -187,11 +195,7 @@ func (n *Node) open(ctx context.Context) error {
 	for _, t := range twins {
 		log.Warn("directory name stored twice in different Unicode forms; only the NFC one is used; see \"submitd account twins\"", "twin", t)
 	}
-	slstore, err := sessionlog.NewSQLite(ctx, n.DB)
-	if err != nil {
-		return err
-	}
-	n.SessionLog = sessionlog.NewWriter(slstore, cfg.SessionLog.Retention.D(), log)
+	n.SessionLog = sessionlog.NewWriter(n.Stores.Sessions, cfg.SessionLog.Retention.D(), log)
 	n.onClose(n.SessionLog.Close)
 	n.Metrics.SessionLog(n.SessionLog.Stats)
 
@@ -200,7 +204,7 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	// The queue takes the spool's lock; only then is it safe to clear what
 	// interrupted writes left behind.
-	if n.Queue, err = newQueue(ctx, cfg, n.DB, n.Spool, n.Metrics, log); err != nil {
+	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, log); err != nil {
 		return err
 	}
 	n.Metrics.Queue(n.Queue)
@@ -238,10 +242,20 @@ func (n *Node) open(ctx context.Context) error {
 	// workers. The cache follows the directory's change log, so a password
 	// change, a new hash or a disable made with the CLI drops the account's
 	// cached answers within a poll interval.
-	if n.Auth, err = newAuthenticator(cfg, n.Directory, n.Guard.Clean, log); err != nil {
+	//
+	// The accounts AUTH looks up are cached for [store] cache_ttl, so a
+	// busy node does not ask a shared database at every login; the same
+	// feed drops a changed account on every node at once.
+	if n.Watcher, err = n.Stores.Changes(ctx, log); err != nil {
 		return err
 	}
-	if n.Watcher, err = directory.NewWatcher(ctx, n.Directory, directory.WatcherConfig{}, log); err != nil {
+	var accounts auth.Directory = n.Directory
+	if ttl := cfg.Store.CacheTTL.D(); ttl > 0 {
+		n.Accounts = directory.NewCache(n.Directory, ttl, 0, nil)
+		n.Watcher.Subscribe(n.Accounts.Changed)
+		accounts = n.Accounts
+	}
+	if n.Auth, err = newAuthenticator(cfg, accounts, n.Guard.Clean, log); err != nil {
 		return err
 	}
 	n.Watcher.Subscribe(n.Auth.DirectoryChanged)
@@ -275,7 +289,7 @@ func (n *Node) newAdmin(ctx context.Context) error {
 	cfg := n.Config
 	q := liveQueue{Admin: &queue.Admin{Spool: n.Spool, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()}, q: n.Queue}
 	var err error
-	if n.Admin, n.AdminStore, n.LoginGuard, err = NewAdmin(ctx, cfg, n.DB, n.Directory, n.Guard, q, n.Log); err != nil {
+	if n.Admin, n.AdminStore, n.LoginGuard, err = NewAdmin(ctx, cfg, n.DB, n.Stores, n.Guard, q, n.Log); err != nil {
 		return err
 	}
 	n.Admin.Metrics = n.MetricsHandler
@@ -296,17 +310,14 @@ func (l liveQueue) Retry(id string) (string, error) { return l.q.Retry(id) }
 // Delete implements admin.Queue.
 func (l liveQueue) Delete(id string, bounce bool) (string, error) { return l.q.Delete(id, bounce) }
 
-// NewAdmin builds an admin server over the stores in db from cfg, with a
-// login guard of its own tables and limits ([admin] login_*). The node
+// NewAdmin builds an admin server over the shared stores st from cfg, with
+// a login guard of its own tables and limits ([admin] login_*) in the
+// node's database db. The node
 // serves one; the CLI runs one in-process when no server runs, so that a
 // change takes the same path, checks and audit entry either way. q may be
 // nil when there is no spool.
-func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, dir directory.Store, g admin.Guard, q admin.Queue,
-	log *slog.Logger) (*admin.Server, *admin.SQLite, *guard.Guard, error) {
-	st, err := admin.NewSQLite(ctx, db)
-	if err != nil {
-		return nil, nil, nil, err
-	}
+func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g admin.Guard, q admin.Queue,
+	log *slog.Logger) (*admin.Server, AdminStore, *guard.Guard, error) {
 	lstore, err := guard.NewSQLiteNamed(ctx, db, "admin_login")
 	if err != nil {
 		return nil, nil, nil, err
@@ -321,22 +332,14 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, dir directory
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	keys, err := dkim.NewStore(ctx, db)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	sessions, err := sessionlog.NewSQLite(ctx, db)
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	metricsNets, _ := config.ParsePrefixes(cfg.Admin.MetricsNetworks)
 	c := admin.Config{
-		Directory:       dir,
-		Sessions:        sessions,
+		Directory:       st.Directory,
+		Sessions:        st.Sessions,
 		Guard:           g,
-		DKIM:            keys,
-		Staff:           st,
-		Audit:           st,
+		DKIM:            st.DKIM,
+		Staff:           st.Admin,
+		Audit:           st.Admin,
 		LoginGuard:      lg,
 		PasswordScheme:  cfg.Auth.PasswordScheme,
 		SessionIdle:     cfg.Admin.SessionIdle.D(),
@@ -347,7 +350,7 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, dir directory
 	if q != nil {
 		c.Queue = q
 	}
-	return admin.New(c), st, lg, nil
+	return admin.New(c), st.Admin, lg, nil
 }
 
 // listenAdmin binds [admin] listen and the CLI's unix socket.
@@ -427,14 +430,10 @@ func (n *Node) serveAdmin(errc chan<- error) (stop func(context.Context)) {
 }
 
 // newQueue builds the delivery queue the server runs over sp (SPEC R17,
-// R18): the sender [delivery] asks for, and DKIM signing with the keys in
-// db ("submitd dkim generate").
-func newQueue(ctx context.Context, cfg *config.Config, db *sql.DB, sp *spool.Spool, obs queue.Observer, log *slog.Logger) (*queue.Queue, error) {
+// R18): the sender [delivery] asks for, and DKIM signing with the shared
+// keys ("submitd dkim generate").
+func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Observer, log *slog.Logger) (*queue.Queue, error) {
 	sender, err := delivery.New(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	keys, err := dkim.NewStore(ctx, db)
 	if err != nil {
 		return nil, err
 	}
@@ -492,7 +491,7 @@ func (n *Node) openLogins(ctx context.Context) error {
 }
 
 // newAuthenticator builds the AUTH checker from [auth].
-func newAuthenticator(cfg *config.Config, dir *directory.SQLite, clean func(netip.Prefix) bool, log *slog.Logger) (*auth.Authenticator, error) {
+func newAuthenticator(cfg *config.Config, dir auth.Directory, clean func(netip.Prefix) bool, log *slog.Logger) (*auth.Authenticator, error) {
 	ttl := cfg.Auth.CacheTTL.D()
 	if ttl == 0 {
 		ttl = -1 // "0s" turns the cache off; auth.Config's zero is the default
