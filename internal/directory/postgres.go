@@ -586,3 +586,7 @@ func (ln *Listener) Subscribe(f func(Change)) { ln.subs.add(f) }
 
 // Run implements Feed.
 func (ln *Listener) Run(ctx context.Context) { ln.l.Run(ctx) }
+
+// Pool returns the store's connection pool, for a Listener on the same
+// database.
+func (s *Postgres) Pool() *pgxpool.Pool { return s.pool }
