@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"submitd/internal/message"
+	"submitd/internal/pgdb"
 	"submitd/internal/testutil"
 )
 
@@ -28,7 +29,7 @@ func newStoreB(t testing.TB) *Store {
 }
 
 // addKey generates and stores a key and publishes its printed record in dns.
-func addKey(t *testing.T, st *Store, srv *testutil.DNSServer, domain, selector, algo string) *Key {
+func addKey(t *testing.T, st Keys, srv *testutil.DNSServer, domain, selector, algo string) *Key {
 	t.Helper()
 	k, err := Generate(domain, selector, algo)
 	if err != nil {
@@ -220,8 +221,25 @@ func TestFromDomain(t *testing.T) {
 	}
 }
 
+// TestStore runs the same checks on the SQLite and the PostgreSQL keys.
 func TestStore(t *testing.T) {
-	st := newStore(t)
+	t.Run("SQLite", func(t *testing.T) { testKeys(t, newStore(t)) })
+	t.Run("Postgres", func(t *testing.T) {
+		ctx := context.Background()
+		pool, err := pgdb.Open(ctx, pgdb.Options{DSN: testutil.PostgresDSN(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		st, err := NewPostgres(ctx, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testKeys(t, st)
+	})
+}
+
+func testKeys(t *testing.T, st Keys) {
 	ctx := context.Background()
 	if _, err := st.Get(ctx, "firma.test"); !errors.Is(err, ErrNoKey) {
 		t.Fatalf("Get of a missing key: %v", err)

@@ -2,7 +2,6 @@ package sessionlog
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"testing"
@@ -18,44 +17,6 @@ func newStore(t *testing.T) *SQLite {
 		t.Fatal(err)
 	}
 	return st
-}
-
-func TestSaveGetPrune(t *testing.T) {
-	ctx := context.Background()
-	st := newStore(t)
-	now := time.Now()
-	old := &Record{ID: "oldoldoldoldoldoldold1", Start: now.Add(-40 * 24 * time.Hour), End: now.Add(-40 * 24 * time.Hour),
-		Listener: "submission", ClientIP: "192.0.2.1", ClientPort: 40000}
-	rec := &Record{ID: "piWs1j0010jifNx01iWsdh", Start: now, Listener: "submissions", ClientIP: "2001:db8::1",
-		ClientPort: 50000, TLS: "TLS 1.3 TLS_AES_128_GCM_SHA256", HELO: "laptop", Account: "jan@firma.cz"}
-	rec.Add("auth", "jan@firma.cz", "235 2.7.0 Authentication succeeded")
-	rec.Add("mail", "jan@firma.cz", "250 2.0.0 OK")
-	rec.Add("queued", "33lrhkj7b47fao68fvg29102", "")
-	rec.End = now.Add(time.Second)
-	for _, r := range []*Record{old, rec} {
-		if err := st.Save(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := st.Get(ctx, rec.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Account != "jan@firma.cz" || got.ClientIP != "2001:db8::1" || got.TLS != rec.TLS || len(got.Events) != 3 ||
-		got.Events[0].Reply != "235 2.7.0 Authentication succeeded" || got.QueueIDs()[0] != "33lrhkj7b47fao68fvg29102" ||
-		!got.Start.Equal(rec.Start) {
-		t.Fatalf("got %+v", got)
-	}
-	n, err := st.Prune(ctx, now.Add(-30*24*time.Hour))
-	if err != nil || n != 1 {
-		t.Fatalf("prune: %d, %v", n, err)
-	}
-	if _, err := st.Get(ctx, old.ID); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("pruned record: %v", err)
-	}
-	if _, err := st.Get(ctx, rec.ID); err != nil {
-		t.Fatalf("recent record pruned: %v", err)
-	}
 }
 
 // TestWriter: records handed to the background writer are stored by Close.
