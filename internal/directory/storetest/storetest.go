@@ -396,7 +396,6 @@ func removeDomainForce(t *testing.T, open Open) {
 	}
 }
 
-
 // OpenFeed returns a fresh, empty store and the feed of its changes, not yet
 // running.
 type OpenFeed func(t *testing.T) (directory.Store, directory.Feed)
