@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"submitd/internal/pgdb"
+	"submitd/internal/pgdb/pgtest"
 	"submitd/internal/sessionlog"
 	"submitd/internal/testutil"
 )
@@ -40,12 +40,7 @@ func TestPostgresCLI(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	pool, err := pgdb.Open(ctx, pgdb.Options{DSN: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	st, err := sessionlog.NewPostgres(ctx, pool)
+	st, err := sessionlog.NewPostgres(ctx, pgtest.PoolOn(t, dsn))
 	if err != nil {
 		t.Fatal(err)
 	}

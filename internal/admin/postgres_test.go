@@ -6,19 +6,12 @@ import (
 
 	"submitd/internal/admin"
 	"submitd/internal/admin/storetest"
-	"submitd/internal/pgdb"
-	"submitd/internal/testutil"
+	"submitd/internal/pgdb/pgtest"
 )
 
 func openPostgres(t *testing.T) *admin.Postgres {
 	t.Helper()
-	ctx := context.Background()
-	pool, err := pgdb.Open(ctx, pgdb.Options{DSN: testutil.PostgresDSN(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	st, err := admin.NewPostgres(ctx, pool)
+	st, err := admin.NewPostgres(context.Background(), pgtest.Pool(t))
 	if err != nil {
 		t.Fatal(err)
 	}

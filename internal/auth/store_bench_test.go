@@ -7,8 +7,7 @@ import (
 
 	"submitd/internal/directory"
 	"submitd/internal/password"
-	"submitd/internal/pgdb"
-	"submitd/internal/testutil"
+	"submitd/internal/pgdb/pgtest"
 )
 
 // BenchmarkStores compares a successful AUTH with the directory in SQLite
@@ -25,12 +24,7 @@ func BenchmarkStores(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	pool, err := pgdb.Open(ctx, pgdb.Options{DSN: testutil.PostgresDSN(b)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pool.Close)
-	pgDir, err := directory.NewPostgres(ctx, pool)
+	pgDir, err := directory.NewPostgres(ctx, pgtest.Pool(b))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"submitd/internal/directory"
 	"submitd/internal/directory/storetest"
-	"submitd/internal/pgdb"
+	"submitd/internal/pgdb/pgtest"
 	"submitd/internal/testutil"
 )
 
@@ -23,13 +23,7 @@ func openSQLite(t *testing.T) *directory.SQLite {
 // openPostgres opens a directory on a fresh PostgreSQL database.
 func openPostgres(t *testing.T) *directory.Postgres {
 	t.Helper()
-	ctx := context.Background()
-	pool, err := pgdb.Open(ctx, pgdb.Options{DSN: testutil.PostgresDSN(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	st, err := directory.NewPostgres(ctx, pool)
+	st, err := directory.NewPostgres(context.Background(), pgtest.Pool(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,12 +51,12 @@ type Watcher struct {
 	// logger receives read failures, once per outage.
 	logger *slog.Logger
 
-	// mu guards subs and seq; syncMu makes Sync calls take turns, so every
-	// change is delivered once and in order.
+	// mu guards seq; syncMu makes Sync calls take turns, so every change
+	// is delivered once and in order.
 	mu     sync.Mutex
 	syncMu sync.Mutex
 	// subs are called with each change.
-	subs []func(Change)
+	subs subscribers
 	// seq is the position read up to.
 	seq int64
 }
@@ -88,9 +88,7 @@ func NewWatcher(ctx context.Context, log ChangeLog, cfg WatcherConfig, logger *s
 // runs on the Watcher's goroutine and must not block; it is also called with
 // ChangesLost, after which it must assume anything changed.
 func (w *Watcher) Subscribe(f func(Change)) {
-	w.mu.Lock()
-	w.subs = append(w.subs, f)
-	w.mu.Unlock()
+	w.subs.add(f)
 }
 
 // Position returns the log position read up to.
@@ -132,12 +130,7 @@ func (w *Watcher) Sync(ctx context.Context) error {
 
 // deliver hands ch to every subscriber and advances the position past it.
 func (w *Watcher) deliver(ch Change) {
-	w.mu.Lock()
-	subs := w.subs
-	w.mu.Unlock()
-	for _, f := range subs {
-		f(ch)
-	}
+	w.subs.deliver(ch)
 	w.mu.Lock()
 	w.seq = max(w.seq, ch.Seq)
 	w.mu.Unlock()

@@ -13,7 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"submitd/internal/message"
-	"submitd/internal/pgdb"
+	"submitd/internal/pgdb/pgtest"
 	"submitd/internal/testutil"
 )
 
@@ -225,13 +225,7 @@ func TestFromDomain(t *testing.T) {
 func TestStore(t *testing.T) {
 	t.Run("SQLite", func(t *testing.T) { testKeys(t, newStore(t)) })
 	t.Run("Postgres", func(t *testing.T) {
-		ctx := context.Background()
-		pool, err := pgdb.Open(ctx, pgdb.Options{DSN: testutil.PostgresDSN(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		st, err := NewPostgres(ctx, pool)
+		st, err := NewPostgres(context.Background(), pgtest.Pool(t))
 		if err != nil {
 			t.Fatal(err)
 		}

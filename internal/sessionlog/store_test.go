@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"submitd/internal/pgdb"
+	"submitd/internal/pgdb/pgtest"
 	"submitd/internal/sessionlog"
 	"submitd/internal/sessionlog/storetest"
 	"submitd/internal/testutil"
@@ -22,13 +22,7 @@ func TestSQLiteStore(t *testing.T) {
 
 func TestPostgresStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Store {
-		ctx := context.Background()
-		pool, err := pgdb.Open(ctx, pgdb.Options{DSN: testutil.PostgresDSN(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		st, err := sessionlog.NewPostgres(ctx, pool)
+		st, err := sessionlog.NewPostgres(context.Background(), pgtest.Pool(t))
 		if err != nil {
 			t.Fatal(err)
 		}
