@@ -266,6 +266,8 @@ type Writer struct {
 	// dropped counts records not queued because the backlog was full;
 	// failed those the store would not take.
 	dropped, failed atomic.Uint64
+	// held counts the records kept for a retry after a failed save.
+	held atomic.Int64
 }
 
 // WriterStats are the Writer's backlog and losses, for metrics.
@@ -282,7 +284,7 @@ type WriterStats struct {
 
 // Stats returns the backlog and the counts of lost records.
 func (w *Writer) Stats() WriterStats {
-	return WriterStats{Backlog: len(w.ch), Capacity: cap(w.ch), Dropped: w.dropped.Load(), Failed: w.failed.Load()}
+	return WriterStats{Backlog: len(w.ch) + int(w.held.Load()), Capacity: cap(w.ch), Dropped: w.dropped.Load(), Failed: w.failed.Load()}
 }
 
 // NewWriter starts the background saver and the retention pruner.
@@ -321,15 +323,66 @@ func (w *Writer) Close() {
 	<-w.done
 }
 
+// Retrying a failed save: the first retry after retryMin, doubling up to
+// retryMax. While the store is unreachable (a shared database down) the
+// records wait in memory, at most maxHeld of them, so that support still
+// finds the sessions of an outage once it is over.
+const (
+	retryMin = time.Second
+	retryMax = 30 * time.Second
+	maxHeld  = 4096
+)
+
 func (w *Writer) run() {
 	defer close(w.done)
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
 	w.prune()
+	// held are records whose save failed, oldest first; retry fires when
+	// they are tried again, after wait.
+	var held []*Record
+	var retry <-chan time.Time
+	wait := retryMin
+	// hold keeps rs, the oldest going past maxHeld.
+	hold := func(rs []*Record) {
+		held = rs
+		if n := len(held) - maxHeld; n > 0 {
+			w.failed.Add(uint64(n))
+			w.log.Error("sessionlog: too many records held; oldest not stored", "sessions", ids(held[:n]))
+			held = held[n:]
+		}
+		w.held.Store(int64(len(held)))
+	}
+	// save saves rs, or holds them for a retry.
+	save := func(rs []*Record) {
+		err := w.store.SaveBatch(context.Background(), rs)
+		if err == nil {
+			if held != nil {
+				w.log.Info("sessionlog: saved the records held while the store failed", "count", len(rs))
+			}
+			held, retry, wait = nil, nil, retryMin
+			w.held.Store(0)
+			return
+		}
+		if held == nil {
+			w.log.Error("sessionlog: save failed; holding records and retrying", "sessions", ids(rs), "err", err)
+		}
+		hold(rs)
+		retry = time.After(wait)
+		wait = min(2*wait, retryMax)
+	}
 	for {
 		select {
 		case r, ok := <-w.ch:
 			if !ok {
+				if held != nil {
+					// One last try; what still fails is lost with the
+					// process, and counted.
+					if err := w.store.SaveBatch(context.Background(), held); err != nil {
+						w.failed.Add(uint64(len(held)))
+						w.log.Error("sessionlog: save failed at shutdown", "sessions", ids(held), "err", err)
+					}
+				}
 				return
 			}
 			batch := []*Record{r}
@@ -345,18 +398,28 @@ func (w *Writer) run() {
 					break more
 				}
 			}
-			if err := w.store.SaveBatch(context.Background(), batch); err != nil {
-				w.failed.Add(uint64(len(batch)))
-				ids := make([]string, len(batch))
-				for i, r := range batch {
-					ids[i] = r.ID
-				}
-				w.log.Error("sessionlog: save failed", "sessions", strings.Join(ids, ","), "err", err)
+			if held != nil {
+				// The store is failing: the batch waits with the others
+				// for the next retry.
+				hold(append(held, batch...))
+				continue
 			}
+			save(batch)
+		case <-retry:
+			save(held)
 		case <-prune.C:
 			w.prune()
 		}
 	}
+}
+
+// ids joins the session ids of rs for a log line.
+func ids(rs []*Record) string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.ID
+	}
+	return strings.Join(out, ",")
 }
 
 func (w *Writer) prune() {
