@@ -70,14 +70,10 @@ func places(g *Guard, ip netip.Addr) int {
 // refused too, unchecked (SPEC R11: the limit holds however many attempts
 // run at once).
 func TestRaceOfAttempts(t *testing.T) {
-	for _, store := range []string{"memory", "sqlite"} {
-		t.Run(store, func(t *testing.T) {
+	eachBackend(t, allBackends, func(t *testing.T, b backend) {
+		{
 			clk := newFakeClock()
-			var st Store
-			if store == "sqlite" {
-				st = openStore(t, "")
-			}
-			g := newGuard(t, clk, st, Config{})
+			g := newGuard(t, clk, b.open(t, Config{}), Config{})
 			ip := addr("112.67.35.229")
 			checked, blocked := rush(g, ip, 19, wrong)
 			if checked != DefaultMaxFailures {
@@ -98,8 +94,8 @@ func TestRaceOfAttempts(t *testing.T) {
 			if checked, _ := rush(g, addr("112.67.35.230"), 200, wrong); checked != DefaultMaxFailures {
 				t.Fatalf("%d of 200 wrong passwords were checked, want %d", checked, DefaultMaxFailures)
 			}
-		})
-	}
+		}
+	})
 }
 
 // TestSuccessGivesPlaceBack: a success inside the limit counts nothing and

@@ -66,14 +66,10 @@ func fail(g *Guard, clk *testutil.Clock, ip netip.Addr, n int) bool {
 // between changes nothing, since it is not reported); the tenth blocks, and
 // the block ends exactly BlockFor after the tenth failure (SPEC R11, R11a).
 func TestBlockAtLimit(t *testing.T) {
-	for _, store := range []string{"memory", "sqlite"} {
-		t.Run(store, func(t *testing.T) {
+	eachBackend(t, allBackends, func(t *testing.T, b backend) {
+		{
 			clk := newFakeClock()
-			var st Store
-			if store == "sqlite" {
-				st = openStore(t, "")
-			}
-			g := newGuard(t, clk, st, Config{})
+			g := newGuard(t, clk, b.open(t, Config{}), Config{})
 			ip := addr("112.67.35.229")
 			if fail(g, clk, ip, 9) {
 				t.Fatal("blocked after 9 failures")
@@ -103,8 +99,8 @@ func TestBlockAtLimit(t *testing.T) {
 			if s.Failures != 10 || s.Blocks != 1 || s.Refusals != 2 || s.BlockedKeys != 0 {
 				t.Errorf("stats = %+v, want 10 failures, 1 block, 2 refusals, 0 blocked now", s)
 			}
-		})
-	}
+		}
+	})
 }
 
 // TestFailuresWhileBlocked: a failure from a session that was already in

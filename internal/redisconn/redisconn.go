@@ -5,23 +5,78 @@ package redisconn
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Open returns a client for url: redis://[user:password@]host:port/db,
-// rediss://… for TLS, or unix:///path/to/socket?db=N. It does not connect:
-// go-redis dials on first use and redials after a failure, which is what
-// lets the callers carry on without Redis and resume when it returns.
-func Open(url string) (redis.UniversalClient, error) {
-	switch {
-	case strings.HasPrefix(url, "redis://"), strings.HasPrefix(url, "rediss://"), strings.HasPrefix(url, "unix://"):
-		opt, err := redis.ParseURL(url)
+// Open returns a client for url, in one of these forms:
+//
+//   - redis://[user:password@]host:port/db, or rediss://… for TLS: one server;
+//   - unix:///path/to/socket?db=N: one server on a Unix socket;
+//   - redis://[user:password@]sentinel:26379/db?master_name=NAME&addr=sentinel2:26379…:
+//     the master that Sentinel names NAME, found through the listed sentinels
+//     (user and password are the sentinels'; a password for the master goes
+//     in the password parameter);
+//   - redis+cluster://[user:password@]node:6379?addr=node2:6379…, or
+//     rediss+cluster://… for TLS: a Redis Cluster reached through the listed
+//     nodes.
+//
+// Query parameters are go-redis's (dial_timeout, read_timeout, pool_size
+// and the like). Open does not connect: go-redis dials on first use and
+// redials after a failure, which is what lets the callers carry on without
+// Redis and resume when it returns.
+func Open(rawURL string) (redis.UniversalClient, error) {
+	bad := func(err error) (redis.UniversalClient, error) {
+		return nil, fmt.Errorf("redis URL %q: %w", redact(rawURL), err)
+	}
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return bad(fmt.Errorf("want redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"))
+	}
+	switch scheme {
+	case "redis+cluster", "rediss+cluster":
+		opt, err := redis.ParseClusterURL(strings.TrimSuffix(scheme, "+cluster") + "://" + rest)
 		if err != nil {
-			return nil, fmt.Errorf("redis URL %q: %w", url, err)
+			return bad(err)
+		}
+		return redis.NewClusterClient(opt), nil
+	case "redis", "rediss":
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return bad(err)
+		}
+		if u.Query().Has("master_name") {
+			opt, err := redis.ParseFailoverURL(rawURL)
+			if err != nil {
+				return bad(err)
+			}
+			if opt.MasterName == "" {
+				return bad(fmt.Errorf("master_name is empty"))
+			}
+			return redis.NewFailoverClient(opt), nil
+		}
+		fallthrough
+	case "unix":
+		opt, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return bad(err)
 		}
 		return redis.NewClient(opt), nil
 	}
-	return nil, fmt.Errorf("redis URL %q: want redis://, rediss:// or unix://", url)
+	return bad(fmt.Errorf("want redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"))
+}
+
+// redact hides the password of a URL, so that an error message naming the
+// URL can go to the log.
+func redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		if err != nil && strings.Contains(rawURL, "@") {
+			return "(unparsable URL with credentials)"
+		}
+		return rawURL
+	}
+	return u.Redacted()
 }
