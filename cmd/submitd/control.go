@@ -72,13 +72,14 @@ func (e *env) control() (*controller, error) {
 	if err != nil {
 		return fail(err)
 	}
-	gstore, err := guard.NewSQLite(ctx, db)
+	gstore, closeStore, err := node.OpenGuardStore(ctx, cfg, db)
 	if err != nil {
 		return fail(err)
 	}
 	quiet := slog.New(slog.DiscardHandler)
 	g, err := guard.New(ctx, node.GuardConfig(cfg), gstore, quiet)
 	if err != nil {
+		closeStore()
 		return fail(err)
 	}
 	var q admin.Queue
@@ -87,9 +88,10 @@ func (e *env) control() (*controller, error) {
 	}
 	srv, _, _, err := node.NewAdmin(ctx, cfg, db, dir, g, q, quiet)
 	if err != nil {
+		closeStore()
 		return fail(err)
 	}
-	return &controller{handler: srv.Handler(), actor: admin.CLIActor(), done: func() { db.Close() }}, nil
+	return &controller{handler: srv.Handler(), actor: admin.CLIActor(), done: func() { closeStore(); db.Close() }}, nil
 }
 
 // call sends one API request and decodes the answer into out; an error

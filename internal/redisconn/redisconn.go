@@ -4,6 +4,7 @@
 package redisconn
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -29,7 +30,8 @@ import (
 // Redis and resume when it returns.
 func Open(rawURL string) (redis.UniversalClient, error) {
 	bad := func(err error) (redis.UniversalClient, error) {
-		return nil, fmt.Errorf("redis URL %q: %w", redact(rawURL), err)
+		// The reasons of url.Parse quote the URL, password and all.
+		return nil, errors.New(redact(rawURL, fmt.Sprintf("redis URL %q: %v", rawURL, err)))
 	}
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
@@ -68,15 +70,22 @@ func Open(rawURL string) (redis.UniversalClient, error) {
 	return bad(fmt.Errorf("want redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"))
 }
 
-// redact hides the password of a URL, so that an error message naming the
-// URL can go to the log.
-func redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.User == nil {
-		if err != nil && strings.Contains(rawURL, "@") {
-			return "(unparsable URL with credentials)"
-		}
-		return rawURL
+// redact replaces the password of rawURL in msg with "xxxxx", so that an
+// error message naming the URL can go to the log.
+func redact(rawURL, msg string) string {
+	_, rest, _ := strings.Cut(rawURL, "://")
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return msg
 	}
-	return u.Redacted()
+	_, pw, ok := strings.Cut(rest[:at], ":")
+	if !ok || pw == "" {
+		return msg
+	}
+	msg = strings.ReplaceAll(msg, pw, "xxxxx")
+	// url.Parse may quote the password escaped.
+	if esc := url.QueryEscape(pw); esc != pw {
+		msg = strings.ReplaceAll(msg, esc, "xxxxx")
+	}
+	return msg
 }
