@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -330,9 +331,15 @@ func (r *Redis) Unblock(ctx context.Context, node string, p netip.Prefix, at tim
 		seen[k] = true
 		keys = append(keys, k)
 	}
+	lift := keys
+	if r.cfg.Key(p.Addr()) == p && !seen[p] {
+		// A client key without failures or a block may still have places
+		// of attempts in flight, which support's unblock frees too.
+		lift = append(slices.Clip(keys), p)
+	}
 	redisKeys := []string{r.blocksKey(), r.untilKey(), r.keysKey()}
 	args := []any{r.channel(), "unblock\t" + node + "\t" + p.String() + "\t" + strconv.FormatInt(us(at), 10)}
-	for _, k := range keys {
+	for _, k := range lift {
 		redisKeys = append(redisKeys, r.logKey(k.String()), r.placesKey(k.String()))
 		args = append(args, k.String())
 	}

@@ -346,3 +346,35 @@ func TestRedisPrune(t *testing.T) {
 		t.Fatalf("store after prune holds %d blocks and %d keys with failures, want 1 and 1", len(loaded.Blocks), len(loaded.Failures))
 	}
 }
+
+// TestRedisConcurrentFailures: failures recorded at once from many sessions,
+// as a distributed attack makes them, are each in the store when Failure
+// returns: a node started afterwards lists all of them.
+func TestRedisConcurrentFailures(t *testing.T) {
+	clk := newFakeClock()
+	url := testutil.StartRedis(t).URL()
+	g := redisNode(t, clk, url, "guard", Config{}, nil)
+	const n = 200
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			ip := v6Client(i)
+			if i%20 == 0 {
+				ip = addr("192.0.2.44") // ten failures: a block
+			}
+			g.Failure(ip, fmt.Sprintf("s%03d", i))
+		})
+	}
+	wg.Wait()
+	if s := g.Stats(); s.StoreErrors != 0 || !s.SharedUp {
+		t.Fatalf("stats = %+v, want no store errors", s)
+	}
+	g2 := redisNode(t, clk, url, "guard", Config{}, nil)
+	total := 0
+	for _, e := range g2.List() {
+		total += e.Failures
+	}
+	if total != n || !g2.Blocked(addr("192.0.2.44")) {
+		t.Fatalf("another node lists %d failures (want %d), 192.0.2.44 blocked: %v", total, n, g2.Blocked(addr("192.0.2.44")))
+	}
+}

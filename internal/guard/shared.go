@@ -86,6 +86,15 @@ func (c *sharedCounter) Take(key netip.Prefix, id uint64, now, expires time.Time
 		v, err := c.s.take(ctx, key, c.place(id), now, expires)
 		cancel()
 		if err == nil {
+			if v == Granted {
+				// The node's own places are kept too: they are its attempts
+				// in flight (Stats), and they count against the limit if
+				// the node must count alone before they are settled.
+				g := c.g
+				g.mu.Lock()
+				g.setPlaces(key, append(livePlaces(g.places[key], now), place{id: id, expires: expires}))
+				g.mu.Unlock()
+			}
 			return v
 		}
 		c.down(err)
