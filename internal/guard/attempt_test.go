@@ -71,29 +71,27 @@ func places(g *Guard, ip netip.Addr) int {
 // run at once).
 func TestRaceOfAttempts(t *testing.T) {
 	eachBackend(t, allBackends, func(t *testing.T, be backend) {
-		{
-			clk := newFakeClock()
-			g := newGuard(t, clk, be.open(t, Config{}), Config{})
-			ip := addr("112.67.35.229")
-			checked, blocked := rush(g, ip, 19, wrong)
-			if checked != DefaultMaxFailures {
-				t.Fatalf("%d of 19 wrong passwords were checked, want %d", checked, DefaultMaxFailures)
-			}
-			if blocked == 0 || !g.Blocked(ip) {
-				t.Fatalf("not blocked after %d failed checks (%d reported it)", checked, blocked)
-			}
-			clk.Advance(50 * time.Millisecond)
-			if a, ok := g.Begin(ip, "right"); ok || a != nil {
-				t.Fatal("the attempt after the rush got a place: its password would be checked")
-			}
-			s := g.Stats()
-			if s.Failures != 10 || s.Blocks != 1 || s.AtLimit != 9 || s.InFlight != 0 {
-				t.Fatalf("stats = %+v, want 10 failures, 1 block, 9 refused at the limit, none in flight", s)
-			}
-			// A larger rush on a fresh key checks no more.
-			if checked, _ := rush(g, addr("112.67.35.230"), 200, wrong); checked != DefaultMaxFailures {
-				t.Fatalf("%d of 200 wrong passwords were checked, want %d", checked, DefaultMaxFailures)
-			}
+		clk := newFakeClock()
+		g := newGuard(t, clk, be.open(t, Config{}), Config{})
+		ip := addr("112.67.35.229")
+		checked, blocked := rush(g, ip, 19, wrong)
+		if checked != DefaultMaxFailures {
+			t.Fatalf("%d of 19 wrong passwords were checked, want %d", checked, DefaultMaxFailures)
+		}
+		if blocked == 0 || !g.Blocked(ip) {
+			t.Fatalf("not blocked after %d failed checks (%d reported it)", checked, blocked)
+		}
+		clk.Advance(50 * time.Millisecond)
+		if a, ok := g.Begin(ip, "right"); ok || a != nil {
+			t.Fatal("the attempt after the rush got a place: its password would be checked")
+		}
+		s := g.Stats()
+		if s.Failures != 10 || s.Blocks != 1 || s.AtLimit != 9 || s.InFlight != 0 {
+			t.Fatalf("stats = %+v, want 10 failures, 1 block, 9 refused at the limit, none in flight", s)
+		}
+		// A larger rush on a fresh key checks no more.
+		if checked, _ := rush(g, addr("112.67.35.230"), 200, wrong); checked != DefaultMaxFailures {
+			t.Fatalf("%d of 200 wrong passwords were checked, want %d", checked, DefaultMaxFailures)
 		}
 	})
 }
@@ -406,20 +404,37 @@ func TestBlockedAllocFree(t *testing.T) {
 // Begin and Succeed on one key, also from many sessions at once.
 func BenchmarkAttempt(b *testing.B) {
 	clk := newFakeClock()
-	for _, store := range []string{"memory", "sqlite"} {
+	for _, store := range allBackends {
+		be := backendOf(b, store)
+		// One AUTH failure: a place taken and the failure recorded, each a
+		// round trip with Redis, a commit with SQLite.
 		b.Run("fail/"+store, func(b *testing.B) {
-			var st Store
-			if store == "sqlite" {
-				st = openStore(b, "")
-			}
-			g := newGuard(b, clk, st, Config{})
+			g := newGuard(b, clk, be.open(b, Config{}), Config{})
 			b.ReportAllocs()
+			b.ResetTimer()
 			for i := range b.N {
 				a, ok := g.Begin(v6Client(i), "sessionidsessionid0000")
 				if !ok {
 					b.Fatal("no place")
 				}
 				a.Fail()
+			}
+		})
+		// One connection from a blocked client: the check at connect and
+		// the AUTH refused without a place, neither waiting on the store.
+		b.Run("refuse/"+store, func(b *testing.B) {
+			g := newGuard(b, clk, be.open(b, Config{MaxFailures: 1}), Config{MaxFailures: 1})
+			ip := addr("198.51.100.200")
+			g.Failure(ip, "sessionidsessionid0000")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if !g.Blocked(ip) {
+					b.Fatal("not blocked")
+				}
+				if _, ok := g.Begin(ip, "sessionidsessionid0000"); ok {
+					b.Fatal("a blocked client got a place")
+				}
 			}
 		})
 	}

@@ -30,23 +30,27 @@ var storeSeq atomic.Int64
 // "redis"). The Redis one runs on a real redis-server of the test's own.
 func eachBackend(t *testing.T, kinds []string, f func(t *testing.T, b backend)) {
 	for _, kind := range kinds {
-		t.Run(kind, func(t *testing.T) {
-			var b backend
-			b.name = kind
-			switch kind {
-			case "memory":
-				b.open = func(testing.TB, Config) Store { return nil }
-			case "sqlite":
-				dir := t.TempDir()
-				b.open = func(t testing.TB, _ Config) Store { return openStore(t, dir) }
-			case "redis":
-				url := testutil.StartRedis(t).URL()
-				name := fmt.Sprintf("guard%d", storeSeq.Add(1))
-				b.open = func(t testing.TB, cfg Config) Store { return openRedis(t, url, name, cfg) }
-			}
-			f(t, b)
-		})
+		t.Run(kind, func(t *testing.T) { f(t, backendOf(t, kind)) })
 	}
+}
+
+// backendOf makes a backend of kind for tb.
+func backendOf(tb testing.TB, kind string) backend {
+	b := backend{name: kind}
+	switch kind {
+	case "memory":
+		b.open = func(testing.TB, Config) Store { return nil }
+	case "sqlite":
+		dir := tb.TempDir()
+		b.open = func(t testing.TB, _ Config) Store { return openStore(t, dir) }
+	case "redis":
+		url := testutil.StartRedis(tb).URL()
+		name := fmt.Sprintf("guard%d", storeSeq.Add(1))
+		b.open = func(t testing.TB, cfg Config) Store { return openRedis(t, url, name, cfg) }
+	default:
+		tb.Fatalf("no backend %q", kind)
+	}
+	return b
 }
 
 // The kinds of backend.

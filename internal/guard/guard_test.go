@@ -67,38 +67,36 @@ func fail(g *Guard, clk *testutil.Clock, ip netip.Addr, n int) bool {
 // the block ends exactly BlockFor after the tenth failure (SPEC R11, R11a).
 func TestBlockAtLimit(t *testing.T) {
 	eachBackend(t, allBackends, func(t *testing.T, be backend) {
-		{
-			clk := newFakeClock()
-			g := newGuard(t, clk, be.open(t, Config{}), Config{})
-			ip := addr("112.67.35.229")
-			if fail(g, clk, ip, 9) {
-				t.Fatal("blocked after 9 failures")
-			}
-			if g.Blocked(ip) {
-				t.Fatal("Blocked after 9 failures")
-			}
-			clk.Advance(time.Minute)
-			if !g.Failure(ip, "tenth") {
-				t.Fatal("10th failure did not block")
-			}
-			if !g.Blocked(ip) {
-				t.Fatal("not Blocked after the 10th failure")
-			}
-			if g.Blocked(addr("112.67.35.230")) {
-				t.Fatal("a neighbouring IPv4 address is blocked too")
-			}
-			clk.Advance(DefaultBlockFor - time.Nanosecond)
-			if !g.Blocked(ip) {
-				t.Fatal("block lifted before one hour")
-			}
-			clk.Advance(time.Nanosecond)
-			if g.Blocked(ip) {
-				t.Fatal("block still in force one hour after it was made")
-			}
-			s := g.Stats()
-			if s.Failures != 10 || s.Blocks != 1 || s.Refusals != 2 || s.BlockedKeys != 0 {
-				t.Errorf("stats = %+v, want 10 failures, 1 block, 2 refusals, 0 blocked now", s)
-			}
+		clk := newFakeClock()
+		g := newGuard(t, clk, be.open(t, Config{}), Config{})
+		ip := addr("112.67.35.229")
+		if fail(g, clk, ip, 9) {
+			t.Fatal("blocked after 9 failures")
+		}
+		if g.Blocked(ip) {
+			t.Fatal("Blocked after 9 failures")
+		}
+		clk.Advance(time.Minute)
+		if !g.Failure(ip, "tenth") {
+			t.Fatal("10th failure did not block")
+		}
+		if !g.Blocked(ip) {
+			t.Fatal("not Blocked after the 10th failure")
+		}
+		if g.Blocked(addr("112.67.35.230")) {
+			t.Fatal("a neighbouring IPv4 address is blocked too")
+		}
+		clk.Advance(DefaultBlockFor - time.Nanosecond)
+		if !g.Blocked(ip) {
+			t.Fatal("block lifted before one hour")
+		}
+		clk.Advance(time.Nanosecond)
+		if g.Blocked(ip) {
+			t.Fatal("block still in force one hour after it was made")
+		}
+		s := g.Stats()
+		if s.Failures != 10 || s.Blocks != 1 || s.Refusals != 2 || s.BlockedKeys != 0 {
+			t.Errorf("stats = %+v, want 10 failures, 1 block, 2 refusals, 0 blocked now", s)
 		}
 	})
 }

@@ -177,13 +177,36 @@ func (c *sharedCounter) connected(ctx context.Context) error {
 			return err
 		}
 	}
+	// The blocks this node knew before the read are replaced by the
+	// store's; one a session of this node put in meanwhile (the store
+	// answered its failure with it) is newer than the read and stays.
+	g.mu.RLock()
+	before := make(map[netip.Prefix]bool, len(g.blocks)+len(g.wide))
+	for _, m := range []map[netip.Prefix]Block{g.blocks, g.wide} {
+		for k := range m {
+			before[k] = true
+		}
+	}
+	g.mu.RUnlock()
 	bs, err := c.s.blocks(ctx, now)
 	if err != nil {
 		return err
 	}
 	g.mu.Lock()
-	g.blocks = make(map[netip.Prefix]Block, len(bs))
-	g.wide = map[netip.Prefix]Block{}
+	blocks := make(map[netip.Prefix]Block, len(bs))
+	wide := map[netip.Prefix]Block{}
+	for _, m := range []map[netip.Prefix]Block{g.blocks, g.wide} {
+		for k, b := range m {
+			if !before[k] {
+				if g.isKey(k) {
+					blocks[k] = b
+				} else {
+					wide[k] = b
+				}
+			}
+		}
+	}
+	g.blocks, g.wide = blocks, wide
 	for _, b := range bs {
 		g.putBlock(b)
 	}
