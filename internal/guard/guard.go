@@ -17,6 +17,11 @@
 // which makes blocks and counts survive a restart, and whose change log brings
 // changes made elsewhere (the CLI, other nodes sharing the store) to the
 // running server within one poll interval.
+//
+// With the Redis store, shared by several nodes, the store does the counting
+// steps itself, so the limit holds across the nodes, and blocks and unblocks
+// reach every node's memory by pub/sub at once. While Redis does not answer,
+// each node counts and blocks on its own (see sharedCounter).
 package guard
 
 import (
