@@ -67,8 +67,8 @@ func (e *env) control() (*controller, error) {
 		db.Close()
 		return nil, err
 	}
-	// The guard's state is the node's own, in its SQLite database; the
-	// other stores are the ones [store] names.
+	// The stores are the ones [store] names; the guard's state is the one
+	// [guard] store names (the node's SQLite database, or Redis).
 	stores, err := node.OpenStores(ctx, cfg, db)
 	if err != nil {
 		return fail(err)
@@ -78,13 +78,14 @@ func (e *env) control() (*controller, error) {
 		db.Close()
 		return nil, err
 	}
-	gstore, err := guard.NewSQLite(ctx, db)
+	gstore, closeStore, err := node.OpenGuardStore(ctx, cfg, db)
 	if err != nil {
 		return fail(err)
 	}
 	quiet := slog.New(slog.DiscardHandler)
 	g, err := guard.New(ctx, node.GuardConfig(cfg), gstore, quiet)
 	if err != nil {
+		closeStore()
 		return fail(err)
 	}
 	var q admin.Queue
@@ -93,9 +94,10 @@ func (e *env) control() (*controller, error) {
 	}
 	srv, _, _, err := node.NewAdmin(ctx, cfg, db, stores, g, q, quiet)
 	if err != nil {
+		closeStore()
 		return fail(err)
 	}
-	return &controller{handler: srv.Handler(), actor: admin.CLIActor(), done: func() { stores.Close(); db.Close() }}, nil
+	return &controller{handler: srv.Handler(), actor: admin.CLIActor(), done: func() { closeStore(); stores.Close(); db.Close() }}, nil
 }
 
 // call sends one API request and decodes the answer into out; an error

@@ -9,6 +9,7 @@ import (
 
 	"submitd/internal/config"
 	"submitd/internal/guard"
+	"submitd/internal/node"
 )
 
 func init() {
@@ -26,9 +27,18 @@ func init() {
 	})
 }
 
-// guardStore opens the guard's tables in the configured database.
-func (e *env) guardStore() (*config.Config, *guard.SQLite, func(), error) {
-	return openStore(e, guard.NewSQLite)
+// guardStore opens the guard's store that [guard] store names.
+func (e *env) guardStore() (*config.Config, guard.Store, func(), error) {
+	cfg, db, err := e.openDB()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st, done, err := node.OpenGuardStore(context.Background(), cfg, db)
+	if err != nil {
+		db.Close()
+		return nil, nil, nil, err
+	}
+	return cfg, st, func() { done(); db.Close() }, nil
 }
 
 // runUnblock lifts blocks (SPEC R11a) through the control path: the

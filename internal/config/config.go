@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"submitd/internal/redisconn"
 )
 
 // EnvVar names the environment variable that points at the config file when
@@ -214,6 +216,12 @@ type Guard struct {
 	// MaxKeys caps the client keys with failures held in memory; past it the
 	// keys with fewer failures are forgotten first (blocks never are).
 	MaxKeys int `toml:"max_keys"`
+	// Store is where the guard keeps its state: "sqlite", the node's own
+	// database, or "redis", shared by every node using the same Redis.
+	Store string `toml:"store"`
+	// RedisURL is the Redis of store = "redis" (see redisconn.Open for the
+	// forms: one server, Sentinel, Cluster).
+	RedisURL string `toml:"redis_url"`
 }
 
 // LoginGuard configures the count of failed AUTHs per login across all
@@ -339,6 +347,7 @@ func Default() *Config {
 			IPv4Prefix:  32,
 			IPv6Prefix:  64,
 			MaxKeys:     1 << 20,
+			Store:       "sqlite",
 		},
 		LoginGuard: LoginGuard{
 			Enabled:             true,
@@ -542,6 +551,19 @@ func (c *Config) Validate() error {
 		return bad("guard.ipv6_prefix", g.IPv6Prefix, "must be between 16 and 128")
 	case g.MaxKeys < 1000:
 		return bad("guard.max_keys", g.MaxKeys, "must be at least 1000")
+	case g.Store != "sqlite" && g.Store != "redis":
+		return bad("guard.store", g.Store, `must be "sqlite" or "redis"`)
+	case g.Store == "redis" && g.RedisURL == "":
+		return bad("guard.redis_url", g.RedisURL, `must be set when guard.store is "redis"`)
+	}
+	if g.RedisURL != "" {
+		// The URL may hold a password: the message names the key and
+		// redisconn's reason, which shows the URL without it.
+		rc, err := redisconn.Open(g.RedisURL)
+		if err != nil {
+			return fmt.Errorf("invalid value for guard.redis_url: %w", err)
+		}
+		rc.Close()
 	}
 	lg := c.LoginGuard
 	switch {

@@ -150,6 +150,10 @@ func TestLoadRefused(t *testing.T) {
 		{"huge message size", "[limits]\nmax_message_size = 100000000000000000", []string{"limits.max_message_size", "100000000000000000", "1 GiB"}},
 		{"short lines", "[limits]\nmax_line_length = 512", []string{"limits.max_line_length", "512"}},
 		{"prefix range", "[guard]\nipv6_prefix = 200", []string{"guard.ipv6_prefix", "200"}},
+		{"guard store", "[guard]\nstore = \"memcached\"", []string{"guard.store", `"memcached"`, `"sqlite" or "redis"`}},
+		{"redis without a URL", "[guard]\nstore = \"redis\"", []string{"guard.redis_url", "must be set"}},
+		{"redis URL", "[guard]\nstore = \"redis\"\nredis_url = \"http://h:1\"", []string{"guard.redis_url", "want redis://"}},
+		{"redis URL keeps its password", "[guard]\nstore = \"redis\"\nredis_url = \"redis://u:sekrit@h:x/0\"", []string{"guard.redis_url", "xxxxx"}},
 		{"retry order", "[queue]\nretry_min = \"2h\"\nretry_max = \"1h\"", []string{"queue.retry_max", `"1h0m0s"`}},
 		{"empty hostname", `hostname = ""`, []string{"hostname", `""`}},
 		// The hostname goes into the greeting, Received:, Message-ID: and
@@ -189,6 +193,11 @@ func TestLoadRefused(t *testing.T) {
 				if !strings.Contains(msg, w) {
 					t.Errorf("error %q does not mention %q", msg, w)
 				}
+			}
+			// An error message goes to the log; a password in the
+			// configuration must not.
+			if strings.Contains(msg, "sekrit") {
+				t.Errorf("error %q shows the password", msg)
 			}
 		})
 	}

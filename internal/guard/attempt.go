@@ -217,6 +217,12 @@ func (g *Guard) Begin(ip netip.Addr, sid string) (a *Attempt, ok bool) {
 	if g.Exempt(ip) {
 		return &Attempt{g: g, key: key, exempt: true, sid: sid}, true
 	}
+	if g.Blocked(ip) {
+		// The counter looks at the key's own block only; a network support
+		// blocked by hand is not a client key. A shared counter is spared
+		// the round trip too.
+		return nil, false
+	}
 	now := g.cfg.Now()
 	id := g.placeSeq.Add(1)
 	switch g.count.Take(key, id, now, now.Add(g.cfg.AttemptTimeout)) {

@@ -17,6 +17,11 @@
 // which makes blocks and counts survive a restart, and whose change log brings
 // changes made elsewhere (the CLI, other nodes sharing the store) to the
 // running server within one poll interval.
+//
+// With the Redis store, shared by several nodes, the store does the counting
+// steps itself, so the limit holds across the nodes, and blocks and unblocks
+// reach every node's memory by pub/sub at once. While Redis does not answer,
+// each node counts and blocks on its own (see sharedCounter).
 package guard
 
 import (
@@ -215,6 +220,11 @@ type Stats struct {
 	TrackedKeys int
 	// InFlight is the number of AUTH attempts holding a place now.
 	InFlight int
+	// Shared is true when the guard counts in a store several nodes share.
+	Shared bool
+	// SharedUp is true while that store answers; while it does not, the
+	// guard counts and blocks on this node alone.
+	SharedUp bool
 }
 
 // Guard counts AUTH failures and decides blocks. It is safe for concurrent
@@ -228,6 +238,9 @@ type Guard struct {
 	log *slog.Logger
 	// count does the atomic steps of counting (see Counter).
 	count Counter
+	// shared is count when the store is shared by several nodes (Redis),
+	// nil otherwise.
+	shared *sharedCounter
 	// placeSeq numbers the places of attempts.
 	placeSeq atomic.Uint64
 
@@ -277,6 +290,20 @@ func New(ctx context.Context, cfg Config, store Store, log *slog.Logger) (*Guard
 		places:   map[netip.Prefix][]place{},
 	}
 	g.count = &memCounter{g: g}
+	if s, ok := store.(sharedStore); ok {
+		// A node starts without the shared store too, counting alone
+		// until it answers (see sharedCounter).
+		g.shared = &sharedCounter{g: g, s: s, local: memCounter{g: g}}
+		g.count = g.shared
+		cctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		err := g.shared.connected(cctx)
+		cancel()
+		if err != nil {
+			g.nStoreErrors.Add(1)
+			log.Error("guard: shared store unreachable at start; counting AUTH failures and blocking on this node alone until it is back", "err", err)
+		}
+		return g, nil
+	}
 	if store != nil {
 		if err := g.reload(ctx); err != nil {
 			return nil, err
@@ -397,7 +424,9 @@ func (g *Guard) Failure(ip netip.Addr, sid string) bool {
 // that was answered is then also on disk. The decision itself was made in
 // memory first, so a failing store does not stop blocking.
 func (g *Guard) persist(key netip.Prefix, f Failure, out Outcome) {
-	if g.store == nil {
+	if g.store == nil || g.shared != nil {
+		// A shared store recorded the failure and the block in the step
+		// that decided them.
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
@@ -484,6 +513,13 @@ func (g *Guard) Unblock(ctx context.Context, p netip.Prefix) ([]netip.Prefix, er
 	if g.store != nil {
 		var err error
 		keys, err = g.store.Unblock(ctx, g.cfg.Node, p, g.cfg.Now())
+		if err != nil && g.shared != nil {
+			// A block this node made while counting alone must not outlast
+			// an outage of the shared store: it is lifted here, and the
+			// error says the other nodes were not reached.
+			g.applyUnblock(p, g.cfg.Now(), "support")
+			return nil, fmt.Errorf("guard: unblock %s: lifted on this node only: %w", FormatKey(p), err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("guard: unblock %s: %w", FormatKey(p), err)
 		}
@@ -576,12 +612,25 @@ func (g *Guard) Stats() Stats {
 		BlockedKeys:    active,
 		TrackedKeys:    tracked,
 		InFlight:       inFlight,
+		Shared:         g.shared != nil,
+		SharedUp:       g.SharedUp(),
 	}
 }
 
 // List returns the keys with failures in the window or a block in force, as
-// Entries describes them.
+// Entries describes them. With a shared store they are every node's, read
+// from the store; while it does not answer, this node's.
 func (g *Guard) List() []Entry {
+	if g.SharedUp() {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		now := g.cfg.Now()
+		st, err := g.store.Load(ctx, now.Add(-g.cfg.Window))
+		cancel()
+		if err == nil {
+			return Entries(st, now, g.cfg.Window)
+		}
+		g.shared.down(err)
+	}
 	g.mu.RLock()
 	st := &State{Failures: make(map[netip.Prefix][]Failure, len(g.failures)), Blocks: make(map[netip.Prefix]Block, len(g.blocks))}
 	for k, fs := range g.failures {
@@ -600,6 +649,11 @@ func (g *Guard) List() []Entry {
 // change log every PollInterval, so an unblock made with the CLI takes
 // effect within a second (SPEC R11a), and prunes expired state every minute.
 func (g *Guard) Run(ctx context.Context) {
+	if g.shared != nil {
+		// A shared store tells of changes as they are made.
+		g.shared.run(ctx)
+		return
+	}
 	poll.Loop{Every: g.cfg.PollInterval, Sync: g.Sync, Prune: g.Prune,
 		What: "guard: the store's change log", Log: g.log}.Run(ctx)
 }
@@ -608,7 +662,7 @@ func (g *Guard) Run(ctx context.Context) {
 // call. When the change log no longer reaches back that far, it reloads the
 // whole state.
 func (g *Guard) Sync(ctx context.Context) error {
-	if g.store == nil {
+	if g.store == nil || g.shared != nil {
 		return nil
 	}
 	g.syncMu.Lock()

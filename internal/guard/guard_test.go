@@ -66,170 +66,174 @@ func fail(g *Guard, clk *testutil.Clock, ip netip.Addr, n int) bool {
 // between changes nothing, since it is not reported); the tenth blocks, and
 // the block ends exactly BlockFor after the tenth failure (SPEC R11, R11a).
 func TestBlockAtLimit(t *testing.T) {
-	for _, store := range []string{"memory", "sqlite"} {
-		t.Run(store, func(t *testing.T) {
-			clk := newFakeClock()
-			var st Store
-			if store == "sqlite" {
-				st = openStore(t, "")
-			}
-			g := newGuard(t, clk, st, Config{})
-			ip := addr("112.67.35.229")
-			if fail(g, clk, ip, 9) {
-				t.Fatal("blocked after 9 failures")
-			}
-			if g.Blocked(ip) {
-				t.Fatal("Blocked after 9 failures")
-			}
-			clk.Advance(time.Minute)
-			if !g.Failure(ip, "tenth") {
-				t.Fatal("10th failure did not block")
-			}
-			if !g.Blocked(ip) {
-				t.Fatal("not Blocked after the 10th failure")
-			}
-			if g.Blocked(addr("112.67.35.230")) {
-				t.Fatal("a neighbouring IPv4 address is blocked too")
-			}
-			clk.Advance(DefaultBlockFor - time.Nanosecond)
-			if !g.Blocked(ip) {
-				t.Fatal("block lifted before one hour")
-			}
-			clk.Advance(time.Nanosecond)
-			if g.Blocked(ip) {
-				t.Fatal("block still in force one hour after it was made")
-			}
-			s := g.Stats()
-			if s.Failures != 10 || s.Blocks != 1 || s.Refusals != 2 || s.BlockedKeys != 0 {
-				t.Errorf("stats = %+v, want 10 failures, 1 block, 2 refusals, 0 blocked now", s)
-			}
-		})
-	}
+	eachBackend(t, allBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		g := newGuard(t, clk, be.open(t, Config{}), Config{})
+		ip := addr("112.67.35.229")
+		if fail(g, clk, ip, 9) {
+			t.Fatal("blocked after 9 failures")
+		}
+		if g.Blocked(ip) {
+			t.Fatal("Blocked after 9 failures")
+		}
+		clk.Advance(time.Minute)
+		if !g.Failure(ip, "tenth") {
+			t.Fatal("10th failure did not block")
+		}
+		if !g.Blocked(ip) {
+			t.Fatal("not Blocked after the 10th failure")
+		}
+		if g.Blocked(addr("112.67.35.230")) {
+			t.Fatal("a neighbouring IPv4 address is blocked too")
+		}
+		clk.Advance(DefaultBlockFor - time.Nanosecond)
+		if !g.Blocked(ip) {
+			t.Fatal("block lifted before one hour")
+		}
+		clk.Advance(time.Nanosecond)
+		if g.Blocked(ip) {
+			t.Fatal("block still in force one hour after it was made")
+		}
+		s := g.Stats()
+		if s.Failures != 10 || s.Blocks != 1 || s.Refusals != 2 || s.BlockedKeys != 0 {
+			t.Errorf("stats = %+v, want 10 failures, 1 block, 2 refusals, 0 blocked now", s)
+		}
+	})
 }
 
 // TestFailuresWhileBlocked: a failure from a session that was already in
 // AUTH when the block came reports the client blocked, without a new block;
 // the key's log keeps only the newest MaxFailures failures.
 func TestFailuresWhileBlocked(t *testing.T) {
-	clk := newFakeClock()
-	g := newGuard(t, clk, nil, Config{})
-	ip := addr("192.0.2.1")
-	fail(g, clk, ip, 10)
-	first := g.List()[0]
-	clk.Advance(time.Minute)
-	if !g.Failure(ip, "late") {
-		t.Fatal("failure of a blocked client reported not blocked")
-	}
-	e := g.List()[0]
-	if !e.Until.Equal(first.Until) || e.Failures != 10 || g.Stats().Blocks != 1 || g.Stats().Failures != 11 {
-		t.Fatalf("entry after late failure = %+v (was %+v), stats = %+v; want the same block, 10 failures listed, 11 counted", e, first, g.Stats())
-	}
+	eachBackend(t, allBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		g := newGuard(t, clk, be.open(t, Config{}), Config{})
+		ip := addr("192.0.2.1")
+		fail(g, clk, ip, 10)
+		first := g.List()[0]
+		clk.Advance(time.Minute)
+		if !g.Failure(ip, "late") {
+			t.Fatal("failure of a blocked client reported not blocked")
+		}
+		e := g.List()[0]
+		if !e.Until.Equal(first.Until) || e.Failures != 10 || g.Stats().Blocks != 1 || g.Stats().Failures != 11 {
+			t.Fatalf("entry after late failure = %+v (was %+v), stats = %+v; want the same block, 10 failures listed, 11 counted", e, first, g.Stats())
+		}
+	})
 }
 
 // TestWindow: failures older than the window do not count (SPEC R11).
 func TestWindow(t *testing.T) {
-	clk := newFakeClock()
-	g := newGuard(t, clk, nil, Config{})
-	a, b := addr("198.51.100.1"), addr("198.51.100.2")
-	// Nine failures each, 59 minutes ago and one hour ago.
-	g.Failure(a, "a-old")
-	clk.Advance(time.Minute)
-	g.Failure(b, "b-old")
-	fail(g, clk, a, 8)
-	fail(g, clk, b, 8)
-	// Now exactly one hour after a's first failure: it has left the window.
-	clk.Advance(time.Hour - time.Minute - 14*time.Second)
-	if g.Failure(a, "a-new") {
-		t.Fatal("a failure exactly one window old was counted")
-	}
-	// b's first failure is 59 minutes old.
-	if !g.Failure(b, "b-new") {
-		t.Fatal("ten failures within the hour did not block")
-	}
-	if g.Blocked(a) || !g.Blocked(b) {
-		t.Fatalf("blocked: a=%v b=%v, want a=false b=true", g.Blocked(a), g.Blocked(b))
-	}
-	// Long after, a has only its recent failures.
-	clk.Advance(2 * time.Hour)
-	if fail(g, clk, a, 9) {
-		t.Fatal("failures from hours ago still counted")
-	}
+	eachBackend(t, allBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		g := newGuard(t, clk, be.open(t, Config{}), Config{})
+		a, b := addr("198.51.100.1"), addr("198.51.100.2")
+		// Nine failures each, 59 minutes ago and one hour ago.
+		g.Failure(a, "a-old")
+		clk.Advance(time.Minute)
+		g.Failure(b, "b-old")
+		fail(g, clk, a, 8)
+		fail(g, clk, b, 8)
+		// Now exactly one hour after a's first failure: it has left the window.
+		clk.Advance(time.Hour - time.Minute - 14*time.Second)
+		if g.Failure(a, "a-new") {
+			t.Fatal("a failure exactly one window old was counted")
+		}
+		// b's first failure is 59 minutes old.
+		if !g.Failure(b, "b-new") {
+			t.Fatal("ten failures within the hour did not block")
+		}
+		if g.Blocked(a) || !g.Blocked(b) {
+			t.Fatalf("blocked: a=%v b=%v, want a=false b=true", g.Blocked(a), g.Blocked(b))
+		}
+		// Long after, a has only its recent failures.
+		clk.Advance(2 * time.Hour)
+		if fail(g, clk, a, 9) {
+			t.Fatal("failures from hours ago still counted")
+		}
+	})
 }
 
 // TestKeys: IPv6 clients are counted by /64, IPv4 by address, and
 // IPv4-mapped IPv6 addresses as the IPv4 address (SPEC R11, decided).
 func TestKeys(t *testing.T) {
-	clk := newFakeClock()
-	g := newGuard(t, clk, nil, Config{})
-	same1, same2 := addr("2001:db8:1:2::1"), addr("2001:db8:1:2:ffff:ffff:ffff:fffe")
-	other := addr("2001:db8:1:3::1")
-	fail(g, clk, same1, 5)
-	fail(g, clk, other, 5)
-	if fail(g, clk, same2, 4) {
-		t.Fatal("blocked after 9 failures in one /64")
-	}
-	if !g.Failure(same2, "tenth") {
-		t.Fatal("10 failures from two addresses of one /64 did not block")
-	}
-	if !g.Blocked(same1) || !g.Blocked(same2) || !g.Blocked(addr("2001:db8:1:2:1234::5")) {
-		t.Fatal("the /64 is not blocked for all its addresses")
-	}
-	if g.Blocked(other) {
-		t.Fatal("an address in another /64 is blocked")
-	}
-	if got := FormatKey(g.Key(same2)); got != "2001:db8:1:2::/64" {
-		t.Errorf("key = %s, want 2001:db8:1:2::/64", got)
-	}
+	eachBackend(t, allBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		g := newGuard(t, clk, be.open(t, Config{}), Config{})
+		same1, same2 := addr("2001:db8:1:2::1"), addr("2001:db8:1:2:ffff:ffff:ffff:fffe")
+		other := addr("2001:db8:1:3::1")
+		fail(g, clk, same1, 5)
+		fail(g, clk, other, 5)
+		if fail(g, clk, same2, 4) {
+			t.Fatal("blocked after 9 failures in one /64")
+		}
+		if !g.Failure(same2, "tenth") {
+			t.Fatal("10 failures from two addresses of one /64 did not block")
+		}
+		if !g.Blocked(same1) || !g.Blocked(same2) || !g.Blocked(addr("2001:db8:1:2:1234::5")) {
+			t.Fatal("the /64 is not blocked for all its addresses")
+		}
+		if g.Blocked(other) {
+			t.Fatal("an address in another /64 is blocked")
+		}
+		if got := FormatKey(g.Key(same2)); got != "2001:db8:1:2::/64" {
+			t.Errorf("key = %s, want 2001:db8:1:2::/64", got)
+		}
 
-	v4, mapped := addr("203.0.113.9"), addr("::ffff:203.0.113.9")
-	fail(g, clk, v4, 5)
-	if !fail(g, clk, mapped, 5) {
-		t.Fatal("IPv4-mapped IPv6 failures not counted with the IPv4 address")
-	}
-	if !g.Blocked(v4) || !g.Blocked(mapped) {
-		t.Fatal("IPv4 block does not hold for the mapped form")
-	}
-	if got := FormatKey(g.Key(mapped)); got != "203.0.113.9" {
-		t.Errorf("key of mapped address = %s, want 203.0.113.9", got)
-	}
-	if g.Failure(netip.Addr{}, "none") || g.Blocked(netip.Addr{}) {
-		t.Error("the zero address is counted")
-	}
+		v4, mapped := addr("203.0.113.9"), addr("::ffff:203.0.113.9")
+		fail(g, clk, v4, 5)
+		if !fail(g, clk, mapped, 5) {
+			t.Fatal("IPv4-mapped IPv6 failures not counted with the IPv4 address")
+		}
+		if !g.Blocked(v4) || !g.Blocked(mapped) {
+			t.Fatal("IPv4 block does not hold for the mapped form")
+		}
+		if got := FormatKey(g.Key(mapped)); got != "203.0.113.9" {
+			t.Errorf("key of mapped address = %s, want 203.0.113.9", got)
+		}
+		if g.Failure(netip.Addr{}, "none") || g.Blocked(netip.Addr{}) {
+			t.Error("the zero address is counted")
+		}
+	})
 }
 
 // TestPrefixLengths: the prefix lengths are configuration.
 func TestPrefixLengths(t *testing.T) {
-	clk := newFakeClock()
-	g := newGuard(t, clk, nil, Config{IPv4Prefix: 24, IPv6Prefix: 128, MaxFailures: 4})
-	fail(g, clk, addr("192.0.2.1"), 2)
-	if !fail(g, clk, addr("192.0.2.200"), 2) {
-		t.Fatal("two addresses of one /24 do not share a count with ipv4_prefix = 24")
-	}
-	if g.Blocked(addr("192.0.3.1")) {
-		t.Fatal("another /24 is blocked")
-	}
-	fail(g, clk, addr("2001:db8::1"), 2)
-	if fail(g, clk, addr("2001:db8::2"), 2) {
-		t.Fatal("two IPv6 addresses share a count with ipv6_prefix = 128")
-	}
+	eachBackend(t, allBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		g := newGuard(t, clk, be.open(t, Config{IPv4Prefix: 24, IPv6Prefix: 128, MaxFailures: 4}), Config{IPv4Prefix: 24, IPv6Prefix: 128, MaxFailures: 4})
+		fail(g, clk, addr("192.0.2.1"), 2)
+		if !fail(g, clk, addr("192.0.2.200"), 2) {
+			t.Fatal("two addresses of one /24 do not share a count with ipv4_prefix = 24")
+		}
+		if g.Blocked(addr("192.0.3.1")) {
+			t.Fatal("another /24 is blocked")
+		}
+		fail(g, clk, addr("2001:db8::1"), 2)
+		if fail(g, clk, addr("2001:db8::2"), 2) {
+			t.Fatal("two IPv6 addresses share a count with ipv6_prefix = 128")
+		}
+	})
 }
 
 // TestExempt: exempt networks are never blocked, but their failures are
 // still noted (SPEC R11a).
 func TestExempt(t *testing.T) {
-	clk := newFakeClock()
-	g := newGuard(t, clk, nil, Config{Exempt: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("2001:db8:aaaa::/48")}})
-	for _, ip := range []string{"10.1.2.3", "::ffff:10.1.2.4", "2001:db8:aaaa:1::1"} {
-		if fail(g, clk, addr(ip), 25) || g.Blocked(addr(ip)) {
-			t.Errorf("exempt %s blocked", ip)
+	eachBackend(t, allBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		g := newGuard(t, clk, be.open(t, Config{Exempt: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("2001:db8:aaaa::/48")}}), Config{Exempt: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("2001:db8:aaaa::/48")}})
+		for _, ip := range []string{"10.1.2.3", "::ffff:10.1.2.4", "2001:db8:aaaa:1::1"} {
+			if fail(g, clk, addr(ip), 25) || g.Blocked(addr(ip)) {
+				t.Errorf("exempt %s blocked", ip)
+			}
 		}
-	}
-	if !fail(g, clk, addr("10.2.0.1"), 10) {
-		t.Error("a non-exempt address was not blocked")
-	}
-	if s := g.Stats(); s.ExemptFailures != 75 || s.Failures != 10 {
-		t.Errorf("stats = %+v, want 75 exempt failures and 10 counted", s)
-	}
+		if !fail(g, clk, addr("10.2.0.1"), 10) {
+			t.Error("a non-exempt address was not blocked")
+		}
+		if s := g.Stats(); s.ExemptFailures != 75 || s.Failures != 10 {
+			t.Errorf("stats = %+v, want 75 exempt failures and 10 counted", s)
+		}
+	})
 }
 
 // TestExemptMappedNetwork: an exempt network written in IPv4-mapped IPv6
@@ -247,57 +251,59 @@ func TestExemptMappedNetwork(t *testing.T) {
 // TestUnblock: support lifts a block at once and clears the count, by
 // address or by network (SPEC R11a).
 func TestUnblock(t *testing.T) {
-	clk := newFakeClock()
-	st := openStore(t, "")
-	g := newGuard(t, clk, st, Config{})
-	ip := addr("112.67.35.229")
-	fail(g, clk, ip, 10)
-	keys, err := g.Unblock(context.Background(), netip.MustParsePrefix("112.67.35.229/32"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) != 1 || FormatKey(keys[0]) != "112.67.35.229" {
-		t.Fatalf("unblocked keys = %v", keys)
-	}
-	if g.Blocked(ip) {
-		t.Fatal("still blocked after unblock")
-	}
-	// The count was cleared: nine more failures do not block.
-	if fail(g, clk, ip, 9) {
-		t.Fatal("failure count survived the unblock")
-	}
-	if s := g.Stats(); s.Unblocks != 1 {
-		t.Errorf("unblocks = %d, want 1", s.Unblocks)
-	}
-
-	// A network lifts every key inside it; one IPv6 address lifts its /64.
-	fail(g, clk, addr("198.51.100.7"), 10)
-	fail(g, clk, addr("198.51.100.99"), 10)
-	fail(g, clk, addr("198.51.101.1"), 10)
-	fail(g, clk, addr("2001:db8:5:6::1"), 10)
-	if _, err := g.Unblock(context.Background(), netip.MustParsePrefix("198.51.100.0/24")); err != nil {
-		t.Fatal(err)
-	}
-	if g.Blocked(addr("198.51.100.7")) || g.Blocked(addr("198.51.100.99")) || !g.Blocked(addr("198.51.101.1")) {
-		t.Fatal("unblocking a /24 did not lift exactly the keys inside it")
-	}
-	if _, err := g.Unblock(context.Background(), netip.MustParsePrefix("2001:db8:5:6::abcd/128")); err != nil {
-		t.Fatal(err)
-	}
-	if g.Blocked(addr("2001:db8:5:6::1")) {
-		t.Fatal("unblocking one address of a /64 did not lift the /64")
-	}
-	// The store agrees, so a restart does not bring the blocks back.
-	g2 := newGuard(t, clk, st, Config{})
-	got := []string{}
-	for _, e := range g2.List() {
-		if e.Blocked {
-			got = append(got, FormatKey(e.Key))
+	eachBackend(t, durableBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		st := be.open(t, Config{})
+		g := newGuard(t, clk, st, Config{})
+		ip := addr("112.67.35.229")
+		fail(g, clk, ip, 10)
+		keys, err := g.Unblock(context.Background(), netip.MustParsePrefix("112.67.35.229/32"))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if !slices.Equal(got, []string{"198.51.101.1"}) {
-		t.Fatalf("blocked after restart = %v, want [198.51.101.1]", got)
-	}
+		if len(keys) != 1 || FormatKey(keys[0]) != "112.67.35.229" {
+			t.Fatalf("unblocked keys = %v", keys)
+		}
+		if g.Blocked(ip) {
+			t.Fatal("still blocked after unblock")
+		}
+		// The count was cleared: nine more failures do not block.
+		if fail(g, clk, ip, 9) {
+			t.Fatal("failure count survived the unblock")
+		}
+		if s := g.Stats(); s.Unblocks != 1 {
+			t.Errorf("unblocks = %d, want 1", s.Unblocks)
+		}
+
+		// A network lifts every key inside it; one IPv6 address lifts its /64.
+		fail(g, clk, addr("198.51.100.7"), 10)
+		fail(g, clk, addr("198.51.100.99"), 10)
+		fail(g, clk, addr("198.51.101.1"), 10)
+		fail(g, clk, addr("2001:db8:5:6::1"), 10)
+		if _, err := g.Unblock(context.Background(), netip.MustParsePrefix("198.51.100.0/24")); err != nil {
+			t.Fatal(err)
+		}
+		if g.Blocked(addr("198.51.100.7")) || g.Blocked(addr("198.51.100.99")) || !g.Blocked(addr("198.51.101.1")) {
+			t.Fatal("unblocking a /24 did not lift exactly the keys inside it")
+		}
+		if _, err := g.Unblock(context.Background(), netip.MustParsePrefix("2001:db8:5:6::abcd/128")); err != nil {
+			t.Fatal(err)
+		}
+		if g.Blocked(addr("2001:db8:5:6::1")) {
+			t.Fatal("unblocking one address of a /64 did not lift the /64")
+		}
+		// The store agrees, so a restart does not bring the blocks back.
+		g2 := newGuard(t, clk, st, Config{})
+		got := []string{}
+		for _, e := range g2.List() {
+			if e.Blocked {
+				got = append(got, FormatKey(e.Key))
+			}
+		}
+		if !slices.Equal(got, []string{"198.51.101.1"}) {
+			t.Fatalf("blocked after restart = %v, want [198.51.101.1]", got)
+		}
+	})
 }
 
 // v6Client returns the i-th of a run of IPv6 clients, each in a /64 of its
@@ -309,34 +315,36 @@ func v6Client(i int) netip.Addr {
 // TestUnblockWide: lifting a network that covers many blocked and counting
 // keys lifts each of them once, in memory and in the store.
 func TestUnblockWide(t *testing.T) {
-	clk := newFakeClock()
-	st := openStore(t, "")
-	g := newGuard(t, clk, st, Config{MaxFailures: 2})
-	const n = 300
-	for i := range n {
-		g.Failure(v6Client(i), "s")
-		if i%2 == 0 {
-			g.Failure(v6Client(i), "s") // blocks every other key
+	eachBackend(t, durableBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		st := be.open(t, Config{MaxFailures: 2})
+		g := newGuard(t, clk, st, Config{MaxFailures: 2})
+		const n = 300
+		for i := range n {
+			g.Failure(v6Client(i), "s")
+			if i%2 == 0 {
+				g.Failure(v6Client(i), "s") // blocks every other key
+			}
 		}
-	}
-	g.Failure(addr("2001:db9::1"), "outside")
-	keys, err := g.Unblock(context.Background(), netip.MustParsePrefix("2001:db8::/32"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) != n || !slices.IsSortedFunc(keys, comparePrefix) || len(slices.Compact(slices.Clone(keys))) != n {
-		t.Fatalf("Unblock returned %d keys (sorted %v), want %d distinct", len(keys), slices.IsSortedFunc(keys, comparePrefix), n)
-	}
-	if s := g.Stats(); s.BlockedKeys != 0 || s.TrackedKeys != 1 || s.Unblocks != n/2 {
-		t.Fatalf("stats after unblock = %+v, want nothing blocked, 1 key counting, %d unblocks", s, n/2)
-	}
-	loaded, err := st.Load(context.Background(), time.Unix(0, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(loaded.Blocks) != 0 || len(loaded.Failures) != 1 {
-		t.Fatalf("store after unblock: %d blocks, %d keys with failures; want 0 and 1", len(loaded.Blocks), len(loaded.Failures))
-	}
+		g.Failure(addr("2001:db9::1"), "outside")
+		keys, err := g.Unblock(context.Background(), netip.MustParsePrefix("2001:db8::/32"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) != n || !slices.IsSortedFunc(keys, comparePrefix) || len(slices.Compact(slices.Clone(keys))) != n {
+			t.Fatalf("Unblock returned %d keys (sorted %v), want %d distinct", len(keys), slices.IsSortedFunc(keys, comparePrefix), n)
+		}
+		if s := g.Stats(); s.BlockedKeys != 0 || s.TrackedKeys != 1 || s.Unblocks != n/2 {
+			t.Fatalf("stats after unblock = %+v, want nothing blocked, 1 key counting, %d unblocks", s, n/2)
+		}
+		loaded, err := st.Load(context.Background(), time.Unix(0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(loaded.Blocks) != 0 || len(loaded.Failures) != 1 {
+			t.Fatalf("store after unblock: %d blocks, %d keys with failures; want 0 and 1", len(loaded.Blocks), len(loaded.Failures))
+		}
+	})
 }
 
 // TestKeyCap: an attacker rotating through more addresses than the guard
@@ -345,31 +353,32 @@ func TestUnblockWide(t *testing.T) {
 // the keys forgotten are those with the fewest failures. After a restart the
 // cap holds for the state loaded from the store too.
 func TestKeyCap(t *testing.T) {
-	clk := newFakeClock()
-	dataDir := t.TempDir()
-	cfg := Config{MaxKeys: 100}
-	g := newGuard(t, clk, openStore(t, dataDir), cfg)
-	guessing := addr("192.0.2.200")
-	fail(g, clk, guessing, 9)
-	for i := range 1000 {
-		if g.Failure(v6Client(i), "rotating") {
-			t.Fatalf("client %d blocked after one failure", i)
+	eachBackend(t, durableBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		cfg := Config{MaxKeys: 100}
+		g := newGuard(t, clk, be.open(t, cfg), cfg)
+		guessing := addr("192.0.2.200")
+		fail(g, clk, guessing, 9)
+		for i := range 1000 {
+			if g.Failure(v6Client(i), "rotating") {
+				t.Fatalf("client %d blocked after one failure", i)
+			}
 		}
-	}
-	if s := g.Stats(); s.TrackedKeys > 100 || s.Evicted != 1000+1-100 {
-		t.Fatalf("stats after 1001 keys with a cap of 100: %+v", s)
-	}
-	if !g.Failure(guessing, "tenth") {
-		t.Fatal("the client with nine failures was forgotten in the flood")
-	}
+		if s := g.Stats(); s.TrackedKeys > 100 || s.Evicted != 1000+1-100 {
+			t.Fatalf("stats after 1001 keys with a cap of 100: %+v", s)
+		}
+		if !g.Failure(guessing, "tenth") {
+			t.Fatal("the client with nine failures was forgotten in the flood")
+		}
 
-	g2 := newGuard(t, clk, openStore(t, dataDir), cfg)
-	if s := g2.Stats(); s.TrackedKeys > 100 || s.BlockedKeys != 1 {
-		t.Fatalf("stats after restart: %+v, want at most 100 keys, 1 blocked", s)
-	}
-	if !g2.Blocked(guessing) {
-		t.Fatal("block lost in restart")
-	}
+		g2 := newGuard(t, clk, be.open(t, cfg), cfg)
+		if s := g2.Stats(); s.TrackedKeys > 100 || s.BlockedKeys != 1 {
+			t.Fatalf("stats after restart: %+v, want at most 100 keys, 1 blocked", s)
+		}
+		if !g2.Blocked(guessing) {
+			t.Fatal("block lost in restart")
+		}
+	})
 }
 
 // TestConcurrentFailuresStored: failures recorded at the same time from many
@@ -430,39 +439,40 @@ func TestConcurrentFailuresStored(t *testing.T) {
 
 // TestRestart: blocks and counts survive a restart (SPEC R11a).
 func TestRestart(t *testing.T) {
-	clk := newFakeClock()
-	dataDir := t.TempDir()
-	st := openStore(t, dataDir)
-	g := newGuard(t, clk, st, Config{})
-	blocked, counted := addr("192.0.2.10"), addr("2001:db8:9::1")
-	fail(g, clk, blocked, 10)
-	until := clk.Now().Add(time.Hour)
-	fail(g, clk, counted, 6)
+	eachBackend(t, durableBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		st := be.open(t, Config{})
+		g := newGuard(t, clk, st, Config{})
+		blocked, counted := addr("192.0.2.10"), addr("2001:db8:9::1")
+		fail(g, clk, blocked, 10)
+		until := clk.Now().Add(time.Hour)
+		fail(g, clk, counted, 6)
 
-	clk.Advance(10 * time.Minute)
-	g2 := newGuard(t, clk, openStore(t, dataDir), Config{})
-	if !g2.Blocked(blocked) {
-		t.Fatal("block lost in restart")
-	}
-	if fail(g2, clk, counted, 3) {
-		t.Fatal("blocked after 9 failures across a restart")
-	}
-	if !g2.Failure(counted, "tenth") {
-		t.Fatal("failure count lost in restart")
-	}
-	es := g2.List()
-	if len(es) != 2 || FormatKey(es[0].Key) != "2001:db8:9::/64" || es[0].Failures != 10 || len(es[0].SIDs) != 10 {
-		t.Fatalf("entries after restart = %+v", es)
-	}
-	// The block still ends one hour after it was made.
-	clk.Advance(until.Sub(clk.Now()) - time.Nanosecond)
-	if !g2.Blocked(blocked) {
-		t.Fatal("restored block ended early")
-	}
-	clk.Advance(time.Nanosecond)
-	if g2.Blocked(blocked) {
-		t.Fatal("restored block did not end on time")
-	}
+		clk.Advance(10 * time.Minute)
+		g2 := newGuard(t, clk, be.open(t, Config{}), Config{})
+		if !g2.Blocked(blocked) {
+			t.Fatal("block lost in restart")
+		}
+		if fail(g2, clk, counted, 3) {
+			t.Fatal("blocked after 9 failures across a restart")
+		}
+		if !g2.Failure(counted, "tenth") {
+			t.Fatal("failure count lost in restart")
+		}
+		es := g2.List()
+		if len(es) != 2 || FormatKey(es[0].Key) != "2001:db8:9::/64" || es[0].Failures != 10 || len(es[0].SIDs) != 10 {
+			t.Fatalf("entries after restart = %+v", es)
+		}
+		// The block still ends one hour after it was made.
+		clk.Advance(until.Sub(clk.Now()) - time.Nanosecond)
+		if !g2.Blocked(blocked) {
+			t.Fatal("restored block ended early")
+		}
+		clk.Advance(time.Nanosecond)
+		if g2.Blocked(blocked) {
+			t.Fatal("restored block did not end on time")
+		}
+	})
 }
 
 // TestSyncFromOtherProcess: an unblock the CLI writes to the shared store
@@ -587,25 +597,27 @@ func TestPrune(t *testing.T) {
 
 // TestEntries: the listing support sees, with the sessions of the failures.
 func TestEntries(t *testing.T) {
-	clk := newFakeClock()
-	g := newGuard(t, clk, nil, Config{MaxFailures: 3})
-	g.Failure(addr("192.0.2.5"), "s1")
-	g.Failure(addr("192.0.2.5"), "s1")
-	clk.Advance(time.Second)
-	g.Failure(addr("192.0.2.5"), "s2")
-	g.Failure(addr("192.0.2.9"), "s3")
-	es := g.List()
-	if len(es) != 2 {
-		t.Fatalf("entries = %+v", es)
-	}
-	b, u := es[0], es[1]
-	if FormatKey(b.Key) != "192.0.2.5" || !b.Blocked || b.Failures != 3 || !slices.Equal(b.SIDs, []string{"s1", "s2"}) ||
-		!b.Since.Equal(clk.Now()) || !b.Until.Equal(clk.Now().Add(time.Hour)) {
-		t.Errorf("blocked entry = %+v", b)
-	}
-	if FormatKey(u.Key) != "192.0.2.9" || u.Blocked || u.Failures != 1 || !slices.Equal(u.SIDs, []string{"s3"}) {
-		t.Errorf("counting entry = %+v", u)
-	}
+	eachBackend(t, allBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		g := newGuard(t, clk, be.open(t, Config{MaxFailures: 3}), Config{MaxFailures: 3})
+		g.Failure(addr("192.0.2.5"), "s1")
+		g.Failure(addr("192.0.2.5"), "s1")
+		clk.Advance(time.Second)
+		g.Failure(addr("192.0.2.5"), "s2")
+		g.Failure(addr("192.0.2.9"), "s3")
+		es := g.List()
+		if len(es) != 2 {
+			t.Fatalf("entries = %+v", es)
+		}
+		b, u := es[0], es[1]
+		if FormatKey(b.Key) != "192.0.2.5" || !b.Blocked || b.Failures != 3 || !slices.Equal(b.SIDs, []string{"s1", "s2"}) ||
+			!b.Since.Equal(clk.Now()) || !b.Until.Equal(clk.Now().Add(time.Hour)) {
+			t.Errorf("blocked entry = %+v", b)
+		}
+		if FormatKey(u.Key) != "192.0.2.9" || u.Blocked || u.Failures != 1 || !slices.Equal(u.SIDs, []string{"s3"}) {
+			t.Errorf("counting entry = %+v", u)
+		}
+	})
 }
 
 func TestParseTarget(t *testing.T) {

@@ -204,6 +204,16 @@ func (m *Metrics) Guard(stats func() guard.Stats) {
 	c.gauge("submitd_guard_blocked_keys", "Client keys (addresses or prefixes) blocked now.", func(s guard.Stats) float64 { return float64(s.BlockedKeys) })
 	c.gauge("submitd_guard_tracked_keys", "Client keys with failures held in memory.", func(s guard.Stats) float64 { return float64(s.TrackedKeys) })
 	c.gauge("submitd_guard_auth_in_flight", "AUTH attempts holding a place with the guard now.", func(s guard.Stats) float64 { return float64(s.InFlight) })
+	if stats().Shared {
+		// Only a guard with a shared store has one to lose; an alert on 0
+		// must not fire on nodes that count alone by design.
+		c.gauge("submitd_guard_shared_store_up", "1 while the guard's shared store (Redis) answers; 0 while the node counts AUTH failures and blocks on its own.", func(s guard.Stats) float64 {
+			if s.SharedUp {
+				return 1
+			}
+			return 0
+		})
+	}
 	m.reg.MustRegister(c)
 }
 

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 
 	"submitd/internal/delivery"
 	"submitd/internal/guard"
+	"submitd/internal/redisconn"
 	"submitd/internal/sessionlog"
 	"submitd/internal/testutil"
 )
@@ -157,5 +159,46 @@ func TestGate(t *testing.T) {
 	withToken.ServeHTTP(w, r)
 	if got := w.Header().Get("WWW-Authenticate"); !strings.HasPrefix(got, "Bearer") {
 		t.Errorf("401 without a Bearer challenge: %q", got)
+	}
+}
+
+// TestGuardSharedStoreGauge: a guard on Redis reports 1 while Redis answers
+// and 0 once a step found it gone; a guard counting alone by design has no
+// such series.
+func TestGuardSharedStoreGauge(t *testing.T) {
+	r := testutil.StartRedis(t)
+	rc, err := redisconn.Open(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	st, err := guard.NewRedis(rc, "guard", guard.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	g, err := guard.New(ctx, guard.Config{}, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New()
+	m.Guard(g.Stats)
+	if got := scrape(t, m)["submitd_guard_shared_store_up"]; got != 1 {
+		t.Fatalf("submitd_guard_shared_store_up = %v with Redis up, want 1", got)
+	}
+	r.Stop()
+	g.Failure(netip.MustParseAddr("192.0.2.1"), "s")
+	if got := scrape(t, m)["submitd_guard_shared_store_up"]; got != 0 {
+		t.Fatalf("submitd_guard_shared_store_up = %v with Redis stopped, want 0", got)
+	}
+
+	alone, err := guard.New(ctx, guard.Config{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = New()
+	m.Guard(alone.Stats)
+	if _, ok := scrape(t, m)["submitd_guard_shared_store_up"]; ok {
+		t.Fatal("a guard without a shared store reports submitd_guard_shared_store_up")
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"submitd/internal/metrics"
 	"submitd/internal/policy"
 	"submitd/internal/queue"
+	"submitd/internal/redisconn"
 	"submitd/internal/sessionlog"
 	"submitd/internal/smtpd"
 	"submitd/internal/spool"
@@ -134,6 +135,27 @@ func GuardConfig(cfg *config.Config) guard.Config {
 	}
 }
 
+// OpenGuardStore opens the guard's store that [guard] store names: the
+// tables in db, or the Redis of redis_url that every node shares (issue 11).
+// It does not wait for Redis, which the guard does without while it is
+// away. done closes what it opened.
+func OpenGuardStore(ctx context.Context, cfg *config.Config, db *sql.DB) (st guard.Store, done func(), err error) {
+	if cfg.Guard.Store != "redis" {
+		s, err := guard.NewSQLite(ctx, db)
+		return s, func() {}, err
+	}
+	rc, err := redisconn.Open(cfg.Guard.RedisURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := guard.NewRedis(rc, "guard", GuardConfig(cfg))
+	if err != nil {
+		rc.Close()
+		return nil, nil, err
+	}
+	return s, func() { rc.Close() }, nil
+}
+
 // New builds a node from cfg: it creates data_dir, opens the stores, loads
 // the spool into the queue and binds the listeners, but serves nothing until
 // Run. On error everything opened so far is closed again.
@@ -222,10 +244,11 @@ func (n *Node) open(ctx context.Context) error {
 	// SPEC R11: the guard's state is in memory for the refusal path and in
 	// the database for restarts; Run follows the database's change log so
 	// "submitd unblock" reaches this process without a restart.
-	gstore, err := guard.NewSQLite(ctx, n.DB)
+	gstore, closeStore, err := OpenGuardStore(ctx, cfg, n.DB)
 	if err != nil {
 		return err
 	}
+	n.onClose(closeStore)
 	if n.Guard, err = guard.New(ctx, GuardConfig(cfg), gstore, log); err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package redisconn
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +30,46 @@ func TestOpen(t *testing.T) {
 	for _, bad := range []string{"", "http://x", "redis://h:notaport"} {
 		if _, err := Open(bad); err == nil {
 			t.Errorf("Open(%q) accepted", bad)
+		}
+	}
+}
+
+// TestOpenForms: each URL form gives the client of its kind, and a bad URL's
+// error names it without its password.
+func TestOpenForms(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		want string
+	}{
+		{"redis://127.0.0.1:6379/0", "*redis.Client"},
+		{"unix:///run/redis.sock?db=2", "*redis.Client"},
+		{"redis://127.0.0.1:26379/0?master_name=guard&addr=127.0.0.1:26380", "*redis.Client"},
+		{"redis+cluster://127.0.0.1:7000?addr=127.0.0.1:7001", "*redis.ClusterClient"},
+		{"rediss+cluster://u:p@127.0.0.1:7000", "*redis.ClusterClient"},
+	} {
+		c, err := Open(tc.url)
+		if err != nil {
+			t.Errorf("Open(%q): %v", tc.url, err)
+			continue
+		}
+		if got := fmt.Sprintf("%T", c); got != tc.want {
+			t.Errorf("Open(%q) = %s, want %s", tc.url, got, tc.want)
+		}
+		c.Close()
+	}
+	for _, bad := range []string{
+		"redis://u:hunter2@h:x/0",
+		"redis://u:hunter2@h:6379/0?master_name=",
+		"redis+cluster://u:hunter2@h:6379?frob=1",
+		"redis://u:hunter2@h:6379/0?nonsense=1",
+	} {
+		_, err := Open(bad)
+		if err == nil {
+			t.Errorf("Open(%q) accepted", bad)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("Open(%q): error %q shows the password", bad, err)
 		}
 	}
 }
