@@ -64,6 +64,8 @@ type Config struct {
 	Admin Admin `toml:"admin"`
 	// Store selects where the shared stores live (SPEC §8).
 	Store Store `toml:"store"`
+	// Sending holds the sending limits (SPEC R19).
+	Sending Sending `toml:"sending"`
 }
 
 // Store selects the engine of the stores the nodes of a cluster share: the
@@ -88,6 +90,30 @@ type Store struct {
 	// made through the CLI, web or API drop it sooner, on every node. "0s"
 	// looks every account up for every AUTH.
 	CacheTTL Duration `toml:"cache_ttl"`
+}
+
+// SendingLimits are the four sending limits of SPEC R19, each in a rolling
+// window; 0 is no limit.
+type SendingLimits struct {
+	// MessagesPerHour is the most messages in any hour, checked at MAIL.
+	MessagesPerHour int64 `toml:"messages_per_hour"`
+	// RecipientsPerHour is the most recipients in any hour, checked at RCPT.
+	RecipientsPerHour int64 `toml:"recipients_per_hour"`
+	// RecipientsPerDay is the most recipients in any 24 hours.
+	RecipientsPerDay int64 `toml:"recipients_per_day"`
+	// NewRecipientsPerDay is the most first-time recipients (not sent to
+	// in the last 30 days) in any 24 hours.
+	NewRecipientsPerDay int64 `toml:"new_recipients_per_day"`
+}
+
+// Sending configures the sending limits: those of every account, and in
+// Domain those of every hosted domain, its aliases and all its accounts
+// together. Support overrides them per account and per domain.
+type Sending struct {
+	// SendingLimits are the limits of each account.
+	SendingLimits
+	// Domain are the limits of each hosted domain.
+	Domain SendingLimits `toml:"domain"`
 }
 
 // Admin configures the admin HTTP server: the JSON API, browser login and
@@ -398,6 +424,12 @@ func Default() *Config {
 			ConnectTimeout:  Duration(5 * time.Second),
 			CacheTTL:        Duration(5 * time.Second),
 		},
+		// Generous for a small business, far below what a stolen
+		// password is used to send.
+		Sending: Sending{
+			SendingLimits: SendingLimits{MessagesPerHour: 200, RecipientsPerHour: 500, RecipientsPerDay: 2000, NewRecipientsPerDay: 300},
+			Domain:        SendingLimits{MessagesPerHour: 1000, RecipientsPerHour: 2500, RecipientsPerDay: 10000, NewRecipientsPerDay: 1500},
+		},
 	}
 }
 
@@ -654,6 +686,12 @@ func (c *Config) Validate() error {
 	if err := c.Store.validate(bad); err != nil {
 		return err
 	}
+	if err := c.Sending.check("sending", bad); err != nil {
+		return err
+	}
+	if err := c.Sending.Domain.check("sending.domain", bad); err != nil {
+		return err
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -692,6 +730,29 @@ func (st Store) validate(bad func(key string, val any, why string) error) error 
 		return bad("store.connect_timeout", st.ConnectTimeout, "must be positive and at most 1m")
 	case st.CacheTTL < 0 || st.CacheTTL.D() > time.Hour:
 		return bad("store.cache_ttl", st.CacheTTL, "must be 0s (no cache) to 1h")
+	}
+	return nil
+}
+
+// MaxSendingLimit is the largest sending limit: a typo's extra zeros
+// must not turn a limit off in effect, and the recipient history an
+// account may build grows with its first-time budget.
+const MaxSendingLimit = 10_000_000
+
+// check validates the four limits under table.
+func (l SendingLimits) check(table string, bad func(string, any, string) error) error {
+	for _, f := range []struct {
+		key string
+		v   int64
+	}{
+		{"messages_per_hour", l.MessagesPerHour},
+		{"recipients_per_hour", l.RecipientsPerHour},
+		{"recipients_per_day", l.RecipientsPerDay},
+		{"new_recipients_per_day", l.NewRecipientsPerDay},
+	} {
+		if f.v < 0 || f.v > MaxSendingLimit {
+			return bad(table+"."+f.key, f.v, fmt.Sprintf("must be 0 (no limit) to %d", MaxSendingLimit))
+		}
 	}
 	return nil
 }

@@ -127,6 +127,9 @@ func TestLoadRefused(t *testing.T) {
 		{"duration overflow", "[queue]\nmax_age = \"999999999d\"", []string{"queue.max_age", `"999999999d"`}},
 		{"negative duration", "[guard]\nblock_for = \"-1h\"", []string{"guard.block_for", `"-1h0m0s"`, "positive"}},
 		{"fractional days", "[queue]\nmax_age = \"1.5d\"", []string{"queue.max_age", `"1.5d"`}},
+		{"negative sending limit", "[sending]\nrecipients_per_hour = -1", []string{"sending.recipients_per_hour", "-1", "0 (no limit)"}},
+		{"domain sending limit too big", "[sending.domain]\nmessages_per_hour = 10000001", []string{"sending.domain.messages_per_hour", "10000001"}},
+		{"unknown sending key", "[sending]\nmessages_per_minute = 5", []string{"unknown key sending.messages_per_minute"}},
 		{"bad CIDR", "[policy]\nwebmail_networks = [\"10.0.0.0/33\"]", []string{"policy.webmail_networks", `"10.0.0.0/33"`}},
 		{"not an IP", "[guard]\nexempt_networks = [\"monitoring.example.cz\"]", []string{"guard.exempt_networks", `"monitoring.example.cz"`}},
 		{"login guard of one failure", "[login_guard]\nmax_failures = 1", []string{"login_guard.max_failures", "1"}},
@@ -215,6 +218,7 @@ func TestLoadAcceptsNearMisses(t *testing.T) {
 		"[listen]\nsmtp = \"127.0.0.1:0\"\nsubmission = \"127.0.0.1:0\"\nsubmissions = \"127.0.0.1:0\"",
 		"[listen]\nsmtp = \"127.0.0.1:25\"\nsubmission = \"127.0.0.2:25\"\nsubmissions = \"[::1]:25\"",
 		"[listen]\nsmtp = \"0.0.0.0:25\"\nsubmission = \"[::1]:25\"",
+		"[sending]\nmessages_per_hour = 0\nnew_recipients_per_day = 10000000\n[sending.domain]\nrecipients_per_day = 0",
 	} {
 		if _, err := Load(writeConfig(t, body)); err != nil {
 			t.Errorf("Load refused %q: %v", body, err)

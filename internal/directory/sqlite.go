@@ -66,6 +66,9 @@ func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
 	if err := migrateChanges(ctx, db); err != nil {
 		return nil, err
 	}
+	if err := migrateSending(ctx, db); err != nil {
+		return nil, err
+	}
 	return &SQLite{db: db, now: time.Now}, nil
 }
 

@@ -237,4 +237,5 @@ func (in *intake) abort() {
 	if in.err == nil {
 		in.err = errors.New("aborted")
 	}
+	in.tx.lim.Abandon()
 }

@@ -70,10 +70,12 @@ const (
 	ReplyAuthMechanism    = "auth_mechanism"
 	ReplyAuthCancelled    = "auth_cancelled"
 	ReplyNUL              = "nul_byte"
+	ReplySendingLimit     = "sending_limit"
 )
 
 // reply is one row: the SMTP code, the enhanced status code and the text.
-// Texts may use {sid}, {address}, {ip}, {queue_id}, {limit}, {detail} and {host}.
+// Texts may use {sid}, {address}, {ip}, {queue_id}, {limit}, {detail},
+// {until} and {host}.
 type reply struct {
 	code int
 	enh  smtp.EnhancedCode
@@ -159,6 +161,9 @@ var defaultReplies = map[string]reply{
 	// full or too slow, or the directory is unreachable), so a temporary
 	// reply (RFC 4954 §6: 454 4.7.0 "temporary authentication failure").
 	ReplyAuthBusy: {454, smtp.EnhancedCode{4, 7, 0}, "{sid} authentication temporarily unavailable, try again later"},
+	// SPEC R19: temporary, so a legitimate burst is delayed, not lost;
+	// {detail} names the limit, {until} when a slot is free (UTC).
+	ReplySendingLimit: {451, smtp.EnhancedCode{4, 7, 1}, "{sid} sending limit reached for {address}: {detail}; try again after {until}"},
 }
 
 // noEnh marks a reply without an enhanced status code.
@@ -207,6 +212,8 @@ func ReplyKeys() []string {
 type Vars struct {
 	SID, Address, IP, QueueID, Detail, Host string
 	Limit                                   int64
+	// Until is a time of day, HH:MM in UTC, for {until}.
+	Until string
 }
 
 // Err returns the reply for key as an error go-smtp writes to the client.
@@ -252,6 +259,8 @@ func expand(text string, v Vars) string {
 			b.WriteString(oneLine(v.Detail))
 		case "limit":
 			b.WriteString(strconv.FormatInt(v.Limit, 10))
+		case "until":
+			b.WriteString(v.Until)
 		default:
 			// Not a variable: the brace is text.
 			b.WriteByte('{')

@@ -125,6 +125,8 @@ type Server struct {
 	// Logins counts failures per login across IPs (SPEC R21); nil counts
 	// none.
 	Logins LoginWatch
+	// Limiter applies the sending limits (SPEC R19); nil has none.
+	Limiter Limiter
 	// Spool stores accepted messages.
 	Spool Spool
 	// SessionLog stores session records; nil keeps none.

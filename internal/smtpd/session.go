@@ -89,6 +89,8 @@ type transaction struct {
 	in *intake
 	// chunks counts BDAT chunks, so DATA cannot follow one.
 	chunks int
+	// lim is the message's count against the sending limits.
+	lim LimitTx
 }
 
 func (s *session) vars() Vars {
@@ -326,10 +328,14 @@ func (s *session) junkCommand(key string) {
 	s.writeKey(key, s.vars())
 }
 
-// abortTx ends the transaction, dropping a message still being taken in.
+// abortTx ends the transaction, dropping a message still being taken in
+// and giving back what it counted against the sending limits.
 func (s *session) abortTx() {
-	if s.tx != nil && s.tx.in != nil {
-		s.tx.in.abort()
+	if s.tx != nil {
+		if s.tx.in != nil {
+			s.tx.in.abort()
+		}
+		s.tx.lim.Abandon()
 	}
 	s.tx = nil
 }
@@ -479,7 +485,16 @@ func (s *session) mail(arg string) {
 		s.refusal("mail", ReplySenderRejected, from, v)
 		return
 	}
-	s.tx = &transaction{from: from, helo: s.helo}
+	var lim LimitTx = noLimitTx{}
+	if s.s.Limiter != nil {
+		// SPEC R19: the message counts against messages per hour.
+		var hit *LimitHit
+		if lim, hit = s.s.Limiter.Message(s.acct.Address, s.acct.Domain); hit != nil {
+			s.refusal("mail", ReplySendingLimit, from, s.limitVars(hit))
+			return
+		}
+	}
+	s.tx = &transaction{from: from, helo: s.helo, lim: lim}
 	e := s.s.Replies.Err(ReplyMailOK, v)
 	s.c.record("mail", from, replyLine(e))
 	s.write(e)
@@ -526,6 +541,11 @@ func (s *session) rcpt(arg string) {
 		if len(s.tx.rcpts) >= s.s.Limits.MaxRecipients {
 			v.Limit = int64(s.s.Limits.MaxRecipients)
 			s.refusal("rcpt", ReplyTooManyRcpts, to, v)
+			return
+		}
+		// SPEC R19: each distinct recipient counts, once.
+		if hit := s.tx.lim.Recipient(to); hit != nil {
+			s.refusal("rcpt", ReplySendingLimit, to, s.limitVars(hit))
 			return
 		}
 		s.tx.rcpts = append(s.tx.rcpts, to)
@@ -602,9 +622,13 @@ func (s *session) data(arg string) {
 func (s *session) finishMessage(in *intake) {
 	key, e := in.finish()
 	if key != ReplyQueued {
+		// A refused message costs nothing against the sending limits: the
+		// client will send it again.
+		in.tx.lim.Abandon()
 		s.refused("data", key, "", e)
 		return
 	}
+	in.tx.lim.Accepted()
 	s.junk = 0
 	s.write(e)
 }
