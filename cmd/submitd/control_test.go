@@ -15,6 +15,7 @@ import (
 	"submitd/internal/admin"
 	"submitd/internal/config"
 	"submitd/internal/node"
+	"submitd/internal/sending"
 	"submitd/internal/testutil"
 )
 
@@ -174,5 +175,72 @@ func TestCLIThroughServer(t *testing.T) {
 	code, _, errOut := c.run("", "account", "enable", "nobody@firma.cz")
 	if code != 1 || !strings.Contains(errOut, "nobody@firma.cz") || !strings.Contains(errOut, "not found") {
 		t.Errorf("unknown account through the server: %d %q", code, errOut)
+	}
+
+	// SPEC R19: an override set with the CLI reaches the running
+	// server's limiter, and show reads its usage.
+	if out := c.must("", "sending", "set", "jan@firma.cz", "recipients_per_hour=1000"); out != "set recipients_per_hour=1000 of jan@firma.cz\n" {
+		t.Errorf("sending set: %q", out)
+	}
+	if e := c.lastAudit(); e.Actor != actor || e.Action != "sending.set" || e.Target != "account:jan@firma.cz" ||
+		string(e.Before) != `{}` || string(e.After) != `{"recipients_per_hour":1000}` {
+		t.Errorf("audit entry %+v", e)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the override in the server", func() bool {
+		acct, _ := n.Sending.Effective(context.Background(), "jan@firma.cz", "firma.cz")
+		return acct[sending.RecipientsPerHour] == 1000
+	})
+	want := "account jan@firma.cz\nmessages_per_hour\t200\tconfig\tused 0\nrecipients_per_hour\t1000\toverride\tused 0\n" +
+		"recipients_per_day\t2000\tconfig\tused 0\nnew_recipients_per_day\t300\tconfig\tused 0\n"
+	if out := c.must("", "sending", "show", "jan@firma.cz"); out != want {
+		t.Errorf("sending show: %q, want %q", out, want)
+	}
+}
+
+// TestCLISending: sending set, show and clear without a server, with the
+// API's checks and audit entries, for an account and a hosted domain.
+func TestCLISending(t *testing.T) {
+	c := newCLI(t, "bcrypt")
+	c.must("", "domain", "add", "firma.cz")
+	c.must("", "alias", "add", "firma.com", "firma.cz")
+	c.must("heslo\n", "account", "add", "jan@firma.cz")
+	if out := c.must("", "sending", "set", "firma.cz", "messages_per_hour=0", "recipients_per_day=50000"); out != "set messages_per_hour=0 recipients_per_day=50000 of firma.cz\n" {
+		t.Errorf("sending set: %q", out)
+	}
+	if e := c.lastAudit(); e.Action != "sending.set" || e.Target != "domain:firma.cz" || e.Actor != admin.CLIActor() {
+		t.Errorf("audit entry %+v", e)
+	}
+	want := "domain firma.cz\nmessages_per_hour\tnone\toverride\tused -\nrecipients_per_hour\t2500\tconfig\tused -\n" +
+		"recipients_per_day\t50000\toverride\tused -\nnew_recipients_per_day\t1500\tconfig\tused -\n" +
+		"(no server runs here: usage is counted by the running server)\n"
+	if out := c.must("", "sending", "show", "firma.cz"); out != want {
+		t.Errorf("sending show: %q, want %q", out, want)
+	}
+	if out := c.must("", "sending", "clear", "firma.cz", "messages_per_hour"); out != "cleared messages_per_hour of firma.cz; the configured limits apply\n" {
+		t.Errorf("sending clear: %q", out)
+	}
+	if e := c.lastAudit(); e.Action != "sending.clear" || string(e.Before) != `{"messages_per_hour":0,"recipients_per_day":50000}` || string(e.After) != `{"recipients_per_day":50000}` {
+		t.Errorf("audit entry %+v", e)
+	}
+	if out := c.must("", "sending", "show", "firma.cz"); !strings.Contains(out, "messages_per_hour\t1000\tconfig\t") {
+		t.Errorf("after clear: %q", out)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"sending", "set", "jan@firma.cz", "recipients_per_minute=5"}, 2, "unknown sending limit"},
+		{[]string{"sending", "set", "jan@firma.cz", "recipients_per_hour=-1"}, 2, "0 (no limit)"},
+		{[]string{"sending", "set", "jan@firma.cz", "recipients_per_hour"}, 2, "key=value"},
+		{[]string{"sending", "set", "nobody@firma.cz", "recipients_per_hour=5"}, 1, "not found"},
+		{[]string{"sending", "set", "firma.com", "recipients_per_hour=5"}, 1, "not a hosted domain"},
+		{[]string{"sending", "clear", "jan@firma.cz", "bogus"}, 2, "unknown sending limit"},
+		{[]string{"sending", "show"}, 2, "missing"},
+	} {
+		code, _, errOut := c.run("", tc.args...)
+		if code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d, %q; want %d and %q", tc.args, code, errOut, tc.code, tc.want)
+		}
 	}
 }

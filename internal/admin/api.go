@@ -60,6 +60,10 @@ func (s *Server) routes() {
 	s.handle("POST /api/v1/domains/{name}/dkim", RoleAdmin, s.generateDKIM)
 	s.handle("DELETE /api/v1/domains/{name}/dkim", RoleAdmin, s.removeDKIM)
 
+	s.handle("GET /api/v1/sending/{name}", RoleSupport, s.getSending)
+	s.handle("PUT /api/v1/sending/{name}", RoleSupport, s.setSending)
+	s.handle("DELETE /api/v1/sending/{name}", RoleSupport, s.clearSending)
+
 	s.handle("GET /api/v1/queue", RoleSupport, s.listQueue)
 	s.handle("GET /api/v1/queue/{id}", RoleSupport, s.getQueued)
 	s.handle("POST /api/v1/queue/{id}/retry", RoleSupport, s.retryQueued)

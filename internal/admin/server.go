@@ -27,6 +27,7 @@ import (
 	"submitd/internal/ids"
 	"submitd/internal/password"
 	"submitd/internal/queue"
+	"submitd/internal/sending"
 	"submitd/internal/sessionlog"
 )
 
@@ -134,6 +135,11 @@ type Config struct {
 	SecureCookie bool
 	// MetricsNetworks may read /metrics without a token.
 	MetricsNetworks []netip.Prefix
+	// SendingAccount and SendingDomain are the configured sending limits
+	// of every account and every hosted domain ([sending], SPEC R19), which
+	// the directory's overrides replace.
+	SendingAccount sending.Limits
+	SendingDomain  sending.Limits
 	// Log gets the server's log lines.
 	Log *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -146,6 +152,10 @@ type Server struct {
 	// Metrics serves /metrics (Prometheus); nil answers 404. Set it before
 	// the server serves.
 	Metrics http.Handler
+	// SendingUsage reads the running server's sending counts; nil (the
+	// CLI without a server) shows the limits without them. Set it before
+	// the server serves.
+	SendingUsage SendingUsage
 
 	// cfg is the configuration, defaults filled in.
 	cfg Config

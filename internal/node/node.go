@@ -34,6 +34,7 @@ import (
 	"submitd/internal/policy"
 	"submitd/internal/queue"
 	"submitd/internal/redisconn"
+	"submitd/internal/sending"
 	"submitd/internal/sessionlog"
 	"submitd/internal/smtpd"
 	"submitd/internal/spool"
@@ -77,6 +78,9 @@ type Node struct {
 	// Accounts caches the accounts AUTH looks up ([store] cache_ttl); nil
 	// when cache_ttl is 0.
 	Accounts *directory.Cache
+	// Sending applies the sending limits (SPEC R19). Its OnLimit tells of
+	// every limit an account hits; register there before Run.
+	Sending *sending.Limiter
 	// Server is the SMTP server all listeners feed.
 	Server *smtpd.Server
 	// Listeners are the bound listeners, in the order smtp, submission,
@@ -282,6 +286,9 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 	n.Watcher.Subscribe(n.Auth.DirectoryChanged)
+	if err := n.newSending(ctx); err != nil {
+		return err
+	}
 
 	n.Server = newServer(cfg, n, replies, tlsConf, log)
 	n.tls = tlsConf
@@ -294,6 +301,42 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	checkFileLimit(cfg, log)
 	return n.listen()
+}
+
+// SendingLimits turns [sending] and [sending.domain] into the limiter's
+// limits.
+func SendingLimits(cfg *config.Config) (acct, dom sending.Limits) {
+	f := func(l config.SendingLimits) sending.Limits {
+		return sending.Limits{
+			sending.MessagesPerHour:     l.MessagesPerHour,
+			sending.RecipientsPerHour:   l.RecipientsPerHour,
+			sending.RecipientsPerDay:    l.RecipientsPerDay,
+			sending.NewRecipientsPerDay: l.NewRecipientsPerDay,
+		}
+	}
+	return f(cfg.Sending.SendingLimits), f(cfg.Sending.Domain)
+}
+
+// newSending builds the sending limiter: overrides from the directory,
+// which the change log keeps current, and the first-time-recipient
+// history in the node's database, pruned at start. The windows are counted
+// in this process's memory, so per node; a shared counter
+// (sending.NewRedis) counts them across nodes.
+func (n *Node) newSending(ctx context.Context) error {
+	h, err := sending.NewSQLiteHistory(ctx, n.DB)
+	if err != nil {
+		return err
+	}
+	acct, dom := SendingLimits(n.Config)
+	// The directory keeps the per-account and per-domain overrides.
+	var over sending.Overrides
+	if st, ok := n.Directory.(directory.SendingStore); ok {
+		over = st
+	}
+	n.Sending = sending.New(sending.Config{Account: acct, Domain: dom, Overrides: over, History: h, Log: n.Log})
+	n.Watcher.Subscribe(n.Sending.DirectoryChanged)
+	n.Sending.Prune(time.Now())
+	return nil
 }
 
 // adminMaxConns bounds the connections the admin TCP listener serves at
@@ -316,6 +359,7 @@ func (n *Node) newAdmin(ctx context.Context) error {
 		return err
 	}
 	n.Admin.Metrics = n.MetricsHandler
+	n.Admin.SendingUsage = n.Sending.Usage
 	return nil
 }
 
@@ -356,7 +400,10 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g
 		return nil, nil, nil, err
 	}
 	metricsNets, _ := config.ParsePrefixes(cfg.Admin.MetricsNetworks)
+	sendAcct, sendDom := SendingLimits(cfg)
 	c := admin.Config{
+		SendingAccount:  sendAcct,
+		SendingDomain:   sendDom,
 		Directory:       st.Directory,
 		Sessions:        st.Sessions,
 		Guard:           g,
@@ -540,6 +587,7 @@ func newServer(cfg *config.Config, n *Node, replies *smtpd.Replies, tlsConf *tls
 		Directory:  n.Directory,
 		Policy:     &policy.Policy{Webmail: webmail},
 		Guard:      smtpd.GuardOf(n.Guard),
+		Limiter:    smtpd.LimiterOf(n.Sending),
 		Spool:      smtpd.SpoolDir(n.Spool),
 		SessionLog: n.SessionLog,
 		Replies:    replies,
