@@ -56,6 +56,12 @@ type Limiter struct {
 	fallback *Memory
 	// failing is set while the Counter fails, so the outage is logged once.
 	failing atomic.Bool
+	// failedAt is when the Counter last failed (time.Now, Unix
+	// nanoseconds); for retryShared after it the fallback counts without
+	// trying it, so an outage does not make every command wait for a dial.
+	failedAt atomic.Int64
+	// retryShared is that pause.
+	retryShared time.Duration
 
 	// mu guards cache, hooks and pruned.
 	mu sync.Mutex
@@ -76,7 +82,7 @@ func New(cfg Config) *Limiter {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	l := &Limiter{cfg: cfg, fallback: NewMemory(), cache: map[string]Override{}}
+	l := &Limiter{cfg: cfg, fallback: NewMemory(), cache: map[string]Override{}, retryShared: 5 * time.Second}
 	if cfg.Counter == nil {
 		l.cfg.Counter = l.fallback
 	}
@@ -303,8 +309,12 @@ func (t *Tx) take(ctx context.Context, lims ...Limit) *Hit {
 	l := t.l
 	now := l.cfg.Now()
 	c := l.cfg.Counter
+	if c != l.fallback && l.failing.Load() && time.Since(time.Unix(0, l.failedAt.Load())) < l.retryShared {
+		c = l.fallback
+	}
 	taken, refused, until, err := c.Take(ctx, now, reqs[:n])
 	if err != nil {
+		l.failedAt.Store(time.Now().UnixNano())
 		if !l.failing.Swap(true) {
 			l.cfg.Log.Error("sending limits: shared counter failed; counting on this node until it answers", "err", err)
 		}

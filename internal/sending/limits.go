@@ -115,16 +115,3 @@ func (o Override) Apply(base Limits) Limits {
 	}
 	return base
 }
-
-// Check reports the first key or value of o that is wrong.
-func (o Override) Check() error {
-	for k, v := range o {
-		if _, err := ParseKey(k); err != nil {
-			return err
-		}
-		if v < 0 || v > MaxValue {
-			return fmt.Errorf("%s=%d: must be a whole number from 0 (no limit) to %d", k, v, MaxValue)
-		}
-	}
-	return nil
-}

@@ -1,0 +1,183 @@
+package sending
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"submitd/internal/redisconn"
+	"submitd/internal/testutil"
+)
+
+// syncBuf is a log that tests read while the code under test writes.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// evalCalls returns how many Lua calls the server has run.
+func evalCalls(t *testing.T, cl redis.UniversalClient) int64 {
+	t.Helper()
+	info, err := cl.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, line := range strings.Split(info, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+				var n int64
+				fmt.Sscanf(rest, "calls=%d", &n)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+// TestLimitsAcrossNodes: two nodes' limiters on one Redis count one
+// account's messages together, one Lua call per check; while Redis is down
+// each counts by itself and logs the outage once, and they share again
+// when it is back.
+func TestLimitsAcrossNodes(t *testing.T) {
+	r := testutil.StartRedis(t)
+	clock := testutil.NewClock(time.Date(2026, 3, 2, 13, 7, 30, 0, time.UTC))
+	var logs [2]*syncBuf
+	var nodes [2]*Limiter
+	var clients [2]redis.UniversalClient
+	for i := range nodes {
+		cl, err := redisconn.Open(r.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		clients[i] = cl
+		logs[i] = &syncBuf{}
+		nodes[i] = New(Config{
+			Account: Limits{MessagesPerHour: 4, RecipientsPerHour: 100},
+			Counter: NewRedis(cl), Now: clock.Now,
+			Log: slog.New(slog.NewTextHandler(logs[i], nil)),
+		})
+	}
+	// The scripts are loaded once; from then on a check is one EVALSHA.
+	if err := takeScript.Load(context.Background(), clients[0]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := evalCalls(t, clients[0])
+	for i := range 4 {
+		tx, hit := nodes[i%2].Begin("jan@firma.cz", "firma.cz")
+		if hit != nil {
+			t.Fatalf("message %d refused: %s", i+1, hit.Text())
+		}
+		if hit := tx.Recipient("a@example.org"); hit != nil {
+			t.Fatalf("recipient refused: %s", hit.Text())
+		}
+		tx.Accepted()
+	}
+	// 4 MAIL and 4 RCPT checks, one Lua call each (plus the INFO call
+	// itself, which is not a Lua call).
+	if got := evalCalls(t, clients[0]) - before; got != 8 {
+		t.Errorf("%d Lua calls for 8 checks, want 8", got)
+	}
+	for i := range nodes {
+		if _, hit := nodes[i].Begin("jan@firma.cz", "firma.cz"); hit == nil || hit.Text() != "4 messages per hour" || hit.Until.Format("15:04") != "14:07" {
+			t.Fatalf("node %d let a 5th message through, or said %+v", i, hit)
+		}
+	}
+
+	r.Stop()
+	// Down, the node counts by itself: its own four messages of the
+	// hour are not known here, so it lets four through and no more.
+	for i := range 5 {
+		tx, hit := nodes[0].Begin("jan@firma.cz", "firma.cz")
+		if (hit != nil) != (i == 4) {
+			t.Fatalf("message %d while Redis is down: %+v", i+1, hit)
+		}
+		tx.Accepted()
+	}
+	if n := strings.Count(logs[0].String(), "shared counter failed"); n != 1 {
+		t.Errorf("outage logged %d times, want once:\n%s", n, logs[0])
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	nodes[0].retryShared, nodes[1].retryShared = 0, 0
+	// A restarted Redis is empty: the window starts afresh, shared again.
+	clock.Advance(time.Minute)
+	for i := range 4 {
+		tx, hit := nodes[i%2].Begin("jan@firma.cz", "firma.cz")
+		if hit != nil {
+			t.Fatalf("after Redis came back, message %d refused: %s", i+1, hit.Text())
+		}
+		tx.Accepted()
+	}
+	if _, hit := nodes[1].Begin("jan@firma.cz", "firma.cz"); hit == nil {
+		t.Fatal("after Redis came back the nodes do not share the count")
+	}
+	if !strings.Contains(logs[0].String(), "shared counter answers again") {
+		t.Errorf("recovery not logged:\n%s", logs[0])
+	}
+}
+
+// TestHistoryBounded: a hostile account cannot grow the recipient history
+// beyond its first-time budget: recipients refused as new add no rows,
+// and old rows are pruned.
+func TestHistoryBounded(t *testing.T) {
+	ctx := context.Background()
+	db := testutil.OpenDB(t)
+	h, err := NewSQLiteHistory(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := testutil.NewClock(time.Date(2026, 3, 2, 13, 7, 30, 0, time.UTC))
+	l := New(Config{Account: Limits{NewRecipientsPerDay: 50}, History: h, Now: clock.Now})
+	rows := func() int {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM sending_history`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for m := range 20 {
+		tx, hit := l.Begin("spam@firma.cz", "firma.cz")
+		if hit != nil {
+			t.Fatal(hit.Text())
+		}
+		for i := range 100 {
+			tx.Recipient(fmt.Sprintf("victim%d.%d@example.org", m, i))
+		}
+		tx.Accepted()
+	}
+	if n := rows(); n != 50 {
+		t.Fatalf("%d history rows after 2000 tries, want the budget's 50", n)
+	}
+	// Every row the same small size, however long the address.
+	var maxLen int
+	db.QueryRow(`SELECT max(length(recipient)) FROM sending_history`).Scan(&maxLen)
+	if maxLen != 16 {
+		t.Fatalf("recipient keys of %d bytes", maxLen)
+	}
+	clock.Advance(HistoryWindow + time.Hour)
+	l.Prune(clock.Now())
+	if n := rows(); n != 0 {
+		t.Fatalf("%d rows left after 30 days", n)
+	}
+}
