@@ -327,6 +327,14 @@ func (n *Node) newSending(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	h.Log = n.Log
+	// The history is written behind; what waits is written before the
+	// database closes.
+	n.onClose(func() {
+		if err := h.Close(); err != nil {
+			n.Log.Error("sending limits: recipient history not written", "err", err)
+		}
+	})
 	acct, dom := SendingLimits(n.Config)
 	// The directory keeps the per-account and per-domain overrides.
 	var over sending.Overrides

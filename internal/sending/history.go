@@ -6,7 +6,9 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"submitd/internal/sqlitedb"
@@ -41,10 +43,43 @@ var historyMigrations = []string{
 	CREATE INDEX sending_history_last ON sending_history(last);`,
 }
 
-// SQLiteHistory is the History in the node's SQLite database.
+// Write-behind of SQLiteHistory.
+const (
+	// flushDelay is how long recorded recipients wait in memory to be
+	// written together: one transaction a second instead of one per
+	// message. A crash loses at most that second, whose recipients then
+	// count as first-time once more.
+	flushDelay = time.Second
+	// maxPending is the most entries waiting; past it Record writes at
+	// once, so a burst cannot grow the buffer without bound.
+	maxPending = 10000
+)
+
+// histKey is one history row's key.
+type histKey struct {
+	// account is accountKey; rcpt recipientKey.
+	account int64
+	rcpt    [16]byte
+}
+
+// SQLiteHistory is the History in the node's SQLite database. Recorded
+// recipients are written behind, in one transaction per flushDelay; Known
+// sees them at once. Close writes what is left.
 type SQLiteHistory struct {
 	// db is the database.
 	db *sql.DB
+	// Log receives write failures of the background flush; nil drops them.
+	Log *slog.Logger
+
+	// mu guards pending, flushing and timer.
+	mu sync.Mutex
+	// pending are the entries recorded and not yet written, with their
+	// time (Unix seconds); flushing those being written now.
+	pending, flushing map[histKey]int64
+	// timer runs the next flush; nil when none is due.
+	timer *time.Timer
+	// flushMu makes flushes take turns.
+	flushMu sync.Mutex
 }
 
 var _ History = (*SQLiteHistory)(nil)
@@ -54,7 +89,7 @@ func NewSQLiteHistory(ctx context.Context, db *sql.DB) (*SQLiteHistory, error) {
 	if err := sqlitedb.Migrate(ctx, db, "sending_history", historyMigrations); err != nil {
 		return nil, err
 	}
-	return &SQLiteHistory{db: db}, nil
+	return &SQLiteHistory{db: db, pending: map[histKey]int64{}}, nil
 }
 
 // accountKey is the account's row key: 8 bytes of its hash.
@@ -66,16 +101,25 @@ func accountKey(account string) int64 {
 // recipientKey is the recipient's row key: 16 bytes of its hash, the
 // address lowercased, since mailboxes that differ only in case are one in
 // practice.
-func recipientKey(rcpt string) []byte {
+func recipientKey(rcpt string) [16]byte {
 	h := sha256.Sum256([]byte(strings.ToLower(rcpt)))
-	return h[:16]
+	return [16]byte(h[:16])
 }
 
 // Known implements History.
 func (h *SQLiteHistory) Known(ctx context.Context, account, rcpt string, since time.Time) (bool, error) {
-	var last int64
+	k := histKey{accountKey(account), recipientKey(rcpt)}
+	h.mu.Lock()
+	last, ok := h.pending[k]
+	if !ok {
+		last, ok = h.flushing[k]
+	}
+	h.mu.Unlock()
+	if ok && last >= since.Unix() {
+		return true, nil
+	}
 	err := h.db.QueryRowContext(ctx, `SELECT last FROM sending_history WHERE account = ? AND recipient = ?`,
-		accountKey(account), recipientKey(rcpt)).Scan(&last)
+		k.account, k.rcpt[:]).Scan(&last)
 	switch {
 	case err == sql.ErrNoRows:
 		return false, nil
@@ -85,9 +129,61 @@ func (h *SQLiteHistory) Known(ctx context.Context, account, rcpt string, since t
 	return last >= since.Unix(), nil
 }
 
-// Record implements History, in one transaction.
+// Record implements History: the entries are written within flushDelay,
+// or at once when maxPending are waiting.
 func (h *SQLiteHistory) Record(ctx context.Context, account string, rcpts []string, at time.Time) error {
-	if len(rcpts) == 0 {
+	a := accountKey(account)
+	h.mu.Lock()
+	for _, r := range rcpts {
+		h.pending[histKey{a, recipientKey(r)}] = at.Unix()
+	}
+	full := len(h.pending) >= maxPending
+	if !full && h.timer == nil && len(h.pending) > 0 {
+		h.timer = time.AfterFunc(flushDelay, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := h.Flush(ctx); err != nil && h.Log != nil {
+				h.Log.Error("sending limits: recipient history not written", "err", err)
+			}
+		})
+	}
+	h.mu.Unlock()
+	if full {
+		return h.Flush(ctx)
+	}
+	return nil
+}
+
+// Flush writes the waiting entries in one transaction. Entries that could
+// not be written wait for the next flush, up to maxPending.
+func (h *SQLiteHistory) Flush(ctx context.Context) error {
+	h.flushMu.Lock()
+	defer h.flushMu.Unlock()
+	h.mu.Lock()
+	if h.timer != nil {
+		h.timer.Stop()
+		h.timer = nil
+	}
+	batch := h.pending
+	h.pending, h.flushing = map[histKey]int64{}, batch
+	h.mu.Unlock()
+	err := h.write(ctx, batch)
+	h.mu.Lock()
+	h.flushing = nil
+	if err != nil {
+		for k, v := range batch {
+			if _, ok := h.pending[k]; !ok && len(h.pending) < maxPending {
+				h.pending[k] = v
+			}
+		}
+	}
+	h.mu.Unlock()
+	return err
+}
+
+// write stores batch in one transaction.
+func (h *SQLiteHistory) write(ctx context.Context, batch map[histKey]int64) error {
+	if len(batch) == 0 {
 		return nil
 	}
 	tx, err := h.db.BeginTx(ctx, nil)
@@ -95,10 +191,14 @@ func (h *SQLiteHistory) Record(ctx context.Context, account string, rcpts []stri
 		return fmt.Errorf("sending history: %w", err)
 	}
 	defer tx.Rollback()
-	a := accountKey(account)
-	for _, r := range rcpts {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO sending_history (account, recipient, last) VALUES (?, ?, ?)
-			ON CONFLICT (account, recipient) DO UPDATE SET last = max(last, excluded.last)`, a, recipientKey(r), at.Unix()); err != nil {
+	st, err := tx.PrepareContext(ctx, `INSERT INTO sending_history (account, recipient, last) VALUES (?, ?, ?)
+		ON CONFLICT (account, recipient) DO UPDATE SET last = max(last, excluded.last)`)
+	if err != nil {
+		return fmt.Errorf("sending history: %w", err)
+	}
+	defer st.Close()
+	for k, last := range batch {
+		if _, err := st.ExecContext(ctx, k.account, k.rcpt[:], last); err != nil {
 			return fmt.Errorf("sending history: %w", err)
 		}
 	}
@@ -106,6 +206,13 @@ func (h *SQLiteHistory) Record(ctx context.Context, account string, rcpts []stri
 		return fmt.Errorf("sending history: %w", err)
 	}
 	return nil
+}
+
+// Close writes what is waiting; the history must not be used after it.
+func (h *SQLiteHistory) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return h.Flush(ctx)
 }
 
 // Prune implements History.

@@ -166,6 +166,9 @@ func TestHistoryBounded(t *testing.T) {
 		}
 		tx.Accepted()
 	}
+	if err := h.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if n := rows(); n != 50 {
 		t.Fatalf("%d history rows after 2000 tries, want the budget's 50", n)
 	}
@@ -179,5 +182,61 @@ func TestHistoryBounded(t *testing.T) {
 	l.Prune(clock.Now())
 	if n := rows(); n != 0 {
 		t.Fatalf("%d rows left after 30 days", n)
+	}
+}
+
+// TestHistoryWriteBehind: recorded recipients are known at once, written
+// in one transaction by the flush, written at once when maxPending wait,
+// and written by Close.
+func TestHistoryWriteBehind(t *testing.T) {
+	ctx := context.Background()
+	db := testutil.OpenDB(t)
+	h, err := NewSQLiteHistory(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := func() int {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM sending_history`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	now := time.Date(2026, 3, 2, 13, 0, 0, 0, time.UTC)
+	if err := h.Record(ctx, "jan@firma.cz", []string{"a@example.org", "b@example.org"}, now); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := h.Known(ctx, "JAN@firma.cz", "A@example.org", now.Add(-time.Hour)); !ok || err != nil {
+		t.Fatalf("a pending recipient is not known: %v", err)
+	}
+	if ok, _ := h.Known(ctx, "eva@jina.cz", "a@example.org", now.Add(-time.Hour)); ok {
+		t.Fatal("another account's recipient is known")
+	}
+	if n := rows(); n != 0 {
+		t.Fatalf("%d rows written before the flush", n)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the write-behind flush", func() bool { return rows() == 2 })
+	if ok, _ := h.Known(ctx, "jan@firma.cz", "b@example.org", now); !ok {
+		t.Fatal("a written recipient is not known")
+	}
+	if ok, _ := h.Known(ctx, "jan@firma.cz", "b@example.org", now.Add(time.Second)); ok {
+		t.Fatal("a recipient last sent to before since is known")
+	}
+	big := make([]string, maxPending)
+	for i := range big {
+		big[i] = fmt.Sprintf("r%d@example.org", i)
+	}
+	if err := h.Record(ctx, "jan@firma.cz", big, now); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 2+maxPending {
+		t.Fatalf("%d rows after a full buffer, want %d written at once", n, 2+maxPending)
+	}
+	h.Record(ctx, "jan@firma.cz", []string{"last@example.org"}, now)
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 3+maxPending {
+		t.Fatalf("%d rows after Close", n)
 	}
 }

@@ -1,12 +1,14 @@
 package smtpd
 
 import (
+	"context"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"submitd/internal/metrics"
+	"submitd/internal/sending"
 )
 
 // benchMessage is a 4 KiB message.
@@ -98,4 +100,41 @@ func benchAcceptConcurrent(b *testing.B, opts ...envOption) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// withLimits gives the server the sending limiter with all four limits on
+// for accounts and domains, set high enough never to refuse, so every MAIL
+// and RCPT is checked and counted, and the recipient history read and
+// written, as in production; overrides come from the directory.
+func withLimits() envOption {
+	return func(e *testEnv) {
+		h, err := sending.NewSQLiteHistory(context.Background(), e.db)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(func() { h.Close() })
+		all := sending.Limits{sending.MaxValue, sending.MaxValue, sending.MaxValue, sending.MaxValue}
+		e.srv.Limiter = LimiterOf(sending.New(sending.Config{Account: all, Domain: all, Overrides: e.dir, History: h}))
+	}
+}
+
+// BenchmarkAcceptLimitsPaired runs sessions on a server without sending
+// limits and on one with them in turn, swapping which goes first, and
+// reports each one's time per session and their ratio (limits / none):
+// what counting costs the accept path.
+func BenchmarkAcceptLimitsPaired(b *testing.B) {
+	envs := [2]*testEnv{newTestEnv(b), newTestEnv(b, withLimits())}
+	var took [2]time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k := range 2 {
+			j := (i + k) % 2
+			start := time.Now()
+			acceptOne(b, envs[j])
+			took[j] += time.Since(start)
+		}
+	}
+	b.ReportMetric(float64(took[0].Nanoseconds())/float64(b.N), "ns/session-off")
+	b.ReportMetric(float64(took[1].Nanoseconds())/float64(b.N), "ns/session-limits")
+	b.ReportMetric(float64(took[1])/float64(took[0]), "ratio")
 }

@@ -25,6 +25,7 @@ var limitStart = time.Date(2026, 3, 2, 13, 7, 30, 0, time.UTC)
 type limitEnv struct {
 	*testEnv
 	lim   *sending.Limiter
+	hist  *sending.SQLiteHistory
 	clock *testutil.Clock
 	// hits are what OnLimit was told, as "account limit HH:MM:SS".
 	mu   sync.Mutex
@@ -41,6 +42,7 @@ func newLimitEnv(t *testing.T, acct, dom sending.Limits) *limitEnv {
 		if err != nil {
 			t.Fatal(err)
 		}
+		le.hist = h
 		le.lim = sending.New(sending.Config{Account: acct, Domain: dom, Overrides: e.dir, History: h, Now: le.clock.Now})
 		le.lim.OnLimit(func(account, limit string, at time.Time) {
 			le.mu.Lock()
@@ -328,8 +330,12 @@ func TestSendingLimitNewRecipients(t *testing.T) {
 		t.Fatalf("DATA: %q", got)
 	}
 
-	// A restart: a new limiter on the same database still knows a, b and
-	// c (its windows start empty, as they do per node).
+	// A restart: the history written out as the node closes, a new
+	// limiter on the same database still knows a, b and c (its windows
+	// start empty, as they do per node).
+	if err := e.hist.Close(); err != nil {
+		t.Fatal(err)
+	}
 	h, err := sending.NewSQLiteHistory(context.Background(), e.db)
 	if err != nil {
 		t.Fatal(err)
