@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"submitd/internal/directory"
@@ -138,7 +139,9 @@ func (s *Server) setSending(r *http.Request, p *principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var in map[string]json.Number
+	// Raw values: a JSON number, or the same digits in a string as a
+	// browser's form sends them; CheckValue takes nothing else.
+	var in map[string]json.RawMessage
 	if err := decode(r, &in); err != nil {
 		return nil, err
 	}
@@ -150,7 +153,11 @@ func (s *Server) setSending(r *http.Request, p *principal) (any, error) {
 		if _, err := sending.ParseKey(k); err != nil {
 			return nil, badRequest("%v", err)
 		}
-		n, err := sending.CheckValue(k, v.String())
+		val := string(v)
+		if u, err := strconv.Unquote(val); err == nil {
+			val = u
+		}
+		n, err := sending.CheckValue(k, val)
 		if err != nil {
 			return nil, badRequest("%v", err)
 		}

@@ -23,6 +23,7 @@ import (
 	"submitd/internal/guard"
 	"submitd/internal/password"
 	"submitd/internal/queue"
+	"submitd/internal/sending"
 	"submitd/internal/sessionlog"
 	"submitd/internal/spool"
 	"submitd/internal/testutil"
@@ -96,6 +97,9 @@ func newWorld(t *testing.T) *world {
 	must(t, w.dir.AddAlias(ctx, "firma.com", "firma.cz"))
 	must(t, w.dir.AddAccount(ctx, testAccount, h))
 	must(t, w.dir.AddIdentity(ctx, testAccount, "jan@seznam.cz"))
+	must(t, w.dir.AddDomain(ctx, "jina.cz"))
+	must(t, w.dir.RemoveDomain(ctx, "jina.cz", false))
+	must(t, w.dir.SetSendingLimits(ctx, testAccount, map[string]int64{"recipients_per_hour": 50, "recipients_per_day": 9}))
 	for _, r := range []Role{RoleSupport, RoleAdmin} {
 		name := "petra"
 		if r == RoleAdmin {
@@ -136,6 +140,7 @@ func newWorld(t *testing.T) *world {
 		Directory: w.dir, Sessions: w.sessions, Guard: w.guard, DKIM: keys, Staff: w.store, Audit: w.store,
 		Queue:      &queue.Admin{Spool: sp, Hostname: "mail.test", MaxAge: time.Hour},
 		LoginGuard: lg, PasswordScheme: "bcrypt",
+		SendingAccount: sending.Limits{sending.MessagesPerHour: 7},
 	})
 	w.srv.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up 1\n") })
 	w.ts = httptest.NewServer(w.srv.Handler())
@@ -397,6 +402,32 @@ func endpoints(w *world) []endpoint {
 				t.Errorf("tokens: %s", r.raw)
 			}
 		}},
+		{method: "GET", path: "/api/v1/sending/" + testAccount, need: RoleSupport, unknown: "/api/v1/sending/nikdo@firma.cz",
+			bad: "/api/v1/sending/bad..domain", check: func(t *testing.T, w *world, r reply) {
+				l, _ := r.body["limits"].(map[string]any)["messages_per_hour"].(map[string]any)
+				if r.body["kind"] != "account" || l["source"] != "config" || l["limit"] != 7.0 || l["used"] != nil {
+					t.Errorf("sending: %s", r.raw)
+				}
+			}},
+		{method: "PUT", path: "/api/v1/sending/firma.cz", body: `{"recipients_per_hour":1000,"messages_per_hour":0}`, need: RoleSupport,
+			audit: "sending.set", target: "domain:firma.cz", unknown: "/api/v1/sending/jina.cz", unknownBody: `{"recipients_per_hour":5}`,
+			bad: "/api/v1/sending/firma.cz", badBody: `{"recipients_per_minute":5}`, check: func(t *testing.T, w *world, r reply) {
+				m, err := w.dir.SendingLimits(context.Background(), "firma.cz")
+				if err != nil || len(m) != 2 || m["recipients_per_hour"] != 1000 || m["messages_per_hour"] != 0 {
+					t.Errorf("stored %v, %v", m, err)
+				}
+			}},
+		{method: "DELETE", path: "/api/v1/sending/" + testAccount + "?key=recipients_per_day", need: RoleSupport,
+			audit: "sending.clear", target: "account:" + testAccount, unknown: "/api/v1/sending/nikdo@firma.cz",
+			bad: "/api/v1/sending/" + testAccount + "?key=bogus", check: func(t *testing.T, w *world, r reply) {
+				m, _ := w.dir.SendingLimits(context.Background(), testAccount)
+				if len(m) != 1 || m["recipients_per_hour"] != 50 {
+					t.Errorf("left %v", m)
+				}
+				if e := w.lastAudit(); string(e.Before) != `{"recipients_per_day":9,"recipients_per_hour":50}` || string(e.After) != `{"recipients_per_hour":50}` {
+					t.Errorf("audit %s → %s", e.Before, e.After)
+				}
+			}},
 		{method: "DELETE", path: "/api/v1/tokens/1", need: RoleAdmin, audit: "staff.token.revoke", target: "staff:petra", unknown: "/api/v1/tokens/99",
 			bad: "/api/v1/tokens/x", check: func(t *testing.T, w *world, r reply) {
 				if r := w.do("GET", "/api/v1/me", "", RoleSupport); r.status != 401 {
@@ -472,5 +503,28 @@ func TestEndpoints(t *testing.T) {
 				ep.check(t, w, r)
 			}
 		})
+	}
+}
+
+// TestSendingInput: PUT /api/v1/sending takes whole numbers from 0 to the
+// maximum under known keys, as JSON numbers or as a form's digits, and
+// nothing else; an alias domain is refused
+// with a word on its hosted domain.
+func TestSendingInput(t *testing.T) {
+	w := newWorld(t)
+	for _, body := range []string{`{}`, `{"recipients_per_hour":-1}`, `{"recipients_per_hour":1.5}`, `{"recipients_per_hour":"five"}`, `{"recipients_per_hour":" 5"}`, `{"recipients_per_hour":true}`,
+		`{"recipients_per_hour":10000001}`, `{"recipients_per_hour":1e3}`, `[1]`} {
+		wantError(t, body, w.do("PUT", "/api/v1/sending/"+testAccount, body, RoleSupport), 400)
+	}
+	if m, _ := w.dir.SendingLimits(context.Background(), testAccount); len(m) != 2 {
+		t.Errorf("a refused PUT changed the overrides: %v", m)
+	}
+	// A browser's form sends the number as text.
+	if r := w.do("PUT", "/api/v1/sending/"+testAccount, `{"recipients_per_hour":"70"}`, RoleSupport); r.status != 200 {
+		t.Errorf("number in a string: %d %s", r.status, r.raw)
+	}
+	r := w.do("PUT", "/api/v1/sending/firma.com", `{"recipients_per_hour":5}`, RoleSupport)
+	if r.status != 404 || !strings.Contains(r.raw, "firma.com") {
+		t.Errorf("alias domain: %d %s", r.status, r.raw)
 	}
 }
