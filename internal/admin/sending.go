@@ -84,11 +84,11 @@ type sendingView struct {
 	Limits map[string]sendingLimit `json:"limits"`
 }
 
-// sendingState returns t's overrides and the view of its limits.
-func (s *Server) sendingState(ctx context.Context, st directory.SendingStore, t sendingTarget) (map[string]int64, *sendingView, error) {
+// viewSending returns the view of t's limits.
+func (s *Server) viewSending(ctx context.Context, st directory.SendingStore, t sendingTarget) (*sendingView, error) {
 	over, err := st.SendingLimits(ctx, t.name)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	base, kind := s.cfg.SendingAccount, "account"
 	if !t.account {
@@ -99,7 +99,7 @@ func (s *Server) sendingState(ctx context.Context, st directory.SendingStore, t 
 	if s.SendingUsage != nil {
 		acct, dom, err := s.SendingUsage(t.name, t.domain)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sending usage of %s: %w", t.name, err)
+			return nil, fmt.Errorf("sending usage of %s: %w", t.name, err)
 		}
 		used = &acct
 		if !t.account {
@@ -118,7 +118,7 @@ func (s *Server) sendingState(ctx context.Context, st directory.SendingStore, t 
 		}
 		v.Limits[l.Key()] = sl
 	}
-	return over, v, nil
+	return v, nil
 }
 
 func (s *Server) getSending(r *http.Request, p *principal) (any, error) {
@@ -130,15 +130,10 @@ func (s *Server) getSending(r *http.Request, p *principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, v, err := s.sendingState(r.Context(), st, t)
-	return v, err
+	return s.viewSending(r.Context(), st, t)
 }
 
 func (s *Server) setSending(r *http.Request, p *principal) (any, error) {
-	st, err := s.sendingStore()
-	if err != nil {
-		return nil, err
-	}
 	// Raw values: a JSON number, or the same digits in a string as a
 	// browser's form sends them; CheckValue takes nothing else.
 	var in map[string]json.RawMessage
@@ -148,7 +143,7 @@ func (s *Server) setSending(r *http.Request, p *principal) (any, error) {
 	if len(in) == 0 {
 		return nil, badRequest("give at least one limit, like {\"recipients_per_hour\": 1000}; keys: %s", strings.Join(sending.Keys(), ", "))
 	}
-	set := sending.Override{}
+	set := map[string]int64{}
 	for k, v := range in {
 		if _, err := sending.ParseKey(k); err != nil {
 			return nil, badRequest("%v", err)
@@ -163,55 +158,35 @@ func (s *Server) setSending(r *http.Request, p *principal) (any, error) {
 		}
 		set[k] = n
 	}
-	t, err := s.sendingName(r)
+	t, err := s.changeSending(r, p, "sending.set", func(st directory.SendingStore, name string, before map[string]int64) (map[string]int64, error) {
+		after := maps.Clone(before)
+		maps.Copy(after, set)
+		return after, st.SetSendingLimits(r.Context(), name, set)
+	})
 	if err != nil {
-		return nil, err
-	}
-	before, _, err := s.sendingState(r.Context(), st, t)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.SetSendingLimits(r.Context(), t.name, set); err != nil {
-		return nil, err
-	}
-	after := maps.Clone(before)
-	maps.Copy(after, set)
-	if err := s.audit(r.Context(), p, "sending.set", t.audit(), before, after); err != nil {
 		return nil, err
 	}
 	return done("set %s of %s", settings(set), t.name), nil
 }
 
 func (s *Server) clearSending(r *http.Request, p *principal) (any, error) {
-	st, err := s.sendingStore()
-	if err != nil {
-		return nil, err
-	}
 	keys := r.URL.Query()["key"]
 	for _, k := range keys {
 		if _, err := sending.ParseKey(k); err != nil {
 			return nil, badRequest("%v", err)
 		}
 	}
-	t, err := s.sendingName(r)
-	if err != nil {
-		return nil, err
-	}
-	before, _, err := s.sendingState(r.Context(), st, t)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.ClearSendingLimits(r.Context(), t.name, keys); err != nil {
-		return nil, err
-	}
-	after := map[string]int64{}
-	if len(keys) > 0 {
-		after = maps.Clone(before)
-		for _, k := range keys {
-			delete(after, k)
+	t, err := s.changeSending(r, p, "sending.clear", func(st directory.SendingStore, name string, before map[string]int64) (map[string]int64, error) {
+		after := map[string]int64{}
+		if len(keys) > 0 {
+			after = maps.Clone(before)
+			for _, k := range keys {
+				delete(after, k)
+			}
 		}
-	}
-	if err := s.audit(r.Context(), p, "sending.clear", t.audit(), before, after); err != nil {
+		return after, st.ClearSendingLimits(r.Context(), name, keys)
+	})
+	if err != nil {
 		return nil, err
 	}
 	what := "every sending limit override"
@@ -219,6 +194,30 @@ func (s *Server) clearSending(r *http.Request, p *principal) (any, error) {
 		what = strings.Join(keys, ", ")
 	}
 	return done("cleared %s of %s; the configured limits apply", what, t.name), nil
+}
+
+// changeSending changes the overrides of the account or domain in the
+// path with apply, which makes the change and returns the overrides after
+// it, and audits it as action with the overrides before and after.
+func (s *Server) changeSending(r *http.Request, p *principal, action string,
+	apply func(st directory.SendingStore, name string, before map[string]int64) (map[string]int64, error)) (sendingTarget, error) {
+	st, err := s.sendingStore()
+	if err != nil {
+		return sendingTarget{}, err
+	}
+	t, err := s.sendingName(r)
+	if err != nil {
+		return t, err
+	}
+	before, err := st.SendingLimits(r.Context(), t.name)
+	if err != nil {
+		return t, err
+	}
+	after, err := apply(st, t.name, before)
+	if err != nil {
+		return t, err
+	}
+	return t, s.audit(r.Context(), p, action, t.audit(), before, after)
 }
 
 // settings formats limits as "key=value" in key order.

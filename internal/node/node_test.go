@@ -72,6 +72,22 @@ func startNode(t *testing.T, cfg *config.Config) *Node {
 	return n
 }
 
+// loginJan connects to the node's submission listener with STARTTLS and
+// logs in as jan@firma.test; the client is closed when the test ends. The
+// certificate is the self-signed one New generated in data_dir.
+func loginJan(t *testing.T, n *Node) *smtp.Client {
+	t.Helper()
+	c, err := smtp.DialStartTLS(n.Addr("submission"), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Auth(sasl.NewPlainClient("", "jan@firma.test", "secret-pw")); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // testWriter sends the node's log to the test log.
 type testWriter struct{ t *testing.T }
 
@@ -93,15 +109,7 @@ func TestNodeAcceptsAndDelivers(t *testing.T) {
 		}
 	}
 
-	// The certificate is the self-signed one New generated in data_dir.
-	c, err := smtp.DialStartTLS(n.Addr("submission"), &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Auth(sasl.NewPlainClient("", "jan@firma.test", "secret-pw")); err != nil {
-		t.Fatal(err)
-	}
+	c := loginJan(t, n)
 	if err := c.Mail("jan@firma.test", nil); err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,11 @@
 package node
 
 import (
-	"crypto/tls"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -25,18 +23,11 @@ func TestNodeSendingLimitHook(t *testing.T) {
 	hits := make(chan hit, 10)
 	n.Sending.OnLimit(func(account, limit string, at time.Time) { hits <- hit{account, limit, at} })
 
-	c, err := smtp.DialStartTLS(n.Addr("submission"), &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Auth(sasl.NewPlainClient("", "jan@firma.test", "secret-pw")); err != nil {
-		t.Fatal(err)
-	}
+	c := loginJan(t, n)
 	if err := c.SendMail("jan@firma.test", []string{"petr@example.test"}, strings.NewReader("From: jan@firma.test\r\n\r\nfirst\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	err = c.Mail("jan@firma.test", nil)
+	err := c.Mail("jan@firma.test", nil)
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) || se.Code != 451 || se.EnhancedCode != (smtp.EnhancedCode{4, 7, 1}) {
 		t.Fatalf("second message: %v, want the 451 4.7.1 of a sending limit", err)

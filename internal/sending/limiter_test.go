@@ -2,6 +2,7 @@ package sending
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -149,13 +150,7 @@ func TestHistoryBounded(t *testing.T) {
 	}
 	clock := testutil.NewClock(time.Date(2026, 3, 2, 13, 7, 30, 0, time.UTC))
 	l := New(Config{Account: Limits{NewRecipientsPerDay: 50}, History: h, Now: clock.Now})
-	rows := func() int {
-		var n int
-		if err := db.QueryRow(`SELECT count(*) FROM sending_history`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	rows := func() int { return historyRows(t, db) }
 	for m := range 20 {
 		tx, hit := l.Begin("spam@firma.cz", "firma.cz")
 		if hit != nil {
@@ -195,13 +190,7 @@ func TestHistoryWriteBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := func() int {
-		var n int
-		if err := db.QueryRow(`SELECT count(*) FROM sending_history`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	rows := func() int { return historyRows(t, db) }
 	now := time.Date(2026, 3, 2, 13, 0, 0, 0, time.UTC)
 	if err := h.Record(ctx, "jan@firma.cz", []string{"a@example.org", "b@example.org"}, now); err != nil {
 		t.Fatal(err)
@@ -239,4 +228,14 @@ func TestHistoryWriteBehind(t *testing.T) {
 	if n := rows(); n != 3+maxPending {
 		t.Fatalf("%d rows after Close", n)
 	}
+}
+
+// historyRows counts the rows of the history table.
+func historyRows(t *testing.T, db *sql.DB) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM sending_history`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
