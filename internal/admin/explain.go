@@ -100,11 +100,16 @@ func (x *Explainer) Explain(ctx context.Context, r *sessionlog.Record) Explanati
 		ex.Cause = "the client connected and left without logging in or sending"
 		return ex
 	}
-	switch last.Kind {
-	case "refused":
+	limit := limitReached(last.Reply)
+	switch {
+	case limit != "":
+		// SPEC R19.
+		ex.Outcome = "sending limit reached"
+		ex.Cause, ex.Fixes = limit, []string{"raise_sending_limit"}
+	case last.Kind == "refused":
 		ex.Outcome = "refused: IP blocked"
 		ex.Cause, ex.Fixes = x.refused(ctx, r, last), []string{"unblock"}
-	case "auth":
+	case last.Kind == "auth":
 		ex.Outcome = "AUTH failed"
 		if attack != nil {
 			ex.Outcome = "AUTH refused: login under attack"
@@ -112,7 +117,7 @@ func (x *Explainer) Explain(ctx context.Context, r *sessionlog.Record) Explanati
 			break
 		}
 		ex.Cause, ex.Fixes = x.authFailed(ctx, r, last)
-	case "mail", "data":
+	case last.Kind == "mail" || last.Kind == "data":
 		if strings.Contains(last.Reply, "sender rejected") {
 			ex.Outcome = "sender rejected"
 			ex.Cause = x.senderRejected(ctx, r, last)

@@ -88,6 +88,10 @@ func TestExplain(t *testing.T) {
 			"MAIL FROM without a successful AUTH: the mail client is not set to log in with the mailbox address and password (R1)", nil},
 		{"accepted", saveSession(t, w.sessions, sid(21), "192.0.2.11", testAccount, now, ok, [3]string{"queued", "33lrhkj7b47fao68fvg29102", ""}),
 			"accepted 1 message: queue id 33lrhkj7b47fao68fvg29102", nil},
+		{"sending limit", saveSession(t, w.sessions, sid(23), "192.0.2.11", testAccount, now, ok, [3]string{"mail", testAccount, "250 2.1.0 <jan@firma.cz> sender OK"},
+			[3]string{"rcpt", "x@example.org", "451 4.7.1 SID sending limit reached for firma.cz: 2500 recipients per hour; try again after 14:07"}),
+			"firma.cz reached its limit of 2500 recipients per hour (R19); the rolling window frees a slot at 14:07 UTC, and the client may send the rest then: nothing was lost. If the volume is legitimate: submitd sending set firma.cz recipients_per_hour=N",
+			[]string{"raise_sending_limit"}},
 		{"busy", saveSession(t, w.sessions, sid(22), "192.0.2.11", "", now, [3]string{"auth", testAccount, "454 4.7.0 SID try again later"}),
 			"temporary failure: the password check could not be made in time, or the directory was unreachable (R16a); the client tries again", nil},
 	}

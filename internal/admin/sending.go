@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -218,6 +219,22 @@ func (s *Server) changeSending(r *http.Request, p *principal, action string,
 		return t, err
 	}
 	return t, s.audit(r.Context(), p, action, t.audit(), before, after)
+}
+
+// limitReply finds the name, the limit and the time in the sending_limit
+// reply of SPEC R19.
+var limitReply = regexp.MustCompile(`sending limit reached for (\S+): (\d+) ([a-z ]+); try again after (\d\d:\d\d)$`)
+
+// limitReached explains a sending_limit reply for support, or returns ""
+// for any other reply.
+func limitReached(reply string) string {
+	m := limitReply.FindStringSubmatch(reply)
+	if m == nil {
+		return ""
+	}
+	key := strings.ReplaceAll(m[3], " ", "_")
+	return fmt.Sprintf("%s reached its limit of %s %s (R19); the rolling window frees a slot at %s UTC, and the client may send the rest then: nothing was lost. If the volume is legitimate: submitd sending set %s %s=N",
+		m[1], m[2], m[3], m[4], m[1], key)
 }
 
 // settings formats limits as "key=value" in key order.
