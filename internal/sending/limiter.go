@@ -62,6 +62,9 @@ type Limiter struct {
 	failedAt atomic.Int64
 	// retryShared is that pause.
 	retryShared time.Duration
+	// overridesFailing is set while Overrides fails, so that outage is
+	// logged once too, not at every command.
+	overridesFailing atomic.Bool
 
 	// mu guards cache, hooks and pruned.
 	mu sync.Mutex
@@ -129,8 +132,13 @@ func (l *Limiter) override(ctx context.Context, name string) Override {
 	}
 	if err != nil {
 		// The configured limits apply until the store answers again.
-		l.cfg.Log.Error("sending limits: overrides unreadable; the configured limits apply", "name", name, "err", err)
+		if !l.overridesFailing.Swap(true) {
+			l.cfg.Log.Error("sending limits: overrides unreadable; the configured limits apply until they can be read", "name", name, "err", err)
+		}
 		return nil
+	}
+	if l.overridesFailing.Swap(false) {
+		l.cfg.Log.Info("sending limits: overrides readable again")
 	}
 	l.mu.Lock()
 	l.cache[name] = m

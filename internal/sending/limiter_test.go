@@ -3,6 +3,7 @@ package sending
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -238,4 +239,28 @@ func historyRows(t *testing.T, db *sql.DB) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// failingOverrides is an override store that is down.
+type failingOverrides struct{}
+
+func (failingOverrides) SendingLimits(context.Context, string) (map[string]int64, error) {
+	return nil, errors.New("database is locked")
+}
+
+// TestOverridesUnreadable: with the override store down, the configured
+// limits apply and the outage is logged once, not at every command.
+func TestOverridesUnreadable(t *testing.T) {
+	log := &syncBuf{}
+	l := New(Config{Account: Limits{MessagesPerHour: 2}, Overrides: failingOverrides{}, Log: slog.New(slog.NewTextHandler(log, nil))})
+	for i := range 3 {
+		tx, hit := l.Begin("jan@firma.cz", "firma.cz")
+		if (hit != nil) != (i == 2) {
+			t.Fatalf("message %d: %+v", i+1, hit)
+		}
+		tx.Accepted()
+	}
+	if n := strings.Count(log.String(), "overrides unreadable"); n != 1 {
+		t.Fatalf("logged %d times:\n%s", n, log)
+	}
 }

@@ -18,12 +18,15 @@ type Redis struct {
 	// client is the Redis connection (internal/redisconn.Open).
 	client redis.UniversalClient
 	// prefix starts every key, so the windows sit apart from the guard's.
+	// Its hash tag puts every window in one slot of a Redis Cluster: one
+	// Lua call may only touch keys of one slot, and a check touches an
+	// account's and a domain's windows together.
 	prefix string
 }
 
 // NewRedis returns a Counter on client.
 func NewRedis(client redis.UniversalClient) *Redis {
-	return &Redis{client: client, prefix: "submitd:sending:"}
+	return &Redis{client: client, prefix: "{submitd:sending}:"}
 }
 
 var _ Counter = (*Redis)(nil)
