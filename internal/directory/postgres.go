@@ -72,7 +72,11 @@ func NewPostgres(ctx context.Context, pool *pgxpool.Pool) (*Postgres, error) {
 	if err := pgdb.Migrate(ctx, pool, "directory", pgMigrations); err != nil {
 		return nil, err
 	}
-	return &Postgres{pool: pool, now: time.Now}, nil
+	s := &Postgres{pool: pool, now: time.Now}
+	if err := migratePgSending(ctx, s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // notice is a change as NOTIFY carries it.
