@@ -318,10 +318,10 @@ func SendingLimits(cfg *config.Config) (acct, dom sending.Limits) {
 }
 
 // newSending builds the sending limiter: overrides from the directory,
-// which the change log keeps current, and the first-time-recipient
-// history in the node's database, pruned at start. The windows are counted
-// in this process's memory, so per node; a shared counter
-// (sending.NewRedis) counts them across nodes.
+// which its change feed keeps current, and the first-time-recipient
+// history in the node's database, pruned at start. With [guard] store =
+// "redis" the windows are counted in that Redis, across every node that
+// uses it; otherwise in this process's memory, per node.
 func (n *Node) newSending(ctx context.Context) error {
 	h, err := sending.NewSQLiteHistory(ctx, n.DB)
 	if err != nil {
@@ -341,7 +341,16 @@ func (n *Node) newSending(ctx context.Context) error {
 	if st, ok := n.Directory.(directory.SendingStore); ok {
 		over = st
 	}
-	n.Sending = sending.New(sending.Config{Account: acct, Domain: dom, Overrides: over, History: h, Log: n.Log})
+	var counter sending.Counter
+	if n.Config.Guard.Store == "redis" {
+		rc, err := redisconn.Open(n.Config.Guard.RedisURL)
+		if err != nil {
+			return err
+		}
+		n.onClose(func() { rc.Close() })
+		counter = sending.NewRedis(rc)
+	}
+	n.Sending = sending.New(sending.Config{Account: acct, Domain: dom, Overrides: over, Counter: counter, History: h, Log: n.Log})
 	n.Watcher.Subscribe(n.Sending.DirectoryChanged)
 	n.Sending.Prune(time.Now())
 	return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"submitd/internal/password"
+	"submitd/internal/testutil"
 )
 
 // TestNodeSendingLimitHook: a node applies [sending] to SMTP, and a limit
@@ -101,5 +102,35 @@ func TestNodeHistorySurvivesRestart(t *testing.T) {
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) || se.Code != 451 || !strings.Contains(se.Message, "1 new recipients per day") {
 		t.Fatalf("a second first-time recipient: %v", err)
+	}
+}
+
+// TestNodesShareSendingLimitsOnRedis: two nodes with [guard] store =
+// "redis" count one account's messages together: with 2 an hour, one
+// through each node spends the hour, and the next is refused on either.
+func TestNodesShareSendingLimitsOnRedis(t *testing.T) {
+	r := testutil.StartRedis(t)
+	var nodes [2]*Node
+	for i := range nodes {
+		cfg := testConfig(t, "127.0.0.1:9")
+		cfg.Guard.Store, cfg.Guard.RedisURL = "redis", r.URL()
+		cfg.Sending.MessagesPerHour = 2
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = startNode(t, cfg)
+	}
+	for _, n := range nodes {
+		c := loginJan(t, n)
+		if err := c.SendMail("jan@firma.test", []string{"petr@example.test"}, strings.NewReader("From: jan@firma.test\r\n\r\nhi\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, n := range nodes {
+		err := loginJan(t, n).Mail("jan@firma.test", nil)
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 451 || !strings.Contains(se.Message, "2 messages per hour") {
+			t.Fatalf("third message on node %d: %v, want the 451 of the shared limit", i, err)
+		}
 	}
 }
