@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -36,28 +35,11 @@ func migratePgSending(ctx context.Context, s *Postgres) error {
 	return pgdb.Migrate(ctx, s.pool, "directory_sending", pgSendingMigrations)
 }
 
-// pgSendingName resolves name to an existing account or hosted domain.
+// pgSendingName resolves name in PostgreSQL.
 func pgSendingName(ctx context.Context, tx pgx.Tx, name string) (sendingTarget, error) {
-	if strings.Contains(name, "@") {
-		a, d, err := normAddress(name)
-		if err != nil {
-			return sendingTarget{}, err
-		}
-		if ok, err := pgExists(ctx, tx, `SELECT 1 FROM accounts WHERE address = $1`, a); err != nil {
-			return sendingTarget{}, err
-		} else if !ok {
-			return sendingTarget{}, fmt.Errorf("account %s: %w", a, ErrNotFound)
-		}
-		return sendingTarget{a, "sending_account_limits", "account", d}, nil
-	}
-	d, err := normDomain(name)
-	if err != nil {
-		return sendingTarget{}, err
-	}
-	if err := pgRequireHosted(ctx, tx, d); err != nil {
-		return sendingTarget{}, err
-	}
-	return sendingTarget{d, "sending_domain_limits", "domain", d}, nil
+	return resolveSendingName(name, func(table, column, value string) (bool, error) {
+		return pgExists(ctx, tx, `SELECT 1 FROM `+table+` WHERE `+column+` = $1`, value)
+	})
 }
 
 // SendingLimits implements SendingStore.

@@ -58,14 +58,16 @@ type sendingTarget struct {
 	name, table, column, domain string
 }
 
-// sendingName resolves name to an existing account or hosted domain.
-func (s *SQLite) sendingName(ctx context.Context, q querier, name string) (sendingTarget, error) {
+// resolveSendingName resolves name to an existing account or hosted
+// domain; has reports whether table holds value in column, in the
+// caller's backend and transaction.
+func resolveSendingName(name string, has func(table, column, value string) (bool, error)) (sendingTarget, error) {
 	if strings.Contains(name, "@") {
 		a, d, err := normAddress(name)
 		if err != nil {
 			return sendingTarget{}, err
 		}
-		if ok, err := exists(ctx, q, `SELECT 1 FROM accounts WHERE address = ?`, a); err != nil {
+		if ok, err := has("accounts", "address", a); err != nil {
 			return sendingTarget{}, err
 		} else if !ok {
 			return sendingTarget{}, fmt.Errorf("account %s: %w", a, ErrNotFound)
@@ -76,15 +78,22 @@ func (s *SQLite) sendingName(ctx context.Context, q querier, name string) (sendi
 	if err != nil {
 		return sendingTarget{}, err
 	}
-	if ok, err := exists(ctx, q, `SELECT 1 FROM domains WHERE name = ?`, d); err != nil {
+	if ok, err := has("domains", "name", d); err != nil {
 		return sendingTarget{}, err
 	} else if !ok {
-		if h, err := exists(ctx, q, `SELECT 1 FROM aliases WHERE name = ?`, d); err == nil && h {
+		if alias, err := has("aliases", "name", d); err == nil && alias {
 			return sendingTarget{}, fmt.Errorf("%s is an alias domain; its hosted domain's limits cover it: %w", d, ErrConflict)
 		}
 		return sendingTarget{}, fmt.Errorf("domain %s: %w", d, ErrNotFound)
 	}
 	return sendingTarget{d, "sending_domain_limits", "domain", d}, nil
+}
+
+// sendingName resolves name in SQLite.
+func (s *SQLite) sendingName(ctx context.Context, q querier, name string) (sendingTarget, error) {
+	return resolveSendingName(name, func(table, column, value string) (bool, error) {
+		return exists(ctx, q, `SELECT 1 FROM `+table+` WHERE `+column+` = ?`, value)
+	})
 }
 
 // SendingLimits implements SendingStore.
