@@ -81,20 +81,6 @@ func (e *env) openDB() (*config.Config, *sql.DB, error) {
 	return cfg, db, nil
 }
 
-// openStore opens the configured database and a component's store on it;
-// done closes the database.
-func openStore[S any](e *env, open func(context.Context, *sql.DB) (S, error)) (cfg *config.Config, st S, done func(), err error) {
-	cfg, db, err := e.openDB()
-	if err != nil {
-		return nil, st, nil, err
-	}
-	if st, err = open(context.Background(), db); err != nil {
-		db.Close()
-		return nil, st, nil, err
-	}
-	return cfg, st, func() { db.Close() }, nil
-}
-
 // stores opens the shared stores [store] names: in the SQLite database
 // (which must exist, see openDB) or in PostgreSQL, where data_dir is not
 // needed. done closes what was opened.
