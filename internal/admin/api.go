@@ -80,6 +80,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /api/v1/tokens/{id}", RoleAdmin, s.revokeToken)
 
 	s.mux.HandleFunc("GET /metrics", s.metrics)
+	s.webRoutes()
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(http.StatusNotFound, "no endpoint %s %s; see docs/api.md", r.Method, r.URL.Path))
 	})
@@ -222,6 +223,9 @@ type sessionView struct {
 	// Queued are the messages accepted in the session that are still in
 	// the queue, with their recipients' states.
 	Queued []queueSummary `json:"queued"`
+	// IPBlock is the block in force now on the client's IP, whatever
+	// caused it, or nil.
+	IPBlock *blockedEntry `json:"ip_block,omitempty"`
 }
 
 func (s *Server) getSession(r *http.Request, p *principal) (any, error) {
@@ -234,6 +238,14 @@ func (s *Server) getSession(r *http.Request, p *principal) (any, error) {
 		return nil, err
 	}
 	v := sessionView{Record: rec, Explanation: s.explainer.Explain(r.Context(), rec), Queued: []queueSummary{}}
+	if ip, err := netip.ParseAddr(rec.ClientIP); err == nil {
+		for _, e := range s.blockedEntries(r.Context(), false) {
+			if k, err := netip.ParsePrefix(keyPrefix(e.Key)); err == nil && k.Contains(ip) {
+				v.IPBlock = &e
+				break
+			}
+		}
+	}
 	if s.cfg.Queue != nil {
 		for _, q := range rec.QueueIDs() {
 			if it, _, err := s.cfg.Queue.Show(q); err == nil {
@@ -664,6 +676,9 @@ type dkimView struct {
 	Record string `json:"record"`
 	// Created is when the key was made.
 	Created time.Time `json:"created"`
+	// DNS says whether the record published in DNS matches the key; only
+	// the domain detail looks it up.
+	DNS *dkimCheck `json:"dns,omitempty"`
 }
 
 func viewDKIM(k *dkim.Key) *dkimView {
@@ -743,7 +758,30 @@ func (s *Server) getDomain(r *http.Request, p *principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.domainView(r.Context(), d)
+	v, err := s.domainView(r.Context(), d)
+	if err != nil {
+		return nil, err
+	}
+	// The DNS check of each key with a record to publish: the domain's and
+	// its aliases'.
+	var keys []*dkim.Key
+	var views []*dkimView
+	for _, name := range append([]string{d}, v.Aliases...) {
+		k, err := s.cfg.DKIM.Get(r.Context(), name)
+		if err != nil {
+			continue
+		}
+		if name == d && v.DKIM != nil {
+			keys, views = append(keys, k), append(views, v.DKIM)
+		}
+		for i := range v.AliasDKIM {
+			if v.AliasDKIM[i].Domain == name && name != d {
+				keys, views = append(keys, k), append(views, &v.AliasDKIM[i])
+			}
+		}
+	}
+	s.checkDKIMViews(r.Context(), keys, views)
+	return v, nil
 }
 
 func (s *Server) addDomain(r *http.Request, p *principal) (any, error) {

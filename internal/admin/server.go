@@ -116,6 +116,9 @@ type Config struct {
 	Queue Queue
 	// DKIM holds the signing keys (SPEC R17).
 	DKIM DKIMKeys
+	// DNS looks up the published DKIM records for the domain detail
+	// ([delivery] resolver); nil leaves the check out.
+	DNS TXTResolver
 	// Staff holds the staff users and their tokens.
 	Staff StaffStore
 	// Audit is the audit log.
@@ -183,6 +186,9 @@ type webSession struct {
 	csrf string
 	// seen is when the session was last used.
 	seen time.Time
+	// flash is the outcome of the last change made from a page, shown once
+	// on the page it leads back to; guarded by Server.mu.
+	flash *flash
 }
 
 // New makes a server over cfg.
@@ -332,6 +338,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // writeError sends err as {"error": message} with a fitting status; an
 // unexpected error is logged and answered without its details.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := s.errorStatus(r, err)
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="submitd"`)
+	}
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// errorStatus is the status and message err is answered with, for the API
+// and the pages alike; an unexpected error is logged and told without its
+// details.
+func (s *Server) errorStatus(r *http.Request, err error) (int, string) {
 	status, msg := http.StatusInternalServerError, "internal error; see the server log"
 	var ae *apiError
 	var mbe *http.MaxBytesError
@@ -349,10 +366,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		s.cfg.Log.Error("admin: request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="submitd"`)
-	}
-	writeJSON(w, status, map[string]string{"error": msg})
+	return status, msg
 }
 
 // authenticate finds who makes r: the CLI over the unix socket, a bearer
@@ -517,9 +531,24 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if in.Name == "" || in.Password == "" {
-		s.writeError(w, r, badRequest("name and password are required"))
+	st, ws, err := s.startSession(w, r, in.Name, in.Password)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
+	}
+	if st == nil {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"name": st.Name, "role": string(st.Role), "csrf_token": ws.csrf})
+}
+
+// startSession checks a staff password, limited per client IP by
+// LoginGuard, and on success starts a browser session and sets its cookie
+// on w. The API's login and the login page both take this path. It returns
+// nil and no error when the client went away while waiting.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, name, pw string) (*Staff, *webSession, error) {
+	if name == "" || pw == "" {
+		return nil, nil, badRequest("name and password are required")
 	}
 	ip := clientIP(r)
 	sid := ids.Session()
@@ -527,9 +556,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.LoginGuard != nil {
 		a, ok := s.cfg.LoginGuard.Begin(ip, sid)
 		if !ok {
-			s.cfg.Log.Warn("admin: login refused, too many failures", "ip", ip.String(), "name", in.Name)
-			s.writeError(w, r, errorf(http.StatusTooManyRequests, "too many failed logins from %s; try again later", ip))
-			return
+			s.cfg.Log.Warn("admin: login refused, too many failures", "ip", ip.String(), "name", name)
+			return nil, nil, errorf(http.StatusTooManyRequests, "too many failed logins from %s; try again later", ip)
 		}
 		att = a
 		defer att.Succeed() // gives the place back unless Fail settled it
@@ -540,33 +568,30 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	case s.loginSlots <- struct{}{}:
 		defer func() { <-s.loginSlots }()
 	case <-t.C:
-		s.writeError(w, r, errorf(http.StatusServiceUnavailable, "too many logins at once; try again in a moment"))
-		return
+		return nil, nil, errorf(http.StatusServiceUnavailable, "too many logins at once; try again in a moment")
 	case <-r.Context().Done():
-		return
+		return nil, nil, nil
 	}
-	st, err := s.cfg.Staff.Staff(r.Context(), in.Name)
+	st, err := s.cfg.Staff.Staff(r.Context(), name)
 	ok := false
 	switch {
 	case err == nil:
-		ok, err = password.Verify(st.PasswordHash, in.Password)
+		ok, err = password.Verify(st.PasswordHash, pw)
 		if err != nil {
-			s.cfg.Log.Error("admin: staff password hash unusable", "name", in.Name, "err", err)
+			s.cfg.Log.Error("admin: staff password hash unusable", "name", name, "err", err)
 			ok = false
 		}
 	case errors.Is(err, ErrNotFound):
 		// Hash anyway, so an unknown name takes as long as a wrong
 		// password and the names cannot be told apart by timing.
-		password.Verify(dummyHash(s.cfg.PasswordScheme), in.Password)
+		password.Verify(dummyHash(s.cfg.PasswordScheme), pw)
 	default:
-		s.writeError(w, r, err)
-		return
+		return nil, nil, err
 	}
 	if !ok {
 		att.Fail()
-		s.cfg.Log.Info("admin: login failed", "ip", ip.String(), "name", in.Name, "attempt", sid)
-		s.writeError(w, r, errorf(http.StatusUnauthorized, "wrong name or password"))
-		return
+		s.cfg.Log.Info("admin: login failed", "ip", ip.String(), "name", name, "attempt", sid)
+		return nil, nil, errorf(http.StatusUnauthorized, "wrong name or password")
 	}
 	v, ws := s.newSession(st.Name)
 	http.SetCookie(w, &http.Cookie{
@@ -574,7 +599,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		SameSite: http.SameSiteStrictMode,
 	})
 	s.cfg.Log.Info("admin: login", "ip", ip.String(), "name", st.Name)
-	writeJSON(w, http.StatusOK, map[string]string{"name": st.Name, "role": string(st.Role), "csrf_token": ws.csrf})
+	return st, ws, nil
 }
 
 // dummyHashes are hashes of a random password per scheme, for the timing

@@ -32,7 +32,7 @@ import (
 // world is an admin server over real stores in a temporary data_dir, with
 // a domain, an account, a recorded session, a block and a queued message.
 type world struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *Server
 	ts       *httptest.Server
 	dir      *directory.SQLite
@@ -56,7 +56,7 @@ const (
 	testAccount = "jan@firma.cz"
 )
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	ctx := context.Background()
 	data := t.TempDir()
@@ -166,7 +166,7 @@ func fixtureHashes() (account, staff string) {
 }
 
 // must fails the test on an error, or on false.
-func must(t *testing.T, v any) {
+func must(t testing.TB, v any) {
 	t.Helper()
 	switch v := v.(type) {
 	case error:
