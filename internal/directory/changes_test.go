@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -200,5 +201,32 @@ func TestChangeLogTwinRemoval(t *testing.T) {
 	}
 	if got := changesAfter(t, st, before); !reflect.DeepEqual(got, want) {
 		t.Fatalf("changes %+q, want %+q", got, want)
+	}
+}
+
+// TestOnCommitDeliversBeforeReturn checks that, with OnCommit wired to the
+// watcher's Sync, a change made through the store has reached the
+// subscribers when the write returns, without waiting for a poll.
+func TestOnCommitDeliversBeforeReturn(t *testing.T) {
+	ctx := context.Background()
+	s, err := NewSQLite(ctx, testutil.OpenDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(ctx, s, WatcherConfig{PollInterval: time.Hour}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []ChangeKind
+	w.Subscribe(func(ch Change) { mu.Lock(); got = append(got, ch.Kind); mu.Unlock() })
+	s.OnCommit(func() { w.Sync(ctx) })
+	if err := s.AddDomain(ctx, "firma.cz"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != ChangeDomainAdded {
+		t.Fatalf("subscribers got %v when AddDomain returned, want [%v]", got, ChangeDomainAdded)
 	}
 }

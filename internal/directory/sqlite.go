@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"submitd/internal/address"
@@ -54,6 +55,9 @@ type SQLite struct {
 	accountOnce sync.Once
 	account     *sql.Stmt
 	accountErr  error
+	// committed, when set, runs after every write transaction commits; see
+	// OnCommit.
+	committed atomic.Pointer[func()]
 }
 
 var _ Store = (*SQLite)(nil)
@@ -101,8 +105,18 @@ func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("directory: %w", err)
 	}
+	if f := s.committed.Load(); f != nil {
+		(*f)()
+	}
 	return nil
 }
+
+// OnCommit makes f run after each write transaction of this store commits,
+// before the write returns. A server hands its own changes (made through the
+// admin API or the web) to the change feed this way, so the cache and the
+// credential cache have dropped what changed by the time the change is
+// reported done; changes made by another process still arrive by polling.
+func (s *SQLite) OnCommit(f func()) { s.committed.Store(&f) }
 
 func exists(ctx context.Context, q querier, query string, args ...any) (bool, error) {
 	var one int

@@ -105,7 +105,19 @@ func (st *Stores) Changes(ctx context.Context, log *slog.Logger) (directory.Feed
 	if st.Pool != nil {
 		return directory.NewListener(st.Pool, log), nil
 	}
-	return directory.NewWatcher(ctx, st.sqliteDir, directory.WatcherConfig{}, log)
+	w, err := directory.NewWatcher(ctx, st.sqliteDir, directory.WatcherConfig{}, log)
+	if err != nil {
+		return nil, err
+	}
+	// This process's own changes reach the feed before the write returns,
+	// not at the next poll: when support switches an account off, the
+	// customer's very next AUTH is refused.
+	st.sqliteDir.OnCommit(func() {
+		if err := w.Sync(context.Background()); err != nil {
+			log.Error("directory: reading the change log after a change failed", "err", err)
+		}
+	})
+	return w, nil
 }
 
 // Close closes the PostgreSQL pool, if there is one.
