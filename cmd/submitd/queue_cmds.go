@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,7 +19,8 @@ func init() {
 		usage: `queue list                 (one line per message: id, age, sender, recipients:state, next attempt)
 			queue show ID
 			queue retry ID|all         (try every undelivered recipient now)
-			queue delete [-bounce] ID  (no report to the sender unless -bounce)`,
+			queue delete [-bounce] ID  (no report to the sender unless -bounce)
+			queue adopt DIR            (move a stopped node's spool, its disk mounted here, into this node's queue)`,
 		run: runQueue,
 	})
 }
@@ -33,7 +35,7 @@ func runQueue(e *env, args []string) error {
 	switch verb {
 	case "list":
 		n = 0
-	case "show", "retry", "delete":
+	case "show", "retry", "delete", "adopt":
 		n = 1
 	default:
 		return usageError(fmt.Sprintf("unknown verb %q", verb))
@@ -59,6 +61,13 @@ func runQueue(e *env, args []string) error {
 		return e.change("POST", "/api/v1/queue/"+p(args[0])+"/retry", nil)
 	case "delete":
 		return e.change("POST", "/api/v1/queue/"+p(args[0])+"/delete", map[string]bool{"bounce": *bounce})
+	case "adopt":
+		// The server resolves no relative path of ours.
+		dir, err := filepath.Abs(args[0])
+		if err != nil {
+			return err
+		}
+		return e.change("POST", "/api/v1/queue/adopt", map[string]string{"dir": dir})
 	}
 	a := &queue.Admin{Spool: sp, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()}
 	switch verb {

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +70,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/queue/{id}", RoleSupport, s.getQueued)
 	s.handle("POST /api/v1/queue/{id}/retry", RoleSupport, s.retryQueued)
 	s.handle("POST /api/v1/queue/{id}/delete", RoleSupport, s.deleteQueued)
+	s.handle("POST /api/v1/queue/adopt", RoleAdmin, s.adoptSpool)
 
 	s.handle("GET /api/v1/audit", RoleSupport, s.listAudit)
 
@@ -1099,6 +1102,41 @@ func (s *Server) deleteQueued(r *http.Request, p *principal) (any, error) {
 		return nil, err
 	}
 	return result{Result: msg}, nil
+}
+
+// adoptSpool moves the messages of a stopped node's spool, its disk mounted
+// here, into this node's queue ("submitd queue adopt").
+func (s *Server) adoptSpool(r *http.Request, p *principal) (any, error) {
+	var in struct {
+		Dir string `json:"dir"`
+	}
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	if !filepath.IsAbs(in.Dir) {
+		return nil, badRequest("dir %q: must be the absolute path of the other node's spool", in.Dir)
+	}
+	q, err := s.queue()
+	if err != nil {
+		return nil, err
+	}
+	res, err := q.Adopt(in.Dir)
+	switch {
+	case errors.Is(err, queue.ErrLocked):
+		return nil, errorf(http.StatusConflict, "%s", err)
+	case errors.Is(err, queue.ErrNotSpool), errors.Is(err, fs.ErrNotExist):
+		return nil, badRequest("%s", err)
+	}
+	if res != nil && len(res.Adopted) > 0 {
+		// Whatever moved is recorded, even when a later message failed.
+		if aerr := s.audit(r.Context(), p, "queue.adopt", "spool:"+res.Dir, nil, res); aerr != nil && err == nil {
+			err = aerr
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return result{Result: res.String()}, nil
 }
 
 func (s *Server) listAudit(r *http.Request, p *principal) (any, error) {

@@ -90,6 +90,9 @@ type Queue interface {
 	Retry(id string) (string, error)
 	// Delete removes a message, reporting it to its sender when bounce.
 	Delete(id string, bounce bool) (string, error)
+	// Adopt moves the messages of a stopped node's spool in dir into this
+	// node's queue.
+	Adopt(dir string) (*queue.AdoptResult, error)
 }
 
 // DKIMKeys is what the server reads and changes of the DKIM keys;

@@ -111,6 +111,9 @@ type Queue struct {
 	wg       sync.WaitGroup    // running jobs
 	stats    Stats
 	handoff  int64 // bytes of Content held by entries not yet attempted
+
+	// adoptMu lets one adoption of a foreign spool run at a time.
+	adoptMu sync.Mutex
 }
 
 // Stats counts outcomes since the queue started.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -514,27 +515,10 @@ func parseRec(b []byte) (kind byte, id string, payload, rest []byte, err error) 
 // writeFileVia writes data to a new file in tmpDir, fdatasyncs it and
 // renames it to name.
 func writeFileVia(tmpDir, name string, data []byte) error {
-	f, err := os.CreateTemp(tmpDir, filepath.Base(name)+".*")
-	if err != nil {
+	return placeSynced(tmpDir, filepath.Base(name)+".*", name, fdatasync, func(w io.Writer) error {
+		_, err := w.Write(data)
 		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o640)
-	}
-	if err == nil {
-		err = fdatasync(f)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), name)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	})
 }
 
 // idle reports whether no reclaim runs and no sealed segment waits; tests

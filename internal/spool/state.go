@@ -198,25 +198,11 @@ func (s *Spool) restoreState(id string, data []byte) error {
 // only rec, durably whatever the caller asked: a replacement that a power
 // cut left empty would lose every record, not just the newest.
 func (s *Spool) replaceState(id, name string, rec []byte) error {
-	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), id+stateExt+".*")
+	err := placeSynced(filepath.Join(s.dir, "tmp"), id+stateExt+".*", name, s.syncFile, func(w io.Writer) error {
+		_, err := w.Write(rec)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("spool: state of %s: %w", id, err)
-	}
-	_, err = f.Write(rec)
-	if err == nil {
-		err = f.Chmod(0o640)
-	}
-	if err == nil {
-		err = s.syncFile(f)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), name)
-	}
-	if err != nil {
-		os.Remove(f.Name())
 		return fmt.Errorf("spool: state of %s: %w", id, err)
 	}
 	if err := s.group.wait(); err != nil {
