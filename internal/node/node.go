@@ -241,6 +241,10 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 	log.Info("spool loaded", "dir", n.Spool.Dir(), "messages", len(queued))
+	if staged, src, _ := n.Spool.Staged(); len(staged) > 0 {
+		log.Warn("an adoption of another node's spool was interrupted; run \"submitd queue adopt\" with its directory again to finish it",
+			"dir", src, "staged", len(staged))
+	}
 	n.Queue.Load(queued)
 	// The queue hears of each message as soon as it is safely on disk.
 	n.Spool.OnCommit = n.Queue.Add
