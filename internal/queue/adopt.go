@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 
 	"submitd/internal/spool"
 )
@@ -116,7 +118,7 @@ func adopt(ours *spool.Spool, dir string, schedule func(*spool.Envelope), log *s
 			ours.Unstage(id)
 			continue
 		}
-		if err := promote(ours, id, schedule, res, log); err != nil {
+		if err := (&adoption{ours: ours, schedule: schedule, res: res, log: log}).promote(id); err != nil {
 			return nil, err
 		}
 	}
@@ -131,72 +133,161 @@ func adopt(ours *spool.Spool, dir string, schedule func(*spool.Envelope), log *s
 			return nil, err
 		}
 	}
-	for _, env := range envs {
-		id := env.ID
-		if dup, err := ours.Has(id); err != nil || dup {
-			log.Error("queue: adopt: a message with this id is in this node's spool already; left in the foreign spool",
-				"queue_id", id, "dir", dir, "err", err)
-			res.Left = append(res.Left, id)
-			continue
-		}
-		data, err := foreign.ReadState(id)
-		var pe *fs.PathError
-		switch {
-		case errors.As(err, &pe):
-			// Reading failed, which says nothing of the state; adopting it
-			// without would deliver again to recipients already done.
-			log.Error("queue: adopt: cannot read the delivery state; left in the foreign spool", "queue_id", id, "err", err)
-			res.Left = append(res.Left, id)
-			continue
-		case err == nil && data != nil:
-			if _, derr := decodeState(env, data); derr != nil {
-				err = derr
-			}
-		}
-		if err != nil {
-			// As at a node's start (Load): losing track of which recipients
-			// got it may deliver twice to some; dropping it would lose it
-			// for all.
-			log.Error("queue: adopt: damaged delivery state; every recipient will be tried", "queue_id", id, "err", err)
-			data = nil
-		}
-		if err := ours.Stage(foreign, id, data); err != nil {
-			log.Error("queue: adopt: cannot copy the message; left in the foreign spool", "queue_id", id, "err", err)
-			res.Left = append(res.Left, id)
-			continue
-		}
-		// The point of no return (see spool.Stage): once the foreign copy
-		// is durably gone, the staged one is the message.
-		if err := foreign.Remove(id); err != nil {
-			ours.Unstage(id)
-			return res, fmt.Errorf("queue: adopt %s: %w", id, err)
-		}
-		if err := promote(ours, id, schedule, res, log); err != nil {
+	a := &adoption{ours: ours, foreign: foreign, schedule: schedule, res: res, log: log}
+	for len(envs) > 0 {
+		n := min(len(envs), adoptBatch)
+		if err := a.batch(envs[:n]); err != nil {
 			return res, err
 		}
+		envs = envs[n:]
 	}
 	if err := ours.SetAdoptSource(""); err != nil {
 		return res, err
 	}
+	slices.Sort(res.Adopted)
+	slices.Sort(res.Left)
 	log.Info("spool adopted", "dir", dir, "adopted", len(res.Adopted), "left", len(res.Left),
 		"unfinished", res.Unfinished, "damaged", res.Damaged)
 	return res, nil
 }
 
+// adoptBatch is how many messages are adopted together, and
+// adoptWorkers how many of them at once: each step of a message waits for
+// the disk, and messages moved at the same time share the spools' syncs.
+const (
+	adoptBatch   = 256
+	adoptWorkers = 16
+)
+
+// adoption is one run of adopt.
+type adoption struct {
+	// ours and foreign are the spools moved to and from.
+	ours, foreign *spool.Spool
+	// schedule hands each adopted message to the queue; nil: nobody.
+	schedule func(*spool.Envelope)
+	// log receives a line per message.
+	log *slog.Logger
+
+	// mu guards res.
+	mu sync.Mutex
+	// res is what the run did so far.
+	res *AdoptResult
+}
+
+// batch adopts envs: all are staged, then removed from the foreign spool,
+// then promoted, each step for many messages at once.
+func (a *adoption) batch(envs []*spool.Envelope) error {
+	staged := make([]bool, len(envs))
+	each(len(envs), func(i int) { staged[i] = a.stage(envs[i]) })
+	// The point of no return (see spool.Stage): once the foreign copy is
+	// durably gone, the staged one is the message.
+	var errs []error
+	var mu sync.Mutex
+	each(len(envs), func(i int) {
+		if !staged[i] {
+			return
+		}
+		if err := a.foreign.Remove(envs[i].ID); err != nil {
+			a.ours.Unstage(envs[i].ID)
+			staged[i] = false
+			mu.Lock()
+			errs = append(errs, fmt.Errorf("queue: adopt %s: %w", envs[i].ID, err))
+			mu.Unlock()
+		}
+	})
+	each(len(envs), func(i int) {
+		if !staged[i] {
+			return
+		}
+		if err := a.promote(envs[i].ID); err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// stage copies env's message and state into ours, reporting false when it
+// stays in the foreign spool.
+func (a *adoption) stage(env *spool.Envelope) bool {
+	id := env.ID
+	if dup, err := a.ours.Has(id); err != nil || dup {
+		a.log.Error("queue: adopt: a message with this id is in this node's spool already; left in the foreign spool",
+			"queue_id", id, "dir", a.res.Dir, "err", err)
+		a.left(id)
+		return false
+	}
+	data, err := a.foreign.ReadState(id)
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
+		// Reading failed, which says nothing of the state; adopting it
+		// without would deliver again to recipients already done.
+		a.log.Error("queue: adopt: cannot read the delivery state; left in the foreign spool", "queue_id", id, "err", err)
+		a.left(id)
+		return false
+	case err == nil && data != nil:
+		if _, derr := decodeState(env, data); derr != nil {
+			err = derr
+		}
+	}
+	if err != nil {
+		// As at a node's start (Load): losing track of which recipients
+		// got it may deliver twice to some; dropping it would lose it for
+		// all.
+		a.log.Error("queue: adopt: damaged delivery state; every recipient will be tried", "queue_id", id, "err", err)
+		data = nil
+	}
+	if err := a.ours.Stage(a.foreign, id, data); err != nil {
+		a.log.Error("queue: adopt: cannot copy the message; left in the foreign spool", "queue_id", id, "err", err)
+		a.left(id)
+		return false
+	}
+	return true
+}
+
+// left notes a message left in the foreign spool.
+func (a *adoption) left(id string) {
+	a.mu.Lock()
+	a.res.Left = append(a.res.Left, id)
+	a.mu.Unlock()
+}
+
 // promote moves staged message id into ours and schedules it.
-func promote(ours *spool.Spool, id string, schedule func(*spool.Envelope), res *AdoptResult, log *slog.Logger) error {
-	env, err := ours.Promote(id)
+func (a *adoption) promote(id string) error {
+	env, err := a.ours.Promote(id)
 	if err != nil {
 		// The staged copy is now the only one and stays staged; the next
 		// run promotes it.
 		return fmt.Errorf("queue: adopt %s: %w", id, err)
 	}
-	log.Info("message adopted", "queue_id", id, "session", env.SessionID, "dir", res.Dir)
-	res.Adopted = append(res.Adopted, id)
-	if schedule != nil {
-		schedule(env)
+	a.log.Info("message adopted", "queue_id", id, "session", env.SessionID, "dir", a.res.Dir)
+	a.mu.Lock()
+	a.res.Adopted = append(a.res.Adopted, id)
+	a.mu.Unlock()
+	if a.schedule != nil {
+		a.schedule(env)
 	}
 	return nil
+}
+
+// each runs f(0) … f(n-1), adoptWorkers at a time, and waits for them.
+func each(n int, f func(int)) {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(n, adoptWorkers) {
+		wg.Go(func() {
+			for i := range work {
+				f(i)
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
 }
 
 // checkForeign refuses a dir that is not a spool, or is ours.

@@ -277,3 +277,38 @@ func FuzzAdopt(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAdopt measures adopting a stopped node's spool of b.N messages
+// (each with a state record), per message.
+func BenchmarkAdopt(b *testing.B) {
+	quiet := slog.New(slog.DiscardHandler)
+	foreign, err := spool.Open(b.TempDir(), quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(foreign.Dir(), "lock"), nil, 0o640)
+	body := bytes.Repeat([]byte("Hello, this is a line of a message.\r\n"), 100)
+	for range b.N {
+		env := &spool.Envelope{From: "jan@firma.test", To: []string{"eva@a.test", "petr@b.test"}, Received: time.Now()}
+		wr, err := foreign.Create(env)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wr.Write(body)
+		if err := wr.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		if err := foreign.WriteStateNoSync(env.ID, []byte(`{"rcpts":[{"addr":"eva@a.test","domain":"a.test","status":"delivered","attempts":1},{"addr":"petr@b.test","domain":"b.test","status":"deferred","attempts":1}]}`)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ours, err := spool.Open(b.TempDir(), quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	res, err := adopt(ours, foreign.Dir(), nil, quiet)
+	if err != nil || len(res.Adopted) != b.N {
+		b.Fatalf("adopt: %v, %d of %d", err, len(res.Adopted), b.N)
+	}
+}
