@@ -79,7 +79,7 @@ func adopt(ours *spool.Spool, dir string, schedule func(*spool.Envelope), log *s
 	}
 	lock, err := lockSpool(dir)
 	if errors.Is(err, ErrLocked) {
-		return nil, fmt.Errorf("queue: %s is locked by a running submitd: stop that node first, or, if its process is gone, make sure no other node adopts it (%w)", dir, ErrLocked)
+		return nil, fmt.Errorf("queue: %s is locked by a running submitd (its own node, or an adoption under way): stop it first (%w)", dir, ErrLocked)
 	}
 	if err != nil {
 		return nil, err
