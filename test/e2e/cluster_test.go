@@ -272,17 +272,37 @@ func TestClusterPlumbing(t *testing.T) {
 	}
 }
 
-// sharedStores returns the node config of a cluster sharing one PostgreSQL
-// database and one Redis, or skips when this build has neither.
+// sharedStores returns the node config of a cluster sharing the PostgreSQL
+// database dsn and, unless redisURL is "", the guard in that Redis; it
+// skips when this build lacks the config keys.
 func sharedStores(t *testing.T, dsn, redisURL string) string {
 	t.Helper()
-	cfg := clusterNode(fmt.Sprintf("store = \"redis\"\nredis_url = %q\n", redisURL),
-		fmt.Sprintf("[store]\ndriver = \"postgres\"\ndsn = %q\n", dsn))
+	guard, want := "", `[store] driver = "postgres"`
+	if redisURL != "" {
+		guard, want = fmt.Sprintf("store = \"redis\"\nredis_url = %q\n", redisURL), want+`, [guard] store = "redis"`
+	}
+	cfg := clusterNode(guard, fmt.Sprintf("[store]\ndriver = \"postgres\"\ndsn = %q\n", dsn))
 	probe := newServer(t, cfg)
 	if _, errOut, code := probe.cli("", "blocked"); code != 0 && strings.Contains(errOut, "unknown key") {
-		t.Skipf("skipping: this build has no shared stores ([store] driver = \"postgres\", [guard] store = \"redis\"): %s", strings.TrimSpace(errOut))
+		t.Skipf("skipping: this build lacks %s: %s", want, strings.TrimSpace(errOut))
 	}
 	return cfg
+}
+
+// newSharedCluster starts a cluster on cfg (from sharedStores) whose shared
+// directory has firma.cz with jan@, and more, accounts made once.
+func newSharedCluster(t *testing.T, cfg string, more ...string) *cluster {
+	t.Helper()
+	first := true
+	return newCluster(t, cfg, func(s *server) {
+		if first {
+			s.setupFirma()
+			for _, a := range more {
+				s.mustCLI(e2ePassword+"\n", "account", "add", a)
+			}
+			first = false
+		}
+	})
 }
 
 // wrongPasswords makes n failed logins from ip through addr.
@@ -321,21 +341,12 @@ func (c *cluster) expectRefused(addr, ip string) {
 // Five wrong passwords on node A and five on node B from one IP block it on
 // both, refused with its own address in the reply; twenty wrong attempts at
 // once from another IP, spread over both nodes, have exactly ten verified;
-// "submitd unblock" run against node A's config lets both accept at once;
-// an account disabled through node B is refused as disabled by node A
-// within the directory cache's TTL; and a session served by node A is found
-// with "submitd session" on node B (SPEC R11, R11a, R12).
+// "submitd unblock" run against node A's config lets both accept at once
+// (SPEC R11, R11a, R11b).
 func TestClusterSharedGuard(t *testing.T) {
 	dsn := testutil.PostgresDSN(t)
 	rd := testutil.StartRedis(t)
-	cfg := sharedStores(t, dsn, rd.URL())
-	first := true
-	c := newCluster(t, cfg, func(s *server) {
-		if first {
-			s.setupFirma()
-			first = false
-		}
-	})
+	c := newSharedCluster(t, sharedStores(t, dsn, rd.URL()))
 
 	const ip = "127.0.0.20"
 	c.wrongPasswords(c.toA, ip, 5)
@@ -383,6 +394,14 @@ func TestClusterSharedGuard(t *testing.T) {
 			rc.cmd("QUIT")
 		}
 	}
+}
+
+// TestClusterSharedDirectory: the two nodes share one PostgreSQL. A session
+// served by node A is found with "submitd session" on node B, and an account
+// disabled through node B is refused as disabled by node A within the
+// account cache's TTL (SPEC R12, R13).
+func TestClusterSharedDirectory(t *testing.T) {
+	c := newSharedCluster(t, sharedStores(t, testutil.PostgresDSN(t), ""))
 
 	// A session served by node A is found on node B.
 	reply, rc := c.login(c.toA, "127.0.0.22", "jan@firma.cz", "wrong")
@@ -408,24 +427,12 @@ func TestClusterSharedGuard(t *testing.T) {
 	}
 }
 
-// TestClusterFaults: with Redis stopped AUTH still works and wrong
+// TestClusterRedisDown: with Redis stopped AUTH still works and wrong
 // passwords are still limited by each node's own count; when it returns,
-// counting is shared again. With PostgreSQL stopped AUTH answers 454 4.7.0,
-// never a false "rejected", and no node crashes; when it returns AUTH works
-// again.
-func TestClusterFaults(t *testing.T) {
-	pg := testutil.StartPostgres(t)
+// counting is shared again.
+func TestClusterRedisDown(t *testing.T) {
 	rd := testutil.StartRedis(t)
-	cfg := sharedStores(t, pg.CreateDB(t), rd.URL())
-	first := true
-	c := newCluster(t, cfg, func(s *server) {
-		if first {
-			s.setupFirma()
-			s.mustCLI(e2ePassword+"\n", "account", "add", "petr@firma.cz")
-			s.mustCLI(e2ePassword+"\n", "account", "add", "eva@firma.cz")
-			first = false
-		}
-	})
+	c := newSharedCluster(t, sharedStores(t, testutil.PostgresDSN(t), rd.URL()))
 
 	rd.Stop()
 	if reply, rc := c.login(c.toA, "127.0.0.30", "jan@firma.cz", e2ePassword); !strings.HasPrefix(reply, "235 ") {
@@ -452,6 +459,14 @@ func TestClusterFaults(t *testing.T) {
 		c.wrongPasswords(c.toB, ip, 5)
 		return c.refused(c.toA, ip) && c.refused(c.toB, ip)
 	})
+}
+
+// TestClusterPostgresDown: with PostgreSQL stopped AUTH answers 454 4.7.0,
+// never a false "rejected", and no node crashes; when it returns AUTH works
+// again by itself.
+func TestClusterPostgresDown(t *testing.T) {
+	pg := testutil.StartPostgres(t)
+	c := newSharedCluster(t, sharedStores(t, pg.CreateDB(t), ""), "petr@firma.cz", "eva@firma.cz")
 
 	// Accounts the nodes have not looked up yet, so that no cache answers:
 	// a known login with its password, with a wrong one, and an unknown
