@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"submitd/internal/config"
 	"submitd/internal/testutil"
 )
 
@@ -496,4 +497,56 @@ func TestClusterPostgresDown(t *testing.T) {
 		rc.cmd("QUIT")
 		return strings.HasPrefix(reply, "235 ")
 	})
+}
+
+// docBlocks returns the fenced blocks of language lang in docs/cluster.md.
+func docBlocks(t *testing.T, lang string) []string {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/cluster.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, part := range strings.Split(string(b), "```"+lang+"\n")[1:] {
+		block, _, ok := strings.Cut(part, "```")
+		if !ok {
+			t.Fatalf("an unclosed %s block in docs/cluster.md", lang)
+		}
+		out = append(out, block)
+	}
+	if len(out) == 0 {
+		t.Fatalf("docs/cluster.md has no %s block", lang)
+	}
+	return out
+}
+
+// TestClusterDocExamples: the node config of docs/cluster.md loads, with
+// the shared stores and PROXY on every listener, and its HAProxy config
+// passes "haproxy -c".
+func TestClusterDocExamples(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "node.toml")
+	if err := os.WriteFile(name, []byte(docBlocks(t, "toml")[0]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(name)
+	if err != nil {
+		t.Fatalf("the node config of docs/cluster.md: %v", err)
+	}
+	l := cfg.Listener
+	if cfg.Store.Driver != "postgres" || cfg.Guard.Store != "redis" || len(cfg.Guard.TrustedProxies) == 0 ||
+		!l.SMTP.ProxyProtocol || !l.Submission.ProxyProtocol || !l.Submissions.ProxyProtocol {
+		t.Errorf("the node config of docs/cluster.md: store %q, guard store %q, trusted %v, PROXY %v %v %v",
+			cfg.Store.Driver, cfg.Guard.Store, cfg.Guard.TrustedProxies, l.SMTP.ProxyProtocol, l.Submission.ProxyProtocol, l.Submissions.ProxyProtocol)
+	}
+
+	bin := testutil.NeedTool(t, "haproxy")
+	hcfg := strings.ReplaceAll(docBlocks(t, "haproxy")[0], "/run/haproxy/admin.sock", filepath.Join(dir, "admin.sock"))
+	hname := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(hname, []byte(hcfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "-c", "-f", hname).CombinedOutput(); err != nil {
+		t.Errorf("haproxy -c on the config of docs/cluster.md: %v\n%s", err, out)
+	}
 }
