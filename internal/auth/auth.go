@@ -235,8 +235,9 @@ func (a *Authenticator) CheckAdmitted(ctx context.Context, key netip.Prefix, log
 	if err != nil {
 		return Result{Verdict: Error, Err: err}
 	}
-	if !acct.SMTPAccess {
-		// SPEC R4: whatever the password.
+	if !acct.SMTPAccess || acct.Held {
+		// SPEC R4, R20: whatever the password; a held account is refused
+		// as a disabled one.
 		return Result{Verdict: Disabled, Account: acct}
 	}
 	var id credID
@@ -303,6 +304,20 @@ func (a *Authenticator) DirectoryChanged(ch directory.Change) {
 			a.log.Debug("auth: cached credentials dropped", "account", ch.Name, "change", string(ch.Kind), "entries", n)
 		}
 	}
+}
+
+// Forget drops every cached answer for account at once, without waiting
+// for the directory's change log: a held account (SPEC R20) must not log in
+// again from the cache in the moment before the log is read.
+func (a *Authenticator) Forget(account string) int {
+	if a.cache == nil {
+		return 0
+	}
+	n := a.cache.dropAccount(account)
+	if n > 0 {
+		a.log.Debug("auth: cached credentials dropped", "account", account, "change", "forget", "entries", n)
+	}
+	return n
 }
 
 // Stats are counts for monitoring and tests.

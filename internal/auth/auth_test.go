@@ -530,3 +530,30 @@ func TestPoolKeepsAWorkerForCleanClients(t *testing.T) {
 	close(gate)
 	wg.Wait()
 }
+
+// TestHeldAndForget: a held account (SPEC R20) is refused as disabled
+// whatever the password, even with its right answer cached, and Forget
+// drops that answer at once, so a release needs a real check again.
+func TestHeldAndForget(t *testing.T) {
+	ctx := context.Background()
+	dir := testDir(t)
+	a, c := newTestAuth(t, dir, Config{})
+	check(t, a, "jan@firma.cz", testPassword, OK, false)
+	check(t, a, "jan@firma.cz", testPassword, OK, true)
+	if err := dir.SetHeld(ctx, "jan@firma.cz", true, "volume rise"); err != nil {
+		t.Fatal(err)
+	}
+	check(t, a, "jan@firma.cz", testPassword, Disabled, false)
+	check(t, a, "jan@firma.cz", "wrong", Disabled, false)
+	if n := a.Forget("jan@firma.cz"); n != 1 {
+		t.Fatalf("Forget dropped %d entries, want 1", n)
+	}
+	if err := dir.SetHeld(ctx, "jan@firma.cz", false, ""); err != nil {
+		t.Fatal(err)
+	}
+	before := c.total()
+	check(t, a, "jan@firma.cz", testPassword, OK, false)
+	if c.total() != before+1 {
+		t.Fatal("after Forget the password was not hashed again")
+	}
+}

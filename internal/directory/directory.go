@@ -44,6 +44,15 @@ type Account struct {
 	PasswordHash string
 	// SMTPAccess is false when support has disabled sending (SPEC R4).
 	SMTPAccess bool
+	// Held is set while the account is held as compromised (SPEC R20): its
+	// SMTP access is off as with SMTPAccess false, but apart from it, so
+	// that releasing the hold does not undo a disable made by support.
+	Held bool
+	// HeldReason says why the account is held (the signal that tripped),
+	// "" when it is not.
+	HeldReason string
+	// HeldSince is when the hold began; zero when not held.
+	HeldSince time.Time
 	// Aliases are the alias domains of Domain, filled by Store.Account.
 	Aliases []string
 	// Identities are the extra sender identities usable from webmail (SPEC R9).
@@ -74,6 +83,12 @@ type Store interface {
 	SetPassword(ctx context.Context, address, passwordHash string) error
 	// SetSMTPAccess enables or disables an account's SMTP access.
 	SetSMTPAccess(ctx context.Context, address string, enabled bool) error
+	// SetHeld holds an account (SPEC R20) with reason, or with held false
+	// releases it; either way it is one access change in the change log.
+	SetHeld(ctx context.Context, address string, held bool, reason string) error
+	// HeldAccounts lists the held accounts, oldest hold first; Aliases is
+	// not filled.
+	HeldAccounts(ctx context.Context) ([]Account, error)
 	// RemoveAccount removes an account and its identities.
 	RemoveAccount(ctx context.Context, address string) error
 	// Account returns one account with its domain's aliases and its identities.

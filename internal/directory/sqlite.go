@@ -43,6 +43,10 @@ var migrations = []sqlitedb.Step{
 	// given, so an account may be stored in NFD, or twice (twins, which
 	// are reported, not merged; see Twins).
 	{Run: normalizeNames},
+	// SPEC R20: a hold is kept apart from smtp_access, which support sets.
+	{SQL: `ALTER TABLE accounts ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE accounts ADD COLUMN held_reason TEXT NOT NULL DEFAULT '';
+	ALTER TABLE accounts ADD COLUMN held_since INTEGER NOT NULL DEFAULT 0;`},
 }
 
 // SQLite is the Store kept in the embedded SQLite database.
@@ -382,7 +386,7 @@ func (s *SQLite) Account(ctx context.Context, addr string) (*Account, error) {
 		// Aliases and identities are joined by newlines, which neither a
 		// domain nor an address can hold.
 		s.account, s.accountErr = s.db.PrepareContext(context.Background(), `SELECT a.address, a.domain,
-			a.password_hash, a.smtp_access, a.created,
+			a.password_hash, a.smtp_access, a.created, a.held, a.held_reason, a.held_since,
 			coalesce((SELECT group_concat(name, char(10)) FROM (SELECT name FROM aliases
 				WHERE domain = a.domain ORDER BY name)), ''),
 			coalesce((SELECT group_concat(address, char(10)) FROM (SELECT address FROM identities
@@ -393,9 +397,10 @@ func (s *SQLite) Account(ctx context.Context, addr string) (*Account, error) {
 		return nil, fmt.Errorf("directory: account %s: %w", a, s.accountErr)
 	}
 	acc := &Account{}
-	var created int64
+	var created, heldSince int64
 	var aliases, ids string
-	err = s.account.QueryRowContext(ctx, a).Scan(&acc.Address, &acc.Domain, &acc.PasswordHash, &acc.SMTPAccess, &created, &aliases, &ids)
+	err = s.account.QueryRowContext(ctx, a).Scan(&acc.Address, &acc.Domain, &acc.PasswordHash, &acc.SMTPAccess, &created,
+		&acc.Held, &acc.HeldReason, &heldSince, &aliases, &ids)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("account %s: %w", a, ErrNotFound)
 	}
@@ -403,6 +408,7 @@ func (s *SQLite) Account(ctx context.Context, addr string) (*Account, error) {
 		return nil, fmt.Errorf("directory: account %s: %w", a, err)
 	}
 	acc.Created = time.Unix(created, 0)
+	acc.HeldSince = heldTime(acc.Held, heldSince)
 	if aliases != "" {
 		acc.Aliases = strings.Split(aliases, "\n")
 	}
@@ -437,12 +443,69 @@ func query[T any](ctx context.Context, db *sql.DB, q string, args []any, scan fu
 	return out, nil
 }
 
+// heldTime is the time of a hold as stored, zero when not held.
+func heldTime(held bool, unix int64) time.Time {
+	if !held {
+		return time.Time{}
+	}
+	return time.Unix(unix, 0)
+}
+
+// accountColumns are the columns scanAccount reads, in its order.
+const accountColumns = `a.address, a.domain, a.password_hash, a.smtp_access, a.created,
+		a.held, a.held_reason, a.held_since,
+		coalesce((SELECT group_concat(address, char(10)) FROM (SELECT address FROM identities i
+			WHERE i.account = a.address ORDER BY address)), '')`
+
+// scanAccount reads one row of accountColumns.
+func scanAccount(rows *sql.Rows, acc *Account) error {
+	var created, heldSince int64
+	var ids string
+	if err := rows.Scan(&acc.Address, &acc.Domain, &acc.PasswordHash, &acc.SMTPAccess, &created,
+		&acc.Held, &acc.HeldReason, &heldSince, &ids); err != nil {
+		return err
+	}
+	acc.Created = time.Unix(created, 0)
+	acc.HeldSince = heldTime(acc.Held, heldSince)
+	// Identities are joined by newlines, which an address cannot hold
+	// (a quoted local part may hold a space).
+	if ids != "" {
+		acc.Identities = strings.Split(ids, "\n")
+	}
+	return nil
+}
+
+// SetHeld implements Store.
+func (s *SQLite) SetHeld(ctx context.Context, addr string, held bool, reason string) error {
+	a, d, err := normAddress(addr)
+	if err != nil {
+		return err
+	}
+	if !held {
+		reason = ""
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE accounts SET held = ?, held_reason = ?, held_since = ? WHERE address = ?`,
+			held, reason, s.now().Unix(), a)
+		if err != nil {
+			return fmt.Errorf("directory: hold account %s: %w", a, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("account %s: %w", a, ErrNotFound)
+		}
+		return s.logChange(ctx, tx, ChangeAccess, a, d)
+	})
+}
+
+// HeldAccounts implements Store.
+func (s *SQLite) HeldAccounts(ctx context.Context) ([]Account, error) {
+	return query(ctx, s.db, `SELECT `+accountColumns+` FROM accounts a WHERE a.held <> 0 ORDER BY a.held_since, a.address`,
+		nil, scanAccount)
+}
+
 // Accounts implements Store.
 func (s *SQLite) Accounts(ctx context.Context, domain string) ([]Account, error) {
-	q := `SELECT a.address, a.domain, a.password_hash, a.smtp_access, a.created,
-		coalesce((SELECT group_concat(address, char(10)) FROM (SELECT address FROM identities i
-			WHERE i.account = a.address ORDER BY address)), '')
-		FROM accounts a`
+	q := `SELECT ` + accountColumns + ` FROM accounts a`
 	var args []any
 	if domain != "" {
 		d, err := normDomain(domain)
@@ -456,20 +519,7 @@ func (s *SQLite) Accounts(ctx context.Context, domain string) ([]Account, error)
 		args = append(args, d)
 	}
 	q += ` ORDER BY a.domain, a.address`
-	return query(ctx, s.db, q, args, func(rows *sql.Rows, acc *Account) error {
-		var created int64
-		var ids string
-		if err := rows.Scan(&acc.Address, &acc.Domain, &acc.PasswordHash, &acc.SMTPAccess, &created, &ids); err != nil {
-			return err
-		}
-		acc.Created = time.Unix(created, 0)
-		// Identities are joined by newlines, which an address cannot hold
-		// (a quoted local part may hold a space).
-		if ids != "" {
-			acc.Identities = strings.Split(ids, "\n")
-		}
-		return nil
-	})
+	return query(ctx, s.db, q, args, scanAccount)
 }
 
 // AddIdentity implements Store.

@@ -126,3 +126,52 @@ func TestMigrate(t *testing.T) {
 		t.Fatalf("NewSQLite on a future schema: %v; want a refusal", err)
 	}
 }
+
+// TestHeld: a hold sets the flag, reason and time apart from SMTP access,
+// lists the account among the held ones, writes an access change to the
+// log, and a release clears all three (SPEC R20).
+func TestHeld(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	if err := s.AddDomain(ctx, "firma.cz"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddAccount(ctx, "jan@firma.cz", "{BLF-CRYPT}x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddAccount(ctx, "eva@firma.cz", "{BLF-CRYPT}x"); err != nil {
+		t.Fatal(err)
+	}
+	seq, _ := s.LastChange(ctx)
+	if err := s.SetHeld(ctx, "Jan@firma.cz", true, "volume rise"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Account(ctx, "jan@firma.cz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Held || a.HeldReason != "volume rise" || a.HeldSince.IsZero() || !a.SMTPAccess {
+		t.Fatalf("held account %+v", a)
+	}
+	held, err := s.HeldAccounts(ctx)
+	if err != nil || len(held) != 1 || held[0].Address != "jan@firma.cz" || held[0].HeldReason != "volume rise" {
+		t.Fatalf("HeldAccounts = %+v, %v", held, err)
+	}
+	chs, err := s.Changes(ctx, seq, 10)
+	if err != nil || len(chs) != 1 || chs[0].Kind != ChangeAccess || chs[0].Name != "jan@firma.cz" {
+		t.Fatalf("changes %+v, %v", chs, err)
+	}
+	if err := s.SetHeld(ctx, "jan@firma.cz", false, "ignored"); err != nil {
+		t.Fatal(err)
+	}
+	a, _ = s.Account(ctx, "jan@firma.cz")
+	if a.Held || a.HeldReason != "" || !a.HeldSince.IsZero() {
+		t.Fatalf("released account %+v", a)
+	}
+	if held, _ := s.HeldAccounts(ctx); len(held) != 0 {
+		t.Fatalf("still held: %+v", held)
+	}
+	if err := s.SetHeld(ctx, "nikdo@firma.cz", true, "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("hold of an unknown account: %v", err)
+	}
+}

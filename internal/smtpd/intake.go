@@ -218,6 +218,7 @@ func (in *intake) finish() (string, *smtp.SMTPError) {
 		return ReplySpoolFailed, s.s.Replies.Err(ReplySpoolFailed, s.vars())
 	}
 	s.s.observer().Queued(in.env.Size, time.Since(start))
+	s.s.activity().Queued(in.env.Account, len(in.env.To), s.s.now())
 	v := s.vars()
 	v.QueueID = in.env.ID
 	ok := s.s.Replies.Err(ReplyQueued, v)

@@ -165,6 +165,9 @@ type Server struct {
 	// Metrics hears of connections, AUTH outcomes, refusals and queued
 	// messages; nil counts nothing.
 	Metrics Observer
+	// Activity hears of logins and queued messages by account, for the
+	// detection of compromised accounts (SPEC R20); nil: nobody.
+	Activity Activity
 
 	// mu guards the connection accounting below.
 	mu sync.Mutex
@@ -177,6 +180,8 @@ type Server struct {
 	sessions sync.WaitGroup
 	// closing is set by Shutdown.
 	closing atomic.Bool
+	// closedAccounts are the accounts CloseAccount holds closed.
+	closedAccounts map[string]struct{}
 }
 
 // ListenerConfig describes one listener.

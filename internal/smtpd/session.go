@@ -898,6 +898,15 @@ func (s *session) authenticate(cr credentials) error {
 		s.refuseBlocked()
 		return errRefused
 	}
+	if key == "" {
+		// The account is noted before the closed accounts are looked at
+		// (CloseAccount), so a hold made meanwhile finds one or the other.
+		s.c.update(func(r *sessionlog.Record) { r.Account = acct.Address })
+		if s.s.closedAccount(acct.Address) {
+			s.c.update(func(r *sessionlog.Record) { r.Account = "" })
+			key, reason = ReplyAuthDisabled, "account held"
+		}
+	}
 	switch {
 	case a != nil:
 	case key == "":
@@ -916,7 +925,7 @@ func (s *session) authenticate(cr credentials) error {
 	if key == "" {
 		s.acct = acct
 		s.pacc = &policy.Account{Domain: acct.Domain, Aliases: acct.Aliases, Identities: acct.Identities}
-		s.c.update(func(r *sessionlog.Record) { r.Account = acct.Address })
+		s.s.activity().LoggedIn(acct.Address, s.c.client.Addr(), s.helo, s.s.now())
 		s.c.record("auth", login, s.s.Replies.Line(ReplyAuthOK, s.vars()))
 		s.c.log.Info("auth ok", "login", login, "checked", reason)
 		a.Succeed()
