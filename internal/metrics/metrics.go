@@ -221,8 +221,8 @@ func (m *Metrics) Guard(stats func() guard.Stats) {
 // its outcome counters (SPEC R17, R18), read at every scrape.
 func (m *Metrics) Queue(q *queue.Queue) {
 	c := &statsCollector[queueStats]{stats: func() queueStats { return queueStats{q.Sizes(), q.Stats()} }}
-	for _, st := range []string{queue.StateActive, queue.StateDue, queue.StateDeferred} {
-		c.gaugeLabel("submitd_queue_messages", "Messages in the queue, by state: active (an attempt under way or waiting for a worker), due (due, not yet started) or deferred (waiting for a retry).", "state", st,
+	for _, st := range []string{queue.StateActive, queue.StateDue, queue.StateDeferred, queue.StateHeld} {
+		c.gaugeLabel("submitd_queue_messages", "Messages in the queue, by state: active (an attempt under way or waiting for a worker), due (due, not yet started) , deferred (waiting for a retry) or held (with a held account, SPEC R20).", "state", st,
 			func(s queueStats) float64 { return float64(s.sizes.Messages[st]) })
 	}
 	c.gauge("submitd_queue_oldest_message_age_seconds", "Age of the oldest message in the queue; 0 when it is empty.", func(s queueStats) float64 {

@@ -84,6 +84,10 @@ func (q *Queue) serve(req request) (string, error) {
 		}
 		now := q.now()
 		for _, e := range es {
+			if e.held {
+				// A retry does not release a held message (SPEC R20).
+				continue
+			}
 			if e.active {
 				e.retry.Store(true)
 				continue
@@ -113,7 +117,9 @@ func (q *Queue) serve(req request) (string, error) {
 			q.mu.Unlock()
 			return fmt.Sprintf("deleting %s (its delivery attempt under way is stopped)", req.ID), nil
 		}
-		heap.Remove(&q.waiting, e.index)
+		if e.index >= 0 {
+			heap.Remove(&q.waiting, e.index)
+		}
 		delete(q.entries, req.ID)
 		q.mu.Unlock()
 		env, st, err := ReadState(q.sp, req.ID)

@@ -53,11 +53,13 @@ type Sizes struct {
 // few seconds, not for a loop.
 func (q *Queue) Sizes() Sizes {
 	now := q.now()
-	sz := Sizes{Messages: map[string]int{StateActive: 0, StateDue: 0, StateDeferred: 0}}
+	sz := Sizes{Messages: map[string]int{StateActive: 0, StateDue: 0, StateDeferred: 0, StateHeld: 0}}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, e := range q.entries {
 		switch {
+		case e.held:
+			sz.Messages[StateHeld]++
 		case e.active:
 			sz.Messages[StateActive]++
 		case e.due.After(now):

@@ -86,6 +86,11 @@ type Config struct {
 	LockWait time.Duration
 	// Observer hears of delivery attempts, for metrics; nil: nobody.
 	Observer Observer
+	// Outcomes hears the recipients' results of every attempt at a
+	// destination with the account that submitted the message, for the
+	// detection of compromised accounts (SPEC R20); nil: nobody. It runs
+	// on the delivery worker, so it must only count and return.
+	Outcomes func(account string, results []delivery.Result)
 }
 
 // Queue schedules and runs deliveries.
@@ -114,6 +119,11 @@ type Queue struct {
 
 	// adoptMu lets one adoption of a foreign spool run at a time.
 	adoptMu sync.Mutex
+	// heldAccounts are the accounts held (Hold), by reason: their new
+	// messages are held at their first attempt.
+	heldAccounts map[string]string
+	// holdMu makes Hold, Release and Purge take turns.
+	holdMu sync.Mutex
 }
 
 // Stats counts outcomes since the queue started.
@@ -142,12 +152,18 @@ type entry struct {
 	// received is when the message was accepted, for the age of the
 	// oldest message (Sizes).
 	received time.Time
+	// account is the account that submitted the message.
+	account string
+	// held is set while the message is held (State.Held); it is then in
+	// neither waiting nor an attempt.
+	held bool
 	// first is the envelope Add was given, kept until the first attempt:
 	// that attempt need not read it from the spool, and knows the message
 	// has no state yet (only attempts write one).
 	first *spool.Envelope
 
 	// Set by requests while an attempt runs; read when it ends.
+	holdReq atomic.Bool
 	deleted atomic.Bool
 	bounce  atomic.Bool
 	retry   atomic.Bool
@@ -206,11 +222,12 @@ func New(cfg Config) (*Queue, error) {
 	}
 	q := &Queue{
 		cfg: cfg, sp: cfg.Spool, log: cfg.Log, now: cfg.Now,
-		base:     context.Background(),
-		entries:  map[string]*entry{},
-		ready:    map[string][]*job{},
-		inflight: map[string]int{},
-		wake:     make(chan struct{}, 1),
+		base:         context.Background(),
+		entries:      map[string]*entry{},
+		ready:        map[string][]*job{},
+		heldAccounts: map[string]string{},
+		inflight:     map[string]int{},
+		wake:         make(chan struct{}, 1),
 	}
 	if q.log == nil {
 		q.log = slog.New(slog.DiscardHandler)
@@ -266,9 +283,14 @@ func (q *Queue) Load(envs []*spool.Envelope) {
 		}
 		q.mu.Lock()
 		if _, dup := q.entries[env.ID]; !dup {
-			e := &entry{id: env.ID, due: due, index: -1, domains: openDomains(st), received: env.Received}
+			e := &entry{id: env.ID, due: due, index: -1, domains: openDomains(st), received: env.Received, account: env.Account}
 			q.entries[env.ID] = e
-			heap.Push(&q.waiting, e)
+			if st.Held != nil {
+				// SPEC R20: a held message waits for its release.
+				e.held = true
+			} else {
+				heap.Push(&q.waiting, e)
+			}
 		}
 		q.mu.Unlock()
 	}
@@ -292,7 +314,7 @@ func (q *Queue) Add(env *spool.Envelope) {
 		} else {
 			q.handoff += n
 		}
-		e := &entry{id: env.ID, due: q.now(), index: -1, domains: openDomains(st), first: &first, received: env.Received}
+		e := &entry{id: env.ID, due: q.now(), index: -1, domains: openDomains(st), first: &first, received: env.Received, account: env.Account}
 		q.entries[env.ID] = e
 		heap.Push(&q.waiting, e)
 	}
@@ -463,18 +485,23 @@ func (q *Queue) startLocked(e *entry, now time.Time) {
 func (q *Queue) runJob(j *job) {
 	defer q.wg.Done()
 	e := j.e
-	drop, due := q.deliver(j)
+	drop, due, held := q.deliver(j)
 	q.mu.Lock()
 	q.running--
 	if q.inflight[j.domain]--; q.inflight[j.domain] == 0 {
 		delete(q.inflight, j.domain)
 	}
-	if drop || !due.IsZero() {
+	if drop || held || !due.IsZero() {
 		// The attempt is over.
 		e.active = false
-		if drop {
+		switch {
+		case drop:
 			delete(q.entries, e.id)
-		} else {
+		case held:
+			// SPEC R20: out of the schedule until Release.
+			e.held = true
+			e.retry.Store(false)
+		default:
 			if e.retry.Swap(false) {
 				due = q.now()
 				e.force = true
@@ -494,9 +521,9 @@ func (q *Queue) runJob(j *job) {
 }
 
 // deliver runs job j. When it is the last job of the attempt it returns
-// either drop (the message is finished or gone) or the next due time;
-// otherwise it returns false and the zero time.
-func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
+// either drop (the message is finished or gone), held (the message is held
+// now) or the next due time; otherwise it returns false and the zero time.
+func (q *Queue) deliver(j *job) (drop bool, due time.Time, held bool) {
 	e := j.e
 	e.amu.Lock()
 	if e.st == nil && !e.gone {
@@ -504,7 +531,7 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
 	}
 	var rcpts []string
 	var idx []int
-	if !e.gone && !e.unreadable && !e.deleted.Load() {
+	if !e.gone && !e.unreadable && !e.deleted.Load() && !q.holding(e) {
 		for i, r := range e.st.Rcpts {
 			if r.open() && r.Domain == j.domain && !r.Next.After(e.cutoff) {
 				rcpts = append(rcpts, r.Addr)
@@ -534,6 +561,9 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
 			start := time.Now()
 			results = q.cfg.Sender.Deliver(e.ctx, m)
 			q.observer().Attempted(results, time.Since(start), q.now().Sub(env.Received))
+			if q.cfg.Outcomes != nil && env.Account != "" {
+				q.cfg.Outcomes(env.Account, results)
+			}
 		}
 	}
 
@@ -554,12 +584,17 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time) {
 		}
 	}
 	if !last {
-		return false, time.Time{}
+		return false, time.Time{}, false
 	}
 	e.cancel()
-	drop, due = q.finishLocked(e)
+	if !e.gone && !e.unreadable && !e.deleted.Load() && q.holding(e) {
+		held = q.holdLocked(e)
+	}
+	if !held {
+		drop, due = q.finishLocked(e)
+	}
 	e.env, e.st, e.data = nil, nil, nil
-	return drop, due
+	return drop, due, held
 }
 
 // loadLocked reads e's envelope and state, and its content when it is small

@@ -46,6 +46,9 @@ type State struct {
 	Warned bool `json:"warned,omitempty"`
 	// Rcpts are the recipients in envelope order.
 	Rcpts []*Rcpt `json:"rcpts"`
+	// Held is set while the message is held with its account (SPEC R20):
+	// it is neither tried nor reported until a release or a purge.
+	Held *Hold `json:"held,omitempty"`
 
 	// saved is outcomes() as last read or written, to tell a write that
 	// settles an outcome from one that does not.
@@ -55,9 +58,13 @@ type State struct {
 // outcomes summarizes what a lost record could make the queue do twice: the
 // recipients delivered or failed, the failures reported, the warning sent.
 func (st *State) outcomes() string {
-	b := make([]byte, 0, len(st.Rcpts)+1)
+	b := make([]byte, 0, len(st.Rcpts)+2)
 	if st.Warned {
 		b = append(b, 'w')
+	}
+	if st.Held != nil {
+		// A hold lost in a power cut would let the message go out.
+		b = append(b, 'h')
 	}
 	for _, r := range st.Rcpts {
 		c := byte('-')
@@ -72,6 +79,16 @@ func (st *State) outcomes() string {
 		b = append(b, c)
 	}
 	return string(b)
+}
+
+// Hold says why and since when a message is held.
+type Hold struct {
+	// Account is the held account that submitted the message.
+	Account string `json:"account"`
+	// Reason is the hold's reason, the signal that tripped.
+	Reason string `json:"reason"`
+	// Since is when the message was held.
+	Since time.Time `json:"since"`
 }
 
 // Rcpt is one recipient's state.
