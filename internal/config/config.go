@@ -66,6 +66,8 @@ type Config struct {
 	Store Store `toml:"store"`
 	// Sending holds the sending limits (SPEC R19).
 	Sending Sending `toml:"sending"`
+	// Contain configures the holding of compromised accounts (SPEC R20).
+	Contain Contain `toml:"contain"`
 }
 
 // Store selects the engine of the stores the nodes of a cluster share: the
@@ -386,6 +388,7 @@ func Default() *Config {
 			MaxNetworksPerLogin: 20,
 			MaxLogins:           20000,
 		},
+		Contain: defaultContain(),
 		Queue: Queue{
 			RetryMin:  Duration(5 * time.Minute),
 			RetryMax:  Duration(time.Hour),
@@ -690,6 +693,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Sending.Domain.check("sending.domain", bad); err != nil {
+		return err
+	}
+	if err := c.Contain.validate(); err != nil {
 		return err
 	}
 	switch c.Log.Level {
