@@ -73,6 +73,7 @@ func (s *Server) routes() {
 	s.handle("POST /api/v1/queue/adopt", RoleAdmin, s.adoptSpool)
 
 	s.handle("GET /api/v1/audit", RoleSupport, s.listAudit)
+	s.routesHeld()
 
 	s.handle("GET /api/v1/staff", RoleAdmin, s.listStaff)
 	s.handle("POST /api/v1/staff", RoleAdmin, s.addStaff)
@@ -989,6 +990,10 @@ func summarizeQueued(it queue.Item) queueSummary {
 	}
 	if t, ok := it.State.NextDue(); ok {
 		q.Next = &t
+	}
+	if it.State.Held != nil {
+		// SPEC R20: neither tried nor reported until a release.
+		q.State, q.Next = queue.StateHeld, nil
 	}
 	return q
 }

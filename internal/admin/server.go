@@ -122,6 +122,9 @@ type Config struct {
 	// DNS looks up the published DKIM records for the domain detail
 	// ([delivery] resolver); nil leaves the check out.
 	DNS TXTResolver
+	// Held holds and releases compromised accounts (SPEC R20); nil leaves
+	// the held endpoints answering 503.
+	Held Held
 	// Staff holds the staff users and their tokens.
 	Staff StaffStore
 	// Audit is the audit log.

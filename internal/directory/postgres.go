@@ -76,6 +76,9 @@ func NewPostgres(ctx context.Context, pool *pgxpool.Pool) (*Postgres, error) {
 	if err := migratePgSending(ctx, s); err != nil {
 		return nil, err
 	}
+	if err := migratePgHeld(ctx, s); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -385,6 +388,7 @@ func (s *Postgres) RemoveAccount(ctx context.Context, addr string) error {
 // its domain's aliases and its identities (pgx prepares and caches it per
 // connection).
 const pgAccountQuery = `SELECT a.address, a.domain, a.password_hash, a.smtp_access, a.created,
+	a.held, a.held_reason, a.held_since,
 	ARRAY(SELECT name FROM aliases WHERE domain = a.domain ORDER BY name),
 	ARRAY(SELECT address FROM identities WHERE account = a.address ORDER BY address)
 	FROM accounts a WHERE a.address = $1`
@@ -396,9 +400,9 @@ func (s *Postgres) Account(ctx context.Context, addr string) (*Account, error) {
 		return nil, err
 	}
 	acc := &Account{}
-	var created int64
+	var created, heldSince int64
 	err = s.pool.QueryRow(ctx, pgAccountQuery, a).Scan(&acc.Address, &acc.Domain, &acc.PasswordHash,
-		&acc.SMTPAccess, &created, &acc.Aliases, &acc.Identities)
+		&acc.SMTPAccess, &created, &acc.Held, &acc.HeldReason, &heldSince, &acc.Aliases, &acc.Identities)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("account %s: %w", a, ErrNotFound)
 	}
@@ -406,6 +410,7 @@ func (s *Postgres) Account(ctx context.Context, addr string) (*Account, error) {
 		return nil, fmt.Errorf("directory: account %s: %w", a, err)
 	}
 	acc.Created = time.Unix(created, 0)
+	acc.HeldSince = heldTime(acc.Held, heldSince)
 	// As from SQLite: none is nil, not empty.
 	if len(acc.Aliases) == 0 {
 		acc.Aliases = nil
@@ -419,6 +424,7 @@ func (s *Postgres) Account(ctx context.Context, addr string) (*Account, error) {
 // Accounts implements Store.
 func (s *Postgres) Accounts(ctx context.Context, domain string) ([]Account, error) {
 	q := `SELECT a.address, a.domain, a.password_hash, a.smtp_access, a.created,
+		a.held, a.held_reason, a.held_since,
 		ARRAY(SELECT address FROM identities i WHERE i.account = a.address ORDER BY address)
 		FROM accounts a`
 	var args []any
@@ -434,17 +440,7 @@ func (s *Postgres) Accounts(ctx context.Context, domain string) ([]Account, erro
 		args = append(args, d)
 	}
 	q += ` ORDER BY a.domain, a.address`
-	return pgQuery(ctx, s.pool, q, args, func(rows pgx.Rows, acc *Account) error {
-		var created int64
-		if err := rows.Scan(&acc.Address, &acc.Domain, &acc.PasswordHash, &acc.SMTPAccess, &created, &acc.Identities); err != nil {
-			return err
-		}
-		acc.Created = time.Unix(created, 0)
-		if len(acc.Identities) == 0 {
-			acc.Identities = nil
-		}
-		return nil
-	})
+	return pgQuery(ctx, s.pool, q, args, pgScanAccount)
 }
 
 // AddIdentity implements Store.

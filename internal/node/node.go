@@ -25,6 +25,7 @@ import (
 	"submitd/internal/auth"
 	"submitd/internal/certs"
 	"submitd/internal/config"
+	"submitd/internal/contain"
 	"submitd/internal/delivery"
 	"submitd/internal/directory"
 	"submitd/internal/dkim"
@@ -102,6 +103,13 @@ type Node struct {
 	AdminListener net.Listener
 	// AdminSocket is the bound unix socket data_dir/admin.sock for the CLI.
 	AdminSocket net.Listener
+	// Detector watches the accounts' compromise signals (SPEC R20); its
+	// LimitHit is the sending limits' hook.
+	Detector *contain.Detector
+	// Contain holds the accounts whose signals trip and releases them.
+	Contain *contain.Containment
+	// Webhook posts the trips, nil without [contain] webhook.
+	Webhook *contain.Webhook
 
 	// tls is the certificate the SMTP listeners and an [admin] tls
 	// listener share.
@@ -230,7 +238,8 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	// The queue takes the spool's lock; only then is it safe to clear what
 	// interrupted writes left behind.
-	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, log); err != nil {
+	n.newDetector()
+	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, log); err != nil {
 		return err
 	}
 	n.Metrics.Queue(n.Queue)
@@ -302,6 +311,9 @@ func (n *Node) open(ctx context.Context) error {
 	if n.Logins != nil {
 		n.Server.Logins = n.Logins
 		n.Admin.SetLogins(n.Logins)
+	}
+	if err := n.newContainment(ctx); err != nil {
+		return err
 	}
 	checkFileLimit(cfg, log)
 	return n.listen()
@@ -523,8 +535,9 @@ func (n *Node) serveAdmin(errc chan<- error) (stop func(context.Context)) {
 
 // newQueue builds the delivery queue the server runs over sp (SPEC R17,
 // R18): the sender [delivery] asks for, and DKIM signing with the shared
-// keys ("submitd dkim generate").
-func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Observer, log *slog.Logger) (*queue.Queue, error) {
+// keys ("submitd dkim generate"); outcomes hears the results by account.
+func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Observer,
+	outcomes func(string, []delivery.Result), log *slog.Logger) (*queue.Queue, error) {
 	sender, err := delivery.New(cfg, log)
 	if err != nil {
 		return nil, err
@@ -541,7 +554,7 @@ func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Obs
 	return queue.New(queue.Config{
 		Spool: sp, Sender: sender, Signer: signer, Hostname: cfg.Hostname,
 		RetryMin: qc.RetryMin.D(), RetryMax: qc.RetryMax.D(), MaxAge: qc.MaxAge.D(), WarnAfter: qc.WarnAfter.D(),
-		Workers: qc.Workers, PerDomain: perDomain, Log: log, Observer: obs,
+		Workers: qc.Workers, PerDomain: perDomain, Log: log, Observer: obs, Outcomes: outcomes,
 	})
 }
 
@@ -732,6 +745,9 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 		defer func() { pstop(); <-pdone }()
 	}
+	cctx, cstop := context.WithCancel(context.Background())
+	cdone := n.runContainment(cctx)
+	defer func() { cstop(); <-cdone }()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(n.Listeners)+2)

@@ -1,10 +1,17 @@
 package queue
 
 import (
+	"bufio"
 	"container/heap"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
 	"slices"
+	"strings"
+
+	"submitd/internal/ids"
+	"submitd/internal/message"
 )
 
 // StateHeld counts held messages in Sizes (SPEC R20).
@@ -188,4 +195,39 @@ func (q *Queue) heldOf(account string) []*entry {
 		}
 	}
 	return es
+}
+
+// Preview returns message id's header section and the first lines of its
+// body, at most lines lines and maxBytes bytes of it, for support to judge
+// a held message (SPEC R20) without reading all of a large one.
+func (a *Admin) Preview(id string, lines, maxBytes int) (header []byte, body string, err error) {
+	if !ids.IsQueue(id) {
+		return nil, "", fmt.Errorf("%q is not a queue id", id)
+	}
+	rc, _, err := a.Spool.Message(id)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, "", fmt.Errorf("%s: %w", id, ErrNotQueued)
+		}
+		return nil, "", err
+	}
+	defer rc.Close()
+	br := bufio.NewReader(io.LimitReader(rc, maxReportHeader+int64(maxBytes)))
+	header, err = message.ReadHeader(br, maxReportHeader)
+	if err != nil && len(header) == 0 {
+		return nil, "", err
+	}
+	var b strings.Builder
+	for n := 0; n < lines && b.Len() < maxBytes; n++ {
+		line, err := br.ReadString('\n')
+		b.WriteString(line)
+		if err != nil {
+			break
+		}
+	}
+	body = b.String()
+	if len(body) > maxBytes {
+		body = body[:maxBytes]
+	}
+	return header, body, nil
 }

@@ -25,7 +25,7 @@ type Open func(t *testing.T) directory.Store
 func Run(t *testing.T, open Open) {
 	for name, f := range map[string]func(*testing.T, Open){
 		"Refused": refused, "Domains": domains, "Aliases": aliases, "DomainOf": domainOf,
-		"Accounts": accounts, "RemoveDomainForce": removeDomainForce,
+		"Accounts": accounts, "RemoveDomainForce": removeDomainForce, "Held": held,
 	} {
 		t.Run(name, func(t *testing.T) { f(t, open) })
 	}
@@ -477,5 +477,44 @@ func Changes(t *testing.T, open OpenFeed) {
 	time.Sleep(100 * time.Millisecond)
 	if g := snapshot()[skip:]; !reflect.DeepEqual(g, want) {
 		t.Errorf("changes =\n%v\nwant\n%v", g, want)
+	}
+}
+
+// held: a hold sets the flag, reason and time apart from SMTP access and
+// lists the account among the held ones; a release clears all three
+// (SPEC R20).
+func held(t *testing.T, open Open) {
+	ctx := context.Background()
+	st := fixture(t, open)
+	if err := st.SetHeld(ctx, "JAN@firma.cz", true, "volume: 200 messages"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := st.Account(ctx, "jan@firma.cz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Held || a.HeldReason != "volume: 200 messages" || a.HeldSince.IsZero() || !a.SMTPAccess {
+		t.Fatalf("held account %+v", a)
+	}
+	list, err := st.HeldAccounts(ctx)
+	if err != nil || len(list) != 1 || list[0].Address != "jan@firma.cz" || !list[0].Held || len(list[0].Identities) != 1 {
+		t.Fatalf("HeldAccounts = %+v, %v", list, err)
+	}
+	all, err := st.Accounts(ctx, "firma.cz")
+	if err != nil || len(all) != 2 || all[0].Held || !all[1].Held {
+		t.Fatalf("Accounts = %+v, %v", all, err)
+	}
+	if err := st.SetHeld(ctx, "jan@firma.cz", false, "ignored"); err != nil {
+		t.Fatal(err)
+	}
+	a, _ = st.Account(ctx, "jan@firma.cz")
+	if a.Held || a.HeldReason != "" || !a.HeldSince.IsZero() {
+		t.Fatalf("released account %+v", a)
+	}
+	if list, _ := st.HeldAccounts(ctx); len(list) != 0 {
+		t.Fatalf("still held: %+v", list)
+	}
+	if err := st.SetHeld(ctx, "nikdo@firma.cz", true, "x"); !errors.Is(err, directory.ErrNotFound) {
+		t.Fatalf("hold of an unknown account: %v", err)
 	}
 }

@@ -1,0 +1,101 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"submitd/internal/admin"
+	"submitd/internal/contain"
+	"submitd/internal/spool"
+)
+
+// containActor names the automatic holds in the audit log.
+const containActor = "system:contain"
+
+// thresholds turns [contain] into the detector's thresholds.
+func (n *Node) thresholds() contain.Thresholds {
+	c := n.Config.Contain
+	return contain.Thresholds{
+		LimitHits: c.LimitHits, LimitWindow: c.LimitWindow.D(),
+		BounceShare: c.BounceShare, BounceMin: c.BounceMin, BounceWindow: c.BounceWindow.D(),
+		Networks: c.Networks, NetworksWindow: c.NetworksWindow.D(),
+		RiseFactor: c.RiseFactor, RiseFloor: c.RiseFloor, RiseDays: c.RiseDays,
+	}
+}
+
+// newDetector makes the detector before the queue and the SMTP server,
+// which report to it; its trips reach the containment made later
+// (newContainment), before anything is served.
+func (n *Node) newDetector() {
+	n.Detector = contain.NewDetector(n.thresholds(), n.Config.Contain.MaxAccounts, nil, func(t contain.Trip) {
+		if c := n.Contain; c != nil {
+			c.Trip(t)
+		}
+	})
+}
+
+// newContainment makes what acts on trips (SPEC R20), and holds again the
+// mail of the accounts held before the start.
+func (n *Node) newContainment(ctx context.Context) error {
+	cfg := n.Config
+	store, err := contain.NewSQLite(ctx, n.DB)
+	if err != nil {
+		return err
+	}
+	var notifiers []contain.Notifier
+	if cfg.Contain.Webhook != "" {
+		n.Webhook = contain.NewWebhook(contain.WebhookConfig{
+			URL: cfg.Contain.Webhook, Timeout: cfg.Contain.WebhookTimeout.D(), Attempts: cfg.Contain.WebhookAttempts, Log: n.Log,
+		})
+		notifiers = append(notifiers, n.Webhook)
+	}
+	if cfg.Contain.SupportAddress != "" {
+		notifiers = append(notifiers, &contain.Mail{To: cfg.Contain.SupportAddress, Hostname: cfg.Hostname, Submit: n.submitNotice, Log: n.Log})
+	}
+	n.Server.Activity = n.Detector
+	n.Contain = contain.New(contain.Config{
+		Directory: n.Directory, Store: store, Sessions: n.Server, Credentials: n.Auth, Queue: n.Queue,
+		Action: cfg.Contain.Action, Notifiers: notifiers, Log: n.Log,
+		Count: n.Metrics.Contain(n.Detector.Tracked),
+		Audit: func(ctx context.Context, action, target string, after any) error {
+			b, err := json.Marshal(after)
+			if err != nil {
+				return err
+			}
+			_, err = n.AdminStore.AddAudit(ctx, admin.Entry{Time: time.Now(), Actor: containActor, Action: action, Target: target, After: b})
+			return err
+		},
+	})
+	n.Contain.SetDetector(n.Detector)
+	n.Admin.SetHeld(n.Contain)
+	return n.Contain.Restore(ctx)
+}
+
+// submitNotice queues a notice to support from the null sender, which is
+// never reported back (SPEC R18), through the node's own spool and queue.
+func (n *Node) submitNotice(to string, msg []byte) error {
+	w, err := n.Spool.Create(&spool.Envelope{From: "", To: []string{to}, Received: time.Now()})
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(msg); err != nil {
+		w.Abort()
+		return err
+	}
+	return w.Commit()
+}
+
+// runContainment runs the containment and the webhook until ctx ends; the
+// returned channel closes when both have stopped.
+func (n *Node) runContainment(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if n.Webhook != nil {
+			go n.Webhook.Run(ctx)
+		}
+		n.Contain.Run(ctx)
+	}()
+	return done
+}
