@@ -48,9 +48,9 @@ func (s *Server) routesHeld() {
 	s.handle("GET /api/v1/held", RoleSupport, s.listHeld)
 	s.handle("GET /api/v1/held/overrides", RoleSupport, s.listOverrides)
 	s.handle("POST /api/v1/held/overrides", RoleSupport, s.setOverride)
-	s.handle("GET /api/v1/held/{account}", RoleSupport, s.getHeld)
-	s.handle("POST /api/v1/held/{account}/release", RoleSupport, s.releaseHeld)
-	s.handle("POST /api/v1/held/{account}/purge", RoleSupport, s.purgeHeld)
+	s.handle("GET /api/v1/held/{address}", RoleSupport, s.getHeld)
+	s.handle("POST /api/v1/held/{address}/release", RoleSupport, s.releaseHeld)
+	s.handle("POST /api/v1/held/{address}/purge", RoleSupport, s.purgeHeld)
 }
 
 // SetHeld gives the server the control of held accounts, which is made
