@@ -423,6 +423,10 @@ type accountView struct {
 	Domain string `json:"domain"`
 	// SMTPAccess is false when sending is disabled (SPEC R4).
 	SMTPAccess bool `json:"smtp_access"`
+	// Held is set while the account is held as compromised (SPEC R20),
+	// which refuses its AUTH whatever SMTPAccess says; HeldReason says why.
+	Held       bool   `json:"held"`
+	HeldReason string `json:"held_reason,omitempty"`
 	// Identities are the extra sender identities (SPEC R9).
 	Identities []string `json:"identities"`
 	// Aliases are the alias domains of Domain, on the detail only.
@@ -432,7 +436,8 @@ type accountView struct {
 }
 
 func viewAccount(a *directory.Account) accountView {
-	v := accountView{Address: a.Address, Domain: a.Domain, SMTPAccess: a.SMTPAccess, Identities: a.Identities, Aliases: a.Aliases, Created: a.Created}
+	v := accountView{Address: a.Address, Domain: a.Domain, SMTPAccess: a.SMTPAccess, Held: a.Held, HeldReason: a.HeldReason,
+		Identities: a.Identities, Aliases: a.Aliases, Created: a.Created}
 	if v.Identities == nil {
 		v.Identities = []string{}
 	}

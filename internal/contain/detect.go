@@ -81,11 +81,13 @@ const (
 
 // window is a rolling count in a ring of buckets, numbered by time: the
 // newest bucket is head, and the ring holds the len(counts) buckets up to
-// it. Counts saturate rather than wrap.
+// it. Counts saturate rather than wrap; total is their sum, kept as they
+// change, so the whole ring is summed without a loop.
 type window[T uint16 | uint32] struct {
-	// head is the newest bucket's number; counts the ring.
+	// head is the newest bucket's number; counts the ring; total its sum.
 	head   int64
 	counts []T
+	total  uint64
 }
 
 func newWindow[T uint16 | uint32](n int) window[T] { return window[T]{counts: make([]T, n)} }
@@ -94,8 +96,14 @@ func newWindow[T uint16 | uint32](n int) window[T] { return window[T]{counts: ma
 func (w *window[T]) add(b int64, n uint32) {
 	size := int64(len(w.counts))
 	if b > w.head {
-		for i := int64(1); i <= min(b-w.head, size); i++ {
-			w.counts[(w.head+i)%size] = 0
+		if b-w.head >= size {
+			clear(w.counts)
+			w.total = 0
+		} else {
+			for i := w.head + 1; i <= b; i++ {
+				w.total -= uint64(w.counts[i%size])
+				w.counts[i%size] = 0
+			}
 		}
 		w.head = b
 	}
@@ -103,18 +111,29 @@ func (w *window[T]) add(b int64, n uint32) {
 		return
 	}
 	i := b % size
-	top := uint64(^T(0))
-	w.counts[i] = T(min(uint64(w.counts[i])+uint64(n), top))
+	v := min(uint64(w.counts[i])+uint64(n), uint64(^T(0)))
+	w.total += v - uint64(w.counts[i])
+	w.counts[i] = T(v)
 }
 
 // sum counts the buckets numbered from lo to hi, both included.
 func (w *window[T]) sum(lo, hi int64) uint64 {
 	size := int64(len(w.counts))
+	lo = max(lo, w.head-size+1)
+	hi = min(hi, w.head)
+	if lo == w.head-size+1 && hi == w.head {
+		return w.total
+	}
 	var s uint64
-	for b := max(lo, w.head-size+1); b <= min(hi, w.head); b++ {
+	for b := lo; b <= hi; b++ {
 		s += uint64(w.counts[b%size])
 	}
 	return s
+}
+
+// before counts every bucket of the ring older than the head.
+func (w *window[T]) before() uint64 {
+	return w.total - uint64(w.counts[w.head%int64(len(w.counts))])
 }
 
 // state is what the detector keeps of one account: fixed-size buckets,
@@ -368,7 +387,8 @@ func (d *Detector) Queued(account string, _ int, at time.Time) {
 	st.slices.add(slice, 1)
 	st.hours.add(hour, 1)
 	last := st.slices.sum(slice-hourSlices+1, slice)
-	hist := st.hours.sum(hour-int64(24*th.RiseDays), hour-1)
+	// The ring holds RiseDays days before the current hour.
+	hist := st.hours.before()
 	mean := float64(hist) / float64(24*th.RiseDays)
 	limit := max(float64(th.RiseFloor), th.RiseFactor*mean)
 	tripped := float64(last) >= limit

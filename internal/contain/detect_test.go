@@ -199,3 +199,80 @@ func TestDetectorBounded(t *testing.T) {
 		t.Fatalf("%d networks kept", n)
 	}
 }
+
+// BenchmarkQueued is the detector's cost on the SMTP path for every queued
+// message, over 1000 accounts.
+func BenchmarkQueued(b *testing.B) {
+	d := NewDetector(testThresholds, 0, nil, nil)
+	accts := make([]string, 1000)
+	for i := range accts {
+		accts[i] = fmt.Sprintf("u%d@firma.cz", i)
+	}
+	at := time.Now()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		d.Queued(accts[i%len(accts)], 1, at)
+	}
+}
+
+// BenchmarkLoggedIn is its cost for every successful AUTH.
+func BenchmarkLoggedIn(b *testing.B) {
+	d := NewDetector(testThresholds, 0, nil, nil)
+	ip := netip.MustParseAddr("192.0.2.7")
+	at := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		d.LoggedIn("jan@firma.cz", ip, "pc", at)
+	}
+}
+
+// TestWindowMatchesReference: the ring's sums, its kept total included,
+// equal a plain count of the buckets in range, whatever the steps between
+// the buckets added to (forward, backward, past the ring's length) and
+// with 16-bit counts saturating.
+func TestWindowMatchesReference(t *testing.T) {
+	w := newWindow[uint16](7)
+	ref := map[int64]uint64{}
+	rnd := uint64(1)
+	next := func(n uint64) uint64 { rnd = rnd*6364136223846793005 + 1442695040888963407; return (rnd >> 33) % n }
+	b := int64(100)
+	for i := range 5000 {
+		switch next(10) {
+		case 0:
+			b += int64(next(20)) // may jump past the ring
+		case 1:
+			b -= int64(next(9)) // an older bucket, maybe too old
+		default:
+			b += int64(next(2))
+		}
+		n := uint32(next(5))
+		if i%1000 == 0 {
+			n = 70000 // saturates
+		}
+		w.add(b, n)
+		if b > w.head-7 {
+			ref[b] = min(ref[b]+uint64(n), 65535)
+		}
+		for k := range ref {
+			if k <= w.head-7 {
+				delete(ref, k)
+			}
+		}
+		var all, older uint64
+		for k, v := range ref {
+			all += v
+			if k < w.head {
+				older += v
+			}
+		}
+		if got := w.sum(w.head-6, w.head); got != all {
+			t.Fatalf("step %d: sum %d, want %d", i, got, all)
+		}
+		if got := w.before(); got != older {
+			t.Fatalf("step %d: before %d, want %d", i, got, older)
+		}
+		if got, want := w.sum(w.head-2, w.head-1), ref[w.head-2]+ref[w.head-1]; got != want {
+			t.Fatalf("step %d: partial sum %d, want %d", i, got, want)
+		}
+	}
+}
