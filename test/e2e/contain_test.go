@@ -179,11 +179,25 @@ func matchReply(t *testing.T, line, pattern string) {
 // TestHoldThenRelease: an account that mails past the trip threshold
 // through real SMTP is held — AUTH refused with "access disabled", its
 // open session closed, its queued mail held, the webhook told — and support
-// releases it through the API: the held mail is delivered, the account
-// logs in again, and the audit log names both steps (SPEC R20).
+// releases it through the API, after a crash and restart that keep the
+// hold: the held mail is delivered, the account logs in again, and the
+// audit log names both steps (SPEC R20).
 func TestHoldThenRelease(t *testing.T) {
 	r := startContainRun(t)
 	r.checkHeld(t)
+
+	// The hold survives a crash: killed and started again, the server
+	// still refuses the account and delivers none of its mail.
+	r.s.kill()
+	r.s.start()
+	c := openRaw(t, r.s.subs, nil, true)
+	matchReply(t, c.cmd(authPlain("jan@firma.cz", e2ePassword)), "535 5.1.0 SID authentication rejected access disabled")
+	c.expect("QUIT", "221 ")
+	r.s.mustCLI("", "queue", "retry", "all")
+	time.Sleep(time.Second)
+	if n := len(r.rcv.Messages()); n != 0 {
+		t.Fatalf("after the restart the smarthost got %d messages of the held account", n)
+	}
 
 	status, body, raw := r.api(t, "POST", "/api/v1/held/jan@firma.cz/release")
 	if status != 200 || body["released"] != float64(r.queued) {
@@ -195,7 +209,7 @@ func TestHoldThenRelease(t *testing.T) {
 			t.Fatalf("delivered %q", m.Data)
 		}
 	}
-	c := openRaw(t, r.s.subs, nil, true)
+	c = openRaw(t, r.s.subs, nil, true)
 	c.expect(authPlain("jan@firma.cz", e2ePassword), "235 ")
 	c.expect("QUIT", "221 ")
 	if status, _, raw := r.api(t, "GET", "/api/v1/held/jan@firma.cz"); status != 404 {
