@@ -459,49 +459,7 @@ func TestEndpoints(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t)
 			ep := endpoints(w)[i]
-			wantError(t, "unauthenticated", w.do(ep.method, ep.path, ep.body, ""), 401)
-			wantError(t, "bad token", w.do(ep.method, ep.path, ep.body, "", "Authorization", "Bearer sdt_nope"), 401)
-			if ep.need == RoleAdmin {
-				wantError(t, "support", w.do(ep.method, ep.path, ep.body, RoleSupport), 403)
-			}
-			c, csrf := w.browser(map[Role]string{RoleSupport: "petra", RoleAdmin: "adam"}[ep.need])
-			if !safeMethod(ep.method) {
-				for _, tok := range []string{"", "wrong" + csrf} {
-					req, _ := http.NewRequest(ep.method, w.ts.URL+ep.path, strings.NewReader(ep.body))
-					req.Header.Set("Content-Type", "application/json")
-					if tok != "" {
-						req.Header.Set(CSRFHeader, tok)
-					}
-					wantError(t, "csrf "+tok, w.send(c, req), 403)
-				}
-				if e := w.lastAudit(); e != nil && e.Action == ep.audit {
-					t.Fatalf("refused request audited: %+v", e)
-				}
-			}
-			if ep.bad != "" {
-				wantError(t, "bad input", w.do(ep.method, ep.bad, ep.badBody, ep.need), 400)
-			}
-			if ep.unknown != "" {
-				wantError(t, "unknown", w.do(ep.method, ep.unknown, ep.unknownBody, ep.need), 404)
-			}
-			// The change itself, from the browser with its CSRF token.
-			req, _ := http.NewRequest(ep.method, w.ts.URL+ep.path, strings.NewReader(ep.body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set(CSRFHeader, csrf)
-			r := w.send(c, req)
-			if r.status != 200 {
-				t.Fatalf("%s %s: %d %s", ep.method, ep.path, r.status, r.raw)
-			}
-			if ep.audit != "" {
-				e := w.lastAudit()
-				who := map[Role]string{RoleSupport: "petra", RoleAdmin: "adam"}[ep.need]
-				if e == nil || e.Action != ep.audit || e.Target != ep.target || e.Actor != who {
-					t.Errorf("audit entry %+v, want %s %s by %s", e, ep.audit, ep.target, who)
-				}
-			}
-			if ep.check != nil {
-				ep.check(t, w, r)
-			}
+			checkEndpoint(t, w, ep)
 		})
 	}
 }
@@ -526,5 +484,53 @@ func TestSendingInput(t *testing.T) {
 	r := w.do("PUT", "/api/v1/sending/firma.com", `{"recipients_per_hour":5}`, RoleSupport)
 	if r.status != 404 || !strings.Contains(r.raw, "firma.com") {
 		t.Errorf("alias domain: %d %s", r.status, r.raw)
+	}
+}
+
+// checkEndpoint runs TestEndpoints' checks on one endpoint of w.
+func checkEndpoint(t *testing.T, w *world, ep endpoint) {
+	t.Helper()
+	wantError(t, "unauthenticated", w.do(ep.method, ep.path, ep.body, ""), 401)
+	wantError(t, "bad token", w.do(ep.method, ep.path, ep.body, "", "Authorization", "Bearer sdt_nope"), 401)
+	if ep.need == RoleAdmin {
+		wantError(t, "support", w.do(ep.method, ep.path, ep.body, RoleSupport), 403)
+	}
+	c, csrf := w.browser(map[Role]string{RoleSupport: "petra", RoleAdmin: "adam"}[ep.need])
+	if !safeMethod(ep.method) {
+		for _, tok := range []string{"", "wrong" + csrf} {
+			req, _ := http.NewRequest(ep.method, w.ts.URL+ep.path, strings.NewReader(ep.body))
+			req.Header.Set("Content-Type", "application/json")
+			if tok != "" {
+				req.Header.Set(CSRFHeader, tok)
+			}
+			wantError(t, "csrf "+tok, w.send(c, req), 403)
+		}
+		if e := w.lastAudit(); e != nil && e.Action == ep.audit {
+			t.Fatalf("refused request audited: %+v", e)
+		}
+	}
+	if ep.bad != "" {
+		wantError(t, "bad input", w.do(ep.method, ep.bad, ep.badBody, ep.need), 400)
+	}
+	if ep.unknown != "" {
+		wantError(t, "unknown", w.do(ep.method, ep.unknown, ep.unknownBody, ep.need), 404)
+	}
+	// The change itself, from the browser with its CSRF token.
+	req, _ := http.NewRequest(ep.method, w.ts.URL+ep.path, strings.NewReader(ep.body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(CSRFHeader, csrf)
+	r := w.send(c, req)
+	if r.status != 200 {
+		t.Fatalf("%s %s: %d %s", ep.method, ep.path, r.status, r.raw)
+	}
+	if ep.audit != "" {
+		e := w.lastAudit()
+		who := map[Role]string{RoleSupport: "petra", RoleAdmin: "adam"}[ep.need]
+		if e == nil || e.Action != ep.audit || e.Target != ep.target || e.Actor != who {
+			t.Errorf("audit entry %+v, want %s %s by %s", e, ep.audit, ep.target, who)
+		}
+	}
+	if ep.check != nil {
+		ep.check(t, w, r)
 	}
 }
