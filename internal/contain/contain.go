@@ -128,7 +128,18 @@ type Containment struct {
 	wake    chan struct{}
 	// act makes a hold, a release and a purge of one process take turns.
 	act sync.Mutex
+	// warned is when each account and signal last warned (under act), so
+	// a warn-only account that keeps tripping is reported once per
+	// warnEvery, not at every trip.
+	warned map[string]time.Time
 }
+
+// warnEvery is the least time between two warnings of one account and
+// signal.
+const warnEvery = time.Hour
+
+// maxWarned bounds warned; past it the expired entries are dropped.
+const maxWarned = 10000
 
 // New returns a Containment; Run must run for trips to be acted on.
 func New(cfg Config) *Containment {
@@ -141,7 +152,7 @@ func New(cfg Config) *Containment {
 	if cfg.Action == "" {
 		cfg.Action = ActionHold
 	}
-	return &Containment{cfg: cfg, pending: map[string]Trip{}, wake: make(chan struct{}, 1)}
+	return &Containment{cfg: cfg, pending: map[string]Trip{}, wake: make(chan struct{}, 1), warned: map[string]time.Time{}}
 }
 
 // SetDetector names the detector whose state of an account a release
@@ -228,6 +239,9 @@ func (c *Containment) Act(ctx context.Context, t Trip) (Event, error) {
 		action = c.cfg.Action
 	}
 	ev := Event{Trip: t, Action: action}
+	if action == ActionWarn && !c.mayWarn(acct.Address+" "+t.Signal) {
+		return ev, nil
+	}
 	var errs []error
 	if action == ActionHold {
 		// The order matters: the directory first, so that no new AUTH is
@@ -268,6 +282,31 @@ func (c *Containment) Act(ctx context.Context, t Trip) (Event, error) {
 		n.Notify(ev)
 	}
 	return ev, errors.Join(errs...)
+}
+
+// mayWarn reports whether key (account and signal) may warn now, and if
+// so notes it; c.act is held.
+func (c *Containment) mayWarn(key string) bool {
+	now := c.cfg.Now()
+	if last, ok := c.warned[key]; ok && now.Sub(last) < warnEvery {
+		return false
+	}
+	if len(c.warned) >= maxWarned {
+		for k, t := range c.warned {
+			if now.Sub(t) >= warnEvery {
+				delete(c.warned, k)
+			}
+		}
+		if len(c.warned) >= maxWarned {
+			// All recent: forgetting one only allows one more warning.
+			for k := range c.warned {
+				delete(c.warned, k)
+				break
+			}
+		}
+	}
+	c.warned[key] = now
+	return true
 }
 
 // ErrNotHeld means the account is not held.

@@ -149,8 +149,8 @@ func TestActHolds(t *testing.T) {
 }
 
 // TestWarnOnly: a domain's "warn" override makes a trip notify and audit
-// without holding anything; the account's own "hold" override wins over
-// its domain's.
+// without holding anything, once per hour and signal however often it
+// trips; the account's own "hold" override wins over its domain's.
 func TestWarnOnly(t *testing.T) {
 	ctx := context.Background()
 	c, dir, rec, ev, audit := newTestContainment(t)
@@ -169,6 +169,9 @@ func TestWarnOnly(t *testing.T) {
 	}
 	if len(ev.got) != 1 || ev.got[0].Action != ActionWarn || (*audit)[0] != "contain.warn account:jan@firma.cz" {
 		t.Fatalf("events %+v audit %q", ev.got, *audit)
+	}
+	if _, err := c.Act(ctx, volumeTrip); err != nil || len(ev.got) != 1 || len(*audit) != 1 {
+		t.Fatalf("a second warning within the hour was sent: %v, %d events", err, len(ev.got))
 	}
 	if err := c.SetOverride(ctx, "jan@firma.cz", ActionHold); err != nil {
 		t.Fatal(err)
