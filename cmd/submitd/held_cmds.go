@@ -21,19 +21,23 @@ func init() {
 	})
 }
 
-// heldDetail is GET /api/v1/held/{account} as the CLI reads it.
+// heldDetail is GET /api/v1/held/{address} as the CLI reads it; the fields
+// are those of docs/api.md.
 type heldDetail struct {
+	// Account, Reason, Since and HeldMessages say what is held since when.
 	Account      string    `json:"account"`
 	Reason       string    `json:"reason"`
 	Since        time.Time `json:"since"`
 	HeldMessages int       `json:"held_messages"`
-	Trip         *struct {
+	// Trip is the signal that tripped, with its figures.
+	Trip *struct {
 		Signal         string             `json:"signal"`
 		Summary        string             `json:"summary"`
 		Figures        map[string]float64 `json:"figures"`
 		Time           time.Time          `json:"time"`
 		ClosedSessions int                `json:"closed_sessions"`
 	} `json:"trip"`
+	// RecentSessions are the account's latest sessions.
 	RecentSessions []struct {
 		ID       string    `json:"id"`
 		Start    time.Time `json:"start"`
@@ -41,6 +45,7 @@ type heldDetail struct {
 		HELO     string    `json:"helo"`
 		Outcome  string    `json:"outcome"`
 	} `json:"recent_sessions"`
+	// Sample is a few held messages with their start.
 	Sample []struct {
 		ID         string    `json:"id"`
 		Received   time.Time `json:"received"`

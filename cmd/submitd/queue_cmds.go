@@ -90,11 +90,14 @@ func fmtTime(t time.Time) string { return t.UTC().Format(showTime) }
 // age formats how long ago t was, to the second.
 func age(t time.Time) string { return time.Since(t).Round(time.Second).String() }
 
-// next formats when a message is due: "now", a time in layout (UTC), or
-// "-" when nothing is left to try.
+// next formats when a message is due: "now", a time in layout (UTC), "-"
+// when nothing is left to try, or "held" while its account is held (SPEC
+// R20).
 func next(st *queue.State, layout string) string {
 	t, ok := st.NextDue()
 	switch {
+	case st.Held != nil:
+		return "held"
 	case !ok:
 		return "-"
 	case !t.After(time.Now()):
@@ -164,6 +167,9 @@ func queueShow(e *env, a *queue.Admin, id string) error {
 		fmt.Fprintf(w, "dkim       signed\n")
 	}
 	fmt.Fprintf(w, "warned     %v\n", st.Warned)
+	if h := st.Held; h != nil {
+		fmt.Fprintf(w, "held       since %s with %s (%s); \"submitd held show %s\"\n", fmtTime(h.Since), h.Account, printable(h.Reason), h.Account)
+	}
 	fmt.Fprintf(w, "next       %s\n", next(st, showTime))
 	fmt.Fprintln(w, "recipients:")
 	for _, r := range st.Rcpts {
