@@ -155,6 +155,9 @@ func (r *containRun) checkHeld(t *testing.T) {
 			t.Fatalf("held message in the sample: %v", m)
 		}
 	}
+	if list := r.s.mustCLI("", "queue", "list"); strings.Count(list, "\theld\n") != r.queued {
+		t.Fatalf("queue list does not show %d held messages:\n%s", r.queued, list)
+	}
 	show := r.s.mustCLI("", "held", "show", "jan@firma.cz")
 	if !strings.Contains(show, "Signal:         volume") || !strings.Contains(show, "| Subject: cheap pills 1") {
 		t.Fatalf("held show:\n%s", show)
