@@ -44,9 +44,43 @@ var migrations = []sqlitedb.Step{
 	// are reported, not merged; see Twins).
 	{Run: normalizeNames},
 	// SPEC R20: a hold is kept apart from smtp_access, which support sets.
-	{SQL: `ALTER TABLE accounts ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
-	ALTER TABLE accounts ADD COLUMN held_reason TEXT NOT NULL DEFAULT '';
-	ALTER TABLE accounts ADD COLUMN held_since INTEGER NOT NULL DEFAULT 0;`},
+	{Run: addHeldColumns},
+}
+
+// addHeldColumns adds the hold's columns to accounts, those it lacks only:
+// a database whose recorded version was set back by hand, to run an
+// earlier step again, already has them.
+func addHeldColumns(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info('accounts')`)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		have[n] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, c := range []struct{ name, def string }{
+		{"held", "INTEGER NOT NULL DEFAULT 0"},
+		{"held_reason", "TEXT NOT NULL DEFAULT ''"},
+		{"held_since", "INTEGER NOT NULL DEFAULT 0"},
+	} {
+		if have[c.name] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE accounts ADD COLUMN `+c.name+` `+c.def); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SQLite is the Store kept in the embedded SQLite database.
