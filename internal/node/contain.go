@@ -54,6 +54,10 @@ func (n *Node) newContainment(ctx context.Context) error {
 		notifiers = append(notifiers, &contain.Mail{To: cfg.Contain.SupportAddress, Hostname: cfg.Hostname, Submit: n.submitNotice, Log: n.Log})
 	}
 	n.Server.Activity = n.Detector
+	if n.Sending != nil {
+		// SPEC R19's refusals are the limits signal.
+		n.Sending.OnLimit(n.Detector.LimitHit)
+	}
 	n.Contain = contain.New(contain.Config{
 		Directory: n.Directory, Store: store, Sessions: n.Server, Credentials: n.Auth, Queue: n.Queue,
 		Action: cfg.Contain.Action, Notifiers: notifiers, Log: n.Log,

@@ -1,0 +1,36 @@
+package node
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"submitd/internal/testutil"
+)
+
+// TestNodeLimitHitsHold: the sending limits' refusals reach the detector;
+// at limit_hits of them the account is held, and its next AUTH is refused
+// as disabled (SPEC R19, R20).
+func TestNodeLimitHitsHold(t *testing.T) {
+	cfg := testConfig(t, "127.0.0.1:1")
+	cfg.Sending.MessagesPerHour = 1
+	cfg.Contain.LimitHits = 3
+	n := startNode(t, cfg)
+	c := loginJan(t, n)
+	if err := c.SendMail("jan@firma.test", []string{"petr@example.test"}, strings.NewReader("From: jan@firma.test\r\n\r\nfirst\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := c.Mail("jan@firma.test", nil); err == nil || !strings.Contains(err.Error(), "sending limit reached") {
+			t.Fatalf("MAIL past the limit: %v", err)
+		}
+	}
+	testutil.WaitFor(t, 10*time.Second, "the hold", func() bool {
+		a, err := n.Directory.Account(context.Background(), "jan@firma.test")
+		return err == nil && a.Held && strings.HasPrefix(a.HeldReason, "limits: ")
+	})
+	if held := n.Queue.HeldMessages("jan@firma.test"); len(held) != 1 {
+		t.Fatalf("held messages %v, want the one accepted", held)
+	}
+}
