@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/url"
 	"testing"
 	"time"
 
@@ -122,4 +123,24 @@ func TestHeldWithoutServer(t *testing.T) {
 	w := newWorld(t)
 	wantError(t, "list", w.do("GET", "/api/v1/held", "", RoleSupport), 503)
 	wantError(t, "release", w.do("POST", "/api/v1/held/"+testAccount+"/release", "", RoleSupport), 503)
+}
+
+// TestWebHeld: the Held accounts page lists the held account; its page
+// shows the signal, its figures and the held mail's sample; Release there,
+// confirmed, runs the API's release with its audit entry (SPEC R20).
+func TestWebHeld(t *testing.T) {
+	w := newWorld(t)
+	withHeld(t, w)
+	b := w.webClient()
+	b.login("petra")
+	p := b.get("/held")
+	contains(t, p, `href="/held/`+heldAccount+`"`, "networks: logins from 12 networks")
+	p = b.get("/held/" + heldAccount)
+	contains(t, p, "logins from 12 networks", "<th>networks</th><td>12</td>", `action="/held/`+heldAccount+`/release"`, `action="/held/`+heldAccount+`/purge"`)
+	checkLabels(t, "/held/"+heldAccount, p.body)
+	p = b.post("/held/"+heldAccount+"/release", url.Values{"csrf_token": {csrf(t, p)}, "back": {"/held"}, "confirmed": {"yes"}})
+	contains(t, p, "released "+heldAccount+" and 1 held message(s)", "No account is held.")
+	if e := w.lastAudit(); e == nil || e.Action != "held.release" || e.Actor != "petra" {
+		t.Fatalf("audit entry %+v", e)
+	}
 }

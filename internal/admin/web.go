@@ -178,6 +178,13 @@ func (s *Server) webRoutes() {
 	s.webAction("POST /queue/{id}/retry", RoleSupport, s.retryQueued, "Try to deliver %s now?", "{id}")
 	s.webAction("POST /queue/{id}/delete", RoleSupport, s.deleteQueued, "Delete %s from the queue (bounce to the sender: %s)?", "{id}", "bounce")
 
+	s.webPage("GET /held", RoleSupport, "held", "Held accounts", s.listHeld)
+	s.webPage("GET /held/{address}", RoleSupport, "heldaccount", "Held account", s.getHeld)
+	s.webAction("POST /held/{address}/release", RoleSupport, s.releaseHeld,
+		"Release %s: switch its SMTP access on and deliver its held mail?", "{address}")
+	s.webAction("POST /held/{address}/purge", RoleSupport, s.purgeHeld,
+		"Delete the held mail of %s without a single bounce? The account stays held.", "{address}")
+
 	s.webPage("GET /logins", RoleSupport, "logins", "Logins under attack", s.listUnderAttack)
 	s.webAction("POST /logins/{login}/clear", RoleSupport, s.clearUnderAttack,
 		"Forget the failures of %s, so every network may try it again?", "{login}")
