@@ -51,8 +51,8 @@ type Sessions interface {
 	ReopenAccount(account string)
 }
 
-// Credentials drops a held account's cached credentials; auth.Authenticator
-// is one.
+// Credentials drops what is cached of an account, its credentials and its
+// directory entry, when it is held or released.
 type Credentials interface {
 	// Forget drops account's cached answers.
 	Forget(account string) int
@@ -323,6 +323,10 @@ func (c *Containment) Release(ctx context.Context, account string) (int, error) 
 	}
 	if err := c.cfg.Directory.SetHeld(ctx, acct.Address, false, ""); err != nil {
 		return 0, err
+	}
+	if c.cfg.Credentials != nil {
+		// What was cached of the account says it is held.
+		c.cfg.Credentials.Forget(acct.Address)
 	}
 	if c.detector != nil {
 		c.detector.Forget(acct.Address)

@@ -137,7 +137,7 @@ func TestActHolds(t *testing.T) {
 	if a, _ := dir.Account(ctx, "jan@firma.cz"); a.Held {
 		t.Fatal("still held after release")
 	}
-	if calls := rec.take(); strings.Join(calls, ",") != "reopen jan@firma.cz,release jan@firma.cz" {
+	if calls := rec.take(); strings.Join(calls, ",") != "forget jan@firma.cz,reopen jan@firma.cz,release jan@firma.cz" {
 		t.Fatalf("calls %q", calls)
 	}
 	if _, err := c.Release(ctx, "jan@firma.cz"); !errors.Is(err, ErrNotHeld) {

@@ -7,6 +7,7 @@ import (
 
 	"submitd/internal/admin"
 	"submitd/internal/contain"
+	"submitd/internal/directory"
 	"submitd/internal/spool"
 )
 
@@ -59,7 +60,7 @@ func (n *Node) newContainment(ctx context.Context) error {
 		n.Sending.OnLimit(n.Detector.LimitHit)
 	}
 	n.Contain = contain.New(contain.Config{
-		Directory: n.Directory, Store: store, Sessions: n.Server, Credentials: n.Auth, Queue: n.Queue,
+		Directory: n.Directory, Store: store, Sessions: n.Server, Credentials: forgetter{n}, Queue: n.Queue,
 		Action: cfg.Contain.Action, Notifiers: notifiers, Log: n.Log,
 		Count: n.Metrics.Contain(n.Detector.Tracked),
 		Audit: func(ctx context.Context, action, target string, after any) error {
@@ -74,6 +75,20 @@ func (n *Node) newContainment(ctx context.Context) error {
 	n.Contain.SetDetector(n.Detector)
 	n.Admin.SetHeld(n.Contain)
 	return n.Contain.Restore(ctx)
+}
+
+// forgetter drops what the node caches of an account at once, its cached
+// credentials and its cached directory entry, without waiting for the
+// change log: a hold must take effect at the next AUTH, and so must a
+// release.
+type forgetter struct{ n *Node }
+
+// Forget implements contain.Credentials.
+func (f forgetter) Forget(account string) int {
+	if f.n.Accounts != nil {
+		f.n.Accounts.Changed(directory.Change{Kind: directory.ChangeAccess, Name: account})
+	}
+	return f.n.Auth.Forget(account)
 }
 
 // submitNotice queues a notice to support from the null sender, which is
