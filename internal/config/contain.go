@@ -17,7 +17,8 @@ type Contain struct {
 	// mail held, support notified) or "warn" (only the notification).
 	Action string `toml:"action"`
 	// LimitHits trips when the account's sending is refused by a sending
-	// limit this many times within LimitWindow.
+	// limit in this many different minutes within LimitWindow (refusals in
+	// one minute count once).
 	LimitHits int `toml:"limit_hits"`
 	// LimitWindow is the rolling window of LimitHits.
 	LimitWindow Duration `toml:"limit_window"`
@@ -60,7 +61,7 @@ type Contain struct {
 func defaultContain() Contain {
 	return Contain{
 		Action:          "hold",
-		LimitHits:       5,
+		LimitHits:       10,
 		LimitWindow:     Duration(time.Hour),
 		BounceShare:     0.5,
 		BounceMin:       20,

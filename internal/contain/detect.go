@@ -262,6 +262,15 @@ func (d *Detector) LimitHit(account, limit string, at time.Time) {
 			kept = append(kept, t)
 		}
 	}
+	// Refusals within one minute count once: a single message to more
+	// recipients than the limit leaves, or a client that retries MAIL in a
+	// loop, is one burst, not repeated sending into the limit. What trips
+	// is coming back into the limit minute after minute.
+	if n := len(kept); n > 0 && kept[n-1].Truncate(time.Minute).Equal(at.Truncate(time.Minute)) {
+		st.hits = kept
+		d.mu.Unlock()
+		return
+	}
 	st.hits = append(kept, at)
 	if len(st.hits) > th.LimitHits {
 		st.hits = st.hits[len(st.hits)-th.LimitHits:]

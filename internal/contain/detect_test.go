@@ -54,6 +54,7 @@ func wantTrip(t *testing.T, got []Trip, signal string) Trip {
 }
 
 // TestLimitHits: the third limit hit within the hour trips, two do not;
+// refusals within one minute are one hit;
 // hits older than the window slide out; a trip starts the count afresh.
 func TestLimitHits(t *testing.T) {
 	d, tr, clk := newTestDetector(testThresholds)
@@ -66,11 +67,21 @@ func TestLimitHits(t *testing.T) {
 		t.Fatalf("tripped with two hits in the window: %+v", got)
 	}
 	d.LimitHit("eva@firma.cz", "recipients_per_hour", clk.Now())
+	// A burst of refusals within one minute (one message to too many
+	// recipients) counts as one hit.
+	for range 50 {
+		d.LimitHit("jan@firma.cz", "recipients_per_hour", clk.Now())
+	}
+	if got := tr.take(); len(got) != 0 {
+		t.Fatalf("a burst in one minute tripped: %+v", got)
+	}
+	clk.Advance(time.Minute)
 	d.LimitHit("jan@firma.cz", "recipients_per_day", clk.Now())
 	trip := wantTrip(t, tr.take(), SignalLimits)
 	if trip.Figures["hits"] != 3 || trip.Figures["threshold"] != 3 {
 		t.Fatalf("figures %v", trip.Figures)
 	}
+	clk.Advance(time.Minute)
 	d.LimitHit("jan@firma.cz", "recipients_per_day", clk.Now())
 	if got := tr.take(); len(got) != 0 {
 		t.Fatalf("tripped again at once: %+v", got)
