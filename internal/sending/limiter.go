@@ -159,6 +159,9 @@ type Usage struct {
 	Used [NumLimits]int64
 	// Limits are the limits in effect; 0 is none.
 	Limits Limits
+	// Frees is, for each limit that is full, the minute its rolling window
+	// frees a slot again (the time a refusal names); zero otherwise.
+	Frees [NumLimits]time.Time
 }
 
 // Usage returns the current counts of account and of its hosted domain
@@ -176,8 +179,33 @@ func (l *Limiter) Usage(account, domain string) (acct, dom Usage, err error) {
 		if dom.Used[lim], err = l.cfg.Counter.Count(ctx, now, windowKey(lim, true, domain), lim.Window()); err != nil {
 			return acct, dom, err
 		}
+		if acct.Frees[lim], err = l.frees(ctx, now, lim, windowKey(lim, false, account), acct.Used[lim], acct.Limits[lim]); err != nil {
+			return acct, dom, err
+		}
+		if dom.Frees[lim], err = l.frees(ctx, now, lim, windowKey(lim, true, domain), dom.Used[lim], dom.Limits[lim]); err != nil {
+			return acct, dom, err
+		}
 	}
 	return acct, dom, nil
+}
+
+// frees returns when the full window under key frees a slot, or the zero
+// time when it is not full. It asks the Counter for one more event: a full
+// window refuses it and names the minute, as it would for a client. Should a
+// slot have freed since used was read, the event is taken and given back at
+// once, so reading the usage never counts against the customer.
+func (l *Limiter) frees(ctx context.Context, now time.Time, lim Limit, key string, used, max int64) (time.Time, error) {
+	if max == 0 || used < max {
+		return time.Time{}, nil
+	}
+	taken, refused, until, err := l.cfg.Counter.Take(ctx, now, []Request{{Key: key, Window: lim.Window(), Max: max, N: 1}})
+	if err != nil {
+		return time.Time{}, err
+	}
+	if refused < 0 {
+		return time.Time{}, l.cfg.Counter.Give(ctx, now, taken)
+	}
+	return until, nil
 }
 
 // Hit is a refusal: which limit of whom, and when it frees a slot.
