@@ -125,6 +125,14 @@ func (l *Limiter) override(ctx context.Context, name string) Override {
 	if ok {
 		return o
 	}
+	return l.readOverride(ctx, name)
+}
+
+// readOverride reads name's override from the store into the cache.
+func (l *Limiter) readOverride(ctx context.Context, name string) Override {
+	if l.cfg.Overrides == nil {
+		return nil
+	}
 	m, err := l.cfg.Overrides.SendingLimits(ctx, name)
 	if errors.Is(err, directory.ErrNotFound) {
 		// Removed since it logged in: the configured limits apply.
@@ -170,7 +178,11 @@ type Usage struct {
 func (l *Limiter) Usage(account, domain string) (acct, dom Usage, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	acct.Limits, dom.Limits = l.Effective(ctx, account, domain)
+	// Read from the store, not the cache: support looking right after a
+	// change sees the limit it set, before the change feed reaches the
+	// cache.
+	acct.Limits = l.readOverride(ctx, account).Apply(l.cfg.Account)
+	dom.Limits = l.readOverride(ctx, domain).Apply(l.cfg.Domain)
 	now := l.cfg.Now()
 	for lim := range NumLimits {
 		if acct.Used[lim], err = l.cfg.Counter.Count(ctx, now, windowKey(lim, false, account), lim.Window()); err != nil {
