@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"html"
 	"log/slog"
 	"net/http"
@@ -107,6 +108,11 @@ func TestWebSendingAccount(t *testing.T) {
 		if got := usageOf(t, p, id); got != want {
 			t.Errorf("%s: %q, want %q", id, got, want)
 		}
+	}
+	// The API tells the same, with the minute a full window frees.
+	r := w.do("GET", "/api/v1/sending/"+testAccount, "", RoleSupport)
+	if got := fmt.Sprint(r.body["limits"].(map[string]any)["messages_per_hour"]); got != "map[frees:2026-03-02T14:07:00Z limit:7 source:config used:7]" {
+		t.Errorf("API messages_per_hour: %s", got)
 	}
 	contains(t, p, `id="clear-recipients_per_hour"`, `id="clear-recipients_per_day"`, `href="/domains/firma.cz"`)
 	if strings.Contains(p.body, `id="clear-messages_per_hour"`) {
