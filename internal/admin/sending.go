@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"submitd/internal/directory"
 	"submitd/internal/sending"
@@ -74,6 +75,9 @@ type sendingLimit struct {
 	// Used is the count in the limit's rolling window on the running
 	// server; absent when no server runs.
 	Used *int64 `json:"used,omitempty"`
+	// Frees is when the rolling window frees a slot, while it is full:
+	// the time a refused client is told to try again after.
+	Frees *time.Time `json:"frees,omitempty"`
 }
 
 // sendingView is GET's answer.
@@ -116,6 +120,9 @@ func (s *Server) viewSending(ctx context.Context, st directory.SendingStore, t s
 		if used != nil {
 			n := used.Used[l]
 			sl.Used = &n
+			if f := used.Frees[l]; !f.IsZero() {
+				sl.Frees = &f
+			}
 		}
 		v.Limits[l.Key()] = sl
 	}

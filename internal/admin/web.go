@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,19 @@ type pageData struct {
 	// Fields are the form fields a confirmation posts again.
 	Fields [][2]string
 }
+
+// partData is what a sub-template shared by pages gets: the page, for its
+// forms' CSRF token and way back, and the part's data.
+type partData struct {
+	// Page is the page the part is on.
+	Page *pageData
+	// Data is the part's data.
+	Data any
+}
+
+// partials are the templates every page may use besides the layout, such
+// as the sending limits of the account and domain pages.
+var partials = []string{"templates/layout.html", "templates/sending.html"}
 
 // redirect is a page handler's answer that sends the browser elsewhere.
 type redirect string
@@ -127,7 +141,9 @@ var webFuncs = template.FuncMap{
 		return u.Path + "?" + q.Encode()
 	},
 	"add": func(a, b int) int { return a + b },
-	"sub": func(a, b int) int { return a - b },
+	// part hands a sub-template the page and its own data.
+	"part": func(page *pageData, data any) partData { return partData{Page: page, Data: data} },
+	"sub":  func(a, b int) int { return a - b },
 }
 
 func init() {
@@ -137,10 +153,10 @@ func init() {
 	}
 	for _, p := range pages {
 		name := strings.TrimSuffix(strings.TrimPrefix(p, "templates/"), ".html")
-		if name == "layout" {
+		if slices.Contains(partials, p) {
 			continue
 		}
-		webTemplates[name] = template.Must(template.New("layout.html").Funcs(webFuncs).ParseFS(webFiles, "templates/layout.html", p))
+		webTemplates[name] = template.Must(template.New("layout.html").Funcs(webFuncs).ParseFS(webFiles, append(slices.Clone(partials), p)...))
 	}
 }
 
@@ -161,17 +177,19 @@ func (s *Server) webRoutes() {
 	s.webAction("POST /blocked/block", RoleSupport, s.block, "Block %s for %s?", "target", "duration")
 
 	s.webPage("GET /accounts", RoleSupport, "accounts", "Accounts", s.listAccounts)
-	s.webPage("GET /accounts/{address}", RoleSupport, "account", "Account", s.getAccount)
+	s.webPage("GET /accounts/{address}", RoleSupport, "account", "Account", s.accountPage)
 	s.webAction("POST /accounts/{address}/smtp_access", RoleSupport, s.setSMTPAccess, "Set SMTP access of %s to %s?", "{address}", "enabled")
 	s.webAction("POST /accounts/{address}/password", RoleSupport, s.setPasswordTwice, "")
 	s.webAction("POST /accounts/{address}/identities", RoleSupport, s.addIdentity, "Let %s send as %s?", "{address}", "identity")
 	s.webAction("POST /accounts/{address}/identities/{identity}/remove", RoleSupport, s.removeIdentity, "Stop %s sending as %s?", "{address}", "{identity}")
 
 	s.webPage("GET /domains", RoleSupport, "domains", "Domains", s.listDomains)
-	s.webPage("GET /domains/{name}", RoleSupport, "domain", "Domain", s.getDomain)
+	s.webPage("GET /domains/{name}", RoleSupport, "domain", "Domain", s.domainPage)
 	s.webAction("POST /domains/{name}/aliases", RoleAdmin, s.addAlias, "Add %s as an alias of %s?", "alias", "{name}")
 	s.webAction("POST /aliases/{alias}/remove", RoleAdmin, s.removeAlias, "Remove the alias %s?", "{alias}")
 	s.webAction("POST /domains/{name}/dkim", RoleAdmin, s.generateDKIM, "Make a new DKIM key for %s?", "{name}")
+
+	s.sendingRoutes()
 
 	s.webPage("GET /queue", RoleSupport, "queue", "Queue", s.listQueue)
 	s.webPage("GET /queue/{id}", RoleSupport, "queued", "Queued message", s.getQueued)

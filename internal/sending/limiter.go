@@ -125,6 +125,14 @@ func (l *Limiter) override(ctx context.Context, name string) Override {
 	if ok {
 		return o
 	}
+	return l.readOverride(ctx, name)
+}
+
+// readOverride reads name's override from the store into the cache.
+func (l *Limiter) readOverride(ctx context.Context, name string) Override {
+	if l.cfg.Overrides == nil {
+		return nil
+	}
 	m, err := l.cfg.Overrides.SendingLimits(ctx, name)
 	if errors.Is(err, directory.ErrNotFound) {
 		// Removed since it logged in: the configured limits apply.
@@ -159,6 +167,9 @@ type Usage struct {
 	Used [NumLimits]int64
 	// Limits are the limits in effect; 0 is none.
 	Limits Limits
+	// Frees is, for each limit that is full, the minute its rolling window
+	// frees a slot again (the time a refusal names); zero otherwise.
+	Frees [NumLimits]time.Time
 }
 
 // Usage returns the current counts of account and of its hosted domain
@@ -167,7 +178,11 @@ type Usage struct {
 func (l *Limiter) Usage(account, domain string) (acct, dom Usage, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	acct.Limits, dom.Limits = l.Effective(ctx, account, domain)
+	// Read from the store, not the cache: support looking right after a
+	// change sees the limit it set, before the change feed reaches the
+	// cache.
+	acct.Limits = l.readOverride(ctx, account).Apply(l.cfg.Account)
+	dom.Limits = l.readOverride(ctx, domain).Apply(l.cfg.Domain)
 	now := l.cfg.Now()
 	for lim := range NumLimits {
 		if acct.Used[lim], err = l.cfg.Counter.Count(ctx, now, windowKey(lim, false, account), lim.Window()); err != nil {
@@ -176,8 +191,33 @@ func (l *Limiter) Usage(account, domain string) (acct, dom Usage, err error) {
 		if dom.Used[lim], err = l.cfg.Counter.Count(ctx, now, windowKey(lim, true, domain), lim.Window()); err != nil {
 			return acct, dom, err
 		}
+		if acct.Frees[lim], err = l.frees(ctx, now, lim, windowKey(lim, false, account), acct.Used[lim], acct.Limits[lim]); err != nil {
+			return acct, dom, err
+		}
+		if dom.Frees[lim], err = l.frees(ctx, now, lim, windowKey(lim, true, domain), dom.Used[lim], dom.Limits[lim]); err != nil {
+			return acct, dom, err
+		}
 	}
 	return acct, dom, nil
+}
+
+// frees returns when the full window under key frees a slot, or the zero
+// time when it is not full. It asks the Counter for one more event: a full
+// window refuses it and names the minute, as it would for a client. Should a
+// slot have freed since used was read, the event is taken and given back at
+// once, so reading the usage never counts against the customer.
+func (l *Limiter) frees(ctx context.Context, now time.Time, lim Limit, key string, used, max int64) (time.Time, error) {
+	if max == 0 || used < max {
+		return time.Time{}, nil
+	}
+	taken, refused, until, err := l.cfg.Counter.Take(ctx, now, []Request{{Key: key, Window: lim.Window(), Max: max, N: 1}})
+	if err != nil {
+		return time.Time{}, err
+	}
+	if refused < 0 {
+		return time.Time{}, l.cfg.Counter.Give(ctx, now, taken)
+	}
+	return until, nil
 }
 
 // Hit is a refusal: which limit of whom, and when it frees a slot.

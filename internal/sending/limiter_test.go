@@ -264,3 +264,68 @@ func TestOverridesUnreadable(t *testing.T) {
 		t.Fatalf("logged %d times:\n%s", n, log)
 	}
 }
+
+// TestUsageFrees: the usage of a full window names the minute it frees a
+// slot, the same minute a refusal names, on both counters; reading it
+// counts nothing, and a window with room names none.
+func TestUsageFrees(t *testing.T) {
+	counters := map[string]func(t *testing.T) Counter{
+		"memory": func(t *testing.T) Counter { return NewMemory() },
+		"redis": func(t *testing.T) Counter {
+			r := testutil.StartRedis(t)
+			cl, err := redisconn.Open(r.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cl.Close() })
+			return NewRedis(cl)
+		},
+	}
+	for name, counter := range counters {
+		t.Run(name, func(t *testing.T) {
+			clock := testutil.NewClock(time.Date(2026, 3, 2, 13, 7, 30, 0, time.UTC))
+			l := New(Config{Account: Limits{MessagesPerHour: 2}, Domain: Limits{MessagesPerHour: 10}, Counter: counter(t), Now: clock.Now})
+			send := func() *Hit {
+				tx, hit := l.Begin("jan@firma.cz", "firma.cz")
+				tx.Accepted()
+				return hit
+			}
+			if hit := send(); hit != nil {
+				t.Fatalf("first message refused: %v", hit.Text())
+			}
+			clock.Advance(13 * time.Minute)
+			if hit := send(); hit != nil {
+				t.Fatalf("second message refused: %v", hit.Text())
+			}
+			for range 2 {
+				acct, dom, err := l.Usage("jan@firma.cz", "firma.cz")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if acct.Used[MessagesPerHour] != 2 || dom.Used[MessagesPerHour] != 2 {
+					t.Fatalf("used %d and %d, want 2 and 2", acct.Used[MessagesPerHour], dom.Used[MessagesPerHour])
+				}
+				if want := time.Date(2026, 3, 2, 14, 7, 0, 0, time.UTC); !acct.Frees[MessagesPerHour].Equal(want) {
+					t.Fatalf("account frees at %v, want %v", acct.Frees[MessagesPerHour], want)
+				}
+				if !dom.Frees[MessagesPerHour].IsZero() {
+					t.Fatalf("domain with room frees at %v, want none", dom.Frees[MessagesPerHour])
+				}
+			}
+			hit := send()
+			if hit == nil || hit.Until.Format("15:04") != "14:07" {
+				t.Fatalf("third message: %+v, want refused until 14:07", hit)
+			}
+			// Past the first message's hour one slot is free, and the
+			// usage says so.
+			clock.Advance(47 * time.Minute)
+			acct, _, err := l.Usage("jan@firma.cz", "firma.cz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if acct.Used[MessagesPerHour] != 1 || !acct.Frees[MessagesPerHour].IsZero() {
+				t.Fatalf("after an hour: used %d, frees %v; want 1 and none", acct.Used[MessagesPerHour], acct.Frees[MessagesPerHour])
+			}
+		})
+	}
+}

@@ -218,7 +218,25 @@ resolver = %q
 	run("open Accounts", chromedp.Click(css(`nav a[href="/accounts"]`)), chromedp.WaitVisible(css(`a[href="/accounts/`+jan+`"]`)))
 	shots.take("accounts")
 	run("open the account", chromedp.Click(css(`a[href="/accounts/`+jan+`"]`)), chromedp.WaitVisible(css("#smtp-off")))
+	// Its sending limits count the message sent above over SMTP, against
+	// the configured 200 an hour (SPEC R19).
+	if text = read("messages per hour", chromedp.Text(css("#used-messages_per_hour"))); !strings.HasPrefix(text, "1 of 200 (config)") {
+		t.Errorf("the account's messages per hour: %q, want 1 of 200 (config)", text)
+	}
+	// An override of one message an hour, set on the page and confirmed:
+	// the window is full, and the page says until when.
+	run("set an override", chromedp.SetValue(css("#set-messages_per_hour"), "1"),
+		chromedp.Click(`//form[.//input[@id="set-messages_per_hour"]]//button`), chromedp.WaitVisible(css("#confirm")),
+		chromedp.Click(css("#confirm")), chromedp.WaitVisible(css("#clear-messages_per_hour")))
+	if text = read("the outcome", chromedp.Text(css(".flash"))); text != "set messages_per_hour=1 of "+jan {
+		t.Fatalf("after setting the override the page says %q", text)
+	}
+	if text = read("messages per hour", chromedp.Text(css("#used-messages_per_hour"))); !strings.HasPrefix(text, "1 of 1 (override)") || !strings.Contains(text, "Full until") {
+		t.Errorf("the account's messages per hour after the override: %q, want 1 of 1 (override), full", text)
+	}
+	run("scroll to the sending limits", chromedp.Evaluate[chromedp.Void](`document.getElementById("sending-limits").scrollIntoView()`))
 	shots.take("account")
+	run("scroll back", chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
 	run("switch SMTP access off", chromedp.Click(css("#smtp-off")), chromedp.WaitVisible(css("#confirm")), chromedp.Click(css("#confirm")),
 		chromedp.WaitVisible(css("#smtp-on")))
 	if text = read("the outcome", chromedp.Text(css(".flash"))); text != "disabled SMTP access of "+jan {
@@ -239,6 +257,7 @@ resolver = %q
 	if !strings.HasPrefix(cz, "matches") || !strings.HasPrefix(com, "differs") {
 		t.Errorf("DKIM in DNS: firma.cz %q, firma.com %q; want matches and differs", cz, com)
 	}
+	run("scroll to the sending limits", chromedp.Evaluate[chromedp.Void](`document.getElementById("sending-limits").scrollIntoView()`))
 	shots.take("domain")
 
 	// Queue: retry the deferred message from its page; the receiver, now
