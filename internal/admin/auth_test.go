@@ -66,6 +66,13 @@ func TestLoginCookie(t *testing.T) {
 	if r := w.send(browser, req); r.status != 200 {
 		t.Fatalf("form post: %d %s", r.status, r.raw)
 	}
+	// A text field that reads like a boolean stays text: "true" is a
+	// password like any other.
+	req = mustReq(t, "POST", w.ts.URL+"/api/v1/accounts/"+testAccount+"/password", "password=true&csrf_token="+csrf)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if r := w.send(browser, req); r.status != 200 {
+		t.Fatalf("form post of the password \"true\": %d %s", r.status, r.raw)
+	}
 }
 
 func mustReq(t *testing.T, method, url, body string) *http.Request {

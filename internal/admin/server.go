@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os/user"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -641,10 +642,17 @@ func decode(r *http.Request, v any) error {
 		if err := r.ParseForm(); err != nil {
 			return badRequest("bad form: %v", err)
 		}
+		bools := boolFields(v)
 		m := map[string]any{}
 		for k, vs := range r.PostForm {
-			if k != "csrf_token" && len(vs) > 0 {
-				m[k] = formValue(vs[0])
+			if k == "csrf_token" || len(vs) == 0 {
+				continue
+			}
+			m[k] = vs[0]
+			// Only a field that is a boolean takes "on" or "true" as one:
+			// a password or a reason that reads "true" stays text.
+			if b, ok := formValue(vs[0]).(bool); ok && bools[k] {
+				m[k] = b
 			}
 		}
 		b, _ := json.Marshal(m)
@@ -658,6 +666,35 @@ func decode(r *http.Request, v any) error {
 		b = []byte("{}")
 	}
 	return decodeBytes(b, v)
+}
+
+// boolFields names the JSON fields of the struct v points to that are
+// booleans (or pointers to booleans).
+func boolFields(v any) map[string]bool {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	out := map[string]bool{}
+	if t == nil || t.Kind() != reflect.Struct {
+		return out
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() != reflect.Bool {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = true
+	}
+	return out
 }
 
 // formValue turns form strings that look like booleans into booleans, so a
