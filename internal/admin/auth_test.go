@@ -3,6 +3,7 @@ package admin
 import (
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,45 @@ func mustReq(t *testing.T, method, url, body string) *http.Request {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return req
+}
+
+// TestLoginCrossSite: a login form posted from another site's page is
+// refused (login CSRF) and sets no cookie; the same post from the server's
+// own page, or from an API client without browser headers, logs in.
+func TestLoginCrossSite(t *testing.T) {
+	w := newWorld(t)
+	post := func(hdr map[string]string) *http.Response {
+		t.Helper()
+		req := mustReq(t, "POST", w.ts.URL+"/login", "name=petra&password="+url.QueryEscape(staffPass))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for _, hdr := range []map[string]string{
+		{"Origin": "https://evil.example"},
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Origin": "null"},
+	} {
+		if resp := post(hdr); resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
+			t.Errorf("login with %v: %d, cookies %v; want 403 and none", hdr, resp.StatusCode, resp.Cookies())
+		}
+	}
+	for _, hdr := range []map[string]string{
+		{"Origin": w.ts.URL, "Sec-Fetch-Site": "same-origin"},
+		{},
+	} {
+		if resp := post(hdr); resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) == 0 {
+			t.Errorf("login with %v: %d, cookies %v; want 303 and the session cookie", hdr, resp.StatusCode, resp.Cookies())
+		}
+	}
 }
 
 // TestLoginLimited: failed staff logins are counted per client IP by the

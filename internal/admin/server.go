@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os/user"
 	"reflect"
 	"strconv"
@@ -557,6 +558,11 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, name, pw s
 	if name == "" || pw == "" {
 		return nil, nil, badRequest("name and password are required")
 	}
+	if crossSite(r) {
+		// Login CSRF: a page of another site must not log the staff
+		// member's browser into an account of the attacker's choosing.
+		return nil, nil, errorf(http.StatusForbidden, "a login posted from another site's page is refused; open the login page of this server")
+	}
 	ip := clientIP(r)
 	sid := ids.Session()
 	var att *guard.Attempt
@@ -666,6 +672,23 @@ func decode(r *http.Request, v any) error {
 		b = []byte("{}")
 	}
 	return decodeBytes(b, v)
+}
+
+// crossSite reports whether a browser says the request comes from a page
+// of another origin: Sec-Fetch-Site "cross-site" or "same-site" (a sibling
+// host), or an Origin whose host is not the one asked. curl and other API
+// clients send neither header.
+func crossSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+		return true
+	}
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return false
+	}
+	u, err := url.Parse(o)
+	return err != nil || u.Host != r.Host
 }
 
 // boolFields names the JSON fields of the struct v points to that are
