@@ -156,11 +156,22 @@ func (c *controller) call(method, path string, body, out any) error {
 
 // change sends a change and prints the server's "result".
 func (e *env) change(method, path string, body any) error {
+	return e.changeWithin(0, method, path, body)
+}
+
+// changeWithin is change with the running server given up to limit to
+// answer instead of the usual minute (0 keeps the minute): a command whose
+// work grows with the data, such as adopting a large spool, must not be
+// reported failed while the server is still doing it.
+func (e *env) changeWithin(limit time.Duration, method, path string, body any) error {
 	c, err := e.control()
 	if err != nil {
 		return err
 	}
 	defer c.done()
+	if limit > 0 && c.client != nil {
+		c.client.Timeout = limit
+	}
 	var r struct {
 		Result string `json:"result"`
 	}

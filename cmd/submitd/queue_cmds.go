@@ -67,7 +67,8 @@ func runQueue(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		return e.change("POST", "/api/v1/queue/adopt", map[string]string{"dir": dir})
+		// Adoption syncs every message it moves; a large spool takes a while.
+		return e.changeWithin(6*time.Hour, "POST", "/api/v1/queue/adopt", map[string]string{"dir": dir})
 	}
 	a := &queue.Admin{Spool: sp, Hostname: cfg.Hostname, MaxAge: cfg.Queue.MaxAge.D()}
 	switch verb {

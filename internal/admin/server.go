@@ -236,6 +236,10 @@ func (s *Server) HTTPServer(socket bool) *http.Server {
 		ErrorLog:          slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
 	}
 	if socket {
+		// The socket is the owner's control path (mode 0600): no write
+		// limit, so a command whose work grows with the data (queue adopt)
+		// is answered however long it takes; the CLI sets its own limit.
+		hs.WriteTimeout = 0
 		hs.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, peerKey{}, peerUser(c))
 		}
