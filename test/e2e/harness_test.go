@@ -58,12 +58,32 @@ func buildBinary(t testing.TB) string {
 // freeAddr returns a loopback address with a port free right now.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOut.mu.Lock()
+	defer handedOut.mu.Unlock()
+	if handedOut.addrs == nil {
+		handedOut.addrs = map[string]bool{}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		// The kernel may hand a port it just freed out again; a test that
+		// asks for three addresses for three listeners must get three.
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr
+		}
+	}
+}
+
+// handedOut is every address freeAddr has returned in this test binary.
+var handedOut struct {
+	// mu guards addrs.
+	mu    sync.Mutex
+	addrs map[string]bool
 }
 
 // syncBuffer collects a process's output.
