@@ -447,13 +447,33 @@ func ListenSamePort(t testing.TB, ips ...string) []net.Listener {
 
 // FreePort returns a TCP port on which nothing listens on ip at the moment
 // of the call: a "connection refused" target.
+// A port is never returned twice in one test binary: the kernel may hand a
+// port it just freed out again, and a test asking for a port for each of
+// several servers must get different ones.
 func FreePort(t testing.TB, ip string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatalf("listen on %s: %v", ip, err)
+	freePorts.mu.Lock()
+	defer freePorts.mu.Unlock()
+	if freePorts.used == nil {
+		freePorts.used = map[int]bool{}
 	}
-	p := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	return p
+	for {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatalf("listen on %s: %v", ip, err)
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !freePorts.used[p] {
+			freePorts.used[p] = true
+			return p
+		}
+	}
+}
+
+// freePorts is every port FreePort has returned in this test binary.
+var freePorts struct {
+	// mu guards used.
+	mu   sync.Mutex
+	used map[int]bool
 }
