@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -32,12 +31,8 @@ type Postgres struct {
 	dir string
 	// bin is the directory of initdb and postgres.
 	bin string
-	// run holds the running server process, nil while stopped.
-	run *exec.Cmd
-	// exited is closed when run's process has ended.
-	exited chan struct{}
-	// mu serializes Start and Stop.
-	mu sync.Mutex
+	// proc runs the server.
+	proc process
 }
 
 // pgBinDir finds the directory holding Debian's PostgreSQL programs (the
@@ -139,6 +134,29 @@ func newPostgres(bin, dir string, port int) (*Postgres, error) {
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
 	p := &Postgres{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, bin: bin}
+	p.proc = process{
+		name: "postgres on " + p.Addr, logPath: filepath.Join(dir, "postgres.log"), within: 60 * time.Second,
+		// SIGQUIT is PostgreSQL's immediate shutdown.
+		stop: syscall.SIGQUIT,
+		command: func() *exec.Cmd {
+			cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", filepath.Join(dir, "data"),
+				"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-k", filepath.Join(dir, "run"),
+				"-c", "fsync=off", "-c", "full_page_writes=off",
+				"-c", "max_connections=200", "-c", "shared_buffers=32MB", "-c", "log_min_messages=fatal")
+			cmd.Dir = dir
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: runAs()}
+			return cmd
+		},
+		ready: func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			c, err := pgx.Connect(ctx, p.DSN("postgres"))
+			if err != nil {
+				return err
+			}
+			return c.Close(ctx)
+		},
+	}
 	if err := p.Start(); err != nil {
 		return nil, err
 	}
@@ -152,74 +170,11 @@ func (p *Postgres) DSN(db string) string {
 
 // Start starts the server (again, after Stop) on the same port and data,
 // and waits until it accepts connections.
-func (p *Postgres) Start() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.run != nil {
-		return nil
-	}
-	_, port, _ := net.SplitHostPort(p.Addr)
-	cmd := exec.Command(filepath.Join(p.bin, "postgres"), "-D", filepath.Join(p.dir, "data"),
-		"-h", "127.0.0.1", "-p", port, "-k", filepath.Join(p.dir, "run"),
-		"-c", "fsync=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=200", "-c", "shared_buffers=32MB", "-c", "log_min_messages=fatal")
-	cmd.Dir = p.dir
-	// The server dies with the test binary even if it is killed: the
-	// parent-death signal is tied to the starting thread, which startLocked
-	// keeps for the life of the process.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: runAs(), Pdeathsig: syscall.SIGQUIT}
-	logf, err := os.Create(filepath.Join(p.dir, "postgres.log"))
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := startLocked(cmd); err != nil {
-		logf.Close()
-		return err
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(exited) }()
-	p.run, p.exited = cmd, exited
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		c, err := pgx.Connect(ctx, p.DSN("postgres"))
-		cancel()
-		if err == nil {
-			c.Close(context.Background())
-			return nil
-		}
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(p.dir, "postgres.log"))
-			p.run = nil
-			return fmt.Errorf("postgres exited: %s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("postgres on %s not ready: %v", p.Addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+func (p *Postgres) Start() error { return p.proc.start() }
 
 // Stop stops the server at once (the "immediate" shutdown: clients see
 // their connections cut, as when a database machine fails).
-func (p *Postgres) Stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.run == nil {
-		return
-	}
-	p.run.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		p.run.Process.Kill()
-		<-p.exited
-	}
-	p.run = nil
-}
+func (p *Postgres) Stop() { p.proc.halt() }
 
 // CreateDB creates a fresh, empty database on the server and returns its DSN.
 func (p *Postgres) CreateDB(t testing.TB) string {
@@ -261,40 +216,10 @@ func PostgresDSN(t testing.TB) string {
 			shared.err = err
 			return
 		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			shared.err = err
-			return
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		shared.pg, shared.err = newPostgres(bin, dir, port)
+		shared.pg, shared.err = newPostgres(bin, dir, FreePort(t, "127.0.0.1"))
 	})
 	if shared.err != nil {
 		t.Fatalf("start shared PostgreSQL: %v", shared.err)
 	}
 	return shared.pg.CreateDB(t)
-}
-
-// startLocked starts cmd from a goroutine whose OS thread stays locked and
-// alive until the process ends, so the child's parent-death signal fires
-// only when the test binary itself dies.
-func startLocked(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			errc <- err
-			return
-		}
-		errc <- nil
-		// Keep this thread until the process ends; Wait runs elsewhere.
-		for {
-			if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
-				return
-			}
-			time.Sleep(time.Second)
-		}
-	}()
-	return <-errc
 }

@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,12 +22,8 @@ type Redis struct {
 	bin string
 	// dir is the server's working directory.
 	dir string
-	// run holds the running server process, nil while stopped.
-	run *exec.Cmd
-	// exited is closed when run's process has ended.
-	exited chan struct{}
-	// mu serializes Start and Stop.
-	mu sync.Mutex
+	// proc runs the server.
+	proc process
 }
 
 // StartRedis starts a redis-server for this test and stops it when the test
@@ -39,6 +33,16 @@ func StartRedis(t testing.TB) *Redis {
 	t.Helper()
 	bin := NeedTool(t, "redis-server")
 	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t, "127.0.0.1"))), bin: bin, dir: t.TempDir()}
+	_, port, _ := net.SplitHostPort(r.Addr)
+	r.proc = process{
+		name: "redis-server on " + r.Addr, logPath: filepath.Join(r.dir, "redis.log"), within: 20 * time.Second,
+		stop: syscall.SIGKILL,
+		command: func() *exec.Cmd {
+			return exec.Command(r.bin, "--bind", "127.0.0.1", "--port", port, "--save", "",
+				"--appendonly", "no", "--dir", r.dir, "--protected-mode", "no", "--loglevel", "warning")
+		},
+		ready: r.ping,
+	}
 	if err := r.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
@@ -51,47 +55,7 @@ func (r *Redis) URL() string { return "redis://" + r.Addr + "/0" }
 
 // Start starts the server (again, after Stop) and waits until it answers
 // PING. A restarted server is empty, as a Redis without persistence is.
-func (r *Redis) Start() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.run != nil {
-		return nil
-	}
-	_, port, _ := net.SplitHostPort(r.Addr)
-	cmd := exec.Command(r.bin, "--bind", "127.0.0.1", "--port", port, "--save", "",
-		"--appendonly", "no", "--dir", r.dir, "--protected-mode", "no", "--loglevel", "warning")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	logf, err := os.Create(filepath.Join(r.dir, "redis.log"))
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := startLocked(cmd); err != nil {
-		logf.Close()
-		return err
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(exited) }()
-	r.run, r.exited = cmd, exited
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := r.ping()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			r.run = nil
-			return fmt.Errorf("redis-server exited: %s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server on %s not ready: %v", r.Addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func (r *Redis) Start() error { return r.proc.start() }
 
 // ping sends one PING in the Redis protocol and expects +PONG.
 func (r *Redis) ping() error {
@@ -115,13 +79,4 @@ func (r *Redis) ping() error {
 }
 
 // Stop kills the server at once, as when its machine fails.
-func (r *Redis) Stop() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.run == nil {
-		return
-	}
-	r.run.Process.Kill()
-	<-r.exited
-	r.run = nil
-}
+func (r *Redis) Stop() { r.proc.halt() }
