@@ -7,47 +7,25 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
 	"time"
+
+	"submitd/internal/delivery"
 )
 
-// maxReplyLine bounds one reply line and maxReplyLines the lines of one
-// reply, so a broken server cannot make the load generator buffer without
-// end. RFC 5321 §4.5.3.1.5 allows 512 octets per reply line; servers in the
-// wild send a little more in EHLO, never kilobytes.
-const (
-	maxReplyLine  = 4096
-	maxReplyLines = 100
-)
-
-// reply is one SMTP reply (RFC 5321 §4.2): a three-digit code and the text
-// of each line without the code and separator.
-type reply struct {
-	// code is the reply code, 200…599.
-	code int
-	// lines holds the text after "NNN-" or "NNN " of each line.
-	lines []string
-}
-
-// key names the reply for the error table: the code and, when the first
+// replyKey names a reply for the error table: the code and, when the first
 // line starts with one, the RFC 3463 enhanced status code ("535 5.7.8").
-func (r reply) key() string {
-	k := strconv.Itoa(r.code)
-	if len(r.lines) > 0 {
-		first, _, _ := strings.Cut(r.lines[0], " ")
+func replyKey(r delivery.Reply) string {
+	k := strconv.Itoa(r.Code)
+	if len(r.Lines) > 0 {
+		first, _, _ := strings.Cut(r.Lines[0], " ")
 		if isEnhancedCode(first) {
 			k += " " + first
 		}
 	}
 	return k
-}
-
-// String is the reply as one line, for messages.
-func (r reply) String() string {
-	return strconv.Itoa(r.code) + " " + strings.Join(r.lines, " / ")
 }
 
 // isEnhancedCode reports whether s has the form class.subject.detail of
@@ -68,81 +46,13 @@ func isEnhancedCode(s string) bool {
 	return true
 }
 
-// errBadReply is wrapped by readReply's errors for text that is not an SMTP
-// reply.
-var errBadReply = errors.New("malformed reply")
-
-// readReply reads one possibly multiline reply (RFC 5321 §4.2.1): every
-// line but the last has "-" after the code, the last has " " or nothing, and
-// all carry the same code.
-func readReply(r *bufio.Reader) (reply, error) {
-	var rep reply
-	for {
-		line, err := readLine(r)
-		if err != nil {
-			return reply{}, err
-		}
-		if len(line) < 3 {
-			return reply{}, fmt.Errorf("%w: %q", errBadReply, line)
-		}
-		code, err := strconv.Atoi(line[:3])
-		if err != nil || code < 200 || code > 599 {
-			return reply{}, fmt.Errorf("%w: %q", errBadReply, line)
-		}
-		if rep.lines != nil && code != rep.code {
-			return reply{}, fmt.Errorf("%w: code changes within a reply: %q", errBadReply, line)
-		}
-		rep.code = code
-		more := false
-		text := ""
-		if len(line) > 3 {
-			switch line[3] {
-			case '-':
-				more = true
-			case ' ':
-			default:
-				return reply{}, fmt.Errorf("%w: %q", errBadReply, line)
-			}
-			text = line[4:]
-		}
-		rep.lines = append(rep.lines, text)
-		if !more {
-			return rep, nil
-		}
-		if len(rep.lines) >= maxReplyLines {
-			return reply{}, fmt.Errorf("%w: more than %d lines", errBadReply, maxReplyLines)
-		}
-	}
-}
-
-// readLine reads one CRLF- (or LF-) terminated line without its ending.
-func readLine(r *bufio.Reader) (string, error) {
-	var b []byte
-	for {
-		chunk, isPrefix, err := r.ReadLine()
-		if err != nil {
-			if err == io.EOF && len(b) > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			return "", err
-		}
-		b = append(b, chunk...)
-		if len(b) > maxReplyLine {
-			return "", fmt.Errorf("%w: line longer than %d bytes", errBadReply, maxReplyLine)
-		}
-		if !isPrefix {
-			return string(b), nil
-		}
-	}
-}
-
 // replyError is an unexpected reply to a command; the statistics count it
 // by its reply key.
 type replyError struct {
 	// step names the command that got the reply ("AUTH", "DATA end").
 	step string
 	// rep is the reply.
-	rep reply
+	rep delivery.Reply
 }
 
 func (e *replyError) Error() string { return e.step + ": " + e.rep.String() }
@@ -218,7 +128,7 @@ func connect(ctx context.Context, cfg *dialConfig, src net.IP, ehlo bool) (*clie
 		c.close()
 		return nil, fmt.Errorf("greeting: %w", err)
 	}
-	if greet.code != 220 {
+	if greet.Code != 220 {
 		c.close()
 		return nil, &replyError{"greeting", greet}
 	}
@@ -256,9 +166,9 @@ func connect(ctx context.Context, cfg *dialConfig, src net.IP, ehlo bool) (*clie
 }
 
 // read reads one reply within the timeout.
-func (c *client) read() (reply, error) {
+func (c *client) read() (delivery.Reply, error) {
 	c.nc.SetReadDeadline(time.Now().Add(c.cfg.timeout))
-	return readReply(c.r)
+	return delivery.ReadReply(c.r)
 }
 
 // flush writes out what is buffered within the timeout.
@@ -289,8 +199,8 @@ func verb(line string) string {
 }
 
 // expect turns a reply other than want into a *replyError.
-func expect(step string, rep reply, want int) error {
-	if rep.code != want {
+func expect(step string, rep delivery.Reply, want int) error {
+	if rep.Code != want {
 		return &replyError{step, rep}
 	}
 	return nil
@@ -316,9 +226,9 @@ func (c *client) ehlo() error {
 // parseEHLO maps each extension keyword of an EHLO reply (RFC 5321
 // §4.1.1.1: the first line is the greeting, each further line one keyword
 // with optional parameters) to its parameters.
-func parseEHLO(rep reply) map[string]string {
-	caps := make(map[string]string, len(rep.lines))
-	for _, l := range rep.lines[1:] {
+func parseEHLO(rep delivery.Reply) map[string]string {
+	caps := make(map[string]string, len(rep.Lines))
+	for _, l := range rep.Lines[1:] {
 		kw, params, _ := strings.Cut(l, " ")
 		caps[strings.ToUpper(kw)] = params
 	}
@@ -328,11 +238,11 @@ func parseEHLO(rep reply) map[string]string {
 // authPlain logs in with AUTH PLAIN and an initial response (RFC 4954 §4,
 // RFC 4616) and returns the reply, which the caller judges: a wrong
 // password is the point of some workloads.
-func (c *client) authPlain(user, pass string) (reply, error) {
+func (c *client) authPlain(user, pass string) (delivery.Reply, error) {
 	resp := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
 	c.w.WriteString("AUTH PLAIN " + resp + "\r\n")
 	if err := c.flush(); err != nil {
-		return reply{}, err
+		return delivery.Reply{}, err
 	}
 	return c.read()
 }
@@ -395,7 +305,7 @@ func (c *client) sendPipelined(mail, rcpt string, body []byte) error {
 		if err != nil {
 			return err
 		}
-		if s.want == 354 && rep.code == 354 && first != nil {
+		if s.want == 354 && rep.Code == 354 && first != nil {
 			c.w.WriteString(".\r\n")
 			if err := c.flush(); err != nil {
 				return err
@@ -433,7 +343,7 @@ func (c *client) quit() {
 	c.w.WriteString("QUIT\r\n")
 	if c.flush() == nil {
 		c.nc.SetReadDeadline(time.Now().Add(time.Second))
-		readReply(c.r)
+		delivery.ReadReply(c.r)
 	}
 	c.close()
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"submitd/internal/delivery"
 )
 
 // clock is the time source of the load loops; tests substitute a fake one
@@ -269,7 +271,7 @@ func (l *sendLoad) worker(ctx context.Context, next ticket, s *session) {
 		if err != nil {
 			l.msgs.fail(err)
 			var re *replyError
-			if !errors.As(err, &re) || re.rep.code == 421 {
+			if !errors.As(err, &re) || re.rep.Code == 421 {
 				s.c.close()
 				s = nil
 				continue
@@ -482,7 +484,7 @@ func runFlood(ctx context.Context, cfg *floodConfig, d time.Duration, begin func
 				for !over(ctx, end) {
 					t0 := time.Now()
 					rep, err := c.authPlain(sc.accts.login(i), "wrong-"+sc.accts.password)
-					if err == nil && rep.code == 535 {
+					if err == nil && rep.Code == 535 {
 						res.attempts.ok(time.Since(t0))
 						continue
 					}
@@ -513,7 +515,7 @@ func over(ctx context.Context, end time.Time) bool {
 // preblock makes the server block src by failing logins from it until a
 // new connection is refused at the greeting, at most tries attempts. It
 // returns the refusal.
-func preblock(ctx context.Context, dial *dialConfig, src net.IP, user, pass string, tries int) (reply, error) {
+func preblock(ctx context.Context, dial *dialConfig, src net.IP, user, pass string, tries int) (delivery.Reply, error) {
 	for n := 0; n < tries; {
 		c, err := connect(ctx, dial, src, true)
 		var re *replyError
@@ -521,17 +523,17 @@ func preblock(ctx context.Context, dial *dialConfig, src net.IP, user, pass stri
 			return re.rep, nil
 		}
 		if err != nil {
-			return reply{}, fmt.Errorf("blocking %s: %w", src, err)
+			return delivery.Reply{}, fmt.Errorf("blocking %s: %w", src, err)
 		}
 		for ; n < tries; n++ {
 			rep, err := c.authPlain(user, "wrong-"+pass)
-			if err != nil || rep.code != 535 {
+			if err != nil || rep.Code != 535 {
 				break
 			}
 		}
 		c.close()
 	}
-	return reply{}, fmt.Errorf("%s not refused after %d failed logins", src, tries)
+	return delivery.Reply{}, fmt.Errorf("%s not refused after %d failed logins", src, tries)
 }
 
 // runRefused connects from the blocked src on conns connections at once
@@ -563,7 +565,7 @@ func runRefused(ctx context.Context, dial *dialConfig, src net.IP, conns int, en
 						rec.fail(err)
 					}
 				default:
-					rec.fail(&replyError{"greeting (not refused)", reply{code: 220}})
+					rec.fail(&replyError{"greeting (not refused)", delivery.Reply{Code: 220}})
 					c.close()
 				}
 			}

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"submitd/internal/delivery"
 )
 
 // recorder collects latencies and errors from many goroutines.
@@ -79,10 +81,10 @@ func errorKey(err error) string {
 	var re2 tls.RecordHeaderError
 	switch {
 	case errors.As(err, &re):
-		return re.rep.key()
+		return replyKey(re.rep)
 	case errors.Is(err, errSetup):
 		return "no connection (see setup errors)"
-	case errors.Is(err, errBadReply):
+	case errors.Is(err, delivery.ErrBadReply):
 		return "malformed reply"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "closed by server"

@@ -225,7 +225,7 @@ func (c *client) await(name string, limit time.Duration) (Reply, error) {
 
 // read reads one reply, within the deadline of the step under way.
 func (c *client) read(name string) (Reply, error) {
-	r, err := readReply(c.br)
+	r, err := ReadReply(c.br)
 	if err != nil {
 		c.broken = true
 		return r, c.ioError(name, err)

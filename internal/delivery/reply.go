@@ -47,28 +47,28 @@ func (r Reply) String() string {
 // transient failure, 5 permanent failure (RFC 5321 §4.2.1).
 func (r Reply) Class() int { return r.Code / 100 }
 
-// errBadReply is wrapped by every malformed-reply error.
-var errBadReply = errors.New("malformed SMTP reply")
+// ErrBadReply is wrapped by every malformed-reply error.
+var ErrBadReply = errors.New("malformed SMTP reply")
 
-// readReply reads one reply: lines of "DDD-text" ending with "DDD text" or a
+// ReadReply reads one reply: lines of "DDD-text" ending with "DDD text" or a
 // bare "DDD". Every line must carry the same code (RFC 5321 §4.2.1). Lines may
 // end in CRLF or, from sloppy servers, a bare LF.
-func readReply(br *bufio.Reader) (Reply, error) {
+func ReadReply(br *bufio.Reader) (Reply, error) {
 	var r Reply
 	for n := 0; ; n++ {
 		if n == maxReplyLines {
-			return Reply{}, fmt.Errorf("%w: more than %d lines", errBadReply, maxReplyLines)
+			return Reply{}, fmt.Errorf("%w: more than %d lines", ErrBadReply, maxReplyLines)
 		}
 		line, err := readLine(br)
 		if err != nil {
 			return Reply{}, err
 		}
 		if len(line) < 3 || !isDigits(line[:3]) || line[0] < '2' || line[0] > '5' {
-			return Reply{}, fmt.Errorf("%w: %q", errBadReply, clip(line))
+			return Reply{}, fmt.Errorf("%w: %q", ErrBadReply, clip(line))
 		}
 		code := int(line[0]-'0')*100 + int(line[1]-'0')*10 + int(line[2]-'0')
 		if n > 0 && code != r.Code {
-			return Reply{}, fmt.Errorf("%w: code %d within reply %d", errBadReply, code, r.Code)
+			return Reply{}, fmt.Errorf("%w: code %d within reply %d", ErrBadReply, code, r.Code)
 		}
 		r.Code = code
 		more := false
@@ -79,7 +79,7 @@ func readReply(br *bufio.Reader) (Reply, error) {
 				more = true
 			case ' ':
 			default:
-				return Reply{}, fmt.Errorf("%w: %q", errBadReply, clip(line))
+				return Reply{}, fmt.Errorf("%w: %q", ErrBadReply, clip(line))
 			}
 			text = line[4:]
 		}
@@ -96,7 +96,7 @@ func readLine(br *bufio.Reader) (string, error) {
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if len(b)+len(chunk) > maxReplyLine {
-			return "", fmt.Errorf("%w: line longer than %d bytes", errBadReply, maxReplyLine)
+			return "", fmt.Errorf("%w: line longer than %d bytes", ErrBadReply, maxReplyLine)
 		}
 		b = append(b, chunk...)
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -110,7 +110,7 @@ func readLine(br *bufio.Reader) (string, error) {
 			// A reply is text; a NUL or other control byte means something
 			// other than an SMTP server answered.
 			if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
-				return "", fmt.Errorf("%w: control character in %q", errBadReply, clip(s))
+				return "", fmt.Errorf("%w: control character in %q", ErrBadReply, clip(s))
 			}
 		}
 		return s, nil

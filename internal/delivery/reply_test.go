@@ -31,13 +31,13 @@ func TestReadReply(t *testing.T) {
 		{strings.Repeat("250-x\r\n", maxReplyLines+1), "error"},
 	}
 	for _, c := range cases {
-		r, err := readReply(bufio.NewReader(strings.NewReader(c.in)))
+		r, err := ReadReply(bufio.NewReader(strings.NewReader(c.in)))
 		got := r.String()
 		if err != nil {
 			got = "error"
 		}
 		if got != c.want {
-			t.Errorf("readReply(%q) = %q (err %v), want %q", clip(c.in), got, err, c.want)
+			t.Errorf("ReadReply(%q) = %q (err %v), want %q", clip(c.in), got, err, c.want)
 		}
 	}
 }
@@ -59,7 +59,7 @@ func FuzzReadReply(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		r, err := readReply(bufio.NewReader(strings.NewReader(string(in))))
+		r, err := ReadReply(bufio.NewReader(strings.NewReader(string(in))))
 		if err != nil {
 			return
 		}
@@ -80,7 +80,7 @@ func FuzzReadReply(f *testing.F) {
 			}
 			fmt.Fprintf(&b, "%03d%s%s\r\n", r.Code, sep, l)
 		}
-		r2, err := readReply(bufio.NewReader(strings.NewReader(b.String())))
+		r2, err := ReadReply(bufio.NewReader(strings.NewReader(b.String())))
 		if err != nil || r2.String() != s {
 			t.Fatalf("round trip of %q: %q, %v", s, r2.String(), err)
 		}
