@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
 
 	"submitd/internal/directory"
 	"submitd/internal/pgdb"
+	"submitd/internal/pgdb/pgtest"
 	"submitd/internal/testutil"
 )
 
@@ -213,5 +215,38 @@ func TestCacheTTL(t *testing.T) {
 	}
 	if n := c.Len(); n > 2 {
 		t.Fatalf("%d cached, bound is 2", n)
+	}
+}
+
+// TestPostgresOnCommitDeliversBeforeReturn: with OnCommit wired to the
+// listener, a change made through this process's store has reached the
+// subscribers when the write returns, though the listener is not even
+// running, so no NOTIFY could have brought it.
+func TestPostgresOnCommitDeliversBeforeReturn(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.Pool(t)
+	store, err := directory.NewPostgres(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := directory.NewListener(pool, slog.New(slog.DiscardHandler))
+	var mu sync.Mutex
+	var got []directory.ChangeKind
+	ln.Subscribe(func(ch directory.Change) { mu.Lock(); got = append(got, ch.Kind); mu.Unlock() })
+	store.OnCommit(ln.Deliver)
+	if err := store.AddDomain(ctx, "firma.cz"); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.AddAccount(ctx, "jan@firma.cz", "{X}1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetSMTPAccess(ctx, "jan@firma.cz", false); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []directory.ChangeKind{directory.ChangeDomainAdded, directory.ChangeAccountAdded, directory.ChangeAccess}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("subscribers got %v when the writes returned, want %v", got, want)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -63,6 +64,25 @@ type Postgres struct {
 	// pool is the connection pool; now the clock.
 	pool *pgxpool.Pool
 	now  func() time.Time
+	// committed, when set, gets the changes of each write transaction
+	// after it commits; see OnCommit.
+	committed atomic.Pointer[func([]Change)]
+}
+
+// OnCommit makes f receive the changes of each write transaction of this
+// store after it commits, before the write returns. A server hands its own
+// changes (made through the admin API or the web) to its change feed this
+// way, so its caches have dropped what changed by the time the change is
+// reported done; the NOTIFY that reaches the other nodes arrives here too a
+// moment later, and handling a change twice only drops an entry twice.
+func (s *Postgres) OnCommit(f func([]Change)) { s.committed.Store(&f) }
+
+// announcingTx is the transaction pgTx hands to its function: announce
+// collects the changes in it for OnCommit.
+type announcingTx struct {
+	pgx.Tx
+	// changes are the changes announced in the transaction.
+	changes []Change
 }
 
 var _ Store = (*Postgres)(nil)
@@ -102,11 +122,15 @@ func (s *Postgres) pgTx(ctx context.Context, f func(tx pgx.Tx) error) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(writeLock)); err != nil {
 		return fmt.Errorf("directory: %w", err)
 	}
-	if err := f(tx); err != nil {
+	atx := &announcingTx{Tx: tx}
+	if err := f(atx); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("directory: %w", err)
+	}
+	if f := s.committed.Load(); f != nil && len(atx.changes) > 0 {
+		(*f)(atx.changes)
 	}
 	return nil
 }
@@ -114,9 +138,13 @@ func (s *Postgres) pgTx(ctx context.Context, f func(tx pgx.Tx) error) error {
 // announce sends a change in tx; PostgreSQL delivers it to the listeners
 // when, and only if, the transaction commits.
 func (s *Postgres) announce(ctx context.Context, tx pgx.Tx, kind ChangeKind, name, domain string) error {
-	b, _ := json.Marshal(notice{Kind: kind, Name: name, Domain: domain, Time: s.now().UnixNano()})
+	now := s.now()
+	b, _ := json.Marshal(notice{Kind: kind, Name: name, Domain: domain, Time: now.UnixNano()})
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, string(b)); err != nil {
 		return fmt.Errorf("directory: announce change: %w", err)
+	}
+	if atx, ok := tx.(*announcingTx); ok {
+		atx.changes = append(atx.changes, Change{Kind: kind, Name: name, Domain: domain, Time: now})
 	}
 	return nil
 }
@@ -583,6 +611,14 @@ func NewListener(pool *pgxpool.Pool, log *slog.Logger) *Listener {
 
 // Subscribe implements Feed.
 func (ln *Listener) Subscribe(f func(Change)) { ln.subs.add(f) }
+
+// Deliver hands changes this process made to the subscribers at once,
+// ahead of their NOTIFY (Postgres.OnCommit).
+func (ln *Listener) Deliver(chs []Change) {
+	for _, ch := range chs {
+		ln.subs.deliver(ch)
+	}
+}
 
 // Run implements Feed.
 func (ln *Listener) Run(ctx context.Context) { ln.l.Run(ctx) }

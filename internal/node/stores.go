@@ -47,6 +47,8 @@ type Stores struct {
 	db *sql.DB
 	// sqliteDir is the SQLite directory, nil with postgres.
 	sqliteDir *directory.SQLite
+	// pgDir is the PostgreSQL directory, nil with sqlite.
+	pgDir *directory.Postgres
 }
 
 // OpenStores opens the shared stores [store] names, migrating their
@@ -84,9 +86,10 @@ func OpenStores(ctx context.Context, cfg *config.Config, db *sql.DB) (*Stores, e
 		pool.Close()
 		return nil, err
 	}
-	if st.Directory, err = directory.NewPostgres(ctx, pool); err != nil {
+	if st.pgDir, err = directory.NewPostgres(ctx, pool); err != nil {
 		return fail(err)
 	}
+	st.Directory = st.pgDir
 	if st.Sessions, err = sessionlog.NewPostgres(ctx, pool); err != nil {
 		return fail(err)
 	}
@@ -103,7 +106,11 @@ func OpenStores(ctx context.Context, cfg *config.Config, db *sql.DB) (*Stores, e
 // change log of the SQLite database, or PostgreSQL's notices.
 func (st *Stores) Changes(ctx context.Context, log *slog.Logger) (directory.Feed, error) {
 	if st.Pool != nil {
-		return directory.NewListener(st.Pool, log), nil
+		ln := directory.NewListener(st.Pool, log)
+		// As with SQLite below: this process's own changes reach the
+		// feed before the write returns, not when their NOTIFY comes back.
+		st.pgDir.OnCommit(ln.Deliver)
+		return ln, nil
 	}
 	w, err := directory.NewWatcher(ctx, st.sqliteDir, directory.WatcherConfig{}, log)
 	if err != nil {
