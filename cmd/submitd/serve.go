@@ -14,17 +14,19 @@ import (
 func init() {
 	register(&command{
 		name:    "serve",
-		summary: "run the SMTP server",
+		summary: "run the SMTP server (SIGHUP reloads the config file)",
 		usage:   "serve",
 		run:     runServe,
 	})
 }
 
-// newLogger builds the process logger from [log].
-func newLogger(cfg *config.Config, w *os.File) *slog.Logger {
+// newLogger builds the process logger from [log]; its level is level,
+// set here from [log] level, so that a reload can change it.
+func newLogger(cfg *config.Config, w *os.File, level *slog.LevelVar) *slog.Logger {
 	var lvl slog.Level
 	lvl.UnmarshalText([]byte(cfg.Log.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
+	level.Set(lvl)
+	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Log.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -43,12 +45,30 @@ func runServe(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, os.Stderr)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg, os.Stderr, level)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	n.ConfigPath = config.Path(*e.configPath)
+	n.LogLevel = level
+	// SIGHUP reloads the config file, as "submitd reload" does; a file
+	// that does not load is logged and changes nothing.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				n.Reload(ctx)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	return n.Run(ctx)
 }

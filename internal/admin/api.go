@@ -73,6 +73,7 @@ func (s *Server) routes() {
 	s.handle("POST /api/v1/queue/adopt", RoleAdmin, s.adoptSpool)
 
 	s.handle("GET /api/v1/audit", RoleSupport, s.listAudit)
+	s.handle("POST /api/v1/reload", RoleAdmin, s.reload)
 	s.routesHeld()
 
 	s.handle("GET /api/v1/staff", RoleAdmin, s.listStaff)
@@ -99,7 +100,7 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	}
 	ip := clientIP(r)
 	open := r.Context().Value(peerKey{}) != nil
-	for _, n := range s.cfg.MetricsNetworks {
+	for _, n := range s.settings().MetricsNetworks {
 		if ip.IsValid() && n.Contains(ip) {
 			open = true
 		}
@@ -509,7 +510,7 @@ func (s *Server) newHash(pw string) (string, error) {
 	if len(pw) > 1024 {
 		return "", badRequest("password: longer than 1024 bytes")
 	}
-	return password.Hash(s.cfg.PasswordScheme, pw)
+	return password.Hash(s.settings().PasswordScheme, pw)
 }
 
 func (s *Server) addAccount(r *http.Request, p *principal) (any, error) {

@@ -95,9 +95,9 @@ func (s *Server) viewSending(ctx context.Context, st directory.SendingStore, t s
 	if err != nil {
 		return nil, err
 	}
-	base, kind := s.cfg.SendingAccount, "account"
+	base, kind := s.settings().SendingAccount, "account"
 	if !t.account {
-		base, kind = s.cfg.SendingDomain, "domain"
+		base, kind = s.settings().SendingDomain, "domain"
 	}
 	eff := sending.Override(over).Apply(base)
 	var used *sending.Usage

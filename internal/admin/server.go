@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -167,9 +168,16 @@ type Server struct {
 	// CLI without a server) shows the limits without them. Set it before
 	// the server serves.
 	SendingUsage SendingUsage
+	// Reload re-reads the running server's configuration (POST
+	// /api/v1/reload); nil (the CLI without a server) answers 503. Set it
+	// before the server serves.
+	Reload ReloadFunc
 
-	// cfg is the configuration, defaults filled in.
+	// cfg is the configuration, defaults filled in; its Settings part is
+	// only read by New, which puts it in live.
 	cfg Config
+	// live are the settings in force (SetSettings).
+	live atomic.Pointer[Settings]
 	// mux routes the requests.
 	mux *http.ServeMux
 	// explainer tells sessions (explain.go).
@@ -214,6 +222,8 @@ func New(cfg Config) *Server {
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), sessions: map[string]*webSession{}, loginSlots: make(chan struct{}, loginHashes)}
+	s.SetSettings(Settings{MetricsNetworks: cfg.MetricsNetworks, SendingAccount: cfg.SendingAccount, SendingDomain: cfg.SendingDomain,
+		PasswordScheme: cfg.PasswordScheme, SessionIdle: cfg.SessionIdle})
 	s.explainer = &Explainer{Directory: cfg.Directory, Failures: cfg.Sessions, Guard: cfg.Guard}
 	s.routes()
 	return s
@@ -469,7 +479,7 @@ func (s *Server) session(v string) *webSession {
 	if ws == nil {
 		return nil
 	}
-	if now.Sub(ws.seen) >= s.cfg.SessionIdle {
+	if now.Sub(ws.seen) >= s.settings().SessionIdle {
 		delete(s.sessions, key)
 		return nil
 	}
@@ -487,7 +497,7 @@ func (s *Server) newSession(staff string) (string, *webSession) {
 		// Expired ones go first; if none has, the one unused longest.
 		var oldest string
 		for k, o := range s.sessions {
-			if ws.seen.Sub(o.seen) >= s.cfg.SessionIdle {
+			if ws.seen.Sub(o.seen) >= s.settings().SessionIdle {
 				delete(s.sessions, k)
 				continue
 			}
@@ -601,7 +611,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, name, pw s
 	case errors.Is(err, ErrNotFound):
 		// Hash anyway, so an unknown name takes as long as a wrong
 		// password and the names cannot be told apart by timing.
-		password.Verify(dummyHash(s.cfg.PasswordScheme), pw)
+		password.Verify(dummyHash(s.settings().PasswordScheme), pw)
 	default:
 		return nil, nil, err
 	}

@@ -458,7 +458,11 @@ func Load(path string) (*Config, error) {
 	if path == "" {
 		return c, c.Validate()
 	}
-	md, err := toml.DecodeFile(path, c)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	md, err := toml.Decode(string(data), c)
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
@@ -475,19 +479,80 @@ func Load(path string) (*Config, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
+		if line := keyLine(data, keys[0]); line > 0 {
+			return nil, fmt.Errorf("config %s: line %d: unknown key %s", path, line, strings.Join(keys, ", "))
+		}
 		return nil, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
 	}
 	if err := c.Validate(); err != nil {
+		var ke *KeyError
+		if errors.As(err, &ke) {
+			if line := keyLine(data, ke.Key); line > 0 {
+				return nil, fmt.Errorf("config %s: line %d: %w", path, line, err)
+			}
+		}
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// KeyError is a value Validate refuses, with the key it was given under,
+// so that Load can name the line of the file that sets it.
+type KeyError struct {
+	// Key is the setting's key, "limits.max_connections_per_ip".
+	Key string
+	// Err says what is wrong.
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Err.Error() }
+
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// keyLine returns the line of data that sets key (1 for the first line),
+// or 0 when no line does, as when the value is a default or is set in an
+// inline table. It follows [table] headers and reads "name = value" lines,
+// bare, quoted or dotted names alike; the file parsed, so nothing else
+// needs to be understood.
+func keyLine(data []byte, key string) int {
+	table := ""
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			h := strings.Trim(strings.TrimSpace(strings.SplitN(line, "]", 2)[0]), "[ ")
+			table = unquoteKey(h)
+			continue
+		}
+		name, _, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		full := unquoteKey(name)
+		if table != "" {
+			full = table + "." + full
+		}
+		if full == key {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// unquoteKey turns a TOML key as written (a.b, "a".'b', a . b) into its
+// dotted form without quotes or spaces.
+func unquoteKey(k string) string {
+	parts := strings.Split(k, ".")
+	for i, p := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
+	}
+	return strings.Join(parts, ".")
 }
 
 // Validate checks every value and names the key and value of the first one
 // that is wrong.
 func (c *Config) Validate() error {
 	bad := func(key string, val any, why string) error {
-		return fmt.Errorf("invalid value %v for %s: %s", quoteIfString(val), key, why)
+		return &KeyError{Key: key, Err: fmt.Errorf("invalid value %v for %s: %s", quoteIfString(val), key, why)}
 	}
 	if err := checkHostname(c.Hostname); err != nil {
 		return bad("hostname", c.Hostname, err.Error())
@@ -547,7 +612,7 @@ func (c *Config) Validate() error {
 		"admin.metrics_networks":  c.Admin.MetricsNetworks,
 	} {
 		if _, err := ParsePrefixes(nets); err != nil {
-			return fmt.Errorf("invalid value for %s: %w", key, err)
+			return &KeyError{Key: key, Err: fmt.Errorf("invalid value for %s: %w", key, err)}
 		}
 	}
 	l := c.Limits
@@ -596,7 +661,7 @@ func (c *Config) Validate() error {
 		// redisconn's reason, which shows the URL without it.
 		rc, err := redisconn.Open(g.RedisURL)
 		if err != nil {
-			return fmt.Errorf("invalid value for guard.redis_url: %w", err)
+			return &KeyError{Key: "guard.redis_url", Err: fmt.Errorf("invalid value for guard.redis_url: %w", err)}
 		}
 		rc.Close()
 	}
@@ -743,6 +808,9 @@ func (st Store) validate(bad func(key string, val any, why string) error) error 
 // MaxSendingLimit is the largest sending limit: a typo's extra zeros
 // must not turn a limit off in effect, and the recipient history an
 // account may build grows with its first-time budget.
+// It is sending.MaxValue, which the limiter and the overrides keep to; the
+// engine does not read the config, so the number is written twice, and a
+// test of internal/node holds the two equal.
 const MaxSendingLimit = 10_000_000
 
 // check validates the four limits under table.

@@ -80,7 +80,7 @@ func defaultContain() Contain {
 // validate checks [contain].
 func (c Contain) validate() error {
 	bad := func(key string, val any, why string) error {
-		return fmt.Errorf("invalid value %v for contain.%s: %s", quoteIfString(val), key, why)
+		return &KeyError{Key: "contain." + key, Err: fmt.Errorf("invalid value %v for contain.%s: %s", quoteIfString(val), key, why)}
 	}
 	switch {
 	case c.Action != "hold" && c.Action != "warn":

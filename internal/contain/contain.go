@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"submitd/internal/address"
@@ -121,6 +122,9 @@ type Containment struct {
 	cfg Config
 	// detector is forgotten on release, when set (SetDetector).
 	detector *Detector
+	// action is the action of a trip without an override (SetAction);
+	// cfg.Action is only read by New.
+	action atomic.Pointer[string]
 
 	// mu guards pending; wake nudges the worker.
 	mu      sync.Mutex
@@ -152,7 +156,18 @@ func New(cfg Config) *Containment {
 	if cfg.Action == "" {
 		cfg.Action = ActionHold
 	}
-	return &Containment{cfg: cfg, pending: map[string]Trip{}, wake: make(chan struct{}, 1), warned: map[string]time.Time{}}
+	c := &Containment{cfg: cfg, pending: map[string]Trip{}, wake: make(chan struct{}, 1), warned: map[string]time.Time{}}
+	c.action.Store(&cfg.Action)
+	return c
+}
+
+// SetAction makes action ("hold" or "warn") what a trip does without an
+// account or domain override, from the next trip on (a reload).
+func (c *Containment) SetAction(action string) {
+	if action == "" {
+		action = ActionHold
+	}
+	c.action.Store(&action)
 }
 
 // SetDetector names the detector whose state of an account a release
@@ -207,7 +222,7 @@ func (c *Containment) Run(ctx context.Context) {
 // else its domain's, else the configured one.
 func (c *Containment) ActionFor(ctx context.Context, account string) (string, error) {
 	if c.cfg.Store == nil {
-		return c.cfg.Action, nil
+		return *c.action.Load(), nil
 	}
 	if a, err := c.cfg.Store.Override(ctx, account); err != nil || a != "" {
 		return a, err
@@ -216,7 +231,7 @@ func (c *Containment) ActionFor(ctx context.Context, account string) (string, er
 	if a, err := c.cfg.Store.Override(ctx, domain); err != nil || a != "" {
 		return a, err
 	}
-	return c.cfg.Action, nil
+	return *c.action.Load(), nil
 }
 
 // Act carries out a trip: with ActionHold the account is held (SPEC R20);
@@ -236,7 +251,7 @@ func (c *Containment) Act(ctx context.Context, t Trip) (Event, error) {
 	if err != nil {
 		// Unknown, so the safe side: the configured action.
 		c.cfg.Log.Error("contain: cannot read the account's action; taking the configured one", "account", acct.Address, "err", err)
-		action = c.cfg.Action
+		action = *c.action.Load()
 	}
 	ev := Event{Trip: t, Action: action}
 	if action == ActionWarn && !c.mayWarn(acct.Address+" "+t.Signal) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"submitd/internal/delivery"
@@ -161,8 +162,9 @@ type state struct {
 // (MaxAccounts: past it, the account heard of least recently among a few
 // is forgotten, so a flood of logins costs no more than the cap).
 type Detector struct {
-	// th are the thresholds; maxAccounts bounds the accounts tracked.
-	th          Thresholds
+	// th are the thresholds (SetThresholds); maxAccounts bounds the
+	// accounts tracked.
+	th          atomic.Pointer[Thresholds]
 	maxAccounts int
 	// now is the clock; trip is told of trips.
 	now  func() time.Time
@@ -192,7 +194,19 @@ func NewDetector(th Thresholds, maxAccounts int, now func() time.Time, trip func
 	}
 	th.RiseDays = min(max(th.RiseDays, 1), maxRiseDays)
 	th.Networks = min(th.Networks, MaxNetworks)
-	return &Detector{th: th, maxAccounts: maxAccounts, now: now, trip: trip, accounts: map[string]*state{}}
+	d := &Detector{maxAccounts: maxAccounts, now: now, trip: trip, accounts: map[string]*state{}}
+	d.th.Store(&th)
+	return d
+}
+
+// SetThresholds puts new thresholds in force (a reload); the windows keep
+// what they counted, and the next event is judged by the new thresholds.
+// RiseDays sizes each account's hourly history and stays as the detector
+// was made with.
+func (d *Detector) SetThresholds(th Thresholds) {
+	th.RiseDays = d.th.Load().RiseDays
+	th.Networks = min(th.Networks, MaxNetworks)
+	d.th.Store(&th)
 }
 
 // get returns account's state, making it (and room for it); d.mu is held.
@@ -204,7 +218,7 @@ func (d *Detector) get(account string, at time.Time) *state {
 		}
 		st = &state{
 			rcpts: newWindow[uint32](bounceBuckets), refused: newWindow[uint32](bounceBuckets),
-			slices: newWindow[uint32](hourSlices), hours: newWindow[uint16](24*d.th.RiseDays + 1),
+			slices: newWindow[uint32](hourSlices), hours: newWindow[uint16](24*d.th.Load().RiseDays + 1),
 		}
 		d.accounts[account] = st
 	}
@@ -249,7 +263,7 @@ func (d *Detector) Tracked() int {
 // LimitHit is told of every refusal by a sending limit (SPEC R19): the
 // account, the limit's name and when. It is the limits' hook.
 func (d *Detector) LimitHit(account, limit string, at time.Time) {
-	th := d.th
+	th := *d.th.Load()
 	if th.LimitHits <= 0 || account == "" {
 		return
 	}
@@ -294,7 +308,7 @@ func (d *Detector) LimitHit(account, limit string, at time.Time) {
 // refused for good (a 5xx, a non-existent domain) counts as refused;
 // temporary failures count as neither, since greylisting is common.
 func (d *Detector) Delivered(account string, results []delivery.Result) {
-	th := d.th
+	th := *d.th.Load()
 	if th.BounceShare <= 0 || account == "" || len(results) == 0 {
 		return
 	}
@@ -348,7 +362,7 @@ func networkOf(ip netip.Addr) netip.Prefix {
 
 // LoggedIn is told of every successful AUTH (smtpd.Activity).
 func (d *Detector) LoggedIn(account string, ip netip.Addr, _ string, at time.Time) {
-	th := d.th
+	th := *d.th.Load()
 	if th.Networks <= 0 || account == "" || !ip.IsValid() {
 		return
 	}
@@ -385,7 +399,7 @@ func (d *Detector) LoggedIn(account string, ip netip.Addr, _ string, at time.Tim
 
 // Queued is told of every message the account submitted (smtpd.Activity).
 func (d *Detector) Queued(account string, _ int, at time.Time) {
-	th := d.th
+	th := *d.th.Load()
 	if th.RiseFloor <= 0 || account == "" {
 		return
 	}

@@ -2,28 +2,46 @@ package delivery
 
 import (
 	"log/slog"
-
-	"submitd/internal/config"
+	"time"
 )
 
-// New returns the Sender that the configuration asks for: a Smarthost when
-// [delivery] smarthost is set, else an MX sender.
-func New(c *config.Config, log *slog.Logger) (Sender, error) {
-	d := c.Delivery
-	session := SessionConfig{Hostname: c.Hostname, ConnectTimeout: d.ConnectTimeout.D(), Timeout: d.Timeout.D(), Log: log,
-		Pool: PoolConfig{
-			MaxMessages: d.MaxMessagesPerConnection, IdleTimeout: d.ConnectionIdleTimeout.D(),
-			MaxPerDestination: d.MaxConnectionsPerDestination,
-		}}
-	if d.Smarthost != "" {
+// Settings are what New builds a Sender from: the node turns [delivery]
+// and the hostname into these plain values, so that this package knows
+// nothing of the config file.
+type Settings struct {
+	// Hostname is this server's name in EHLO.
+	Hostname string
+	// Resolver is "host:port" of the DNS server; "": the system's.
+	Resolver string
+	// Port is the remote SMTP port in MX mode.
+	Port int
+	// VerifyTLS requires a valid certificate in MX mode (MXConfig.VerifyTLS).
+	VerifyTLS bool
+	// Smarthost is "host:port" of the next hop for everything; "" looks up
+	// the MX records of each domain.
+	Smarthost string
+	// SmarthostTLS, SmarthostUser and SmarthostPassword are those of
+	// SmarthostConfig.
+	SmarthostTLS, SmarthostUser, SmarthostPassword string
+	// ConnectTimeout bounds dialing; Timeout one attempt (SessionConfig).
+	ConnectTimeout, Timeout time.Duration
+	// Pool bounds and keeps the outbound connections.
+	Pool PoolConfig
+}
+
+// New returns the Sender that st asks for: a Smarthost when Smarthost is
+// set, else an MX sender.
+func New(st Settings, log *slog.Logger) (Sender, error) {
+	session := SessionConfig{Hostname: st.Hostname, ConnectTimeout: st.ConnectTimeout, Timeout: st.Timeout, Log: log, Pool: st.Pool}
+	if st.Smarthost != "" {
 		return NewSmarthost(SmarthostConfig{
-			Addr: d.Smarthost, TLS: d.SmarthostTLS,
-			User: d.SmarthostUser, Password: d.SmarthostPassword,
+			Addr: st.Smarthost, TLS: st.SmarthostTLS,
+			User: st.SmarthostUser, Password: st.SmarthostPassword,
 			SessionConfig: session,
 		})
 	}
 	return NewMX(MXConfig{
-		SessionConfig: session, Resolver: &Resolver{Addr: d.Resolver}, Port: d.Port,
-		VerifyTLS: d.TLS == "verify",
+		SessionConfig: session, Resolver: &Resolver{Addr: st.Resolver}, Port: st.Port,
+		VerifyTLS: st.VerifyTLS,
 	}), nil
 }

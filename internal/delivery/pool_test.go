@@ -11,7 +11,6 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
 
-	"submitd/internal/config"
 	"submitd/internal/testutil"
 )
 
@@ -331,22 +330,19 @@ func TestMaxIdle(t *testing.T) {
 	}
 }
 
-// The [delivery] settings reach the pool, in MX and in smarthost mode.
+// The pool settings reach the pool, in MX and in smarthost mode.
 func TestNewTakesPoolSettings(t *testing.T) {
-	c := config.Default()
-	c.Delivery.MaxMessagesPerConnection = 7
-	c.Delivery.ConnectionIdleTimeout = config.Duration(3 * time.Second)
-	c.Delivery.MaxConnectionsPerDestination = 4
+	st := Settings{Port: 25, Pool: PoolConfig{MaxMessages: 7, IdleTimeout: 3 * time.Second, MaxPerDestination: 4}}
 	want := PoolConfig{MaxMessages: 7, IdleTimeout: 3 * time.Second, MaxPerDestination: 4, MaxIdle: 100}
-	s, err := New(c, nil)
+	s, err := New(st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := s.(*MX).d.pool.cfg; got != want {
 		t.Errorf("MX pool %+v, want %+v", got, want)
 	}
-	c.Delivery.Smarthost = "relay.example.test:587"
-	s, err = New(c, nil)
+	st.Smarthost = "relay.example.test:587"
+	s, err = New(st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func (m *memCounter) Take(key netip.Prefix, id uint64, now, expires time.Time) V
 		return Refused
 	}
 	ps := livePlaces(g.places[key], now)
-	if g.liveCount(g.failures[key], now)+len(ps) >= g.cfg.MaxFailures {
+	if g.liveCount(g.failures[key], now)+len(ps) >= g.conf().MaxFailures {
 		g.setPlaces(key, ps)
 		return AtLimit
 	}
@@ -111,8 +111,8 @@ func (m *memCounter) Fail(key netip.Prefix, id uint64, f Failure) Outcome {
 	if b, ok := g.blocks[key]; ok && f.Time.Before(b.Until) {
 		out.Block, out.Blocked = b, true
 	}
-	if !out.Blocked && len(fs) >= g.cfg.MaxFailures {
-		out.Block = Block{Key: key, Since: f.Time, Until: f.Time.Add(g.cfg.BlockFor), SIDs: sessionIDs(fs, nil)}
+	if !out.Blocked && len(fs) >= g.conf().MaxFailures {
+		out.Block = Block{Key: key, Since: f.Time, Until: f.Time.Add(g.conf().BlockFor), SIDs: sessionIDs(fs, nil)}
 		g.blocks[key] = out.Block
 		out.Blocked, out.Made = true, true
 	}
@@ -154,7 +154,7 @@ func (g *Guard) setPlaces(key netip.Prefix, ps []place) {
 // they can decide a block, so the log of a key holds no more, and a key
 // costs bounded memory however often it fails.
 func (g *Guard) trim(fs []Failure) []Failure {
-	if over := len(fs) - g.cfg.MaxFailures; over > 0 {
+	if over := len(fs) - g.conf().MaxFailures; over > 0 {
 		fs = append(fs[:0], fs[over:]...)
 	}
 	return fs
@@ -168,7 +168,7 @@ func livePlaces(ps []place, now time.Time) []place {
 // liveCount is the number of failures in fs (oldest first) inside the window
 // ending at now.
 func (g *Guard) liveCount(fs []Failure, now time.Time) int {
-	cut := now.Add(-g.cfg.Window)
+	cut := now.Add(-g.conf().Window)
 	i, _ := slices.BinarySearchFunc(fs, cut, func(f Failure, t time.Time) int {
 		if f.Time.After(t) {
 			return 1
@@ -213,7 +213,7 @@ func (g *Guard) Begin(ip netip.Addr, sid string) (a *Attempt, ok bool) {
 	if !ip.IsValid() {
 		return &Attempt{g: g, sid: sid}, true
 	}
-	key := g.cfg.Key(ip)
+	key := g.conf().Key(ip)
 	if g.Exempt(ip) {
 		return &Attempt{g: g, key: key, exempt: true, sid: sid}, true
 	}
@@ -223,9 +223,9 @@ func (g *Guard) Begin(ip netip.Addr, sid string) (a *Attempt, ok bool) {
 		// the round trip too.
 		return nil, false
 	}
-	now := g.cfg.Now()
+	now := g.conf().Now()
 	id := g.placeSeq.Add(1)
-	switch g.count.Take(key, id, now, now.Add(g.cfg.AttemptTimeout)) {
+	switch g.count.Take(key, id, now, now.Add(g.conf().AttemptTimeout)) {
 	case Refused:
 		g.nRefusals.Add(1)
 		return nil, false
@@ -277,14 +277,14 @@ func (g *Guard) fail(a *Attempt) bool {
 		g.log.Info("guard: AUTH failure from exempt network not counted", "key", FormatKey(a.key), "session", a.sid)
 		return false
 	}
-	f := Failure{Time: g.cfg.Now(), SID: a.sid}
+	f := Failure{Time: g.conf().Now(), SID: a.sid}
 	out := g.count.Fail(a.key, a.id, f)
 	g.nFailures.Add(1)
 	g.persist(a.key, f, out)
 	if out.Made {
 		g.nBlocks.Add(1)
 		g.log.Warn("guard: blocked", "key", FormatKey(a.key), "failures", out.Failures,
-			"window", g.cfg.Window.String(), "until", out.Block.Until.UTC().Format(time.RFC3339), "sessions", strings.Join(out.Block.SIDs, ","))
+			"window", g.conf().Window.String(), "until", out.Block.Until.UTC().Format(time.RFC3339), "sessions", strings.Join(out.Block.SIDs, ","))
 	}
 	return out.Blocked
 }

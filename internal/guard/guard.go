@@ -230,8 +230,8 @@ type Stats struct {
 // Guard counts AUTH failures and decides blocks. It is safe for concurrent
 // use.
 type Guard struct {
-	// cfg is the policy, defaults filled in.
-	cfg Config
+	// cfg is the policy, defaults filled in; SetConfig replaces it.
+	cfg atomic.Pointer[Config]
 	// store keeps the state durably; nil keeps it in memory only.
 	store Store
 	// log gets blocks, unblocks and store trouble.
@@ -283,12 +283,13 @@ func New(ctx context.Context, cfg Config, store Store, log *slog.Logger) (*Guard
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Guard{
-		cfg: cfg, store: store, log: log,
+		store: store, log: log,
 		failures: map[netip.Prefix][]Failure{},
 		blocks:   map[netip.Prefix]Block{},
 		wide:     map[netip.Prefix]Block{},
 		places:   map[netip.Prefix][]place{},
 	}
+	g.cfg.Store(&cfg)
 	g.count = &memCounter{g: g}
 	if s, ok := store.(sharedStore); ok {
 		// A node starts without the shared store too, counting alone
@@ -313,15 +314,42 @@ func New(ctx context.Context, cfg Config, store Store, log *slog.Logger) (*Guard
 }
 
 // Config returns the configuration in effect, defaults filled in.
-func (g *Guard) Config() Config { return g.cfg }
+func (g *Guard) Config() Config { return *g.conf() }
+
+// conf returns the configuration in force.
+func (g *Guard) conf() *Config { return g.cfg.Load() }
+
+// SetConfig puts a new policy in force while the guard runs (a reload):
+// MaxFailures, Window, BlockFor, Exempt and MaxKeys. What the state is
+// keyed and named by (the prefix lengths, Node), the poll interval, the
+// attempt timeout and the clock stay as the guard was made with. Failures
+// and blocks recorded go on: a block keeps the end it was given, and a
+// key's failures count against the new limit from its next attempt. A
+// shared store that applies the policy itself (Redis) is given it too.
+func (g *Guard) SetConfig(c Config) error {
+	old := g.conf()
+	c.IPv4Prefix, c.IPv6Prefix, c.Node, c.PollInterval, c.AttemptTimeout, c.Now =
+		old.IPv4Prefix, old.IPv6Prefix, old.Node, old.PollInterval, old.AttemptTimeout, old.Now
+	c, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	if cs, ok := g.store.(interface{ SetConfig(Config) error }); ok {
+		if err := cs.SetConfig(c); err != nil {
+			return err
+		}
+	}
+	g.cfg.Store(&c)
+	return nil
+}
 
 // Key returns the key ip is counted by; see Config.Key.
-func (g *Guard) Key(ip netip.Addr) netip.Prefix { return g.cfg.Key(ip) }
+func (g *Guard) Key(ip netip.Addr) netip.Prefix { return g.conf().Key(ip) }
 
 // Exempt reports whether ip is in an exempt network.
 func (g *Guard) Exempt(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	for _, p := range g.cfg.Exempt {
+	for _, p := range g.conf().Exempt {
 		if p.Contains(ip) {
 			return true
 		}
@@ -333,14 +361,14 @@ func (g *Guard) Exempt(ip netip.Addr) bool {
 // connection and every command of a session, so it does no I/O: one map
 // lookup under a read lock, and the clock only when a block exists.
 func (g *Guard) Blocked(ip netip.Addr) bool {
-	key := g.cfg.Key(ip)
+	key := g.conf().Key(ip)
 	g.mu.RLock()
 	b, ok := g.blocks[key]
 	if !ok && len(g.wide) > 0 {
-		b, ok = g.wideBlock(ip.Unmap().WithZone(""), g.cfg.Now())
+		b, ok = g.wideBlock(ip.Unmap().WithZone(""), g.conf().Now())
 	}
 	g.mu.RUnlock()
-	if !ok || !g.cfg.Now().Before(b.Until) || g.Exempt(ip) {
+	if !ok || !g.conf().Now().Before(b.Until) || g.Exempt(ip) {
 		return false
 	}
 	g.nRefusals.Add(1)
@@ -354,7 +382,7 @@ func (g *Guard) Clean(key netip.Prefix) bool {
 	g.mu.RLock()
 	fs := g.failures[key]
 	g.mu.RUnlock()
-	return len(fs) == 0 || len(g.live(fs, g.cfg.Now())) == 0
+	return len(fs) == 0 || len(g.live(fs, g.conf().Now())) == 0
 }
 
 // wideBlock returns a network block in force that holds ip; the caller
@@ -370,7 +398,7 @@ func (g *Guard) wideBlock(ip netip.Addr, now time.Time) (Block, bool) {
 
 // isKey reports whether p is a client key, as Key makes them, rather than a
 // wider or narrower network.
-func (g *Guard) isKey(p netip.Prefix) bool { return g.cfg.Key(p.Addr()) == p }
+func (g *Guard) isKey(p netip.Prefix) bool { return g.conf().Key(p.Addr()) == p }
 
 // putBlock records b in memory, with the client keys or with the networks;
 // the caller holds the write lock.
@@ -389,13 +417,13 @@ func (g *Guard) putBlock(b Block) {
 // processes through the change log. It returns the blocked prefix.
 func (g *Guard) BlockNetwork(ctx context.Context, p netip.Prefix, until time.Time) (netip.Prefix, error) {
 	p = g.Target(p)
-	now := g.cfg.Now()
+	now := g.conf().Now()
 	if !until.After(now) {
 		return p, fmt.Errorf("guard: block %s: the end %s is not in the future", FormatKey(p), until.UTC().Format(time.RFC3339))
 	}
 	b := Block{Key: p, Since: now, Until: until}
 	if g.store != nil {
-		if err := g.store.Block(ctx, g.cfg.Node, b); err != nil {
+		if err := g.store.Block(ctx, g.conf().Node, b); err != nil {
 			return p, err
 		}
 	}
@@ -415,7 +443,7 @@ func (g *Guard) Failure(ip netip.Addr, sid string) bool {
 	if !ip.IsValid() {
 		return false
 	}
-	return g.fail(&Attempt{g: g, key: g.cfg.Key(ip), exempt: g.Exempt(ip), sid: sid})
+	return g.fail(&Attempt{g: g, key: g.conf().Key(ip), exempt: g.Exempt(ip), sid: sid})
 }
 
 // persist writes failure f of key and, when f made one, the block to the
@@ -431,11 +459,11 @@ func (g *Guard) persist(key netip.Prefix, f Failure, out Outcome) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	if err := g.store.AddFailure(ctx, g.cfg.Node, key, f); err != nil {
+	if err := g.store.AddFailure(ctx, g.conf().Node, key, f); err != nil {
 		g.storeError("record failure", key, err)
 	}
 	if out.Made {
-		if err := g.store.Block(ctx, g.cfg.Node, out.Block); err != nil {
+		if err := g.store.Block(ctx, g.conf().Node, out.Block); err != nil {
 			g.storeError("record block", key, err)
 		}
 	}
@@ -449,7 +477,7 @@ func (g *Guard) persist(key netip.Prefix, f Failure, out Outcome) {
 // outlasts a flood of keys with one failure each; the store keeps the
 // forgotten failures until they leave the window.
 func (g *Guard) setFailures(m map[netip.Prefix][]Failure, key netip.Prefix, fs []Failure) {
-	if _, ok := m[key]; !ok && len(m) >= g.cfg.MaxKeys {
+	if _, ok := m[key]; !ok && len(m) >= g.conf().MaxKeys {
 		var a, b netip.Prefix
 		for k := range m {
 			a = k
@@ -469,7 +497,7 @@ func (g *Guard) setFailures(m map[netip.Prefix][]Failure, key netip.Prefix, fs [
 		g.nEvicted.Add(1)
 		if g.evicting.CompareAndSwap(false, true) {
 			g.log.Warn("guard: too many keys with failures; forgetting those with the fewest",
-				"max_keys", g.cfg.MaxKeys, "forgotten", FormatKey(victim))
+				"max_keys", g.conf().MaxKeys, "forgotten", FormatKey(victim))
 		}
 	}
 	m[key] = fs
@@ -486,7 +514,7 @@ func less(a, b []Failure) bool {
 
 // live drops the failures older than the window from fs (oldest first).
 func (g *Guard) live(fs []Failure, now time.Time) []Failure {
-	cut := now.Add(-g.cfg.Window)
+	cut := now.Add(-g.conf().Window)
 	i := 0
 	for i < len(fs) && !fs[i].Time.After(cut) {
 		i++
@@ -512,19 +540,19 @@ func (g *Guard) Unblock(ctx context.Context, p netip.Prefix) ([]netip.Prefix, er
 	var keys []netip.Prefix
 	if g.store != nil {
 		var err error
-		keys, err = g.store.Unblock(ctx, g.cfg.Node, p, g.cfg.Now())
+		keys, err = g.store.Unblock(ctx, g.conf().Node, p, g.conf().Now())
 		if err != nil && g.shared != nil {
 			// A block this node made while counting alone must not outlast
 			// an outage of the shared store: it is lifted here, and the
 			// error says the other nodes were not reached.
-			g.applyUnblock(p, g.cfg.Now(), "support")
+			g.applyUnblock(p, g.conf().Now(), "support")
 			return nil, fmt.Errorf("guard: unblock %s: lifted on this node only: %w", FormatKey(p), err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("guard: unblock %s: %w", FormatKey(p), err)
 		}
 	}
-	keys = append(keys, g.applyUnblock(p, g.cfg.Now(), "support")...)
+	keys = append(keys, g.applyUnblock(p, g.conf().Now(), "support")...)
 	// The store and memory mostly name the same keys; a network can cover
 	// a great many, so duplicates go by sorting, not by searching.
 	slices.SortFunc(keys, comparePrefix)
@@ -533,7 +561,7 @@ func (g *Guard) Unblock(ctx context.Context, p netip.Prefix) ([]netip.Prefix, er
 
 // Target turns what support names in an unblock into the prefix to lift;
 // see Config.Target.
-func (g *Guard) Target(p netip.Prefix) netip.Prefix { return g.cfg.Target(p) }
+func (g *Guard) Target(p netip.Prefix) netip.Prefix { return g.conf().Target(p) }
 
 // applyUnblock removes the keys overlapping p from memory and returns them.
 func (g *Guard) applyUnblock(p netip.Prefix, now time.Time, by string) []netip.Prefix {
@@ -579,7 +607,7 @@ func (g *Guard) applyUnblock(p netip.Prefix, now time.Time, by string) []netip.P
 
 // Stats returns the counters.
 func (g *Guard) Stats() Stats {
-	now := g.cfg.Now()
+	now := g.conf().Now()
 	g.mu.RLock()
 	active := 0
 	for _, m := range []map[netip.Prefix]Block{g.blocks, g.wide} {
@@ -623,11 +651,11 @@ func (g *Guard) Stats() Stats {
 func (g *Guard) List() []Entry {
 	if g.SharedUp() {
 		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		now := g.cfg.Now()
-		st, err := g.store.Load(ctx, now.Add(-g.cfg.Window))
+		now := g.conf().Now()
+		st, err := g.store.Load(ctx, now.Add(-g.conf().Window))
 		cancel()
 		if err == nil {
-			return Entries(st, now, g.cfg.Window)
+			return Entries(st, now, g.conf().Window)
 		}
 		g.shared.down(err)
 	}
@@ -642,7 +670,7 @@ func (g *Guard) List() []Entry {
 		}
 	}
 	g.mu.RUnlock()
-	return Entries(st, g.cfg.Now(), g.cfg.Window)
+	return Entries(st, g.conf().Now(), g.conf().Window)
 }
 
 // Run keeps the guard in step with its store until ctx is done: it reads the
@@ -654,7 +682,7 @@ func (g *Guard) Run(ctx context.Context) {
 		g.shared.run(ctx)
 		return
 	}
-	poll.Loop{Every: g.cfg.PollInterval, Sync: g.Sync, Prune: g.Prune,
+	poll.Loop{Every: g.conf().PollInterval, Sync: g.Sync, Prune: g.Prune,
 		What: "guard: the store's change log", Log: g.log}.Run(ctx)
 }
 
@@ -680,7 +708,7 @@ func (g *Guard) Sync(ctx context.Context) error {
 			return fmt.Errorf("guard: read changes after %d: %w", after, err)
 		}
 		for _, ch := range chs {
-			if ch.Node != g.cfg.Node {
+			if ch.Node != g.conf().Node {
 				g.apply(ch)
 			}
 			g.mu.Lock()
@@ -705,8 +733,8 @@ func (g *Guard) apply(ch Change) {
 		if len(ch.SIDs) > 0 {
 			f.SID = ch.SIDs[0]
 		}
-		now := g.cfg.Now()
-		if !f.Time.After(now.Add(-g.cfg.Window)) {
+		now := g.conf().Now()
+		if !f.Time.After(now.Add(-g.conf().Window)) {
 			return
 		}
 		g.mu.Lock()
@@ -724,14 +752,14 @@ func (g *Guard) apply(ch Change) {
 		g.log.Info("guard: block made elsewhere applied", "key", FormatKey(ch.Key), "by", ch.Node,
 			"until", ch.Until.UTC().Format(time.RFC3339), "sessions", strings.Join(ch.SIDs, ","))
 	case ChangeUnblock:
-		g.applyUnblock(ch.Key, g.cfg.Now(), ch.Node)
+		g.applyUnblock(ch.Key, g.conf().Now(), ch.Node)
 	}
 }
 
 // reload replaces the memory state with the store's.
 func (g *Guard) reload(ctx context.Context) error {
-	now := g.cfg.Now()
-	st, err := g.store.Load(ctx, now.Add(-g.cfg.Window))
+	now := g.conf().Now()
+	st, err := g.store.Load(ctx, now.Add(-g.conf().Window))
 	if err != nil {
 		return fmt.Errorf("guard: load state: %w", err)
 	}
@@ -758,7 +786,7 @@ func (g *Guard) reload(ctx context.Context) error {
 // Prune forgets failures older than the window and blocks that ran out, in
 // memory and in the store.
 func (g *Guard) Prune(ctx context.Context) error {
-	now := g.cfg.Now()
+	now := g.conf().Now()
 	var expired []Block
 	g.evicting.Store(false)
 	// With a million keys, a pass over them takes a good part of a second.
@@ -766,7 +794,7 @@ func (g *Guard) Prune(ctx context.Context) error {
 	// the pass runs under the read lock and the write lock is taken only
 	// to change what the pass found, a batch at a time.
 	var stale []netip.Prefix
-	cut := now.Add(-g.cfg.Window)
+	cut := now.Add(-g.conf().Window)
 	g.mu.RLock()
 	for _, m := range []map[netip.Prefix]Block{g.blocks, g.wide} {
 		for _, b := range m {

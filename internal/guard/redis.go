@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,8 +45,9 @@ import (
 type Redis struct {
 	// c is the client; the caller owns it and closes it.
 	c redis.UniversalClient
-	// cfg is the policy the scripts apply, defaults filled in.
-	cfg Config
+	// cfg is the policy the scripts apply, defaults filled in; SetConfig
+	// replaces it.
+	cfg atomic.Pointer[Config]
 	// tag is "{N}", the hash tag that starts every name.
 	tag string
 }
@@ -63,7 +65,20 @@ func NewRedis(c redis.UniversalClient, name string, cfg Config) (*Redis, error) 
 	if name == "" || strings.ContainsAny(name, "{}: \t\r\n") {
 		return nil, fmt.Errorf("guard: redis store name %q: want a word without braces, colons or spaces", name)
 	}
-	return &Redis{c: c, cfg: cfg, tag: "{" + name + "}"}, nil
+	r := &Redis{c: c, tag: "{" + name + "}"}
+	r.cfg.Store(&cfg)
+	return r, nil
+}
+
+// SetConfig puts the guard's new policy in force for the scripts (see
+// Guard.SetConfig, which calls it).
+func (r *Redis) SetConfig(cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	r.cfg.Store(&cfg)
+	return nil
 }
 
 func (r *Redis) logKey(key string) string    { return r.tag + ":log:" + key }
@@ -223,9 +238,9 @@ func parseEntry(e string) (Failure, bool) {
 
 // take implements sharedStore.
 func (r *Redis) take(ctx context.Context, key netip.Prefix, place string, now, expires time.Time) (Verdict, error) {
-	k := key.String()
+	k, c := key.String(), r.cfg.Load()
 	v, err := takeScript.Run(ctx, r.c, []string{r.logKey(k), r.placesKey(k), r.blocksKey()},
-		k, us(now), us(expires), place, r.cfg.MaxFailures, r.cfg.Window.Microseconds(), ms(r.cfg.AttemptTimeout)).Int()
+		k, us(now), us(expires), place, c.MaxFailures, c.Window.Microseconds(), ms(c.AttemptTimeout)).Int()
 	if err != nil {
 		return Refused, fmt.Errorf("guard: take a place for %s: %w", FormatKey(key), err)
 	}
@@ -240,11 +255,11 @@ func (r *Redis) take(ctx context.Context, key netip.Prefix, place string, now, e
 
 // fail implements sharedStore.
 func (r *Redis) fail(ctx context.Context, node string, key netip.Prefix, place string, f Failure) (Outcome, error) {
-	k := key.String()
+	k, c := key.String(), r.cfg.Load()
 	res, err := failScript.Run(ctx, r.c,
 		[]string{r.logKey(k), r.placesKey(k), r.blocksKey(), r.untilKey(), r.keysKey()},
-		k, place, us(f.Time), f.SID, r.cfg.MaxFailures, r.cfg.Window.Microseconds(), r.cfg.BlockFor.Microseconds(),
-		ms(r.cfg.Window), r.channel(), node).Slice()
+		k, place, us(f.Time), f.SID, c.MaxFailures, c.Window.Microseconds(), c.BlockFor.Microseconds(),
+		ms(c.Window), r.channel(), node).Slice()
 	if err != nil {
 		return Outcome{}, fmt.Errorf("guard: record failure of %s: %w", FormatKey(key), err)
 	}
@@ -274,9 +289,9 @@ func (r *Redis) release(ctx context.Context, key netip.Prefix, place string) err
 
 // AddFailure implements Store.
 func (r *Redis) AddFailure(ctx context.Context, node string, key netip.Prefix, f Failure) error {
-	k := key.String()
+	k, c := key.String(), r.cfg.Load()
 	err := addFailureScript.Run(ctx, r.c, []string{r.logKey(k), r.keysKey()},
-		k, us(f.Time), f.SID, r.cfg.MaxFailures, ms(r.cfg.Window)).Err()
+		k, us(f.Time), f.SID, c.MaxFailures, ms(c.Window)).Err()
 	if err != nil {
 		return fmt.Errorf("guard: record failure of %s: %w", FormatKey(key), err)
 	}
@@ -305,7 +320,7 @@ func (r *Redis) Unblock(ctx context.Context, node string, p netip.Prefix, at tim
 	// a client key overlaps no other client key but itself.
 	members, err := r.c.ZRange(ctx, r.untilKey(), 0, -1).Result()
 	if err == nil {
-		if r.cfg.Key(p.Addr()) == p {
+		if r.cfg.Load().Key(p.Addr()) == p {
 			err = r.c.ZScore(ctx, r.keysKey(), p.String()).Err()
 			if err == nil {
 				members = append(members, p.String())
@@ -332,7 +347,7 @@ func (r *Redis) Unblock(ctx context.Context, node string, p netip.Prefix, at tim
 		keys = append(keys, k)
 	}
 	lift := keys
-	if r.cfg.Key(p.Addr()) == p && !seen[p] {
+	if r.cfg.Load().Key(p.Addr()) == p && !seen[p] {
 		// A client key without failures or a block may still have places
 		// of attempts in flight, which support's unblock frees too.
 		lift = append(slices.Clip(keys), p)

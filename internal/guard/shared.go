@@ -67,7 +67,7 @@ var _ Counter = (*sharedCounter)(nil)
 // place names place id of this node in the store, where every node's places
 // of a key are together.
 func (c *sharedCounter) place(id uint64) string {
-	return c.g.cfg.Node + ":" + strconv.FormatUint(id, 10)
+	return c.g.conf().Node + ":" + strconv.FormatUint(id, 10)
 }
 
 // down records that the store did not answer; only the first failure of an
@@ -106,7 +106,7 @@ func (c *sharedCounter) Take(key netip.Prefix, id uint64, now, expires time.Time
 func (c *sharedCounter) Fail(key netip.Prefix, id uint64, f Failure) Outcome {
 	if c.up.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
-		out, err := c.s.fail(ctx, c.g.cfg.Node, key, c.place(id), f)
+		out, err := c.s.fail(ctx, c.g.conf().Node, key, c.place(id), f)
 		cancel()
 		if err == nil {
 			c.mirror(key, id, f, out)
@@ -157,7 +157,7 @@ func (c *sharedCounter) Release(key netip.Prefix, id uint64) {
 // again.
 func (c *sharedCounter) connected(ctx context.Context) error {
 	g := c.g
-	now := g.cfg.Now()
+	now := g.conf().Now()
 	c.mu.Lock()
 	alone := c.madeAlone
 	c.madeAlone = nil
@@ -170,7 +170,7 @@ func (c *sharedCounter) connected(ctx context.Context) error {
 		if !ok || !cur.Until.Equal(b.Until) || !now.Before(b.Until) {
 			continue
 		}
-		if err := c.s.Block(ctx, g.cfg.Node, b); err != nil {
+		if err := c.s.Block(ctx, g.conf().Node, b); err != nil {
 			c.mu.Lock()
 			c.madeAlone = append(c.madeAlone, alone[i:]...)
 			c.mu.Unlock()
@@ -219,7 +219,7 @@ func (c *sharedCounter) connected(ctx context.Context) error {
 
 // changed applies a block or unblock another node published.
 func (c *sharedCounter) changed(ch Change) {
-	if ch.Node == c.g.cfg.Node {
+	if ch.Node == c.g.conf().Node {
 		return
 	}
 	c.g.apply(ch)
@@ -230,7 +230,7 @@ func (c *sharedCounter) changed(ch Change) {
 // again every retry interval. Expired state is pruned every minute.
 func (c *sharedCounter) run(ctx context.Context) {
 	g := c.g
-	retry := g.cfg.PollInterval
+	retry := g.conf().PollInterval
 	go func() {
 		t := time.NewTicker(time.Minute)
 		defer t.Stop()

@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -211,8 +212,9 @@ type entry struct {
 // Watch counts failures per login and decides who may try a login under
 // attack. It is safe for concurrent use.
 type Watch struct {
-	// cfg is the configuration with defaults filled in.
-	cfg Config
+	// cfg is the configuration with defaults filled in; SetConfig
+	// replaces it, under mu.
+	cfg atomic.Pointer[Config]
 	// store keeps the successes.
 	store Store
 	// seed hashes client IPs.
@@ -238,6 +240,14 @@ type recentKey struct {
 
 // New returns a Watch over store.
 func New(cfg Config, store Store) *Watch {
+	w := &Watch{store: store, seed: maphash.MakeSeed(),
+		logins: map[string]*entry{}, recent: map[recentKey]time.Time{}}
+	w.cfg.Store(new(cfg.withDefaults()))
+	return w
+}
+
+// withDefaults fills in the zero fields.
+func (cfg Config) withDefaults() Config {
 	if cfg.MaxFailures <= 0 {
 		cfg.MaxFailures = DefaultMaxFailures
 	}
@@ -268,20 +278,54 @@ func New(cfg Config, store Store) *Watch {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Watch{cfg: cfg, store: store, seed: maphash.MakeSeed(),
-		logins: map[string]*entry{}, recent: map[recentKey]time.Time{}}
+	return cfg
 }
 
 // Config returns the configuration, defaults filled in.
-func (w *Watch) Config() Config { return w.cfg }
+func (w *Watch) Config() Config { return *w.conf() }
+
+// conf returns the configuration in force.
+func (w *Watch) conf() *Config { return w.cfg.Load() }
+
+// SetConfig puts new limits in force while the watch runs (a reload):
+// MaxFailures, Window, AttackFor, TrustFor, MaxNetworks and MaxLogins. The
+// network sizes, which the stored successes are keyed by, the clock and
+// the log stay as the watch was made with. The failures counted go on: a
+// login's recent failures are kept up to the new MaxFailures, and a login
+// under attack stays so until the end it was given.
+func (w *Watch) SetConfig(c Config) {
+	old := w.conf()
+	c.IPv4Prefix, c.IPv6Prefix, c.Now, c.Log = old.IPv4Prefix, old.IPv6Prefix, old.Now, old.Log
+	c = c.withDefaults()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c.MaxFailures != old.MaxFailures {
+		for _, e := range w.logins {
+			e.resize(c.MaxFailures)
+		}
+	}
+	w.cfg.Store(&c)
+}
+
+// resize gives e's ring of failure times room for n, keeping the newest.
+func (e *entry) resize(n int) {
+	times := make([]time.Time, n)
+	keep := min(e.n, n)
+	for i := range keep {
+		// The newest is just before next; walk back from it.
+		j := (e.next - 1 - i + 2*len(e.times)) % len(e.times)
+		times[keep-1-i] = e.times[j]
+	}
+	e.times, e.n, e.next = times, keep, keep%n
+}
 
 // NetworkOf is the network a success from ip trusts: its IPv4 /24 or IPv6
 // /48 (by default). An IPv4-mapped IPv6 address counts as IPv4.
 func (w *Watch) NetworkOf(ip netip.Addr) netip.Prefix {
 	ip = ip.Unmap()
-	bits := w.cfg.IPv6Prefix
+	bits := w.conf().IPv6Prefix
 	if ip.Is4() {
-		bits = w.cfg.IPv4Prefix
+		bits = w.conf().IPv4Prefix
 	}
 	p, err := ip.Prefix(bits)
 	if err != nil {
@@ -298,7 +342,7 @@ func (w *Watch) NetworkOf(ip netip.Addr) netip.Prefix {
 // is never refused (SPEC R21), and the guard still bounds each IP (SPEC
 // R11).
 func (w *Watch) Check(ctx context.Context, login string, ip netip.Addr) Decision {
-	now := w.cfg.Now()
+	now := w.conf().Now()
 	w.mu.Lock()
 	e := w.logins[login]
 	attacked := e != nil && now.Before(e.until)
@@ -346,15 +390,15 @@ func (w *Watch) trusted(ctx context.Context, login string, network netip.Prefix,
 	w.mu.Lock()
 	t, ok := w.recent[recentKey{login, network}]
 	w.mu.Unlock()
-	if ok && now.Sub(t) < w.cfg.TrustFor {
+	if ok && now.Sub(t) < w.conf().TrustFor {
 		return true, nil
 	}
-	ok, err := w.store.Trusted(ctx, login, network, now.Add(-w.cfg.TrustFor))
+	ok, err := w.store.Trusted(ctx, login, network, now.Add(-w.conf().TrustFor))
 	if err != nil {
 		w.mu.Lock()
 		w.stats.StoreErrors++
 		w.mu.Unlock()
-		w.cfg.Log.Error("login history unreadable; the attempt goes on to the password check", "login", login, "err", err)
+		w.conf().Log.Error("login history unreadable; the attempt goes on to the password check", "login", login, "err", err)
 	}
 	return ok, err
 }
@@ -364,7 +408,7 @@ func (w *Watch) trusted(ctx context.Context, login string, network netip.Prefix,
 // an attack: it is the owner's typo or an old password in one of their
 // devices, and the guard counts it per IP anyway (SPEC R11).
 func (w *Watch) Failed(ctx context.Context, login string, ip netip.Addr) {
-	now := w.cfg.Now()
+	now := w.conf().Now()
 	if ok, err := w.trusted(ctx, login, w.NetworkOf(ip), now); err == nil && ok {
 		w.mu.Lock()
 		w.stats.TrustedFailures++
@@ -379,7 +423,7 @@ func (w *Watch) Failed(ctx context.Context, login string, ip netip.Addr) {
 			w.stats.Dropped++
 			return
 		}
-		e = &entry{times: make([]time.Time, w.cfg.MaxFailures)}
+		e = &entry{times: make([]time.Time, w.conf().MaxFailures)}
 		w.logins[login] = e
 	}
 	w.count(login, e, ip, now)
@@ -389,7 +433,7 @@ func (w *Watch) Failed(ctx context.Context, login string, ip netip.Addr) {
 // attack state when the window holds MaxFailures of them.
 func (w *Watch) count(login string, e *entry, ip netip.Addr, now time.Time) {
 	w.stats.Failures++
-	if e.n == 0 || !now.Before(e.last.Add(w.cfg.Window)) && !now.Before(e.until) {
+	if e.n == 0 || !now.Before(e.last.Add(w.conf().Window)) && !now.Before(e.until) {
 		// The login was quiet for a window: a new episode.
 		*e = entry{times: e.times}
 		e.first = now
@@ -405,21 +449,21 @@ func (w *Watch) count(login string, e *entry, ip netip.Addr, now time.Time) {
 			e.ips = append(e.ips, h)
 		}
 	}
-	if w.inWindow(e, now) < w.cfg.MaxFailures {
+	if w.inWindow(e, now) < w.conf().MaxFailures {
 		return
 	}
 	if !now.Before(e.until) {
 		e.since, e.refused = now, 0
 		w.stats.Attacks++
-		w.cfg.Log.Warn("login under attack: only networks with an earlier success may try it",
-			"login", login, "failures", w.cfg.MaxFailures, "window", w.cfg.Window, "ips", len(e.ips))
+		w.conf().Log.Warn("login under attack: only networks with an earlier success may try it",
+			"login", login, "failures", w.conf().MaxFailures, "window", w.conf().Window, "ips", len(e.ips))
 	}
-	e.until = now.Add(w.cfg.AttackFor)
+	e.until = now.Add(w.conf().AttackFor)
 }
 
 // inWindow is how many of e's failures are inside the window before now.
 func (w *Watch) inWindow(e *entry, now time.Time) int {
-	from := now.Add(-w.cfg.Window)
+	from := now.Add(-w.conf().Window)
 	n := 0
 	for i := range e.n {
 		if e.times[i].After(from) {
@@ -432,7 +476,7 @@ func (w *Watch) inWindow(e *entry, now time.Time) int {
 // quiet reports whether e can be forgotten: no failure in the window and
 // no attack.
 func (w *Watch) quiet(e *entry, now time.Time) bool {
-	return !now.Before(e.until) && !now.Before(e.last.Add(w.cfg.Window))
+	return !now.Before(e.until) && !now.Before(e.last.Add(w.conf().Window))
 }
 
 // makeRoom makes room for one more login when the table is full: first by
@@ -440,7 +484,7 @@ func (w *Watch) quiet(e *entry, now time.Time) bool {
 // failures in the window, not under attack). It reports false when the
 // sample held only logins under attack, which are never forgotten.
 func (w *Watch) makeRoom(now time.Time) bool {
-	if len(w.logins) < w.cfg.MaxLogins {
+	if len(w.logins) < w.conf().MaxLogins {
 		return true
 	}
 	// A full sweep at most once a minute: a flood of new logins must not
@@ -448,7 +492,7 @@ func (w *Watch) makeRoom(now time.Time) bool {
 	if now.Sub(w.pruned) >= time.Minute || now.Before(w.pruned) {
 		w.pruned = now
 		w.prune(now)
-		if len(w.logins) < w.cfg.MaxLogins {
+		if len(w.logins) < w.conf().MaxLogins {
 			return true
 		}
 	}
@@ -477,7 +521,7 @@ func (w *Watch) prune(now time.Time) {
 	for login, e := range w.logins {
 		if w.quiet(e, now) {
 			if !e.since.IsZero() {
-				w.cfg.Log.Info("login no longer under attack", "login", login, "since", e.since, "refused", e.refused)
+				w.conf().Log.Info("login no longer under attack", "login", login, "since", e.since, "refused", e.refused)
 			}
 			delete(w.logins, login)
 		}
@@ -488,7 +532,7 @@ func (w *Watch) prune(now time.Time) {
 // may try the login during an attack for TrustFor. It does not reset the
 // failure count: the attackers go on whether or not the owner logs in.
 func (w *Watch) Succeeded(ctx context.Context, login string, ip netip.Addr) {
-	now := w.cfg.Now()
+	now := w.conf().Now()
 	network := w.NetworkOf(ip)
 	k := recentKey{login, network}
 	w.mu.Lock()
@@ -497,11 +541,11 @@ func (w *Watch) Succeeded(ctx context.Context, login string, ip netip.Addr) {
 		return
 	}
 	w.mu.Unlock()
-	if err := w.store.Record(ctx, login, network, now, w.cfg.MaxNetworks, now.Add(-w.cfg.TrustFor)); err != nil {
+	if err := w.store.Record(ctx, login, network, now, w.conf().MaxNetworks, now.Add(-w.conf().TrustFor)); err != nil {
 		w.mu.Lock()
 		w.stats.StoreErrors++
 		w.mu.Unlock()
-		w.cfg.Log.Error("login history not written", "login", login, "network", network, "err", err)
+		w.conf().Log.Error("login history not written", "login", login, "network", network, "err", err)
 		return
 	}
 	w.mu.Lock()
@@ -515,7 +559,7 @@ func (w *Watch) Succeeded(ctx context.Context, login string, ip netip.Addr) {
 // List returns the logins under attack now, or, with all, every login with
 // failures in memory, the latest failure first.
 func (w *Watch) List(all bool) []Login {
-	now := w.cfg.Now()
+	now := w.conf().Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.prune(now)
@@ -536,7 +580,7 @@ func (w *Watch) List(all bool) []Login {
 
 // Get returns what Watch holds of login, if anything.
 func (w *Watch) Get(login string) (Login, bool) {
-	now := w.cfg.Now()
+	now := w.conf().Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	e := w.logins[login]
@@ -559,7 +603,7 @@ func (w *Watch) view(login string, e *entry, now time.Time) Login {
 // "clear", audited by the caller). It returns what was held, and false when
 // nothing was.
 func (w *Watch) Clear(login string) (Login, bool) {
-	now := w.cfg.Now()
+	now := w.conf().Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	e := w.logins[login]
@@ -569,23 +613,23 @@ func (w *Watch) Clear(login string) (Login, bool) {
 	l := w.view(login, e, now)
 	delete(w.logins, login)
 	w.stats.Cleared++
-	w.cfg.Log.Info("login attack state cleared", "login", login, "under_attack", l.UnderAttack)
+	w.conf().Log.Info("login attack state cleared", "login", login, "under_attack", l.UnderAttack)
 	return l, true
 }
 
 // Networks returns the networks login may try from during an attack.
 func (w *Watch) Networks(ctx context.Context, login string) ([]Network, error) {
-	return w.store.Networks(ctx, login, w.cfg.Now().Add(-w.cfg.TrustFor))
+	return w.store.Networks(ctx, login, w.conf().Now().Add(-w.conf().TrustFor))
 }
 
 // Prune forgets successes older than TrustFor in the store and quiet
 // logins in memory; the node runs it now and then.
 func (w *Watch) Prune(ctx context.Context) error {
-	now := w.cfg.Now()
+	now := w.conf().Now()
 	w.mu.Lock()
 	w.prune(now)
 	w.mu.Unlock()
-	_, err := w.store.Prune(ctx, now.Add(-w.cfg.TrustFor))
+	_, err := w.store.Prune(ctx, now.Add(-w.conf().TrustFor))
 	return err
 }
 
@@ -599,7 +643,7 @@ func (w *Watch) Run(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 			if err := w.Prune(ctx); err != nil && ctx.Err() == nil {
-				w.cfg.Log.Error("login history not pruned", "err", err)
+				w.conf().Log.Error("login history not pruned", "err", err)
 			}
 		}
 	}
@@ -607,7 +651,7 @@ func (w *Watch) Run(ctx context.Context, interval time.Duration) {
 
 // Stats returns the current counts.
 func (w *Watch) Stats() Stats {
-	now := w.cfg.Now()
+	now := w.conf().Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := w.stats

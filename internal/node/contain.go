@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"submitd/internal/admin"
+	"submitd/internal/config"
 	"submitd/internal/contain"
 	"submitd/internal/directory"
 	"submitd/internal/spool"
@@ -14,9 +15,9 @@ import (
 // containActor names the automatic holds in the audit log.
 const containActor = "system:contain"
 
-// thresholds turns [contain] into the detector's thresholds.
-func (n *Node) thresholds() contain.Thresholds {
-	c := n.Config.Contain
+// Thresholds turns [contain] into the detector's thresholds.
+func Thresholds(cfg *config.Config) contain.Thresholds {
+	c := cfg.Contain
 	return contain.Thresholds{
 		LimitHits: c.LimitHits, LimitWindow: c.LimitWindow.D(),
 		BounceShare: c.BounceShare, BounceMin: c.BounceMin, BounceWindow: c.BounceWindow.D(),
@@ -29,7 +30,7 @@ func (n *Node) thresholds() contain.Thresholds {
 // which report to it; its trips reach the containment made later
 // (newContainment), before anything is served.
 func (n *Node) newDetector() {
-	n.Detector = contain.NewDetector(n.thresholds(), n.Config.Contain.MaxAccounts, nil, func(t contain.Trip) {
+	n.Detector = contain.NewDetector(Thresholds(n.Config), n.Config.Contain.MaxAccounts, nil, func(t contain.Trip) {
 		if c := n.Contain; c != nil {
 			c.Trip(t)
 		}
@@ -88,7 +89,7 @@ func (f forgetter) Forget(account string) int {
 	if f.n.Accounts != nil {
 		f.n.Accounts.Changed(directory.Change{Kind: directory.ChangeAccess, Name: account})
 	}
-	return f.n.Auth.Forget(account)
+	return f.n.Authenticator().Forget(account)
 }
 
 // submitNotice queues a notice to support from the null sender, which is

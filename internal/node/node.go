@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -32,7 +33,6 @@ import (
 	"submitd/internal/guard"
 	"submitd/internal/loginwatch"
 	"submitd/internal/metrics"
-	"submitd/internal/policy"
 	"submitd/internal/queue"
 	"submitd/internal/redisconn"
 	"submitd/internal/sending"
@@ -49,10 +49,20 @@ const ShutdownTimeout = 10 * time.Second
 // Node is one assembled server. New builds it and binds its listeners; Run
 // serves until its context ends, then stops everything and closes the stores.
 type Node struct {
-	// Config is the configuration the node was built from.
+	// Config is the configuration the node was built from; Reload puts
+	// later ones in force (CurrentConfig).
 	Config *config.Config
+	// ConfigPath is the file Reload reads; "" reloads the built-in
+	// defaults. Set it before Run.
+	ConfigPath string
 	// Log is the process log.
 	Log *slog.Logger
+	// LogLevel, when set, is the level of Log, which Reload sets from
+	// [log] level; without it that setting needs a restart.
+	LogLevel *slog.LevelVar
+	// Notify, when set, is told of a reload as systemd's sd_notify(3) is:
+	// "RELOADING=1" before it and "READY=1" after it.
+	Notify func(state string)
 	// DB is the SQLite database in data_dir that the stores share.
 	DB *sql.DB
 	// Stores are the shared stores [store] selects.
@@ -70,11 +80,14 @@ type Node struct {
 	// Logins counts AUTH failures per login across IPs (SPEC R21); nil
 	// when [login_guard] enabled = false.
 	Logins *loginwatch.Watch
-	// Auth decides AUTH attempts: credential cache and hashing pool.
-	Auth *auth.Authenticator
+	// auth decides AUTH attempts: credential cache and hashing pool
+	// (Authenticator); a reload of [auth] replaces it.
+	auth atomic.Pointer[auth.Authenticator]
+	// authDir is the directory auth looks accounts up in.
+	authDir auth.Directory
 	// Watcher follows the directory's changes (SQLite's change log, or
 	// PostgreSQL's notices), so that changes made by the CLI, web or API,
-	// on this node or another, reach Auth's caches.
+	// on this node or another, reach the authenticator's caches.
 	Watcher directory.Feed
 	// Accounts caches the accounts AUTH looks up ([store] cache_ttl); nil
 	// when cache_ttl is 0.
@@ -114,6 +127,12 @@ type Node struct {
 	// tls is the certificate the SMTP listeners and an [admin] tls
 	// listener share.
 	tls *tls.Config
+
+	// reload makes reloads take turns; cur is the configuration in force,
+	// and reloaders the extra steps of a reload (AddReloader).
+	reload    sync.Mutex
+	cur       atomic.Pointer[config.Config]
+	reloaders []reloader
 
 	// closers undo what New set up, run in reverse order by Close.
 	closers []func()
@@ -173,6 +192,7 @@ func OpenGuardStore(ctx context.Context, cfg *config.Config, db *sql.DB) (st gua
 // Run. On error everything opened so far is closed again.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Node, error) {
 	n := &Node{Config: cfg, Log: log}
+	n.cur.Store(cfg)
 	if err := n.open(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -295,15 +315,19 @@ func (n *Node) open(ctx context.Context) error {
 		n.Watcher.Subscribe(n.Accounts.Changed)
 		accounts = n.Accounts
 	}
-	if n.Auth, err = newAuthenticator(cfg, accounts, n.Guard.Clean, log); err != nil {
+	n.authDir = accounts
+	a, err := n.newAuthenticator(cfg)
+	if err != nil {
 		return err
 	}
-	n.Watcher.Subscribe(n.Auth.DirectoryChanged)
+	n.auth.Store(a)
+	n.Watcher.Subscribe(func(ch directory.Change) { n.Authenticator().DirectoryChanged(ch) })
 	if err := n.newSending(ctx); err != nil {
 		return err
 	}
 
-	n.Server = newServer(cfg, n, replies, tlsConf, log)
+	n.Server = newServer(cfg, n, tlsConf, log)
+	n.Server.Settings = ServerSettings(cfg, replies, n.Authenticator())
 	n.tls = tlsConf
 	if err := n.newAdmin(ctx); err != nil {
 		return err
@@ -393,6 +417,7 @@ func (n *Node) newAdmin(ctx context.Context) error {
 	}
 	n.Admin.Metrics = n.MetricsHandler
 	n.Admin.SendingUsage = n.Sending.Usage
+	n.Admin.Reload = n.Reload
 	return nil
 }
 
@@ -422,21 +447,11 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	lg, err := guard.New(ctx, guard.Config{
-		MaxFailures: cfg.Admin.LoginMaxFailures,
-		Window:      cfg.Admin.LoginWindow.D(),
-		BlockFor:    cfg.Admin.LoginBlockFor.D(),
-		IPv4Prefix:  cfg.Guard.IPv4Prefix,
-		IPv6Prefix:  cfg.Guard.IPv6Prefix,
-	}, lstore, log)
+	lg, err := guard.New(ctx, AdminLoginConfig(cfg), lstore, log)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	metricsNets, _ := config.ParsePrefixes(cfg.Admin.MetricsNetworks)
-	sendAcct, sendDom := SendingLimits(cfg)
 	c := admin.Config{
-		SendingAccount:  sendAcct,
-		SendingDomain:   sendDom,
 		Directory:       st.Directory,
 		Sessions:        st.Sessions,
 		Guard:           g,
@@ -445,16 +460,15 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g
 		Staff:           st.Admin,
 		Audit:           st.Admin,
 		LoginGuard:      lg,
-		PasswordScheme:  cfg.Auth.PasswordScheme,
-		SessionIdle:     cfg.Admin.SessionIdle.D(),
 		SecureCookie:    cfg.Admin.TLS,
-		MetricsNetworks: metricsNets,
 		Log:             log,
 	}
 	if q != nil {
 		c.Queue = q
 	}
-	return admin.New(c), st.Admin, lg, nil
+	srv := admin.New(c)
+	srv.SetSettings(AdminSettings(cfg))
+	return srv, st.Admin, lg, nil
 }
 
 // listenAdmin binds [admin] listen and the CLI's unix socket.
@@ -538,23 +552,16 @@ func (n *Node) serveAdmin(errc chan<- error) (stop func(context.Context)) {
 // keys ("submitd dkim generate"); outcomes hears the results by account.
 func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Observer,
 	outcomes func(string, []delivery.Result), log *slog.Logger) (*queue.Queue, error) {
-	sender, err := delivery.New(cfg, log)
+	sender, err := delivery.New(DeliverySettings(cfg), log)
 	if err != nil {
 		return nil, err
 	}
 	signer := dkim.NewSigner(keys, log)
-	qc := cfg.Queue
-	perDomain := qc.PerDomain
-	if cfg.Delivery.Smarthost != "" {
-		// Every message has the same next hop, whose connections
-		// [delivery] max_connections_per_destination bounds; a limit per
-		// recipient domain would only hold a backlog for one domain back.
-		perDomain = qc.Workers
-	}
+	st := QueueSettings(cfg, sender)
 	return queue.New(queue.Config{
 		Spool: sp, Sender: sender, Signer: signer, Hostname: cfg.Hostname,
-		RetryMin: qc.RetryMin.D(), RetryMax: qc.RetryMax.D(), MaxAge: qc.MaxAge.D(), WarnAfter: qc.WarnAfter.D(),
-		Workers: qc.Workers, PerDomain: perDomain, Log: log, Observer: obs, Outcomes: outcomes,
+		RetryMin: st.RetryMin, RetryMax: st.RetryMax, MaxAge: st.MaxAge, WarnAfter: st.WarnAfter,
+		Workers: st.Workers, PerDomain: st.PerDomain, Log: log, Observer: obs, Outcomes: outcomes,
 	})
 }
 
@@ -595,58 +602,42 @@ func (n *Node) openLogins(ctx context.Context) error {
 	return nil
 }
 
-// newAuthenticator builds the AUTH checker from [auth].
-func newAuthenticator(cfg *config.Config, dir auth.Directory, clean func(netip.Prefix) bool, log *slog.Logger) (*auth.Authenticator, error) {
+// newAuthenticator builds the AUTH checker from [auth] over the node's
+// directory and guard.
+func (n *Node) newAuthenticator(cfg *config.Config) (*auth.Authenticator, error) {
 	ttl := cfg.Auth.CacheTTL.D()
 	if ttl == 0 {
 		ttl = -1 // "0s" turns the cache off; auth.Config's zero is the default
 	}
 	return auth.New(auth.Config{
-		Directory: dir,
+		Directory: n.authDir,
 		Scheme:    cfg.Auth.PasswordScheme,
 		CacheTTL:  ttl,
 		Workers:   cfg.Auth.HashWorkers,
 		Queue:     cfg.Auth.HashQueue,
 		Wait:      cfg.Auth.HashWait.D(),
-		Clean:     clean,
-		Log:       log,
+		Clean:     n.Guard.Clean,
+		Log:       n.Log,
 	})
 }
 
-// newServer makes the SMTP server over the node's stores.
-func newServer(cfg *config.Config, n *Node, replies *smtpd.Replies, tlsConf *tls.Config, log *slog.Logger) *smtpd.Server {
-	webmail, _ := config.ParsePrefixes(cfg.Policy.WebmailNetworks)
-	proxies, _ := config.ParsePrefixes(cfg.Guard.TrustedProxies)
+// Authenticator returns the AUTH checker in force.
+func (n *Node) Authenticator() *auth.Authenticator { return n.auth.Load() }
+
+// newServer makes the SMTP server over the node's stores; its Settings
+// are set by the caller (ServerSettings).
+func newServer(cfg *config.Config, n *Node, tlsConf *tls.Config, log *slog.Logger) *smtpd.Server {
 	return &smtpd.Server{
 		Hostname:   cfg.Hostname,
 		Directory:  n.Directory,
-		Policy:     &policy.Policy{Webmail: webmail},
 		Guard:      smtpd.GuardOf(n.Guard),
 		Limiter:    smtpd.LimiterOf(n.Sending),
 		Spool:      smtpd.SpoolDir(n.Spool),
 		SessionLog: n.SessionLog,
-		Replies:    replies,
-		Auth:       n.Auth,
 		AuthKey:    n.Guard.Key,
 		TLS:        tlsConf,
-		Limits: smtpd.Limits{
-			MaxMessageSize: cfg.Limits.MaxMessageSize,
-			MaxRecipients:  cfg.Limits.MaxRecipients,
-			MaxLineLength:  cfg.Limits.MaxLineLength,
-			// The header section is held in memory while it is checked
-			// (SPEC R7); 256 KiB is far above what mail clients send and
-			// bounds memory at max_connections.
-			MaxHeaderSize:  min(int(cfg.Limits.MaxMessageSize), 256<<10),
-			CommandTimeout: cfg.Limits.CommandTimeout.D(),
-			SessionTimeout: cfg.Limits.SessionTimeout.D(),
-			MaxConnsPerIP:  cfg.Limits.MaxConnectionsPerIP,
-			IPv6Prefix:     cfg.Guard.IPv6Prefix,
-			MaxConns:       cfg.Limits.MaxConnections,
-		},
-		MinAuthDuration: cfg.Auth.MinDuration.D(),
-		TrustedProxies:  proxies,
-		Log:             log,
-		Metrics:         n.Metrics,
+		Log:        log,
+		Metrics:    n.Metrics,
 	}
 }
 

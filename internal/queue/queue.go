@@ -93,9 +93,44 @@ type Config struct {
 	Outcomes func(account string, results []delivery.Result)
 }
 
+// Settings are the parts of a queue's configuration that may change while
+// it runs (a reload): attempts started after Set use them, attempts under
+// way finish with the Sender they started with.
+type Settings struct {
+	// Sender delivers to one destination domain at a time.
+	Sender delivery.Sender
+	// RetryMin, RetryMax, MaxAge and WarnAfter are those of Config.
+	RetryMin, RetryMax, MaxAge, WarnAfter time.Duration
+	// Workers and PerDomain are those of Config.
+	Workers, PerDomain int
+}
+
+// withDefaults fills in the zero fields as New does.
+func (st Settings) withDefaults() Settings {
+	if st.RetryMin <= 0 {
+		st.RetryMin = 5 * time.Minute
+	}
+	if st.RetryMax < st.RetryMin {
+		st.RetryMax = max(time.Hour, st.RetryMin)
+	}
+	if st.MaxAge <= 0 {
+		st.MaxAge = 5 * 24 * time.Hour
+	}
+	if st.Workers < 1 {
+		st.Workers = 50
+	}
+	if st.PerDomain < 1 {
+		st.PerDomain = 5
+	}
+	return st
+}
+
 // Queue schedules and runs deliveries.
 type Queue struct {
+	// cfg is the configuration; its Settings part is only read by New,
+	// which puts it in set.
 	cfg  Config
+	set  atomic.Pointer[Settings]
 	sp   *spool.Spool
 	log  *slog.Logger
 	now  func() time.Time
@@ -199,21 +234,6 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.Spool == nil || cfg.Sender == nil {
 		return nil, errors.New("queue: Spool and Sender are required")
 	}
-	if cfg.RetryMin <= 0 {
-		cfg.RetryMin = 5 * time.Minute
-	}
-	if cfg.RetryMax < cfg.RetryMin {
-		cfg.RetryMax = max(time.Hour, cfg.RetryMin)
-	}
-	if cfg.MaxAge <= 0 {
-		cfg.MaxAge = 5 * 24 * time.Hour
-	}
-	if cfg.Workers < 1 {
-		cfg.Workers = 50
-	}
-	if cfg.PerDomain < 1 {
-		cfg.PerDomain = 5
-	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = "localhost"
 	}
@@ -235,6 +255,8 @@ func New(cfg Config) (*Queue, error) {
 	if q.now == nil {
 		q.now = time.Now
 	}
+	q.set.Store(new(Settings{Sender: cfg.Sender, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax, MaxAge: cfg.MaxAge,
+		WarnAfter: cfg.WarnAfter, Workers: cfg.Workers, PerDomain: cfg.PerDomain}.withDefaults()))
 	q.cond = sync.NewCond(&q.mu)
 	// "submitd queue" holds the lock for a moment while it changes the
 	// spool of a stopped server; a server starting then waits for it.
@@ -249,6 +271,24 @@ func New(cfg Config) (*Queue, error) {
 	q.lock = lock
 	return q, nil
 }
+
+// Set puts st in force: the next attempts use its Sender and retry
+// settings, and the scheduler its limits. A Sender replaced is told to keep
+// no connection open once its deliveries under way have ended.
+func (q *Queue) Set(st Settings) {
+	if st.Sender == nil {
+		st.Sender = q.settings().Sender
+	}
+	old := q.set.Swap(new(st.withDefaults()))
+	if c, ok := old.Sender.(delivery.IdleCloser); ok && old.Sender != st.Sender {
+		c.CloseIdle()
+	}
+	// More workers may start at once.
+	q.kick()
+}
+
+// settings returns the settings in force.
+func (q *Queue) settings() *Settings { return q.set.Load() }
 
 // Close releases the spool lock. Call it after Run has returned.
 func (q *Queue) Close() error {
@@ -379,7 +419,7 @@ func (q *Queue) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			q.wg.Wait()
-			if c, ok := q.cfg.Sender.(delivery.IdleCloser); ok {
+			if c, ok := q.settings().Sender.(delivery.IdleCloser); ok {
 				c.CloseIdle()
 			}
 			return
@@ -426,10 +466,11 @@ func (q *Queue) dispatchLocked() {
 		e := heap.Pop(&q.waiting).(*entry)
 		q.startLocked(e, now)
 	}
-	for q.running < q.cfg.Workers {
+	st := q.settings()
+	for q.running < st.Workers {
 		started := false
 		for i, d := range q.order {
-			if q.inflight[d] >= q.cfg.PerDomain {
+			if q.inflight[d] >= st.PerDomain {
 				continue
 			}
 			jobs := q.ready[d]
@@ -559,7 +600,7 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time, held bool) {
 				Open: func() (io.ReadCloser, error) { return q.open(env.ID, dkim) },
 			}
 			start := time.Now()
-			results = q.cfg.Sender.Deliver(e.ctx, m)
+			results = q.settings().Sender.Deliver(e.ctx, m)
 			q.observer().Attempted(results, time.Since(start), q.now().Sub(env.Received))
 			if q.cfg.Outcomes != nil && env.Account != "" {
 				q.cfg.Outcomes(env.Account, results)
@@ -739,7 +780,8 @@ func (q *Queue) apply(e *entry, idx []int, results []delivery.Result) {
 	for _, r := range results {
 		byAddr[r.Rcpt] = r
 	}
-	expiry := e.env.Received.Add(q.cfg.MaxAge)
+	maxAge := q.settings().MaxAge
+	expiry := e.env.Received.Add(maxAge)
 	var nd, ndef, nf int64
 	for n, i := range idx {
 		rc := e.st.Rcpts[i]
@@ -770,7 +812,7 @@ func (q *Queue) apply(e *entry, idx []int, results []delivery.Result) {
 				// SPEC R18: temporary failures are retried up to max_age.
 				rc.Status = Failed
 				rc.Expired = true
-				rc.Reason = "expired after " + fmtDuration(q.cfg.MaxAge)
+				rc.Reason = "expired after " + fmtDuration(maxAge)
 				nf++
 			} else {
 				ndef++
@@ -797,11 +839,12 @@ func (q *Queue) apply(e *entry, idx []int, results []delivery.Result) {
 // backoff is the delay after the n-th attempt: RetryMin doubled n-1 times,
 // capped at RetryMax.
 func (q *Queue) backoff(n int) time.Duration {
-	d := q.cfg.RetryMin
-	for i := 1; i < n && d < q.cfg.RetryMax; i++ {
+	st := q.settings()
+	d := st.RetryMin
+	for i := 1; i < n && d < st.RetryMax; i++ {
 		d *= 2
 	}
-	return min(d, q.cfg.RetryMax)
+	return min(d, st.RetryMax)
 }
 
 // finishLocked ends an attempt: reports failures and delays, removes the
@@ -812,7 +855,7 @@ func (q *Queue) finishLocked(e *entry) (drop bool, due time.Time) {
 	}
 	if e.unreadable {
 		e.unreadable = false
-		return false, q.now().Add(q.cfg.RetryMin)
+		return false, q.now().Add(q.settings().RetryMin)
 	}
 	if e.deleted.Load() {
 		if err := q.remove(e.env, e.st, e.bounce.Load()); err != nil {
@@ -835,7 +878,7 @@ func (q *Queue) finishLocked(e *entry) (drop bool, due time.Time) {
 	if len(failed) > 0 {
 		q.report(e.env, failed, false, now)
 	}
-	if w := q.cfg.WarnAfter; w > 0 && !e.st.Warned && !e.st.Done() && now.Sub(e.env.Received) >= w {
+	if w := q.settings().WarnAfter; w > 0 && !e.st.Warned && !e.st.Done() && now.Sub(e.env.Received) >= w {
 		e.st.Warned = true
 		changed = true
 		var deferred []*Rcpt
@@ -896,7 +939,7 @@ func (q *Queue) remove(env *spool.Envelope, st *State, bounce bool) error {
 }
 
 func (q *Queue) reporter() *reporter {
-	return &reporter{sp: q.sp, hostname: q.cfg.Hostname, maxAge: q.cfg.MaxAge, log: q.log}
+	return &reporter{sp: q.sp, hostname: q.cfg.Hostname, maxAge: q.settings().MaxAge, log: q.log}
 }
 
 // reporter makes reports and deletes messages; the queue and the offline

@@ -65,6 +65,9 @@ type Limiter struct {
 	// overridesFailing is set while Overrides fails, so that outage is
 	// logged once too, not at every command.
 	overridesFailing atomic.Bool
+	// limits are the configured limits in force (SetLimits), account and
+	// domain; cfg.Account and cfg.Domain are only read by New.
+	limits atomic.Pointer[[2]Limits]
 
 	// mu guards cache, hooks and pruned.
 	mu sync.Mutex
@@ -89,7 +92,21 @@ func New(cfg Config) *Limiter {
 	if cfg.Counter == nil {
 		l.cfg.Counter = l.fallback
 	}
+	l.SetLimits(cfg.Account, cfg.Domain)
 	return l
+}
+
+// SetLimits puts new configured limits of every account and every hosted
+// domain in force (a reload): the next check uses them. The windows keep
+// their counts, so a lowered limit refuses at once what is over it.
+func (l *Limiter) SetLimits(account, domain Limits) {
+	l.limits.Store(&[2]Limits{account, domain})
+}
+
+// configured returns the configured limits of an account and of a domain.
+func (l *Limiter) configured() (account, domain Limits) {
+	p := l.limits.Load()
+	return p[0], p[1]
 }
 
 // OnLimit registers f to be told whenever account hits a limit: limit is
@@ -157,7 +174,8 @@ func (l *Limiter) readOverride(ctx context.Context, name string) Override {
 // Effective returns the limits that apply to account and to its hosted
 // domain: the configuration with their overrides.
 func (l *Limiter) Effective(ctx context.Context, account, domain string) (acct, dom Limits) {
-	return l.override(ctx, account).Apply(l.cfg.Account), l.override(ctx, domain).Apply(l.cfg.Domain)
+	ca, cd := l.configured()
+	return l.override(ctx, account).Apply(ca), l.override(ctx, domain).Apply(cd)
 }
 
 // Usage is the count in each limit's window and the limit in effect, of
@@ -181,8 +199,9 @@ func (l *Limiter) Usage(account, domain string) (acct, dom Usage, err error) {
 	// Read from the store, not the cache: support looking right after a
 	// change sees the limit it set, before the change feed reaches the
 	// cache.
-	acct.Limits = l.readOverride(ctx, account).Apply(l.cfg.Account)
-	dom.Limits = l.readOverride(ctx, domain).Apply(l.cfg.Domain)
+	ca, cd := l.configured()
+	acct.Limits = l.readOverride(ctx, account).Apply(ca)
+	dom.Limits = l.readOverride(ctx, domain).Apply(cd)
 	now := l.cfg.Now()
 	for lim := range NumLimits {
 		if acct.Used[lim], err = l.cfg.Counter.Count(ctx, now, windowKey(lim, false, account), lim.Window()); err != nil {

@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"submitd/internal/config"
 )
 
 // Limit names one of the four limits.
@@ -45,8 +43,9 @@ const HistoryWindow = 30 * 24 * time.Hour
 // MaxValue is the largest limit accepted. It keeps an override's typo (an
 // extra zero or three) from turning a limit off in effect, and bounds the
 // recipient history a limit lets an account build (HistoryWindow times the
-// daily budget).
-const MaxValue = config.MaxSendingLimit
+// daily budget). config.MaxSendingLimit, which the config file is checked
+// against, is the same number.
+const MaxValue = 10_000_000
 
 // Key is the limit's name in the config file, the CLI and the API.
 func (l Limit) Key() string { return keys[l] }

@@ -55,7 +55,7 @@ type intake struct {
 }
 
 func (s *session) newIntake(tx transaction) *intake {
-	lim := s.s.Limits
+	lim := s.c.set.Limits
 	return &intake{
 		s: s, tx: tx, inHeader: true,
 		maxSize: lim.MaxMessageSize, maxLine: lim.MaxLineLength, maxHeader: lim.MaxHeaderSize,
@@ -215,13 +215,13 @@ func (in *intake) finish() (string, *smtp.SMTPError) {
 	start := time.Now()
 	if err := w.Commit(); err != nil {
 		s.c.log.Error("spool commit failed", "queue_id", in.env.ID, "err", err)
-		return ReplySpoolFailed, s.s.Replies.Err(ReplySpoolFailed, s.vars())
+		return ReplySpoolFailed, s.c.set.Replies.Err(ReplySpoolFailed, s.vars())
 	}
 	s.s.observer().Queued(in.env.Size, time.Since(start))
 	s.s.activity().Queued(in.env.Account, len(in.env.To), s.s.now())
 	v := s.vars()
 	v.QueueID = in.env.ID
-	ok := s.s.Replies.Err(ReplyQueued, v)
+	ok := s.c.set.Replies.Err(ReplyQueued, v)
 	s.c.record("data", fmt.Sprintf("%d bytes", in.env.Size), replyLine(ok))
 	s.c.record("queued", in.env.ID, "")
 	s.c.log.Info("message queued", "queue_id", in.env.ID, "from", in.tx.from, "rcpts", len(in.tx.rcpts), "size", in.env.Size)

@@ -112,14 +112,38 @@ type Limits struct {
 	MaxConns int
 }
 
+// Settings are the parts of the server's configuration that a reload may
+// change while it serves. A connection takes the settings in force when it
+// is accepted and keeps them to its end, so a session never sees its limits
+// change under it (the SIZE it was offered, the replies it was given).
+type Settings struct {
+	// Policy decides which senders an account may use.
+	Policy *policy.Policy
+	// Replies is the reply table.
+	Replies *Replies
+	// Auth decides AUTH attempts: directory lookup, credential cache and the
+	// bounded hashing pool. Nil makes one on first use from Directory and
+	// Verify with the defaults of package auth.
+	Auth *auth.Authenticator
+	// Limits are the connection limits.
+	Limits Limits
+	// MinAuthDuration is the least time a failed AUTH attempt takes, so that
+	// the reply time does not reveal whether a login exists. A success is
+	// not delayed: its reply tells it apart anyway.
+	MinAuthDuration time.Duration
+	// TrustedProxies may send PROXY headers (SPEC R11b).
+	TrustedProxies []netip.Prefix
+}
+
 // Server accepts SMTP connections for all listeners.
 type Server struct {
+	// Settings are those the server starts with; SetSettings replaces
+	// them for the connections accepted after it.
+	Settings
 	// Hostname is used in the greeting and Received headers.
 	Hostname string
 	// Directory finds accounts.
 	Directory directory.Store
-	// Policy decides which senders an account may use.
-	Policy *policy.Policy
 	// Guard counts AUTH failures and blocks; nil disables blocking.
 	Guard Guard
 	// Logins counts failures per login across IPs (SPEC R21); nil counts
@@ -131,15 +155,9 @@ type Server struct {
 	Spool Spool
 	// SessionLog stores session records; nil keeps none.
 	SessionLog SessionLog
-	// Replies is the reply table.
-	Replies *Replies
 	// Verify checks a password against a stored hash. It is used only when
 	// Auth is nil, by the authenticator made then with default settings.
 	Verify Hasher
-	// Auth decides AUTH attempts: directory lookup, credential cache and the
-	// bounded hashing pool. Nil makes one on first use from Directory and
-	// Verify with the defaults of package auth.
-	Auth *auth.Authenticator
 	// AuthKey is the client key that AUTH attempts are queued by, one hash
 	// in flight per key (the guard's key, guard.Config.Key). Nil means the
 	// IPv4 address or the IPv6 /64.
@@ -150,14 +168,6 @@ type Server struct {
 	authOnce    sync.Once
 	// TLS is the server certificate configuration.
 	TLS *tls.Config
-	// Limits are the connection limits.
-	Limits Limits
-	// MinAuthDuration is the least time a failed AUTH attempt takes, so that
-	// the reply time does not reveal whether a login exists. A success is
-	// not delayed: its reply tells it apart anyway.
-	MinAuthDuration time.Duration
-	// TrustedProxies may send PROXY headers (SPEC R11b).
-	TrustedProxies []netip.Prefix
 	// Log is the server log; session lines carry the session id.
 	Log *slog.Logger
 	// Now is the clock.
@@ -168,6 +178,9 @@ type Server struct {
 	// Activity hears of logins and queued messages by account, for the
 	// detection of compromised accounts (SPEC R20); nil: nobody.
 	Activity Activity
+
+	// live are the settings SetSettings gave, nil before the first call.
+	live atomic.Pointer[Settings]
 
 	// mu guards the connection accounting below.
 	mu sync.Mutex
@@ -182,6 +195,19 @@ type Server struct {
 	closing atomic.Bool
 	// closedAccounts are the accounts CloseAccount holds closed.
 	closedAccounts map[string]struct{}
+}
+
+// SetSettings puts st in force for every connection accepted from now on;
+// open sessions go on with the settings they started with. It is safe to
+// call while the server serves (a reload).
+func (s *Server) SetSettings(st Settings) { s.live.Store(&st) }
+
+// CurrentSettings returns the settings new connections get.
+func (s *Server) CurrentSettings() *Settings {
+	if st := s.live.Load(); st != nil {
+		return st
+	}
+	return &s.Settings
 }
 
 // ListenerConfig describes one listener.
@@ -244,10 +270,12 @@ func (s *Server) Serve(ln net.Listener, lc ListenerConfig) error {
 func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 	sid := ids.Session()
 	start := s.now()
+	// The settings in force now are the session's to its end.
+	set := s.CurrentSettings()
 	nc := raw
 	if lc.ProxyProtocol {
 		var err error
-		if nc, err = s.readProxy(raw); err != nil {
+		if nc, err = s.readProxy(raw, set.TrustedProxies); err != nil {
 			s.Log.Warn("PROXY header refused", "session", sid, "listener", lc.Name, "peer", raw.RemoteAddr().String(), "err", err)
 			s.observer().Connection(lc.Name, "proxy_refused")
 			raw.Close()
@@ -280,8 +308,9 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 		srv:     s,
 		sid:     sid,
 		client:  ap,
-		idle:    s.Limits.CommandTimeout,
-		expires: start.Add(s.Limits.SessionTimeout),
+		set:     set,
+		idle:    set.Limits.CommandTimeout,
+		expires: start.Add(set.Limits.SessionTimeout),
 		log:     s.Log.With("session", sid, "client", vars.IP, "listener", lc.Name),
 		rec: &sessionlog.Record{
 			ID: sid, Start: start, Listener: lc.Name,
@@ -347,7 +376,7 @@ func clientAddr(a net.Addr) (netip.AddrPort, error) {
 func (s *Server) refuse(nc net.Conn, lc ListenerConfig, key string, v Vars) {
 	defer nc.Close()
 	s.observer().Connection(lc.Name, key)
-	line := s.Replies.Line(key, v)
+	line := s.CurrentSettings().Replies.Line(key, v)
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	var w io.Writer = nc
 	if lc.ImplicitTLS {
@@ -369,11 +398,14 @@ func (s *Server) admit(c *conn) (string, bool) {
 		s.perIP = map[netip.Prefix]int{}
 		s.conns = map[*conn]struct{}{}
 	}
-	key := s.connKey(c.client.Addr())
-	if s.total >= s.Limits.MaxConns {
+	// The key is kept for release: a reload may change how IPv6 clients
+	// are counted while the connection is open.
+	c.key = connKey(c.client.Addr(), c.set.Limits.IPv6Prefix)
+	key := c.key
+	if s.total >= c.set.Limits.MaxConns {
 		return ReplyServerBusy, false
 	}
-	if s.perIP[key] >= s.Limits.MaxConnsPerIP {
+	if s.perIP[key] >= c.set.Limits.MaxConnsPerIP {
 		return ReplyTooManyConns, false
 	}
 	s.total++
@@ -395,19 +427,18 @@ func (s *Server) release(c *conn) {
 	}
 	c.released = true
 	s.total--
-	key := s.connKey(c.client.Addr())
+	key := c.key
 	if s.perIP[key]--; s.perIP[key] <= 0 {
 		delete(s.perIP, key)
 	}
 }
 
 // connKey is what the per-IP connection limit counts by: the IPv4 address,
-// or the IPv6 prefix.
-func (s *Server) connKey(ip netip.Addr) netip.Prefix {
+// or the IPv6 prefix of bits.
+func connKey(ip netip.Addr, bits int) netip.Prefix {
 	if ip.Is4() {
 		return netip.PrefixFrom(ip, 32)
 	}
-	bits := s.Limits.IPv6Prefix
 	if bits <= 0 || bits > 128 {
 		bits = 64
 	}
@@ -419,13 +450,13 @@ func (s *Server) connKey(ip netip.Addr) netip.Prefix {
 // connection from an address that is not a trusted proxy, or without a valid
 // header, is refused: on such a listener the peer address is the balancer's,
 // and accepting it would count every client as one.
-func (s *Server) readProxy(raw net.Conn) (net.Conn, error) {
+func (s *Server) readProxy(raw net.Conn, proxies []netip.Prefix) (net.Conn, error) {
 	peer, err := netip.ParseAddrPort(raw.RemoteAddr().String())
 	if err != nil {
 		return nil, err
 	}
 	trusted := false
-	for _, p := range s.TrustedProxies {
+	for _, p := range proxies {
 		if p.Contains(peer.Addr().Unmap()) {
 			trusted = true
 			break
@@ -505,6 +536,10 @@ type conn struct {
 	sid string
 	// client is the client's address, from PROXY when the listener uses it.
 	client netip.AddrPort
+	// set are the settings in force when the connection was accepted.
+	set *Settings
+	// key is what the per-IP limit counts the connection by (connKey).
+	key netip.Prefix
 	// idle is the longest wait for the client; expires ends the session.
 	idle    time.Duration
 	expires time.Time

@@ -105,7 +105,7 @@ func (s *session) write(e *smtp.SMTPError) {
 }
 
 // writeKey queues the reply for key.
-func (s *session) writeKey(key string, v Vars) { s.write(s.s.Replies.Err(key, v)) }
+func (s *session) writeKey(key string, v Vars) { s.write(s.c.set.Replies.Err(key, v)) }
 
 // flushingReader is the connection as the session's reader sees it: before
 // it waits for the client, the replies written so far are sent. The client
@@ -142,7 +142,7 @@ func (s *session) serve() {
 		line, err := s.readCommand()
 		if errors.Is(err, errCommandTooLong) {
 			v := s.vars()
-			v.Limit = int64(s.s.Limits.MaxLineLength)
+			v.Limit = int64(s.c.set.Limits.MaxLineLength)
 			s.protocolError(ReplyCommandTooLong, v)
 			continue
 		}
@@ -207,7 +207,7 @@ func (s *session) readFailed(err error) {
 		if !time.Now().Before(s.c.expires) {
 			key = ReplySessionTimeout
 		}
-		s.c.record("timeout", "", s.s.Replies.Line(key, s.vars()))
+		s.c.record("timeout", "", s.c.set.Replies.Line(key, s.vars()))
 		s.c.log.Info("session ended: " + strings.ReplaceAll(key, "_", " "))
 		s.end(key)
 	default:
@@ -240,7 +240,7 @@ func (s *session) refuseIfBlocked() bool {
 
 // refuseBlocked answers with the blocked reply and closes.
 func (s *session) refuseBlocked() {
-	s.c.record("refused", "client blocked", s.s.Replies.Line(ReplyBlocked, s.vars()))
+	s.c.record("refused", "client blocked", s.c.set.Replies.Line(ReplyBlocked, s.vars()))
 	s.c.log.Warn("session ended: client is blocked")
 	s.end(ReplyBlocked)
 }
@@ -250,10 +250,10 @@ func (s *session) command(line string) {
 	verb, arg, _ := strings.Cut(line, " ")
 	verb = strings.ToUpper(verb)
 	arg = strings.TrimSpace(arg)
-	if len(line) > s.s.Limits.MaxLineLength && verb != "AUTH" {
+	if len(line) > s.c.set.Limits.MaxLineLength && verb != "AUTH" {
 		// SPEC R14. Only AUTH carries long arguments (RFC 4954 §4).
 		v := s.vars()
-		v.Limit = int64(s.s.Limits.MaxLineLength)
+		v.Limit = int64(s.c.set.Limits.MaxLineLength)
 		s.protocolError(ReplyCommandTooLong, v)
 		return
 	}
@@ -294,7 +294,7 @@ func (s *session) command(line string) {
 // protocolError answers a command that was not understood or not allowed
 // now, and ends a session that makes too many of them.
 func (s *session) protocolError(key string, v Vars) {
-	e := s.s.Replies.Err(key, v)
+	e := s.c.set.Replies.Err(key, v)
 	s.c.record("error", "", replyLine(e))
 	if s.errors++; s.errors >= maxErrors {
 		s.c.log.Info("session ended: too many errors")
@@ -351,7 +351,7 @@ func (s *session) hello(verb, arg string) {
 	s.helo = arg
 	s.esmtp = verb == "EHLO"
 	s.c.update(func(r *sessionlog.Record) { r.HELO = oneLine(arg) })
-	e := s.s.Replies.Err(ReplyEHLO, s.vars())
+	e := s.c.set.Replies.Err(ReplyEHLO, s.vars())
 	if !s.esmtp {
 		s.write(e)
 		return
@@ -362,9 +362,9 @@ func (s *session) hello(verb, arg string) {
 		"ENHANCEDSTATUSCODES",
 		"CHUNKING",
 		"SMTPUTF8",
-		"SIZE " + strconv.FormatInt(s.s.Limits.MaxMessageSize, 10),
+		"SIZE " + strconv.FormatInt(s.c.set.Limits.MaxMessageSize, 10),
 		// RFC 9422: clients learn the recipient limit before the 452.
-		"LIMITS RCPTMAX=" + strconv.Itoa(s.s.Limits.MaxRecipients),
+		"LIMITS RCPTMAX=" + strconv.Itoa(s.c.set.Limits.MaxRecipients),
 	}
 	if s.tls == "" && s.s.TLS != nil {
 		lines = append(lines, "STARTTLS")
@@ -461,8 +461,8 @@ func (s *session) mail(arg string) {
 				s.syntaxError("SIZE must be a number")
 				return
 			}
-			if n > s.s.Limits.MaxMessageSize {
-				v.Limit = s.s.Limits.MaxMessageSize
+			if n > s.c.set.Limits.MaxMessageSize {
+				v.Limit = s.c.set.Limits.MaxMessageSize
 				s.refusal("mail", ReplyTooBig, from, v)
 				return
 			}
@@ -480,7 +480,7 @@ func (s *session) mail(arg string) {
 			return
 		}
 	}
-	if from != "" && !s.s.Policy.MaySend(s.pacc, s.c.client.Addr(), from) {
+	if from != "" && !s.c.set.Policy.MaySend(s.pacc, s.c.client.Addr(), from) {
 		// SPEC R5, R6, R8, R9.
 		s.refusal("mail", ReplySenderRejected, from, v)
 		return
@@ -495,7 +495,7 @@ func (s *session) mail(arg string) {
 		}
 	}
 	s.tx = &transaction{from: from, helo: s.helo, lim: lim}
-	e := s.s.Replies.Err(ReplyMailOK, v)
+	e := s.c.set.Replies.Err(ReplyMailOK, v)
 	s.c.record("mail", from, replyLine(e))
 	s.write(e)
 }
@@ -538,8 +538,8 @@ func (s *session) rcpt(arg string) {
 		return
 	}
 	if !slices.Contains(s.tx.rcpts, to) {
-		if len(s.tx.rcpts) >= s.s.Limits.MaxRecipients {
-			v.Limit = int64(s.s.Limits.MaxRecipients)
+		if len(s.tx.rcpts) >= s.c.set.Limits.MaxRecipients {
+			v.Limit = int64(s.c.set.Limits.MaxRecipients)
 			s.refusal("rcpt", ReplyTooManyRcpts, to, v)
 			return
 		}
@@ -550,7 +550,7 @@ func (s *session) rcpt(arg string) {
 		}
 		s.tx.rcpts = append(s.tx.rcpts, to)
 	}
-	e := s.s.Replies.Err(ReplyRcptOK, v)
+	e := s.c.set.Replies.Err(ReplyRcptOK, v)
 	s.c.record("rcpt", to, replyLine(e))
 	s.write(e)
 }
@@ -558,7 +558,7 @@ func (s *session) rcpt(arg string) {
 // refusal records, logs, counts and answers a command refused with the
 // reply for key.
 func (s *session) refusal(kind, key, detail string, v Vars) {
-	s.refused(kind, key, detail, s.s.Replies.Err(key, v))
+	s.refused(kind, key, detail, s.c.set.Replies.Err(key, v))
 }
 
 // refused is refusal with the reply e for key already made.
@@ -648,7 +648,7 @@ func (s *session) bdat(arg string) {
 		// connection cannot be told apart from data, so it ends here.
 		v := s.vars()
 		v.Detail = "use BDAT size [LAST]"
-		s.c.record("bdat", oneLine(arg), s.s.Replies.Line(ReplySyntax, v))
+		s.c.record("bdat", oneLine(arg), s.c.set.Replies.Line(ReplySyntax, v))
 		s.writeKey(ReplySyntax, v)
 		s.end("")
 		return
@@ -807,7 +807,7 @@ func (s *session) authFailure(key, detail, reason string) {
 	var e *smtp.SMTPError
 	line := ""
 	if key != "" {
-		e = s.s.Replies.Err(key, s.vars())
+		e = s.c.set.Replies.Err(key, s.vars())
 		line = replyLine(e)
 	}
 	s.c.record("auth", detail, line)
@@ -926,15 +926,15 @@ func (s *session) authenticate(cr credentials) error {
 		s.acct = acct
 		s.pacc = &policy.Account{Domain: acct.Domain, Aliases: acct.Aliases, Identities: acct.Identities}
 		s.s.activity().LoggedIn(acct.Address, s.c.client.Addr(), s.helo, s.s.now())
-		s.c.record("auth", login, s.s.Replies.Line(ReplyAuthOK, s.vars()))
+		s.c.record("auth", login, s.c.set.Replies.Line(ReplyAuthOK, s.vars()))
 		s.c.log.Info("auth ok", "login", login, "checked", reason)
 		a.Succeed()
 		return nil
 	}
-	if d := s.s.MinAuthDuration - time.Since(start); d > 0 {
+	if d := s.c.set.MinAuthDuration - time.Since(start); d > 0 {
 		time.Sleep(d)
 	}
-	reply := s.s.Replies.Err(key, s.vars())
+	reply := s.c.set.Replies.Err(key, s.vars())
 	s.c.record("auth", login, replyLine(reply))
 	s.c.log.Info("auth failed", "login", login, "reason", reason)
 	if reply.Code/100 == 4 {
@@ -962,7 +962,7 @@ func (s *session) check(cr credentials, admit func() bool) (string, *directory.A
 	if err != nil {
 		return ReplyAuthRejected, nil, "login is not a full address"
 	}
-	a := s.s.Auth
+	a := s.c.set.Auth
 	if a == nil {
 		s.s.authOnce.Do(func() {
 			var err error
@@ -1051,18 +1051,18 @@ func (s *session) dataErr(err error) (string, *smtp.SMTPError) {
 		key = ReplyNUL
 	case errors.Is(err, errLineTooLong):
 		// SPEC R14.
-		key, v.Limit = ReplyLineTooLong, int64(s.s.Limits.MaxLineLength)
+		key, v.Limit = ReplyLineTooLong, int64(s.c.set.Limits.MaxLineLength)
 	case errors.Is(err, message.ErrHeaderTooLarge):
-		key, v.Limit = ReplyHeaderTooLarge, int64(s.s.Limits.MaxHeaderSize)
+		key, v.Limit = ReplyHeaderTooLarge, int64(s.c.set.Limits.MaxHeaderSize)
 	case errors.Is(err, errTooBig):
-		key, v.Limit = ReplyTooBig, s.s.Limits.MaxMessageSize
+		key, v.Limit = ReplyTooBig, s.c.set.Limits.MaxMessageSize
 	case errors.As(err, &re):
 		key, v = re.key, re.v
 	default:
 		// What is left is the spool failing to take the message (SPEC R15).
 		s.c.log.Error("spool write failed", "err", err)
 	}
-	return key, s.s.Replies.Err(key, v)
+	return key, s.c.set.Replies.Err(key, v)
 }
 
 // replyError is a refusal decided while a message comes in, kept as its
@@ -1107,7 +1107,7 @@ func (s *session) checkHeaderSenders(h *message.Header) error {
 		addrs = append(addrs, sa[0])
 	}
 	for _, a := range addrs {
-		if !s.s.Policy.MaySend(s.pacc, s.c.client.Addr(), a) {
+		if !s.c.set.Policy.MaySend(s.pacc, s.c.client.Addr(), a) {
 			v.Address = a
 			return replyError{ReplyHeaderRejected, v}
 		}

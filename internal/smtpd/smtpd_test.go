@@ -156,24 +156,26 @@ func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 	}
 	rl := &recordingLog{recs: map[string]*sessionlog.Record{}}
 	srv := &Server{
+		Settings: Settings{
+			Policy:  &policy.Policy{},
+			Replies: replies,
+			Limits: Limits{
+				MaxMessageSize: 64 << 10,
+				MaxRecipients:  5,
+				MaxLineLength:  1000,
+				MaxHeaderSize:  32 << 10,
+				CommandTimeout: 10 * time.Second,
+				SessionTimeout: time.Minute,
+				MaxConnsPerIP:  50,
+				MaxConns:       100,
+			},
+		},
 		Hostname:   "mail.test",
 		Directory:  dir,
-		Policy:     &policy.Policy{},
 		Spool:      SpoolDir(sp),
 		SessionLog: rl,
-		Replies:    replies,
 		Verify:     password.Verify,
 		TLS:        tlsConf,
-		Limits: Limits{
-			MaxMessageSize: 64 << 10,
-			MaxRecipients:  5,
-			MaxLineLength:  1000,
-			MaxHeaderSize:  32 << 10,
-			CommandTimeout: 10 * time.Second,
-			SessionTimeout: time.Minute,
-			MaxConnsPerIP:  50,
-			MaxConns:       100,
-		},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if testing.Verbose() {
