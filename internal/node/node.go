@@ -452,16 +452,16 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g
 		return nil, nil, nil, err
 	}
 	c := admin.Config{
-		Directory:       st.Directory,
-		Sessions:        st.Sessions,
-		Guard:           g,
-		DKIM:            st.DKIM,
-		DNS:             &delivery.Resolver{Addr: cfg.Delivery.Resolver},
-		Staff:           st.Admin,
-		Audit:           st.Admin,
-		LoginGuard:      lg,
-		SecureCookie:    cfg.Admin.TLS,
-		Log:             log,
+		Directory:    st.Directory,
+		Sessions:     st.Sessions,
+		Guard:        g,
+		DKIM:         st.DKIM,
+		DNS:          &delivery.Resolver{Addr: cfg.Delivery.Resolver},
+		Staff:        st.Admin,
+		Audit:        st.Admin,
+		LoginGuard:   lg,
+		SecureCookie: cfg.Admin.TLS,
+		Log:          log,
 	}
 	if q != nil {
 		c.Queue = q

@@ -176,7 +176,7 @@ func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 		SessionLog: rl,
 		Verify:     password.Verify,
 		TLS:        tlsConf,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if testing.Verbose() {
 		srv.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
