@@ -202,6 +202,13 @@ type Server struct {
 // call while the server serves (a reload).
 func (s *Server) SetSettings(st Settings) { s.live.Store(&st) }
 
+// Open returns how many connections hold a slot of the connection limits.
+func (s *Server) Open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
 // CurrentSettings returns the settings new connections get.
 func (s *Server) CurrentSettings() *Settings {
 	if st := s.live.Load(); st != nil {
