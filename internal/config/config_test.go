@@ -332,3 +332,25 @@ func TestParsePrefixes(t *testing.T) {
 		}
 	}
 }
+
+// A refused value or an unknown key is reported with the line that sets
+// it, however the key and its table are written.
+func TestLoadNamesLine(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"hostname = \"x.test\"\n\n[ \"limits\" ]  # comment\n\"max_connections_per_ip\" = 0\n", "line 4: invalid value 0 for limits.max_connections_per_ip"},
+		{"[contain]\naction = \"drop\"\n", "line 2: invalid value \"drop\" for contain.action"},
+		{"[guard]\nexempt_networks = [\"10.0.0.0/33\"]\n", "line 2: invalid value for guard.exempt_networks"},
+		{"[sending.domain]\nmessages_per_hour = -1\n", "line 2: invalid value -1 for sending.domain.messages_per_hour"},
+		{"[limits]\n# max_recipients = 0\nmax_recipients = 0\n", "line 3: invalid value 0 for limits.max_recipients"},
+		{"[limits]\nfoo = 1\n", "line 2: unknown key limits.foo"},
+	} {
+		path := filepath.Join(t.TempDir(), "submitd.toml")
+		if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path)
+		if want := "config " + path + ": " + tc.want; err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q: %v, want %q…", tc.text, err, want)
+		}
+	}
+}

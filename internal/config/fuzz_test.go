@@ -18,6 +18,8 @@ func FuzzLoad(f *testing.F) {
 		"[replies]\nauth_failed = \"{sid} nope\"\n",
 		"hostname = 1\n",
 		"[[listen]]\n",
+		"[ \"limits\" ]  # the line of a refused value is named\nmax_connections_per_ip = 0\n",
+		"[limits]\nfoo.bar = 1\n",
 	} {
 		f.Add([]byte(s))
 	}
