@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,6 +126,9 @@ type Containment struct {
 	// action is the action of a trip without an override (SetAction);
 	// cfg.Action is only read by New.
 	action atomic.Pointer[string]
+	// notifiers are told of every trip (SetNotifiers); cfg.Notifiers is
+	// only read by New.
+	notifiers atomic.Pointer[[]Notifier]
 
 	// mu guards pending; wake nudges the worker.
 	mu      sync.Mutex
@@ -158,7 +162,15 @@ func New(cfg Config) *Containment {
 	}
 	c := &Containment{cfg: cfg, pending: map[string]Trip{}, wake: make(chan struct{}, 1), warned: map[string]time.Time{}}
 	c.action.Store(&cfg.Action)
+	c.SetNotifiers(cfg.Notifiers)
 	return c
+}
+
+// SetNotifiers makes ns the notifiers told of the trips from now on (a
+// reload).
+func (c *Containment) SetNotifiers(ns []Notifier) {
+	ns = slices.Clone(ns)
+	c.notifiers.Store(&ns)
 }
 
 // SetAction makes action ("hold" or "warn") what a trip does without an
@@ -293,7 +305,7 @@ func (c *Containment) Act(ctx context.Context, t Trip) (Event, error) {
 	}
 	c.cfg.Log.Warn("contain: signal tripped", "account", acct.Address, "signal", t.Signal, "action", action,
 		"summary", t.Summary, "held_messages", ev.HeldMessages, "closed_sessions", ev.ClosedSessions)
-	for _, n := range c.cfg.Notifiers {
+	for _, n := range *c.notifiers.Load() {
 		n.Notify(ev)
 	}
 	return ev, errors.Join(errs...)

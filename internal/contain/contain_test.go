@@ -254,3 +254,33 @@ func TestWebhook(t *testing.T) {
 		t.Fatalf("body %s", bodies[2])
 	}
 }
+
+// TestWebhookSetTarget: an event queued before SetTarget goes to the new
+// URL, tried as many times as the new setting says.
+func TestWebhookSetTarget(t *testing.T) {
+	var mu sync.Mutex
+	hits := map[string]int{}
+	handler := func(name string, status int) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			hits[name]++
+			mu.Unlock()
+			w.WriteHeader(status)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	old, next := handler("old", http.StatusOK), handler("new", http.StatusServiceUnavailable)
+	wh := NewWebhook(WebhookConfig{URL: old.URL, Backoff: time.Millisecond, Attempts: 1})
+	wh.Notify(Event{Trip: volumeTrip})
+	wh.SetTarget(next.URL, time.Second, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go wh.Run(ctx)
+	testutil.WaitFor(t, 5*time.Second, "the event given up", func() bool { _, failed, _ := wh.Counts(); return failed == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if hits["old"] != 0 || hits["new"] != 3 {
+		t.Errorf("posts: %v, want 3 to the new URL and none to the old", hits)
+	}
+}

@@ -45,7 +45,8 @@ type WebhookConfig struct {
 	// Queue bounds the events waiting; past it new ones are dropped and
 	// logged. 0 means DefaultWebhookQueue.
 	Queue int
-	// Client sends the requests; nil means one with Timeout.
+	// Client sends the requests; nil means a plain one (Timeout bounds
+	// each request through its context).
 	Client *http.Client
 	// Log receives failures.
 	Log *slog.Logger
@@ -55,8 +56,11 @@ type WebhookConfig struct {
 // doubling backoff. Notify never waits: the events wait in a bounded queue
 // that Run works off.
 type Webhook struct {
-	// cfg is the configuration, defaults filled in.
+	// cfg is the configuration, defaults filled in; its URL, Timeout and
+	// Attempts are only read by NewWebhook, which puts them in target.
 	cfg WebhookConfig
+	// target is where and how events are posted (SetTarget).
+	target atomic.Pointer[webhookTarget]
 	// queue holds the events not yet sent.
 	queue chan Event
 	// sent, failed and dropped count events, for tests and metrics.
@@ -65,12 +69,6 @@ type Webhook struct {
 
 // NewWebhook returns a Webhook; Run must run for it to send.
 func NewWebhook(cfg WebhookConfig) *Webhook {
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultWebhookTimeout
-	}
-	if cfg.Attempts <= 0 {
-		cfg.Attempts = DefaultWebhookAttempts
-	}
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = DefaultWebhookBackoff
 	}
@@ -78,12 +76,35 @@ func NewWebhook(cfg WebhookConfig) *Webhook {
 		cfg.Queue = DefaultWebhookQueue
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: cfg.Timeout}
+		cfg.Client = &http.Client{}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Webhook{cfg: cfg, queue: make(chan Event, cfg.Queue)}
+	w := &Webhook{cfg: cfg, queue: make(chan Event, cfg.Queue)}
+	w.SetTarget(cfg.URL, cfg.Timeout, cfg.Attempts)
+	return w
+}
+
+// webhookTarget is where and how a Webhook posts.
+type webhookTarget struct {
+	// url, timeout and attempts are those of WebhookConfig.
+	url      string
+	timeout  time.Duration
+	attempts int
+}
+
+// SetTarget changes the URL, the timeout of one POST and the attempts per
+// event (a reload), zero values meaning the defaults; events already
+// queued go to the new URL.
+func (w *Webhook) SetTarget(url string, timeout time.Duration, attempts int) {
+	if timeout <= 0 {
+		timeout = DefaultWebhookTimeout
+	}
+	if attempts <= 0 {
+		attempts = DefaultWebhookAttempts
+	}
+	w.target.Store(&webhookTarget{url: url, timeout: timeout, attempts: attempts})
 }
 
 // Notify implements Notifier.
@@ -122,7 +143,7 @@ func (w *Webhook) deliver(ctx context.Context, e Event) {
 			w.sent.Add(1)
 			return
 		}
-		if n >= w.cfg.Attempts || ctx.Err() != nil {
+		if n >= w.target.Load().attempts || ctx.Err() != nil {
 			w.failed.Add(1)
 			w.cfg.Log.Error("contain: webhook failed; event given up", "account", e.Account, "signal", e.Signal, "attempts", n, "err", err)
 			return
@@ -140,9 +161,10 @@ func (w *Webhook) deliver(ctx context.Context, e Event) {
 
 // post sends one request; any answer but 2xx is a failure.
 func (w *Webhook) post(ctx context.Context, body []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	t := w.target.Load()
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -45,16 +45,10 @@ func (n *Node) newContainment(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var notifiers []contain.Notifier
-	if cfg.Contain.Webhook != "" {
-		n.Webhook = contain.NewWebhook(contain.WebhookConfig{
-			URL: cfg.Contain.Webhook, Timeout: cfg.Contain.WebhookTimeout.D(), Attempts: cfg.Contain.WebhookAttempts, Log: n.Log,
-		})
-		notifiers = append(notifiers, n.Webhook)
-	}
-	if cfg.Contain.SupportAddress != "" {
-		notifiers = append(notifiers, &contain.Mail{To: cfg.Contain.SupportAddress, Hostname: cfg.Hostname, Submit: n.submitNotice, Log: n.Log})
-	}
+	// The webhook runs even without a URL, so that a reload can set one.
+	n.Webhook = contain.NewWebhook(contain.WebhookConfig{
+		URL: cfg.Contain.Webhook, Timeout: cfg.Contain.WebhookTimeout.D(), Attempts: cfg.Contain.WebhookAttempts, Log: n.Log,
+	})
 	n.Server.Activity = n.Detector
 	if n.Sending != nil {
 		// SPEC R19's refusals are the limits signal.
@@ -62,7 +56,7 @@ func (n *Node) newContainment(ctx context.Context) error {
 	}
 	n.Contain = contain.New(contain.Config{
 		Directory: n.Directory, Store: store, Sessions: n.Server, Credentials: forgetter{n}, Queue: n.Queue,
-		Action: cfg.Contain.Action, Notifiers: notifiers, Log: n.Log,
+		Action: cfg.Contain.Action, Notifiers: n.notifiers(cfg), Log: n.Log,
 		Count: n.Metrics.Contain(n.Detector.Tracked),
 		Audit: func(ctx context.Context, action, target string, after any) error {
 			b, err := json.Marshal(after)
@@ -76,6 +70,28 @@ func (n *Node) newContainment(ctx context.Context) error {
 	n.Contain.SetDetector(n.Detector)
 	n.Admin.SetHeld(n.Contain)
 	return n.Contain.Restore(ctx)
+}
+
+// notifiers are those [contain] webhook and support_address ask for.
+func (n *Node) notifiers(cfg *config.Config) []contain.Notifier {
+	var out []contain.Notifier
+	if cfg.Contain.Webhook != "" {
+		out = append(out, n.Webhook)
+	}
+	if cfg.Contain.SupportAddress != "" {
+		out = append(out, &contain.Mail{To: cfg.Contain.SupportAddress, Hostname: cfg.Hostname, Submit: n.submitNotice, Log: n.Log})
+	}
+	return out
+}
+
+// setContain puts [contain] of cfg in force (a reload): the thresholds,
+// the action and the notifications.
+func (n *Node) setContain(cfg *config.Config) {
+	c := cfg.Contain
+	n.Detector.SetThresholds(Thresholds(cfg))
+	n.Contain.SetAction(c.Action)
+	n.Webhook.SetTarget(c.Webhook, c.WebhookTimeout.D(), c.WebhookAttempts)
+	n.Contain.SetNotifiers(n.notifiers(cfg))
 }
 
 // forgetter drops what the node caches of an account at once, its cached
@@ -112,9 +128,7 @@ func (n *Node) runContainment(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if n.Webhook != nil {
-			go n.Webhook.Run(ctx)
-		}
+		go n.Webhook.Run(ctx)
 		n.Contain.Run(ctx)
 	}()
 	return done

@@ -121,7 +121,8 @@ type Node struct {
 	Detector *contain.Detector
 	// Contain holds the accounts whose signals trip and releases them.
 	Contain *contain.Containment
-	// Webhook posts the trips, nil without [contain] webhook.
+	// Webhook posts the trips to [contain] webhook; without one it is
+	// told of none.
 	Webhook *contain.Webhook
 
 	// tls is the certificate the SMTP listeners and an [admin] tls

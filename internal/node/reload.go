@@ -27,7 +27,7 @@ import (
 //     and redis_url: what the counted state is keyed by and kept in;
 //   - [login_guard] enabled: whether the per-login count runs at all;
 //   - [contain] rise_days and max_accounts, which size the detector's
-//     memory, and its notifications (webhook*, support_address);
+//     memory;
 //   - [log] format, and level when the process log has no LevelVar.
 //
 // A reloader (AddReloader) takes its keys off this list.
@@ -36,8 +36,7 @@ var restartOnly = []string{
 	"listen.", "listener.", "admin.listen", "admin.tls", "tls.",
 	"guard.ipv4_prefix", "guard.ipv6_prefix", "guard.store", "guard.redis_url",
 	"login_guard.enabled", "login_guard.ipv4_prefix", "login_guard.ipv6_prefix",
-	"contain.rise_days", "contain.max_accounts", "contain.webhook", "contain.webhook_timeout",
-	"contain.webhook_attempts", "contain.support_address",
+	"contain.rise_days", "contain.max_accounts",
 	"log.format",
 }
 
@@ -69,7 +68,7 @@ func (n *Node) CurrentConfig() *config.Config { return n.cur.Load() }
 // whole, and puts it in force without dropping a session: the SMTP
 // server's limits, timeouts, networks, replies and AUTH settings, the
 // guard, the per-login watch, the sending limits, the containment's
-// thresholds and action, the delivery sender and the queue's retries, the
+// thresholds, action and notifications, the delivery sender and the queue's retries, the
 // admin server's settings and the log level. Connections accepted from
 // then on get the new settings at once; open sessions go on with those
 // they started with. The settings of restartOnly are left as they were.
@@ -160,8 +159,7 @@ func (n *Node) prepareReload(cur, next *config.Config, changed []string) (commit
 		}
 		n.Sending.SetLimits(SendingLimits(next))
 		n.Admin.SetSettings(AdminSettings(next))
-		n.Detector.SetThresholds(Thresholds(next))
-		n.Contain.SetAction(next.Contain.Action)
+		n.setContain(next)
 		if n.LogLevel != nil {
 			n.LogLevel.Set(level)
 		}

@@ -80,6 +80,8 @@ func TestReloadSwapsSettings(t *testing.T) {
 	cfg.Admin.LoginMaxFailures = 4
 	cfg.Contain.LimitHits = 99
 	cfg.Contain.Action = "warn"
+	cfg.Contain.Webhook = "http://127.0.0.1:1/hook"
+	cfg.Contain.SupportAddress = "support@firma.test"
 	cfg.Queue.RetryMin = config.Duration(time.Minute)
 	cfg.Auth.HashWait = config.Duration(3 * time.Second)
 	cfg.Replies = map[string]string{"auth_failed": "{sid} wrong password, see the help pages"}
@@ -98,7 +100,7 @@ func TestReloadSwapsSettings(t *testing.T) {
 	for _, k := range []string{"limits.max_connections_per_ip", "limits.max_message_size", "sending.messages_per_hour",
 		"sending.domain.recipients_per_day", "guard.max_failures", "guard.exempt_networks", "login_guard.max_failures",
 		"policy.webmail_networks", "guard.trusted_proxies", "admin.metrics_networks", "admin.login_max_failures",
-		"contain.limit_hits", "contain.action", "queue.retry_min", "auth.hash_wait", "replies.auth_failed"} {
+		"contain.limit_hits", "contain.action", "contain.webhook", "contain.support_address", "queue.retry_min", "auth.hash_wait", "replies.auth_failed"} {
 		if !slices.Contains(applied, k) {
 			t.Errorf("applied %v lacks %s", applied, k)
 		}
