@@ -19,8 +19,8 @@ import (
 // ending in "." names a whole table. Each is named in the reply and the
 // log when the file changes it, and takes effect at the next start:
 //
-//   - hostname, data_dir, [store], [sessionlog]: what the stores, the
-//     spool and the queue were opened with;
+//   - hostname, data_dir, [store]: what the stores, the spool and the
+//     queue were opened with;
 //   - [listen], [listener], [admin] listen and tls: the bound sockets;
 //   - [tls]: the certificate the listeners were given;
 //   - the prefix lengths of [guard] and [login_guard], and [guard] store
@@ -32,7 +32,7 @@ import (
 //
 // A reloader (AddReloader) takes its keys off this list.
 var restartOnly = []string{
-	"hostname", "data_dir", "store.", "sessionlog.",
+	"hostname", "data_dir", "store.",
 	"listen.", "listener.", "admin.listen", "admin.tls", "tls.",
 	"guard.ipv4_prefix", "guard.ipv6_prefix", "guard.store", "guard.redis_url",
 	"login_guard.enabled", "login_guard.ipv4_prefix", "login_guard.ipv6_prefix",
@@ -160,6 +160,7 @@ func (n *Node) prepareReload(cur, next *config.Config, changed []string) (commit
 		n.Sending.SetLimits(SendingLimits(next))
 		n.Admin.SetSettings(AdminSettings(next))
 		n.setContain(next)
+		n.SessionLog.SetRetention(next.SessionLog.Retention.D())
 		if n.LogLevel != nil {
 			n.LogLevel.Set(level)
 		}

@@ -86,6 +86,7 @@ func TestReloadSwapsSettings(t *testing.T) {
 	cfg.Auth.HashWait = config.Duration(3 * time.Second)
 	cfg.Replies = map[string]string{"auth_failed": "{sid} wrong password, see the help pages"}
 	cfg.Log.Level = "debug"
+	cfg.SessionLog.Retention = config.Duration(7 * 24 * time.Hour)
 	// Need a restart:
 	cfg.Listen.SMTP = "127.0.0.1:1"
 	cfg.DataDir = filepath.Join(t.TempDir(), "other")
@@ -100,7 +101,7 @@ func TestReloadSwapsSettings(t *testing.T) {
 	for _, k := range []string{"limits.max_connections_per_ip", "limits.max_message_size", "sending.messages_per_hour",
 		"sending.domain.recipients_per_day", "guard.max_failures", "guard.exempt_networks", "login_guard.max_failures",
 		"policy.webmail_networks", "guard.trusted_proxies", "admin.metrics_networks", "admin.login_max_failures",
-		"contain.limit_hits", "contain.action", "contain.webhook", "contain.support_address", "queue.retry_min", "auth.hash_wait", "replies.auth_failed"} {
+		"contain.limit_hits", "contain.action", "contain.webhook", "contain.support_address", "queue.retry_min", "auth.hash_wait", "replies.auth_failed", "sessionlog.retention"} {
 		if !slices.Contains(applied, k) {
 			t.Errorf("applied %v lacks %s", applied, k)
 		}

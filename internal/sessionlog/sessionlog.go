@@ -253,9 +253,11 @@ func (s *SQLite) Prune(ctx context.Context, t time.Time) (int64, error) {
 // Writer saves records in the background, batching them, so that closing a
 // connection never waits for the database.
 type Writer struct {
-	store     BatchStore
-	log       *slog.Logger
-	retention time.Duration
+	store BatchStore
+	log   *slog.Logger
+	// retention is how long records are kept, a time.Duration
+	// (SetRetention).
+	retention atomic.Int64
 	ch        chan *Record
 	done      chan struct{}
 
@@ -289,10 +291,15 @@ func (w *Writer) Stats() WriterStats {
 
 // NewWriter starts the background saver and the retention pruner.
 func NewWriter(store BatchStore, retention time.Duration, log *slog.Logger) *Writer {
-	w := &Writer{store: store, log: log, retention: retention, ch: make(chan *Record, 4096), done: make(chan struct{})}
+	w := &Writer{store: store, log: log, ch: make(chan *Record, 4096), done: make(chan struct{})}
+	w.SetRetention(retention)
 	go w.run()
 	return w
 }
+
+// SetRetention changes how long records are kept (a reload), from the next
+// pruning on.
+func (w *Writer) SetRetention(d time.Duration) { w.retention.Store(int64(d)) }
 
 // Save queues r for saving. If the queue is full (the database is stalled)
 // the record is dropped with a log line rather than stalling SMTP; the log
@@ -423,11 +430,12 @@ func ids(rs []*Record) string {
 }
 
 func (w *Writer) prune() {
-	n, err := w.store.Prune(context.Background(), time.Now().Add(-w.retention))
+	retention := time.Duration(w.retention.Load())
+	n, err := w.store.Prune(context.Background(), time.Now().Add(-retention))
 	if err != nil {
 		w.log.Error("sessionlog: prune failed", "err", err)
 	} else if n > 0 {
-		w.log.Info("sessionlog: pruned old records", "count", n, "retention", w.retention.String())
+		w.log.Info("sessionlog: pruned old records", "count", n, "retention", retention.String())
 	}
 }
 
