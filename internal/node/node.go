@@ -134,6 +134,8 @@ type Node struct {
 	reload    sync.Mutex
 	cur       atomic.Pointer[config.Config]
 	reloaders []reloader
+	// reloaded counts the reloads for the metrics.
+	reloaded func(ok bool)
 
 	// closers undo what New set up, run in reverse order by Close.
 	closers []func()
@@ -226,6 +228,7 @@ func (n *Node) open(ctx context.Context) error {
 	}
 
 	n.Metrics = metrics.New()
+	n.reloaded = n.Metrics.ConfigReloads()
 	n.MetricsHandler = n.Metrics.Handler()
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {

@@ -88,6 +88,7 @@ func (n *Node) Reload(ctx context.Context) (applied, restart []string, err error
 	next, err := config.Load(n.ConfigPath)
 	if err != nil {
 		n.Log.Error("reload: the configuration file does not load; nothing changed", "err", err)
+		n.reloaded(false)
 		return nil, nil, err
 	}
 	cur := n.CurrentConfig()
@@ -96,10 +97,12 @@ func (n *Node) Reload(ctx context.Context) (applied, restart []string, err error
 	commit, err := n.prepareReload(cur, next, applied)
 	if err != nil {
 		n.Log.Error("reload: the configuration cannot be put in force; nothing changed", "err", err)
+		n.reloaded(false)
 		return nil, nil, err
 	}
 	commit()
 	n.cur.Store(next)
+	n.reloaded(true)
 	n.Log.Info("reload: "+admin.ReloadSummary(applied, restart), "config", n.ConfigPath,
 		"applied", strings.Join(applied, " "), "restart", strings.Join(restart, " "))
 	return applied, restart, nil

@@ -202,6 +202,19 @@ func TestReloadBadFileChangesNothing(t *testing.T) {
 			t.Errorf("%s: the settings changed", tc.name)
 		}
 	}
+	m, _ := scrape(t, n)
+	if m[`submitd_config_reloads_total{result="failed"}`] != 3 || m["submitd_config_last_reload_successful"] != 0 {
+		t.Errorf("after three failed reloads: reloads %v, last successful %v",
+			m[`submitd_config_reloads_total{result="failed"}`], m["submitd_config_last_reload_successful"])
+	}
+	writeConfig(t, filepath.Dir(path), cfg)
+	if _, _, err := n.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := scrape(t, n); m[`submitd_config_reloads_total{result="applied"}`] != 1 || m["submitd_config_last_reload_successful"] != 1 {
+		t.Errorf("after a good reload: %v applied, last successful %v",
+			m[`submitd_config_reloads_total{result="applied"}`], m["submitd_config_last_reload_successful"])
+	}
 	loginJan(t, n)
 }
 
