@@ -160,7 +160,7 @@ func TestMetricsGate(t *testing.T) {
 	if r := w.do("GET", "/metrics", "", RoleSupport); r.status != 200 || r.raw != "up 1\n" {
 		t.Errorf("with a token: %d %q", r.status, r.raw)
 	}
-	w.srv.cfg.MetricsNetworks = mustPrefixes("127.0.0.0/8")
+	w.change(func(st *Settings) { st.MetricsNetworks = mustPrefixes("127.0.0.0/8") })
 	if r := w.do("GET", "/metrics", "", ""); r.status != 200 {
 		t.Errorf("from metrics_networks: %d", r.status)
 	}

@@ -90,12 +90,13 @@ func checkDKIM(ctx context.Context, res TXTResolver, k *dkim.Key) *dkimCheck {
 // them up at once so a domain with several aliases waits for one timeout,
 // not one per alias.
 func (s *Server) checkDKIMViews(ctx context.Context, keys []*dkim.Key, views []*dkimView) {
-	if s.cfg.DNS == nil {
+	dns := s.settings().DNS
+	if dns == nil {
 		return
 	}
 	var wg sync.WaitGroup
 	for i := range keys {
-		wg.Go(func() { views[i].DNS = checkDKIM(ctx, s.cfg.DNS, keys[i]) })
+		wg.Go(func() { views[i].DNS = checkDKIM(ctx, dns, keys[i]) })
 	}
 	wg.Wait()
 }

@@ -24,6 +24,8 @@ type Settings struct {
 	// SessionIdle ends a browser session after this long unused; 0 means
 	// DefaultSessionIdle.
 	SessionIdle time.Duration
+	// DNS looks up the published DKIM records (Config.DNS).
+	DNS TXTResolver
 }
 
 // SetSettings puts st in force for the requests that come after it.

@@ -8,6 +8,13 @@ import (
 	"testing"
 )
 
+// change changes the server's settings as a reload does.
+func (w *world) change(f func(*Settings)) {
+	st := *w.srv.settings()
+	f(&st)
+	w.srv.SetSettings(st)
+}
+
 // POST /api/v1/reload takes the admin role, answers what the reload did,
 // and is audited; a file that does not load is answered 422 with its
 // reason; without a running server it is 503.

@@ -223,7 +223,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), sessions: map[string]*webSession{}, loginSlots: make(chan struct{}, loginHashes)}
 	s.SetSettings(Settings{MetricsNetworks: cfg.MetricsNetworks, SendingAccount: cfg.SendingAccount, SendingDomain: cfg.SendingDomain,
-		PasswordScheme: cfg.PasswordScheme, SessionIdle: cfg.SessionIdle})
+		PasswordScheme: cfg.PasswordScheme, SessionIdle: cfg.SessionIdle, DNS: cfg.DNS})
 	s.explainer = &Explainer{Directory: cfg.Directory, Failures: cfg.Sessions, Guard: cfg.Guard}
 	s.routes()
 	return s

@@ -378,7 +378,7 @@ func TestDKIMDNSCheck(t *testing.T) {
 	}
 	must(t, w.srv.cfg.DKIM.Put(ctx, own, false))
 	dns := testutil.NewDNSServer(t)
-	w.srv.cfg.DNS = &delivery.Resolver{Addr: dns.Addr, Timeout: time.Second}
+	w.change(func(st *Settings) { st.DNS = &delivery.Resolver{Addr: dns.Addr, Timeout: time.Second} })
 
 	// firma.cz's RSA record, split in strings as DNS hosts publish it.
 	dns.AddTXT(own.RecordName(), dkim.SplitTXT(own.TXTValue())...)

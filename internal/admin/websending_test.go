@@ -25,7 +25,7 @@ func sendingWorld(t *testing.T, w *world, clock *testutil.Clock) (*sending.Limit
 	t.Helper()
 	acct := sending.Limits{sending.MessagesPerHour: 7}
 	dom := sending.Limits{sending.MessagesPerHour: 1000, sending.RecipientsPerHour: 2500}
-	w.srv.cfg.SendingAccount, w.srv.cfg.SendingDomain = acct, dom
+	w.change(func(st *Settings) { st.SendingAccount, st.SendingDomain = acct, dom })
 	l := sending.New(sending.Config{Account: acct, Domain: dom, Overrides: w.dir, Now: clock.Now})
 	w.srv.SendingUsage = l.Usage
 	feed, err := directory.NewWatcher(context.Background(), w.dir, directory.WatcherConfig{}, slog.New(slog.DiscardHandler))

@@ -460,7 +460,6 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g
 		Sessions:     st.Sessions,
 		Guard:        g,
 		DKIM:         st.DKIM,
-		DNS:          &delivery.Resolver{Addr: cfg.Delivery.Resolver},
 		Staff:        st.Admin,
 		Audit:        st.Admin,
 		LoginGuard:   lg,

@@ -87,6 +87,7 @@ func AdminSettings(cfg *config.Config) admin.Settings {
 		SendingAccount:  acct, SendingDomain: dom,
 		PasswordScheme: cfg.Auth.PasswordScheme,
 		SessionIdle:    cfg.Admin.SessionIdle.D(),
+		DNS:            &delivery.Resolver{Addr: cfg.Delivery.Resolver},
 	}
 }
 
