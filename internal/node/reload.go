@@ -45,17 +45,18 @@ type reloader struct {
 	// keys are the settings it puts in force, as in restartOnly.
 	keys []string
 	// prepare checks and builds them; commit puts them in force.
-	prepare func(cfg *config.Config) (commit func(), err error)
+	prepare func(ctx context.Context, cfg *config.Config) (commit func(), err error)
 }
 
 // AddReloader adds a step to Reload for the settings keys (a key ending in
-// "." names a whole table), which then no longer need a restart. At each
-// reload that changes one of them, prepare gets the new configuration,
+// "." names a whole table), which then no longer need a restart. At every
+// reload, whether its keys changed or not (a certificate file may have
+// been replaced under the same name), prepare gets the new configuration,
 // already validated, and builds what it needs without changing anything:
 // its error leaves the whole node as it was. The commit it returns runs
 // with the other packages' swaps. The certificates ([tls]) are meant to
 // come in this way. Call it before Run.
-func (n *Node) AddReloader(keys []string, prepare func(cfg *config.Config) (commit func(), err error)) {
+func (n *Node) AddReloader(keys []string, prepare func(ctx context.Context, cfg *config.Config) (commit func(), err error)) {
 	n.reloaders = append(n.reloaders, reloader{keys: keys, prepare: prepare})
 }
 
@@ -94,7 +95,7 @@ func (n *Node) Reload(ctx context.Context) (applied, restart []string, err error
 	cur := n.CurrentConfig()
 	restart = n.keepRestartOnly(cur, next)
 	applied = ChangedKeys(cur, next)
-	commit, err := n.prepareReload(cur, next, applied)
+	commit, err := n.prepareReload(ctx, next, applied)
 	if err != nil {
 		n.Log.Error("reload: the configuration cannot be put in force; nothing changed", "err", err)
 		n.reloaded(false)
@@ -110,7 +111,7 @@ func (n *Node) Reload(ctx context.Context) (applied, restart []string, err error
 
 // prepareReload builds everything next needs that can fail, changing
 // nothing, and returns the function that puts it all in force.
-func (n *Node) prepareReload(cur, next *config.Config, changed []string) (commit func(), err error) {
+func (n *Node) prepareReload(ctx context.Context, next *config.Config, changed []string) (commit func(), err error) {
 	replies, err := smtpd.NewReplies(next.Replies, next.Auth.UniformFailures)
 	if err != nil {
 		return nil, err
@@ -133,10 +134,7 @@ func (n *Node) prepareReload(cur, next *config.Config, changed []string) (commit
 	}
 	var commits []func()
 	for _, r := range n.reloaders {
-		if !anyKey(changed, r.keys...) {
-			continue
-		}
-		c, err := r.prepare(next)
+		c, err := r.prepare(ctx, next)
 		if err != nil {
 			return nil, err
 		}

@@ -224,7 +224,7 @@ func TestReloadRunsReloaders(t *testing.T) {
 	n, cfg, path := reloadNode(t)
 	var got *config.Config
 	fail := false
-	n.AddReloader([]string{"tls."}, func(c *config.Config) (func(), error) {
+	n.AddReloader([]string{"tls."}, func(_ context.Context, c *config.Config) (func(), error) {
 		if fail {
 			return nil, errors.New("certificate does not match the key")
 		}
