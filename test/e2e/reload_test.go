@@ -114,6 +114,19 @@ func TestReload(t *testing.T) {
 	if !strings.Contains(actors, "olga") || !strings.Contains(actors, "cli:") {
 		t.Errorf("reloads audited as %s; want olga and the CLI's user", actors)
 	}
+
+	// SIGHUP puts a good file in force: three at once from the IP again.
+	if err := os.WriteFile(s.config, []byte(string(good)+"[limits]\nmax_connections_per_ip = 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the SIGHUP reload to be logged", func() bool {
+		return strings.Count(s.log.String(), "in force now: limits.max_connections_per_ip") >= 2
+	})
+	third = openRaw(t, s.subs, nil, true)
+	third.expect("QUIT", "221 ")
 }
 
 // mustCheck runs "submitd check-config" on the server's file.
