@@ -53,8 +53,8 @@ type reloader struct {
 // reload, whether its keys changed or not (a certificate file may have
 // been replaced under the same name), prepare gets the new configuration,
 // already validated, and builds what it needs without changing anything:
-// its error leaves the whole node as it was. The commit it returns runs
-// with the other packages' swaps. The certificates ([tls]) are meant to
+// its error leaves the whole node as it was. The commit it returns (nil:
+// nothing to do) runs with the other packages' swaps. The certificates ([tls]) are meant to
 // come in this way. Call it before Run.
 func (n *Node) AddReloader(keys []string, prepare func(ctx context.Context, cfg *config.Config) (commit func(), err error)) {
 	n.reloaders = append(n.reloaders, reloader{keys: keys, prepare: prepare})
@@ -69,16 +69,17 @@ func (n *Node) CurrentConfig() *config.Config { return n.cur.Load() }
 // whole, and puts it in force without dropping a session: the SMTP
 // server's limits, timeouts, networks, replies and AUTH settings, the
 // guard, the per-login watch, the sending limits, the containment's
-// thresholds, action and notifications, the delivery sender and the queue's retries, the
-// admin server's settings and the log level. Connections accepted from
-// then on get the new settings at once; open sessions go on with those
-// they started with. The settings of restartOnly are left as they were.
+// thresholds, action and notifications, the delivery sender and the
+// queue's retries, the admin server's settings, the session records'
+// retention and the log level. Connections accepted from then on get the
+// new settings at once; open sessions go on with those they started with.
+// The settings of restartOnly are left as they were.
 //
 // applied names the settings that changed and are now in force, restart
 // those that changed but wait for a restart, both as config keys
 // ("limits.max_connections_per_ip"). A file that does not load or
-// validate changes nothing; the error says why, with the file's line when
-// the TOML does not parse.
+// validate changes nothing; the error says why, naming the file's line
+// (config.Load).
 func (n *Node) Reload(ctx context.Context) (applied, restart []string, err error) {
 	n.reload.Lock()
 	defer n.reload.Unlock()
@@ -166,7 +167,9 @@ func (n *Node) prepareReload(ctx context.Context, next *config.Config, changed [
 			n.LogLevel.Set(level)
 		}
 		for _, c := range commits {
-			c()
+			if c != nil {
+				c()
+			}
 		}
 	}, nil
 }
