@@ -452,7 +452,10 @@ func Path(flag string) string {
 }
 
 // Load reads the file at path over the defaults and validates the result. An
-// empty path yields the defaults.
+// empty path yields the defaults. An error names the file and the line
+// that is wrong: the one the TOML parser stopped at, or the one that sets
+// an unknown key or a value Validate refuses ("config F: line N: …"),
+// unless that value is a default.
 func Load(path string) (*Config, error) {
 	c := Default()
 	if path == "" {
