@@ -52,8 +52,8 @@ func TestRspamdVerdicts(t *testing.T) {
 	rs := testutil.StartRspamd(t)
 	c := newClient(t, scan.Config{URL: rs.URL})
 	cases := []struct {
-		body            string
-		action          string
+		body             string
+		action           string
 		refused, flagged bool
 		explanation      string
 	}{
