@@ -22,6 +22,7 @@ func (n *Node) thresholds() contain.Thresholds {
 		BounceShare: c.BounceShare, BounceMin: c.BounceMin, BounceWindow: c.BounceWindow.D(),
 		Networks: c.Networks, NetworksWindow: c.NetworksWindow.D(),
 		RiseFactor: c.RiseFactor, RiseFloor: c.RiseFloor, RiseDays: c.RiseDays,
+		Spam: c.Spam, SpamWindow: c.SpamWindow.D(),
 	}
 }
 
@@ -55,6 +56,8 @@ func (n *Node) newContainment(ctx context.Context) error {
 		notifiers = append(notifiers, &contain.Mail{To: cfg.Contain.SupportAddress, Hostname: cfg.Hostname, Submit: n.submitNotice, Log: n.Log})
 	}
 	n.Server.Activity = n.Detector
+	// SPEC R22: refused and flagged messages are the spam signal.
+	n.Server.OnSpam = n.Detector.Spam
 	if n.Sending != nil {
 		// SPEC R19's refusals are the limits signal.
 		n.Sending.OnLimit(n.Detector.LimitHit)

@@ -35,6 +35,7 @@ import (
 	"submitd/internal/policy"
 	"submitd/internal/queue"
 	"submitd/internal/redisconn"
+	"submitd/internal/scan"
 	"submitd/internal/sending"
 	"submitd/internal/sessionlog"
 	"submitd/internal/smtpd"
@@ -84,6 +85,9 @@ type Node struct {
 	Sending *sending.Limiter
 	// Server is the SMTP server all listeners feed.
 	Server *smtpd.Server
+	// Scanner is the content scanner (SPEC R22), nil without [scan]
+	// rspamd_url.
+	Scanner *scan.Client
 	// Listeners are the bound listeners, in the order smtp, submission,
 	// submissions; a listener with an empty address is left out.
 	Listeners []Listener
@@ -304,6 +308,12 @@ func (n *Node) open(ctx context.Context) error {
 	}
 
 	n.Server = newServer(cfg, n, replies, tlsConf, log)
+	if n.Scanner, err = n.newScanner(cfg.Scan); err != nil {
+		return err
+	}
+	if n.Scanner != nil {
+		n.Server.Scanner = n.Scanner
+	}
 	n.tls = tlsConf
 	if err := n.newAdmin(ctx); err != nil {
 		return err

@@ -107,6 +107,9 @@ type Message struct {
 	Rcpts []string
 	// QueueID names the message in rspamd's log.
 	QueueID string
+	// Size is the message's size when Content was not kept because it is
+	// larger than MaxSize; 0 means len(Content).
+	Size int64
 }
 
 // Result is the outcome of a scan.
@@ -210,7 +213,7 @@ func (c *Client) Scan(ctx context.Context, m *Message) Result {
 }
 
 func (c *Client) scan(ctx context.Context, m *Message) Result {
-	if int64(len(m.Content)) > c.cfg.MaxSize {
+	if max(m.Size, int64(len(m.Content))) > c.cfg.MaxSize {
 		return Result{Unscanned: ReasonTooLarge}
 	}
 	ok, probe := c.admit()
