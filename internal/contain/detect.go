@@ -266,13 +266,7 @@ func (d *Detector) LimitHit(account, limit string, at time.Time) {
 	}
 	d.mu.Lock()
 	st := d.get(account, at)
-	from := at.Add(-th.LimitWindow)
-	kept := st.hits[:0]
-	for _, t := range st.hits {
-		if t.After(from) {
-			kept = append(kept, t)
-		}
-	}
+	kept := since(st.hits, at.Add(-th.LimitWindow))
 	// Refusals within one minute count once: a single message to more
 	// recipients than the limit leaves, or a client that retries MAIL in a
 	// loop, is one burst, not repeated sending into the limit. What trips
@@ -435,16 +429,7 @@ func (d *Detector) Spam(account, action string, at time.Time) {
 	from := at.Add(-th.SpamWindow)
 	d.mu.Lock()
 	st := d.get(account, at)
-	kept := st.spam[:0]
-	for _, t := range st.spam {
-		if t.After(from) {
-			kept = append(kept, t)
-		}
-	}
-	st.spam = append(kept, at)
-	if len(st.spam) > th.Spam {
-		st.spam = st.spam[len(st.spam)-th.Spam:]
-	}
+	st.spam = append(since(st.spam, from), at)
 	n := len(st.spam)
 	if n >= th.Spam {
 		st.spam = st.spam[:0]
@@ -455,6 +440,18 @@ func (d *Detector) Spam(account, action string, at time.Time) {
 			Figures: map[string]float64{"messages": float64(n), "threshold": float64(th.Spam), "window_seconds": th.SpamWindow.Seconds()},
 			Summary: fmt.Sprintf("%d messages refused or flagged as spam within %s (last: %s), threshold %d", n, th.SpamWindow, action, th.Spam)})
 	}
+}
+
+// since keeps the times of ts after from, in ts's own array; ts is oldest
+// first and holds no more than a threshold's count, which bounds it.
+func since(ts []time.Time, from time.Time) []time.Time {
+	kept := ts[:0]
+	for _, t := range ts {
+		if t.After(from) {
+			kept = append(kept, t)
+		}
+	}
+	return kept
 }
 
 // fire hands a trip on.

@@ -41,8 +41,16 @@ const (
 // Reasons lists every reason, for metrics that show them all from the start.
 var Reasons = []string{ReasonTooLarge, ReasonTimeout, ReasonBusy, ReasonError, ReasonBreaker}
 
-// Defaults of the circuit breaker.
+// Defaults of [scan], and of the circuit breaker.
 const (
+	// DefaultTimeout bounds a scan when Config.Timeout is 0.
+	DefaultTimeout = 5 * time.Second
+	// DefaultMaxSize is the largest message scanned when Config.MaxSize
+	// is 0.
+	DefaultMaxSize = 4 << 20
+	// DefaultMaxConcurrent is how many scans run at once when
+	// Config.MaxConcurrent is 0.
+	DefaultMaxConcurrent = 32
 	// DefaultFailures is how many failures in a row open the breaker.
 	DefaultFailures = 5
 	// DefaultBackoff is how long it stays open before a probe.
@@ -57,11 +65,14 @@ const maxReplySize = 1 << 20
 type Config struct {
 	// URL is rspamd's normal worker, e.g. "http://127.0.0.1:11333".
 	URL string
-	// Timeout bounds one scan, its wait for a slot included.
+	// Timeout bounds one scan, its wait for a slot included; 0 means
+	// DefaultTimeout.
 	Timeout time.Duration
 	// MaxSize is the largest message scanned; larger ones pass unscanned.
+	// 0 means DefaultMaxSize.
 	MaxSize int64
-	// MaxConcurrent is how many scans may be in flight at once.
+	// MaxConcurrent is how many scans may be in flight at once; 0 means
+	// DefaultMaxConcurrent.
 	MaxConcurrent int
 	// Tempfail makes an unavailable scanner refuse the message for now
 	// (on_error = "tempfail") instead of letting it pass unscanned.
@@ -155,8 +166,17 @@ func New(cfg Config) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("scan: rspamd URL %q must be http://host:port", cfg.URL)
 	}
-	if cfg.Timeout <= 0 || cfg.MaxSize <= 0 || cfg.MaxConcurrent <= 0 {
-		return nil, errors.New("scan: timeout, max size and max concurrent must be positive")
+	if cfg.Timeout < 0 || cfg.MaxSize < 0 || cfg.MaxConcurrent < 0 {
+		return nil, errors.New("scan: timeout, max size and max concurrent must not be negative")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxSize == 0 {
+		cfg.MaxSize = DefaultMaxSize
+	}
+	if cfg.MaxConcurrent == 0 {
+		cfg.MaxConcurrent = DefaultMaxConcurrent
 	}
 	if cfg.Failures <= 0 {
 		cfg.Failures = DefaultFailures

@@ -24,15 +24,6 @@ func message(body string) []byte {
 
 func newClient(t *testing.T, cfg scan.Config) *scan.Client {
 	t.Helper()
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 10 * time.Second
-	}
-	if cfg.MaxSize == 0 {
-		cfg.MaxSize = 1 << 20
-	}
-	if cfg.MaxConcurrent == 0 {
-		cfg.MaxConcurrent = 4
-	}
 	c, err := scan.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -34,20 +34,10 @@ func (l *spamLog) get() string {
 	return strings.Join(l.actions, "; ")
 }
 
-// withScanner scans with cfg (its timeout, size and concurrency defaulted)
-// and records OnSpam in spam.
+// withScanner scans with cfg and records OnSpam in spam.
 func withScanner(cfg scan.Config, spam *spamLog) envOption {
 	return func(e *testEnv) {
 		e.t.Helper()
-		if cfg.Timeout == 0 {
-			cfg.Timeout = 10 * time.Second
-		}
-		if cfg.MaxSize == 0 {
-			cfg.MaxSize = 32 << 10
-		}
-		if cfg.MaxConcurrent == 0 {
-			cfg.MaxConcurrent = 4
-		}
 		c, err := scan.New(cfg)
 		if err != nil {
 			e.t.Fatal(err)
