@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -118,6 +119,10 @@ type Node struct {
 	// tls is the certificate the SMTP listeners and an [admin] tls
 	// listener share.
 	tls *tls.Config
+	// scanner is the content scanner in use, nil without one, for the
+	// metrics to read; scanObserver counts its scans.
+	scanner      atomic.Pointer[scan.Client]
+	scanObserver scan.Observer
 
 	// closers undo what New set up, run in reverse order by Close.
 	closers []func()

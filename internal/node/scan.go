@@ -6,20 +6,28 @@ import (
 )
 
 // newScanner makes the content scanner of [scan] (SPEC R22), nil when
-// rspamd_url is "". Its outcomes are counted in the node's metrics.
+// rspamd_url is "". Its outcomes are counted in the node's metrics, which
+// are registered once, so that a scanner made again from a changed config
+// reports to the same series.
 func (n *Node) newScanner(c config.Scan) (*scan.Client, error) {
+	if n.scanObserver == nil {
+		n.scanObserver = n.Metrics.Scan(func() bool {
+			sc := n.scanner.Load()
+			return sc != nil && sc.BreakerOpen()
+		})
+	}
 	if c.RspamdURL == "" {
+		n.scanner.Store(nil)
 		return nil, nil
 	}
-	sc := scan.Config{
+	client, err := scan.New(scan.Config{
 		URL: c.RspamdURL, Timeout: c.Timeout.D(), MaxSize: int64(c.MaxSize), MaxConcurrent: c.MaxConcurrent,
 		Tempfail: c.OnError == "tempfail", SettingsID: c.SettingsID, Password: c.Password,
-	}
-	var client *scan.Client
-	sc.Observer = n.Metrics.Scan(func() bool { return client != nil && client.BreakerOpen() })
-	client, err := scan.New(sc)
+		Observer: n.scanObserver,
+	})
 	if err != nil {
 		return nil, err
 	}
+	n.scanner.Store(client)
 	return client, nil
 }
