@@ -16,8 +16,8 @@ import (
 )
 
 // Rspamd is an rspamd a test started on loopback ports it chose, with a
-// configuration directory of its own: Debian's rules, no Redis, a DNS
-// resolver that answers nothing, and the GTUBE test patterns on. Fault
+// configuration directory of its own: Debian's rules, no Redis, the test
+// DNS server as its resolver, and the GTUBE test patterns on. Fault
 // tests stop and start it on the same ports.
 type Rspamd struct {
 	// URL is the normal worker's address, as [scan] rspamd_url takes it.
@@ -45,7 +45,7 @@ options {
     pidfile = "$RUNDIR/rspamd.pid";
     enable_test_patterns = true;
     hs_cache_dir = "%[4]s";
-    dns { nameserver = ["127.0.0.1:%[3]d"]; timeout = 0.1s; retransmits = 1; }
+    dns { nameserver = ["%[3]s"]; timeout = 1s; retransmits = 1; }
     .include "$CONFDIR/options.inc"
 }
 logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "warning"; }
@@ -80,11 +80,12 @@ func StartRspamd(t testing.TB) *Rspamd {
 	cache := filepath.Join(os.TempDir(), "submitd-rspamd-hs-cache")
 	rspamdOnce.Do(func() { os.MkdirAll(cache, 0o777); os.Chmod(cache, 0o777) })
 	normal, controller := FreePort(t, "127.0.0.1"), FreePort(t, "127.0.0.1")
-	// Nothing listens on this port: every DNS query fails at once, so no
-	// check waits on the network or leaves the machine.
-	deadDNS := FreePort(t, "127.0.0.1")
+	// rspamd's DNS checks (reverse DNS, blocklists, SPF, …) ask the test's
+	// own DNS server, which answers NXDOMAIN at once: nothing leaves the
+	// machine, and no check waits for a timeout.
+	resolver := NewDNSServer(t)
 	conf := filepath.Join(dir, "rspamd.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, rspamdConf, normal, controller, deadDNS, cache), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, rspamdConf, normal, controller, resolver.Addr, cache), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// rspamd would sign outbound mail; submitd does that itself.
