@@ -149,6 +149,7 @@ func TestLoadRefused(t *testing.T) {
 		{"scan timeout", "[scan]\ntimeout = \"0s\"", []string{"scan.timeout", "positive"}},
 		{"scan max_size unit", "[scan]\nmax_size = \"4 lightyears\"", []string{"scan.max_size", "4MiB"}},
 		{"scan max_size small", "[scan]\nmax_size = 10", []string{"scan.max_size", "10B", "1KiB"}},
+		{"scan max_size large", "[scan]\nmax_size = \"1GiB\"", []string{"scan.max_size", "1GiB", "64MiB"}},
 		{"scan max_concurrent", "[scan]\nmax_concurrent = 0", []string{"scan.max_concurrent", "0"}},
 		{"scan password", "[scan]\npassword = \"a\\nb\"", []string{"scan.password", "(set)"}},
 		{"bad enum log level", "[log]\nlevel = \"verbose\"", []string{"log.level", `"verbose"`, `"debug"`}},

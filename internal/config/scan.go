@@ -53,8 +53,9 @@ func (s Scan) validate() error {
 	switch {
 	case s.Timeout <= 0 || s.Timeout > Duration(5*time.Minute):
 		return bad("timeout", s.Timeout, "must be positive and at most 5m (the client waits for its reply)")
-	case s.MaxSize < 1024:
-		return bad("max_size", s.MaxSize, "must be at least 1KiB")
+	case s.MaxSize < 1024 || s.MaxSize > 64<<20:
+		// Up to max_size of each message being scanned is held in memory.
+		return bad("max_size", s.MaxSize, "must be 1KiB to 64MiB")
 	case s.MaxConcurrent < 1 || s.MaxConcurrent > 10000:
 		return bad("max_concurrent", s.MaxConcurrent, "must be 1 to 10000")
 	case s.OnError != "accept" && s.OnError != "tempfail":

@@ -130,6 +130,28 @@ func TestScanVerdicts(t *testing.T) {
 	}
 }
 
+// TestScanSoftReject: rspamd's soft reject (here from the settings profile
+// the test's rspamd has for it, asked for with settings_id) is a temporary
+// 451 4.7.1 with rspamd's text, and nothing is queued (SPEC R22).
+func TestScanSoftReject(t *testing.T) {
+	rs := testutil.StartRspamd(t)
+	spam := &spamLog{}
+	e := newTestEnv(t, withScanner(scan.Config{URL: rs.URL, SettingsID: testutil.RspamdSoftReject}, spam))
+	c := e.login("smtp", "jan@firma.cz")
+	got := c.sendMessage("jan@firma.cz", []string{"eva@example.org"}, spamMsg("Hello Eva."))
+	sid := matchSID(t, got, "451 4.7.1 SID message deferred by the spam filter, try again later: "+testutil.RspamdSoftRejectText)
+	if envs := e.spooled(); len(envs) != 0 {
+		t.Fatalf("a deferred message was queued: %+v", envs)
+	}
+	rec := e.endSession(c, sid)
+	if ev := scanEvents(rec); len(ev) != 1 || !strings.Contains(ev[0], ": soft reject score ") {
+		t.Errorf("scan events %q", ev)
+	}
+	if s := spam.get(); s != "" {
+		t.Errorf("a soft reject counted as spam: %q", s)
+	}
+}
+
 // TestScanUnavailable: with rspamd stopped, on_error = "accept" queues the
 // message unscanned and "tempfail" refuses it with 451 4.3.0, queueing
 // nothing (SPEC R22).

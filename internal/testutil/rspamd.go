@@ -35,6 +35,26 @@ const GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.
 // GTUBEAddHeader is the pattern rspamd answers with "add header".
 const GTUBEAddHeader = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
+// RspamdSoftReject is a Settings-ID the test's rspamd answers with its
+// "soft reject" action and the smtp_message RspamdSoftRejectText, as its
+// rate limits do (which need Redis).
+const RspamdSoftReject = "submitd-test-soft-reject"
+
+// RspamdSoftRejectText is the smtp_message of RspamdSoftReject.
+const RspamdSoftRejectText = "Rate limit of the test, try again later"
+
+// rspamdLocal are the test's files in rspamd's local.d. rspamd would sign
+// outbound mail; submitd does that itself. The settings profile
+// RspamdSoftReject inserts a symbol that force_actions turns into a soft
+// reject.
+var rspamdLocal = map[string]string{
+	"dkim_signing.conf": "enabled = false;\n",
+	"arc.conf":          "enabled = false;\n",
+	"settings.conf":     "soft { id = \"" + RspamdSoftReject + "\"; apply { symbols = [\"SUBMITD_TEST_SOFT\"]; } }\n",
+	"force_actions.conf": "rules { SUBMITD_TEST_SOFT { action = \"soft reject\"; expression = \"SUBMITD_TEST_SOFT\"; " +
+		"message = \"" + RspamdSoftRejectText + "\"; } }\n",
+}
+
 // rspamdConf is the top of the configuration: Debian's common.conf and
 // worker settings, with ports, directories and DNS of the test's own. Of
 // keys set twice the first counts, so the test's come before Debian's.
@@ -88,12 +108,11 @@ func StartRspamd(t testing.TB) *Rspamd {
 	if err := os.WriteFile(conf, fmt.Appendf(nil, rspamdConf, normal, controller, resolver.Addr, cache), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// rspamd would sign outbound mail; submitd does that itself.
 	if err := os.MkdirAll(filepath.Join(dir, "local.d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []string{"dkim_signing.conf", "arc.conf"} {
-		if err := os.WriteFile(filepath.Join(dir, "local.d", m), []byte("enabled = false;\n"), 0o644); err != nil {
+	for name, text := range rspamdLocal {
+		if err := os.WriteFile(filepath.Join(dir, "local.d", name), []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
