@@ -16,7 +16,8 @@ import (
 // message costs at most MaxSize of memory for its scan.
 type scanCopy struct {
 	MessageWriter
-	// buf is the copy; nil once the message outgrew max.
+	// buf is the copy; nil once the message outgrew max, the scanner's
+	// MaxSize.
 	buf *bytes.Buffer
 	max int64
 	// n counts the bytes written.
