@@ -313,11 +313,8 @@ func (n *Node) open(ctx context.Context) error {
 	}
 
 	n.Server = newServer(cfg, n, replies, tlsConf, log)
-	if n.Scanner, err = n.newScanner(cfg.Scan); err != nil {
+	if err := n.ApplyScan(cfg.Scan); err != nil {
 		return err
-	}
-	if n.Scanner != nil {
-		n.Server.Scanner = n.Scanner
 	}
 	n.tls = tlsConf
 	if err := n.newAdmin(ctx); err != nil {

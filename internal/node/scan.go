@@ -31,3 +31,21 @@ func (n *Node) newScanner(c config.Scan) (*scan.Client, error) {
 	n.scanner.Store(client)
 	return client, nil
 }
+
+// ApplyScan makes [scan] c the content scanning of the messages that start
+// arriving from now on (SPEC R22); a reload of the config calls it with the
+// new section. A message under way keeps the scanner it started with.
+func (n *Node) ApplyScan(c config.Scan) error {
+	sc, err := n.newScanner(c)
+	if err != nil {
+		return err
+	}
+	n.Scanner = sc
+	if sc == nil {
+		// An untyped nil: a nil *scan.Client in the interface would scan.
+		n.Server.SetScanner(nil)
+		return nil
+	}
+	n.Server.SetScanner(sc)
+	return nil
+}

@@ -59,3 +59,32 @@ func TestNodeSpamHolds(t *testing.T) {
 		t.Errorf("breaker open")
 	}
 }
+
+// TestNodeApplyScan: a changed [scan] takes effect for the next message
+// without a restart: scanning off, on (GTUBE refused), off again.
+func TestNodeApplyScan(t *testing.T) {
+	rs := testutil.StartRspamd(t)
+	n := startNode(t, testConfig(t, "127.0.0.1:1"))
+	c := loginJan(t, n)
+	gtube := "From: jan@firma.test\r\nTo: petr@example.test\r\nSubject: offer\r\n\r\n" + testutil.GTUBE + "\r\n"
+	send := func() error {
+		return c.SendMail("jan@firma.test", []string{"petr@example.test"}, strings.NewReader(gtube))
+	}
+	if err := send(); err != nil {
+		t.Fatalf("without [scan]: %v", err)
+	}
+	on := n.Config.Scan
+	on.RspamdURL = rs.URL
+	if err := n.ApplyScan(on); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(); err == nil || !strings.Contains(err.Error(), "refused as spam") {
+		t.Fatalf("with [scan]: %v", err)
+	}
+	if err := n.ApplyScan(n.Config.Scan); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(); err != nil {
+		t.Fatalf("with [scan] off again: %v", err)
+	}
+}

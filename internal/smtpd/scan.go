@@ -16,6 +16,8 @@ import (
 // message costs at most MaxSize of memory for its scan.
 type scanCopy struct {
 	MessageWriter
+	// sc is the scanner the message is for.
+	sc Scanner
 	// buf is the copy; nil once the message outgrew max, the scanner's
 	// MaxSize.
 	buf *bytes.Buffer
@@ -36,13 +38,29 @@ func (c *scanCopy) Write(p []byte) (int, error) {
 	return c.MessageWriter.Write(p)
 }
 
+// scannerRef holds a scanner given to SetScanner; sc nil scans nothing.
+type scannerRef struct{ sc Scanner }
+
+// SetScanner makes sc the scanner of the messages whose content starts
+// arriving from now on, nil turning scanning off, as a reload of [scan]
+// does; a message under way keeps the scanner it started with.
+func (s *Server) SetScanner(sc Scanner) { s.scanSet.Store(&scannerRef{sc}) }
+
+// scanner is the scanner in effect: SetScanner's, else Scanner.
+func (s *Server) scanner() Scanner {
+	if r := s.scanSet.Load(); r != nil {
+		return r.sc
+	}
+	return s.Scanner
+}
+
 // scanWriter wraps the spool writer w when a scanner is configured.
 func (in *intake) scanWriter(w MessageWriter) MessageWriter {
-	sc := in.s.s.Scanner
+	sc := in.s.s.scanner()
 	if sc == nil {
 		return w
 	}
-	c := &scanCopy{MessageWriter: w, max: sc.MaxSize(), buf: &bytes.Buffer{}}
+	c := &scanCopy{MessageWriter: w, sc: sc, max: sc.MaxSize(), buf: &bytes.Buffer{}}
 	in.copy = c
 	return c
 }
@@ -64,7 +82,7 @@ func (in *intake) scanVerdict() (string, *smtp.SMTPError) {
 	if c.buf != nil {
 		m.Content = c.buf.Bytes()
 	}
-	r := s.s.Scanner.Scan(context.Background(), m)
+	r := c.sc.Scan(context.Background(), m)
 	c.buf = nil
 	v := r.Verdict
 	if v == nil {

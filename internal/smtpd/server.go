@@ -180,7 +180,7 @@ type Server struct {
 	// detection of compromised accounts (SPEC R20); nil: nobody.
 	Activity Activity
 	// Scanner scans every message's content before its 250 (SPEC R22);
-	// nil scans nothing.
+	// nil scans nothing. SetScanner replaces it while the server runs.
 	Scanner Scanner
 	// OnSpam hears of every message the scanner refused or flagged as
 	// spam, with rspamd's action: the compromised-account signal (SPEC
@@ -198,6 +198,8 @@ type Server struct {
 	sessions sync.WaitGroup
 	// closing is set by Shutdown.
 	closing atomic.Bool
+	// scanSet holds the scanner SetScanner gave, which replaces Scanner.
+	scanSet atomic.Pointer[scannerRef]
 	// closedAccounts are the accounts CloseAccount holds closed.
 	closedAccounts map[string]struct{}
 }
