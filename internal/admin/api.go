@@ -1064,7 +1064,8 @@ func (s *Server) getQueued(r *http.Request, p *principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"summary": summarizeQueued(*it), "envelope": it.Env, "state": it.State, "headers": string(headers)}, nil
+	return map[string]any{"summary": summarizeQueued(*it), "envelope": it.Env, "state": it.State, "headers": string(headers),
+		"scan": s.scanOf(r.Context(), it.Env.SessionID, id)}, nil
 }
 
 func (s *Server) retryQueued(r *http.Request, p *principal) (any, error) {

@@ -118,6 +118,10 @@ func (x *Explainer) Explain(ctx context.Context, r *sessionlog.Record) Explanati
 		}
 		ex.Cause, ex.Fixes = x.authFailed(ctx, r, last)
 	case last.Kind == "mail" || last.Kind == "data":
+		if outcome, cause, ok := explainSpam(r, last); ok {
+			ex.Outcome, ex.Cause = outcome, cause
+			break
+		}
 		if strings.Contains(last.Reply, "sender rejected") {
 			ex.Outcome = "sender rejected"
 			ex.Cause = x.senderRejected(ctx, r, last)

@@ -68,6 +68,8 @@ type Config struct {
 	Sending Sending `toml:"sending"`
 	// Contain configures the holding of compromised accounts (SPEC R20).
 	Contain Contain `toml:"contain"`
+	// Scan configures content scanning with rspamd (SPEC R22).
+	Scan Scan `toml:"scan"`
 }
 
 // Store selects the engine of the stores the nodes of a cluster share: the
@@ -389,6 +391,7 @@ func Default() *Config {
 			MaxLogins:           20000,
 		},
 		Contain: defaultContain(),
+		Scan:    defaultScan(),
 		Queue: Queue{
 			RetryMin:  Duration(5 * time.Minute),
 			RetryMax:  Duration(time.Hour),
@@ -764,6 +767,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Contain.validate(); err != nil {
+		return err
+	}
+	if err := c.Scan.validate(); err != nil {
 		return err
 	}
 	switch c.Log.Level {

@@ -142,6 +142,16 @@ func TestLoadRefused(t *testing.T) {
 		{"contain networks", "[contain]\nnetworks = 5000", []string{"contain.networks", "5000", "1000"}},
 		{"contain webhook", "[contain]\nwebhook = \"ftp://x\"", []string{"contain.webhook", `"ftp://x"`, "http"}},
 		{"contain support address", "[contain]\nsupport_address = \"support\"", []string{"contain.support_address", `"support"`}},
+		{"contain spam", "[contain]\nspam = -1", []string{"contain.spam", "-1", "0 (off)"}},
+		{"scan url", "[scan]\nrspamd_url = \"127.0.0.1:11333\"", []string{"scan.rspamd_url", `"127.0.0.1:11333"`, "http://host:port"}},
+		{"scan url path", "[scan]\nrspamd_url = \"http://127.0.0.1:11333/checkv2\"", []string{"scan.rspamd_url", "normal worker"}},
+		{"scan on_error", "[scan]\non_error = \"reject\"", []string{"scan.on_error", `"reject"`, `"accept" or "tempfail"`}},
+		{"scan timeout", "[scan]\ntimeout = \"0s\"", []string{"scan.timeout", "positive"}},
+		{"scan max_size unit", "[scan]\nmax_size = \"4 lightyears\"", []string{"scan.max_size", "4MiB"}},
+		{"scan max_size small", "[scan]\nmax_size = 10", []string{"scan.max_size", "10B", "1KiB"}},
+		{"scan max_size large", "[scan]\nmax_size = \"1GiB\"", []string{"scan.max_size", "1GiB", "64MiB"}},
+		{"scan max_concurrent", "[scan]\nmax_concurrent = 0", []string{"scan.max_concurrent", "0"}},
+		{"scan password", "[scan]\npassword = \"a\\nb\"", []string{"scan.password", "(set)"}},
 		{"bad enum log level", "[log]\nlevel = \"verbose\"", []string{"log.level", `"verbose"`, `"debug"`}},
 		{"bad enum scheme", "[auth]\npassword_scheme = \"md5\"", []string{"auth.password_scheme", `"md5"`}},
 		{"no hash queue", "[auth]\nhash_queue = 0", []string{"auth.hash_queue", "0"}},
@@ -351,6 +361,21 @@ func TestLoadNamesLine(t *testing.T) {
 		_, err := Load(path)
 		if want := "config " + path + ": " + tc.want; err == nil || !strings.HasPrefix(err.Error(), want) {
 			t.Errorf("%q: %v, want %q…", tc.text, err, want)
+		}
+	}
+}
+
+// TestScanSection: [scan] takes sizes with a unit or as bytes.
+func TestScanSection(t *testing.T) {
+	for text, want := range map[string]Size{`"4MiB"`: 4 << 20, `"512KiB"`: 512 << 10, `"10MB"`: 10e6, `2000000`: 2e6} {
+		p := filepath.Join(t.TempDir(), "c.toml")
+		os.WriteFile(p, []byte("[scan]\nrspamd_url = \"http://127.0.0.1:11333\"\non_error = \"tempfail\"\nmax_size = "+text+"\n"), 0o644)
+		c, err := Load(p)
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		if c.Scan.MaxSize != want || c.Scan.OnError != "tempfail" || c.Scan.RspamdURL != "http://127.0.0.1:11333" {
+			t.Errorf("%s: %+v, want max_size %d", text, c.Scan, want)
 		}
 	}
 }

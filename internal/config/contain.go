@@ -43,6 +43,12 @@ type Contain struct {
 	RiseFloor int `toml:"rise_floor"`
 	// RiseDays is how many days the mean is taken over.
 	RiseDays int `toml:"rise_days"`
+	// Spam trips when this many of the account's messages are refused or
+	// flagged as spam by the content scanner within SpamWindow (SPEC R22);
+	// 0 turns it off.
+	Spam int `toml:"spam"`
+	// SpamWindow is the rolling window of Spam.
+	SpamWindow Duration `toml:"spam_window"`
 	// MaxAccounts bounds the accounts whose signals are kept in memory.
 	MaxAccounts int `toml:"max_accounts"`
 	// Webhook receives a POST with a JSON body for every trip; "" sends none.
@@ -71,6 +77,8 @@ func defaultContain() Contain {
 		RiseFactor:      10,
 		RiseFloor:       150,
 		RiseDays:        7,
+		Spam:            5,
+		SpamWindow:      Duration(time.Hour),
 		MaxAccounts:     100000,
 		WebhookTimeout:  Duration(10 * time.Second),
 		WebhookAttempts: 4,
@@ -105,6 +113,10 @@ func (c Contain) validate() error {
 		return bad("rise_floor", c.RiseFloor, "must not be negative (0 turns the signal off)")
 	case c.RiseDays < 1 || c.RiseDays > 31:
 		return bad("rise_days", c.RiseDays, "must be 1 to 31")
+	case c.Spam < 0 || c.Spam > 1000:
+		return bad("spam", c.Spam, "must be 0 (off) to 1000")
+	case c.SpamWindow <= 0:
+		return bad("spam_window", c.SpamWindow, "must be positive")
 	case c.MaxAccounts < 1000:
 		return bad("max_accounts", c.MaxAccounts, "must be at least 1000")
 	case c.WebhookTimeout <= 0:

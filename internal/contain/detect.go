@@ -22,6 +22,9 @@ const (
 	SignalNetworks = "networks"
 	// SignalVolume: it sent far more in the last hour than it usually does.
 	SignalVolume = "volume"
+	// SignalSpam: the content scanner refused or flagged several of its
+	// messages as spam (SPEC R22).
+	SignalSpam = "spam"
 )
 
 // Thresholds are the trip points of the signals; a zero count turns its
@@ -53,6 +56,11 @@ type Thresholds struct {
 	RiseFloor int
 	// RiseDays is how many days of history the mean is taken over.
 	RiseDays int
+	// Spam trips when this many of the account's messages are refused or
+	// flagged as spam within SpamWindow.
+	Spam int
+	// SpamWindow is the rolling window of Spam.
+	SpamWindow time.Duration
 }
 
 // Trip is one signal that tripped, with the figures that made it trip.
@@ -152,6 +160,9 @@ type state struct {
 	// in 16 bits, since 65535 messages in an hour trips anyway.
 	slices window[uint32]
 	hours  window[uint16]
+	// spam are the times of the recent spam verdicts, oldest first, at
+	// most Thresholds.Spam of them.
+	spam []time.Time
 }
 
 // Detector watches each account's signals in rolling windows and calls
@@ -269,13 +280,7 @@ func (d *Detector) LimitHit(account, limit string, at time.Time) {
 	}
 	d.mu.Lock()
 	st := d.get(account, at)
-	from := at.Add(-th.LimitWindow)
-	kept := st.hits[:0]
-	for _, t := range st.hits {
-		if t.After(from) {
-			kept = append(kept, t)
-		}
-	}
+	kept := since(st.hits, at.Add(-th.LimitWindow))
 	// Refusals within one minute count once: a single message to more
 	// recipients than the limit leaves, or a client that retries MAIL in a
 	// loop, is one burst, not repeated sending into the limit. What trips
@@ -426,6 +431,41 @@ func (d *Detector) Queued(account string, _ int, at time.Time) {
 			Summary: fmt.Sprintf("%d messages in the last hour against a mean of %.1f per hour over %d days (trips at %.0f: %g times the mean, at least %d)",
 				last, mean, th.RiseDays, limit, th.RiseFactor, th.RiseFloor)})
 	}
+}
+
+// Spam is told of every message of the account that the content scanner
+// refused or flagged as spam (SPEC R22), with rspamd's action.
+func (d *Detector) Spam(account, action string, at time.Time) {
+	th := *d.th.Load()
+	if th.Spam <= 0 || account == "" {
+		return
+	}
+	from := at.Add(-th.SpamWindow)
+	d.mu.Lock()
+	st := d.get(account, at)
+	st.spam = append(since(st.spam, from), at)
+	n := len(st.spam)
+	if n >= th.Spam {
+		st.spam = st.spam[:0]
+	}
+	d.mu.Unlock()
+	if n >= th.Spam {
+		d.fire(Trip{Account: account, Signal: SignalSpam, Time: at,
+			Figures: map[string]float64{"messages": float64(n), "threshold": float64(th.Spam), "window_seconds": th.SpamWindow.Seconds()},
+			Summary: fmt.Sprintf("%d messages refused or flagged as spam within %s (last: %s), threshold %d", n, th.SpamWindow, action, th.Spam)})
+	}
+}
+
+// since keeps the times of ts after from, in ts's own array; ts is oldest
+// first and holds no more than a threshold's count, which bounds it.
+func since(ts []time.Time, from time.Time) []time.Time {
+	kept := ts[:0]
+	for _, t := range ts {
+		if t.After(from) {
+			kept = append(kept, t)
+		}
+	}
+	return kept
 }
 
 // fire hands a trip on.

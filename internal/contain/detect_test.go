@@ -88,6 +88,39 @@ func TestLimitHits(t *testing.T) {
 	}
 }
 
+// TestSpam: messages refused or flagged as spam trip within the window
+// (SPEC R22), older ones drop out, and a trip starts the count afresh.
+func TestSpam(t *testing.T) {
+	th := testThresholds
+	th.Spam, th.SpamWindow = 3, time.Hour
+	d, tr, clk := newTestDetector(th)
+	d.Spam("jan@firma.cz", "reject", clk.Now())
+	clk.Advance(50 * time.Minute)
+	d.Spam("jan@firma.cz", "add header", clk.Now())
+	d.Spam("eva@firma.cz", "reject", clk.Now())
+	clk.Advance(20 * time.Minute) // the first is out of the window now
+	d.Spam("jan@firma.cz", "reject", clk.Now())
+	if got := tr.take(); len(got) != 0 {
+		t.Fatalf("tripped with two in the window: %+v", got)
+	}
+	d.Spam("jan@firma.cz", "reject", clk.Now())
+	trip := wantTrip(t, tr.take(), SignalSpam)
+	if trip.Account != "jan@firma.cz" || trip.Figures["messages"] != 3 || trip.Figures["threshold"] != 3 {
+		t.Fatalf("trip %+v", trip)
+	}
+	d.Spam("jan@firma.cz", "reject", clk.Now())
+	if got := tr.take(); len(got) != 0 {
+		t.Fatalf("tripped again at once: %+v", got)
+	}
+	off, tr2, _ := newTestDetector(testThresholds)
+	for range 10 {
+		off.Spam("jan@firma.cz", "reject", clk.Now())
+	}
+	if got := tr2.take(); len(got) != 0 {
+		t.Fatalf("a signal set to 0 tripped: %+v", got)
+	}
+}
+
 func results(ok, refused, temp int) []delivery.Result {
 	var out []delivery.Result
 	for i := range ok {

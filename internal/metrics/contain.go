@@ -9,7 +9,7 @@ import "github.com/prometheus/client_golang/prometheus"
 func (m *Metrics) Contain(tracked func() int) func(signal, action string) {
 	trips := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "submitd_contain_trips_total",
-		Help: `Compromised-account signals that tripped, by signal (limits, bounces, networks, volume) and action ("hold": the account and its mail were held; "warn": only notified).`,
+		Help: `Compromised-account signals that tripped, by signal (limits, bounces, networks, volume, spam) and action ("hold": the account and its mail were held; "warn": only notified).`,
 	}, []string{"signal", "action"})
 	m.reg.MustRegister(trips, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "submitd_contain_accounts_tracked",

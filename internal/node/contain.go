@@ -23,6 +23,7 @@ func Thresholds(cfg *config.Config) contain.Thresholds {
 		BounceShare: c.BounceShare, BounceMin: c.BounceMin, BounceWindow: c.BounceWindow.D(),
 		Networks: c.Networks, NetworksWindow: c.NetworksWindow.D(),
 		RiseFactor: c.RiseFactor, RiseFloor: c.RiseFloor, RiseDays: c.RiseDays,
+		Spam: c.Spam, SpamWindow: c.SpamWindow.D(),
 	}
 }
 
@@ -50,6 +51,8 @@ func (n *Node) newContainment(ctx context.Context) error {
 		URL: cfg.Contain.Webhook, Timeout: cfg.Contain.WebhookTimeout.D(), Attempts: cfg.Contain.WebhookAttempts, Log: n.Log,
 	})
 	n.Server.Activity = n.Detector
+	// SPEC R22: refused and flagged messages are the spam signal.
+	n.Server.OnSpam = n.Detector.Spam
 	if n.Sending != nil {
 		// SPEC R19's refusals are the limits signal.
 		n.Sending.OnLimit(n.Detector.LimitHit)

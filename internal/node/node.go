@@ -35,6 +35,7 @@ import (
 	"submitd/internal/metrics"
 	"submitd/internal/queue"
 	"submitd/internal/redisconn"
+	"submitd/internal/scan"
 	"submitd/internal/sending"
 	"submitd/internal/sessionlog"
 	"submitd/internal/smtpd"
@@ -97,6 +98,9 @@ type Node struct {
 	Sending *sending.Limiter
 	// Server is the SMTP server all listeners feed.
 	Server *smtpd.Server
+	// Scanner is the content scanner (SPEC R22), nil without [scan]
+	// rspamd_url.
+	Scanner *scan.Client
 	// Listeners are the bound listeners, in the order smtp, submission,
 	// submissions; a listener with an empty address is left out.
 	Listeners []Listener
@@ -128,6 +132,10 @@ type Node struct {
 	// tls is the certificate the SMTP listeners and an [admin] tls
 	// listener share.
 	tls *tls.Config
+	// scanner is the content scanner in use, nil without one, for the
+	// metrics to read; scanObserver counts its scans.
+	scanner      atomic.Pointer[scan.Client]
+	scanObserver scan.Observer
 
 	// reload makes reloads take turns; cur is the configuration in force,
 	// and reloaders the extra steps of a reload (AddReloader).
@@ -332,6 +340,10 @@ func (n *Node) open(ctx context.Context) error {
 
 	n.Server = newServer(cfg, n, tlsConf, log)
 	n.Server.Settings = ServerSettings(cfg, replies, n.Authenticator())
+	if err := n.ApplyScan(cfg.Scan); err != nil {
+		return err
+	}
+	n.AddReloader([]string{"scan."}, n.reloadScan)
 	n.tls = tlsConf
 	if err := n.newAdmin(ctx); err != nil {
 		return err

@@ -50,6 +50,8 @@ type intake struct {
 	// envelope.
 	w   MessageWriter
 	env *spool.Envelope
+	// copy keeps the message for the content scanner; nil without one.
+	copy *scanCopy
 	// err is the first error.
 	err error
 }
@@ -168,12 +170,13 @@ func (in *intake) endHeader() {
 		From: in.tx.from, To: in.tx.rcpts, Account: s.acct.Address, SessionID: s.c.sid,
 		ClientIP: s.c.client.Addr().String(), Received: now,
 	}
-	w, err := s.s.Spool.Create(in.env)
+	sw, err := s.s.Spool.Create(in.env)
 	if err != nil {
 		s.c.log.Error("spool create failed", "err", err)
 		in.fail(replyError{ReplySpoolFailed, s.vars()})
 		return
 	}
+	w := in.scanWriter(sw)
 	io.WriteString(w, s.receivedHeader(now, in.tx))
 	// RFC 6409 §8.3, §8.1: a submission server adds what the client left out.
 	if !h.Has("Message-ID") {
@@ -212,6 +215,12 @@ func (in *intake) finish() (string, *smtp.SMTPError) {
 	}
 	w := in.w
 	in.w = nil
+	// SPEC R22: the scan comes after the whole message and before it is
+	// committed, so nothing of a refused message is queued.
+	if key, e := in.scanVerdict(); key != "" {
+		w.Abort()
+		return key, e
+	}
 	start := time.Now()
 	if err := w.Commit(); err != nil {
 		s.c.log.Error("spool commit failed", "queue_id", in.env.ID, "err", err)

@@ -71,6 +71,9 @@ const (
 	ReplyAuthCancelled    = "auth_cancelled"
 	ReplyNUL              = "nul_byte"
 	ReplySendingLimit     = "sending_limit"
+	ReplySpam             = "spam_refused"
+	ReplySpamDeferred     = "spam_deferred"
+	ReplyScanUnavailable  = "scan_unavailable"
 )
 
 // reply is one row: the SMTP code, the enhanced status code and the text.
@@ -164,6 +167,13 @@ var defaultReplies = map[string]reply{
 	// SPEC R19: temporary, so a legitimate burst is delayed, not lost;
 	// {detail} names the limit, {until} when a slot is free (UTC).
 	ReplySendingLimit: {451, smtp.EnhancedCode{4, 7, 1}, "{sid} sending limit reached for {address}: {detail}; try again after {until}"},
+	// SPEC R22: rspamd's reject, and its soft reject (its rate limits);
+	// rspamd's own text follows after a colon where it tells the customer
+	// something. A scanner that cannot answer under on_error = "tempfail"
+	// is a local error of this server's.
+	ReplySpam:            {550, smtp.EnhancedCode{5, 7, 1}, "{sid} message refused as spam"},
+	ReplySpamDeferred:    {451, smtp.EnhancedCode{4, 7, 1}, "{sid} message deferred by the spam filter, try again later"},
+	ReplyScanUnavailable: {451, smtp.EnhancedCode{4, 3, 0}, "{sid} message could not be checked for spam, try again later"},
 }
 
 // noEnh marks a reply without an enhanced status code.

@@ -27,6 +27,7 @@ import (
 	"submitd/internal/ids"
 	"submitd/internal/loginwatch"
 	"submitd/internal/policy"
+	"submitd/internal/scan"
 	"submitd/internal/sessionlog"
 	"submitd/internal/spool"
 )
@@ -78,6 +79,16 @@ type MessageWriter interface {
 	io.Writer
 	Commit() error
 	Abort()
+}
+
+// Scanner is the content scanner (SPEC R22); scan.Client is one.
+type Scanner interface {
+	// MaxSize is the largest message scanned; the content of a larger one
+	// is not kept for it.
+	MaxSize() int64
+	// Scan returns the verdict on m, or why there is none, within the
+	// scanner's timeout.
+	Scan(ctx context.Context, m *scan.Message) scan.Result
 }
 
 // SessionLog receives finished session records (SPEC R13).
@@ -178,6 +189,13 @@ type Server struct {
 	// Activity hears of logins and queued messages by account, for the
 	// detection of compromised accounts (SPEC R20); nil: nobody.
 	Activity Activity
+	// Scanner scans every message's content before its 250 (SPEC R22);
+	// nil scans nothing. SetScanner replaces it while the server runs.
+	Scanner Scanner
+	// OnSpam hears of every message the scanner refused or flagged as
+	// spam, with rspamd's action: the compromised-account signal (SPEC
+	// R22, R20); nil: nobody.
+	OnSpam func(account, action string, at time.Time)
 
 	// live are the settings SetSettings gave, nil before the first call.
 	live atomic.Pointer[Settings]
@@ -193,6 +211,8 @@ type Server struct {
 	sessions sync.WaitGroup
 	// closing is set by Shutdown.
 	closing atomic.Bool
+	// scanSet holds the scanner SetScanner gave, which replaces Scanner.
+	scanSet atomic.Pointer[scannerRef]
 	// closedAccounts are the accounts CloseAccount holds closed.
 	closedAccounts map[string]struct{}
 }

@@ -1,0 +1,66 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"submitd/internal/scan"
+)
+
+// scanActions are rspamd's actions, each a series from the start.
+var scanActions = []string{scan.ActionReject, scan.ActionSoftReject, scan.ActionRewriteSubject, scan.ActionAddHeader,
+	scan.ActionGreylist, scan.ActionNoAction, scan.ActionDiscard, scan.ActionQuarantine}
+
+// scanObserver counts the content scans (SPEC R22); it is a scan.Observer.
+type scanObserver struct {
+	// scans counts verdicts by action; unscanned the messages that passed
+	// (or were deferred) without one, by reason; latency how long scans
+	// with a verdict took.
+	scans     *prometheus.CounterVec
+	unscanned *prometheus.CounterVec
+	latency   prometheus.Histogram
+}
+
+func (o *scanObserver) Scanned(action string, took time.Duration) {
+	o.scans.WithLabelValues(action).Inc()
+	o.latency.Observe(took.Seconds())
+}
+
+func (o *scanObserver) Unscanned(reason string) { o.unscanned.WithLabelValues(reason).Inc() }
+
+// Scan registers the content scanner's metrics and returns what the
+// scanner reports to; breakerOpen is read at each scrape.
+func (m *Metrics) Scan(breakerOpen func() bool) scan.Observer {
+	o := &scanObserver{
+		scans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "submitd_scan_total",
+			Help: `Messages scanned by rspamd, by its action ("reject" and "soft reject" were refused, "add header" and "rewrite subject" flagged and sent, "no action" and "greylist" sent).`,
+		}, []string{"action"}),
+		unscanned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "submitd_scan_unscanned_total",
+			Help: `Messages not scanned, by reason: too_large (over [scan] max_size), timeout, busy (no free slot of max_concurrent within the timeout), error (rspamd unreachable or its reply unusable), breaker_open (not waiting on rspamd after failures in a row). All but too_large follow on_error.`,
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "submitd_scan_duration_seconds",
+			Help:    "How long a scan with a verdict took, the wait for a free slot included.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+	}
+	for _, a := range scanActions {
+		o.scans.WithLabelValues(a)
+	}
+	for _, r := range scan.Reasons {
+		o.unscanned.WithLabelValues(r)
+	}
+	m.reg.MustRegister(o.scans, o.unscanned, o.latency, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "submitd_scan_breaker_open",
+		Help: "1 while the content scanner's circuit breaker is open: rspamd failed repeatedly and messages pass without waiting on it.",
+	}, func() float64 {
+		if breakerOpen() {
+			return 1
+		}
+		return 0
+	}))
+	return o
+}

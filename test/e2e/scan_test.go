@@ -1,0 +1,56 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"submitd/internal/testutil"
+)
+
+// TestScanSwaks: the built server with [scan] on a real rspamd, as a
+// customer's client sees it (SPEC R22): GTUBE from swaks is refused with
+// "550 5.7.1 SID message refused as spam: Gtube pattern" and nothing is
+// queued; an ordinary message is queued; "submitd session" shows both
+// verdicts, action, score / required score and symbols.
+func TestScanSwaks(t *testing.T) {
+	rs := testutil.StartRspamd(t)
+	s := newServer(t, fmt.Sprintf("[scan]\nrspamd_url = %q\n", rs.URL))
+	s.setupFirma()
+	s.start()
+	base := []string{"--server", s.sub, "-tls", "--to", "eva@example.org", "--auth", "PLAIN",
+		"--auth-user", "jan@firma.cz", "--auth-password", e2ePassword, "--from", "jan@firma.cz"}
+
+	out := swaks(t, append(base, "--header", "Subject: offer", "--body", testutil.GTUBE)...)
+	sid := serverLine(t, out, "550 5.7.1 SID message refused as spam: Gtube pattern")
+	if list := s.mustCLI("", "queue", "list"); strings.TrimSpace(list) != "" {
+		t.Fatalf("a refused message was queued:\n%s", list)
+	}
+	rec := sessionRecord(t, s, sid)
+	if !strings.Contains(rec, "reject score 15.00/15.00: GTUBE 0.00 (Gtube pattern)") {
+		t.Errorf("session %s does not show the verdict:\n%s", sid, rec)
+	}
+
+	out = swaks(t, append(base, "--header", "Subject: lunch", "--body", "See you at noon.")...)
+	m := queuedRe.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("an ordinary message was not queued:\n%s", out)
+	}
+	if rec := sessionRecord(t, s, m[1]); !strings.Contains(rec, m[2]+": no action score ") {
+		t.Errorf("session %s does not show the verdict:\n%s", m[1], rec)
+	}
+}
+
+// sessionRecord waits for the record of session sid, written by the
+// server after the session closed, and returns "submitd session"'s output.
+func sessionRecord(t *testing.T, s *server, sid string) string {
+	t.Helper()
+	var rec string
+	testutil.WaitFor(t, 10*time.Second, "the session record of "+sid, func() bool {
+		var code int
+		rec, _, code = s.cli("", "session", sid)
+		return code == 0
+	})
+	return rec
+}
