@@ -167,6 +167,10 @@ type Server struct {
 	// CLI without a server) shows the limits without them. Set it before
 	// the server serves.
 	SendingUsage SendingUsage
+	// Warnings reads what support must know before customers notice,
+	// shown on the front page (certificates about to expire); nil shows
+	// none. Set it before the server serves.
+	Warnings func() []string
 
 	// cfg is the configuration, defaults filled in.
 	cfg Config

@@ -7,13 +7,16 @@ import (
 	"testing"
 )
 
+// TestGenerateThenReuse: without files a self-signed certificate for the
+// hostname is made once in data_dir/tls and used again at the next start.
 func TestGenerateThenReuse(t *testing.T) {
 	dir := t.TempDir()
-	c1, gen, err := Load("", "", dir, "mail.example.cz")
-	if err != nil || !gen {
-		t.Fatalf("first Load: generated=%v err=%v", gen, err)
+	s1, err := New(Config{DataDir: dir, Hostname: "mail.example.cz"})
+	if err != nil || !s1.Generated {
+		t.Fatalf("first New: generated=%v err=%v", s1 != nil && s1.Generated, err)
 	}
-	leaf, err := x509.ParseCertificate(c1.Certificates[0].Certificate[0])
+	c1 := s1.table.Load().def
+	leaf, err := x509.ParseCertificate(c1.Certificate[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,19 +26,19 @@ func TestGenerateThenReuse(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(dir, "tls", "key.pem")); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key mode %v", fi.Mode().Perm())
 	}
-	c2, gen, err := Load("", "", dir, "mail.example.cz")
-	if err != nil || gen {
-		t.Fatalf("second Load: generated=%v err=%v", gen, err)
+	s2, err := New(Config{DataDir: dir, Hostname: "mail.example.cz"})
+	if err != nil || s2.Generated {
+		t.Fatalf("second New: err=%v", err)
 	}
-	if string(c2.Certificates[0].Certificate[0]) != string(c1.Certificates[0].Certificate[0]) {
+	if string(s2.table.Load().def.Certificate[0]) != string(c1.Certificate[0]) {
 		t.Fatal("certificate regenerated on restart")
 	}
 	// A configured pair is used as it is.
-	c3, gen, err := Load(filepath.Join(dir, "tls", "cert.pem"), filepath.Join(dir, "tls", "key.pem"), t.TempDir(), "x")
-	if err != nil || gen || string(c3.Certificates[0].Certificate[0]) != string(c1.Certificates[0].Certificate[0]) {
-		t.Fatalf("configured pair: generated=%v err=%v", gen, err)
+	s3, err := New(Config{Cert: filepath.Join(dir, "tls", "cert.pem"), Key: filepath.Join(dir, "tls", "key.pem"), DataDir: t.TempDir(), Hostname: "x"})
+	if err != nil || s3.Generated || string(s3.table.Load().def.Certificate[0]) != string(c1.Certificate[0]) {
+		t.Fatalf("configured pair: err=%v", err)
 	}
-	if _, _, err := Load("/nonexistent/cert.pem", "/nonexistent/key.pem", dir, "x"); err == nil {
+	if _, err := New(Config{Cert: "/nonexistent/cert.pem", Key: "/nonexistent/key.pem", DataDir: dir, Hostname: "x"}); err == nil {
 		t.Fatal("missing configured files accepted")
 	}
 }

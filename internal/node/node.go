@@ -111,8 +111,13 @@ type Node struct {
 	// Webhook posts the trips, nil without [contain] webhook.
 	Webhook *contain.Webhook
 
-	// tls is the certificate the SMTP listeners and an [admin] tls
-	// listener share.
+	// Certs are the certificates the SMTP listeners and an [admin] tls
+	// listener share; Certs.Reload checks their files at once.
+	Certs *certs.Set
+	// ACMEListener is the bound [acme] listen address, nil without ACME.
+	ACMEListener net.Listener
+
+	// tls picks the certificate from Certs at each handshake.
 	tls *tls.Config
 
 	// closers undo what New set up, run in reverse order by Close.
@@ -196,16 +201,17 @@ func (n *Node) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tlsConf, generated, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, cfg.DataDir, cfg.Hostname)
-	if err != nil {
+	if n.Certs, err = certs.New(CertsConfig(cfg, log)); err != nil {
 		return err
 	}
-	if generated {
-		log.Warn("generated a self-signed TLS certificate; set tls.cert and tls.key for production", "dir", filepath.Join(cfg.DataDir, "tls"))
+	if n.Certs.Generated {
+		log.Warn("generated a self-signed TLS certificate; set tls.cert and tls.key, or [acme], for production", "dir", filepath.Join(cfg.DataDir, "tls"))
 	}
+	tlsConf := n.Certs.TLSConfig()
 
 	n.Metrics = metrics.New()
 	n.MetricsHandler = n.Metrics.Handler()
+	n.Metrics.TLS(n.Certs)
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
@@ -319,6 +325,31 @@ func (n *Node) open(ctx context.Context) error {
 	return n.listen()
 }
 
+// CertsConfig turns [tls] and [acme] into the certificate set's
+// configuration; the values were checked by config.Validate.
+func CertsConfig(cfg *config.Config, log *slog.Logger) certs.Config {
+	c := certs.Config{
+		Cert: cfg.TLS.Cert, Key: cfg.TLS.Key,
+		DataDir: cfg.DataDir, Hostname: cfg.Hostname,
+		ReloadInterval: cfg.TLS.ReloadInterval.D(),
+		Log:            log,
+	}
+	for _, f := range cfg.TLS.Certificate {
+		c.More = append(c.More, certs.Files{Cert: f.Cert, Key: f.Key})
+	}
+	if a := cfg.ACME; a.Enabled {
+		dir := a.CacheDir
+		if dir == "" {
+			dir = filepath.Join(cfg.DataDir, "acme")
+		}
+		c.ACME = &certs.ACMEConfig{
+			Directory: a.Directory, Email: a.Email, Names: a.Names(cfg.Hostname),
+			Challenge: a.Challenge, CacheDir: dir, CARoots: a.CARoots,
+		}
+	}
+	return c
+}
+
 // SendingLimits turns [sending] and [sending.domain] into the limiter's
 // limits.
 func SendingLimits(cfg *config.Config) (acct, dom sending.Limits) {
@@ -392,6 +423,7 @@ func (n *Node) newAdmin(ctx context.Context) error {
 		return err
 	}
 	n.Admin.Metrics = n.MetricsHandler
+	n.Admin.Warnings = n.Certs.Warnings
 	n.Admin.SendingUsage = n.Sending.Usage
 	return nil
 }
@@ -666,6 +698,14 @@ func (n *Node) listen() error {
 	if err := n.listenAdmin(); err != nil {
 		return err
 	}
+	if cfg.ACME.Enabled {
+		ln, err := net.Listen("tcp", cfg.ACME.Listen)
+		if err != nil {
+			return fmt.Errorf("acme.listen: %w", err)
+		}
+		n.ACMEListener = ln
+		n.onClose(func() { ln.Close() })
+	}
 	for _, l := range listeners {
 		if l.addr == "" {
 			continue
@@ -687,6 +727,9 @@ func (n *Node) listen() error {
 func (n *Node) closeListeners() {
 	for _, l := range n.Listeners {
 		l.Close()
+	}
+	if n.ACMEListener != nil {
+		n.ACMEListener.Close()
 	}
 }
 
@@ -748,10 +791,25 @@ func (n *Node) Run(ctx context.Context) error {
 	cctx, cstop := context.WithCancel(context.Background())
 	cdone := n.runContainment(cctx)
 	defer func() { cstop(); <-cdone }()
+	tctx, tstop := context.WithCancel(context.Background())
+	tdone := make(chan struct{})
+	go func() {
+		defer close(tdone)
+		n.Certs.Run(tctx)
+	}()
+	defer func() { tstop(); <-tdone }()
 
 	var wg sync.WaitGroup
-	errc := make(chan error, len(n.Listeners)+2)
+	errc := make(chan error, len(n.Listeners)+3)
 	stopAdmin := n.serveAdmin(errc)
+	if ln := n.ACMEListener; ln != nil {
+		log.Info("answering ACME challenges", "addr", ln.Addr().String(), "challenge", cfg.ACME.Challenge)
+		wg.Go(func() {
+			if err := n.Certs.ServeACME(ln); err != nil {
+				errc <- fmt.Errorf("acme listener: %w", err)
+			}
+		})
+	}
 	for _, l := range n.Listeners {
 		lc := l.Config
 		if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsLoopback() && cfg.Hostname == "localhost" {
