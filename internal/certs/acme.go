@@ -230,6 +230,11 @@ func (m *acmeManager) keep(ctx context.Context, name string) {
 				return
 			}
 			m.errors.Add(1)
+			// A CA that lost the account (a test CA restarted, an
+			// account deactivated) is asked to make it again.
+			m.regMu.Lock()
+			m.registered = false
+			m.regMu.Unlock()
 			m.log.Error("acme: certificate not obtained; the one in use stays, trying again later", "name", name, "err", err, "retry_in", retry)
 			t := time.NewTimer(retry)
 			select {

@@ -204,7 +204,9 @@ func (n *Node) open(ctx context.Context) error {
 	if n.Certs, err = certs.New(CertsConfig(cfg, log)); err != nil {
 		return err
 	}
-	if n.Certs.Generated {
+	if n.Certs.Generated && cfg.ACME.Enabled {
+		log.Info("generated a self-signed TLS certificate, served until ACME obtains one", "dir", filepath.Join(cfg.DataDir, "tls"))
+	} else if n.Certs.Generated {
 		log.Warn("generated a self-signed TLS certificate; set tls.cert and tls.key, or [acme], for production", "dir", filepath.Join(cfg.DataDir, "tls"))
 	}
 	tlsConf := n.Certs.TLSConfig()
