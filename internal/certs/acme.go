@@ -117,6 +117,11 @@ func newACME(cfg ACMEConfig, log *slog.Logger, changed func()) (*acmeManager, er
 	}
 	m.client = &acme.Client{Key: key, DirectoryURL: cfg.Directory, HTTPClient: hc, UserAgent: "submitd"}
 	for _, name := range cfg.Names {
+		// The name is a file name in the cache (config.Validate allows
+		// only host names).
+		if name == "" || strings.ContainsAny(name, "/\\") || strings.HasPrefix(name, ".") {
+			return nil, fmt.Errorf("acme: %q is not a host name", name)
+		}
 		c, err := m.load(name)
 		switch {
 		case errors.Is(err, os.ErrNotExist):

@@ -155,6 +155,19 @@ func New(cfg Config) (*Set, error) {
 	return s, nil
 }
 
+// Load returns a server configuration serving the pair certFile and
+// keyFile, or with both empty the self-signed certificate in dataDir/tls,
+// made for hostname if absent; generated says it was made now. It is a Set
+// that is never reloaded, for tests and benchmarks that need one
+// certificate.
+func Load(certFile, keyFile, dataDir, hostname string) (conf *tls.Config, generated bool, err error) {
+	s, err := New(Config{Cert: certFile, Key: keyFile, DataDir: dataDir, Hostname: hostname})
+	if err != nil {
+		return nil, false, err
+	}
+	return s.TLSConfig(), s.Generated, nil
+}
+
 // pairs lists the file pairs, the default first.
 func (s *Set) pairs() []*pair { return append([]*pair{s.def}, s.more...) }
 

@@ -1,10 +1,15 @@
 package certs
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"submitd/internal/testutil"
 )
 
 // TestGenerateThenReuse: without files a self-signed certificate for the
@@ -41,4 +46,70 @@ func TestGenerateThenReuse(t *testing.T) {
 	if _, err := New(Config{Cert: "/nonexistent/cert.pem", Key: "/nonexistent/key.pem", DataDir: dir, Hostname: "x"}); err == nil {
 		t.Fatal("missing configured files accepted")
 	}
+}
+
+// TestChoice: of two certificates for one name the one expiring last is
+// served, an exact name wins over a wildcard, and the certificates expiring
+// within WarnBefore are the front page's warnings.
+func TestChoice(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	write := func(base string, notAfter time.Time, names ...string) (Files, tls.Certificate) {
+		c, _ := testutil.NewCertUntil(t, notAfter, names...)
+		f := Files{Cert: filepath.Join(dir, base+".crt"), Key: filepath.Join(dir, base+".key")}
+		testutil.WriteCert(t, c, f.Cert, f.Key)
+		return f, c
+	}
+	defFiles, def := write("default", now.Add(90*24*time.Hour), "smtp.forpsi.test")
+	oldFiles, _ := write("old", now.Add(3*24*time.Hour), "smtp.firma.test")
+	newFiles, renewed := write("new", now.Add(80*24*time.Hour), "smtp.firma.test")
+	wildFiles, wild := write("wild", now.Add(70*24*time.Hour), "*.firma.test")
+	s, err := New(Config{Cert: defFiles.Cert, Key: defFiles.Key, More: []Files{oldFiles, newFiles, wildFiles}, DataDir: dir, Hostname: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveTLS(t, s)
+	for sni, want := range map[string]tls.Certificate{
+		"":                 def,
+		"smtp.firma.test":  renewed,
+		"smtp.firma.test.": renewed,
+		"mail.firma.test":  wild,
+		"firma.test":       def,
+		"smtp.forpsi.test": def,
+	} {
+		if got := served(t, addr, sni); !got.Equal(want.Leaf) {
+			t.Errorf("SNI %q: got %v, want %v", sni, got.DNSNames, want.Leaf.DNSNames)
+		}
+	}
+	w := s.Warnings()
+	if len(w) != 1 || !strings.Contains(w[0], "smtp.firma.test") || !strings.Contains(w[0], oldFiles.Cert) {
+		t.Errorf("warnings %q, want one of %s", w, oldFiles.Cert)
+	}
+}
+
+// FuzzParsePair: whatever the files hold, loading them returns a
+// certificate with its parsed leaf or an error naming a file, never a
+// panic.
+func FuzzParsePair(f *testing.F) {
+	c, _ := testutil.NewCert(f, "smtp.example.test")
+	dir := f.TempDir()
+	testutil.WriteCert(f, c, filepath.Join(dir, "c"), filepath.Join(dir, "k"))
+	cert, _ := os.ReadFile(filepath.Join(dir, "c"))
+	key, _ := os.ReadFile(filepath.Join(dir, "k"))
+	f.Add(cert, key)
+	f.Add(append(key, cert...), append(key, cert...))
+	f.Add(cert, cert)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"), key)
+	f.Fuzz(func(t *testing.T, cert, key []byte) {
+		got, err := parsePair(Files{Cert: "cert.pem", Key: "key.pem"}, cert, key)
+		if err != nil {
+			if !strings.Contains(err.Error(), "cert.pem") {
+				t.Fatalf("error names no file: %v", err)
+			}
+			return
+		}
+		if got.Leaf == nil {
+			t.Fatal("loaded without a leaf")
+		}
+	})
 }
