@@ -211,6 +211,52 @@ func pick(hello *tls.ClientHelloInfo, cands []*tls.Certificate) *tls.Certificate
 	return nil
 }
 
+// Configure replaces the files served, as a configuration reload gives
+// them: cert and key the default (both empty: the self-signed one), more
+// the others. Pairs whose paths are unchanged keep their state; the new
+// ones are loaded first, and if any of them fails nothing changes and the
+// error says which file. The ACME configuration stays as New set it.
+func (s *Set) Configure(cert, key string, more []Files) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	known := map[Files]*pair{}
+	for _, p := range s.pairs() {
+		known[p.Files] = p
+	}
+	selfSign := cert == ""
+	if selfSign {
+		var err error
+		if cert, key, _, err = selfSigned(s.cfg.DataDir, s.cfg.Hostname); err != nil {
+			return err
+		}
+	}
+	get := func(f Files) (*pair, error) {
+		if p := known[f]; p != nil {
+			return p, nil
+		}
+		p := &pair{Files: f}
+		if _, err := p.check(true); err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+	def, err := get(Files{Cert: cert, Key: key})
+	if err != nil {
+		return err
+	}
+	var ps []*pair
+	for _, f := range more {
+		p, err := get(f)
+		if err != nil {
+			return err
+		}
+		ps = append(ps, p)
+	}
+	s.def, s.selfSigned, s.more = def, selfSign, ps
+	s.rebuildLocked()
+	return nil
+}
+
 // Reload checks every file at once, as Run does every reload interval, and
 // returns what was refused; each refusal is logged and counted too.
 func (s *Set) Reload() error {

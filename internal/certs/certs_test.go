@@ -113,3 +113,37 @@ func FuzzParsePair(f *testing.F) {
 		}
 	})
 }
+
+// TestConfigure: a configuration reload adds a certificate for a new name
+// without a restart; one whose file is broken changes nothing and names
+// the file.
+func TestConfigure(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(Config{DataDir: dir, Hostname: "smtp.forpsi.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveTLS(t, s)
+	def := served(t, addr, "smtp.firma.test")
+	c, _ := testutil.NewCert(t, "smtp.firma.test")
+	firma := Files{Cert: filepath.Join(dir, "firma.crt"), Key: filepath.Join(dir, "firma.key")}
+	testutil.WriteCert(t, c, firma.Cert, firma.Key)
+	broken := Files{Cert: filepath.Join(dir, "broken.crt"), Key: firma.Key}
+	testutil.WriteFileAtomic(t, broken.Cert, []byte("not a certificate"))
+
+	if err := s.Configure("", "", []Files{firma, broken}); err == nil || !strings.Contains(err.Error(), broken.Cert) {
+		t.Fatalf("Configure with a broken file: %v", err)
+	}
+	if got := served(t, addr, "smtp.firma.test"); !got.Equal(def) {
+		t.Fatal("a failed Configure changed what is served")
+	}
+	if err := s.Configure("", "", []Files{firma}); err != nil {
+		t.Fatal(err)
+	}
+	if got := served(t, addr, "smtp.firma.test"); !got.Equal(c.Leaf) {
+		t.Fatalf("after Configure: got %v", got.DNSNames)
+	}
+	if got := served(t, addr, ""); !got.Equal(def) {
+		t.Fatalf("default after Configure: got %v", got.DNSNames)
+	}
+}
