@@ -214,11 +214,22 @@ func pick(hello *tls.ClientHelloInfo, cands []*tls.Certificate) *tls.Certificate
 // Configure replaces the files served, as a configuration reload gives
 // them: cert and key the default (both empty: the self-signed one), more
 // the others. Pairs whose paths are unchanged keep their state; the new
-// ones are loaded first, and if any of them fails nothing changes and the
-// error says which file. The ACME configuration stays as New set it.
+// ones are loaded first, and if any of them fails nothing changes, and the
+// error, naming the file, is logged, counted and returned. The ACME
+// configuration stays as New set it.
 func (s *Set) Configure(cert, key string, more []Files) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	err := s.configureLocked(cert, key, more)
+	if err != nil {
+		s.reloadErrors.Add(1)
+		s.cfg.Log.Error("tls: new certificate files not used; the previous ones are still served", "err", err)
+	}
+	return err
+}
+
+// configureLocked does the work of Configure.
+func (s *Set) configureLocked(cert, key string, more []Files) error {
 	known := map[Files]*pair{}
 	for _, p := range s.pairs() {
 		known[p.Files] = p

@@ -315,3 +315,28 @@ func supportFrontPage(t *testing.T, n *Node) string {
 	}
 	return string(b)
 }
+
+// TestReloadCerts: a configuration reload that adds a [[tls.certificate]]
+// serves the new name on the running node.
+func TestReloadCerts(t *testing.T) {
+	rcv := testutil.NewReceiver(t, testutil.ReceiverOptions{})
+	cfg := testConfig(t, rcv.Addr)
+	n := startNode(t, cfg)
+	def := implicitTLS(t, n.Addr("submissions"), "smtp.firma.test", nil)
+
+	dir := t.TempDir()
+	c, _ := testutil.NewCert(t, "smtp.firma.test")
+	f := config.CertFiles{Cert: filepath.Join(dir, "firma.crt"), Key: filepath.Join(dir, "firma.key")}
+	testutil.WriteCert(t, c, f.Cert, f.Key)
+	next := *cfg
+	next.TLS.Certificate = []config.CertFiles{f}
+	if err := n.ReloadCerts(&next); err != nil {
+		t.Fatal(err)
+	}
+	if got := implicitTLS(t, n.Addr("submissions"), "smtp.firma.test", nil); !got.Equal(c.Leaf) {
+		t.Fatalf("after the reload: got %s", serial(got))
+	}
+	if got := implicitTLS(t, n.Addr("submissions"), "", nil); !got.Equal(def) {
+		t.Fatalf("default after the reload: got %s, want %s", serial(got), serial(def))
+	}
+}

@@ -327,31 +327,6 @@ func (n *Node) open(ctx context.Context) error {
 	return n.listen()
 }
 
-// CertsConfig turns [tls] and [acme] into the certificate set's
-// configuration; the values were checked by config.Validate.
-func CertsConfig(cfg *config.Config, log *slog.Logger) certs.Config {
-	c := certs.Config{
-		Cert: cfg.TLS.Cert, Key: cfg.TLS.Key,
-		DataDir: cfg.DataDir, Hostname: cfg.Hostname,
-		ReloadInterval: cfg.TLS.ReloadInterval.D(),
-		Log:            log,
-	}
-	for _, f := range cfg.TLS.Certificate {
-		c.More = append(c.More, certs.Files{Cert: f.Cert, Key: f.Key})
-	}
-	if a := cfg.ACME; a.Enabled {
-		dir := a.CacheDir
-		if dir == "" {
-			dir = filepath.Join(cfg.DataDir, "acme")
-		}
-		c.ACME = &certs.ACMEConfig{
-			Directory: a.Directory, Email: a.Email, Names: a.Names(cfg.Hostname),
-			Challenge: a.Challenge, CacheDir: dir, CARoots: a.CARoots,
-		}
-	}
-	return c
-}
-
 // SendingLimits turns [sending] and [sending.domain] into the limiter's
 // limits.
 func SendingLimits(cfg *config.Config) (acct, dom sending.Limits) {
