@@ -269,7 +269,8 @@ func (s *Set) configureLocked(cert, key string, more []Files) error {
 }
 
 // Reload checks every file at once, as Run does every reload interval, and
-// returns what was refused; each refusal is logged and counted too.
+// returns what is refused as the files are now; each refusal is logged and
+// counted too, once for each new problem.
 func (s *Set) Reload() error {
 	return s.checkFiles(true)
 }
@@ -284,9 +285,16 @@ func (s *Set) checkFiles(force bool) error {
 	for _, p := range s.pairs() {
 		ch, err := p.check(force)
 		if err != nil {
-			s.reloadErrors.Add(1)
-			s.cfg.Log.Error("tls: changed certificate not loaded; the previous one is still served", "err", err)
 			errs = append(errs, err)
+			// One problem is logged and counted once, not at every
+			// check until it is fixed.
+			if err.Error() != p.reported {
+				p.reported = err.Error()
+				s.reloadErrors.Add(1)
+				s.cfg.Log.Error("tls: changed certificate not loaded; the previous one is still served", "err", err)
+			}
+		} else {
+			p.reported = ""
 		}
 		if ch {
 			s.reloads.Add(1)

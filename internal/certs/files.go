@@ -26,6 +26,10 @@ type pair struct {
 	sum [sha256.Size]byte
 	// cert is the last pair that loaded, nil before the first.
 	cert *tls.Certificate
+	// err is why the files as they are now were refused, nil when they
+	// loaded; reported is the text of the last error logged and counted.
+	err      error
+	reported string
 }
 
 // stamp is what a stat tells of a file's content cheaply.
@@ -47,7 +51,7 @@ func (p *pair) check(force bool) (changed bool, err error) {
 		st[i] = stamp{fi.ModTime(), fi.Size()}
 	}
 	if !force && st == p.stamp && p.cert != nil {
-		return false, nil
+		return false, p.err
 	}
 	certPEM, err := readPEM(p.Cert)
 	if err != nil {
@@ -67,16 +71,13 @@ func (p *pair) check(force bool) (changed bool, err error) {
 	h.Sum(sum[:0])
 	p.stamp = st
 	if sum == p.sum && p.cert != nil {
-		return false, nil
+		return false, p.err
 	}
-	first := p.sum == [sha256.Size]byte{}
+	first := p.cert == nil
 	p.sum = sum
 	c, err := parsePair(p.Files, certPEM, keyPEM)
+	p.err = err
 	if err != nil {
-		if first {
-			// Not counted as a reload: New fails with it.
-			p.sum = [sha256.Size]byte{}
-		}
 		return false, err
 	}
 	p.cert = c

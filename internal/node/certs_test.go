@@ -242,9 +242,21 @@ func TestCertsSwap(t *testing.T) {
 	if d := after.Since(before, "submitd_tls_reloads_total"); d != 2 {
 		t.Errorf("submitd_tls_reloads_total rose by %v, want 2", d)
 	}
-	// The same bad content is not counted again at every interval.
+	// The files stay refused, but the same problem is not counted again
+	// at every check.
+	if err := n.Certs.Reload(); err == nil || !strings.Contains(err.Error(), kf) {
+		t.Errorf("Reload of the unchanged broken files: %v", err)
+	}
+	if again, _ := scrape(t, n); again.Since(after, "submitd_tls_reload_errors_total") != 0 {
+		t.Error("the same broken files were counted again")
+	}
+	// Fixed: the new pair loads.
+	testutil.WriteCert(t, c4, cf, kf)
 	if err := n.Certs.Reload(); err != nil {
-		t.Errorf("Reload of unchanged files: %v", err)
+		t.Fatal(err)
+	}
+	if got := implicitTLS(t, n.Addr("submissions"), "", nil); !got.Equal(c4.Leaf) {
+		t.Fatalf("after the fix: got %s, want %s", serial(got), serial(c4.Leaf))
 	}
 }
 
