@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -350,5 +351,40 @@ func TestReloadCerts(t *testing.T) {
 	}
 	if got := implicitTLS(t, n.Addr("submissions"), "", nil); !got.Equal(def) {
 		t.Fatalf("default after the reload: got %s, want %s", serial(got), serial(def))
+	}
+}
+
+// TestCertsSNIOpenSSL: OpenSSL's client, as the mail clients built on it
+// do, gets the certificate of the name it asks for after STARTTLS on 587,
+// and the default when it asks for none.
+func TestCertsSNIOpenSSL(t *testing.T) {
+	bin := testutil.NeedTool(t, "openssl")
+	dir := t.TempDir()
+	rcv := testutil.NewReceiver(t, testutil.ReceiverOptions{})
+	cfg := testConfig(t, rcv.Addr)
+	def, _ := testutil.NewCert(t, "smtp.forpsi.test")
+	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(dir, "d.crt"), filepath.Join(dir, "d.key")
+	testutil.WriteCert(t, def, cfg.TLS.Cert, cfg.TLS.Key)
+	firma, _ := testutil.NewCert(t, "smtp.firma.test")
+	cfg.TLS.Certificate = []config.CertFiles{{Cert: filepath.Join(dir, "f.crt"), Key: filepath.Join(dir, "f.key")}}
+	testutil.WriteCert(t, firma, cfg.TLS.Certificate[0].Cert, cfg.TLS.Certificate[0].Key)
+	n := startNode(t, cfg)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-servername", "smtp.firma.test"}, "CN = smtp.firma.test"},
+		{[]string{"-noservername"}, "CN = smtp.forpsi.test"},
+	} {
+		args := append([]string{"s_client", "-connect", n.Addr("submission"), "-starttls", "smtp"}, tc.args...)
+		cmd := exec.Command(bin, args...)
+		cmd.Stdin = strings.NewReader("QUIT\r\n")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
+		if !strings.Contains(string(out), "subject="+tc.want) && !strings.Contains(string(out), "s:"+tc.want) {
+			t.Errorf("openssl %v: certificate is not %q:\n%s", tc.args, tc.want, out)
+		}
 	}
 }
