@@ -75,6 +75,8 @@ type acmeManager struct {
 	alpn map[string]*tls.Certificate
 	// http are the http-01 answers by path (RFC 8555 §8.3).
 	http map[string]string
+	// failing has the names whose last attempt failed.
+	failing map[string]bool
 
 	// renewals counts certificates obtained or renewed; errors counts
 	// failed attempts.
@@ -93,7 +95,7 @@ func newACME(cfg ACMEConfig, log *slog.Logger, changed func()) (*acmeManager, er
 		return nil, fmt.Errorf("acme.cache_dir: %w", err)
 	}
 	m := &acmeManager{cfg: cfg, log: log, changed: changed, certs: map[string]*tls.Certificate{},
-		alpn: map[string]*tls.Certificate{}, http: map[string]string{}}
+		alpn: map[string]*tls.Certificate{}, http: map[string]string{}, failing: map[string]bool{}}
 	key, err := m.accountKey()
 	if err != nil {
 		return nil, err
@@ -192,6 +194,13 @@ func (m *acmeManager) certificates() []*tls.Certificate {
 	return cs
 }
 
+// failingNames counts the names whose last attempt failed.
+func (m *acmeManager) failingNames() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.failing)
+}
+
 // run keeps every name's certificate current until ctx ends.
 func (m *acmeManager) run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -235,6 +244,9 @@ func (m *acmeManager) keep(ctx context.Context, name string) {
 				return
 			}
 			m.errors.Add(1)
+			m.mu.Lock()
+			m.failing[name] = true
+			m.mu.Unlock()
 			// A CA that lost the account (a test CA restarted, an
 			// account deactivated) is asked to make it again.
 			m.regMu.Lock()
@@ -255,6 +267,7 @@ func (m *acmeManager) keep(ctx context.Context, name string) {
 		m.renewals.Add(1)
 		m.mu.Lock()
 		m.certs[name] = nc
+		delete(m.failing, name)
 		m.mu.Unlock()
 		m.log.Info("acme: certificate obtained", "name", name, "serial", nc.Leaf.SerialNumber.Text(16), "not_after", nc.Leaf.NotAfter)
 		m.changed()

@@ -130,6 +130,9 @@ func TestACMERenewalFails(t *testing.T) {
 	if got := served(t, addr, name); !got.Equal(first) {
 		t.Fatalf("while the CA is away: got serial %s, want the one in use %s", got.SerialNumber, first.SerialNumber)
 	}
+	if st := s.Stats(); st.ACMEFailing != 1 {
+		t.Errorf("failing names %d while the CA is away, want 1", st.ACMEFailing)
+	}
 	if !strings.Contains(log.String(), "level=ERROR msg=\"acme: certificate not obtained") || !strings.Contains(log.String(), "name="+name) {
 		t.Errorf("no error logged for the failed renewal:\n%s", log.String())
 	}
@@ -139,7 +142,7 @@ func TestACMERenewalFails(t *testing.T) {
 	testutil.WaitFor(t, time.Minute, "the renewal once the CA is back", func() bool {
 		return !served(t, addr, name).Equal(first)
 	})
-	if s.Stats().ACMERenewals != 2 {
-		t.Errorf("renewals %d, want 2", s.Stats().ACMERenewals)
+	if st := s.Stats(); st.ACMERenewals != 2 || st.ACMEFailing != 0 {
+		t.Errorf("renewals %d, failing names %d; want 2 and 0", st.ACMERenewals, st.ACMEFailing)
 	}
 }

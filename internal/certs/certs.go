@@ -447,13 +447,26 @@ type Stats struct {
 	ACMERenewals uint64
 	// ACMEErrors counts failed attempts to obtain or renew one.
 	ACMEErrors uint64
+	// Refused is the number of pairs whose files are refused as they are
+	// now, the previous certificate served in their place.
+	Refused int
+	// ACMEFailing is the number of names whose last ACME attempt failed.
+	ACMEFailing int
 }
 
 // Stats reads the counters.
 func (s *Set) Stats() Stats {
 	st := Stats{Reloads: s.reloads.Load(), ReloadErrors: s.reloadErrors.Load()}
+	s.mu.Lock()
+	for _, p := range s.pairs() {
+		if p.err != nil {
+			st.Refused++
+		}
+	}
+	s.mu.Unlock()
 	if s.acme != nil {
 		st.ACMERenewals, st.ACMEErrors = s.acme.renewals.Load(), s.acme.errors.Load()
+		st.ACMEFailing = s.acme.failingNames()
 	}
 	return st
 }

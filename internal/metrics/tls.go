@@ -16,6 +16,8 @@ func (m *Metrics) TLS(set *certs.Set) {
 	c.counter("submitd_tls_reload_errors_total", "Changed certificate files refused, the previous certificate kept: a file that does not parse, or a key that does not match its certificate (the log names the file).", func(s certs.Stats) float64 { return float64(s.ReloadErrors) })
 	c.counter("submitd_tls_acme_renewals_total", "Certificates obtained or renewed by ACME.", func(s certs.Stats) float64 { return float64(s.ACMERenewals) })
 	c.counter("submitd_tls_acme_errors_total", "Failed attempts to obtain or renew a certificate by ACME, the certificate in use kept (the log says why).", func(s certs.Stats) float64 { return float64(s.ACMEErrors) })
+	c.gauge("submitd_tls_files_refused", "Certificate files refused as they are now (not parsed, or a key that does not match), the previous certificate served in their place.", func(s certs.Stats) float64 { return float64(s.Refused) })
+	c.gauge("submitd_tls_acme_failing", "ACME names whose last attempt to obtain or renew a certificate failed.", func(s certs.Stats) float64 { return float64(s.ACMEFailing) })
 	m.reg.MustRegister(c, expiryCollector{set})
 }
 

@@ -243,6 +243,9 @@ func TestCertsSwap(t *testing.T) {
 	if d := after.Since(before, "submitd_tls_reloads_total"); d != 2 {
 		t.Errorf("submitd_tls_reloads_total rose by %v, want 2", d)
 	}
+	if after["submitd_tls_files_refused"] != 1 || before["submitd_tls_files_refused"] != 0 {
+		t.Errorf("submitd_tls_files_refused %v before, %v after; want 0 and 1", before["submitd_tls_files_refused"], after["submitd_tls_files_refused"])
+	}
 	// The files stay refused, but the same problem is not counted again
 	// at every check.
 	if err := n.Certs.Reload(); err == nil || !strings.Contains(err.Error(), kf) {
@@ -258,6 +261,9 @@ func TestCertsSwap(t *testing.T) {
 	}
 	if got := implicitTLS(t, n.Addr("submissions"), "", nil); !got.Equal(c4.Leaf) {
 		t.Fatalf("after the fix: got %s, want %s", serial(got), serial(c4.Leaf))
+	}
+	if fixed, _ := scrape(t, n); fixed["submitd_tls_files_refused"] != 0 {
+		t.Errorf("submitd_tls_files_refused %v after the fix", fixed["submitd_tls_files_refused"])
 	}
 }
 
