@@ -384,6 +384,10 @@ func (n *Node) newSending(ctx context.Context) error {
 // once.
 const adminMaxConns = 64
 
+// acmeMaxConns bounds the connections the ACME challenge listener serves
+// at once.
+const acmeMaxConns = 32
+
 // maxSocketPath is the longest unix socket path Linux takes (sun_path is
 // 108 bytes with the terminating NUL).
 const maxSocketPath = 107
@@ -680,7 +684,9 @@ func (n *Node) listen() error {
 		if err != nil {
 			return fmt.Errorf("acme.listen: %w", err)
 		}
-		n.ACMEListener = ln
+		// The CA validates with a few connections at once; anyone else
+		// reaching the port gets no more.
+		n.ACMEListener = netutil.LimitListener(ln, acmeMaxConns)
 		n.onClose(func() { ln.Close() })
 	}
 	for _, l := range listeners {
