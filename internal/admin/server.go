@@ -172,6 +172,10 @@ type Server struct {
 	// /api/v1/reload); nil (the CLI without a server) answers 503. Set it
 	// before the server serves.
 	Reload ReloadFunc
+	// Warnings reads what support must know before customers notice,
+	// shown on the front page (certificates about to expire); nil shows
+	// none. Set it before the server serves.
+	Warnings func() []string
 
 	// cfg is the configuration, defaults filled in; its Settings part is
 	// only read by New, which puts it in live.

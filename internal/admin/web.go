@@ -67,6 +67,8 @@ type pageData struct {
 	Action string
 	// Fields are the form fields a confirmation posts again.
 	Fields [][2]string
+	// Warnings are shown on the front page (Server.Warnings).
+	Warnings []string
 }
 
 // partData is what a sub-template shared by pages gets: the page, for its
@@ -302,6 +304,9 @@ func (s *Server) webPage(pattern string, need Role, tmpl, title string, h handle
 		d := s.newPage(r, p, title, nav)
 		d.Data = v
 		d.Query = r.URL.Query().Get("q")
+		if nav == "find" && s.Warnings != nil {
+			d.Warnings = s.Warnings()
+		}
 		s.render(w, http.StatusOK, tmpl, d)
 	})
 }

@@ -37,8 +37,10 @@ type Config struct {
 	Listen Listen `toml:"listen"`
 	// Listener has per-listener options, keyed like Listen.
 	Listener Listeners `toml:"listener"`
-	// TLS names the certificate; empty means a generated self-signed one.
+	// TLS names the certificates; empty means a generated self-signed one.
 	TLS TLS `toml:"tls"`
+	// ACME obtains and renews certificates from an ACME CA (RFC 8555).
+	ACME ACME `toml:"acme"`
 	// Auth configures authentication.
 	Auth Auth `toml:"auth"`
 	// Policy configures the sender policy (SPEC R5–R9).
@@ -168,12 +170,62 @@ type ListenerOptions struct {
 	ProxyProtocol bool `toml:"proxy_protocol"`
 }
 
-// TLS names PEM files.
+// TLS names PEM files: the default certificate, for clients that send no
+// name (SNI) or one no other certificate holds, and more certificates,
+// each served for the names it holds.
 type TLS struct {
 	// Cert is the certificate chain PEM path.
 	Cert string `toml:"cert"`
 	// Key is the private key PEM path.
 	Key string `toml:"key"`
+	// ReloadInterval is how often the files are checked for changes; a
+	// changed pair is used for new handshakes.
+	ReloadInterval Duration `toml:"reload_interval"`
+	// Certificate lists more certificates, chosen by the name the client
+	// asks for (SNI).
+	Certificate []CertFiles `toml:"certificate"`
+}
+
+// CertFiles names one certificate's PEM files.
+type CertFiles struct {
+	// Cert is the certificate chain PEM path.
+	Cert string `toml:"cert"`
+	// Key is the private key PEM path; it may be the same file as Cert.
+	Key string `toml:"key"`
+}
+
+// ACME configures certificates obtained from an ACME CA (RFC 8555), such
+// as Let's Encrypt, and renewed while the server runs.
+type ACME struct {
+	// Enabled turns ACME on.
+	Enabled bool `toml:"enabled"`
+	// Directory is the CA's directory URL.
+	Directory string `toml:"directory"`
+	// Email is the contact address given to the CA; "" gives none.
+	Email string `toml:"email"`
+	// Hostnames are the names to obtain a certificate for; empty means
+	// [hostname].
+	Hostnames []string `toml:"hostnames"`
+	// Challenge is "tls-alpn-01" (RFC 8737) or "http-01" (RFC 8555 §8.3).
+	Challenge string `toml:"challenge"`
+	// Listen is where the challenge is answered: the CA connects to port
+	// 443 for tls-alpn-01 and port 80 for http-01.
+	Listen string `toml:"listen"`
+	// CacheDir keeps the account key and the certificates; "" means
+	// data_dir/acme.
+	CacheDir string `toml:"cache_dir"`
+	// CARoots is a PEM file of roots trusted for the CA's own HTTPS, in
+	// addition to the system's (private CAs, tests).
+	CARoots string `toml:"ca_roots"`
+}
+
+// Names returns the hostnames to obtain certificates for: [acme]
+// hostnames, or hostname when there are none.
+func (a ACME) Names(hostname string) []string {
+	if len(a.Hostnames) == 0 {
+		return []string{hostname}
+	}
+	return a.Hostnames
 }
 
 // Auth configures authentication (SPEC R1–R4).
@@ -413,6 +465,12 @@ func Default() *Config {
 			ConnectionIdleTimeout:        Duration(5 * time.Second),
 			MaxConnectionsPerDestination: 20,
 		},
+		TLS: TLS{ReloadInterval: Duration(time.Minute)},
+		ACME: ACME{
+			Directory: "https://acme-v02.api.letsencrypt.org/directory",
+			Challenge: "tls-alpn-01",
+			Listen:    ":443",
+		},
 		Log: Log{Level: "info", Format: "text"},
 		Admin: Admin{
 			Listen:           "127.0.0.1:8025",
@@ -572,6 +630,9 @@ func (c *Config) Validate() error {
 		{"listen.submissions", c.Listen.Submissions},
 		{"admin.listen", c.Admin.Listen},
 	}
+	if c.ACME.Enabled {
+		listens = append(listens, struct{ key, addr string }{"acme.listen", c.ACME.Listen})
+	}
 	for i, l := range listens {
 		if l.addr == "" {
 			continue
@@ -588,8 +649,8 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
-		return bad("tls.cert", c.TLS.Cert, "tls.cert and tls.key must be set together")
+	if err := c.validateTLS(bad); err != nil {
+		return err
 	}
 	switch c.Auth.PasswordScheme {
 	case "argon2id", "bcrypt":
@@ -781,6 +842,52 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return bad("log.format", c.Log.Format, `must be "text" or "json"`)
+	}
+	return nil
+}
+
+// validateTLS checks [tls] and [acme]; bad formats the error.
+func (c *Config) validateTLS(bad func(key string, val any, why string) error) error {
+	t := c.TLS
+	if (t.Cert == "") != (t.Key == "") {
+		return bad("tls.cert", t.Cert, "tls.cert and tls.key must be set together")
+	}
+	if t.ReloadInterval.D() < time.Second {
+		return bad("tls.reload_interval", t.ReloadInterval, "must be at least 1s")
+	}
+	for i, cf := range t.Certificate {
+		if cf.Cert == "" || cf.Key == "" {
+			return bad(fmt.Sprintf("tls.certificate[%d].cert", i), cf.Cert, "cert and key must both be set")
+		}
+	}
+	a := c.ACME
+	switch a.Challenge {
+	case "tls-alpn-01", "http-01":
+	default:
+		return bad("acme.challenge", a.Challenge, `must be "tls-alpn-01" or "http-01"`)
+	}
+	if !a.Enabled {
+		return nil
+	}
+	if !strings.HasPrefix(a.Directory, "https://") {
+		return bad("acme.directory", a.Directory, "must be an https:// URL")
+	}
+	if a.Email != "" && (!strings.Contains(a.Email, "@") || strings.ContainsAny(a.Email, " \t\r\n,")) {
+		return bad("acme.email", a.Email, "must be one email address")
+	}
+	for _, h := range a.Names(c.Hostname) {
+		// RFC 8737 §3 and RFC 8555 §8.3 validate one name at a time; a
+		// wildcard needs dns-01, which a mail server cannot answer.
+		if err := checkHostname(h); err != nil || net.ParseIP(h) != nil || !strings.Contains(h, ".") {
+			why := "must be a public DNS name (no wildcard, no IP address)"
+			if err != nil {
+				why = err.Error()
+			}
+			return bad("acme.hostnames", h, why)
+		}
+	}
+	if a.Listen == "" {
+		return bad("acme.listen", a.Listen, "must be set when acme.enabled is true: the CA connects there")
 	}
 	return nil
 }

@@ -164,6 +164,14 @@ func TestLoadRefused(t *testing.T) {
 		{"idle longer than servers wait", "[delivery]\nconnection_idle_timeout = \"10m\"", []string{"delivery.connection_idle_timeout", `"10m0s"`, "5m"}},
 		{"no connections per destination", "[delivery]\nmax_connections_per_destination = 0", []string{"delivery.max_connections_per_destination", "0"}},
 		{"cert without key", "[tls]\ncert = \"/etc/ssl/c.pem\"", []string{"tls.cert", `"/etc/ssl/c.pem"`, "tls.key"}},
+		{"reload too often", "[tls]\nreload_interval = \"100ms\"", []string{"tls.reload_interval", `"100ms"`, "1s"}},
+		{"more cert without key", "[[tls.certificate]]\ncert = \"/etc/ssl/b.pem\"", []string{"tls.certificate[0].cert", `"/etc/ssl/b.pem"`}},
+		{"bad challenge", "[acme]\nchallenge = \"dns-01\"", []string{"acme.challenge", `"dns-01"`}},
+		{"acme over http", "[acme]\nenabled = true\ndirectory = \"http://ca.example/dir\"", []string{"acme.directory", "https://"}},
+		{"acme wildcard", "[acme]\nenabled = true\nhostnames = [\"*.example.cz\"]", []string{"acme.hostnames", `"*.example.cz"`}},
+		{"acme for localhost", "[acme]\nenabled = true", []string{"acme.hostnames", `"localhost"`}},
+		{"acme two emails", "hostname = \"smtp.example.cz\"\n[acme]\nenabled = true\nemail = \"a@example.cz, b@example.cz\"", []string{"acme.email"}},
+		{"acme listen collides", "hostname = \"smtp.example.cz\"\n[acme]\nenabled = true\nlisten = \"127.0.0.1:8025\"", []string{"acme.listen", "admin.listen"}},
 		{"zero limit", "[limits]\nmax_recipients = 0", []string{"limits.max_recipients", "0"}},
 		{"huge message size", "[limits]\nmax_message_size = 100000000000000000", []string{"limits.max_message_size", "100000000000000000", "1 GiB"}},
 		{"short lines", "[limits]\nmax_line_length = 512", []string{"limits.max_line_length", "512"}},
@@ -234,6 +242,8 @@ func TestLoadAcceptsNearMisses(t *testing.T) {
 		"[listen]\nsmtp = \"127.0.0.1:25\"\nsubmission = \"127.0.0.2:25\"\nsubmissions = \"[::1]:25\"",
 		"[listen]\nsmtp = \"0.0.0.0:25\"\nsubmission = \"[::1]:25\"",
 		"[sending]\nmessages_per_hour = 0\nnew_recipients_per_day = 10000000\n[sending.domain]\nrecipients_per_day = 0",
+		"hostname = \"smtp.example.cz\"\n[acme]\nenabled = true\nchallenge = \"http-01\"\nlisten = \":80\"\nhostnames = [\"smtp.example.cz\", \"smtp.firma.cz\"]",
+		"[tls]\nreload_interval = \"1s\"\n[[tls.certificate]]\ncert = \"/etc/ssl/b.pem\"\nkey = \"/etc/ssl/b.pem\"",
 	} {
 		if _, err := Load(writeConfig(t, body)); err != nil {
 			t.Errorf("Load refused %q: %v", body, err)

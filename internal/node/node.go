@@ -129,8 +129,13 @@ type Node struct {
 	// told of none.
 	Webhook *contain.Webhook
 
-	// tls is the certificate the SMTP listeners and an [admin] tls
-	// listener share.
+	// Certs are the certificates the SMTP listeners and an [admin] tls
+	// listener share; Certs.Reload checks their files at once.
+	Certs *certs.Set
+	// ACMEListener is the bound [acme] listen address, nil without ACME.
+	ACMEListener net.Listener
+
+	// tls picks the certificate from Certs at each handshake.
 	tls *tls.Config
 	// scanner is the content scanner in use, nil without one, for the
 	// metrics to read; scanObserver counts its scans.
@@ -227,17 +232,21 @@ func (n *Node) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tlsConf, generated, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, cfg.DataDir, cfg.Hostname)
-	if err != nil {
+	if n.Certs, err = certs.New(CertsConfig(cfg, log)); err != nil {
 		return err
 	}
-	if generated {
-		log.Warn("generated a self-signed TLS certificate; set tls.cert and tls.key for production", "dir", filepath.Join(cfg.DataDir, "tls"))
+	if n.Certs.Generated && cfg.ACME.Enabled {
+		log.Info("generated a self-signed TLS certificate, served until ACME obtains one", "dir", filepath.Join(cfg.DataDir, "tls"))
+	} else if n.Certs.Generated {
+		log.Warn("generated a self-signed TLS certificate; set tls.cert and tls.key, or [acme], for production", "dir", filepath.Join(cfg.DataDir, "tls"))
 	}
+	tlsConf := n.Certs.TLSConfig()
+	n.AddReloader([]string{"tls.cert", "tls.key", "tls.certificate"}, n.reloadCerts)
 
 	n.Metrics = metrics.New()
 	n.reloaded = n.Metrics.ConfigReloads()
 	n.MetricsHandler = n.Metrics.Handler()
+	n.Metrics.TLS(n.Certs)
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
@@ -416,6 +425,10 @@ func (n *Node) newSending(ctx context.Context) error {
 // once.
 const adminMaxConns = 64
 
+// acmeMaxConns bounds the connections the ACME challenge listener serves
+// at once.
+const acmeMaxConns = 32
+
 // maxSocketPath is the longest unix socket path Linux takes (sun_path is
 // 108 bytes with the terminating NUL).
 const maxSocketPath = 107
@@ -432,6 +445,7 @@ func (n *Node) newAdmin(ctx context.Context) error {
 		return err
 	}
 	n.Admin.Metrics = n.MetricsHandler
+	n.Admin.Warnings = n.Certs.Warnings
 	n.Admin.SendingUsage = n.Sending.Usage
 	n.Admin.Reload = n.Reload
 	return nil
@@ -672,6 +686,16 @@ func (n *Node) listen() error {
 	if err := n.listenAdmin(); err != nil {
 		return err
 	}
+	if cfg.ACME.Enabled {
+		ln, err := net.Listen("tcp", cfg.ACME.Listen)
+		if err != nil {
+			return fmt.Errorf("acme.listen: %w", err)
+		}
+		// The CA validates with a few connections at once; anyone else
+		// reaching the port gets no more.
+		n.ACMEListener = netutil.LimitListener(ln, acmeMaxConns)
+		n.onClose(func() { ln.Close() })
+	}
 	for _, l := range listeners {
 		if l.addr == "" {
 			continue
@@ -693,6 +717,9 @@ func (n *Node) listen() error {
 func (n *Node) closeListeners() {
 	for _, l := range n.Listeners {
 		l.Close()
+	}
+	if n.ACMEListener != nil {
+		n.ACMEListener.Close()
 	}
 }
 
@@ -754,10 +781,25 @@ func (n *Node) Run(ctx context.Context) error {
 	cctx, cstop := context.WithCancel(context.Background())
 	cdone := n.runContainment(cctx)
 	defer func() { cstop(); <-cdone }()
+	tctx, tstop := context.WithCancel(context.Background())
+	tdone := make(chan struct{})
+	go func() {
+		defer close(tdone)
+		n.Certs.Run(tctx)
+	}()
+	defer func() { tstop(); <-tdone }()
 
 	var wg sync.WaitGroup
-	errc := make(chan error, len(n.Listeners)+2)
+	errc := make(chan error, len(n.Listeners)+3)
 	stopAdmin := n.serveAdmin(errc)
+	if ln := n.ACMEListener; ln != nil {
+		log.Info("answering ACME challenges", "addr", ln.Addr().String(), "challenge", cfg.ACME.Challenge)
+		wg.Go(func() {
+			if err := n.Certs.ServeACME(ln); err != nil {
+				errc <- fmt.Errorf("acme listener: %w", err)
+			}
+		})
+	}
 	for _, l := range n.Listeners {
 		lc := l.Config
 		if ap, err := netip.ParseAddrPort(l.Addr().String()); err == nil && !ap.Addr().IsLoopback() && cfg.Hostname == "localhost" {

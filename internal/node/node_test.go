@@ -45,8 +45,14 @@ func testConfig(t testing.TB, smarthost string) *config.Config {
 // jan@firma.test with password "secret-pw"; it stops when the test ends.
 func startNode(t *testing.T, cfg *config.Config) *Node {
 	t.Helper()
+	return startNodeLog(t, cfg, testWriter{t})
+}
+
+// startNodeLog is startNode with the node's log written to w.
+func startNodeLog(t *testing.T, cfg *config.Config, w io.Writer) *Node {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	n, err := New(ctx, cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	n, err := New(ctx, cfg, slog.New(slog.NewTextHandler(w, nil)))
 	if err != nil {
 		cancel()
 		t.Fatal(err)

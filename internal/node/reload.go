@@ -22,7 +22,8 @@ import (
 //   - hostname, data_dir, [store]: what the stores, the spool and the
 //     queue were opened with;
 //   - [listen], [listener], [admin] listen and tls: the bound sockets;
-//   - [tls]: the certificate the listeners were given;
+//   - [tls] reload_interval and [acme]: how the certificate set was
+//     started (its files, [tls] cert, key and certificate, are reloaded);
 //   - the prefix lengths of [guard] and [login_guard], and [guard] store
 //     and redis_url: what the counted state is keyed by and kept in;
 //   - [login_guard] enabled: whether the per-login count runs at all;
@@ -33,7 +34,7 @@ import (
 // A reloader (AddReloader) takes its keys off this list.
 var restartOnly = []string{
 	"hostname", "data_dir", "store.",
-	"listen.", "listener.", "admin.listen", "admin.tls", "tls.",
+	"listen.", "listener.", "admin.listen", "admin.tls", "tls.", "tls.reload_interval", "acme.",
 	"guard.ipv4_prefix", "guard.ipv6_prefix", "guard.store", "guard.redis_url",
 	"login_guard.enabled", "login_guard.ipv4_prefix", "login_guard.ipv6_prefix",
 	"contain.rise_days", "contain.max_accounts",

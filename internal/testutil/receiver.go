@@ -377,6 +377,12 @@ func (s *rsession) Logout() error {
 // addresses) and a pool that trusts it.
 func NewCert(t testing.TB, hosts ...string) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
+	return NewCertUntil(t, time.Now().Add(24*time.Hour), hosts...)
+}
+
+// NewCertUntil is NewCert with a certificate that expires at notAfter.
+func NewCertUntil(t testing.TB, notAfter time.Time, hosts ...string) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatalf("cert: %v", err)
@@ -386,7 +392,7 @@ func NewCert(t testing.TB, hosts ...string) (tls.Certificate, *x509.CertPool) {
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: hosts[0]},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
