@@ -218,33 +218,33 @@ func TestReloadBadFileChangesNothing(t *testing.T) {
 	loginJan(t, n)
 }
 
-// A reloader added for [tls] gets the new configuration, and its keys no
-// longer wait for a restart; its error leaves everything as it was.
+// A reloader added for settings that need a restart gets the new
+// configuration, and its keys no longer wait for a restart; its error
+// leaves everything as it was.
 func TestReloadRunsReloaders(t *testing.T) {
 	n, cfg, path := reloadNode(t)
 	var got *config.Config
 	fail := false
-	n.AddReloader([]string{"tls."}, func(_ context.Context, c *config.Config) (func(), error) {
+	n.AddReloader([]string{"contain.rise_days"}, func(_ context.Context, c *config.Config) (func(), error) {
 		if fail {
-			return nil, errors.New("certificate does not match the key")
+			return nil, errors.New("history cannot be resized")
 		}
 		return func() { got = c }, nil
 	})
-	dir := t.TempDir()
-	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	cfg.Contain.RiseDays++
 	writeConfig(t, filepath.Dir(path), cfg)
 	applied, restart, err := n.Reload(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got == nil || got.TLS.Cert != cfg.TLS.Cert || !slices.Contains(applied, "tls.cert") || len(restart) != 0 {
+	if got == nil || got.Contain.RiseDays != cfg.Contain.RiseDays || !slices.Contains(applied, "contain.rise_days") || len(restart) != 0 {
 		t.Errorf("reloader got %v; applied %v, restart %v", got, applied, restart)
 	}
 	fail = true
-	cfg.TLS.Cert = filepath.Join(dir, "other.pem")
+	cfg.Contain.RiseDays++
 	cfg.Limits.MaxConnectionsPerIP = 3
 	writeConfig(t, filepath.Dir(path), cfg)
-	if _, _, err := n.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "does not match") {
+	if _, _, err := n.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "cannot be resized") {
 		t.Errorf("reload with a failing reloader: %v", err)
 	}
 	if got := n.Server.CurrentSettings().Limits.MaxConnsPerIP; got == 3 {
