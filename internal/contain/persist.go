@@ -2,7 +2,6 @@ package contain
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"slices"
 	"time"
@@ -38,6 +37,8 @@ type persisted struct {
 	resets   map[string]string
 	// dropped counts figures not saved because pending was full.
 	dropped uint64
+	// pruned is when the store was last pruned.
+	pruned time.Time
 }
 
 // note adds a figure to save; d.mu is held.
@@ -99,7 +100,8 @@ func containsKind(kinds, kind string) bool {
 // called before the detector is told of anything. The accounts loaded are
 // bounded as always by MaxAccounts.
 func (d *Detector) Restore(ctx context.Context, st SignalStore) error {
-	if err := st.PruneCounts(ctx, d.cutoffs(d.now())); err != nil {
+	now := d.now()
+	if err := st.PruneCounts(ctx, d.cutoffs(now)); err != nil {
 		return err
 	}
 	counts, err := st.LoadCounts(ctx)
@@ -110,7 +112,7 @@ func (d *Detector) Restore(ctx context.Context, st SignalStore) error {
 	width := max(th.BounceWindow/bounceBuckets, time.Second)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.store = st
+	d.store, d.pruned = st, now
 	for _, c := range counts {
 		if c.Kind == KindSince {
 			d.since = min(d.since, c.N/int64(time.Hour))
@@ -176,14 +178,19 @@ func (d *Detector) cutoffs(now time.Time) map[string]int64 {
 	}
 }
 
-// Flush saves what was counted since the last flush. What could not be
-// saved waits for the next one, within the bound.
+// Flush saves what was counted since the last flush, and now and then
+// deletes what left its window. What could not be saved waits for the
+// next one, within the bound.
 func (d *Detector) Flush(ctx context.Context) error {
 	d.mu.Lock()
 	st := d.store
-	if st == nil || d.npending == 0 && len(d.resets) == 0 {
+	if st == nil {
 		d.mu.Unlock()
 		return nil
+	}
+	if d.npending == 0 && len(d.resets) == 0 {
+		d.mu.Unlock()
+		return d.prune(ctx, st)
 	}
 	pending, resets, npending := d.pending, d.resets, d.npending
 	d.pending, d.resets, d.npending = map[string]map[countKey]int64{}, map[string]string{}, 0
@@ -201,7 +208,7 @@ func (d *Detector) Flush(ctx context.Context) error {
 	}
 	err := st.SaveCounts(ctx, rs, cs)
 	if err == nil {
-		return nil
+		return d.prune(ctx, st)
 	}
 	// Put the batch back with what came since. A reset made since wins
 	// over the figures counted before it; resets are applied before any
@@ -226,41 +233,23 @@ func (d *Detector) Flush(ctx context.Context) error {
 	return err
 }
 
-// pruneEvery is how often Run deletes the figures that left their windows.
+// pruneEvery is how often Flush deletes the figures that left their
+// windows.
 const pruneEvery = time.Hour
 
-// Run saves the counts every interval until ctx ends, and once more then;
-// it deletes what left its window every pruneEvery.
-func (d *Detector) Run(ctx context.Context, interval time.Duration, onError func(error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	pruned := d.now()
-	for {
-		select {
-		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := d.Flush(fctx); err != nil {
-				onError(err)
-			}
-			return
-		case <-t.C:
-		}
-		if err := d.Flush(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			onError(err)
-		}
-		if now := d.now(); now.Sub(pruned) >= pruneEvery {
-			pruned = now
-			d.mu.Lock()
-			st := d.store
-			d.mu.Unlock()
-			if st != nil {
-				if err := st.PruneCounts(ctx, d.cutoffs(now)); err != nil && !errors.Is(err, context.Canceled) {
-					onError(err)
-				}
-			}
-		}
+// prune deletes from the store what left its window, once per pruneEvery.
+func (d *Detector) prune(ctx context.Context, st SignalStore) error {
+	now := d.now()
+	d.mu.Lock()
+	due := now.Sub(d.pruned) >= pruneEvery
+	if due {
+		d.pruned = now
 	}
+	d.mu.Unlock()
+	if !due {
+		return nil
+	}
+	return st.PruneCounts(ctx, d.cutoffs(now))
 }
 
 // Unsaved is how many figures were counted but not saved because too many
