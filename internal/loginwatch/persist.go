@@ -26,7 +26,7 @@ type Saved struct {
 	Until   time.Time `json:"until,omitzero"`
 	Refused int       `json:"refused"`
 	// Expires is when the login is quiet: the store may forget it then.
-	Expires time.Time `json:"-"`
+	Expires time.Time `json:"expires"`
 }
 
 // StateStore keeps the logins with failures across restarts: the node's
@@ -39,6 +39,56 @@ type StateStore interface {
 	// LoadLogins returns the logins that are not quiet at now.
 	LoadLogins(ctx context.Context, now time.Time) ([]Saved, error)
 }
+
+// mergeSaved combines what two processes saved of one login, for a store
+// the nodes share: the failures of both (the same failure, saved by one
+// node before and after its restart, once), the IPs of both, the later end
+// of an attack and the earlier start of one that still runs. At most max
+// failures, the newest, are kept, and MaxIPs addresses.
+//
+// One that went quiet before the other's first failure is of an episode
+// that ended: the other is kept alone.
+func mergeSaved(a, b Saved, max int) Saved {
+	switch {
+	case !b.Expires.After(a.First):
+		return a
+	case !a.Expires.After(b.First):
+		return b
+	}
+	m := a
+	m.Failures = append(slices.Clone(a.Failures), b.Failures...)
+	slices.SortFunc(m.Failures, func(x, y time.Time) int { return x.Compare(y) })
+	m.Failures = slices.CompactFunc(m.Failures, func(x, y time.Time) bool { return x.Equal(y) })
+	if len(m.Failures) > max {
+		m.Failures = m.Failures[len(m.Failures)-max:]
+	}
+	m.IPs = slices.Clone(a.IPs)
+	for _, h := range b.IPs {
+		if len(m.IPs) < MaxIPs && !slices.Contains(m.IPs, h) {
+			m.IPs = append(m.IPs, h)
+		}
+	}
+	m.Total = maxInt(a.Total, b.Total, len(m.Failures))
+	m.Refused = maxInt(a.Refused, b.Refused)
+	if !b.First.IsZero() && (m.First.IsZero() || b.First.Before(m.First)) {
+		m.First = b.First
+	}
+	if b.Last.After(m.Last) {
+		m.Last = b.Last
+	}
+	if b.Until.After(m.Until) {
+		m.Until = b.Until
+	}
+	if !b.Since.IsZero() && (m.Since.IsZero() || b.Since.Before(m.Since)) {
+		m.Since = b.Since
+	}
+	if b.Expires.After(m.Expires) {
+		m.Expires = b.Expires
+	}
+	return m
+}
+
+func maxInt(v ...int) int { return slices.Max(v) }
 
 // maxDirty bounds the logins noted for the next flush, a few times
 // MaxLogins: past it a login that went is not forgotten in the store at

@@ -147,3 +147,46 @@ func TestRestore(t *testing.T) {
 		}
 	})
 }
+
+// TestRedisMerges: two nodes saving one login in Redis each keep what the
+// other counted: the failures of both, once each, their IPs and the later
+// end of the attack; a state of an episode that ended before is dropped.
+func TestRedisMerges(t *testing.T) {
+	rs := testutil.StartRedis(t)
+	c, err := redisconn.Open(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	st := NewRedis(c)
+	m := func(i int) time.Time { return start.Add(time.Duration(i) * time.Minute) }
+	a := Saved{Login: jan, Failures: []time.Time{m(0), m(2)}, Total: 2, IPs: []uint32{1, 2}, First: m(0), Last: m(2), Expires: m(62)}
+	b := Saved{Login: jan, Failures: []time.Time{m(1), m(2), m(3)}, Total: 3, IPs: []uint32{2, 3}, First: m(1), Last: m(3),
+		Since: m(3), Until: m(63), Expires: m(63)}
+	old := Saved{Login: "eva@firma.cz", Failures: []time.Time{start.Add(-3 * time.Hour)}, Total: 1, First: start.Add(-3 * time.Hour),
+		Last: start.Add(-3 * time.Hour), Expires: start.Add(-2 * time.Hour)}
+	if err := st.SaveLogins(ctx, []Saved{a, old}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eva := Saved{Login: "eva@firma.cz", Failures: []time.Time{m(5)}, Total: 1, First: m(5), Last: m(5), Expires: m(65)}
+	if err := st.SaveLogins(ctx, []Saved{b, eva}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.LoadLogins(ctx, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := map[string]Saved{}
+	for _, s := range got {
+		by[s.Login] = s
+	}
+	j := by[jan]
+	if len(j.Failures) != 4 || j.Total != 4 || len(j.IPs) != 3 || !j.First.Equal(m(0)) || !j.Last.Equal(m(3)) ||
+		!j.Until.Equal(m(63)) || !j.Since.Equal(m(3)) || !j.Expires.Equal(m(63)) {
+		t.Fatalf("merged %+v", j)
+	}
+	if e := by["eva@firma.cz"]; e.Total != 1 || !e.First.Equal(m(5)) {
+		t.Fatalf("eva %+v, want only the new episode", e)
+	}
+}

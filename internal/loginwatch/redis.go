@@ -15,8 +15,8 @@ import (
 
 // Redis is the Store and StateStore in the guard's Redis ([guard] store =
 // "redis"), shared by the nodes: a network one node saw a login succeed
-// from is trusted on every node, and a node that starts finds the attack
-// states the others saved. Per login L, under the hash tag {loginwatch}:
+// from is trusted on every node, and a node that starts finds the failures
+// and attack states of all of them, merged. Per login L, under the hash tag {loginwatch}:
 //
 //	{loginwatch}:nets:L    HASH network → "first_ns last_ns", at most
 //	                       MaxNetworks fields, expiring TrustFor after the
@@ -146,23 +146,64 @@ func (r *Redis) Networks(ctx context.Context, login string, since time.Time) ([]
 // there is nothing to walk.
 func (r *Redis) Prune(context.Context, time.Time) (int64, error) { return 0, nil }
 
-// SaveLogins implements StateStore, in one MULTI.
+// maxSavedFailures bounds the failures kept of one login in Redis: the
+// highest max_failures, since a node keeps no more than that.
+const maxSavedFailures = 10000
+
+// SaveLogins implements StateStore. What another node saved of a login is
+// merged with what this one saves (mergeSaved), so that no node's count
+// is lost: the logins are read and written in one MULTI under WATCH, and
+// read again if another node wrote in between.
 func (r *Redis) SaveLogins(ctx context.Context, saved []Saved, drop []string) error {
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for _, l := range drop {
-			p.HDel(ctx, redisLogins, l)
-			p.ZRem(ctx, redisExpires, l)
-		}
-		for _, sv := range saved {
-			b, err := json.Marshal(sv)
+	if len(saved) == 0 && len(drop) == 0 {
+		return nil
+	}
+	names := make([]string, len(saved))
+	for i, sv := range saved {
+		names[i] = sv.Login
+	}
+	save := func(tx *redis.Tx) error {
+		merged := slices.Clone(saved)
+		if len(names) > 0 {
+			cur, err := tx.HMGet(ctx, redisLogins, names...).Result()
 			if err != nil {
 				return err
 			}
-			p.HSet(ctx, redisLogins, sv.Login, b)
-			p.ZAdd(ctx, redisExpires, redis.Z{Score: float64(sv.Expires.UnixMilli()), Member: sv.Login})
+			for i, v := range cur {
+				raw, ok := v.(string)
+				if !ok {
+					continue
+				}
+				old, err := decodeSaved(names[i], []byte(raw), 0)
+				if err != nil {
+					continue // damaged: replaced by what this node holds
+				}
+				merged[i] = mergeSaved(saved[i], old, maxSavedFailures)
+			}
 		}
-		return nil
-	})
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for _, l := range drop {
+				p.HDel(ctx, redisLogins, l)
+				p.ZRem(ctx, redisExpires, l)
+			}
+			for _, sv := range merged {
+				b, err := json.Marshal(sv)
+				if err != nil {
+					return err
+				}
+				p.HSet(ctx, redisLogins, sv.Login, b)
+				p.ZAdd(ctx, redisExpires, redis.Z{Score: float64(sv.Expires.UnixMilli()), Member: sv.Login})
+			}
+			return nil
+		})
+		return err
+	}
+	var err error
+	for range 5 {
+		if err = r.c.Watch(ctx, save, redisLogins); err != redis.TxFailedErr {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("login failures in redis: %w", err)
 	}

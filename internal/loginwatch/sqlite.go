@@ -182,12 +182,16 @@ func (s *SQLite) LoadLogins(ctx context.Context, now time.Time) ([]Saved, error)
 	return out, nil
 }
 
-// decodeSaved is the Saved that a store keeps as JSON.
+// decodeSaved is the Saved that a store keeps as JSON, with the expiry the
+// store indexes it by (0: the one in the JSON).
 func decodeSaved(login string, state []byte, expires int64) (Saved, error) {
 	var sv Saved
 	if err := json.Unmarshal(state, &sv); err != nil {
 		return Saved{}, fmt.Errorf("login failures of %s: %w", login, err)
 	}
-	sv.Login, sv.Expires = login, time.Unix(0, expires)
+	sv.Login = login
+	if expires != 0 {
+		sv.Expires = time.Unix(0, expires)
+	}
 	return sv, nil
 }
