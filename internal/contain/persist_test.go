@@ -240,3 +240,50 @@ func TestDetectorFlushBounded(t *testing.T) {
 		t.Fatalf("%d waiting, %d unsaved; bound %d", n, d.Unsaved(), maxPendingCounts)
 	}
 }
+
+// BenchmarkQueuedSaved is BenchmarkQueued with a store: the SMTP path
+// adds to what waits for the next flush and writes nothing.
+func BenchmarkQueuedSaved(b *testing.B) {
+	d, accts := savedDetector(b)
+	at := time.Now()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		d.Queued(accts[i%len(accts)], 1, at)
+	}
+}
+
+// BenchmarkFlush is one flush after 1000 accounts sent a message each:
+// 2000 figures (their slice and hour) in one SQLite transaction, what the
+// server writes every StateSaveEvery at that rate.
+func BenchmarkFlush(b *testing.B) {
+	d, accts := savedDetector(b)
+	at := time.Now()
+	for i := 0; b.Loop(); i++ {
+		for _, a := range accts {
+			d.Queued(a, 1, at.Add(time.Duration(i)*time.Hour))
+		}
+		if err := d.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// savedDetector is a detector on a SQLite store, whose volume signal never
+// trips, and 1000 accounts.
+func savedDetector(b *testing.B) (*Detector, []string) {
+	st, err := NewSQLiteSignals(context.Background(), testutil.OpenDB(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	th := testThresholds
+	th.RiseFloor = 1 << 30
+	d := NewDetector(th, 0, nil, nil)
+	if err := d.Restore(context.Background(), st); err != nil {
+		b.Fatal(err)
+	}
+	accts := make([]string, 1000)
+	for i := range accts {
+		accts[i] = fmt.Sprintf("u%d@firma.cz", i)
+	}
+	return d, accts
+}

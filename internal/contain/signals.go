@@ -134,10 +134,15 @@ func kindList(kinds string, placeholder func(i int) string, first int) (string, 
 	return strings.Join(ph, ", "), args
 }
 
-// upsertSQL merges one count as merge does; SQLite's max and min of two
-// arguments are PostgreSQL's GREATEST and LEAST.
-func upsertSQL(p func(int) string, greatest, least string) string {
-	return `INSERT INTO contain_counts (account, kind, at, key, n) VALUES (` + p(1) + `, ` + p(2) + `, ` + p(3) + `, ` + p(4) + `, ` + p(5) + `)
+// upsertSQL merges rows counts, with distinct keys, as merge does;
+// SQLite's max and min of two arguments are PostgreSQL's GREATEST and LEAST.
+func upsertSQL(p func(int) string, rows int, greatest, least string) string {
+	var values []string
+	for r := range rows {
+		i := 5*r + 1
+		values = append(values, `(`+p(i)+`, `+p(i+1)+`, `+p(i+2)+`, `+p(i+3)+`, `+p(i+4)+`)`)
+	}
+	return `INSERT INTO contain_counts (account, kind, at, key, n) VALUES ` + strings.Join(values, ", ") + `
 		ON CONFLICT (account, kind, at, key) DO UPDATE SET n = CASE
 			WHEN contain_counts.kind IN ('` + KindHit + `', '` + KindNetwork + `') THEN ` + greatest + `(contain_counts.n, excluded.n)
 			WHEN contain_counts.kind = '` + KindSince + `' THEN ` + least + `(contain_counts.n, excluded.n)
@@ -152,6 +157,10 @@ func pruneSQL(kind string, p func(int) string) string {
 	}
 	return `DELETE FROM contain_counts WHERE kind = ` + p(1) + ` AND ` + col + ` < ` + p(2)
 }
+
+// sqliteRowsPerInsert is how many rows one INSERT of SaveCounts holds in
+// SQLite: 1000 arguments, well within its limit.
+const sqliteRowsPerInsert = 200
 
 // sqlitePlaceholder is SQLite's "?".
 func sqlitePlaceholder(int) string { return "?" }
@@ -174,14 +183,29 @@ func (s *SQLiteSignals) SaveCounts(ctx context.Context, resets []Reset, counts [
 		}
 	}
 	if len(counts) > 0 {
-		st, err := tx.PrepareContext(ctx, upsertSQL(sqlitePlaceholder, "max", "min"))
+		// Many rows a statement: one statement per row would cost most
+		// of the time in SQLite's statement machinery.
+		full, err := tx.PrepareContext(ctx, upsertSQL(sqlitePlaceholder, sqliteRowsPerInsert, "max", "min"))
 		if err != nil {
 			return fmt.Errorf("contain: save counts: %w", err)
 		}
-		defer st.Close()
-		for _, c := range counts {
-			if _, err := st.ExecContext(ctx, c.Account, c.Kind, c.At, c.Key, c.N); err != nil {
-				return fmt.Errorf("contain: save counts of %s: %w", c.Account, err)
+		defer full.Close()
+		for len(counts) > 0 {
+			chunk := counts[:min(len(counts), sqliteRowsPerInsert)]
+			counts = counts[len(chunk):]
+			args := make([]any, 0, 5*len(chunk))
+			for _, c := range chunk {
+				args = append(args, c.Account, c.Kind, c.At, c.Key, c.N)
+			}
+			st := full
+			if len(chunk) < sqliteRowsPerInsert {
+				if st, err = tx.PrepareContext(ctx, upsertSQL(sqlitePlaceholder, len(chunk), "max", "min")); err != nil {
+					return fmt.Errorf("contain: save counts: %w", err)
+				}
+				defer st.Close()
+			}
+			if _, err := st.ExecContext(ctx, args...); err != nil {
+				return fmt.Errorf("contain: save counts: %w", err)
 			}
 		}
 	}
@@ -246,7 +270,7 @@ func (s *PostgresSignals) SaveCounts(ctx context.Context, resets []Reset, counts
 		in, args := kindList(r.Kinds, pgPlaceholder, 2)
 		b.Queue(`DELETE FROM contain_counts WHERE account = $1 AND kind IN (`+in+`)`, append([]any{pgdb.Text(r.Account)}, args...)...)
 	}
-	q := upsertSQL(pgPlaceholder, "GREATEST", "LEAST")
+	q := upsertSQL(pgPlaceholder, 1, "GREATEST", "LEAST")
 	for _, c := range counts {
 		b.Queue(q, pgdb.Text(c.Account), c.Kind, c.At, pgdb.Text(c.Key), c.N)
 	}
