@@ -137,9 +137,7 @@ func (w *Watch) Restore(ctx context.Context, st StateStore) error {
 		}
 		e := &entry{times: make([]time.Time, w.cfg.MaxFailures), total: s.Total, first: s.First, last: s.Last,
 			since: s.Since, until: s.Until, refused: s.Refused}
-		if len(s.IPs) <= MaxIPs {
-			e.ips = s.IPs
-		}
+		e.ips = s.IPs[:min(len(s.IPs), MaxIPs)]
 		// The newest failures fill the ring, the oldest go if the
 		// threshold was lowered since.
 		fs := s.Failures[max(len(s.Failures)-len(e.times), 0):]
