@@ -104,26 +104,19 @@ func (d *Detector) Restore(ctx context.Context, st SignalStore) error {
 	if err := st.PruneCounts(ctx, d.cutoffs(now)); err != nil {
 		return err
 	}
-	counts, err := st.LoadCounts(ctx)
-	if err != nil {
-		return err
-	}
 	th := d.th
 	width := max(th.BounceWindow/bounceBuckets, time.Second)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.store, d.pruned = st, now
-	for _, c := range counts {
+	// The counts are applied as they are read, so memory holds no more
+	// than the accounts the detector keeps.
+	err := st.LoadCounts(ctx, func(c Count) {
 		if c.Kind == KindSince {
 			d.since = min(d.since, c.N/int64(time.Hour))
 		}
-	}
-	// The start of counting is saved once, the earliest of every
-	// detector's, so that a history is known to be short only while it is.
-	d.note("", KindSince, 0, "", d.since*int64(time.Hour))
-	for _, c := range counts {
 		if c.Account == "" || c.N <= 0 {
-			continue
+			return
 		}
 		at := time.Unix(0, c.At)
 		switch c.Kind {
@@ -141,7 +134,7 @@ func (d *Detector) Restore(ctx context.Context, st SignalStore) error {
 		case KindNetwork:
 			p, err := netip.ParsePrefix(c.Key)
 			if err != nil || th.Networks <= 0 {
-				continue
+				return
 			}
 			last := time.Unix(0, c.N)
 			s := d.get(c.Account, last)
@@ -152,8 +145,18 @@ func (d *Detector) Restore(ctx context.Context, st SignalStore) error {
 				s.nets[p] = last
 			}
 		}
+	})
+	if err != nil {
+		d.store = nil
+		clear(d.accounts)
+		return err
 	}
+	// The start of counting is saved once, the earliest of every
+	// detector's, so that a history is known to be short only while it is.
+	d.note("", KindSince, 0, "", d.since*int64(time.Hour))
 	for _, s := range d.accounts {
+		// What the store holds of an account is its whole history.
+		s.since = d.since
 		slices.SortFunc(s.hits, func(a, b time.Time) int { return a.Compare(b) })
 		if n := th.LimitHits - 1; n >= 0 && len(s.hits) > n {
 			s.hits = s.hits[len(s.hits)-n:]

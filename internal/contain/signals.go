@@ -84,8 +84,8 @@ type SignalStore interface {
 	// SaveCounts applies resets, then merges counts into what is stored
 	// (see merge), in one transaction.
 	SaveCounts(ctx context.Context, resets []Reset, counts []Count) error
-	// LoadCounts returns everything stored.
-	LoadCounts(ctx context.Context) ([]Count, error)
+	// LoadCounts calls each with everything stored, as it reads it.
+	LoadCounts(ctx context.Context, each func(Count)) error
 	// PruneCounts deletes, for each kind, the figures older than its
 	// cutoff (Unix nanoseconds; for KindNetwork the latest login).
 	PruneCounts(ctx context.Context, before map[string]int64) error
@@ -216,24 +216,23 @@ func (s *SQLiteSignals) SaveCounts(ctx context.Context, resets []Reset, counts [
 }
 
 // LoadCounts implements SignalStore.
-func (s *SQLiteSignals) LoadCounts(ctx context.Context) ([]Count, error) {
+func (s *SQLiteSignals) LoadCounts(ctx context.Context, each func(Count)) error {
 	rows, err := s.db.QueryContext(ctx, `SELECT account, kind, at, key, n FROM contain_counts`)
 	if err != nil {
-		return nil, fmt.Errorf("contain: load counts: %w", err)
+		return fmt.Errorf("contain: load counts: %w", err)
 	}
 	defer rows.Close()
-	var out []Count
 	for rows.Next() {
 		var c Count
 		if err := rows.Scan(&c.Account, &c.Kind, &c.At, &c.Key, &c.N); err != nil {
-			return nil, fmt.Errorf("contain: load counts: %w", err)
+			return fmt.Errorf("contain: load counts: %w", err)
 		}
-		out = append(out, c)
+		each(c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("contain: load counts: %w", err)
+		return fmt.Errorf("contain: load counts: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // PruneCounts implements SignalStore.
@@ -292,20 +291,20 @@ func (s *PostgresSignals) SaveCounts(ctx context.Context, resets []Reset, counts
 }
 
 // LoadCounts implements SignalStore.
-func (s *PostgresSignals) LoadCounts(ctx context.Context) ([]Count, error) {
+func (s *PostgresSignals) LoadCounts(ctx context.Context, each func(Count)) error {
 	rows, err := s.pool.Query(ctx, `SELECT account, kind, at, key, n FROM contain_counts`)
 	if err != nil {
-		return nil, fmt.Errorf("contain: load counts: %w", err)
+		return fmt.Errorf("contain: load counts: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Count, error) {
-		var c Count
-		err := r.Scan(&c.Account, &c.Kind, &c.At, &c.Key, &c.N)
-		return c, err
+	var c Count
+	_, err = pgx.ForEachRow(rows, []any{&c.Account, &c.Kind, &c.At, &c.Key, &c.N}, func() error {
+		each(c)
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("contain: load counts: %w", err)
+		return fmt.Errorf("contain: load counts: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // PruneCounts implements SignalStore.
