@@ -115,7 +115,7 @@ func (d *Detector) Restore(ctx context.Context, st SignalStore) error {
 		if c.Kind == KindSince {
 			d.since = min(d.since, c.N/int64(time.Hour))
 		}
-		if c.Account == "" || c.N <= 0 {
+		if c.Account == "" || c.N <= 0 || !d.counts(c.Kind) {
 			return
 		}
 		at := time.Unix(0, c.At)
@@ -133,7 +133,7 @@ func (d *Detector) Restore(ctx context.Context, st SignalStore) error {
 			s.hits = append(s.hits, at)
 		case KindNetwork:
 			p, err := netip.ParsePrefix(c.Key)
-			if err != nil || th.Networks <= 0 {
+			if err != nil {
 				return
 			}
 			last := time.Unix(0, c.N)
@@ -158,11 +158,27 @@ func (d *Detector) Restore(ctx context.Context, st SignalStore) error {
 		// What the store holds of an account is its whole history.
 		s.since = d.since
 		slices.SortFunc(s.hits, func(a, b time.Time) int { return a.Compare(b) })
-		if n := th.LimitHits - 1; n >= 0 && len(s.hits) > n {
-			s.hits = s.hits[len(s.hits)-n:]
+		if n := th.LimitHits - 1; len(s.hits) > n {
+			s.hits = s.hits[len(s.hits)-max(n, 0):]
 		}
 	}
 	return nil
+}
+
+// counts reports whether the signal kind belongs to is on: the figures of
+// one turned off since they were saved are not loaded.
+func (d *Detector) counts(kind string) bool {
+	switch kind {
+	case KindHour, KindSlice:
+		return d.th.RiseFloor > 0
+	case KindRcpts, KindRefused:
+		return d.th.BounceShare > 0
+	case KindHit:
+		return d.th.LimitHits > 0
+	case KindNetwork:
+		return d.th.Networks > 0
+	}
+	return false
 }
 
 // cutoffs are the times before which each kind's figures have left their

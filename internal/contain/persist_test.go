@@ -190,6 +190,15 @@ func TestDetectorRestore(t *testing.T) {
 	d2.LoggedIn("jan@firma.cz", netip.MustParseAddr("198.51.100.1"), "", clk.Now())
 	wantTrip(t, tr.take(), SignalNetworks)
 
+	// A detector whose signals are all off loads nothing.
+	d3 := NewDetector(Thresholds{RiseDays: 7}, 0, clk.Now, tr.add)
+	if err := d3.Restore(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if n := d3.Tracked(); n != 0 {
+		t.Fatalf("%d accounts loaded with every signal off", n)
+	}
+
 	// A release forgets the account in the store as well.
 	d2.Forget("jan@firma.cz")
 	if err := d2.Flush(ctx); err != nil {
