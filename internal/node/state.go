@@ -55,8 +55,10 @@ func (n *Node) openSignals(ctx context.Context) error {
 }
 
 // hourlyLimit is the most messages an hour the sending limits let account
-// send: the smaller of its own and its domain's messages_per_hour, 0 when
-// neither is set (SPEC R19).
+// send (SPEC R19), 0 when nothing bounds them: the smallest of its own and
+// its domain's messages_per_hour, recipients_per_hour and
+// recipients_per_day, overrides included, since every message has at least
+// one recipient.
 func (n *Node) hourlyLimit(account string) int64 {
 	if n.Sending == nil {
 		return 0
@@ -65,14 +67,15 @@ func (n *Node) hourlyLimit(account string) int64 {
 	defer cancel()
 	_, domain, _ := strings.Cut(account, "@")
 	acct, dom := n.Sending.Effective(ctx, account, domain)
-	a, d := acct[sending.MessagesPerHour], dom[sending.MessagesPerHour]
-	switch {
-	case a == 0:
-		return d
-	case d == 0:
-		return a
+	var most int64
+	for _, l := range []sending.Limits{acct, dom} {
+		for _, lim := range []sending.Limit{sending.MessagesPerHour, sending.RecipientsPerHour, sending.RecipientsPerDay} {
+			if v := l[lim]; v > 0 && (most == 0 || v < most) {
+				most = v
+			}
+		}
 	}
-	return min(a, d)
+	return most
 }
 
 // runSaving saves the node's state every StateSaveEvery until ctx ends,

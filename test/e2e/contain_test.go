@@ -63,8 +63,8 @@ type containRun struct {
 
 // startContainRun trips the volume signal (rise_floor = 3 messages in an
 // hour; the other signals off) through real SMTP and waits for the hold.
-// The account has no hourly message limit: on a fresh data_dir, without a
-// history, the volume signal never trips below one.
+// Nothing limits the account's messages an hour: on a fresh data_dir,
+// without a history, the volume signal never trips below such a limit.
 func startContainRun(t *testing.T) *containRun {
 	testutil.NeedTool(t, "curl")
 	r := &containRun{accept: &atomic.Bool{}, hook: newWebhookSink(t)}
@@ -81,8 +81,12 @@ smarthost = %q
 smarthost_tls = "none"
 [sending]
 messages_per_hour = 0
+recipients_per_hour = 0
+recipients_per_day = 0
 [sending.domain]
 messages_per_hour = 0
+recipients_per_hour = 0
+recipients_per_day = 0
 [contain]
 rise_floor = 3
 limit_hits = 0

@@ -21,15 +21,18 @@ import (
 // all still there, seen through SMTP replies and the CLI; on PostgreSQL and
 // Redis a second node, with a data_dir of its own, sees them as well.
 
-// stateConfig gives jan@firma.cz 3 recipients an hour, and trips the
-// volume signal at 3 messages in an hour on an account without an hourly
-// message limit; 5 wrong passwords from new networks put a login under
-// attack.
+// stateConfig has no limit of the messages an hour, so that the volume
+// signal trips at 3 messages in an hour even without a history (jan gets 3
+// recipients an hour from an override, newStateServer); 5 wrong passwords
+// from new networks put a login under attack.
 const stateConfig = `[sending]
 messages_per_hour = 0
-recipients_per_hour = 3
+recipients_per_hour = 0
+recipients_per_day = 0
 [sending.domain]
 messages_per_hour = 0
+recipients_per_hour = 0
+recipients_per_day = 0
 [contain]
 action = "hold"
 rise_floor = 3
@@ -120,14 +123,16 @@ func checkState(t *testing.T, s *server) {
 // windowFullRe is the refusal of SPEC R19 of jan's fourth recipient.
 var windowFullRe = regexp.MustCompile(`^451 4\.7\.1 [A-Za-z0-9]{22} sending limit reached for jan@firma\.cz: 3 recipients per hour; try again after \d\d:\d\d$`)
 
-// newStateServer is a server on stateConfig and extra, with firma.cz's
-// accounts and petr@firma.cz when setup is set.
+// newStateServer is a server on stateConfig and extra; with setup, the
+// directory gets firma.cz's accounts, petr@firma.cz, and jan's limit of 3
+// recipients an hour.
 func newStateServer(t *testing.T, extra string, setup bool) *server {
 	t.Helper()
 	s := newServer(t, stateConfig+extra)
 	if setup {
 		s.setupFirma()
 		s.mustCLI(e2ePassword+"\n", "account", "add", "petr@firma.cz")
+		s.mustCLI("", "sending", "set", "jan@firma.cz", "recipients_per_hour=3")
 	}
 	return s
 }
