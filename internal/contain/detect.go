@@ -163,6 +163,10 @@ type state struct {
 	// spam are the times of the recent spam verdicts, oldest first, at
 	// most Thresholds.Spam of them.
 	spam []time.Time
+	// since is the hour (Unix hours) from which hours holds the account's
+	// whole history: the start of counting, or of this state when the
+	// account was forgotten to make room.
+	since int64
 }
 
 // Detector watches each account's signals in rolling windows and calls
@@ -181,9 +185,14 @@ type Detector struct {
 	now  func() time.Time
 	trip func(Trip)
 
-	// mu guards accounts.
+	// hourlyLimit returns the most messages an hour the sending limits let
+	// account send, 0 for none (SetHourlyLimit).
+	hourlyLimit func(account string) int64
+
+	// mu guards accounts and what the fields of persisted describe.
 	mu       sync.Mutex
 	accounts map[string]*state
+	persisted
 }
 
 // MaxNetworks is the highest Networks threshold, which bounds the networks
@@ -205,7 +214,8 @@ func NewDetector(th Thresholds, maxAccounts int, now func() time.Time, trip func
 	}
 	th.RiseDays = min(max(th.RiseDays, 1), maxRiseDays)
 	th.Networks = min(th.Networks, MaxNetworks)
-	d := &Detector{maxAccounts: maxAccounts, now: now, trip: trip, accounts: map[string]*state{}}
+	d := &Detector{maxAccounts: maxAccounts, now: now, trip: trip, accounts: map[string]*state{},
+		persisted: persisted{since: now().Unix() / 3600, pending: map[string]map[countKey]int64{}, resets: map[string]string{}}}
 	d.th.Store(&th)
 	return d
 }
@@ -220,6 +230,11 @@ func (d *Detector) SetThresholds(th Thresholds) {
 	d.th.Store(&th)
 }
 
+// SetHourlyLimit tells the detector the most messages an hour the sending
+// limits let an account send (SPEC R19), 0 for none. f is called outside
+// the detector's lock and must not block for long.
+func (d *Detector) SetHourlyLimit(f func(account string) int64) { d.hourlyLimit = f }
+
 // get returns account's state, making it (and room for it); d.mu is held.
 func (d *Detector) get(account string, at time.Time) *state {
 	st := d.accounts[account]
@@ -230,6 +245,11 @@ func (d *Detector) get(account string, at time.Time) *state {
 		st = &state{
 			rcpts: newWindow[uint32](bounceBuckets), refused: newWindow[uint32](bounceBuckets),
 			slices: newWindow[uint32](hourSlices), hours: newWindow[uint16](24*d.th.Load().RiseDays + 1),
+			since: d.since,
+		}
+		if d.evicted {
+			// The store may hold more of its history than memory now does.
+			st.since = at.Unix() / 3600
 		}
 		d.accounts[account] = st
 	}
@@ -254,6 +274,7 @@ func (d *Detector) evict() {
 		}
 	}
 	delete(d.accounts, victim)
+	d.evicted = true
 }
 
 // Forget drops what the detector holds of account: after a release it
@@ -261,6 +282,7 @@ func (d *Detector) evict() {
 func (d *Detector) Forget(account string) {
 	d.mu.Lock()
 	delete(d.accounts, account)
+	d.reset(account, allKinds)
 	d.mu.Unlock()
 }
 
@@ -291,6 +313,7 @@ func (d *Detector) LimitHit(account, limit string, at time.Time) {
 		return
 	}
 	st.hits = append(kept, at)
+	d.note(account, KindHit, at.UnixNano(), "", 1)
 	if len(st.hits) > th.LimitHits {
 		st.hits = st.hits[len(st.hits)-th.LimitHits:]
 	}
@@ -299,6 +322,7 @@ func (d *Detector) LimitHit(account, limit string, at time.Time) {
 		// A trip starts the count afresh, so a warning is not repeated
 		// for every further hit.
 		st.hits = st.hits[:0]
+		d.reset(account, KindHit)
 	}
 	d.mu.Unlock()
 	if n >= th.LimitHits {
@@ -337,11 +361,16 @@ func (d *Detector) Delivered(account string, results []delivery.Result) {
 	st := d.get(account, at)
 	st.rcpts.add(b, total)
 	st.refused.add(b, refused)
+	d.note(account, KindRcpts, b*int64(width), "", int64(total))
+	if refused > 0 {
+		d.note(account, KindRefused, b*int64(width), "", int64(refused))
+	}
 	lo := b - bounceBuckets + 1
 	n, bad := st.rcpts.sum(lo, b), st.refused.sum(lo, b)
 	tripped := n >= uint64(max(th.BounceMin, 1)) && float64(bad) >= th.BounceShare*float64(n)
 	if tripped {
 		st.rcpts, st.refused = newWindow[uint32](bounceBuckets), newWindow[uint32](bounceBuckets)
+		d.reset(account, KindRcpts+KindRefused)
 	}
 	d.mu.Unlock()
 	if tripped {
@@ -390,9 +419,11 @@ func (d *Detector) LoggedIn(account string, ip netip.Addr, _ string, at time.Tim
 		}
 	}
 	st.nets[net] = at
+	d.note(account, KindNetwork, 0, net.String(), at.UnixNano())
 	n := len(st.nets)
 	if n >= th.Networks {
 		clear(st.nets)
+		d.reset(account, KindNetwork)
 	}
 	d.mu.Unlock()
 	if n >= th.Networks {
@@ -402,35 +433,66 @@ func (d *Detector) LoggedIn(account string, ip netip.Addr, _ string, at time.Tim
 	}
 }
 
+// sliceWidth is the width of one slice of the last hour.
+const sliceWidth = time.Hour / hourSlices
+
 // Queued is told of every message the account submitted (smtpd.Activity).
+//
+// The volume signal compares the last hour with the account's mean per
+// hour over the hours of history the detector holds, up to RiseDays days.
+// While that history is shorter than RiseDays, as after a start on an
+// empty data_dir, it says too little of what is usual for the account: the
+// signal then trips only above what the sending limits let the account
+// send in an hour (SPEC R19), so an account that keeps within its limits
+// is not held for a history the detector does not have (issue 19).
 func (d *Detector) Queued(account string, _ int, at time.Time) {
 	th := *d.th.Load()
 	if th.RiseFloor <= 0 || account == "" {
 		return
 	}
-	slice := at.UnixNano() / int64(time.Hour/hourSlices)
+	slice := at.UnixNano() / int64(sliceWidth)
 	hour := at.Unix() / 3600
+	full := int64(24 * th.RiseDays)
 	d.mu.Lock()
 	st := d.get(account, at)
 	st.slices.add(slice, 1)
 	st.hours.add(hour, 1)
+	d.note(account, KindSlice, slice*int64(sliceWidth), "", 1)
+	d.note(account, KindHour, hour*int64(time.Hour), "", 1)
 	last := st.slices.sum(slice-hourSlices+1, slice)
-	// The ring holds RiseDays days before the current hour.
-	hist := st.hours.before()
-	mean := float64(hist) / float64(24*th.RiseDays)
-	limit := max(float64(th.RiseFloor), th.RiseFactor*mean)
-	tripped := float64(last) >= limit
-	if tripped {
-		st.slices = newWindow[uint32](hourSlices)
+	// The ring holds RiseDays days before the current hour, of which the
+	// hours since st.since are known.
+	known := min(max(hour-st.since, 0), full)
+	var mean float64
+	if known > 0 {
+		mean = float64(st.hours.before()) / float64(known)
 	}
 	d.mu.Unlock()
-	if tripped {
-		d.fire(Trip{Account: account, Signal: SignalVolume, Time: at,
-			Figures: map[string]float64{"last_hour": float64(last), "mean_per_hour": mean, "factor": th.RiseFactor,
-				"floor": float64(th.RiseFloor), "days": float64(th.RiseDays)},
-			Summary: fmt.Sprintf("%d messages in the last hour against a mean of %.1f per hour over %d days (trips at %.0f: %g times the mean, at least %d)",
-				last, mean, th.RiseDays, limit, th.RiseFactor, th.RiseFloor)})
+	limit := max(float64(th.RiseFloor), th.RiseFactor*mean)
+	if float64(last) >= limit && known < full && d.hourlyLimit != nil {
+		if most := d.hourlyLimit(account); most > 0 {
+			limit = max(limit, float64(most+1))
+		}
 	}
+	if float64(last) < limit {
+		return
+	}
+	// Another message may have tripped it while the lock was not held:
+	// one trip is enough.
+	d.mu.Lock()
+	st = d.accounts[account]
+	if st == nil || float64(st.slices.sum(slice-hourSlices+1, slice)) < limit {
+		d.mu.Unlock()
+		return
+	}
+	st.slices = newWindow[uint32](hourSlices)
+	d.reset(account, KindSlice)
+	d.mu.Unlock()
+	d.fire(Trip{Account: account, Signal: SignalVolume, Time: at,
+		Figures: map[string]float64{"last_hour": float64(last), "mean_per_hour": mean, "factor": th.RiseFactor,
+			"floor": float64(th.RiseFloor), "days": float64(th.RiseDays), "history_hours": float64(known)},
+		Summary: fmt.Sprintf("%d messages in the last hour against a mean of %.1f per hour over %d hours of history (trips at %.0f: %g times the mean, at least %d)",
+			last, mean, known, limit, th.RiseFactor, th.RiseFloor)})
 }
 
 // Spam is told of every message of the account that the content scanner

@@ -13,11 +13,13 @@ import (
 // FuzzWatch runs a sequence of operations read from the input (one per
 // three bytes: operation, login, client) against a Watch with small bounds,
 // and checks what must hold whatever a client does: a network with a
-// success in TrustFor is never refused, the memory bounds hold, and a
-// refusal says why.
+// success in TrustFor is never refused, the memory bounds hold, a refusal
+// says why, and a restart (a flush, and a new Watch restored from the
+// store) keeps every login under attack under attack.
 func FuzzWatch(f *testing.F) {
 	f.Add([]byte{0, 1, 1, 1, 1, 2, 1, 1, 3, 1, 1, 4, 2, 1, 9, 2, 1, 1})
 	f.Add([]byte{1, 0, 0, 1, 0, 1, 1, 0, 2, 3, 0, 0, 2, 0, 7, 4, 0, 0, 2, 0, 7})
+	f.Add([]byte{1, 1, 1, 1, 1, 2, 1, 1, 3, 4, 0, 1, 2, 1, 9, 3, 0, 30, 4, 0, 1, 2, 1, 9})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		ctx := context.Background()
 		clock := testutil.NewClock(time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC))
@@ -25,7 +27,11 @@ func FuzzWatch(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w := New(Config{MaxFailures: 3, MaxLogins: 4, MaxNetworks: 2, Window: time.Hour, AttackFor: time.Hour, Now: clock.Now}, st)
+		cfg := Config{MaxFailures: 3, MaxLogins: 4, MaxNetworks: 2, Window: time.Hour, AttackFor: time.Hour, Now: clock.Now}
+		w := New(cfg, st)
+		if err := w.Restore(ctx, st); err != nil {
+			t.Fatal(err)
+		}
 		// trusted is the last success of each login and network, as the
 		// test saw them.
 		trusted := map[recentKey]time.Time{}
@@ -58,7 +64,27 @@ func FuzzWatch(f *testing.F) {
 			case 3:
 				clock.Advance(time.Duration(ops[i+2]) * time.Minute)
 			case 4:
-				w.Clear(login)
+				if ops[i+2]%2 == 0 {
+					w.Clear(login)
+					break
+				}
+				before := w.List(false)
+				if err := w.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				w = New(cfg, st)
+				if err := w.Restore(ctx, st); err != nil {
+					t.Fatal(err)
+				}
+				after := w.List(false)
+				if len(after) != len(before) {
+					t.Fatalf("op %d: under attack before a restart %+v, after %+v", i/3, before, after)
+				}
+				for j := range before {
+					if after[j].Login != before[j].Login || after[j].Failures != before[j].Failures || !after[j].Until.Equal(before[j].Until) {
+						t.Fatalf("op %d: under attack before a restart %+v, after %+v", i/3, before[j], after[j])
+					}
+				}
 			}
 			if s := w.Stats(); s.Tracked > 4 {
 				t.Fatalf("op %d: %d logins held, bound 4", i/3, s.Tracked)

@@ -15,15 +15,18 @@
 // account), at most Config.MaxLogins of them, each with at most
 // Config.MaxFailures failure times and MaxIPs address hashes; when the table
 // is full, the least threatening login (not under attack, fewest failures in
-// the window) makes room. Only successes write to the database, at most
+// the window) makes room. Successes write to the store, at most
 // Config.MaxNetworks networks per login, each once per refresh interval, and
-// entries older than Config.TrustFor are pruned.
+// entries older than Config.TrustFor are pruned. The failures and attack
+// states are saved in batches (Flush) to a StateStore and loaded at start
+// (Restore), so a restart neither lifts an attack nor forgets its count;
+// a failure itself never waits for a write.
 package loginwatch
 
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
+	"hash/fnv"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -217,8 +220,6 @@ type Watch struct {
 	cfg atomic.Pointer[Config]
 	// store keeps the successes.
 	store Store
-	// seed hashes client IPs.
-	seed maphash.Seed
 
 	// mu guards everything below.
 	mu sync.Mutex
@@ -230,6 +231,10 @@ type Watch struct {
 	stats Stats
 	// pruned is when makeRoom last looked for quiet logins.
 	pruned time.Time
+	// states keeps the logins across restarts (Restore); nil keeps
+	// nothing. dirty are the logins to save or forget at the next Flush.
+	states StateStore
+	dirty  map[string]struct{}
 }
 
 // recentKey is a login and a network in the table of recent writes.
@@ -240,7 +245,7 @@ type recentKey struct {
 
 // New returns a Watch over store.
 func New(cfg Config, store Store) *Watch {
-	w := &Watch{store: store, seed: maphash.MakeSeed(),
+	w := &Watch{store: store,
 		logins: map[string]*entry{}, recent: map[recentKey]time.Time{}}
 	w.cfg.Store(new(cfg.withDefaults()))
 	return w
@@ -433,6 +438,7 @@ func (w *Watch) Failed(ctx context.Context, login string, ip netip.Addr) {
 // attack state when the window holds MaxFailures of them.
 func (w *Watch) count(login string, e *entry, ip netip.Addr, now time.Time) {
 	w.stats.Failures++
+	w.markDirty(login)
 	if e.n == 0 || !now.Before(e.last.Add(w.conf().Window)) && !now.Before(e.until) {
 		// The login was quiet for a window: a new episode.
 		*e = entry{times: e.times}
@@ -444,7 +450,7 @@ func (w *Watch) count(login string, e *entry, ip netip.Addr, now time.Time) {
 	e.last = now
 	e.total++
 	if len(e.ips) < MaxIPs {
-		h := uint32(maphash.Comparable(w.seed, ip.Unmap()))
+		h := ipHash(ip)
 		if !slices.Contains(e.ips, h) {
 			e.ips = append(e.ips, h)
 		}
@@ -471,6 +477,16 @@ func (w *Watch) inWindow(e *entry, now time.Time) int {
 		}
 	}
 	return n
+}
+
+// ipHash is the hash by which the distinct client IPs of a login are
+// counted. It is the same in every process, so the IPs counted before a
+// restart are still told from new ones after it.
+func ipHash(ip netip.Addr) uint32 {
+	h := fnv.New32a()
+	b := ip.Unmap().As16()
+	h.Write(b[:])
+	return h.Sum32()
 }
 
 // quiet reports whether e can be forgotten: no failure in the window and
@@ -512,6 +528,7 @@ func (w *Watch) makeRoom(now time.Time) bool {
 		return false
 	}
 	delete(w.logins, victim)
+	w.markDirty(victim)
 	w.stats.Evicted++
 	return true
 }
@@ -524,6 +541,7 @@ func (w *Watch) prune(now time.Time) {
 				w.conf().Log.Info("login no longer under attack", "login", login, "since", e.since, "refused", e.refused)
 			}
 			delete(w.logins, login)
+			w.markDirty(login)
 		}
 	}
 }
@@ -612,6 +630,7 @@ func (w *Watch) Clear(login string) (Login, bool) {
 	}
 	l := w.view(login, e, now)
 	delete(w.logins, login)
+	w.markDirty(login)
 	w.stats.Cleared++
 	w.conf().Log.Info("login attack state cleared", "login", login, "under_attack", l.UnderAttack)
 	return l, true

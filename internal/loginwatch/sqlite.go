@@ -3,6 +3,7 @@ package loginwatch
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"time"
@@ -22,6 +23,14 @@ var sqliteMigrations = []string{
 		PRIMARY KEY (login, network)
 	);
 	CREATE INDEX login_networks_last ON login_networks(last);`,
+	// The logins with failures (StateStore), one row each, the figures
+	// as JSON; expires is when the login is quiet, in Unix nanoseconds.
+	`CREATE TABLE login_failures (
+		login   TEXT PRIMARY KEY,
+		state   TEXT NOT NULL,
+		expires INTEGER NOT NULL
+	);
+	CREATE INDEX login_failures_expires ON login_failures(expires);`,
 }
 
 // SQLite is the Store in submitd's embedded database.
@@ -30,7 +39,10 @@ type SQLite struct {
 	db *sql.DB
 }
 
-var _ Store = (*SQLite)(nil)
+var (
+	_ Store      = (*SQLite)(nil)
+	_ StateStore = (*SQLite)(nil)
+)
 
 // NewSQLite migrates the history's table in db.
 func NewSQLite(ctx context.Context, db *sql.DB) (*SQLite, error) {
@@ -110,4 +122,76 @@ func (s *SQLite) Prune(ctx context.Context, expired time.Time) (int64, error) {
 		return 0, fmt.Errorf("login history: prune: %w", err)
 	}
 	return r.RowsAffected()
+}
+
+// SaveLogins implements StateStore, in one transaction.
+func (s *SQLite) SaveLogins(ctx context.Context, saved []Saved, drop []string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("login failures: %w", err)
+	}
+	defer tx.Rollback()
+	for _, l := range drop {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM login_failures WHERE login = ?`, l); err != nil {
+			return fmt.Errorf("login failures of %s: %w", l, err)
+		}
+	}
+	for _, sv := range saved {
+		b, err := json.Marshal(sv)
+		if err != nil {
+			return fmt.Errorf("login failures of %s: %w", sv.Login, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO login_failures (login, state, expires) VALUES (?, ?, ?)
+			ON CONFLICT (login) DO UPDATE SET state = excluded.state, expires = excluded.expires`,
+			sv.Login, string(b), sv.Expires.UnixNano()); err != nil {
+			return fmt.Errorf("login failures of %s: %w", sv.Login, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("login failures: %w", err)
+	}
+	return nil
+}
+
+// LoadLogins implements StateStore; it deletes the logins gone quiet.
+func (s *SQLite) LoadLogins(ctx context.Context, now time.Time) ([]Saved, error) {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM login_failures WHERE expires <= ?`, now.UnixNano()); err != nil {
+		return nil, fmt.Errorf("login failures: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT login, state, expires FROM login_failures`)
+	if err != nil {
+		return nil, fmt.Errorf("login failures: %w", err)
+	}
+	defer rows.Close()
+	var out []Saved
+	for rows.Next() {
+		var login, state string
+		var expires int64
+		if err := rows.Scan(&login, &state, &expires); err != nil {
+			return nil, fmt.Errorf("login failures: %w", err)
+		}
+		sv, err := decodeSaved(login, []byte(state), expires)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sv)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("login failures: %w", err)
+	}
+	return out, nil
+}
+
+// decodeSaved is the Saved that a store keeps as JSON, with the expiry the
+// store indexes it by (0: the one in the JSON).
+func decodeSaved(login string, state []byte, expires int64) (Saved, error) {
+	var sv Saved
+	if err := json.Unmarshal(state, &sv); err != nil {
+		return Saved{}, fmt.Errorf("login failures of %s: %w", login, err)
+	}
+	sv.Login = login
+	if expires != 0 {
+		sv.Expires = time.Unix(0, expires)
+	}
+	return sv, nil
 }

@@ -154,6 +154,8 @@ type Node struct {
 	closers []func()
 	// closeOnce makes Close safe to call more than once.
 	closeOnce sync.Once
+	// savingState saves the counts kept in memory (runSaving).
+	savingState
 }
 
 // Listener is one bound listener and how the server treats it.
@@ -364,6 +366,9 @@ func (n *Node) open(ctx context.Context) error {
 	if err := n.newContainment(ctx); err != nil {
 		return err
 	}
+	if err := n.openSignals(ctx); err != nil {
+		return err
+	}
 	checkFileLimit(cfg, log)
 	return n.listen()
 }
@@ -386,7 +391,8 @@ func SendingLimits(cfg *config.Config) (acct, dom sending.Limits) {
 // which its change feed keeps current, and the first-time-recipient
 // history in the node's database, pruned at start. With [guard] store =
 // "redis" the windows are counted in that Redis, across every node that
-// uses it; otherwise in this process's memory, per node.
+// uses it; otherwise in this process's memory, per node, saved to the
+// node's database every StateSaveEvery and loaded at start.
 func (n *Node) newSending(ctx context.Context) error {
 	h, err := sending.NewSQLiteHistory(ctx, n.DB)
 	if err != nil {
@@ -414,6 +420,17 @@ func (n *Node) newSending(ctx context.Context) error {
 		}
 		n.onClose(func() { rc.Close() })
 		counter = sending.NewRedis(rc)
+	} else {
+		ws, err := sending.NewSQLiteWindows(ctx, n.DB)
+		if err != nil {
+			return err
+		}
+		mem := sending.NewMemory()
+		if err := mem.Restore(ctx, ws, time.Now()); err != nil {
+			return err
+		}
+		counter = mem
+		n.keepSaving("sending windows", func(ctx context.Context) error { return mem.Flush(ctx, time.Now()) })
 	}
 	n.Sending = sending.New(sending.Config{Account: acct, Domain: dom, Overrides: over, Counter: counter, History: h, Log: n.Log})
 	n.Watcher.Subscribe(n.Sending.DirectoryChanged)
@@ -615,18 +632,40 @@ func LoginWatchConfig(cfg *config.Config) loginwatch.Config {
 }
 
 // openLogins sets up the per-login failure count (SPEC R21): counts in
-// memory, successes in the node's database.
+// memory, saved every StateSaveEvery and loaded at start, with the
+// successes, in the guard's store: the node's database, or with [guard]
+// store = "redis" the Redis every node shares.
 func (n *Node) openLogins(ctx context.Context) error {
 	if !n.Config.LoginGuard.Enabled {
 		return nil
 	}
-	st, err := loginwatch.NewSQLite(ctx, n.DB)
-	if err != nil {
-		return err
+	var st interface {
+		loginwatch.Store
+		loginwatch.StateStore
+	}
+	if n.Config.Guard.Store == "redis" {
+		rc, err := redisconn.Open(n.Config.Guard.RedisURL)
+		if err != nil {
+			return err
+		}
+		n.onClose(func() { rc.Close() })
+		st = loginwatch.NewRedis(rc)
+	} else {
+		s, err := loginwatch.NewSQLite(ctx, n.DB)
+		if err != nil {
+			return err
+		}
+		st = s
 	}
 	lc := LoginWatchConfig(n.Config)
 	lc.Log = n.Log
 	n.Logins = loginwatch.New(lc, st)
+	if err := n.Logins.Restore(ctx, st); err != nil {
+		// As with the guard, Redis may be away at start: the count
+		// starts afresh rather than the node not starting.
+		n.Log.Error("login failures not loaded; counting starts afresh", "err", err)
+	}
+	n.keepSaving("login failures", n.Logins.Flush)
 	n.Metrics.Logins(n.Logins.Stats)
 	return nil
 }
@@ -788,6 +827,11 @@ func (n *Node) Run(ctx context.Context) error {
 		n.Certs.Run(tctx)
 	}()
 	defer func() { tstop(); <-tdone }()
+	// Declared last, this runs first on the way out: the final save comes
+	// after the sessions and deliveries ended, before the stores close.
+	savectx, savestop := context.WithCancel(context.Background())
+	savedone := n.runSaving(savectx)
+	defer func() { savestop(); <-savedone }()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(n.Listeners)+3)

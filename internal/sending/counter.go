@@ -136,6 +136,10 @@ type Memory struct {
 	windows map[string]*window
 	// swept is when windows was last cleared of empty windows.
 	swept time.Time
+	// store keeps the windows across restarts (Restore); nil keeps
+	// nothing. dirty are the windows changed since the last Flush.
+	store *SQLiteWindows
+	dirty map[string]struct{}
 }
 
 // NewMemory returns an empty in-memory Counter.
@@ -170,6 +174,7 @@ func (m *Memory) Take(_ context.Context, now time.Time, reqs []Request) ([]Taken
 	taken := make([]Taken, len(reqs))
 	for i, r := range reqs {
 		ws[i].add(min, r.N)
+		m.changed(r.Key)
 		taken[i] = Taken{Key: r.Key, Window: r.Window, Minute: min, N: r.N}
 	}
 	return taken, -1, time.Time{}, nil
@@ -182,6 +187,7 @@ func (m *Memory) Give(_ context.Context, _ time.Time, taken []Taken) error {
 	for _, t := range taken {
 		if w := m.windows[t.Key]; w != nil {
 			w.give(t.Minute, t.N)
+			m.changed(t.Key)
 		}
 	}
 	return nil
@@ -210,6 +216,7 @@ func (m *Memory) sweep(now time.Time) {
 		w.prune(min, w.span)
 		if w.total == 0 {
 			delete(m.windows, k)
+			m.changed(k)
 		}
 	}
 }

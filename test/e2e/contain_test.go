@@ -63,6 +63,8 @@ type containRun struct {
 
 // startContainRun trips the volume signal (rise_floor = 3 messages in an
 // hour; the other signals off) through real SMTP and waits for the hold.
+// Nothing limits the account's messages an hour: on a fresh data_dir,
+// without a history, the volume signal never trips below such a limit.
 func startContainRun(t *testing.T) *containRun {
 	testutil.NeedTool(t, "curl")
 	r := &containRun{accept: &atomic.Bool{}, hook: newWebhookSink(t)}
@@ -77,6 +79,14 @@ func startContainRun(t *testing.T) *containRun {
 	r.s = newServer(t, fmt.Sprintf(`[delivery]
 smarthost = %q
 smarthost_tls = "none"
+[sending]
+messages_per_hour = 0
+recipients_per_hour = 0
+recipients_per_day = 0
+[sending.domain]
+messages_per_hour = 0
+recipients_per_hour = 0
+recipients_per_day = 0
 [contain]
 rise_floor = 3
 limit_hits = 0
