@@ -40,6 +40,7 @@ import (
 	"submitd/internal/smtpd"
 	"submitd/internal/spool"
 	"submitd/internal/sqlitedb"
+	"submitd/internal/trace"
 )
 
 // ShutdownTimeout is how long Run lets open sessions and deliveries finish
@@ -61,6 +62,8 @@ type Node struct {
 	Directory directory.Store
 	// SessionLog writes session records (SPEC R13).
 	SessionLog *sessionlog.Writer
+	// Trace writes the delivery history (SPEC R13a).
+	Trace *trace.Recorder
 	// Spool holds accepted messages (SPEC R15).
 	Spool *spool.Spool
 	// Queue delivers what is spooled (SPEC R17).
@@ -238,8 +241,12 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	// The queue takes the spool's lock; only then is it safe to clear what
 	// interrupted writes left behind.
+	// The delivery history is kept as long as the session records.
+	n.Trace = trace.NewRecorder(n.Stores.Trace, cfg.SessionLog.Retention.D(), log)
+	n.Trace.Spool = n.Spool
+	n.onClose(n.Trace.Close)
 	n.newDetector()
-	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, log); err != nil {
+	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, n.Trace, log); err != nil {
 		return err
 	}
 	n.Metrics.Queue(n.Queue)
@@ -255,8 +262,12 @@ func (n *Node) open(ctx context.Context) error {
 			"dir", src, "staged", len(staged))
 	}
 	n.Queue.Load(queued)
-	// The queue hears of each message as soon as it is safely on disk.
-	n.Spool.OnCommit = n.Queue.Add
+	// The queue hears of each message as soon as it is safely on disk;
+	// the history first, so that it has the message before any attempt.
+	n.Spool.OnCommit = func(env *spool.Envelope) {
+		n.Trace.Accepted(env)
+		n.Queue.Add(env)
+	}
 
 	// SPEC R11: the guard's state is in memory for the refusal path and in
 	// the database for restarts; Run follows the database's change log so
@@ -537,7 +548,7 @@ func (n *Node) serveAdmin(errc chan<- error) (stop func(context.Context)) {
 // R18): the sender [delivery] asks for, and DKIM signing with the shared
 // keys ("submitd dkim generate"); outcomes hears the results by account.
 func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Observer,
-	outcomes func(string, []delivery.Result), log *slog.Logger) (*queue.Queue, error) {
+	outcomes func(string, []delivery.Result), tracer queue.Tracer, log *slog.Logger) (*queue.Queue, error) {
 	sender, err := delivery.New(cfg, log)
 	if err != nil {
 		return nil, err
@@ -554,7 +565,7 @@ func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Obs
 	return queue.New(queue.Config{
 		Spool: sp, Sender: sender, Signer: signer, Hostname: cfg.Hostname,
 		RetryMin: qc.RetryMin.D(), RetryMax: qc.RetryMax.D(), MaxAge: qc.MaxAge.D(), WarnAfter: qc.WarnAfter.D(),
-		Workers: qc.Workers, PerDomain: perDomain, Log: log, Observer: obs, Outcomes: outcomes,
+		Workers: qc.Workers, PerDomain: perDomain, Log: log, Observer: obs, Outcomes: outcomes, Tracer: tracer,
 	})
 }
 
