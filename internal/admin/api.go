@@ -85,6 +85,7 @@ func (s *Server) routes() {
 
 	s.mux.HandleFunc("GET /metrics", s.metrics)
 	s.webRoutes()
+	s.traceRoutes()
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(http.StatusNotFound, "no endpoint %s %s; see docs/api.md", r.Method, r.URL.Path))
 	})
@@ -1108,6 +1109,7 @@ func (s *Server) deleteQueued(r *http.Request, p *principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.traceDeleted(r.Context(), p, id, in.Bounce)
 	if err := s.audit(r.Context(), p, "queue.delete", "queue:"+id, before, map[string]bool{"bounce": in.Bounce}); err != nil {
 		return nil, err
 	}

@@ -450,6 +450,7 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g
 		SendingDomain:   sendDom,
 		Directory:       st.Directory,
 		Sessions:        st.Sessions,
+		Trace:           st.Trace,
 		Guard:           g,
 		DKIM:            st.DKIM,
 		DNS:             &delivery.Resolver{Addr: cfg.Delivery.Resolver},
