@@ -238,7 +238,7 @@ func (s *Server) getSession(r *http.Request, p *principal) (any, error) {
 	if !ids.IsSession(id) {
 		return nil, badRequest("%q is not a session id (22 letters and digits)", id)
 	}
-	rec, err := s.cfg.Sessions.Get(r.Context(), id)
+	rec, err := s.sessionRecord(r.Context(), id)
 	if err != nil {
 		return nil, err
 	}

@@ -143,7 +143,7 @@ func (s *Server) find(r *http.Request, p *principal) (any, error) {
 		}
 	}
 	for _, id := range t.Sessions {
-		rec, err := s.cfg.Sessions.Get(ctx, id)
+		rec, err := s.sessionRecord(ctx, id)
 		if errors.Is(err, sessionlog.ErrNotFound) {
 			continue
 		}

@@ -64,6 +64,8 @@ type Node struct {
 	SessionLog *sessionlog.Writer
 	// Trace writes the delivery history (SPEC R13a).
 	Trace *trace.Recorder
+	// Refusals gives refused connections ids that can be looked up.
+	Refusals *trace.Refusals
 	// Spool holds accepted messages (SPEC R15).
 	Spool *spool.Spool
 	// Queue delivers what is spooled (SPEC R17).
@@ -235,6 +237,10 @@ func (n *Node) open(ctx context.Context) error {
 	n.SessionLog = sessionlog.NewWriter(n.Stores.Sessions, cfg.SessionLog.Retention.D(), log)
 	n.onClose(n.SessionLog.Close)
 	n.Metrics.SessionLog(n.SessionLog.Stats)
+	// Connections refused at the greeting are recorded by episode, through
+	// the session log (SPEC R13a).
+	n.Refusals = trace.NewRefusals(n.SessionLog)
+	n.onClose(n.Refusals.Close)
 
 	if n.Spool, err = spool.Open(SpoolDir(cfg), log); err != nil {
 		return err
@@ -637,6 +643,7 @@ func newServer(cfg *config.Config, n *Node, replies *smtpd.Replies, tlsConf *tls
 		Limiter:    smtpd.LimiterOf(n.Sending),
 		Spool:      smtpd.SpoolDir(n.Spool),
 		SessionLog: n.SessionLog,
+		Refusals:   n.Refusals,
 		Replies:    replies,
 		Auth:       n.Auth,
 		AuthKey:    n.Guard.Key,
