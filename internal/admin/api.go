@@ -668,6 +668,9 @@ type domainView struct {
 	DKIM *dkimView `json:"dkim"`
 	// AliasDKIM are the DKIM records of its aliases that have keys.
 	AliasDKIM []dkimView `json:"alias_dkim"`
+	// Health is the domain's DNS health; only the domain detail looks
+	// it up, and only with a resolver.
+	Health *domainHealth `json:"health,omitempty"`
 }
 
 // dkimView is a DKIM key's public side.
@@ -791,6 +794,7 @@ func (s *Server) getDomain(r *http.Request, p *principal) (any, error) {
 		}
 	}
 	s.checkDKIMViews(r.Context(), keys, views)
+	v.Health = s.health(r.Context(), v)
 	return v, nil
 }
 

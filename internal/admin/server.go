@@ -125,6 +125,9 @@ type Config struct {
 	// DNS looks up the published DKIM records for the domain detail
 	// ([delivery] resolver); nil leaves the check out.
 	DNS TXTResolver
+	// Health checks the domains' DNS for the domain detail; nil leaves
+	// the check out.
+	Health HealthChecker
 	// Trace is the delivery history (SPEC R13a); nil leaves the trace
 	// endpoints answering 503.
 	Trace TraceStore

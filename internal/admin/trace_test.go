@@ -129,21 +129,7 @@ func TestTraceMessage(t *testing.T) {
 // links the message page, which links the session.
 func TestTracePages(t *testing.T) {
 	w := newWorld(t)
-	get := func(path string) string {
-		t.Helper()
-		req, _ := http.NewRequest("GET", w.ts.URL+path, nil)
-		req.Header.Set("Authorization", "Bearer "+w.tokens[RoleSupport])
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s: %d\n%s", path, resp.StatusCode, b)
-		}
-		return string(b)
-	}
+	get := func(path string) string { return webGetAs(t, w, path) }
 	page := get("/trace?q=friend%40example.org")
 	for _, want := range []string{`href="/trace/` + doneQID + `"`, "250 2.0.0 OK 1701 gsmtp", "delivered", "(admins only)"} {
 		if !strings.Contains(page, want) {
@@ -159,4 +145,21 @@ func TestTracePages(t *testing.T) {
 	if page := get("/sessions/" + testSID); !strings.Contains(page, "Session") {
 		t.Errorf("session page: %s", page)
 	}
+}
+
+// webGetAs fetches a support page with the support role's token.
+func webGetAs(t *testing.T, w *world, path string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", w.ts.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+w.tokens[RoleSupport])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %d\n%s", path, resp.StatusCode, b)
+	}
+	return string(b)
 }

@@ -29,6 +29,7 @@ import (
 	"submitd/internal/delivery"
 	"submitd/internal/directory"
 	"submitd/internal/dkim"
+	"submitd/internal/dnshealth"
 	"submitd/internal/guard"
 	"submitd/internal/loginwatch"
 	"submitd/internal/metrics"
@@ -450,16 +451,19 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g
 		return nil, nil, nil, err
 	}
 	metricsNets, _ := config.ParsePrefixes(cfg.Admin.MetricsNetworks)
+	outbound, _ := config.ParsePrefixes(cfg.Delivery.OutboundIPs)
 	sendAcct, sendDom := SendingLimits(cfg)
 	c := admin.Config{
-		SendingAccount:  sendAcct,
-		SendingDomain:   sendDom,
-		Directory:       st.Directory,
-		Sessions:        st.Sessions,
-		Trace:           st.Trace,
-		Guard:           g,
-		DKIM:            st.DKIM,
-		DNS:             &delivery.Resolver{Addr: cfg.Delivery.Resolver},
+		SendingAccount: sendAcct,
+		SendingDomain:  sendDom,
+		Directory:      st.Directory,
+		Sessions:       st.Sessions,
+		Trace:          st.Trace,
+		Guard:          g,
+		DKIM:           st.DKIM,
+		DNS:            &delivery.Resolver{Addr: cfg.Delivery.Resolver},
+		Health: dnshealth.New(dnshealth.Config{Resolver: &delivery.Resolver{Addr: cfg.Delivery.Resolver},
+			SPFInclude: cfg.Delivery.SPFInclude, Outbound: outbound}),
 		Staff:           st.Admin,
 		Audit:           st.Admin,
 		LoginGuard:      lg,
