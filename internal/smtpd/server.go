@@ -89,7 +89,7 @@ type SessionLog interface {
 // support can look up (SPEC R13a); trace.Refusals is one. Refused is on the
 // refusal path and does no I/O; reply makes the refusal's line for an id.
 type Refusals interface {
-	Refused(ip netip.Addr, listener, key string, reply func(sid string) string) string
+	Refused(sid string, ip netip.Addr, listener, key string, reply func(sid string) string) string
 }
 
 // Hasher verifies passwords; it is password.Verify in production.
@@ -356,7 +356,7 @@ func clientAddr(a net.Addr) (netip.AddrPort, error) {
 // key the session id its refusal is recorded under (SPEC R13a).
 func (s *Server) refusal(v Vars, ip netip.Addr, lc ListenerConfig, key string) Vars {
 	if s.Refusals != nil {
-		v.SID = s.Refusals.Refused(ip, lc.Name, key, func(sid string) string {
+		v.SID = s.Refusals.Refused(v.SID, ip, lc.Name, key, func(sid string) string {
 			w := v
 			w.SID = sid
 			return s.Replies.Line(key, w)

@@ -101,16 +101,21 @@ func NewRefusals(saver RecordSaver) *Refusals {
 func (r *Refusals) Unrecorded() uint64 { return r.unrecorded.Load() }
 
 // Refused returns the session id for a connection from ip refused on
-// listener with the reply of key; reply gives that reply's line for an id,
-// and is called only when an episode starts.
-func (r *Refusals) Refused(ip netip.Addr, listener, key string, reply func(sid string) string) string {
+// listener with the reply of key; sid is the random id the connection
+// drew, whose characters the returned id reuses, so a refusal costs no
+// second draw. reply gives the refusal's line for an id, and is called
+// only when an episode starts.
+func (r *Refusals) Refused(sid string, ip netip.Addr, listener, key string, reply func(sid string) string) string {
 	client := netip.PrefixFrom(ip, ip.BitLen())
 	if ip.Is6() {
 		client, _ = ip.Prefix(64)
 	}
 	k := episodeKey{client: client, listener: listener, key: key}
 	now := r.now()
-	rnd := ids.Session()
+	rnd := sid
+	if !ids.IsSession(rnd) {
+		rnd = ids.Session()
+	}
 	r.mu.Lock()
 	ep := r.episodes[k]
 	if ep == nil || now.Sub(ep.last) > episodeGap {
@@ -132,7 +137,7 @@ func (r *Refusals) Refused(ip netip.Addr, listener, key string, reply func(sid s
 	}
 	ep.count++
 	ep.last = now
-	sid := ep.tag + rnd[tagLen:]
+	sid = ep.tag + rnd[tagLen:]
 	if ep.count == 1 {
 		// Saved at once, so the id the client just got can be looked up
 		// within moments.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"submitd/internal/ids"
 	"submitd/internal/sessionlog"
 )
 
@@ -33,18 +34,18 @@ func TestRefusalEpisodes(t *testing.T) {
 	r.now = func() time.Time { return clock }
 	line := func(sid string) string { return "554 5.1.0 " + sid + " Connection refused" }
 	ip := netip.MustParseAddr("127.0.0.77")
-	a := r.Refused(ip, "submission", "blocked", line)
-	b := r.Refused(ip, "submission", "blocked", line)
+	a := r.Refused(ids.Session(), ip, "submission", "blocked", line)
+	b := r.Refused(ids.Session(), ip, "submission", "blocked", line)
 	if a[:tagLen] != b[:tagLen] || a == b {
 		t.Fatalf("one episode gave %s and %s", a, b)
 	}
-	v6a := r.Refused(netip.MustParseAddr("2001:db8::1"), "submission", "blocked", line)
-	v6b := r.Refused(netip.MustParseAddr("2001:db8::2"), "submission", "blocked", line)
+	v6a := r.Refused(ids.Session(), netip.MustParseAddr("2001:db8::1"), "submission", "blocked", line)
+	v6b := r.Refused(ids.Session(), netip.MustParseAddr("2001:db8::2"), "submission", "blocked", line)
 	if v6a[:tagLen] != v6b[:tagLen] || v6a[:tagLen] == a[:tagLen] {
 		t.Errorf("IPv6 /64: %s and %s (IPv4 %s)", v6a, v6b, a)
 	}
 	clock = clock.Add(episodeGap + time.Second)
-	if c := r.Refused(ip, "submission", "blocked", line); c[:tagLen] == a[:tagLen] {
+	if c := r.Refused(ids.Session(), ip, "submission", "blocked", line); c[:tagLen] == a[:tagLen] {
 		t.Errorf("after an idle hour the same tag: %s, %s", a, c)
 	}
 	k.mu.Lock()
@@ -54,7 +55,7 @@ func TestRefusalEpisodes(t *testing.T) {
 		t.Fatalf("the first episode's record: %+v", rec)
 	}
 	for i := range maxEpisodes + 10 {
-		r.Refused(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), "smtp", "blocked", line)
+		r.Refused(ids.Session(), netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), "smtp", "blocked", line)
 	}
 	if n := r.Unrecorded(); n == 0 || n > 20 {
 		t.Errorf("unrecorded = %d", n)

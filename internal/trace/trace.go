@@ -191,10 +191,6 @@ func stateOf(kind string) string {
 	return ""
 }
 
-// final reports whether a recipient in state s is done: later events for
-// the whole message (a purge, a delete) do not change it.
-func final(s string) bool { return s == StateDelivered || s == StateFailed || s == StateBounced }
-
 // Bounds on what the history keeps of a message's text: the header section
 // read for its Subject and Message-ID, and the length of each.
 const (
