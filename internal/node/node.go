@@ -242,16 +242,17 @@ func (n *Node) open(ctx context.Context) error {
 	// the session log (SPEC R13a).
 	n.Refusals = trace.NewRefusals(n.SessionLog)
 	n.onClose(n.Refusals.Close)
+	n.Trace = trace.NewRecorder(n.Stores.Trace, cfg.SessionLog.Retention.D(), log)
+	n.onClose(n.Trace.Close)
+	n.Metrics.Trace(n.Trace.Stats, n.Refusals.Unrecorded)
 
 	if n.Spool, err = spool.Open(SpoolDir(cfg), log); err != nil {
 		return err
 	}
 	// The queue takes the spool's lock; only then is it safe to clear what
 	// interrupted writes left behind.
-	// The delivery history is kept as long as the session records.
-	n.Trace = trace.NewRecorder(n.Stores.Trace, cfg.SessionLog.Retention.D(), log)
+	// The delivery history reads the Subjects of large messages here.
 	n.Trace.Spool = n.Spool
-	n.onClose(n.Trace.Close)
 	n.newDetector()
 	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, n.Trace, log); err != nil {
 		return err
