@@ -204,7 +204,7 @@ resolver = %q
 		t.Errorf("the refusal line landed on %s, want the session %s", loc, refusedSID)
 	}
 	text = read("the refusal's cause", chromedp.Text(css(".cause")))
-	for _, want := range []string{"refused: IP " + badIP + " blocked at", refusedSID + " Connection refused from " + badIP} {
+	for _, want := range []string{"refused: IP " + badIP + " blocked at", "connection(s) refused from", refusedSID + " Connection refused from " + badIP} {
 		if !strings.Contains(text, want) {
 			t.Errorf("refusal page's cause %q lacks %q", text, want)
 		}
