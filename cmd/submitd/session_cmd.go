@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -9,7 +10,9 @@ import (
 
 	"submitd/internal/ids"
 	"submitd/internal/queue"
+	"submitd/internal/sessionlog"
 	"submitd/internal/spool"
+	"submitd/internal/trace"
 )
 
 func init() {
@@ -40,6 +43,12 @@ func runSession(e *env, args []string) error {
 	}
 	defer done()
 	r, err := st.Sessions.Get(context.Background(), pos[0])
+	if errors.Is(err, sessionlog.ErrNotFound) {
+		// A connection refused at the greeting: the record of its refusals.
+		if rr, rerr := trace.Refusal(context.Background(), st.Sessions, pos[0]); rerr == nil {
+			r, err = rr, nil
+		}
+	}
 	if err != nil {
 		return err
 	}

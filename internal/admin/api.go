@@ -86,6 +86,7 @@ func (s *Server) routes() {
 
 	s.mux.HandleFunc("GET /metrics", s.metrics)
 	s.webRoutes()
+	s.traceRoutes()
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(http.StatusNotFound, "no endpoint %s %s; see docs/api.md", r.Method, r.URL.Path))
 	})
@@ -238,7 +239,7 @@ func (s *Server) getSession(r *http.Request, p *principal) (any, error) {
 	if !ids.IsSession(id) {
 		return nil, badRequest("%q is not a session id (22 letters and digits)", id)
 	}
-	rec, err := s.cfg.Sessions.Get(r.Context(), id)
+	rec, err := s.sessionRecord(r.Context(), id)
 	if err != nil {
 		return nil, err
 	}
@@ -668,6 +669,9 @@ type domainView struct {
 	DKIM *dkimView `json:"dkim"`
 	// AliasDKIM are the DKIM records of its aliases that have keys.
 	AliasDKIM []dkimView `json:"alias_dkim"`
+	// Health is the domain's DNS health; only the domain detail looks
+	// it up, and only with a resolver.
+	Health *domainHealth `json:"health,omitempty"`
 }
 
 // dkimView is a DKIM key's public side.
@@ -791,6 +795,7 @@ func (s *Server) getDomain(r *http.Request, p *principal) (any, error) {
 		}
 	}
 	s.checkDKIMViews(r.Context(), keys, views)
+	v.Health = s.health(r.Context(), v)
 	return v, nil
 }
 
@@ -1110,6 +1115,7 @@ func (s *Server) deleteQueued(r *http.Request, p *principal) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.traceDeleted(r.Context(), p, id, in.Bounce)
 	if err := s.audit(r.Context(), p, "queue.delete", "queue:"+id, before, map[string]bool{"bounce": in.Bounce}); err != nil {
 		return nil, err
 	}

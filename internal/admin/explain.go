@@ -109,6 +109,10 @@ func (x *Explainer) Explain(ctx context.Context, r *sessionlog.Record) Explanati
 	case last.Kind == "refused":
 		ex.Outcome = "refused: IP blocked"
 		ex.Cause, ex.Fixes = x.refused(ctx, r, last), []string{"unblock"}
+		if n, ok := strings.CutPrefix(last.Detail, "client blocked: "); ok {
+			// The record of a refusal episode (trace.Refusals) counts them.
+			ex.Cause += "; " + n
+		}
 	case last.Kind == "auth":
 		ex.Outcome = "AUTH failed"
 		if attack != nil {

@@ -116,6 +116,9 @@ type findResult struct {
 	Domains []string `json:"domains"`
 	// Queue are the queued messages found.
 	Queue []queueSummary `json:"queue"`
+	// Messages are the recipients of the messages found in the delivery
+	// history, newest first, as GET /api/v1/trace lists them.
+	Messages []traceRow `json:"messages"`
 }
 
 func (s *Server) find(r *http.Request, p *principal) (any, error) {
@@ -128,7 +131,7 @@ func (s *Server) find(r *http.Request, p *principal) (any, error) {
 	}
 	ctx := r.Context()
 	res := findResult{Query: q, Terms: ParseFind(q), Sessions: []sessionSummary{}, Blocked: []blockedEntry{},
-		Accounts: []accountView{}, Domains: []string{}, Queue: []queueSummary{}}
+		Accounts: []accountView{}, Domains: []string{}, Queue: []queueSummary{}, Messages: []traceRow{}}
 	t := res.Terms
 	seen := map[string]bool{}
 	addSessions := func(recs []*sessionlog.Record) {
@@ -140,7 +143,7 @@ func (s *Server) find(r *http.Request, p *principal) (any, error) {
 		}
 	}
 	for _, id := range t.Sessions {
-		rec, err := s.cfg.Sessions.Get(ctx, id)
+		rec, err := s.sessionRecord(ctx, id)
 		if errors.Is(err, sessionlog.ErrNotFound) {
 			continue
 		}
@@ -197,6 +200,15 @@ func (s *Server) find(r *http.Request, p *principal) (any, error) {
 			return nil, err
 		}
 		addSessions(recs)
+	}
+	// SPEC R13a: the messages the text names, whether or not they are
+	// still queued.
+	if s.cfg.Trace != nil {
+		rows, err := s.trace(ctx, s.cfg.Trace, p, t, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		res.Messages = rows
 	}
 	return res, nil
 }

@@ -26,6 +26,8 @@ type Settings struct {
 	SessionIdle time.Duration
 	// DNS looks up the published DKIM records (Config.DNS).
 	DNS TXTResolver
+	// Health checks the domains' DNS (Config.Health).
+	Health HealthChecker
 }
 
 // SetSettings puts st in force for the requests that come after it.

@@ -32,6 +32,7 @@ import (
 	"submitd/internal/queue"
 	"submitd/internal/sending"
 	"submitd/internal/sessionlog"
+	"submitd/internal/trace"
 )
 
 // Defaults of the zero Config fields.
@@ -125,6 +126,12 @@ type Config struct {
 	// DNS looks up the published DKIM records for the domain detail
 	// ([delivery] resolver); nil leaves the check out.
 	DNS TXTResolver
+	// Health checks the domains' DNS for the domain detail; nil leaves
+	// the check out. SetSettings replaces it.
+	Health HealthChecker
+	// Trace is the delivery history (SPEC R13a); nil leaves the trace
+	// endpoints answering 503.
+	Trace TraceStore
 	// Held holds and releases compromised accounts (SPEC R20); nil leaves
 	// the held endpoints answering 503.
 	Held Held
@@ -227,7 +234,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), sessions: map[string]*webSession{}, loginSlots: make(chan struct{}, loginHashes)}
 	s.SetSettings(Settings{MetricsNetworks: cfg.MetricsNetworks, SendingAccount: cfg.SendingAccount, SendingDomain: cfg.SendingDomain,
-		PasswordScheme: cfg.PasswordScheme, SessionIdle: cfg.SessionIdle, DNS: cfg.DNS})
+		PasswordScheme: cfg.PasswordScheme, SessionIdle: cfg.SessionIdle, DNS: cfg.DNS, Health: cfg.Health})
 	s.explainer = &Explainer{Directory: cfg.Directory, Failures: cfg.Sessions, Guard: cfg.Guard}
 	s.routes()
 	return s
@@ -384,7 +391,7 @@ func (s *Server) errorStatus(r *http.Request, err error) (int, string) {
 	case errors.As(err, &mbe):
 		status, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", maxBody)
 	case errors.Is(err, directory.ErrNotFound), errors.Is(err, ErrNotFound), errors.Is(err, sessionlog.ErrNotFound),
-		errors.Is(err, queue.ErrNotQueued), errors.Is(err, dkim.ErrNoKey):
+		errors.Is(err, trace.ErrNotFound), errors.Is(err, queue.ErrNotQueued), errors.Is(err, dkim.ErrNoKey):
 		status, msg = http.StatusNotFound, err.Error()
 	case errors.Is(err, directory.ErrExists), errors.Is(err, ErrExists), errors.Is(err, directory.ErrConflict),
 		errors.Is(err, dkim.ErrKeyExists):

@@ -27,6 +27,7 @@ import (
 	"submitd/internal/sessionlog"
 	"submitd/internal/spool"
 	"submitd/internal/testutil"
+	"submitd/internal/trace"
 )
 
 // world is an admin server over real stores in a temporary data_dir, with
@@ -45,6 +46,9 @@ type world struct {
 	sid string
 	// qid is the queued message.
 	qid string
+	// trace is the delivery history: qid deferred to eva@example.org, and
+	// doneQID delivered to friend@example.org.
+	trace *trace.SQLite
 }
 
 const (
@@ -135,9 +139,13 @@ func newWorld(t testing.TB) *world {
 	must(t, keys.Put(ctx, k, false))
 	envs, _ := sp.List()
 	w.qid = envs[0].ID
+	if w.trace, err = trace.NewSQLite(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	saveHistory(t, w)
 
 	w.srv = New(Config{
-		Directory: w.dir, Sessions: w.sessions, Guard: w.guard, DKIM: keys, Staff: w.store, Audit: w.store,
+		Directory: w.dir, Sessions: w.sessions, Guard: w.guard, DKIM: keys, Staff: w.store, Audit: w.store, Trace: w.trace,
 		Queue:      &queue.Admin{Spool: sp, Hostname: "mail.test", MaxAge: time.Hour},
 		LoginGuard: lg, PasswordScheme: "bcrypt",
 		SendingAccount: sending.Limits{sending.MessagesPerHour: 7},

@@ -146,6 +146,8 @@ var webFuncs = template.FuncMap{
 	// part hands a sub-template the page and its own data.
 	"part": func(page *pageData, data any) partData { return partData{Page: page, Data: data} },
 	"sub":  func(a, b int) int { return a - b },
+	// list makes a list of its arguments, for a part that shows a list.
+	"list": func(v ...any) []any { return v },
 }
 
 func init() {
@@ -496,6 +498,10 @@ func (s *Server) findPage(r *http.Request, p *principal) (any, error) {
 				return redirect("/sessions/" + id), nil
 			}
 		}
+	}
+	if len(res.Messages) > 0 {
+		// Where a message went is what the question is about.
+		return res, nil
 	}
 	switch {
 	case len(res.Sessions) == 1 && len(res.Blocked)+len(res.Accounts)+len(res.Domains)+len(res.Queue) == 0:

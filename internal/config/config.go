@@ -384,6 +384,16 @@ type Delivery struct {
 	// MaxConnectionsPerDestination is the most outbound connections open
 	// at once to one destination (MX address, or the smarthost).
 	MaxConnectionsPerDestination int `toml:"max_connections_per_destination"`
+	// SPFInclude is the domain whose SPF record lists the provider's
+	// outbound addresses, e.g. "_spf.provider.example": a customer's SPF
+	// record authorizes submitd's mail with include:SPF_INCLUDE. The
+	// domain health check (support web, API) looks for it and gives the
+	// record to publish; empty: it checks against outbound_ips alone.
+	SPFInclude string `toml:"spf_include"`
+	// OutboundIPs are the addresses or CIDRs submitd's mail leaves from,
+	// as the recipients' servers see them; the domain health check tests
+	// that a customer's SPF record authorizes each (RFC 7208).
+	OutboundIPs []string `toml:"outbound_ips"`
 }
 
 // Log configures logging.
@@ -785,6 +795,12 @@ func (c *Config) Validate() error {
 			return bad("delivery.smarthost", d.Smarthost, err.Error())
 		}
 	}
+	if d.SPFInclude != "" && !validDomainName(d.SPFInclude) {
+		return bad("delivery.spf_include", d.SPFInclude, "must be a domain name")
+	}
+	if _, err := ParsePrefixes(d.OutboundIPs); err != nil {
+		return fmt.Errorf("invalid value for delivery.outbound_ips: %w", err)
+	}
 	switch d.SmarthostTLS {
 	case "starttls", "implicit", "none":
 	default:
@@ -1112,3 +1128,23 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText formats d for TOML.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// validDomainName reports whether s is a DNS name of letters, digits,
+// hyphens and underscores (SPF's _spf labels) in dot-separated labels.
+func validDomainName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

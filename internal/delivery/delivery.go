@@ -49,6 +49,10 @@ type Result struct {
 	// remote reply to carry one: "5.1.10" for a null MX (RFC 7505 §4.2),
 	// "5.1.2" for a domain that does not exist. "" otherwise.
 	Code string
+	// TLS says how the session with Host was protected, for the delivery
+	// history (SPEC R13a): "TLS 1.3, certificate verified", "TLS 1.2,
+	// certificate not verified: …", "none"; "" when no session was set up.
+	TLS string
 }
 
 // Message is one message to send to recipients of one destination domain.

@@ -207,7 +207,7 @@ func (x *MX) try(ctx context.Context, m *Message, t target, mode tlsMode, log *s
 	if t.mode == mode {
 		x.d.pool.setRoute(m.Domain, keyOf(t))
 	}
-	return res, nil
+	return withTLS(res, info), nil
 }
 
 // logAttempt logs how an attempt with one host went: a host that could not

@@ -117,6 +117,30 @@ type tlsInfo struct {
 	// reused: the message went over a session kept from an earlier one,
 	// whose TLS details were logged when it was opened.
 	reused bool
+	// version is the negotiated TLS version, 0 without TLS.
+	version uint16
+}
+
+// String says how the session was protected, as Result.TLS tells it.
+func (i tlsInfo) String() string {
+	switch {
+	case !i.used:
+		return "none"
+	case i.verified:
+		return tls.VersionName(i.version) + ", certificate verified"
+	case i.verifyErr != nil:
+		return tls.VersionName(i.version) + ", certificate not verified: " + i.verifyErr.Error()
+	}
+	return tls.VersionName(i.version) + ", certificate not verified"
+}
+
+// withTLS notes in each result how the session that gave it was protected.
+func withTLS(res []Result, info tlsInfo) []Result {
+	s := info.String()
+	for i := range res {
+		res[i].TLS = s
+	}
+	return res
 }
 
 // attempt sends m to t over a session of the pool when one is idle, else
@@ -283,6 +307,7 @@ func (d *dialer) setup(ctx context.Context, c *client, t target, tconf *tls.Conf
 			return &hostError{c.ioError("TLS handshake", err)}
 		}
 		info.used, info.verified = true, true
+		info.version = c.nc.(*tls.Conn).ConnectionState().Version
 		c.tls = true
 	}
 	if err := c.greet(); err != nil {
@@ -303,6 +328,9 @@ func (d *dialer) setup(ctx context.Context, c *client, t target, tconf *tls.Conf
 			return &hostError{err}
 		}
 		info.used = true
+		if tc, ok := c.nc.(*tls.Conn); ok {
+			info.version = tc.ConnectionState().Version
+		}
 		if t.mode == tlsStartTLS {
 			info.verified = true
 		}

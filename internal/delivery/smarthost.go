@@ -65,7 +65,7 @@ func (s *Smarthost) Deliver(ctx context.Context, m *Message) []Result {
 	if err != nil && errors.As(err, &he) {
 		return fill(m, Temporary, errorReply(err), s.t.label())
 	}
-	return res
+	return withTLS(res, info)
 }
 
 // CloseIdle ends the sessions waiting for a message and keeps no more.

@@ -24,6 +24,7 @@ import (
 	"submitd/internal/guard"
 	"submitd/internal/queue"
 	"submitd/internal/sessionlog"
+	"submitd/internal/trace"
 )
 
 // Metrics is one node's registry and the metrics that are counted as events
@@ -240,6 +241,17 @@ func (m *Metrics) Queue(q *queue.Queue) {
 type queueStats struct {
 	sizes queue.Sizes
 	stats queue.Stats
+}
+
+// Trace exports the delivery history's backlog and losses, and the
+// refused connections whose ids name no record (SPEC R13a).
+func (m *Metrics) Trace(stats func() trace.RecorderStats, unrecorded func() uint64) {
+	c := &statsCollector[trace.RecorderStats]{stats: stats}
+	c.gauge("submitd_trace_backlog_items", "Delivery history entries waiting to be written to the database.", func(s trace.RecorderStats) float64 { return float64(s.Backlog) })
+	c.counter("submitd_trace_dropped_items_total", "Delivery history entries dropped because the backlog was full (the log lines still have their facts).", func(s trace.RecorderStats) float64 { return float64(s.Dropped) })
+	c.counter("submitd_trace_failed_items_total", "Delivery history entries the database failed to store.", func(s trace.RecorderStats) float64 { return float64(s.Failed) })
+	c.counter("submitd_refusals_unrecorded_total", "Connections refused at the greeting whose session ids name no record, because too many clients were being refused at once.", func(trace.RecorderStats) float64 { return float64(unrecorded()) })
+	m.reg.MustRegister(c)
 }
 
 // SessionLog adds the session log writer's backlog and losses (SPEC R13),

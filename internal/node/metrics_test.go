@@ -90,7 +90,7 @@ func TestNodeMetrics(t *testing.T) {
 		t.Errorf("accepted bytes grew by %v", b)
 	}
 	for _, series := range []string{`submitd_queue_messages{state="deferred"}`, "submitd_queue_oldest_message_age_seconds",
-		"submitd_guard_blocked_keys", "submitd_sessionlog_backlog_records", "go_goroutines", "process_open_fds"} {
+		"submitd_guard_blocked_keys", "submitd_sessionlog_backlog_records", "submitd_trace_backlog_items", "submitd_refusals_unrecorded_total", "go_goroutines", "process_open_fds"} {
 		if _, ok := after[series]; !ok {
 			t.Errorf("no series %s", series)
 		}

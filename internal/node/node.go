@@ -41,6 +41,7 @@ import (
 	"submitd/internal/smtpd"
 	"submitd/internal/spool"
 	"submitd/internal/sqlitedb"
+	"submitd/internal/trace"
 )
 
 // ShutdownTimeout is how long Run lets open sessions and deliveries finish
@@ -72,6 +73,10 @@ type Node struct {
 	Directory directory.Store
 	// SessionLog writes session records (SPEC R13).
 	SessionLog *sessionlog.Writer
+	// Trace writes the delivery history (SPEC R13a).
+	Trace *trace.Recorder
+	// Refusals gives refused connections ids that can be looked up.
+	Refusals *trace.Refusals
 	// Spool holds accepted messages (SPEC R15).
 	Spool *spool.Spool
 	// Queue delivers what is spooled (SPEC R17).
@@ -275,14 +280,23 @@ func (n *Node) open(ctx context.Context) error {
 	n.SessionLog = sessionlog.NewWriter(n.Stores.Sessions, cfg.SessionLog.Retention.D(), log)
 	n.onClose(n.SessionLog.Close)
 	n.Metrics.SessionLog(n.SessionLog.Stats)
+	// Connections refused at the greeting are recorded by episode, through
+	// the session log (SPEC R13a).
+	n.Refusals = trace.NewRefusals(n.SessionLog)
+	n.onClose(n.Refusals.Close)
+	n.Trace = trace.NewRecorder(n.Stores.Trace, cfg.SessionLog.Retention.D(), log)
+	n.onClose(n.Trace.Close)
+	n.Metrics.Trace(n.Trace.Stats, n.Refusals.Unrecorded)
 
 	if n.Spool, err = spool.Open(SpoolDir(cfg), log); err != nil {
 		return err
 	}
 	// The queue takes the spool's lock; only then is it safe to clear what
 	// interrupted writes left behind.
+	// The delivery history reads the Subjects of large messages here.
+	n.Trace.Spool = n.Spool
 	n.newDetector()
-	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, log); err != nil {
+	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, n.Trace, log); err != nil {
 		return err
 	}
 	n.Metrics.Queue(n.Queue)
@@ -298,8 +312,12 @@ func (n *Node) open(ctx context.Context) error {
 			"dir", src, "staged", len(staged))
 	}
 	n.Queue.Load(queued)
-	// The queue hears of each message as soon as it is safely on disk.
-	n.Spool.OnCommit = n.Queue.Add
+	// The queue hears of each message as soon as it is safely on disk;
+	// the history first, so that it has the message before any attempt.
+	n.Spool.OnCommit = func(env *spool.Envelope) {
+		n.Trace.Accepted(env)
+		n.Queue.Add(env)
+	}
 
 	// SPEC R11: the guard's state is in memory for the refusal path and in
 	// the database for restarts; Run follows the database's change log so
@@ -501,6 +519,7 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g
 	c := admin.Config{
 		Directory:    st.Directory,
 		Sessions:     st.Sessions,
+		Trace:        st.Trace,
 		Guard:        g,
 		DKIM:         st.DKIM,
 		Staff:        st.Admin,
@@ -597,7 +616,7 @@ func (n *Node) serveAdmin(errc chan<- error) (stop func(context.Context)) {
 // R18): the sender [delivery] asks for, and DKIM signing with the shared
 // keys ("submitd dkim generate"); outcomes hears the results by account.
 func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Observer,
-	outcomes func(string, []delivery.Result), log *slog.Logger) (*queue.Queue, error) {
+	outcomes func(string, []delivery.Result), tracer queue.Tracer, log *slog.Logger) (*queue.Queue, error) {
 	sender, err := delivery.New(DeliverySettings(cfg), log)
 	if err != nil {
 		return nil, err
@@ -607,7 +626,7 @@ func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Obs
 	return queue.New(queue.Config{
 		Spool: sp, Sender: sender, Signer: signer, Hostname: cfg.Hostname,
 		RetryMin: st.RetryMin, RetryMax: st.RetryMax, MaxAge: st.MaxAge, WarnAfter: st.WarnAfter,
-		Workers: st.Workers, PerDomain: st.PerDomain, Log: log, Observer: obs, Outcomes: outcomes,
+		Workers: st.Workers, PerDomain: st.PerDomain, Log: log, Observer: obs, Outcomes: outcomes, Tracer: tracer,
 	})
 }
 
@@ -702,6 +721,7 @@ func newServer(cfg *config.Config, n *Node, tlsConf *tls.Config, log *slog.Logge
 		Limiter:    smtpd.LimiterOf(n.Sending),
 		Spool:      smtpd.SpoolDir(n.Spool),
 		SessionLog: n.SessionLog,
+		Refusals:   n.Refusals,
 		AuthKey:    n.Guard.Key,
 		TLS:        tlsConf,
 		Log:        log,

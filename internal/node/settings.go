@@ -5,6 +5,7 @@ import (
 	"submitd/internal/auth"
 	"submitd/internal/config"
 	"submitd/internal/delivery"
+	"submitd/internal/dnshealth"
 	"submitd/internal/guard"
 	"submitd/internal/policy"
 	"submitd/internal/queue"
@@ -81,6 +82,7 @@ func QueueSettings(cfg *config.Config, sender delivery.Sender) queue.Settings {
 // the admin server's settings.
 func AdminSettings(cfg *config.Config) admin.Settings {
 	metricsNets, _ := config.ParsePrefixes(cfg.Admin.MetricsNetworks)
+	outbound, _ := config.ParsePrefixes(cfg.Delivery.OutboundIPs)
 	acct, dom := SendingLimits(cfg)
 	return admin.Settings{
 		MetricsNetworks: metricsNets,
@@ -88,6 +90,8 @@ func AdminSettings(cfg *config.Config) admin.Settings {
 		PasswordScheme: cfg.Auth.PasswordScheme,
 		SessionIdle:    cfg.Admin.SessionIdle.D(),
 		DNS:            &delivery.Resolver{Addr: cfg.Delivery.Resolver},
+		Health: dnshealth.New(dnshealth.Config{Resolver: &delivery.Resolver{Addr: cfg.Delivery.Resolver},
+			SPFInclude: cfg.Delivery.SPFInclude, Outbound: outbound}),
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"submitd/internal/dkim"
 	"submitd/internal/pgdb"
 	"submitd/internal/sessionlog"
+	"submitd/internal/trace"
 )
 
 // SessionStore is the session log as the node and the admin server use it:
@@ -36,6 +37,9 @@ type Stores struct {
 	Directory directory.Store
 	// Sessions holds the session records (SPEC R13).
 	Sessions SessionStore
+	// Trace holds the delivery history, beside the session records
+	// (SPEC R13a).
+	Trace trace.Store
 	// Admin holds staff, tokens and the audit log.
 	Admin AdminStore
 	// DKIM holds the signing keys (SPEC R17).
@@ -65,6 +69,9 @@ func OpenStores(ctx context.Context, cfg *config.Config, db *sql.DB) (*Stores, e
 		if st.Sessions, err = sessionlog.NewSQLite(ctx, db); err != nil {
 			return nil, err
 		}
+		if st.Trace, err = trace.NewSQLite(ctx, db); err != nil {
+			return nil, err
+		}
 		if st.Admin, err = admin.NewSQLite(ctx, db); err != nil {
 			return nil, err
 		}
@@ -91,6 +98,9 @@ func OpenStores(ctx context.Context, cfg *config.Config, db *sql.DB) (*Stores, e
 	}
 	st.Directory = st.pgDir
 	if st.Sessions, err = sessionlog.NewPostgres(ctx, pool); err != nil {
+		return fail(err)
+	}
+	if st.Trace, err = trace.NewPostgres(ctx, pool); err != nil {
 		return fail(err)
 	}
 	if st.Admin, err = admin.NewPostgres(ctx, pool); err != nil {

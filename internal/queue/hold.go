@@ -48,6 +48,7 @@ func (q *Queue) holdLocked(e *entry) bool {
 		q.log.Error("queue: cannot save hold", "queue_id", e.id, "err", err)
 	}
 	q.log.Info("message held", "queue_id", e.id, "session", e.env.SessionID, "account", e.account, "reason", reason)
+	q.tracer().Trace(TraceEvent{QueueID: e.id, Time: e.st.Held.Since, Kind: TraceHeld, Detail: reason})
 	return true
 }
 
@@ -95,6 +96,7 @@ func (q *Queue) Hold(account, reason string) (int, error) {
 			continue
 		}
 		q.log.Info("message held", "queue_id", e.id, "account", account, "reason", reason)
+		q.tracer().Trace(TraceEvent{QueueID: e.id, Time: q.now(), Kind: TraceHeld, Detail: reason})
 	}
 	return n, errors.Join(errs...)
 }
@@ -134,6 +136,7 @@ func (q *Queue) Release(account string) (int, error) {
 		e.due = q.now()
 		heap.Push(&q.waiting, e)
 		q.mu.Unlock()
+		q.tracer().Trace(TraceEvent{QueueID: e.id, Time: q.now(), Kind: TraceReleased})
 		n++
 	}
 	q.kick()
@@ -167,6 +170,7 @@ func (q *Queue) Purge(account string) (int, error) {
 			errs = append(errs, err)
 			continue
 		}
+		q.tracer().Trace(TraceEvent{QueueID: e.id, Time: q.now(), Kind: TracePurged})
 		n++
 	}
 	q.log.Info("held messages purged", "account", account, "messages", n)

@@ -86,6 +86,9 @@ type Config struct {
 	LockWait time.Duration
 	// Observer hears of delivery attempts, for metrics; nil: nobody.
 	Observer Observer
+	// Tracer hears what becomes of each recipient, for the delivery
+	// history (SPEC R13a); nil: nobody.
+	Tracer Tracer
 	// Outcomes hears the recipients' results of every attempt at a
 	// destination with the account that submitted the message, for the
 	// detection of compromised accounts (SPEC R20); nil: nobody. It runs
@@ -822,6 +825,8 @@ func (q *Queue) apply(e *entry, idx []int, results []delivery.Result) {
 				}
 			}
 		}
+		q.tracer().Trace(TraceEvent{QueueID: e.id, Rcpt: rc.Addr, Time: now, Kind: rc.Status, Host: res.Host, TLS: res.TLS,
+			Reply: res.Reply, Next: rc.Next, Detail: rc.Reason})
 		attrs := []any{"queue_id", e.id, "session", e.env.SessionID, "rcpt", rc.Addr, "status", rc.Status,
 			"attempt", rc.Attempts, "host", res.Host, "reply", res.Reply}
 		if rc.Status == Deferred {
@@ -876,7 +881,10 @@ func (q *Queue) finishLocked(e *entry) (drop bool, due time.Time) {
 		}
 	}
 	if len(failed) > 0 {
-		q.report(e.env, failed, false, now)
+		dsn := q.report(e.env, failed, false, now)
+		for _, r := range failed {
+			q.tracer().Trace(TraceEvent{QueueID: e.id, Rcpt: r.Addr, Time: now, Kind: TraceBounced, Reply: r.Reply, Detail: dsn})
+		}
 	}
 	if w := q.settings().WarnAfter; w > 0 && !e.st.Warned && !e.st.Done() && now.Sub(e.env.Received) >= w {
 		e.st.Warned = true
@@ -917,16 +925,23 @@ func (q *Queue) finishLocked(e *entry) (drop bool, due time.Time) {
 }
 
 // report makes a DSN about rcpts unless the message may not be answered,
-// and schedules it.
-func (q *Queue) report(env *spool.Envelope, rcpts []*Rcpt, delayed bool, now time.Time) {
-	if denv := q.reporter().report(env, rcpts, delayed, now); denv != nil {
-		q.mu.Lock()
-		q.stats.Reports++
-		q.mu.Unlock()
-		// The spool's OnCommit hook may have added it already; Add is
-		// idempotent.
-		q.Add(denv)
+// and schedules it. It returns the DSN's queue id, or why none was made,
+// for the delivery history.
+func (q *Queue) report(env *spool.Envelope, rcpts []*Rcpt, delayed bool, now time.Time) string {
+	denv := q.reporter().report(env, rcpts, delayed, now)
+	if denv == nil {
+		if !Bounceable(env) {
+			return "no report: the message is from <> or is a report itself (RFC 3464)"
+		}
+		return "no report: it could not be made (see the server log)"
 	}
+	q.mu.Lock()
+	q.stats.Reports++
+	q.mu.Unlock()
+	// The spool's OnCommit hook may have added it already; Add is
+	// idempotent.
+	q.Add(denv)
+	return "report " + denv.ID
 }
 
 // remove deletes a message, reporting it first with bounce.

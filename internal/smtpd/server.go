@@ -96,6 +96,13 @@ type SessionLog interface {
 	Save(r *sessionlog.Record)
 }
 
+// Refusals gives the connections refused at the greeting session ids that
+// support can look up (SPEC R13a); trace.Refusals is one. Refused is on the
+// refusal path and does no I/O; reply makes the refusal's line for an id.
+type Refusals interface {
+	Refused(sid string, ip netip.Addr, listener, key string, reply func(sid string) string) string
+}
+
 // Hasher verifies passwords; it is password.Verify in production.
 type Hasher func(hash, pw string) (bool, error)
 
@@ -166,6 +173,9 @@ type Server struct {
 	Spool Spool
 	// SessionLog stores session records; nil keeps none.
 	SessionLog SessionLog
+	// Refusals gives refused connections ids that can be looked up; nil
+	// gives them plain ids and records nothing.
+	Refusals Refusals
 	// Verify checks a password against a stored hash. It is used only when
 	// Auth is nil, by the authenticator made then with default settings.
 	Verify Hasher
@@ -323,11 +333,11 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 	// refusal writes no record and no per-connection log line, so a flood
 	// of refused connections costs no disk I/O.
 	if s.Guard != nil && s.Guard.Blocked(ip) {
-		s.refuse(nc, lc, ReplyBlocked, vars)
+		s.refuse(nc, lc, ReplyBlocked, s.refusal(vars, ip, lc, ReplyBlocked))
 		return
 	}
 	if s.closing.Load() {
-		s.refuse(nc, lc, ReplyShuttingDown, vars)
+		s.refuse(nc, lc, ReplyShuttingDown, s.refusal(vars, ip, lc, ReplyShuttingDown))
 		return
 	}
 	c := &conn{
@@ -345,7 +355,8 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 		},
 	}
 	if key, ok := s.admit(c); !ok {
-		c.log.Warn("connection refused", "reason", key)
+		vars = s.refusal(vars, ip, lc, key)
+		c.log.Warn("connection refused", "reason", key, "refusal", vars.SID)
 		s.refuse(nc, lc, key, vars)
 		return
 	}
@@ -395,6 +406,20 @@ func clientAddr(a net.Addr) (netip.AddrPort, error) {
 		}
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// refusal gives a connection refused at the greeting with the reply for
+// key the session id its refusal is recorded under (SPEC R13a).
+func (s *Server) refusal(v Vars, ip netip.Addr, lc ListenerConfig, key string) Vars {
+	if s.Refusals != nil {
+		replies := s.CurrentSettings().Replies
+		v.SID = s.Refusals.Refused(v.SID, ip, lc.Name, key, func(sid string) string {
+			w := v
+			w.SID = sid
+			return replies.Line(key, w)
+		})
+	}
+	return v
 }
 
 // refuse answers a connection with the reply for key and closes it. On an

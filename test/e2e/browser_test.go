@@ -194,6 +194,36 @@ resolver = %q
 		chromedp.Click(css("form.find button")), chromedp.WaitVisible(`//h2[text()="Sessions"]`))
 	shots.take("find-results")
 
+	// The refusal line the blocked client got, pasted whole: its session
+	// id, one of a refused connection, leads to the block, with Unblock
+	// on the same page (SPEC R13a).
+	run("find the refusal line", chromedp.SetValue(css("#find-q"), "Server response: "+strings.TrimSpace(refused)), chromedp.Click(css("form.find button")),
+		chromedp.WaitVisible(css("#fix-unblock")))
+	refusedSID := strings.Fields(refused)[2]
+	if loc := read("location", chromedp.Location()); !strings.HasSuffix(loc, "/sessions/"+refusedSID) {
+		t.Errorf("the refusal line landed on %s, want the session %s", loc, refusedSID)
+	}
+	text = read("the refusal's cause", chromedp.Text(css(".cause")))
+	for _, want := range []string{"refused: IP " + badIP + " blocked at", "connection(s) refused from", refusedSID + " Connection refused from " + badIP} {
+		if !strings.Contains(text, want) {
+			t.Errorf("refusal page's cause %q lacks %q", text, want)
+		}
+	}
+	if b := read("the Unblock button", chromedp.Text(css("#fix-unblock"))); b != "Unblock "+badIP {
+		t.Errorf("the refusal page's button says %q", b)
+	}
+	shots.take("refusal")
+
+	// Where did the message to eva go: the trace lists it deferred, with
+	// the receiver's reply, and its page has Retry now.
+	run("trace the recipient", chromedp.Navigate(admin+"/trace?q="+eva), chromedp.WaitVisible(css(`a[href="/trace/`+qid+`"]`)))
+	if text = read("the trace", chromedp.Text(css("main table"))); !strings.Contains(text, "deferred") || !strings.Contains(text, "451 4.3.0 try again later") {
+		t.Errorf("the trace of %s: %q", eva, text)
+	}
+	shots.take("trace")
+	run("open the message", chromedp.Click(css(`a[href="/trace/`+qid+`"]`)), chromedp.WaitVisible(css("#fix-retry")))
+	shots.take("message")
+
 	// Logins under attack, with every login that has failures: the three
 	// wrong passwords for jan@firma.cz from a network it never logged in
 	// from, counted until it next logs in (SPEC R21).

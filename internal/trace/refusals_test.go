@@ -1,0 +1,69 @@
+package trace
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"submitd/internal/ids"
+	"submitd/internal/sessionlog"
+)
+
+// kept collects what Refusals hands to the session log.
+type kept struct {
+	mu   sync.Mutex
+	recs map[string]*sessionlog.Record
+}
+
+func (k *kept) Save(r *sessionlog.Record) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.recs[r.ID] = r
+}
+
+// TestRefusalEpisodes: the refusals of one client share a tag until it has
+// not been refused for episodeGap; IPv6 clients are one per /64; past
+// maxEpisodes open episodes a refusal gets a plain id, counted, so a flood
+// from many addresses holds a bounded map.
+func TestRefusalEpisodes(t *testing.T) {
+	k := &kept{recs: map[string]*sessionlog.Record{}}
+	r := NewRefusals(k)
+	defer r.Close()
+	clock := time.Date(2026, 12, 6, 13, 7, 0, 0, time.UTC)
+	r.now = func() time.Time { return clock }
+	line := func(sid string) string { return "554 5.1.0 " + sid + " Connection refused" }
+	ip := netip.MustParseAddr("127.0.0.77")
+	a := r.Refused(ids.Session(), ip, "submission", "blocked", line)
+	b := r.Refused(ids.Session(), ip, "submission", "blocked", line)
+	if a[:tagLen] != b[:tagLen] || a == b {
+		t.Fatalf("one episode gave %s and %s", a, b)
+	}
+	v6a := r.Refused(ids.Session(), netip.MustParseAddr("2001:db8::1"), "submission", "blocked", line)
+	v6b := r.Refused(ids.Session(), netip.MustParseAddr("2001:db8::2"), "submission", "blocked", line)
+	if v6a[:tagLen] != v6b[:tagLen] || v6a[:tagLen] == a[:tagLen] {
+		t.Errorf("IPv6 /64: %s and %s (IPv4 %s)", v6a, v6b, a)
+	}
+	clock = clock.Add(episodeGap + time.Second)
+	if c := r.Refused(ids.Session(), ip, "submission", "blocked", line); c[:tagLen] == a[:tagLen] {
+		t.Errorf("after an idle hour the same tag: %s, %s", a, c)
+	}
+	k.mu.Lock()
+	rec := k.recs[a[:tagLen]+episodeSuffix]
+	k.mu.Unlock()
+	if rec == nil || rec.Events[0].Detail == "" || rec.Events[0].Reply != line(a) {
+		t.Fatalf("the first episode's record: %+v", rec)
+	}
+	for i := range maxEpisodes + 10 {
+		r.Refused(ids.Session(), netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), "smtp", "blocked", line)
+	}
+	if n := r.Unrecorded(); n == 0 || n > 20 {
+		t.Errorf("unrecorded = %d", n)
+	}
+	r.mu.Lock()
+	n := len(r.episodes)
+	r.mu.Unlock()
+	if n > maxEpisodes {
+		t.Errorf("%d episodes open", n)
+	}
+}
