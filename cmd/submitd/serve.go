@@ -8,7 +8,9 @@ import (
 	"syscall"
 
 	"submitd/internal/config"
+	"submitd/internal/handover"
 	"submitd/internal/node"
+	"submitd/internal/systemd"
 )
 
 func init() {
@@ -46,9 +48,32 @@ func runServe(e *env, args []string) error {
 	log := newLogger(cfg, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	n, err := node.New(ctx, cfg, log)
+	// The listening sockets come from systemd's socket activation, or from
+	// the process this one takes over from (submitd restart, SIGUSR2).
+	socks, err := systemd.Listeners()
 	if err != nil {
 		return err
 	}
+	parent, err := handover.FromParent()
+	if err != nil {
+		return err
+	}
+	n, err := node.NewWith(ctx, cfg, log, node.Options{Sockets: socks, Parent: parent, Notifier: systemd.NewNotifier()})
+	if err != nil {
+		return err
+	}
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	go func() {
+		for range usr2 {
+			pid, err := n.Restart(ctx)
+			if err != nil {
+				log.Error("SIGUSR2: restart failed; this process goes on serving", "err", err)
+				continue
+			}
+			log.Info("SIGUSR2: the new process takes over", "pid", pid)
+		}
+	}()
 	return n.Run(ctx)
 }

@@ -73,6 +73,8 @@ func (s *Server) routes() {
 	s.handle("POST /api/v1/queue/adopt", RoleAdmin, s.adoptSpool)
 
 	s.handle("GET /api/v1/audit", RoleSupport, s.listAudit)
+
+	s.handle("POST /api/v1/restart", RoleAdmin, s.restart)
 	s.routesHeld()
 
 	s.handle("GET /api/v1/staff", RoleAdmin, s.listStaff)

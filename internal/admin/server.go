@@ -167,6 +167,10 @@ type Server struct {
 	// CLI without a server) shows the limits without them. Set it before
 	// the server serves.
 	SendingUsage SendingUsage
+	// Restart hands the running server over to a new process (submitd
+	// restart); nil (the CLI without a server) answers 503. Set it before
+	// the server serves.
+	Restart Restarter
 
 	// cfg is the configuration, defaults filled in.
 	cfg Config

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -30,6 +31,7 @@ import (
 	"submitd/internal/directory"
 	"submitd/internal/dkim"
 	"submitd/internal/guard"
+	"submitd/internal/handover"
 	"submitd/internal/loginwatch"
 	"submitd/internal/metrics"
 	"submitd/internal/policy"
@@ -40,6 +42,7 @@ import (
 	"submitd/internal/smtpd"
 	"submitd/internal/spool"
 	"submitd/internal/sqlitedb"
+	"submitd/internal/systemd"
 )
 
 // ShutdownTimeout is how long Run lets open sessions and deliveries finish
@@ -110,6 +113,19 @@ type Node struct {
 	Contain *contain.Containment
 	// Webhook posts the trips, nil without [contain] webhook.
 	Webhook *contain.Webhook
+	// Notifier tells the service manager (systemd) of readiness, reloads
+	// and shutdown; its methods do nothing without one.
+	Notifier *systemd.Notifier
+
+	// opts are what the process passed to NewWith.
+	opts Options
+	// adminTCP is the bound [admin] listen socket below its connection
+	// limit, nil when "".
+	adminTCP net.Listener
+	// handoff carries the prepared new process from Restart to Run.
+	handoff chan *handover.Child
+	// restarting is set while a Restart is under way or done.
+	restarting atomic.Bool
 
 	// tls is the certificate the SMTP listeners and an [admin] tls
 	// listener share.
@@ -172,7 +188,13 @@ func OpenGuardStore(ctx context.Context, cfg *config.Config, db *sql.DB) (st gua
 // the spool into the queue and binds the listeners, but serves nothing until
 // Run. On error everything opened so far is closed again.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Node, error) {
-	n := &Node{Config: cfg, Log: log}
+	return NewWith(ctx, cfg, log, Options{})
+}
+
+// NewWith is New with what the process passes: listening sockets, the
+// process it takes over from, the service manager.
+func NewWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) (*Node, error) {
+	n := &Node{Config: cfg, Log: log, Notifier: opts.Notifier, opts: opts, handoff: make(chan *handover.Child, 1)}
 	if err := n.open(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -233,6 +255,12 @@ func (n *Node) open(ctx context.Context) error {
 	n.onClose(n.SessionLog.Close)
 	n.Metrics.SessionLog(n.SessionLog.Stats)
 
+	// A process that takes over from a running server has come as far as
+	// it can beside it: the spool's lock, and what only its holder may
+	// touch, come next.
+	if err := n.prepared(); err != nil {
+		return err
+	}
 	if n.Spool, err = spool.Open(SpoolDir(cfg), log); err != nil {
 		return err
 	}
@@ -393,6 +421,7 @@ func (n *Node) newAdmin(ctx context.Context) error {
 	}
 	n.Admin.Metrics = n.MetricsHandler
 	n.Admin.SendingUsage = n.Sending.Usage
+	n.Admin.Restart = n.Restart
 	return nil
 }
 
@@ -460,15 +489,16 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g
 // listenAdmin binds [admin] listen and the CLI's unix socket.
 func (n *Node) listenAdmin() error {
 	cfg := n.Config
-	if cfg.Admin.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
-			return fmt.Errorf("admin.listen: %w", err)
-		}
+	tcp, err := n.passedOrListen("admin", cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	if tcp != nil {
 		// Staff, scripts and a scraper need a few connections; more only
 		// wait, so a client that reaches the port cannot hold many.
-		n.AdminListener = netutil.LimitListener(ln, adminMaxConns)
-		n.onClose(func() { ln.Close() })
+		n.adminTCP = tcp
+		n.AdminListener = netutil.LimitListener(tcp, adminMaxConns)
+		n.onClose(func() { tcp.Close() })
 	}
 	// The spool lock (taken by the queue above) makes this the only
 	// server on data_dir, so a socket left by a crash can go.
@@ -667,12 +697,12 @@ func (n *Node) listen() error {
 		return err
 	}
 	for _, l := range listeners {
-		if l.addr == "" {
-			continue
-		}
-		ln, err := net.Listen("tcp", l.addr)
+		ln, err := n.passedOrListen(l.lc.Name, l.addr)
 		if err != nil {
 			return fmt.Errorf("listen.%s: %w", l.lc.Name, err)
+		}
+		if ln == nil {
+			continue
 		}
 		lc := l.lc
 		lc.AllowPlaintextAuth = l.opt.AllowPlaintextAuth
@@ -680,6 +710,7 @@ func (n *Node) listen() error {
 		n.Listeners = append(n.Listeners, Listener{Listener: ln, Config: lc})
 		n.Metrics.Listeners(lc.Name)
 	}
+	n.closeUnusedSockets()
 	return nil
 }
 
@@ -705,6 +736,13 @@ func (n *Node) Addr(name string) string {
 // open sessions and deliveries finish for up to ShutdownTimeout, and closes
 // the node. It returns the listener's error when one failed.
 func (n *Node) Run(ctx context.Context) error {
+	// A node that hands over lets the new process take what it closed.
+	var child *handover.Child
+	defer func() {
+		if child != nil {
+			n.finishHandover(child)
+		}
+	}()
 	defer n.Close()
 	log, cfg := n.Log, n.Config
 
@@ -769,23 +807,40 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	log.Info("submitd started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
+	log.Info("submitd started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "pid", os.Getpid())
+	n.notify(func(sn *systemd.Notifier) error { return sn.Ready("serving") })
+	if p := n.opts.Parent; p != nil {
+		p.Ready()
+	}
 
 	var failed error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
+		n.notify(func(sn *systemd.Notifier) error { return sn.Stopping("shutting down") })
 	case failed = <-errc:
 		log.Error("listener failed, shutting down", "err", failed)
+		n.notify(func(sn *systemd.Notifier) error { return sn.Stopping("listener failed") })
+	case child = <-n.handoff:
+		// systemd follows the new process from now on; this one's exit
+		// is not the service's.
+		log.Info("restart: handing over to the new process", "pid", child.Pid())
+		n.notify(func(sn *systemd.Notifier) error { return sn.MainPID(child.Pid()) })
 	}
+	// The new process holds its own copies of the listening sockets:
+	// closing these stops this process accepting, and connections wait in
+	// the backlog for the new one.
 	n.closeListeners()
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	n.Server.Shutdown(sctx)
 	stopAdmin(sctx)
 	wg.Wait()
+	if child != nil && !n.Queue.Drain(sctx) {
+		log.Warn("restart: deliveries still under way at the shutdown timeout are interrupted")
+	}
 	// Deliveries under way are interrupted; their recipients stay due and
-	// are tried again at the next start.
+	// are tried again at the next start. A handover has let them finish.
 	qstop()
 	select {
 	case <-qdone:
