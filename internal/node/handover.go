@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"submitd/internal/handover"
@@ -40,49 +42,78 @@ const readyTimeout = time.Minute
 // errRestarting means a restart is already under way.
 var errRestarting = errors.New("a restart is already under way")
 
-// takeSocket returns the passed socket named name as a listener, or nil
-// when none was passed. The socket is taken: a second call returns nil.
-func (n *Node) takeSocket(name string) (net.Listener, error) {
-	for i, s := range n.opts.Sockets {
-		if s.Name != name || s.File == nil {
-			continue
-		}
-		n.opts.Sockets[i].File = nil
+// passed is a passed socket not yet taken by a listener.
+type passed struct {
+	// name is its name in LISTEN_FDNAMES.
+	name string
+	// ln is the socket as a listener.
+	ln net.Listener
+}
+
+// listenerNames are the names a passed socket may have.
+var listenerNames = map[string]bool{"smtp": true, "submission": true, "submissions": true, "admin": true}
+
+// openPassed turns the passed sockets into listeners.
+func (n *Node) openPassed() error {
+	for _, s := range n.opts.Sockets {
 		ln, err := net.FileListener(s.File)
 		s.File.Close()
 		if err != nil {
-			return nil, fmt.Errorf("passed socket %s: %w", name, err)
+			return fmt.Errorf("passed socket %s: %w", s.Name, err)
 		}
-		return ln, nil
+		n.passed = append(n.passed, passed{name: s.Name, ln: ln})
 	}
-	return nil, nil
+	n.opts.Sockets = nil
+	return nil
+}
+
+// takeSocket returns the passed socket for the listener name configured
+// at addr, or nil when none was passed: the one named name, else one with
+// a name that is no listener's (a .socket unit names all its sockets
+// alike) bound to addr's port, and to its IP unless addr's is unspecified.
+// The socket is taken: it is returned once.
+func (n *Node) takeSocket(name, addr string) net.Listener {
+	match := func(p passed) bool { return p.name == name }
+	if !slices.ContainsFunc(n.passed, match) {
+		want, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil
+		}
+		match = func(p passed) bool {
+			got, err := netip.ParseAddrPort(p.ln.Addr().String())
+			return err == nil && !listenerNames[p.name] && got.Port() == want.Port() &&
+				(want.Addr().IsUnspecified() || got.Addr().Unmap() == want.Addr().Unmap())
+		}
+	}
+	i := slices.IndexFunc(n.passed, match)
+	if i < 0 {
+		return nil
+	}
+	ln := n.passed[i].ln
+	n.passed = slices.Delete(n.passed, i, i+1)
+	return ln
 }
 
 // closeUnusedSockets closes the passed sockets no listener took, and says
-// so: a .socket unit with a name submitd does not know is a mistake.
+// so: a .socket unit with a socket submitd does not know is a mistake.
 func (n *Node) closeUnusedSockets() {
-	for i, s := range n.opts.Sockets {
-		if s.File == nil {
-			continue
-		}
-		n.Log.Warn("a passed socket has a name no listener takes (smtp, submission, submissions, admin); closed", "name", s.Name)
-		s.File.Close()
-		n.opts.Sockets[i].File = nil
+	for _, p := range n.passed {
+		n.Log.Warn("a passed socket matches no listener by name (smtp, submission, submissions, admin) or address; closed",
+			"name", p.name, "addr", p.ln.Addr().String())
+		p.ln.Close()
 	}
+	n.passed = nil
 }
 
-// passedOrListen returns the passed socket name, or binds addr when none
-// was passed ("" binds nothing).
+// passedOrListen returns the passed socket for listener name, or binds
+// addr when none was passed ("" binds nothing).
 func (n *Node) passedOrListen(name, addr string) (net.Listener, error) {
-	ln, err := n.takeSocket(name)
-	if err != nil || ln != nil {
-		if ln != nil {
-			if addr != "" && addr != ln.Addr().String() {
-				n.Log.Info("serving on the passed socket, not the configured address", "listener", name,
-					"socket", ln.Addr().String(), "configured", addr)
-			}
+	if ln := n.takeSocket(name, addr); ln != nil {
+		if addr != "" && addr != ln.Addr().String() {
+			n.Log.Info("serving on the passed socket, not the configured address", "listener", name,
+				"socket", ln.Addr().String(), "configured", addr)
 		}
-		return ln, err
+		return ln, nil
 	}
 	if addr == "" {
 		return nil, nil

@@ -119,6 +119,8 @@ type Node struct {
 
 	// opts are what the process passed to NewWith.
 	opts Options
+	// passed are the passed sockets no listener has taken yet.
+	passed []passed
 	// adminTCP is the bound [admin] listen socket below its connection
 	// limit, nil when "".
 	adminTCP net.Listener
@@ -693,6 +695,10 @@ func (n *Node) listen() error {
 		{cfg.Listen.Submissions, smtpd.ListenerConfig{Name: "submissions", ImplicitTLS: true}, cfg.Listener.Submissions},
 	}
 	n.onClose(n.closeListeners)
+	n.onClose(n.closeUnusedSockets)
+	if err := n.openPassed(); err != nil {
+		return err
+	}
 	if err := n.listenAdmin(); err != nil {
 		return err
 	}
