@@ -257,6 +257,32 @@ func (n *Node) open(ctx context.Context) error {
 	n.onClose(n.SessionLog.Close)
 	n.Metrics.SessionLog(n.SessionLog.Stats)
 
+	// AUTH checks: a credential cache and a bounded pool of hashing
+	// workers. The cache follows the directory's change log, so a password
+	// change, a new hash or a disable made with the CLI drops the account's
+	// cached answers within a poll interval. They are made before the
+	// spool's lock is taken: the dummy hash for unknown logins is most of
+	// the start-up's time, and a process taking over from a running server
+	// makes it while the old one still serves. The guard they ask comes
+	// later.
+	//
+	// The accounts AUTH looks up are cached for [store] cache_ttl, so a
+	// busy node does not ask a shared database at every login; the same
+	// feed drops a changed account on every node at once.
+	if n.Watcher, err = n.Stores.Changes(ctx, log); err != nil {
+		return err
+	}
+	var accounts auth.Directory = n.Directory
+	if ttl := cfg.Store.CacheTTL.D(); ttl > 0 {
+		n.Accounts = directory.NewCache(n.Directory, ttl, 0, nil)
+		n.Watcher.Subscribe(n.Accounts.Changed)
+		accounts = n.Accounts
+	}
+	if n.Auth, err = newAuthenticator(cfg, accounts, func(p netip.Prefix) bool { return n.Guard.Clean(p) }, log); err != nil {
+		return err
+	}
+	n.Watcher.Subscribe(n.Auth.DirectoryChanged)
+
 	// A process that takes over from a running server has come as far as
 	// it can beside it: the spool's lock, and what only its holder may
 	// touch, come next.
@@ -308,27 +334,6 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 
-	// AUTH checks: a credential cache and a bounded pool of hashing
-	// workers. The cache follows the directory's change log, so a password
-	// change, a new hash or a disable made with the CLI drops the account's
-	// cached answers within a poll interval.
-	//
-	// The accounts AUTH looks up are cached for [store] cache_ttl, so a
-	// busy node does not ask a shared database at every login; the same
-	// feed drops a changed account on every node at once.
-	if n.Watcher, err = n.Stores.Changes(ctx, log); err != nil {
-		return err
-	}
-	var accounts auth.Directory = n.Directory
-	if ttl := cfg.Store.CacheTTL.D(); ttl > 0 {
-		n.Accounts = directory.NewCache(n.Directory, ttl, 0, nil)
-		n.Watcher.Subscribe(n.Accounts.Changed)
-		accounts = n.Accounts
-	}
-	if n.Auth, err = newAuthenticator(cfg, accounts, n.Guard.Clean, log); err != nil {
-		return err
-	}
-	n.Watcher.Subscribe(n.Auth.DirectoryChanged)
 	if err := n.newSending(ctx); err != nil {
 		return err
 	}
