@@ -223,3 +223,15 @@ func (n *Node) notify(f func(*systemd.Notifier) error) {
 		n.Log.Warn("cannot notify the service manager", "err", err)
 	}
 }
+
+// NotifyReloading tells the service manager that a reload of the
+// configuration begins (RELOADING=1, with the MONOTONIC_USEC systemd 253's
+// Type=notify-reload wants). Call NotifyReady when the reload is over,
+// whether it applied the new configuration or kept the old.
+func (n *Node) NotifyReloading() { n.notify((*systemd.Notifier).Reloading) }
+
+// NotifyReady tells the service manager that the node serves (READY=1),
+// with a one-line status.
+func (n *Node) NotifyReady(status string) {
+	n.notify(func(sn *systemd.Notifier) error { return sn.Ready(status) })
+}

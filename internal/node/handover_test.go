@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +73,64 @@ func TestPassedSocketsByAddress(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", strayAddr, 10*time.Second); err == nil {
 		c.Close()
 		t.Errorf("the passed socket no listener takes is still open")
+	}
+}
+
+// TestNotifyServiceManager: a node under systemd says READY=1 with its pid
+// once it serves, RELOADING=1 and READY=1 around a reload, and STOPPING=1
+// when it stops.
+func TestNotifyServiceManager(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "notify")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Net: "unixgram", Name: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	sock.SetReadDeadline(time.Now().Add(60 * time.Second))
+	next := func() string {
+		buf := make([]byte, 4096)
+		k, err := sock.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:k])
+	}
+
+	cfg := testConfig(t, "127.0.0.1:1")
+	n, err := NewWith(context.Background(), cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Options{Notifier: &systemd.Notifier{Socket: path}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	if m := next(); !strings.Contains(m, "READY=1\n") || !strings.Contains(m, "MAINPID="+strconv.Itoa(os.Getpid())) {
+		t.Errorf("at start: %q", m)
+	}
+	if c, err := net.Dial("tcp", n.Addr("smtp")); err != nil {
+		t.Errorf("not serving after READY=1: %v", err)
+	} else {
+		c.Close()
+	}
+	n.NotifyReloading()
+	if m := next(); !strings.HasPrefix(m, "RELOADING=1\nMONOTONIC_USEC=") {
+		t.Errorf("reloading: %q", m)
+	}
+	n.NotifyReady("reloaded")
+	if m := next(); !strings.Contains(m, "READY=1\n") || !strings.Contains(m, "STATUS=reloaded") {
+		t.Errorf("after the reload: %q", m)
+	}
+	stop()
+	if m := next(); !strings.HasPrefix(m, "STOPPING=1") {
+		t.Errorf("at stop: %q", m)
+	}
+	if err := <-done; err != nil {
+		t.Error(err)
 	}
 }

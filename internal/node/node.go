@@ -819,7 +819,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	log.Info("submitd started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "pid", os.Getpid())
-	n.notify(func(sn *systemd.Notifier) error { return sn.Ready("serving") })
+	n.NotifyReady("serving")
 	if p := n.opts.Parent; p != nil {
 		p.Ready()
 	}
