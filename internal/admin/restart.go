@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,6 +12,10 @@ import (
 // that inherits its listening sockets (internal/handover), and returns the
 // new process's pid once that process is ready to take over.
 type Restarter func(ctx context.Context) (pid int, err error)
+
+// ErrRestarting is a Restarter's answer while a restart is already under
+// way.
+var ErrRestarting = errors.New("a restart is already under way")
 
 // restartResult is the answer to POST /api/v1/restart.
 type restartResult struct {
@@ -31,6 +36,9 @@ func (s *Server) restart(r *http.Request, p *principal) (any, error) {
 	}
 	old := os.Getpid()
 	pid, err := s.Restart(r.Context())
+	if errors.Is(err, ErrRestarting) {
+		return nil, errorf(http.StatusConflict, "%s", err)
+	}
 	if err != nil {
 		s.cfg.Log.Error("admin: restart failed; this process goes on serving", "actor", p.actor, "err", err)
 		return nil, errorf(http.StatusInternalServerError, "restart failed, this process (%d) goes on serving: %s", old, err)

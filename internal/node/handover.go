@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"submitd/internal/admin"
 	"submitd/internal/handover"
 	"submitd/internal/systemd"
 )
@@ -38,9 +39,6 @@ const prepareTimeout = time.Minute
 // go of the spool, for the new process to serve; it only decides what the
 // old process logs before it exits.
 const readyTimeout = time.Minute
-
-// errRestarting means a restart is already under way.
-var errRestarting = errors.New("a restart is already under way")
 
 // passed is a passed socket not yet taken by a listener.
 type passed struct {
@@ -165,7 +163,7 @@ func (n *Node) sockets() ([]systemd.Socket, error) {
 // node goes on serving.
 func (n *Node) Restart(ctx context.Context) (int, error) {
 	if !n.restarting.CompareAndSwap(false, true) {
-		return 0, errRestarting
+		return 0, admin.ErrRestarting
 	}
 	socks, err := n.sockets()
 	if err != nil {
