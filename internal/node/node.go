@@ -844,12 +844,27 @@ func (n *Node) Run(ctx context.Context) error {
 	n.closeListeners()
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	n.Server.Shutdown(sctx)
-	stopAdmin(sctx)
-	wg.Wait()
-	if child != nil && !n.Queue.Drain(sctx) {
-		log.Warn("restart: deliveries still under way at the shutdown timeout are interrupted")
+	// The admin server, the SMTP sessions and, for a handover, the
+	// deliveries under way wind down side by side: the new process waits
+	// for the slowest of them.
+	var stopping sync.WaitGroup
+	stopping.Add(1)
+	go func() {
+		defer stopping.Done()
+		stopAdmin(sctx)
+	}()
+	if child != nil {
+		stopping.Add(1)
+		go func() {
+			defer stopping.Done()
+			if !n.Queue.Drain(sctx) {
+				log.Warn("restart: deliveries still under way at the shutdown timeout are interrupted")
+			}
+		}()
 	}
+	n.Server.Shutdown(sctx)
+	wg.Wait()
+	stopping.Wait()
 	// Deliveries under way are interrupted; their recipients stay due and
 	// are tried again at the next start. A handover has let them finish.
 	qstop()
