@@ -28,7 +28,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,8 +49,8 @@ const (
 
 // Child is a process started to take over from this one.
 type Child struct {
-	// cmd is the started process.
-	cmd *exec.Cmd
+	// proc is the started process.
+	proc *os.Process
 	// conn is this process's end of the pair.
 	conn net.Conn
 	// r reads the child's lines.
@@ -67,6 +66,13 @@ type Child struct {
 // environment, socks passed as inherited listening sockets (the files are
 // the caller's to close once Start returns). Its output goes where this
 // process's goes.
+//
+// It forks with syscall.StartProcess rather than os/exec: os/exec takes
+// each passed file's descriptor with File.Fd, which puts it in blocking
+// mode, and that mode belongs to the socket, shared with this process's
+// listener. A listener left blocking (when the new process fails before
+// it makes its copy non-blocking again) blocks its accept loop in the
+// kernel, and then its Close for good.
 func Start(socks []systemd.Socket) (*Child, error) {
 	bin, err := os.Executable()
 	if err != nil {
@@ -81,32 +87,56 @@ func Start(socks []systemd.Socket) (*Child, error) {
 	conn, err := net.FileConn(mine)
 	mine.Close()
 	if err != nil {
-		theirs.Close()
 		return nil, fmt.Errorf("handover: %w", err)
 	}
-	files := make([]*os.File, 0, len(socks)+1)
+	files := []uintptr{0, 1, 2}
 	for _, s := range socks {
-		files = append(files, s.File)
+		fd, err := rawFD(s.File)
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("handover: socket %s: %w", s.Name, err)
+		}
+		files = append(files, fd)
 	}
-	files = append(files, theirs)
-	cmd := exec.Command(bin, os.Args[1:]...)
-	cmd.Env = append(systemd.ListenerEnv(os.Environ(), socks), FDEnv+"="+strconv.Itoa(3+len(socks)))
-	cmd.ExtraFiles = files
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
+	files = append(files, uintptr(fds[1]))
+	env := append(systemd.ListenerEnv(os.Environ(), socks), FDEnv+"="+strconv.Itoa(len(files)-1))
+	pid, err := syscall.ForkExec(bin, os.Args, &syscall.ProcAttr{Env: env, Files: files})
+	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("handover: start %s: %w", bin, err)
 	}
-	c := &Child{cmd: cmd, conn: conn, r: bufio.NewReader(conn), exited: make(chan struct{})}
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("handover: %w", err)
+	}
+	c := &Child{proc: proc, conn: conn, r: bufio.NewReader(conn), exited: make(chan struct{})}
 	go func() {
-		c.err = cmd.Wait()
+		st, err := proc.Wait()
+		if err == nil && !st.Success() {
+			err = errors.New(st.String())
+		}
+		c.err = err
 		close(c.exited)
 	}()
 	return c, nil
 }
 
+// rawFD returns f's descriptor without File.Fd's switch to blocking mode.
+func rawFD(f *os.File) (uintptr, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var fd uintptr
+	if err := rc.Control(func(d uintptr) { fd = d }); err != nil {
+		return 0, err
+	}
+	return fd, nil
+}
+
 // Pid is the child's process id.
-func (c *Child) Pid() int { return c.cmd.Process.Pid }
+func (c *Child) Pid() int { return c.proc.Pid }
 
 // WaitPrepared waits until the child says it is prepared. When it exits
 // first, or ctx ends first (the child is then killed), the handover is off
@@ -116,7 +146,7 @@ func (c *Child) WaitPrepared(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
-	c.cmd.Process.Kill()
+	c.proc.Kill()
 	<-c.exited
 	c.conn.Close()
 	if c.err != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"submitd/internal/systemd"
 )
 
@@ -84,7 +86,7 @@ func TestHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { child.cmd.Process.Kill(); <-child.exited })
+	t.Cleanup(func() { child.proc.Kill(); <-child.exited })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := child.WaitPrepared(ctx); err != nil {
@@ -111,11 +113,12 @@ func TestHandover(t *testing.T) {
 
 // TestHandoverChildFails: a new process that exits before it is prepared
 // (a broken configuration or binary) calls the handover off with an error
-// that says so; the old process keeps its listener.
+// that says so; the old process's listener goes on accepting, and can
+// still be closed while it waits for a connection (its socket left in
+// non-blocking mode, which passing it on must not change).
 func TestHandoverChildFails(t *testing.T) {
 	t.Setenv(childEnv, "fail")
 	ln, f := listen(t)
-	defer ln.Close()
 	child, err := Start([]systemd.Socket{{Name: "smtp", File: f}})
 	f.Close()
 	if err != nil {
@@ -127,16 +130,29 @@ func TestHandoverChildFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "failed before it was ready") {
 		t.Fatalf("got %v, want the child's failure", err)
 	}
+	// O_NONBLOCK belongs to the socket, which the listener shares with the
+	// copy passed on: blocking, the listener's accept would wait in the
+	// kernel, where its Close cannot end it.
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags int
+	rc.Control(func(fd uintptr) { flags, err = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+	if err != nil || flags&unix.O_NONBLOCK == 0 {
+		t.Errorf("the listener's socket is in blocking mode after the handover (flags %#x, %v)", flags, err)
+	}
 	go func() {
 		if c, err := ln.Accept(); err == nil {
 			c.Close()
 		}
 	}()
-	if c, err := net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second); err != nil {
-		t.Errorf("the old listener after a failed handover: %v", err)
-	} else {
-		c.Close()
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second)
+	if err != nil {
+		t.Fatalf("the old listener after a failed handover: %v", err)
 	}
+	c.Close()
+	ln.Close()
 }
 
 // TestFromParentAlone: a process not started by a handover has no parent

@@ -513,3 +513,44 @@ func (n *notifySocket) expect(t *testing.T, want ...string) string {
 		}
 	}
 }
+
+// TestRestartBrokenConfig: a restart whose new process cannot start (its
+// configuration names a certificate that is not there, which only a
+// starting server reads) changes nothing:
+// "submitd restart" exits 1 with the reason, the running server goes on
+// serving on its sockets, and a restart once the file is mended succeeds.
+func TestRestartBrokenConfig(t *testing.T) {
+	s := newServer(t, "")
+	s.setupFirma()
+	s.start()
+	good, err := os.ReadFile(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.config, append(good, "[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := s.cli("", "restart", "-config", s.config)
+	if code != 1 || !strings.Contains(errOut, "failed before it was ready") || !strings.Contains(errOut, "goes on serving") {
+		t.Fatalf("restart with a broken config: exit %d\n%s%s", code, out, errOut)
+	}
+	if !strings.Contains(s.log.String(), "/nonexistent/cert.pem") {
+		t.Errorf("the log does not say what is wrong:\n%s", s.log)
+	}
+	c := openRaw(t, s.subs, nil, true)
+	c.expect(authPlain("jan@firma.cz", e2ePassword), "235 ")
+	c.expect("QUIT", "221 ")
+
+	if err := os.WriteFile(s.config, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := takenOver.FindStringSubmatch(s.mustCLI("", "restart"))
+	if m == nil {
+		t.Fatal("no new process after the file was mended")
+	}
+	pid, _ := strconv.Atoi(m[1])
+	t.Cleanup(func() { stopPid(t, pid) })
+	c = openRaw(t, s.subs, nil, true)
+	c.expect(authPlain("jan@firma.cz", e2ePassword), "235 ")
+	c.expect("QUIT", "221 ")
+}
