@@ -77,53 +77,57 @@ func Listeners() ([]Socket, error) {
 // ListenersFrom is Listeners for the environment env; it leaves the
 // variables as they are.
 func ListenersFrom(env Environment) ([]Socket, error) {
-	n, err := passedCount(env)
-	if err != nil || n == 0 {
+	names, err := parseEnv(env)
+	if err != nil || len(names) == 0 {
 		return nil, err
 	}
-	var names []string
-	if v := env.Getenv("LISTEN_FDNAMES"); v != "" {
-		names = strings.Split(v, ":")
-	}
-	socks := make([]Socket, n)
-	for i := range socks {
+	socks := make([]Socket, len(names))
+	for i, name := range names {
 		fd := listenFDsStart + i
 		syscall.CloseOnExec(fd)
-		name := "unknown"
-		if i < len(names) && names[i] != "" {
-			name = names[i]
-		}
 		socks[i] = Socket{Name: name, File: os.NewFile(uintptr(fd), name)}
 	}
 	return socks, nil
 }
 
-// passedCount checks that the sockets in env are meant for this process and
-// returns how many there are.
-func passedCount(env Environment) (int, error) {
+// parseEnv checks that the sockets in env are meant for this process and
+// returns their names, one per socket ("unknown" where LISTEN_FDNAMES has
+// none); none when they are not this process's.
+func parseEnv(env Environment) ([]string, error) {
 	fds := env.Getenv("LISTEN_FDS")
 	if fds == "" {
-		return 0, nil
+		return nil, nil
 	}
 	switch pid, ppid := env.Getenv("LISTEN_PID"), env.Getenv(HandoverEnv); {
 	case pid != "":
 		if pid != strconv.Itoa(env.Pid) {
 			// sd_listen_fds(3): the sockets are another process's, left in
 			// an environment this one inherited.
-			return 0, nil
+			return nil, nil
 		}
 	case ppid != "":
 		if ppid != strconv.Itoa(env.Ppid) {
-			return 0, nil
+			return nil, nil
 		}
 	default:
-		return 0, nil
+		return nil, nil
 	}
 	n, err := strconv.Atoi(fds)
 	if err != nil || n < 0 || n > maxFDs {
-		return 0, fmt.Errorf("systemd: LISTEN_FDS=%q: want a number of sockets from 0 to %d", fds, maxFDs)
+		return nil, fmt.Errorf("systemd: LISTEN_FDS=%q: want a number of sockets from 0 to %d", fds, maxFDs)
 	}
-	return n, nil
+	var given []string
+	if v := env.Getenv("LISTEN_FDNAMES"); v != "" {
+		given = strings.SplitN(v, ":", n+1)
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = "unknown"
+		if i < len(given) && given[i] != "" && !strings.Contains(given[i], ":") {
+			names[i] = given[i]
+		}
+	}
+	return names, nil
 }
 
 // ListenerEnv is the environment that passes socks to a child process whose

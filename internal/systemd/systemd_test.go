@@ -274,3 +274,35 @@ func TestNotifyWithoutManager(t *testing.T) {
 		t.Errorf("nil notifier: %v", err)
 	}
 }
+
+// FuzzListenEnv: whatever the environment holds, the sockets it passes are
+// at most maxFDs, each with a name free of the list separator, and none
+// unless LISTEN_PID is this process or HandoverEnv its parent.
+func FuzzListenEnv(f *testing.F) {
+	f.Add("100", "", "4", "smtp:submission:submissions:admin")
+	f.Add("", "50", "2", "submitd:submitd")
+	f.Add("100", "", "3", "smtp::admin:extra")
+	f.Add("101", "", "1", "smtp")
+	f.Add("", "", "1", "smtp")
+	f.Add("100", "", "65", "")
+	f.Add("100", "", "-1", "")
+	f.Add("100", "", "0x10", "a:b")
+	f.Fuzz(func(t *testing.T, pid, ppid, fds, names string) {
+		vars := map[string]string{"LISTEN_PID": pid, HandoverEnv: ppid, "LISTEN_FDS": fds, "LISTEN_FDNAMES": names}
+		got, err := parseEnv(Environment{Getenv: func(k string) string { return vars[k] }, Pid: 100, Ppid: 50})
+		if err != nil && got != nil {
+			t.Errorf("names %q with error %v", got, err)
+		}
+		if len(got) > maxFDs {
+			t.Errorf("%d sockets", len(got))
+		}
+		if len(got) > 0 && pid != "100" && !(pid == "" && ppid == "50") {
+			t.Errorf("sockets taken with LISTEN_PID=%q %s=%q", pid, HandoverEnv, ppid)
+		}
+		for _, n := range got {
+			if n == "" || strings.Contains(n, ":") {
+				t.Errorf("name %q", n)
+			}
+		}
+	})
+}
