@@ -74,6 +74,7 @@ func (s *Server) routes() {
 
 	s.handle("GET /api/v1/audit", RoleSupport, s.listAudit)
 	s.handle("POST /api/v1/reload", RoleAdmin, s.reload)
+	s.handle("POST /api/v1/restart", RoleAdmin, s.restart)
 	s.routesHeld()
 
 	s.handle("GET /api/v1/staff", RoleAdmin, s.listStaff)

@@ -183,6 +183,10 @@ type Server struct {
 	// shown on the front page (certificates about to expire); nil shows
 	// none. Set it before the server serves.
 	Warnings func() []string
+	// Restart hands the running server over to a new process (submitd
+	// restart); nil (the CLI without a server) answers 503. Set it before
+	// the server serves.
+	Restart Restarter
 
 	// cfg is the configuration, defaults filled in; its Settings part is
 	// only read by New, which puts it in live.

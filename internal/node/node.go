@@ -31,6 +31,7 @@ import (
 	"submitd/internal/directory"
 	"submitd/internal/dkim"
 	"submitd/internal/guard"
+	"submitd/internal/handover"
 	"submitd/internal/loginwatch"
 	"submitd/internal/metrics"
 	"submitd/internal/queue"
@@ -41,6 +42,7 @@ import (
 	"submitd/internal/smtpd"
 	"submitd/internal/spool"
 	"submitd/internal/sqlitedb"
+	"submitd/internal/systemd"
 	"submitd/internal/trace"
 )
 
@@ -62,9 +64,6 @@ type Node struct {
 	// LogLevel, when set, is the level of Log, which Reload sets from
 	// [log] level; without it that setting needs a restart.
 	LogLevel *slog.LevelVar
-	// Notify, when set, is told of a reload as systemd's sd_notify(3) is:
-	// "RELOADING=1" before it and "READY=1" after it.
-	Notify func(state string)
 	// DB is the SQLite database in data_dir that the stores share.
 	DB *sql.DB
 	// Stores are the shared stores [store] selects.
@@ -133,6 +132,21 @@ type Node struct {
 	// Webhook posts the trips to [contain] webhook; without one it is
 	// told of none.
 	Webhook *contain.Webhook
+	// Notifier tells the service manager (systemd) of readiness, reloads
+	// and shutdown; its methods do nothing without one.
+	Notifier *systemd.Notifier
+
+	// opts are what the process passed to NewWith.
+	opts Options
+	// passed are the passed sockets no listener has taken yet.
+	passed []passed
+	// adminTCP is the bound [admin] listen socket below its connection
+	// limit, nil when "".
+	adminTCP net.Listener
+	// handoff carries the prepared new process from Restart to Run.
+	handoff chan *handover.Child
+	// restarting is set while a Restart is under way or done.
+	restarting atomic.Bool
 
 	// Certs are the certificates the SMTP listeners and an [admin] tls
 	// listener share; Certs.Reload checks their files at once.
@@ -214,7 +228,13 @@ func OpenGuardStore(ctx context.Context, cfg *config.Config, db *sql.DB) (st gua
 // the spool into the queue and binds the listeners, but serves nothing until
 // Run. On error everything opened so far is closed again.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Node, error) {
-	n := &Node{Config: cfg, Log: log}
+	return NewWith(ctx, cfg, log, Options{})
+}
+
+// NewWith is New with what the process passes: listening sockets, the
+// process it takes over from, the service manager.
+func NewWith(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) (*Node, error) {
+	n := &Node{Config: cfg, Log: log, Notifier: opts.Notifier, opts: opts, handoff: make(chan *handover.Child, 1)}
 	n.cur.Store(cfg)
 	if err := n.open(ctx); err != nil {
 		n.Close()
@@ -288,6 +308,41 @@ func (n *Node) open(ctx context.Context) error {
 	n.onClose(n.Trace.Close)
 	n.Metrics.Trace(n.Trace.Stats, n.Refusals.Unrecorded)
 
+	// AUTH checks: a credential cache and a bounded pool of hashing
+	// workers. The cache follows the directory's change log, so a password
+	// change, a new hash or a disable made with the CLI drops the account's
+	// cached answers within a poll interval. They are made before the
+	// spool's lock is taken: the dummy hash for unknown logins is most of
+	// the start-up's time, and a process taking over from a running server
+	// makes it while the old one still serves. The guard they ask comes
+	// later.
+	//
+	// The accounts AUTH looks up are cached for [store] cache_ttl, so a
+	// busy node does not ask a shared database at every login; the same
+	// feed drops a changed account on every node at once.
+	if n.Watcher, err = n.Stores.Changes(ctx, log); err != nil {
+		return err
+	}
+	var accounts auth.Directory = n.Directory
+	if ttl := cfg.Store.CacheTTL.D(); ttl > 0 {
+		n.Accounts = directory.NewCache(n.Directory, ttl, 0, nil)
+		n.Watcher.Subscribe(n.Accounts.Changed)
+		accounts = n.Accounts
+	}
+	n.authDir = accounts
+	a, err := n.newAuthenticator(cfg)
+	if err != nil {
+		return err
+	}
+	n.auth.Store(a)
+	n.Watcher.Subscribe(func(ch directory.Change) { n.Authenticator().DirectoryChanged(ch) })
+
+	// A process that takes over from a running server has come as far as
+	// it can beside it: the spool's lock, and what only its holder may
+	// touch, come next.
+	if err := n.prepared(); err != nil {
+		return err
+	}
 	if n.Spool, err = spool.Open(SpoolDir(cfg), log); err != nil {
 		return err
 	}
@@ -339,30 +394,6 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 
-	// AUTH checks: a credential cache and a bounded pool of hashing
-	// workers. The cache follows the directory's change log, so a password
-	// change, a new hash or a disable made with the CLI drops the account's
-	// cached answers within a poll interval.
-	//
-	// The accounts AUTH looks up are cached for [store] cache_ttl, so a
-	// busy node does not ask a shared database at every login; the same
-	// feed drops a changed account on every node at once.
-	if n.Watcher, err = n.Stores.Changes(ctx, log); err != nil {
-		return err
-	}
-	var accounts auth.Directory = n.Directory
-	if ttl := cfg.Store.CacheTTL.D(); ttl > 0 {
-		n.Accounts = directory.NewCache(n.Directory, ttl, 0, nil)
-		n.Watcher.Subscribe(n.Accounts.Changed)
-		accounts = n.Accounts
-	}
-	n.authDir = accounts
-	a, err := n.newAuthenticator(cfg)
-	if err != nil {
-		return err
-	}
-	n.auth.Store(a)
-	n.Watcher.Subscribe(func(ch directory.Change) { n.Authenticator().DirectoryChanged(ch) })
 	if err := n.newSending(ctx); err != nil {
 		return err
 	}
@@ -483,6 +514,7 @@ func (n *Node) newAdmin(ctx context.Context) error {
 	n.Admin.Warnings = n.Certs.Warnings
 	n.Admin.SendingUsage = n.Sending.Usage
 	n.Admin.Reload = n.Reload
+	n.Admin.Restart = n.Restart
 	return nil
 }
 
@@ -539,15 +571,16 @@ func NewAdmin(ctx context.Context, cfg *config.Config, db *sql.DB, st *Stores, g
 // listenAdmin binds [admin] listen and the CLI's unix socket.
 func (n *Node) listenAdmin() error {
 	cfg := n.Config
-	if cfg.Admin.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
-			return fmt.Errorf("admin.listen: %w", err)
-		}
+	tcp, err := n.passedOrListen("admin", cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	if tcp != nil {
 		// Staff, scripts and a scraper need a few connections; more only
 		// wait, so a client that reaches the port cannot hold many.
-		n.AdminListener = netutil.LimitListener(ln, adminMaxConns)
-		n.onClose(func() { ln.Close() })
+		n.adminTCP = tcp
+		n.AdminListener = netutil.LimitListener(tcp, adminMaxConns)
+		n.onClose(func() { tcp.Close() })
 	}
 	// The spool lock (taken by the queue above) makes this the only
 	// server on data_dir, so a socket left by a crash can go.
@@ -703,8 +736,10 @@ func (n *Node) newAuthenticator(cfg *config.Config) (*auth.Authenticator, error)
 		Workers:   cfg.Auth.HashWorkers,
 		Queue:     cfg.Auth.HashQueue,
 		Wait:      cfg.Auth.HashWait.D(),
-		Clean:     n.Guard.Clean,
-		Log:       n.Log,
+		// The guard is made after the authenticator (a process taking over
+		// makes the authenticator before the spool's lock is free).
+		Clean: func(p netip.Prefix) bool { return n.Guard.Clean(p) },
+		Log:   n.Log,
 	})
 }
 
@@ -742,6 +777,10 @@ func (n *Node) listen() error {
 		{cfg.Listen.Submissions, smtpd.ListenerConfig{Name: "submissions", ImplicitTLS: true}, cfg.Listener.Submissions},
 	}
 	n.onClose(n.closeListeners)
+	n.onClose(n.closeUnusedSockets)
+	if err := n.openPassed(); err != nil {
+		return err
+	}
 	if err := n.listenAdmin(); err != nil {
 		return err
 	}
@@ -756,12 +795,12 @@ func (n *Node) listen() error {
 		n.onClose(func() { ln.Close() })
 	}
 	for _, l := range listeners {
-		if l.addr == "" {
-			continue
-		}
-		ln, err := net.Listen("tcp", l.addr)
+		ln, err := n.passedOrListen(l.lc.Name, l.addr)
 		if err != nil {
 			return fmt.Errorf("listen.%s: %w", l.lc.Name, err)
+		}
+		if ln == nil {
+			continue
 		}
 		lc := l.lc
 		lc.AllowPlaintextAuth = l.opt.AllowPlaintextAuth
@@ -769,6 +808,7 @@ func (n *Node) listen() error {
 		n.Listeners = append(n.Listeners, Listener{Listener: ln, Config: lc})
 		n.Metrics.Listeners(lc.Name)
 	}
+	n.closeUnusedSockets()
 	return nil
 }
 
@@ -797,6 +837,13 @@ func (n *Node) Addr(name string) string {
 // open sessions and deliveries finish for up to ShutdownTimeout, and closes
 // the node. It returns the listener's error when one failed.
 func (n *Node) Run(ctx context.Context) error {
+	// A node that hands over lets the new process take what it closed.
+	var child *handover.Child
+	defer func() {
+		if child != nil {
+			n.finishHandover(child)
+		}
+	}()
 	defer n.Close()
 	log, cfg := n.Log, n.Config
 
@@ -881,23 +928,55 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	log.Info("submitd started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
+	log.Info("submitd started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "pid", os.Getpid())
+	n.NotifyReady("serving")
+	if p := n.opts.Parent; p != nil {
+		p.Ready()
+	}
 
 	var failed error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
+		n.notify(func(sn *systemd.Notifier) error { return sn.Stopping("shutting down") })
 	case failed = <-errc:
 		log.Error("listener failed, shutting down", "err", failed)
+		n.notify(func(sn *systemd.Notifier) error { return sn.Stopping("listener failed") })
+	case child = <-n.handoff:
+		// systemd follows the new process from now on; this one's exit
+		// is not the service's.
+		log.Info("restart: handing over to the new process", "pid", child.Pid())
+		n.notify(func(sn *systemd.Notifier) error { return sn.MainPID(child.Pid()) })
 	}
+	// The new process holds its own copies of the listening sockets:
+	// closing these stops this process accepting, and connections wait in
+	// the backlog for the new one.
 	n.closeListeners()
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
+	// The admin server, the SMTP sessions and, for a handover, the
+	// deliveries under way wind down side by side: the new process waits
+	// for the slowest of them.
+	var stopping sync.WaitGroup
+	stopping.Add(1)
+	go func() {
+		defer stopping.Done()
+		stopAdmin(sctx)
+	}()
+	if child != nil {
+		stopping.Add(1)
+		go func() {
+			defer stopping.Done()
+			if !n.Queue.Drain(sctx) {
+				log.Warn("restart: deliveries still under way at the shutdown timeout are interrupted")
+			}
+		}()
+	}
 	n.Server.Shutdown(sctx)
-	stopAdmin(sctx)
 	wg.Wait()
+	stopping.Wait()
 	// Deliveries under way are interrupted; their recipients stay due and
-	// are tried again at the next start.
+	// are tried again at the next start. A handover has let them finish.
 	qstop()
 	select {
 	case <-qdone:

@@ -84,10 +84,9 @@ func (n *Node) CurrentConfig() *config.Config { return n.cur.Load() }
 func (n *Node) Reload(ctx context.Context) (applied, restart []string, err error) {
 	n.reload.Lock()
 	defer n.reload.Unlock()
-	if n.Notify != nil {
-		n.Notify("RELOADING=1")
-		defer n.Notify("READY=1")
-	}
+	// systemd (Type=notify) hears of the reload as sd_notify(3) says.
+	n.NotifyReloading()
+	defer n.NotifyReady("serving")
 	next, err := config.Load(n.ConfigPath)
 	if err != nil {
 		n.Log.Error("reload: the configuration file does not load; nothing changed", "err", err)

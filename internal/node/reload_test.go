@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"submitd/internal/config"
 	"submitd/internal/sending"
+	"submitd/internal/systemd"
 	"submitd/internal/testutil"
 )
 
@@ -254,11 +256,43 @@ func TestReloadRunsReloaders(t *testing.T) {
 
 // Reload tells systemd of itself when Notify is set.
 func TestReloadNotifies(t *testing.T) {
-	n, _, _ := reloadNode(t)
-	var states []string
-	n.Notify = func(s string) { states = append(states, s) }
+	dir, err := os.MkdirTemp("", "sd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sockPath := filepath.Join(dir, "notify")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Net: "unixgram", Name: sockPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	sock.SetReadDeadline(time.Now().Add(60 * time.Second))
+
+	cfg := testConfig(t, "127.0.0.1:1")
+	path := writeConfig(t, t.TempDir(), cfg)
+	loaded, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := NewWith(context.Background(), loaded, slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Options{Notifier: &systemd.Notifier{Socket: sockPath}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	n.ConfigPath = path
 	if _, _, err := n.Reload(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	var states []string
+	for range 2 {
+		buf := make([]byte, 4096)
+		k, err := sock.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		states = append(states, strings.SplitN(string(buf[:k]), "\n", 2)[0])
 	}
 	if !slices.Equal(states, []string{"RELOADING=1", "READY=1"}) {
 		t.Errorf("notified %v", states)

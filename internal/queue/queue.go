@@ -153,6 +153,8 @@ type Queue struct {
 	wake     chan struct{}     // nudges Run's loop
 	wg       sync.WaitGroup    // running jobs
 	stats    Stats
+	// draining is set by Drain: no attempt starts any more.
+	draining bool
 	handoff  int64 // bytes of Content held by entries not yet attempted
 
 	// adoptMu lets one adoption of a foreign spool run at a time.
@@ -432,6 +434,28 @@ func (q *Queue) Run(ctx context.Context) {
 	}
 }
 
+// Drain stops starting deliveries and waits until those under way have
+// ended, or until ctx is done; it reports whether they all ended. A server
+// handing its spool to the process that replaces it drains first: a
+// delivery cut off after the destination took the message but before its
+// state was written would be made again by the new process.
+func (q *Queue) Drain(ctx context.Context) bool {
+	q.mu.Lock()
+	q.draining = true
+	q.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		q.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // RunDue runs every attempt that is due by the queue's clock, including
 // those of reports made meanwhile, and returns when none is left. It is the
 // deterministic alternative to Run for tests with a fake clock; do not use
@@ -464,6 +488,9 @@ func (q *Queue) NextDue() (time.Time, bool) {
 // free workers, round robin over domains, within the global and per-domain
 // limits (SPEC R17 per-destination concurrency).
 func (q *Queue) dispatchLocked() {
+	if q.draining {
+		return
+	}
 	now := q.now()
 	for q.waiting.Len() > 0 && !q.waiting[0].due.After(now) {
 		e := heap.Pop(&q.waiting).(*entry)

@@ -340,15 +340,18 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 		s.refuse(nc, lc, ReplyShuttingDown, s.refusal(vars, ip, lc, ReplyShuttingDown))
 		return
 	}
+	stopCtx, stopWork := context.WithCancel(context.Background())
 	c := &conn{
-		Conn:    nc,
-		srv:     s,
-		sid:     sid,
-		client:  ap,
-		set:     set,
-		idle:    set.Limits.CommandTimeout,
-		expires: start.Add(set.Limits.SessionTimeout),
-		log:     s.Log.With("session", sid, "client", vars.IP, "listener", lc.Name),
+		stopCtx:  stopCtx,
+		stopWork: stopWork,
+		Conn:     nc,
+		srv:      s,
+		sid:      sid,
+		client:   ap,
+		set:      set,
+		idle:     set.Limits.CommandTimeout,
+		expires:  start.Add(set.Limits.SessionTimeout),
+		log:      s.Log.With("session", sid, "client", vars.IP, "listener", lc.Name),
 		rec: &sessionlog.Record{
 			ID: sid, Start: start, Listener: lc.Name,
 			ClientIP: vars.IP, ClientPort: int(ap.Port()),
@@ -605,6 +608,12 @@ type conn struct {
 	released bool
 	// stop is set by Shutdown; a read waiting for a command then ends.
 	stop atomic.Bool
+	// stopCtx ends when Shutdown interrupts the session: a password check
+	// waiting for its turn gives up, so that a server handing over to a
+	// new process is not held up by a queue of logins (SPEC R16a: the
+	// client gets a temporary failure and comes back).
+	stopCtx  context.Context
+	stopWork context.CancelFunc
 
 	// mu guards the fields below.
 	mu sync.Mutex
@@ -661,6 +670,7 @@ func (c *conn) waiting() bool {
 // message is left to finish it.
 func (c *conn) interrupt() {
 	c.stop.Store(true)
+	c.stopWork()
 	if c.waiting() {
 		c.Conn.SetReadDeadline(time.Now())
 	}
@@ -692,6 +702,7 @@ func (c *conn) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.stopWork()
 	c.rec.End = c.srv.now()
 	c.rec.Add("close", "", "")
 	rec := c.rec

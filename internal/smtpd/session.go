@@ -985,7 +985,7 @@ func (s *session) check(cr credentials, admit func() bool) (string, *directory.A
 	default:
 		key, _ = ip.Prefix(64)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(s.c.stopCtx, 10*time.Second)
 	defer cancel()
 	if s.s.Logins != nil {
 		// SPEC R21: a login under attack is refused unchecked from networks
@@ -1031,6 +1031,10 @@ func (s *session) check(cr credentials, admit func() bool) (string, *directory.A
 		return ReplyAuthBusy, nil, "password checks busy"
 	case auth.Refused:
 		return keyRefused, nil, "no guard place left"
+	}
+	if s.c.stop.Load() && errors.Is(r.Err, context.Canceled) {
+		// Shutdown: the next command gets 421.
+		return ReplyAuthBusy, nil, "server shutting down"
 	}
 	// SPEC R16a: with the directory unreachable the answer is unknown, so
 	// temporary, never a false "rejected".

@@ -133,10 +133,17 @@ func startProc(t testing.TB, bin, dir string, env []string, args ...string) *pro
 	if env == nil {
 		env = procEnv()
 	}
-	p := &proc{t: t, log: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Dir = dir
-	p.cmd.Env = env
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = env
+	return startCmd(t, cmd)
+}
+
+// startCmd starts cmd, its output collected, and kills it when the test
+// ends if it still runs.
+func startCmd(t testing.TB, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{t: t, cmd: cmd, log: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
