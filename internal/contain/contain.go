@@ -86,6 +86,10 @@ type Event struct {
 	HeldMessages int `json:"held_messages"`
 	// ClosedSessions is how many open sessions were closed.
 	ClosedSessions int `json:"closed_sessions"`
+	// HeldSince is when the directory says the hold began (zero for a
+	// warning): it ties the record to the hold, so that Restore can tell a
+	// hold with a record from one without.
+	HeldSince time.Time `json:"held_since,omitzero"`
 }
 
 // Config is what a Containment works with.
@@ -134,6 +138,11 @@ type Containment struct {
 	warned map[string]time.Time
 }
 
+// actTimeout bounds one trip's work once it has begun. The work runs under
+// a context of its own, not ended by Run's: a trip under way when the
+// server stops still writes its record and audit entry after the hold.
+const actTimeout = time.Minute
+
 // warnEvery is the least time between two warnings of one account and
 // signal.
 const warnEvery = time.Hour
@@ -175,31 +184,43 @@ func (c *Containment) Trip(t Trip) {
 	}
 }
 
-// Run acts on trips until ctx ends.
+// Run acts on trips until ctx ends. A trip taken is carried out whole,
+// hold, record and audit entry, under a context of its own bounded by
+// actTimeout: a hold the audit log does not show must not be left behind
+// by a shutdown. When ctx ends, the trips left are acted on before Run
+// returns, so a caller that waits for Run waits for them too.
 func (c *Containment) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			c.actPending(ctx)
 			return
 		case <-c.wake:
+			c.actPending(ctx)
 		}
-		for {
-			c.mu.Lock()
-			var t Trip
-			found := false
-			for _, p := range c.pending {
-				t, found = p, true
-				break
-			}
-			delete(c.pending, t.Account)
-			c.mu.Unlock()
-			if !found {
-				break
-			}
-			if _, err := c.Act(ctx, t); err != nil {
-				c.cfg.Log.Error("contain: acting on a trip failed", "account", t.Account, "signal", t.Signal, "err", err)
-			}
+	}
+}
+
+// actPending acts on the pending trips until there are none.
+func (c *Containment) actPending(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		var t Trip
+		found := false
+		for _, p := range c.pending {
+			t, found = p, true
+			break
 		}
+		delete(c.pending, t.Account)
+		c.mu.Unlock()
+		if !found {
+			return
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actTimeout)
+		if _, err := c.Act(actx, t); err != nil {
+			c.cfg.Log.Error("contain: acting on a trip failed", "account", t.Account, "signal", t.Signal, "err", err)
+		}
+		cancel()
 	}
 }
 
@@ -248,6 +269,11 @@ func (c *Containment) Act(ctx context.Context, t Trip) (Event, error) {
 		// accepted, then the cache and the sessions, then the mail.
 		if err := c.cfg.Directory.SetHeld(ctx, acct.Address, true, t.Signal+": "+t.Summary); err != nil {
 			return Event{}, fmt.Errorf("contain: hold %s: %w", acct.Address, err)
+		}
+		if a, err := c.cfg.Directory.Account(ctx, acct.Address); err == nil {
+			ev.HeldSince = a.HeldSince
+		} else {
+			errs = append(errs, err)
 		}
 		if c.cfg.Credentials != nil {
 			c.cfg.Credentials.Forget(acct.Address)
@@ -373,7 +399,10 @@ func (c *Containment) held(ctx context.Context, account string) (*directory.Acco
 
 // Restore holds again, at start-up, the mail of every account the
 // directory says is held: the queue's own record of a hold may have been
-// lost with a message's state written before the hold.
+// lost with a message's state written before the hold. A hold whose trip
+// record is missing (the process died between the hold and the record) is
+// recorded, audited and notified now, from what the directory says of it,
+// so that support sees every hold (SPEC R20).
 func (c *Containment) Restore(ctx context.Context) error {
 	held, err := c.cfg.Directory.HeldAccounts(ctx)
 	if err != nil {
@@ -381,12 +410,53 @@ func (c *Containment) Restore(ctx context.Context) error {
 	}
 	var errs []error
 	for _, a := range held {
+		signal, summary, _ := strings.Cut(a.HeldReason, ":")
+		n := 0
 		if c.cfg.Queue != nil {
-			reason, _, _ := strings.Cut(a.HeldReason, ":")
-			if _, err := c.cfg.Queue.Hold(a.Address, reason); err != nil {
+			if n, err = c.cfg.Queue.Hold(a.Address, signal); err != nil {
 				errs = append(errs, err)
 			}
 		}
+		if err := c.recordHold(ctx, a, signal, strings.TrimSpace(summary), n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// recordHold records the hold of account a as a trip of signal, unless its
+// trip is recorded already; n is how many messages it holds.
+func (c *Containment) recordHold(ctx context.Context, a directory.Account, signal, summary string, n int) error {
+	if c.cfg.Store == nil {
+		return nil
+	}
+	last, err := c.cfg.Store.LastTrip(ctx, a.Address)
+	if err != nil {
+		return err
+	}
+	// Act records nothing while an account is held, so the latest trip is
+	// the hold's when there is one. A record made before trips carried
+	// HeldSince is taken as the hold's.
+	if last != nil && last.Action == ActionHold && (last.HeldSince.Equal(a.HeldSince) || last.HeldSince.IsZero()) {
+		return nil
+	}
+	ev := Event{
+		Trip:   Trip{Account: a.Address, Signal: signal, Summary: summary, Time: a.HeldSince},
+		Action: ActionHold, HeldMessages: n, HeldSince: a.HeldSince,
+	}
+	c.cfg.Log.Warn("contain: a hold made before the last stop has no record; recording it now", "account", a.Address,
+		"signal", signal, "held_since", a.HeldSince.UTC().Format(time.RFC3339))
+	var errs []error
+	if err := c.cfg.Store.AddTrip(ctx, ev); err != nil {
+		errs = append(errs, err)
+	}
+	if c.cfg.Audit != nil {
+		if err := c.cfg.Audit(ctx, "contain."+ActionHold, "account:"+a.Address, ev); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, nt := range c.cfg.Notifiers {
+		nt.Notify(ev)
 	}
 	return errors.Join(errs...)
 }
