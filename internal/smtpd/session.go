@@ -884,8 +884,10 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 func (s *session) authenticate(cr credentials) error {
 	start := time.Now()
 	// The guard's place is taken just before a password is hashed (SPEC
-	// R11: attempts in flight count); an answer that hashes nothing takes
-	// its place only to count a failure.
+	// R11: attempts in flight count). An answer from the credential cache
+	// takes none, but is given only while the client's key is below its
+	// limit (authGate.Open); an answer that hashes nothing takes its place
+	// only to count a failure.
 	g := &authGate{s: s}
 	key, acct, reason := s.check(cr, g)
 	a := g.a
