@@ -86,10 +86,6 @@ type Event struct {
 	HeldMessages int `json:"held_messages"`
 	// ClosedSessions is how many open sessions were closed.
 	ClosedSessions int `json:"closed_sessions"`
-	// HeldSince is when the directory says the hold began (zero for a
-	// warning): it ties the record to the hold, so that Restore can tell a
-	// hold with a record from one without.
-	HeldSince time.Time `json:"held_since,omitzero"`
 }
 
 // Config is what a Containment works with.
@@ -110,6 +106,10 @@ type Config struct {
 	// Audit records a trip in the admin audit log (action, target and the
 	// state after); nil records nothing.
 	Audit func(ctx context.Context, action, target string, after any) error
+	// Audited reports whether the audit log has an entry of action on
+	// target made at since or later; Restore asks it of every hold. nil:
+	// Restore records no hold.
+	Audited func(ctx context.Context, action, target string, since time.Time) (bool, error)
 	// Count is told of every trip by signal and action, for metrics; nil
 	// counts nothing.
 	Count func(signal, action string)
@@ -270,11 +270,6 @@ func (c *Containment) Act(ctx context.Context, t Trip) (Event, error) {
 		if err := c.cfg.Directory.SetHeld(ctx, acct.Address, true, t.Signal+": "+t.Summary); err != nil {
 			return Event{}, fmt.Errorf("contain: hold %s: %w", acct.Address, err)
 		}
-		if a, err := c.cfg.Directory.Account(ctx, acct.Address); err == nil {
-			ev.HeldSince = a.HeldSince
-		} else {
-			errs = append(errs, err)
-		}
 		if c.cfg.Credentials != nil {
 			c.cfg.Credentials.Forget(acct.Address)
 		}
@@ -399,8 +394,8 @@ func (c *Containment) held(ctx context.Context, account string) (*directory.Acco
 
 // Restore holds again, at start-up, the mail of every account the
 // directory says is held: the queue's own record of a hold may have been
-// lost with a message's state written before the hold. A hold whose trip
-// record is missing (the process died between the hold and the record) is
+// lost with a message's state written before the hold. A hold the audit
+// log does not show (the process died between the hold and its entry) is
 // recorded, audited and notified now, from what the directory says of it,
 // so that support sees every hold (SPEC R20).
 func (c *Containment) Restore(ctx context.Context) error {
@@ -424,34 +419,32 @@ func (c *Containment) Restore(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// recordHold records the hold of account a as a trip of signal, unless its
-// trip is recorded already; n is how many messages it holds.
+// recordHold records, audits and notifies the hold of account a as a trip
+// of signal, unless the audit log shows it already; n is how many messages
+// it holds. The audit log is where support looks, and it is shared by the
+// nodes of a cluster, so a hold one node made is not recorded again by
+// another.
 func (c *Containment) recordHold(ctx context.Context, a directory.Account, signal, summary string, n int) error {
-	if c.cfg.Store == nil {
+	if c.cfg.Audited == nil {
 		return nil
 	}
-	last, err := c.cfg.Store.LastTrip(ctx, a.Address)
-	if err != nil {
+	// A hold's entry is written after the directory's hold time, by the
+	// same node's clock; an older entry is of an earlier hold.
+	target := "account:" + a.Address
+	if ok, err := c.cfg.Audited(ctx, "contain."+ActionHold, target, a.HeldSince); err != nil || ok {
 		return err
 	}
-	// Act records nothing while an account is held, so the latest trip is
-	// the hold's when there is one. A record made before trips carried
-	// HeldSince is taken as the hold's.
-	if last != nil && last.Action == ActionHold && (last.HeldSince.Equal(a.HeldSince) || last.HeldSince.IsZero()) {
-		return nil
-	}
-	ev := Event{
-		Trip:   Trip{Account: a.Address, Signal: signal, Summary: summary, Time: a.HeldSince},
-		Action: ActionHold, HeldMessages: n, HeldSince: a.HeldSince,
-	}
-	c.cfg.Log.Warn("contain: a hold made before the last stop has no record; recording it now", "account", a.Address,
+	ev := Event{Trip: Trip{Account: a.Address, Signal: signal, Summary: summary, Time: a.HeldSince}, Action: ActionHold, HeldMessages: n}
+	c.cfg.Log.Warn("contain: a hold made before the last stop has no audit entry; recording it now", "account", a.Address,
 		"signal", signal, "held_since", a.HeldSince.UTC().Format(time.RFC3339))
 	var errs []error
-	if err := c.cfg.Store.AddTrip(ctx, ev); err != nil {
-		errs = append(errs, err)
+	if c.cfg.Store != nil {
+		if err := c.cfg.Store.AddTrip(ctx, ev); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.cfg.Audit != nil {
-		if err := c.cfg.Audit(ctx, "contain."+ActionHold, "account:"+a.Address, ev); err != nil {
+		if err := c.cfg.Audit(ctx, "contain."+ActionHold, target, ev); err != nil {
 			errs = append(errs, err)
 		}
 	}

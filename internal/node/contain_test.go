@@ -98,3 +98,30 @@ func TestNodeTripAtShutdown(t *testing.T) {
 	defer stop()
 	checkHeld(t, n)
 }
+
+// TestNodeRecordsHoldAtStart: a hold the audit log does not show (the node
+// died between holding the account and writing the entry) is recorded and
+// audited at the next start, once however often the node starts again
+// (SPEC R20).
+func TestNodeRecordsHoldAtStart(t *testing.T) {
+	cfg := testConfig(t, "127.0.0.1:1")
+	_, stop := runNode(t, cfg, func(t *testing.T, n *Node) {
+		addJan(t, n)
+		if err := n.Directory.SetHeld(context.Background(), "jan@firma.test", true, "limits: 3 limit hits"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	stop()
+	for range 2 {
+		n, stop := runNode(t, cfg, nil)
+		es := holdAudit(t, n)
+		last, err := n.Contain.LastTrip(context.Background(), "jan@firma.test")
+		stop()
+		if len(es) != 1 {
+			t.Fatalf("audit entries of the hold: %+v, want 1", es)
+		}
+		if err != nil || last == nil || last.Signal != contain.SignalLimits || last.Summary != "3 limit hits" {
+			t.Fatalf("trip record %+v, %v", last, err)
+		}
+	}
+}
