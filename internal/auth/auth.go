@@ -59,8 +59,9 @@ const (
 	Busy
 	// Error: the directory could not be read; Result.Err is the cause.
 	Error
-	// Refused: a password would have had to be hashed and the admit
-	// function of CheckAdmitted said no (the guard had no place left).
+	// Refused: the Gate of CheckAdmitted said no: a password would have
+	// had to be hashed and the guard had no place left, or the answer was
+	// in the cache and the client's key is at its limit.
 	Refused
 )
 
@@ -201,6 +202,23 @@ func New(cfg Config) (*Authenticator, error) {
 	return a, nil
 }
 
+// Gate is the brute-force guard's say over one attempt (SPEC R11), asked
+// by CheckAdmitted.
+type Gate interface {
+	// Admit takes the attempt's place before a password is hashed, real or
+	// dummy; false means none is left.
+	Admit() bool
+	// Open reports, taking nothing, whether the client's key is below its
+	// limit; a cached answer asks it.
+	Open() bool
+}
+
+// openGate is the Gate of Check: everything is let in.
+type openGate struct{}
+
+func (openGate) Admit() bool { return true }
+func (openGate) Open() bool  { return true }
+
 // Check decides an attempt to log in as login with pw from the client key
 // key (the guard's key of the client address, guard.Config.Key). The login
 // is looked up every time, so the access flag, the aliases and the
@@ -210,18 +228,22 @@ func (a *Authenticator) Check(ctx context.Context, key netip.Prefix, login, pw s
 	return a.CheckAdmitted(ctx, key, login, pw, nil)
 }
 
-// CheckAdmitted is Check, calling admit (when it is not nil) before a
-// password is hashed, real or dummy: when it returns false nothing is
-// hashed and the verdict is Refused. The brute-force guard takes its place
-// for the attempt there (SPEC R11), so that a login answered from the
-// cache, which tests no password, needs none.
-func (a *Authenticator) CheckAdmitted(ctx context.Context, key netip.Prefix, login, pw string, admit func() bool) Result {
-	if admit == nil {
-		admit = func() bool { return true }
+// CheckAdmitted is Check under the brute-force guard's gate (nil lets
+// everything in), so that the limit of SPEC R11 holds for every way a
+// password is tested. Before a password is hashed, real or dummy, the
+// attempt takes its place with gate.Admit; when there is none, nothing is
+// hashed and the verdict is Refused. An answer from the cache hashes
+// nothing and takes no place, but it still tells a right password from a
+// wrong one, so it is given only while gate.Open says the key is below its
+// limit: otherwise an attacker holding connections open could go on testing
+// guesses against cached passwords past the limit.
+func (a *Authenticator) CheckAdmitted(ctx context.Context, key netip.Prefix, login, pw string, gate Gate) Result {
+	if gate == nil {
+		gate = openGate{}
 	}
 	acct, err := a.dir.Account(ctx, login)
 	if errors.Is(err, directory.ErrNotFound) {
-		if !admit() {
+		if !gate.Admit() {
 			return Result{Verdict: Refused}
 		}
 		// The same cost as a wrong password, through the same pool, so
@@ -245,10 +267,13 @@ func (a *Authenticator) CheckAdmitted(ctx context.Context, key netip.Prefix, log
 	if a.cache != nil {
 		id = a.cache.id(login, pw)
 		if ok, found := a.cache.get(id, acct.Address, hp); found {
+			if !gate.Open() {
+				return Result{Verdict: Refused, Account: acct}
+			}
 			return Result{Verdict: verdictOf(ok), Account: acct, Cached: true}
 		}
 	}
-	if !admit() {
+	if !gate.Admit() {
 		return Result{Verdict: Refused, Account: acct}
 	}
 	var ok bool

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"submitd/internal/directory"
+	"submitd/internal/guard"
 	"submitd/internal/password"
 	"submitd/internal/testutil"
 )
@@ -555,5 +556,74 @@ func TestHeldAndForget(t *testing.T) {
 	check(t, a, "jan@firma.cz", testPassword, OK, false)
 	if c.total() != before+1 {
 		t.Fatal("after Forget the password was not hashed again")
+	}
+}
+
+// guardGate is the gate of one attempt under a real brute-force guard, as
+// the SMTP side makes it: Admit takes a place, Open only looks.
+type guardGate struct {
+	g  *guard.Guard
+	ip netip.Addr
+	a  *guard.Attempt
+}
+
+func (gg *guardGate) Admit() bool {
+	var ok bool
+	gg.a, ok = gg.g.Begin(gg.ip, "test")
+	return ok
+}
+
+func (gg *guardGate) Open() bool { return gg.g.Open(gg.ip) }
+
+// TestCachedAnswerUnderGuard: an answer from the cache hashes nothing and
+// takes no place, but once the client's key is at its limit (SPEC R11) it
+// is refused like a check that needs a hash, right password or wrong: a
+// cache lookup tests a password too.
+func TestCachedAnswerUnderGuard(t *testing.T) {
+	ctx := context.Background()
+	g, err := guard.New(ctx, guard.Config{MaxFailures: 3}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr("192.0.2.1")
+	a, c := newTestAuth(t, testDir(t), Config{})
+	try := func(pw string) (Result, *guardGate) {
+		gg := &guardGate{g: g, ip: ip}
+		return a.CheckAdmitted(ctx, g.Key(ip), "jan@firma.cz", pw, gg), gg
+	}
+	for _, pw := range []string{testPassword, "wrong"} {
+		r, gg := try(pw)
+		if r.Cached || gg.a == nil {
+			t.Fatalf("first check of %q: cached %v, place %v", pw, r.Cached, gg.a)
+		}
+		gg.a.Succeed()
+	}
+	// Two attempts in flight: one place left, and a cached answer takes
+	// none.
+	var held []*guard.Attempt
+	for range 2 {
+		at, _ := g.Begin(ip, "held")
+		held = append(held, at)
+	}
+	if r, gg := try(testPassword); r.Verdict != OK || !r.Cached || gg.a != nil {
+		t.Fatalf("cached login inside the limit: %v cached=%v place %v", r.Verdict, r.Cached, gg.a)
+	}
+	if s := g.Stats(); s.InFlight != 2 {
+		t.Fatalf("%d attempts in flight, want 2", s.InFlight)
+	}
+	last, _ := g.Begin(ip, "last")
+	for _, pw := range []string{testPassword, "wrong"} {
+		if r, _ := try(pw); r.Verdict != Refused || r.Cached {
+			t.Fatalf("cached %q at the limit: %v cached=%v", pw, r.Verdict, r.Cached)
+		}
+	}
+	for _, at := range append(held, last) {
+		at.Fail()
+	}
+	if r, _ := try(testPassword); r.Verdict != Refused {
+		t.Fatalf("cached login of a blocked key: %v", r.Verdict)
+	}
+	if n := c.total(); n != 2 {
+		t.Fatalf("%d hashes, want the 2 first checks", n)
 	}
 }

@@ -108,6 +108,10 @@ type Config struct {
 	// Audit records a trip in the admin audit log (action, target and the
 	// state after); nil records nothing.
 	Audit func(ctx context.Context, action, target string, after any) error
+	// Audited reports whether the audit log has an entry of action on
+	// target made at since or later; Restore asks it of every hold. nil:
+	// Restore records no hold.
+	Audited func(ctx context.Context, action, target string, since time.Time) (bool, error)
 	// Count is told of every trip by signal and action, for metrics; nil
 	// counts nothing.
 	Count func(signal, action string)
@@ -141,6 +145,11 @@ type Containment struct {
 	// warnEvery, not at every trip.
 	warned map[string]time.Time
 }
+
+// actTimeout bounds one trip's work once it has begun. The work runs under
+// a context of its own, not ended by Run's: a trip under way when the
+// server stops still writes its record and audit entry after the hold.
+const actTimeout = time.Minute
 
 // warnEvery is the least time between two warnings of one account and
 // signal.
@@ -202,31 +211,43 @@ func (c *Containment) Trip(t Trip) {
 	}
 }
 
-// Run acts on trips until ctx ends.
+// Run acts on trips until ctx ends. A trip taken is carried out whole,
+// hold, record and audit entry, under a context of its own bounded by
+// actTimeout: a hold the audit log does not show must not be left behind
+// by a shutdown. When ctx ends, the trips left are acted on before Run
+// returns, so a caller that waits for Run waits for them too.
 func (c *Containment) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			c.actPending(ctx)
 			return
 		case <-c.wake:
+			c.actPending(ctx)
 		}
-		for {
-			c.mu.Lock()
-			var t Trip
-			found := false
-			for _, p := range c.pending {
-				t, found = p, true
-				break
-			}
-			delete(c.pending, t.Account)
-			c.mu.Unlock()
-			if !found {
-				break
-			}
-			if _, err := c.Act(ctx, t); err != nil {
-				c.cfg.Log.Error("contain: acting on a trip failed", "account", t.Account, "signal", t.Signal, "err", err)
-			}
+	}
+}
+
+// actPending acts on the pending trips until there are none.
+func (c *Containment) actPending(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		var t Trip
+		found := false
+		for _, p := range c.pending {
+			t, found = p, true
+			break
 		}
+		delete(c.pending, t.Account)
+		c.mu.Unlock()
+		if !found {
+			return
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), actTimeout)
+		if _, err := c.Act(actx, t); err != nil {
+			c.cfg.Log.Error("contain: acting on a trip failed", "account", t.Account, "signal", t.Signal, "err", err)
+		}
+		cancel()
 	}
 }
 
@@ -400,7 +421,10 @@ func (c *Containment) held(ctx context.Context, account string) (*directory.Acco
 
 // Restore holds again, at start-up, the mail of every account the
 // directory says is held: the queue's own record of a hold may have been
-// lost with a message's state written before the hold.
+// lost with a message's state written before the hold. A hold the audit
+// log does not show (the process died between the hold and its entry) is
+// recorded, audited and notified now, from what the directory says of it,
+// so that support sees every hold (SPEC R20).
 func (c *Containment) Restore(ctx context.Context) error {
 	held, err := c.cfg.Directory.HeldAccounts(ctx)
 	if err != nil {
@@ -408,12 +432,51 @@ func (c *Containment) Restore(ctx context.Context) error {
 	}
 	var errs []error
 	for _, a := range held {
+		signal, summary, _ := strings.Cut(a.HeldReason, ":")
+		n := 0
 		if c.cfg.Queue != nil {
-			reason, _, _ := strings.Cut(a.HeldReason, ":")
-			if _, err := c.cfg.Queue.Hold(a.Address, reason); err != nil {
+			if n, err = c.cfg.Queue.Hold(a.Address, signal); err != nil {
 				errs = append(errs, err)
 			}
 		}
+		if err := c.recordHold(ctx, a, signal, strings.TrimSpace(summary), n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// recordHold records, audits and notifies the hold of account a as a trip
+// of signal, unless the audit log shows it already; n is how many messages
+// it holds. The audit log is where support looks, and it is shared by the
+// nodes of a cluster, so a hold one node made is not recorded again by
+// another.
+func (c *Containment) recordHold(ctx context.Context, a directory.Account, signal, summary string, n int) error {
+	if c.cfg.Audited == nil {
+		return nil
+	}
+	// A hold's entry is written after the directory's hold time, by the
+	// same node's clock; an older entry is of an earlier hold.
+	target := "account:" + a.Address
+	if ok, err := c.cfg.Audited(ctx, "contain."+ActionHold, target, a.HeldSince); err != nil || ok {
+		return err
+	}
+	ev := Event{Trip: Trip{Account: a.Address, Signal: signal, Summary: summary, Time: a.HeldSince}, Action: ActionHold, HeldMessages: n}
+	c.cfg.Log.Warn("contain: a hold made before the last stop has no audit entry; recording it now", "account", a.Address,
+		"signal", signal, "held_since", a.HeldSince.UTC().Format(time.RFC3339))
+	var errs []error
+	if c.cfg.Store != nil {
+		if err := c.cfg.Store.AddTrip(ctx, ev); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.cfg.Audit != nil {
+		if err := c.cfg.Audit(ctx, "contain."+ActionHold, target, ev); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, nt := range c.cfg.Notifiers {
+		nt.Notify(ev)
 	}
 	return errors.Join(errs...)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,10 @@ type recorder struct {
 	mu    sync.Mutex
 	calls []string
 	held  map[string][]string
+	// holding, when set, is told of each Hold, which then waits for gate
+	// to close: a hold caught under way.
+	holding chan<- string
+	gate    <-chan struct{}
 }
 
 func (r *recorder) note(s string) {
@@ -36,6 +41,10 @@ func (r *recorder) Forget(a string) int            { r.note("forget " + a); retu
 func (r *recorder) HeldMessages(a string) []string { return r.held[a] }
 func (r *recorder) Hold(a, reason string) (int, error) {
 	r.note("hold " + a + " " + reason)
+	if r.holding != nil {
+		r.holding <- a
+		<-r.gate
+	}
 	return len(r.held[a]), nil
 }
 func (r *recorder) Release(a string) (int, error) { r.note("release " + a); return len(r.held[a]), nil }
@@ -84,11 +93,21 @@ func newTestContainment(t *testing.T) (*Containment, *directory.SQLite, *recorde
 	rec := &recorder{held: map[string][]string{"jan@firma.cz": {"q1", "q2"}}}
 	ev := &events{}
 	var audit []string
+	var audited []time.Time
 	c := New(Config{
 		Directory: dir, Store: st, Sessions: rec, Credentials: rec, Queue: rec, Notifiers: []Notifier{ev},
 		Audit: func(_ context.Context, action, target string, _ any) error {
 			audit = append(audit, action+" "+target)
+			audited = append(audited, time.Now())
 			return nil
+		},
+		Audited: func(_ context.Context, action, target string, since time.Time) (bool, error) {
+			for i := len(audit) - 1; i >= 0; i-- {
+				if audit[i] == action+" "+target {
+					return !audited[i].Before(since), nil
+				}
+			}
+			return false, nil
 		},
 	})
 	return c, dir, rec, ev, &audit
@@ -205,6 +224,97 @@ func TestRunActsOncePerAccount(t *testing.T) {
 	})
 	cancel()
 	<-done
+}
+
+// TestRunFinishesTripAtStop: a trip under way when Run's context ends still
+// writes its record and audit entry after the hold, and a trip left waiting
+// is acted on too, before Run returns (SPEC R20: no hold support cannot
+// see).
+func TestRunFinishesTripAtStop(t *testing.T) {
+	c, dir, rec, _, audit := newTestContainment(t)
+	holding := make(chan string)
+	gate := make(chan struct{})
+	rec.holding, rec.gate = holding, gate
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	c.Trip(volumeTrip)
+	if a := <-holding; a != "jan@firma.cz" {
+		t.Fatalf("holding the mail of %s", a)
+	}
+	// The server stops while jan's mail is being held, and eva trips.
+	c.Trip(Trip{Account: "eva@jina.cz", Signal: SignalNetworks, Summary: "5 networks", Time: volumeTrip.Time})
+	cancel()
+	select {
+	case <-done:
+		t.Fatal("Run returned while a trip was under way")
+	case a := <-holding:
+		t.Fatalf("holding the mail of %s before the first hold ended", a)
+	default:
+	}
+	close(gate)
+	go func() {
+		for range holding {
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the trips")
+	}
+	close(holding)
+	bg := context.Background()
+	for _, account := range []string{"jan@firma.cz", "eva@jina.cz"} {
+		a, err := dir.Account(bg, account)
+		if err != nil || !a.Held {
+			t.Fatalf("%s: %+v, %v", account, a, err)
+		}
+		last, err := c.LastTrip(bg, account)
+		if err != nil || last == nil || last.Action != ActionHold {
+			t.Fatalf("%s: trip record %+v, %v", account, last, err)
+		}
+	}
+	want := "contain.hold account:jan@firma.cz,contain.hold account:eva@jina.cz"
+	if got := strings.Join(*audit, ","); got != want {
+		t.Fatalf("audit %q, want %q", got, want)
+	}
+}
+
+// TestRestoreRecordsHold: a hold whose trip was never recorded (the process
+// died after the directory held the account) is recorded, audited and
+// notified at the next start, once; a hold with its record is left as it
+// is (SPEC R20).
+func TestRestoreRecordsHold(t *testing.T) {
+	ctx := context.Background()
+	c, dir, rec, ev, audit := newTestContainment(t)
+	if _, err := c.Act(ctx, volumeTrip); err != nil {
+		t.Fatal(err)
+	}
+	// The first step of eva's hold, and no more.
+	if err := dir.SetHeld(ctx, "eva@jina.cz", true, "networks: logins from 5 networks"); err != nil {
+		t.Fatal(err)
+	}
+	ev.got = nil
+	for range 2 {
+		if err := c.Restore(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(*audit, ","); got != "contain.hold account:jan@firma.cz,contain.hold account:eva@jina.cz" {
+		t.Fatalf("audit %q, want jan's hold and then eva's, once", got)
+	}
+	a, _ := dir.Account(ctx, "eva@jina.cz")
+	last, err := c.LastTrip(ctx, "eva@jina.cz")
+	if err != nil || last == nil || last.Signal != SignalNetworks || last.Summary != "logins from 5 networks" ||
+		last.Action != ActionHold || !last.Time.Equal(a.HeldSince) {
+		t.Fatalf("eva's record %+v, %v", last, err)
+	}
+	if len(ev.got) != 1 || ev.got[0].Account != "eva@jina.cz" {
+		t.Fatalf("notified %+v", ev.got)
+	}
+	if calls := rec.take(); !slices.Contains(calls, "hold eva@jina.cz networks") {
+		t.Fatalf("eva's mail not held: calls %q", calls)
+	}
 }
 
 // TestWebhook: the event is posted as JSON; failures are retried with

@@ -53,6 +53,9 @@ type Counter interface {
 	// failures in the window and its places held make MaxFailures already
 	// (AtLimit).
 	Take(key netip.Prefix, id uint64, now, expires time.Time) Verdict
+	// Peek answers what Take would answer at now, taking nothing: Granted
+	// when the key is below its limit.
+	Peek(key netip.Prefix, now time.Time) Verdict
 	// Fail gives place id back, records failure f of key and, when that
 	// brings the key's failures in the window to MaxFailures and no block is
 	// in force, blocks the key until f.Time plus BlockFor. A failure is
@@ -96,6 +99,26 @@ func (m *memCounter) Take(key netip.Prefix, id uint64, now, expires time.Time) V
 		return AtLimit
 	}
 	g.setPlaces(key, append(ps, place{id: id, expires: expires}))
+	return Granted
+}
+
+// Peek implements Counter.
+func (m *memCounter) Peek(key netip.Prefix, now time.Time) Verdict {
+	g := m.g
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if b, ok := g.blocks[key]; ok && now.Before(b.Until) {
+		return Refused
+	}
+	held := 0
+	for _, p := range g.places[key] {
+		if now.Before(p.expires) {
+			held++
+		}
+	}
+	if g.liveCount(g.failures[key], now)+held >= g.conf().MaxFailures {
+		return AtLimit
+	}
 	return Granted
 }
 
@@ -234,6 +257,33 @@ func (g *Guard) Begin(ip netip.Addr, sid string) (a *Attempt, ok bool) {
 		return nil, false
 	}
 	return &Attempt{g: g, key: key, id: id, sid: sid}, true
+}
+
+// Open reports whether an AUTH attempt from ip may be answered without a
+// place: true unless ip is blocked or its key at its limit, the failures in
+// the window and the attempts in flight making MaxFailures (SPEC R11). It
+// takes nothing. A password answered from the credential cache asks it
+// instead of Begin: the answer costs no hash, so it needs no place, but it
+// tells a right password from a wrong one as a hash would, so past the
+// limit it must not be given either, on any connection. When ok is false
+// the caller answers as Begin's refusal says. An exempt client, or one
+// without an address, is always let in, as Begin lets it in.
+func (g *Guard) Open(ip netip.Addr) bool {
+	if !ip.IsValid() || g.Exempt(ip) {
+		return true
+	}
+	if g.Blocked(ip) {
+		return false
+	}
+	switch g.count.Peek(g.conf().Key(ip), g.conf().Now()) {
+	case Refused:
+		g.nRefusals.Add(1)
+		return false
+	case AtLimit:
+		g.nAtLimit.Add(1)
+		return false
+	}
+	return true
 }
 
 // Fail settles the attempt as failed: it counts the failure (on disk too,

@@ -484,3 +484,67 @@ func TestClean(t *testing.T) {
 		t.Fatal("a key whose failure left the window is not clean")
 	}
 }
+
+// TestOpen: Open, asked for a password answered from the credential cache,
+// takes no place and says yes while the key is below its limit, and no once
+// the failures in the window and the attempts in flight make the limit or
+// the key is blocked, as Begin would (SPEC R11); an exempt client is always
+// let in.
+func TestOpen(t *testing.T) {
+	eachBackend(t, allBackends, func(t *testing.T, be backend) {
+		clk := newFakeClock()
+		cfg := Config{Exempt: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}
+		g := newGuard(t, clk, be.open(t, cfg), cfg)
+		ip := addr("198.51.100.4")
+		var held []*Attempt
+		for i := range DefaultMaxFailures - 1 {
+			a, ok := g.Begin(ip, fmt.Sprintf("held%d", i))
+			if !ok {
+				t.Fatalf("attempt %d got no place", i)
+			}
+			held = append(held, a)
+		}
+		for range 2 {
+			if !g.Open(ip) {
+				t.Fatal("not open with one place left")
+			}
+		}
+		if s := g.Stats(); s.InFlight != DefaultMaxFailures-1 || s.AtLimit != 0 {
+			t.Fatalf("stats = %+v after Open: it took a place or was refused", s)
+		}
+		last, ok := g.Begin(ip, "last")
+		if !ok {
+			t.Fatal("Open took the last place")
+		}
+		if g.Open(ip) {
+			t.Fatal("open while the attempts in flight make the limit")
+		}
+		if s := g.Stats(); s.AtLimit != 1 {
+			t.Fatalf("stats = %+v, want 1 refused at the limit", s)
+		}
+		last.Succeed()
+		if !g.Open(ip) {
+			t.Fatal("not open after a place was given back")
+		}
+		for _, a := range held {
+			a.Fail()
+		}
+		// Nine failures and nothing in flight: still below the limit.
+		if !g.Open(ip) {
+			t.Fatal("not open with nine failures in the window")
+		}
+		last, _ = g.Begin(ip, "tenth")
+		if !last.Fail() || g.Open(ip) {
+			t.Fatal("open after the tenth failure blocked the key")
+		}
+		clk.Advance(DefaultBlockFor)
+		if !g.Open(ip) {
+			t.Fatal("not open after the block and the window ran out")
+		}
+		exempt := addr("10.1.2.3")
+		rush(g, exempt, 20, wrong)
+		if !g.Open(exempt) || !g.Open(netip.Addr{}) {
+			t.Fatal("an exempt client or one without an address is not let in")
+		}
+	})
+}

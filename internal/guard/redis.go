@@ -134,6 +134,19 @@ redis.call('PEXPIRE', KEYS[2], ARGV[7])
 return 0
 `)
 
+// peekScript answers what takeScript would, changing nothing
+// (Counter.Peek). KEYS: log, places, blocks. ARGV: key, now, max failures,
+// window µs.
+var peekScript = redis.NewScript(luaLive + `
+local now = tonumber(ARGV[2])
+local u = blockedUntil(redis.call('HGET', KEYS[3], ARGV[1]))
+if u and u > now then return 1 end
+local held = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[2], '+inf')
+local n = live(redis.call('LRANGE', KEYS[1], 0, -1), now - tonumber(ARGV[4]))
+if n + held >= tonumber(ARGV[3]) then return 2 end
+return 0
+`)
+
 // failScript records a failure (Counter.Fail). KEYS: log, places, blocks,
 // until, keys. ARGV: key, place, now, sid, max failures, window µs, block
 // time µs, log TTL ms, channel, node. It answers {blocked, made, failures in
@@ -244,13 +257,29 @@ func (r *Redis) take(ctx context.Context, key netip.Prefix, place string, now, e
 	if err != nil {
 		return Refused, fmt.Errorf("guard: take a place for %s: %w", FormatKey(key), err)
 	}
+	return verdictOf(v), nil
+}
+
+// peek implements sharedStore.
+func (r *Redis) peek(ctx context.Context, key netip.Prefix, now time.Time) (Verdict, error) {
+	k, c := key.String(), r.cfg.Load()
+	v, err := peekScript.Run(ctx, r.c, []string{r.logKey(k), r.placesKey(k), r.blocksKey()},
+		k, us(now), c.MaxFailures, c.Window.Microseconds()).Int()
+	if err != nil {
+		return Refused, fmt.Errorf("guard: look at the places of %s: %w", FormatKey(key), err)
+	}
+	return verdictOf(v), nil
+}
+
+// verdictOf is the Verdict a take or peek script answered.
+func verdictOf(v int) Verdict {
 	switch v {
 	case 0:
-		return Granted, nil
+		return Granted
 	case 1:
-		return Refused, nil
+		return Refused
 	}
-	return AtLimit, nil
+	return AtLimit
 }
 
 // fail implements sharedStore.

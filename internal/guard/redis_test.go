@@ -378,3 +378,32 @@ func TestRedisConcurrentFailures(t *testing.T) {
 		t.Fatalf("another node lists %d failures (want %d), 192.0.2.44 blocked: %v", total, n, g2.Blocked(addr("192.0.2.44")))
 	}
 }
+
+// TestRedisOpenAcrossNodes: a cached answer on one node is refused while the
+// attempts in flight on the other node make the limit, since the limit holds
+// on one node or many (SPEC R11).
+func TestRedisOpenAcrossNodes(t *testing.T) {
+	clk := newFakeClock()
+	url := testutil.StartRedis(t).URL()
+	a := redisNode(t, clk, url, "guard", Config{MaxFailures: 3}, nil)
+	b := redisNode(t, clk, url, "guard", Config{MaxFailures: 3}, nil)
+	ip := addr("203.0.113.9")
+	var held []*Attempt
+	for i := range 3 {
+		at, ok := a.Begin(ip, fmt.Sprintf("a%d", i))
+		if !ok {
+			t.Fatalf("attempt %d on A got no place", i)
+		}
+		held = append(held, at)
+		if i < 2 && !b.Open(ip) {
+			t.Fatalf("B is not open with %d of 3 places taken on A", i+1)
+		}
+	}
+	if b.Open(ip) {
+		t.Fatal("B is open while A's attempts in flight make the limit")
+	}
+	held[0].Succeed()
+	if !b.Open(ip) {
+		t.Fatal("B is not open after A gave a place back")
+	}
+}

@@ -22,6 +22,8 @@ type sharedStore interface {
 	Store
 	// take takes place for an attempt; see Counter.Take.
 	take(ctx context.Context, key netip.Prefix, place string, now, expires time.Time) (Verdict, error)
+	// peek answers what take would, taking nothing; see Counter.Peek.
+	peek(ctx context.Context, key netip.Prefix, now time.Time) (Verdict, error)
 	// fail records a failure made by node; see Counter.Fail.
 	fail(ctx context.Context, node string, key netip.Prefix, place string, f Failure) (Outcome, error)
 	// release gives a place back; see Counter.Release.
@@ -100,6 +102,21 @@ func (c *sharedCounter) Take(key netip.Prefix, id uint64, now, expires time.Time
 		c.down(err)
 	}
 	return c.local.Take(key, id, now, expires)
+}
+
+// Peek implements Counter. While the store answers, the answer is the
+// store's, so that the failures and attempts of every node count.
+func (c *sharedCounter) Peek(key netip.Prefix, now time.Time) Verdict {
+	if c.up.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		v, err := c.s.peek(ctx, key, now)
+		cancel()
+		if err == nil {
+			return v
+		}
+		c.down(err)
+	}
+	return c.local.Peek(key, now)
 }
 
 // Fail implements Counter.

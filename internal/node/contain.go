@@ -69,6 +69,10 @@ func (n *Node) newContainment(ctx context.Context) error {
 			_, err = n.AdminStore.AddAudit(ctx, admin.Entry{Time: time.Now(), Actor: containActor, Action: action, Target: target, After: b})
 			return err
 		},
+		Audited: func(ctx context.Context, action, target string, since time.Time) (bool, error) {
+			es, _, err := n.AdminStore.Audit(ctx, admin.AuditQuery{Actor: containActor, Action: action, Target: target, Limit: 1})
+			return err == nil && len(es) > 0 && !es[0].Time.Before(since), err
+		},
 	})
 	n.Contain.SetDetector(n.Detector)
 	n.Admin.SetHeld(n.Contain)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,12 +52,49 @@ func startNode(t *testing.T, cfg *config.Config) *Node {
 // startNodeLog is startNode with the node's log written to w.
 func startNodeLog(t *testing.T, cfg *config.Config, w io.Writer) *Node {
 	t.Helper()
+	n, stop := runNodeLog(t, cfg, w, addJan)
+	t.Cleanup(stop)
+	return n
+}
+
+// runNode builds a node from cfg, hands it to prepare (when not nil) and
+// runs it; stop ends the run and waits for Run to return, so a test can
+// start another node on the same data_dir, as a restart would.
+func runNode(t *testing.T, cfg *config.Config, prepare func(*testing.T, *Node)) (n *Node, stop func()) {
+	t.Helper()
+	return runNodeLog(t, cfg, testWriter{t}, prepare)
+}
+
+// runNodeLog is runNode with the node's log written to w.
+func runNodeLog(t *testing.T, cfg *config.Config, w io.Writer, prepare func(*testing.T, *Node)) (n *Node, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n, err := New(ctx, cfg, slog.New(slog.NewTextHandler(w, nil)))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
+	if prepare != nil {
+		prepare(t, n)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	var once sync.Once
+	return n, func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+}
+
+// addJan adds the domain firma.test and its account jan@firma.test with
+// password "secret-pw".
+func addJan(t *testing.T, n *Node) {
+	t.Helper()
+	ctx := context.Background()
 	hash, err := password.Hash("argon2id", "secret-pw")
 	if err != nil {
 		t.Fatal(err)
@@ -67,15 +105,6 @@ func startNodeLog(t *testing.T, cfg *config.Config, w io.Writer) *Node {
 	if err := n.Directory.AddAccount(ctx, "jan@firma.test", hash); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return n
 }
 
 // loginJan connects to the node's submission listener with STARTTLS and
@@ -83,14 +112,22 @@ func startNodeLog(t *testing.T, cfg *config.Config, w io.Writer) *Node {
 // certificate is the self-signed one New generated in data_dir.
 func loginJan(t *testing.T, n *Node) *smtp.Client {
 	t.Helper()
+	c := dialSubmission(t, n)
+	if err := c.Auth(sasl.NewPlainClient("", "jan@firma.test", "secret-pw")); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// dialSubmission connects to the node's submission listener with STARTTLS;
+// the client is closed when the test ends.
+func dialSubmission(t *testing.T, n *Node) *smtp.Client {
+	t.Helper()
 	c, err := smtp.DialStartTLS(n.Addr("submission"), &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if err := c.Auth(sasl.NewPlainClient("", "jan@firma.test", "secret-pw")); err != nil {
-		t.Fatal(err)
-	}
 	return c
 }
 

@@ -1,16 +1,13 @@
 package node
 
 import (
-	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
-	"submitd/internal/password"
 	"submitd/internal/testutil"
 )
 
@@ -54,33 +51,7 @@ func TestNodeSendingLimitHook(t *testing.T) {
 func TestNodeHistorySurvivesRestart(t *testing.T) {
 	cfg := testConfig(t, "127.0.0.1:1")
 	cfg.Sending.NewRecipientsPerDay = 1
-	run := func() (*Node, func()) {
-		ctx, cancel := context.WithCancel(context.Background())
-		n, err := New(ctx, cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-		if err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- n.Run(ctx) }()
-		return n, func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-	}
-	n, stop := run()
-	hash, err := password.Hash("argon2id", "secret-pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Directory.AddDomain(context.Background(), "firma.test"); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Directory.AddAccount(context.Background(), "jan@firma.test", hash); err != nil {
-		t.Fatal(err)
-	}
+	n, stop := runNode(t, cfg, addJan)
 	c := loginJan(t, n)
 	if err := c.SendMail("jan@firma.test", []string{"petr@example.test"}, strings.NewReader("From: jan@firma.test\r\n\r\nfirst\r\n")); err != nil {
 		t.Fatal(err)
@@ -88,7 +59,7 @@ func TestNodeHistorySurvivesRestart(t *testing.T) {
 	c.Quit()
 	stop()
 
-	n, stop = run()
+	n, stop = runNode(t, cfg, nil)
 	defer stop()
 	c = loginJan(t, n)
 	// petr is known, so he costs nothing; the one first-time slot of the
@@ -100,7 +71,7 @@ func TestNodeHistorySurvivesRestart(t *testing.T) {
 	if err := c.Mail("jan@firma.test", nil); err != nil {
 		t.Fatal(err)
 	}
-	err = c.Rcpt("eva@example.test", nil)
+	err := c.Rcpt("eva@example.test", nil)
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) || se.Code != 451 || !strings.Contains(se.Message, "1 new recipients per day") {
 		t.Fatalf("a second first-time recipient: %v", err)

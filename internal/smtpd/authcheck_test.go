@@ -110,11 +110,15 @@ func TestAuthSuccessNotPadded(t *testing.T) {
 // check at once, each under a pool key of its own, with verify. It is for
 // tests of the guard's limit, which must see many checks from one address in
 // flight together; the pool's own bounds are tested in package auth and by
-// TestAuthBusy.
-func withParallelChecks(verify Hasher) envOption {
+// TestAuthBusy. The credential cache is off unless cached is set.
+func withParallelChecks(verify Hasher, cached bool) envOption {
 	return func(e *testEnv) {
+		ttl := time.Duration(-1)
+		if cached {
+			ttl = time.Hour
+		}
 		a, err := auth.New(auth.Config{Directory: e.srv.Directory, Verify: verify,
-			CacheTTL: -1, Workers: 64, Queue: 64, Wait: time.Minute})
+			CacheTTL: ttl, Workers: 64, Queue: 64, Wait: time.Minute})
 		if err != nil {
 			e.t.Fatal(err)
 		}

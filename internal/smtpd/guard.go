@@ -14,6 +14,8 @@ type guardAdapter struct{ g *guard.Guard }
 
 func (a guardAdapter) Blocked(ip netip.Addr) bool { return a.g.Blocked(ip) }
 
+func (a guardAdapter) Open(ip netip.Addr) bool { return a.g.Open(ip) }
+
 func (a guardAdapter) Begin(ip netip.Addr, sid string) (Attempt, bool) {
 	at, ok := a.g.Begin(ip, sid)
 	if !ok {

@@ -9,13 +9,11 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
-	"submitd/internal/auth"
 	"submitd/internal/guard"
 	"submitd/internal/password"
 	"submitd/internal/testutil"
@@ -392,14 +390,19 @@ func BenchmarkAuthFailure(b *testing.B) {
 
 // gatedVerify is a password check that counts its calls and waits for gate
 // to be closed before it answers, so a test can hold many checks in flight
-// at once.
+// at once. The password pass, when set, is checked at once and not counted:
+// it is the customer's, whose login a test puts in the credential cache.
 type gatedVerify struct {
 	mu    sync.Mutex
 	calls int
 	gate  chan struct{}
+	pass  string
 }
 
 func (g *gatedVerify) verify(hash, pw string) (bool, error) {
+	if g.pass != "" && pw == g.pass {
+		return password.Verify(hash, pw)
+	}
 	g.mu.Lock()
 	g.calls++
 	g.mu.Unlock()
@@ -416,45 +419,58 @@ func (g *gatedVerify) count() int {
 // TestParallelAuthBounded: however many AUTH attempts from one IP run at
 // once, at most max_failures passwords are checked (SPEC R11). Attempts past
 // the limit get the blocked reply unchecked, and the right password sent
-// while the limit is taken by attempts in flight gets no 235.
+// while the limit is taken by attempts in flight gets no 235 and its
+// connection is closed, even when it is in the credential cache: a cache
+// lookup tells a right password from a wrong one as a hash does.
 func TestParallelAuthBounded(t *testing.T) {
-	gv := &gatedVerify{gate: make(chan struct{})}
-	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 10, Window: time.Hour, BlockFor: time.Hour}),
-		withParallelChecks(gv.verify))
-	const n = 19
-	clients := make([]*client, n+1)
-	for i := range clients {
-		clients[i] = e.open("smtp")
-	}
-	replies := make(chan string, n+1)
-	for _, c := range clients[:n] {
-		go func() {
-			c.send(plain("jan@firma.cz", "wrong"))
-			l, err := c.r.ReadString('\n')
-			if err != nil {
-				l = "closed: " + err.Error()
+	for _, cached := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cached=%v", cached), func(t *testing.T) {
+			gv := &gatedVerify{gate: make(chan struct{})}
+			if cached {
+				gv.pass = testPassword
 			}
-			replies <- strings.TrimRight(l, "\r\n")
-		}()
+			e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 10, Window: time.Hour, BlockFor: time.Hour}),
+				withParallelChecks(gv.verify, cached))
+			const n = 19
+			clients := make([]*client, n+1)
+			for i := range clients {
+				clients[i] = e.open("smtp")
+			}
+			if cached {
+				// The customer's login is checked once and remembered.
+				e.login("smtp", "jan@firma.cz").cmd("QUIT")
+			}
+			replies := make(chan string, n)
+			for _, c := range clients[:n] {
+				go func() {
+					c.send(plain("jan@firma.cz", "wrong"))
+					l, err := c.r.ReadString('\n')
+					if err != nil {
+						l = "closed: " + err.Error()
+					}
+					replies <- strings.TrimRight(l, "\r\n")
+				}()
+			}
+			// The checks that got a place are all in flight; the rest were
+			// refused.
+			testutil.WaitFor(t, 10*time.Second, "10 password checks in flight", func() bool { return gv.count() == 10 })
+			for range n - 10 {
+				matchSID(t, <-replies, blockedLine("127.0.0.1"))
+			}
+			// The right password now finds the key at its limit.
+			right := clients[n]
+			matchSID(t, right.cmd(plain("jan@firma.cz", testPassword)), blockedLine("127.0.0.1"))
+			expectClosed(t, right)
+			close(gv.gate)
+			for range 10 {
+				matchSID(t, <-replies, "535 5.1.0 SID authentication failed")
+			}
+			if got := gv.count(); got != 10 {
+				t.Fatalf("%d passwords checked, want 10", got)
+			}
+			e.expectRefused("smtp", "127.0.0.1", nil)
+		})
 	}
-	// The checks that got a place are all in flight; the rest were refused.
-	testutil.WaitFor(t, 10*time.Second, "10 password checks in flight", func() bool { return gv.count() == 10 })
-	refusedEarly := 0
-	for refusedEarly < n-10 {
-		matchSID(t, <-replies, blockedLine("127.0.0.1"))
-		refusedEarly++
-	}
-	// The right password now finds no place left.
-	right := clients[n]
-	matchSID(t, right.cmd(plain("jan@firma.cz", testPassword)), blockedLine("127.0.0.1"))
-	close(gv.gate)
-	for i := 0; i < 10; i++ {
-		matchSID(t, <-replies, "535 5.1.0 SID authentication failed")
-	}
-	if got := gv.count(); got != 10 {
-		t.Fatalf("%d passwords checked, want 10", got)
-	}
-	e.expectRefused("smtp", "127.0.0.1", nil)
 }
 
 // TestParallelAuthSuccessInsideLimit: a right password among wrong ones
@@ -462,7 +478,7 @@ func TestParallelAuthBounded(t *testing.T) {
 func TestParallelAuthSuccessInsideLimit(t *testing.T) {
 	gv := &gatedVerify{gate: make(chan struct{})}
 	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 10, Window: time.Hour, BlockFor: time.Hour}),
-		withParallelChecks(gv.verify))
+		withParallelChecks(gv.verify, false))
 	var wg sync.WaitGroup
 	results := make([]string, 6)
 	for i := range results {
@@ -493,40 +509,31 @@ func TestParallelAuthSuccessInsideLimit(t *testing.T) {
 }
 
 // TestCachedLoginNeedsNoPlace: a login answered from the credential cache
-// hashes no password, so it needs no guard place (SPEC R11 bounds password
-// checks): while ten wrong passwords from the same IP hold every place, a
-// customer whose login is cached still gets in, and one whose login must be
-// checked is refused unchecked.
+// hashes no password and takes no guard place (SPEC R11 bounds password
+// checks), though it is refused once the key is at its limit
+// (TestParallelAuthBounded): while nine wrong passwords from the same IP
+// hold nine of its ten places, a customer whose login is cached gets in
+// without a hash, the last place is still there for a tenth attempt, and
+// the attempt after that is refused unchecked.
 func TestCachedLoginNeedsNoPlace(t *testing.T) {
-	gv := &gatedVerify{gate: make(chan struct{})}
+	gv := &gatedVerify{gate: make(chan struct{}), pass: testPassword}
 	var opened sync.Once
 	e := newTestEnv(t, withGuard(guard.Config{MaxFailures: 10, Window: time.Hour, BlockFor: time.Hour}),
-		withServer(func(s *Server) {
-			a, err := auth.New(auth.Config{Directory: s.Directory, Workers: 64, Queue: 64, Wait: time.Minute,
-				Verify: func(h, pw string) (bool, error) {
-					if pw == testPassword {
-						return password.Verify(h, pw)
-					}
-					return gv.verify(h, pw)
-				}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.Auth = a
-			var n atomic.Uint32
-			s.AuthKey = func(netip.Addr) netip.Prefix {
-				return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(n.Add(1))}), 32)
-			}
-		}))
+		withParallelChecks(gv.verify, true))
 	defer opened.Do(func() { close(gv.gate) })
 	// The first login is checked and remembered.
 	e.login("smtp", "jan@firma.cz")
-	for i := 0; i < 10; i++ {
+	for i := range 9 {
 		c := e.open("smtp")
 		c.send(plain("eva@jina.cz", fmt.Sprintf("wrong-%d", i)))
 	}
-	testutil.WaitFor(t, 10*time.Second, "10 checks in flight", func() bool { return gv.count() == 10 })
+	testutil.WaitFor(t, 10*time.Second, "9 checks in flight", func() bool { return gv.count() == 9 })
 	e.login("smtp", "jan@firma.cz")
+	if got := e.guard.Stats().InFlight; got != 9 {
+		t.Fatalf("%d attempts in flight after the cached login, want 9", got)
+	}
+	e.open("smtp").send(plain("eva@jina.cz", "wrong-9"))
+	testutil.WaitFor(t, 10*time.Second, "the tenth check in flight", func() bool { return gv.count() == 10 })
 	matchSID(t, e.open("smtp").cmd(plain("petr@příklad.cz", testPassword)), blockedLine("127.0.0.1"))
 	opened.Do(func() { close(gv.gate) })
 }

@@ -43,6 +43,10 @@ type Guard interface {
 	// count against the limit too. ok is false when ip's key has no place
 	// left: the attempt is refused with the blocked reply, unchecked.
 	Begin(ip netip.Addr, sid string) (a Attempt, ok bool)
+	// Open reports, taking no place, whether ip's key is below its limit:
+	// false when an attempt would be refused with the blocked reply. An
+	// answer from the credential cache asks it instead of Begin.
+	Open(ip netip.Addr) bool
 }
 
 // Attempt is a place taken with Guard.Begin; exactly one of its methods

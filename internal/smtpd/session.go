@@ -884,15 +884,13 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 func (s *session) authenticate(cr credentials) error {
 	start := time.Now()
 	// The guard's place is taken just before a password is hashed (SPEC
-	// R11: attempts in flight count); an answer that hashes nothing takes
-	// its place only to count a failure.
-	var a Attempt
-	admit := func() bool {
-		var ok bool
-		a, ok = s.takePlace()
-		return ok
-	}
-	key, acct, reason := s.check(cr, admit)
+	// R11: attempts in flight count). An answer from the credential cache
+	// takes none, but is given only while the client's key is below its
+	// limit (authGate.Open); an answer that hashes nothing takes its place
+	// only to count a failure.
+	g := &authGate{s: s}
+	key, acct, reason := s.check(cr, g)
+	a := g.a
 	if key == keyRefused {
 		s.s.observer().Auth(ReplyBlocked)
 		s.refuseBlocked()
@@ -947,9 +945,26 @@ func (s *session) authenticate(cr credentials) error {
 	return reply
 }
 
+// authGate is the guard's gate over one AUTH check (auth.Gate): the place
+// Admit takes is kept in a, for authenticate to settle.
+type authGate struct {
+	s *session
+	a Attempt
+}
+
+func (g *authGate) Admit() bool {
+	var ok bool
+	g.a, ok = g.s.takePlace()
+	return ok
+}
+
+func (g *authGate) Open() bool {
+	return g.s.s.Guard == nil || g.s.s.Guard.Open(g.s.c.client.Addr())
+}
+
 // check decides an AUTH attempt: reply key ("" for success), the account,
 // and a reason for the log (for a success, how the password was checked).
-func (s *session) check(cr credentials, admit func() bool) (string, *directory.Account, string) {
+func (s *session) check(cr credentials, gate auth.Gate) (string, *directory.Account, string) {
 	// SPEC R2: the login is the full address.
 	login, err := address.Parse(cr.login)
 	if cr.authzid != "" && cr.authzid != cr.login {
@@ -998,7 +1013,7 @@ func (s *session) check(cr credentials, admit func() bool) (string, *directory.A
 			return ReplyAuthFailed, nil, "login under attack"
 		}
 	}
-	r := a.CheckAdmitted(ctx, key, cr.login, cr.password, admit)
+	r := a.CheckAdmitted(ctx, key, cr.login, cr.password, gate)
 	if s.s.Logins != nil && r.Account != nil {
 		// The key is the normalized login, as Check was asked with.
 		switch r.Verdict {

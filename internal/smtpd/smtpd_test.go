@@ -903,6 +903,7 @@ type countingGuard struct {
 }
 
 func (g *countingGuard) Blocked(netip.Addr) bool                  { return false }
+func (g *countingGuard) Open(netip.Addr) bool                     { return true }
 func (g *countingGuard) Begin(netip.Addr, string) (Attempt, bool) { return g, true }
 func (g *countingGuard) Succeed()                                 {}
 func (g *countingGuard) Fail() bool {

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -37,7 +38,7 @@ func Open(path string) (*sql.DB, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := sql.Open("sqlite", "file:"+uriPath.Replace(path)+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -47,6 +48,13 @@ func Open(path string) (*sql.DB, error) {
 	}
 	return db, nil
 }
+
+// uriPath escapes what a file path may hold that a "file:" URI reads as
+// its own syntax (RFC 8089, RFC 3986 §2.1): SQLite would end the path at a
+// '?' or '#' and decode a '%'. A data_dir such as /srv/mail#2 (or a test's
+// temporary directory, named after a fuzz seed like "seed#0") would
+// otherwise open /srv/mail, another server's database.
+var uriPath = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
 
 // OpenDir opens the database in dataDir.
 func OpenDir(dataDir string) (*sql.DB, error) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -75,5 +77,38 @@ func TestMigrate(t *testing.T) {
 	db.QueryRow(`PRAGMA journal_mode`).Scan(&mode)
 	if mode != "wal" {
 		t.Fatalf("journal mode %q", mode)
+	}
+}
+
+// TestOpenDirNamesURISyntax: a data directory whose name holds what a
+// "file:" URI reads as its own syntax ('#', '?', '%') gets its own database
+// file inside it, not one at the name cut short that other directories
+// would share.
+func TestOpenDirNamesURISyntax(t *testing.T) {
+	ctx := context.Background()
+	base := t.TempDir()
+	for i, name := range []string{"seed#0", "seed#1", "a?b=c", "x%41y", "p%3fq#r"} {
+		dir := filepath.Join(base, name)
+		db, err := OpenDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Migrate(ctx, db, "test", []string{`CREATE TABLE t (n INTEGER)`}); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := db.ExecContext(ctx, `INSERT INTO t (n) VALUES (?)`, i); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM t`).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("%s: %d rows (%v), want its own one", name, n, err)
+		}
+		db.Close()
+		if _, err := os.Stat(filepath.Join(dir, FileName)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if es, err := os.ReadDir(base); err != nil || len(es) != 5 {
+		t.Fatalf("%d entries in the parent directory (%v), want the 5 data directories", len(es), err)
 	}
 }
