@@ -3,11 +3,14 @@ package delivery
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+
+	"submitd/internal/tlspolicy"
 )
 
 // MaxAddresses bounds how many addresses one delivery attempt connects to, over
@@ -26,6 +29,10 @@ type MXConfig struct {
 	// name ([delivery] tls = "verify"); otherwise STARTTLS is used when
 	// offered and any certificate is accepted.
 	VerifyTLS bool
+	// Policy, when set, gives each recipient domain's TLS policy (SPEC
+	// R23): DANE or an enforced MTA-STS policy make TLS with a checked
+	// certificate a condition of delivery to a host.
+	Policy *tlspolicy.Checker
 }
 
 // MX delivers to the recipient domain's mail exchangers (SPEC R17): MX
@@ -121,18 +128,32 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	if x.cfg.VerifyTLS {
 		mode = tlsStartTLS
 	}
+	var dom *tlspolicy.Domain
+	if x.cfg.Policy != nil {
+		var err error
+		if dom, err = x.cfg.Policy.Domain(ctx, m.Domain); err != nil {
+			// SPEC R23: mail is not sent while its domain's policy
+			// cannot be known.
+			log.Info("delivery: TLS policy unknown", "err", err)
+			return fill(m, Temporary, err.Error(), "")
+		}
+	}
 	if k, ok := x.d.pool.route(m.Domain); ok {
 		// A session to one of the domain's MX hosts took a message for
 		// it moments ago (the pool keeps it at most its idle timeout):
-		// the message goes the same way without asking the DNS again.
-		// Should that fail, the whole MX walk follows.
-		t := target{name: k.name, addr: k.addr, mode: k.mode}
-		res, err := x.try(ctx, m, t, mode, log)
-		if err == nil {
-			return res
-		}
-		if ctx.Err() != nil {
-			return fill(m, Temporary, fmt.Sprintf("delivery interrupted: %v", ctx.Err()), t.label())
+		// the message goes the same way without asking the DNS again,
+		// if the domain's TLS policy for that host is still the one the
+		// session was set up under. Should that fail, the whole MX walk
+		// follows.
+		t, perr := x.target(ctx, dom, k.name, k.addr, mode)
+		if perr == nil && keyOf(t) == k {
+			res, err := x.try(ctx, m, t, log)
+			if err == nil {
+				return res
+			}
+			if ctx.Err() != nil {
+				return fill(m, Temporary, fmt.Sprintf("delivery interrupted: %v", ctx.Err()), t.label())
+			}
 		}
 	}
 	hosts, err := x.Hosts(ctx, m.Domain)
@@ -157,6 +178,15 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 		// the backup hosts from being tried: the budget left after this
 		// host keeps one address for each later one.
 		limit := max(tried+1, MaxAddresses-(len(hosts)-1-hi))
+		ht, err := x.target(ctx, dom, h, "", mode)
+		if err != nil {
+			// The domain's policy rules this host out (SPEC R23): the
+			// reason is the deferral's, should no other host take the
+			// message.
+			log.Info("delivery: MX host not usable under the TLS policy", "host", h, "err", err)
+			lastErr, lastHost = err, h
+			continue
+		}
 		addrs, err := x.res.LookupIP(ctx, h)
 		if err == nil && len(addrs) == 0 {
 			err = fmt.Errorf("MX host %s has no address records", h)
@@ -171,7 +201,9 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 				break
 			}
 			tried++
-			res, herr := x.try(ctx, m, target{name: h, addr: hostPort(a, x.cfg.Port), mode: mode}, mode, log)
+			t := ht
+			t.addr = hostPort(a, x.cfg.Port)
+			res, herr := x.try(ctx, m, t, log)
 			if herr == nil {
 				return res
 			}
@@ -187,12 +219,36 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	return fill(m, Temporary, errorReply(lastErr), lastHost)
 }
 
+// target is how to reach host at addr under the domain's TLS policy dom
+// (nil: none), with mode when the policy leaves TLS opportunistic. An error
+// says the policy rules the host out.
+func (x *MX) target(ctx context.Context, dom *tlspolicy.Domain, host, addr string, mode tlsMode) (target, error) {
+	t := target{name: host, addr: addr, mode: mode}
+	if dom == nil {
+		return t, nil
+	}
+	hp, err := dom.Host(ctx, host)
+	if err != nil {
+		return t, err
+	}
+	if hp.Kind != tlspolicy.Opportunistic {
+		t.mode, t.policy, t.verify = tlsStartTLS, hp.Kind, hp.Verify
+		if t.verify == nil {
+			// DANE with only unusable TLSA records: TLS is required,
+			// any certificate will do (RFC 7672 §2.2).
+			t.verify = func(tls.ConnectionState) error { return nil }
+		}
+	}
+	return t, nil
+}
+
 // try delivers to one address of one MX host, t; in opportunistic mode a
 // failed STARTTLS is followed by a clear-text session with the same
 // address, since a server that botches TLS still deserves the mail (RFC 7435
-// §3). mode is the sender's TLS mode: only a session set up in that mode is
-// recorded as the domain's route.
-func (x *MX) try(ctx context.Context, m *Message, t target, mode tlsMode, log *slog.Logger) ([]Result, error) {
+// §3). Only a session set up in t's mode is recorded as the domain's route,
+// not such a fallback.
+func (x *MX) try(ctx context.Context, m *Message, t target, log *slog.Logger) ([]Result, error) {
+	mode := t.mode
 	res, info, err := x.d.attempt(ctx, m, t)
 	if err != nil && t.mode == tlsOpportunistic && info.handshakeFailed && ctx.Err() == nil {
 		log.Info("delivery: STARTTLS failed, retrying without TLS", "host", t.label(), "err", err)
@@ -214,7 +270,7 @@ func (x *MX) try(ctx context.Context, m *Message, t target, mode tlsMode, log *s
 // take the message, and a new session with its TLS details, at Info; the
 // per-recipient results at Debug, since the queue logs each of them.
 func logAttempt(log *slog.Logger, t target, info tlsInfo, res []Result, err error) {
-	attrs := []any{"host", t.label(), "tls", info.used, "tls_verified", info.verified}
+	attrs := []any{"host", t.label(), "tls", info.used, "tls_verified", info.verified, "tls_policy", t.policy.String()}
 	if info.verifyErr != nil {
 		attrs = append(attrs, "tls_verify_err", info.verifyErr.Error())
 	}

@@ -1,8 +1,11 @@
 package delivery
 
 import (
+	"crypto/x509"
 	"log/slog"
 	"time"
+
+	"submitd/internal/tlspolicy"
 )
 
 // Settings are what New builds a Sender from: the node turns [delivery]
@@ -27,12 +30,18 @@ type Settings struct {
 	ConnectTimeout, Timeout time.Duration
 	// Pool bounds and keeps the outbound connections.
 	Pool PoolConfig
+	// DNSSECResolver is "host:port" of a validating resolver, whose AD
+	// bit makes TLSA records count (DANE, RFC 7672); "": no DANE.
+	DNSSECResolver string
+	// RootCAs verify certificates (the system's roots plus [delivery]
+	// ca_roots); nil: the system's roots.
+	RootCAs *x509.CertPool
 }
 
 // New returns the Sender that st asks for: a Smarthost when Smarthost is
 // set, else an MX sender.
 func New(st Settings, log *slog.Logger) (Sender, error) {
-	session := SessionConfig{Hostname: st.Hostname, ConnectTimeout: st.ConnectTimeout, Timeout: st.Timeout, Log: log, Pool: st.Pool}
+	session := SessionConfig{Hostname: st.Hostname, RootCAs: st.RootCAs, ConnectTimeout: st.ConnectTimeout, Timeout: st.Timeout, Log: log, Pool: st.Pool}
 	if st.Smarthost != "" {
 		return NewSmarthost(SmarthostConfig{
 			Addr: st.Smarthost, TLS: st.SmarthostTLS,
@@ -40,8 +49,15 @@ func New(st Settings, log *slog.Logger) (Sender, error) {
 			SessionConfig: session,
 		})
 	}
+	res := &Resolver{Addr: st.Resolver}
+	// SPEC R23: MTA-STS is looked up through the ordinary resolver, DANE
+	// through the validating one.
+	pc := tlspolicy.Config{DNS: res, Roots: st.RootCAs, Log: log}
+	if st.DNSSECResolver != "" {
+		pc.SecureDNS = &Resolver{Addr: st.DNSSECResolver}
+	}
 	return NewMX(MXConfig{
-		SessionConfig: session, Resolver: &Resolver{Addr: st.Resolver}, Port: st.Port,
-		VerifyTLS: st.VerifyTLS,
+		SessionConfig: session, Resolver: res, Port: st.Port,
+		VerifyTLS: st.VerifyTLS, Policy: tlspolicy.New(pc),
 	}), nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"submitd/internal/tlspolicy"
 )
 
 // PoolConfig says how sessions are reused. The zero value takes the
@@ -59,10 +61,12 @@ type destKey struct {
 	mode tlsMode
 	// user is the AUTH login, "" for none.
 	user string
+	// policy is the TLS policy the certificate was checked under.
+	policy tlspolicy.Kind
 }
 
 func keyOf(t target) destKey {
-	return destKey{name: t.name, addr: t.addr, mode: t.mode, user: t.user}
+	return destKey{name: t.name, addr: t.addr, mode: t.mode, user: t.user, policy: t.policy}
 }
 
 // session is an open connection that has said EHLO (and STARTTLS and AUTH

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -377,20 +378,27 @@ func (s *rsession) Logout() error {
 // addresses) and a pool that trusts it.
 func NewCert(t testing.TB, hosts ...string) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("cert: %v", err)
-	}
+	tmpl := certTemplate(hosts[0], hosts)
+	tmpl.KeyUsage |= x509.KeyUsageCertSign
+	tmpl.IsCA = true
+	cert := signCert(t, tmpl, nil, nil)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	return cert, pool
+}
+
+// certTemplate is a certificate for hosts (DNS names or IP addresses)
+// valid from an hour ago for a day.
+func certTemplate(cn string, hosts []string) *x509.Certificate {
 	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 100))
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: hosts[0]},
+		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-		IsCA:                  true,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -399,7 +407,21 @@ func NewCert(t testing.TB, hosts ...string) (tls.Certificate, *x509.CertPool) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	return tmpl
+}
+
+// signCert makes a certificate of tmpl with a new key, signed by parent
+// and parentKey, or self-signed when parent is nil.
+func signCert(t testing.TB, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("cert: %v", err)
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		t.Fatalf("cert: %v", err)
 	}
@@ -407,9 +429,43 @@ func NewCert(t testing.TB, hosts ...string) (tls.Certificate, *x509.CertPool) {
 	if err != nil {
 		t.Fatalf("cert: %v", err)
 	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// CA is a certificate authority for tests: it issues server certificates
+// that clients trusting Pool (or the PEM file of PEM) accept.
+type CA struct {
+	// Cert is the CA's own certificate.
+	Cert *x509.Certificate
+	// Pool trusts Cert.
+	Pool *x509.CertPool
+	// PEM is Cert in PEM, as a ca_roots file holds it.
+	PEM []byte
+
+	key *ecdsa.PrivateKey
+}
+
+// NewCA makes a CA.
+func NewCA(t testing.TB) *CA {
+	t.Helper()
+	tmpl := certTemplate("submitd test CA", nil)
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = nil
+	tmpl.IsCA = true
+	c := signCert(t, tmpl, nil, nil)
 	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+	pool.AddCert(c.Leaf)
+	return &CA{Cert: c.Leaf, Pool: pool, key: c.PrivateKey.(*ecdsa.PrivateKey),
+		PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Leaf.Raw})}
+}
+
+// Issue makes a certificate for hosts signed by the CA; its chain holds
+// the CA's certificate after the leaf, as servers send it.
+func (ca *CA) Issue(t testing.TB, hosts ...string) tls.Certificate {
+	t.Helper()
+	c := signCert(t, certTemplate(hosts[0], hosts), ca.Cert, ca.key)
+	c.Certificate = append(c.Certificate, ca.Cert.Raw)
+	return c
 }
 
 // ListenSamePort listens on TCP on each of the given loopback IPs with one
