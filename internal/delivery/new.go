@@ -3,6 +3,7 @@ package delivery
 import (
 	"crypto/x509"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"submitd/internal/tlspolicy"
@@ -36,12 +37,18 @@ type Settings struct {
 	// RootCAs verify certificates (the system's roots plus [delivery]
 	// ca_roots); nil: the system's roots.
 	RootCAs *x509.CertPool
+	// SourceIPv4 and SourceIPv6, when valid, are the local addresses of
+	// outbound connections of their family.
+	SourceIPv4, SourceIPv6 netip.Addr
 }
 
 // New returns the Sender that st asks for: a Smarthost when Smarthost is
 // set, else an MX sender.
 func New(st Settings, log *slog.Logger) (Sender, error) {
 	session := SessionConfig{Hostname: st.Hostname, RootCAs: st.RootCAs, ConnectTimeout: st.ConnectTimeout, Timeout: st.Timeout, Log: log, Pool: st.Pool}
+	if st.SourceIPv4.IsValid() || st.SourceIPv6.IsValid() {
+		session.Dial = sourceDial(st.SourceIPv4, st.SourceIPv6)
+	}
 	if st.Smarthost != "" {
 		return NewSmarthost(SmarthostConfig{
 			Addr: st.Smarthost, TLS: st.SmarthostTLS,
