@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"time"
 
 	"submitd/internal/tlspolicy"
 )
@@ -33,6 +34,8 @@ type MXConfig struct {
 	// R23): DANE or an enforced MTA-STS policy make TLS with a checked
 	// certificate a condition of delivery to a host.
 	Policy *tlspolicy.Checker
+	// Now is the clock of the back-off; nil: time.Now.
+	Now func() time.Time
 }
 
 // MX delivers to the recipient domain's mail exchangers (SPEC R17): MX
@@ -43,6 +46,8 @@ type MX struct {
 	res     *Resolver
 	d       dialer
 	shuffle func(n int, swap func(i, j int))
+	// bo keeps the MX hosts that asked to slow down.
+	bo *backoffs
 }
 
 var _ Sender = (*MX)(nil)
@@ -55,8 +60,18 @@ func NewMX(cfg MXConfig) *MX {
 	if res == nil {
 		res = &Resolver{}
 	}
-	return &MX{cfg: cfg, res: res, d: d, shuffle: rand.Shuffle}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	bo := newBackoffs(d.Pool.MaxPerDestination, now)
+	d.pool.limit = bo.limit
+	return &MX{cfg: cfg, res: res, d: d, shuffle: rand.Shuffle, bo: bo}
 }
+
+// Backoffs returns the MX hosts in back-off: those that asked to slow
+// down (a 421 or a 4.7.x reply) within the last pause and quiet time.
+func (x *MX) Backoffs() []Backoff { return x.bo.list() }
 
 // routeError is a failure to find where to deliver.
 type routeError struct {
@@ -146,7 +161,8 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 		// session was set up under. Should that fail, the whole MX walk
 		// follows.
 		t, perr := x.target(ctx, dom, k.name, k.addr, mode)
-		if perr == nil && keyOf(t) == k {
+		_, paused := x.bo.paused(k.name)
+		if perr == nil && keyOf(t) == k && !paused {
 			res, err := x.try(ctx, m, t, log)
 			if err == nil {
 				return res
@@ -178,6 +194,13 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 		// the backup hosts from being tried: the budget left after this
 		// host keeps one address for each later one.
 		limit := max(tried+1, MaxAddresses-(len(hosts)-1-hi))
+		if b, ok := x.bo.paused(h); ok {
+			// The host asked to slow down: no connection until its
+			// pause is over; another MX host may take the message.
+			lastErr = fmt.Errorf("%s asked to slow down (%s); back-off until %s", h, b.Reason, b.Until.UTC().Format(time.RFC3339))
+			lastHost = h
+			continue
+		}
 		ht, err := x.target(ctx, dom, h, "", mode)
 		if err != nil {
 			// The domain's policy rules this host out (SPEC R23): the
@@ -256,6 +279,11 @@ func (x *MX) try(ctx context.Context, m *Message, t target, log *slog.Logger) ([
 		res, info, err = x.d.attempt(ctx, m, t)
 	}
 	logAttempt(log, t, info, res, err)
+	if reply := slowDownReply(res, err); reply != "" {
+		b := x.bo.note(t.name, reply)
+		log.Info("delivery: host asked to slow down", "host", t.label(), "reply", reply,
+			"until", b.Until, "max_connections", b.MaxConnections, "level", b.Level)
+	}
 	var he *hostError
 	if err != nil && errors.As(err, &he) {
 		return nil, err
@@ -264,6 +292,22 @@ func (x *MX) try(ctx context.Context, m *Message, t target, log *slog.Logger) ([
 		x.d.pool.setRoute(m.Domain, keyOf(t))
 	}
 	return res, nil
+}
+
+// slowDownReply returns the reply of an attempt that asks to slow down
+// (isSlowDown), "" when none does.
+func slowDownReply(res []Result, err error) string {
+	if err != nil {
+		if r := errorReply(err); isSlowDown(r) {
+			return r
+		}
+	}
+	for _, r := range res {
+		if r.Status == Temporary && isSlowDown(r.Reply) {
+			return r.Reply
+		}
+	}
+	return ""
 }
 
 // logAttempt logs how an attempt with one host went: a host that could not
