@@ -287,6 +287,15 @@ func (q *Queue) Set(st Settings) {
 	q.kick()
 }
 
+// Backoffs returns the destinations in back-off of the Sender in force,
+// when it keeps them (delivery.MX), for the queue page.
+func (q *Queue) Backoffs() []delivery.Backoff {
+	if b, ok := q.settings().Sender.(interface{ Backoffs() []delivery.Backoff }); ok {
+		return b.Backoffs()
+	}
+	return nil
+}
+
 // settings returns the settings in force.
 func (q *Queue) settings() *Settings { return q.set.Load() }
 
