@@ -166,7 +166,7 @@ func (in *intake) endHeader() {
 	now := s.s.now()
 	in.env = &spool.Envelope{
 		From: in.tx.from, To: in.tx.rcpts, Account: s.acct.Address, SessionID: s.c.sid,
-		ClientIP: s.c.client.Addr().String(), Received: now,
+		ClientIP: s.c.client.Addr().String(), Received: now, DSN: in.tx.dsn,
 	}
 	w, err := s.s.Spool.Create(in.env)
 	if err != nil {
