@@ -77,6 +77,9 @@ type ReceiverOptions struct {
 	AllowInsecureAuth bool
 	// SMTPUTF8 advertises and accepts SMTPUTF8 (RFC 6531).
 	SMTPUTF8 bool
+	// DSN advertises and accepts the DSN parameters (RFC 3461), which
+	// Received then records.
+	DSN bool
 	// MaxMessageBytes is advertised in SIZE and enforced; 0: no limit.
 	MaxMessageBytes int64
 	// MaxRcpts, when set, accepts at most that many recipients per
@@ -137,6 +140,11 @@ type Received struct {
 	AuthUser string
 	// Size is the SIZE= parameter of MAIL FROM, 0 if none.
 	Size int64
+	// Ret and EnvID are the RET= and ENVID= parameters of MAIL FROM.
+	Ret, EnvID string
+	// Notify and ORcpt are the NOTIFY= (joined with ",") and ORCPT=
+	// ("type;address") parameters of each recipient that had them.
+	Notify, ORcpt map[string]string
 }
 
 // NewReceiver starts a receiver; it stops when the test ends.
@@ -154,6 +162,7 @@ func NewReceiver(t testing.TB, opts ReceiverOptions) *Receiver {
 	s.MaxRecipients = opts.MaxRcpts
 	s.AllowInsecureAuth = opts.AllowInsecureAuth
 	s.EnableSMTPUTF8 = opts.SMTPUTF8
+	s.EnableDSN = opts.DSN
 	s.ErrorLog = logFunc(r.logf)
 	var tlsConf *tls.Config
 	if opts.STARTTLS || opts.ImplicitTLS {
@@ -306,11 +315,12 @@ func (s *rsession) Mail(from string, opts *smtp.MailOptions) error {
 	s.cur = Received{From: from, Helo: s.helo, TLS: s.tls, AuthUser: s.user}
 	if opts != nil {
 		s.cur.Size = opts.Size
+		s.cur.Ret, s.cur.EnvID = string(opts.Return), opts.EnvelopeID
 	}
 	return nil
 }
 
-func (s *rsession) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *rsession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	key := strings.ToLower(to)
 	s.r.mu.Lock()
 	n := s.r.attempts[key]
@@ -326,6 +336,22 @@ func (s *rsession) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 	}
 	s.cur.Rcpts = append(s.cur.Rcpts, to)
+	if opts != nil && len(opts.Notify) > 0 {
+		var n []string
+		for _, k := range opts.Notify {
+			n = append(n, string(k))
+		}
+		if s.cur.Notify == nil {
+			s.cur.Notify = map[string]string{}
+		}
+		s.cur.Notify[to] = strings.Join(n, ",")
+	}
+	if opts != nil && opts.OriginalRecipient != "" {
+		if s.cur.ORcpt == nil {
+			s.cur.ORcpt = map[string]string{}
+		}
+		s.cur.ORcpt[to] = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
+	}
 	return nil
 }
 
