@@ -130,6 +130,22 @@ func (d *DSN) Notifies(rcpt, kind string) bool {
 	return false
 }
 
+// EnvIDOrEmpty returns the ENVID, "" for none (d may be nil).
+func (d *DSN) EnvIDOrEmpty() string {
+	if d == nil {
+		return ""
+	}
+	return d.EnvID
+}
+
+// ORcptOf returns the ORCPT of rcpt, "" for none (d may be nil).
+func (d *DSN) ORcptOf(rcpt string) string {
+	if d == nil {
+		return ""
+	}
+	return d.Rcpts[rcpt].ORcpt
+}
+
 // Spool is a directory of messages.
 type Spool struct {
 	// OnCommit, when set, is called with the envelope of every message after
