@@ -476,6 +476,14 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 		}
 		mail += " SMTPUTF8"
 	}
+	if m.RequireTLS {
+		// RFC 8689 §4.2.1: the next hop must take on the requirement;
+		// another MX host may.
+		if !c.has("REQUIRETLS") {
+			return nil, &hostError{errRequireTLSUnsupported}
+		}
+		mail += " REQUIRETLS"
+	}
 	dsn := c.has("DSN")
 	if dsn {
 		// RFC 3461 §4.3, §4.4: passed on as they came.

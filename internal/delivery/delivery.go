@@ -79,6 +79,12 @@ type Message struct {
 	// RcptDSN are the RFC 3461 parameters of the recipients that had
 	// any, by address.
 	RcptDSN map[string]RcptDSN
+	// RequireTLS: the message goes only over TLS validated by DANE or
+	// MTA-STS, to a server offering REQUIRETLS (RFC 8689 §4.2.1).
+	RequireTLS bool
+	// TLSOptional: the message says "TLS-Required: No" (RFC 8689 §5):
+	// the recipient domain's TLS policy is not applied.
+	TLSOptional bool
 
 	// scanned says eightBit and utf8Header hold the content's scan, done
 	// once per Message; a Message is used by one Deliver call at a time.

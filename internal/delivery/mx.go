@@ -144,7 +144,7 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 		mode = tlsStartTLS
 	}
 	var dom *tlspolicy.Domain
-	if x.cfg.Policy != nil {
+	if x.cfg.Policy != nil && !(m.TLSOptional && !m.RequireTLS) {
 		var err error
 		if dom, err = x.cfg.Policy.Domain(ctx, m.Domain); err != nil {
 			// SPEC R23: mail is not sent while its domain's policy
@@ -162,7 +162,7 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 		// follows.
 		t, perr := x.target(ctx, dom, k.name, k.addr, mode)
 		_, paused := x.bo.paused(k.name)
-		if perr == nil && keyOf(t) == k && !paused {
+		if perr == nil && keyOf(t) == k && !paused && !(m.RequireTLS && t.policy == tlspolicy.Opportunistic) {
 			res, err := x.try(ctx, m, t, log)
 			if err == nil {
 				return res
@@ -184,6 +184,10 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	}
 	var lastErr error
 	lastHost := ""
+	// onlyRequireTLS stays true while every host failed for the
+	// REQUIRETLS conditions alone, which makes the failure permanent
+	// (RFC 8689 §4.2.1: the message is returned, not sent otherwise).
+	onlyRequireTLS := m.RequireTLS
 	tried := 0
 	for hi, h := range hosts {
 		if tried == MaxAddresses || ctx.Err() != nil {
@@ -198,7 +202,7 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 			// The host asked to slow down: no connection until its
 			// pause is over; another MX host may take the message.
 			lastErr = fmt.Errorf("%s asked to slow down (%s); back-off until %s", h, b.Reason, b.Until.UTC().Format(time.RFC3339))
-			lastHost = h
+			lastHost, onlyRequireTLS = h, false
 			continue
 		}
 		ht, err := x.target(ctx, dom, h, "", mode)
@@ -207,7 +211,11 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 			// reason is the deferral's, should no other host take the
 			// message.
 			log.Info("delivery: MX host not usable under the TLS policy", "host", h, "err", err)
-			lastErr, lastHost = err, h
+			lastErr, lastHost, onlyRequireTLS = err, h, false
+			continue
+		}
+		if m.RequireTLS && ht.policy == tlspolicy.Opportunistic {
+			lastErr, lastHost = errRequireTLSNoPolicy, h
 			continue
 		}
 		addrs, err := x.res.LookupIP(ctx, h)
@@ -216,7 +224,7 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 		}
 		if err != nil {
 			log.Info("delivery: MX host skipped", "host", h, "err", err)
-			lastErr, lastHost = err, h
+			lastErr, lastHost, onlyRequireTLS = err, h, false
 			continue
 		}
 		for _, a := range addrs {
@@ -231,6 +239,7 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 				return res
 			}
 			lastErr, lastHost = herr, target{name: h, addr: hostPort(a, x.cfg.Port)}.label()
+			onlyRequireTLS = onlyRequireTLS && errors.Is(herr, errRequireTLSUnsupported)
 		}
 	}
 	if lastErr == nil {
@@ -238,9 +247,29 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	}
 	if ctx.Err() != nil {
 		lastErr = fmt.Errorf("delivery interrupted: %w", ctx.Err())
+		onlyRequireTLS = false
+	}
+	if onlyRequireTLS && lastErr != nil {
+		out := fill(m, Permanent, lastErr.Error(), lastHost)
+		code := "5.7.10"
+		if errors.Is(lastErr, errRequireTLSUnsupported) {
+			code = "5.7.30"
+		}
+		for i := range out {
+			out[i].Code = code
+		}
+		return out
 	}
 	return fill(m, Temporary, errorReply(lastErr), lastHost)
 }
+
+// The REQUIRETLS failures (RFC 8689 §4.2.1), with the codes of its §6:
+// 5.7.30 for a next hop without REQUIRETLS, 5.7.10 (encryption needed,
+// RFC 5248) for a host whose TLS nothing validates.
+var (
+	errRequireTLSUnsupported = errors.New("REQUIRETLS: the server does not offer REQUIRETLS")
+	errRequireTLSNoPolicy    = errors.New("REQUIRETLS: no DANE or MTA-STS policy validates TLS to the MX host")
+)
 
 // target is how to reach host at addr under the domain's TLS policy dom
 // (nil: none), with mode when the policy leaves TLS opportunistic. An error

@@ -605,8 +605,9 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time, held bool) {
 		} else {
 			m := &delivery.Message{
 				From: env.From, Rcpts: rcpts, Domain: j.domain, Size: env.Size + int64(len(dkim)),
-				Data: data,
-				Open: func() (io.ReadCloser, error) { return q.open(env.ID, dkim) },
+				Data:       data,
+				Open:       func() (io.ReadCloser, error) { return q.open(env.ID, dkim) },
+				RequireTLS: env.RequireTLS, TLSOptional: env.TLSOptional,
 			}
 			if d := env.DSN; d != nil {
 				// RFC 3461 §5.2: the parameters go on with the message.

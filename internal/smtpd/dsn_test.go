@@ -74,3 +74,39 @@ func FuzzXtext(f *testing.F) {
 		}
 	})
 }
+
+// RFC 8689: REQUIRETLS is offered inside TLS and kept with the message;
+// "TLS-Required: No" is kept as TLSOptional unless REQUIRETLS was given.
+func TestRequireTLSKept(t *testing.T) {
+	e := newTestEnv(t)
+	c := e.login("submissions", "jan@firma.cz")
+	if ehlo := strings.Join(c.reply0("EHLO client.example"), "\n"); !strings.Contains(ehlo, "REQUIRETLS") {
+		t.Fatalf("EHLO inside TLS does not offer REQUIRETLS:\n%s", ehlo)
+	}
+	queued := func(mail string, headers ...string) *spool.Envelope {
+		t.Helper()
+		c.expect(mail, "250 ")
+		c.expect("RCPT TO:<eva@example.org>", "250 ")
+		c.expect("DATA", "354 ")
+		got := c.cmd(msg(append([]string{"From: jan@firma.cz"}, headers...)...) + ".")
+		m := regexp.MustCompile(`queued as ([0-9a-v]{24})$`).FindStringSubmatch(got)
+		if m == nil {
+			t.Fatalf("after DATA: %q", got)
+		}
+		env, err := e.spool.Envelope(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	if env := queued("MAIL FROM:<jan@firma.cz> REQUIRETLS", "TLS-Required: No"); !env.RequireTLS || env.TLSOptional {
+		t.Errorf("REQUIRETLS with TLS-Required: No: require %v optional %v, want true false", env.RequireTLS, env.TLSOptional)
+	}
+	if env := queued("MAIL FROM:<jan@firma.cz>", "TLS-Required: no"); env.RequireTLS || !env.TLSOptional {
+		t.Errorf("TLS-Required: No: require %v optional %v, want false true", env.RequireTLS, env.TLSOptional)
+	}
+	if env := queued("MAIL FROM:<jan@firma.cz>"); env.RequireTLS || env.TLSOptional {
+		t.Errorf("plain message: require %v optional %v", env.RequireTLS, env.TLSOptional)
+	}
+	c.expect("MAIL FROM:<jan@firma.cz> REQUIRETLS=YES", "555 ")
+}

@@ -94,6 +94,8 @@ type transaction struct {
 	lim LimitTx
 	// dsn holds the RFC 3461 parameters given so far; nil for none.
 	dsn *spool.DSN
+	// requireTLS: MAIL FROM had REQUIRETLS (RFC 8689).
+	requireTLS bool
 }
 
 func (s *session) vars() Vars {
@@ -374,6 +376,11 @@ func (s *session) hello(verb, arg string) {
 	if s.tls == "" && s.s.TLS != nil {
 		lines = append(lines, "STARTTLS")
 	}
+	if s.tls != "" {
+		// RFC 8689 §4.1: offered only inside TLS, the condition for
+		// taking such a message.
+		lines = append(lines, "REQUIRETLS")
+	}
 	if s.authAllowed() {
 		lines = append(lines, "AUTH "+strings.Join(Mechanisms, " "))
 	}
@@ -458,9 +465,18 @@ func (s *session) mail(arg string) {
 		return
 	}
 	var dsn *spool.DSN
+	requireTLS := false
 	for _, p := range params {
 		key, val, _ := strings.Cut(p, "=")
 		switch strings.ToUpper(key) {
+		case "REQUIRETLS":
+			// RFC 8689 §4.1: without a value, and only where offered.
+			if s.tls == "" || strings.Contains(p, "=") {
+				v.Detail = p
+				s.refusal("mail", ReplyParamUnsupported, from, v)
+				return
+			}
+			requireTLS = true
 		case "RET", "ENVID":
 			// RFC 3461 §4.3, §4.4; each at most once (§4).
 			if dsn == nil {
@@ -523,7 +539,7 @@ func (s *session) mail(arg string) {
 			return
 		}
 	}
-	s.tx = &transaction{from: from, helo: s.helo, lim: lim, dsn: dsn}
+	s.tx = &transaction{from: from, helo: s.helo, lim: lim, dsn: dsn, requireTLS: requireTLS}
 	e := s.c.set.Replies.Err(ReplyMailOK, v)
 	s.c.record("mail", from, replyLine(e))
 	s.write(e)

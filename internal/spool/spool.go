@@ -76,6 +76,13 @@ type Envelope struct {
 	// DSN holds the delivery status notification parameters the client
 	// gave (RFC 3461), nil when it gave none.
 	DSN *DSN `json:"dsn,omitempty"`
+	// RequireTLS: the client gave REQUIRETLS (RFC 8689 §4.1): the message
+	// may go only over TLS validated by DANE or MTA-STS, to next hops
+	// offering REQUIRETLS.
+	RequireTLS bool `json:"require_tls,omitempty"`
+	// TLSOptional: the message says "TLS-Required: No" (RFC 8689 §5) and
+	// not REQUIRETLS: the recipient domains' TLS policies are not applied.
+	TLSOptional bool `json:"tls_optional,omitempty"`
 	// Size is the message length in bytes, filled by Load.
 	Size int64 `json:"-"`
 	// Content is the message itself when a commit held it in memory (small

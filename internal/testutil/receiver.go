@@ -80,6 +80,9 @@ type ReceiverOptions struct {
 	// DSN advertises and accepts the DSN parameters (RFC 3461), which
 	// Received then records.
 	DSN bool
+	// REQUIRETLS advertises and accepts REQUIRETLS (RFC 8689), which
+	// Received then records.
+	REQUIRETLS bool
 	// MaxMessageBytes is advertised in SIZE and enforced; 0: no limit.
 	MaxMessageBytes int64
 	// MaxRcpts, when set, accepts at most that many recipients per
@@ -145,6 +148,8 @@ type Received struct {
 	// Notify and ORcpt are the NOTIFY= (joined with ",") and ORCPT=
 	// ("type;address") parameters of each recipient that had them.
 	Notify, ORcpt map[string]string
+	// RequireTLS says MAIL FROM had REQUIRETLS.
+	RequireTLS bool
 }
 
 // NewReceiver starts a receiver; it stops when the test ends.
@@ -163,6 +168,7 @@ func NewReceiver(t testing.TB, opts ReceiverOptions) *Receiver {
 	s.AllowInsecureAuth = opts.AllowInsecureAuth
 	s.EnableSMTPUTF8 = opts.SMTPUTF8
 	s.EnableDSN = opts.DSN
+	s.EnableREQUIRETLS = opts.REQUIRETLS
 	s.ErrorLog = logFunc(r.logf)
 	var tlsConf *tls.Config
 	if opts.STARTTLS || opts.ImplicitTLS {
@@ -316,6 +322,7 @@ func (s *rsession) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		s.cur.Size = opts.Size
 		s.cur.Ret, s.cur.EnvID = string(opts.Return), opts.EnvelopeID
+		s.cur.RequireTLS = opts.RequireTLS
 	}
 	return nil
 }
