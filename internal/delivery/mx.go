@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"time"
 
@@ -36,6 +37,9 @@ type MXConfig struct {
 	Policy *tlspolicy.Checker
 	// Now is the clock of the back-off; nil: time.Now.
 	Now func() time.Time
+	// TLSResults, when set, counts each new session's TLS outcome under
+	// its domain's policy for the daily TLS reports (RFC 8460).
+	TLSResults *tlspolicy.Results
 }
 
 // MX delivers to the recipient domain's mail exchangers (SPEC R17): MX
@@ -211,6 +215,10 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 			// reason is the deferral's, should no other host take the
 			// message.
 			log.Info("delivery: MX host not usable under the TLS policy", "host", h, "err", err)
+			var pe *tlspolicy.HostError
+			if x.cfg.TLSResults != nil && errors.As(err, &pe) {
+				x.cfg.TLSResults.Add(x.now(), tlspolicy.Session{Domain: m.Domain, Kind: dom.KindOf(), MXHost: h, Result: pe.Result})
+			}
 			lastErr, lastHost, onlyRequireTLS = err, h, false
 			continue
 		}
@@ -308,6 +316,7 @@ func (x *MX) try(ctx context.Context, m *Message, t target, log *slog.Logger) ([
 		res, info, err = x.d.attempt(ctx, m, t)
 	}
 	logAttempt(log, t, info, res, err)
+	x.countTLS(m.Domain, t, info, err)
 	if reply := slowDownReply(res, err); reply != "" {
 		b := x.bo.note(t.name, reply)
 		log.Info("delivery: host asked to slow down", "host", t.label(), "reply", reply,
@@ -321,6 +330,38 @@ func (x *MX) try(ctx context.Context, m *Message, t target, log *slog.Logger) ([
 		x.d.pool.setRoute(m.Domain, keyOf(t))
 	}
 	return res, nil
+}
+
+// countTLS counts a new session's TLS outcome for the TLS reports (RFC
+// 8460 §4.3): a success when TLS was set up as the policy wants, else the
+// failure's result type; a connection that got nowhere near TLS is no
+// TLS session and is not counted.
+func (x *MX) countTLS(domain string, t target, info tlsInfo, err error) {
+	if x.cfg.TLSResults == nil || info.reused {
+		return
+	}
+	ip, _, _ := net.SplitHostPort(t.addr)
+	s := tlspolicy.Session{Domain: domain, Kind: t.policy, MXHost: t.name, ReceivingIP: ip}
+	switch {
+	case info.used && (t.policy == tlspolicy.Opportunistic || info.verified):
+	case info.verifyErr != nil && t.policy == tlspolicy.DANE:
+		s.Result = tlspolicy.ResultValidationFailure
+	case info.verifyErr != nil:
+		s.Result = tlspolicy.CertResult(info.verifyErr)
+	case errors.Is(err, errNoSTARTTLS) || err == nil && !info.used:
+		s.Result = tlspolicy.ResultStartTLSNotSupported
+	default:
+		return
+	}
+	x.cfg.TLSResults.Add(x.now(), s)
+}
+
+// now is the sender's clock.
+func (x *MX) now() time.Time {
+	if x.cfg.Now != nil {
+		return x.cfg.Now()
+	}
+	return time.Now()
 }
 
 // slowDownReply returns the reply of an attempt that asks to slow down

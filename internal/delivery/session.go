@@ -315,9 +315,9 @@ func (d *dialer) setup(ctx context.Context, c *client, t target, tconf *tls.Conf
 	}
 	switch {
 	case t.mode == tlsStartTLS && !c.has("STARTTLS") && t.policy != tlspolicy.Opportunistic:
-		return &hostError{fmt.Errorf("%s: TLS required but the server does not offer STARTTLS", policyName(t.policy))}
+		return &hostError{fmt.Errorf("%s: %w", policyName(t.policy), errNoSTARTTLS)}
 	case t.mode == tlsStartTLS && !c.has("STARTTLS"):
-		return &hostError{errors.New("TLS required but the server does not offer STARTTLS")}
+		return &hostError{errNoSTARTTLS}
 	case (t.mode == tlsStartTLS || t.mode == tlsOpportunistic) && c.has("STARTTLS"):
 		if err := c.startTLS(tconf, d.Hostname); err != nil {
 			var re *replyError
@@ -342,6 +342,10 @@ func (d *dialer) setup(ctx context.Context, c *client, t target, tconf *tls.Conf
 	}
 	return nil
 }
+
+// errNoSTARTTLS is the failure of a session that requires TLS with a
+// server that does not offer STARTTLS.
+var errNoSTARTTLS = errors.New("TLS required but the server does not offer STARTTLS")
 
 // policyName names a TLS policy in a deferral reason.
 func policyName(k tlspolicy.Kind) string {

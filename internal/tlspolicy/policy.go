@@ -141,6 +141,17 @@ type Host struct {
 	TLSA []TLSA
 }
 
+// HostError is why a policy rules an MX host out.
+type HostError struct {
+	// Result is the RFC 8460 §4.3 result type, for TLS reports.
+	Result string
+	// Err says why.
+	Err error
+}
+
+func (e *HostError) Error() string { return e.Err.Error() }
+func (e *HostError) Unwrap() error { return e.Err }
+
 // Domain is the policy of one recipient domain, from which each MX host's
 // is derived.
 type Domain struct {
@@ -173,6 +184,21 @@ func (c *Checker) Domain(ctx context.Context, domain string) (*Domain, error) {
 	return d, nil
 }
 
+// KindOf is the policy the domain has as a whole, for TLS reports: DANE
+// when its MX records are validated, else MTA-STS when it enforces a
+// policy; nil d has none.
+func (d *Domain) KindOf() Kind {
+	switch {
+	case d == nil:
+		return Opportunistic
+	case d.DANE:
+		return DANE
+	case d.STS != nil && d.STS.Mode == ModeEnforce:
+		return MTASTS
+	}
+	return Opportunistic
+}
+
 // Host returns the policy for the MX host name of d. An error means the
 // host must not be used (it is not in an enforced MTA-STS policy, or its
 // TLSA records cannot be had), and says why.
@@ -185,7 +211,7 @@ func (d *Domain) Host(ctx context.Context, host string) (Host, error) {
 		if err != nil {
 			// RFC 7672 §2.2.2: a failed TLSA lookup (not "no records")
 			// makes the host unusable; another MX host may do.
-			return Host{}, fmt.Errorf("DANE: TLSA lookup of %s failed: %w", name, err)
+			return Host{}, &HostError{Result: ResultDNSSECInvalid, Err: fmt.Errorf("DANE: TLSA lookup of %s failed: %w", name, err)}
 		}
 		if secure && len(recs) > 0 {
 			var usable []TLSA
@@ -211,7 +237,7 @@ func (d *Domain) Host(ctx context.Context, host string) (Host, error) {
 	if d.STS != nil && d.STS.Mode == ModeEnforce {
 		// RFC 8461 §4.1: only MX hosts the policy names.
 		if !d.STS.Matches(host) {
-			return Host{}, fmt.Errorf("MTA-STS: MX host %s is not in the enforced policy of %s", host, d.Name)
+			return Host{}, &HostError{Result: ResultValidationFailure, Err: fmt.Errorf("MTA-STS: MX host %s is not in the enforced policy of %s", host, d.Name)}
 		}
 		roots := c.cfg.Roots
 		return Host{Kind: MTASTS, Verify: func(cs tls.ConnectionState) error {
