@@ -40,6 +40,9 @@ type Settings struct {
 	// SourceIPv4 and SourceIPv6, when valid, are the local addresses of
 	// outbound connections of their family.
 	SourceIPv4, SourceIPv6 netip.Addr
+	// TLSResults, when set, counts the TLS outcomes of MX sessions for
+	// the daily TLS reports; the node keeps one over reloads.
+	TLSResults *tlspolicy.Results
 }
 
 // New returns the Sender that st asks for: a Smarthost when Smarthost is
@@ -65,6 +68,6 @@ func New(st Settings, log *slog.Logger) (Sender, error) {
 	}
 	return NewMX(MXConfig{
 		SessionConfig: session, Resolver: res, Port: st.Port,
-		VerifyTLS: st.VerifyTLS, Policy: tlspolicy.New(pc),
+		VerifyTLS: st.VerifyTLS, Policy: tlspolicy.New(pc), TLSResults: st.TLSResults,
 	}), nil
 }

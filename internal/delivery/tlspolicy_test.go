@@ -354,3 +354,39 @@ func TestMTASTSBackgroundRefresh(t *testing.T) {
 		t.Errorf("%d fetches, want 2", n)
 	}
 }
+
+// Each new session's TLS outcome is counted for the TLS reports (RFC
+// 8460): a host failing DANE as a validation failure, one passing as a
+// success, and a domain's MX host outside its enforced MTA-STS policy as
+// a validation failure without an address.
+func TestTLSResultsCounted(t *testing.T) {
+	self, _ := testutil.NewCert(t, "mx1.example.test")
+	other, _ := testutil.NewCert(t, "mx1.example.test")
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.2": starttls(other), "127.0.0.3": starttls(self)}, "127.0.0.2", "127.0.0.3")
+	w.dns.AddMX("example.test", 10, "mx1.example.test")
+	w.dns.AddMX("example.test", 20, "mx2.example.test")
+	w.dns.AddA("mx1.example.test", "127.0.0.2")
+	w.dns.AddA("mx2.example.test", "127.0.0.3")
+	w.dns.Add(t, tlsa("_25._tcp.mx1.example.test.", 3, self.Leaf), tlsa("_25._tcp.mx2.example.test.", 3, self.Leaf))
+	for _, n := range []string{"example.test", "_25._tcp.mx1.example.test", "_25._tcp.mx2.example.test"} {
+		w.dns.SetSecure(n, true)
+	}
+	results := tlspolicy.NewResults()
+	clock := testutil.NewClock(time.Now())
+	x, _ := w.policyMX(nil, 0)
+	x.cfg.TLSResults, x.cfg.Now = results, clock.Now
+	check(t, x.Deliver(context.Background(), msg("example.test", "x@example.test")), "x@example.test", Delivered, "250")
+	clock.Advance(24 * time.Hour)
+	days := results.Take(clock.Now())
+	if len(days) != 1 {
+		t.Fatalf("%d days of results, want 1", len(days))
+	}
+	for _, dd := range days {
+		p := dd["example.test"].Policies[0]
+		if p.Policy.Type != "tlsa" || p.Summary.Success != 1 || p.Summary.Failure != 1 || len(p.FailureDetails) != 1 ||
+			p.FailureDetails[0].ResultType != tlspolicy.ResultValidationFailure || p.FailureDetails[0].MXHost != "mx1.example.test" ||
+			p.FailureDetails[0].ReceivingIP != "127.0.0.2" {
+			t.Errorf("results %+v", p)
+		}
+	}
+}

@@ -40,6 +40,7 @@ import (
 	"submitd/internal/smtpd"
 	"submitd/internal/spool"
 	"submitd/internal/sqlitedb"
+	"submitd/internal/tlspolicy"
 )
 
 // ShutdownTimeout is how long Run lets open sessions and deliveries finish
@@ -75,6 +76,9 @@ type Node struct {
 	Spool *spool.Spool
 	// Queue delivers what is spooled (SPEC R17).
 	Queue *queue.Queue
+	// TLSResults count the TLS outcomes of outbound sessions for the
+	// daily TLS reports (RFC 8460, SPEC R23).
+	TLSResults *tlspolicy.Results
 	// Guard counts AUTH failures and blocks clients (SPEC R11).
 	Guard *guard.Guard
 	// Logins counts AUTH failures per login across IPs (SPEC R21); nil
@@ -263,7 +267,8 @@ func (n *Node) open(ctx context.Context) error {
 	// The queue takes the spool's lock; only then is it safe to clear what
 	// interrupted writes left behind.
 	n.newDetector()
-	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, log); err != nil {
+	n.TLSResults = tlspolicy.NewResults()
+	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, n.TLSResults, log); err != nil {
 		return err
 	}
 	n.Metrics.Queue(n.Queue)
@@ -552,10 +557,13 @@ func (n *Node) serveAdmin(errc chan<- error) (stop func(context.Context)) {
 
 // newQueue builds the delivery queue the server runs over sp (SPEC R17,
 // R18): the sender [delivery] asks for, and DKIM signing with the shared
-// keys ("submitd dkim generate"); outcomes hears the results by account.
+// keys ("submitd dkim generate"); outcomes hears the results by account,
+// results the TLS outcomes (RFC 8460).
 func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Observer,
-	outcomes func(string, []delivery.Result), log *slog.Logger) (*queue.Queue, error) {
-	sender, err := delivery.New(DeliverySettings(cfg), log)
+	outcomes func(string, []delivery.Result), results *tlspolicy.Results, log *slog.Logger) (*queue.Queue, error) {
+	ds := DeliverySettings(cfg)
+	ds.TLSResults = results
+	sender, err := delivery.New(ds, log)
 	if err != nil {
 		return nil, err
 	}
@@ -742,6 +750,9 @@ func (n *Node) Run(ctx context.Context) error {
 	cctx, cstop := context.WithCancel(context.Background())
 	cdone := n.runContainment(cctx)
 	defer func() { cstop(); <-cdone }()
+	tctx, tstop := context.WithCancel(context.Background())
+	tdone := n.runTLSReports(tctx)
+	defer func() { tstop(); <-tdone }()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(n.Listeners)+2)
