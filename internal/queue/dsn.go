@@ -69,13 +69,24 @@ type report struct {
 	now time.Time
 	// headers is the original message's header section.
 	headers []byte
+	// full, when set, is the whole original message, returned instead of
+	// the header section (RET=FULL, RFC 3461 §4.3).
+	full []byte
 }
+
+// maxReturnedMessage bounds the message a RET=FULL failure report
+// returns; a bigger one is returned as its header section, which RFC 3461
+// §4.3 allows.
+const maxReturnedMessage = 10 << 20
 
 // sendReport writes a DSN about rcpts of message env into sp as a new message
 // from <> to the original sender, with Kind KindDSN, and returns its envelope.
 func sendReport(sp *spool.Spool, r *report) (*spool.Envelope, error) {
 	if r.headers == nil {
 		r.headers = readHeaders(sp, r.env.ID)
+	}
+	if r.kind == reportFailed && r.env.DSN != nil && r.env.DSN.Ret == "FULL" && r.full == nil {
+		r.full = readFull(sp, r.env.ID)
 	}
 	body := r.build()
 	denv := &spool.Envelope{
@@ -111,6 +122,21 @@ func readHeaders(sp *spool.Spool, id string) []byte {
 		return nil
 	}
 	return h
+}
+
+// readFull returns message id whole, or nil when it cannot be read or is
+// larger than maxReturnedMessage.
+func readFull(sp *spool.Spool, id string) []byte {
+	rc, _, err := sp.Message(id)
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxReturnedMessage+1))
+	if err != nil || len(b) > maxReturnedMessage {
+		return nil
+	}
+	return b
 }
 
 // build formats the report as an RFC 3464 multipart/report message.
@@ -227,6 +253,20 @@ func (r *report) build() []byte {
 	}
 	crlf("")
 
+	if r.full != nil {
+		// Part 3: the whole message, as RET=FULL asked (RFC 3461 §4.3,
+		// RFC 3464 §2).
+		crlf("--%s", boundary)
+		crlf("Content-Type: message/rfc822")
+		crlf("")
+		b.Write(r.full)
+		if !bytes.HasSuffix(r.full, []byte("\r\n")) {
+			crlf("")
+		}
+		crlf("")
+		crlf("--%s--", boundary)
+		return b.Bytes()
+	}
 	// Part 3: the original header section (RFC 3462 text/rfc822-headers).
 	crlf("--%s", boundary)
 	crlf("Content-Type: text/rfc822-headers")

@@ -76,3 +76,23 @@ func TestDSNParametersHonoured(t *testing.T) {
 		t.Errorf("sender got %d reports after warn_after, want still 1", n)
 	}
 }
+
+// RET=FULL returns the whole message with a failure report (RFC 3461
+// §4.3); RET=HDRS, like no RET, its header section only.
+func TestDSNReturnFull(t *testing.T) {
+	w := newWorld(t, nil, nil)
+	w.rcv["a.test"].SetRcptError("gone@a.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
+	w.submitDSN(&spool.DSN{Ret: "FULL"}, "gone@a.test")
+	w.run()
+	w.submitDSN(&spool.DSN{Ret: "HDRS"}, "gone@a.test")
+	w.run()
+	testutil.WaitFor(t, 10*time.Second, "two reports", func() bool { return len(w.rcv["firma.test"].Messages()) == 2 })
+	full, hdrs := w.rcv["firma.test"].Messages()[0].Data, w.rcv["firma.test"].Messages()[1].Data
+	if !strings.Contains(string(full), "Content-Type: message/rfc822\r\n\r\n") || !strings.Contains(string(full), "\r\n\r\nHello.\r\n") {
+		t.Errorf("RET=FULL report does not return the message:\n%s", full)
+	}
+	d := parseDSN(t, hdrs)
+	if strings.Contains(string(hdrs), "Hello.") || !strings.Contains(d.headers, "Subject: quarterly report") {
+		t.Errorf("RET=HDRS report:\n%s", hdrs)
+	}
+}
