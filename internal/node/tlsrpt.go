@@ -2,9 +2,12 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"net/http"
 	"time"
 
+	"submitd/internal/config"
 	"submitd/internal/delivery"
 	"submitd/internal/spool"
 	"submitd/internal/tlspolicy"
@@ -15,13 +18,19 @@ import (
 const tlsReportEvery = time.Hour
 
 // tlsReporter mails the TLS reports (RFC 8460) of finished days through
-// the queue, from tlsrpt@HOSTNAME, the hostname naming the submitter.
+// the queue, from tlsrpt@HOSTNAME, the hostname naming the submitter, and
+// posts them to https: addresses.
 func (n *Node) tlsReporter() *tlspolicy.Reporter {
 	cfg := n.CurrentConfig()
+	// Validate read [delivery] ca_roots; nil leaves the system's roots.
+	roots, _ := config.LoadCARoots(cfg.Delivery.CARoots)
 	return &tlspolicy.Reporter{
 		Results: n.TLSResults, DNS: &delivery.Resolver{Addr: cfg.Delivery.Resolver},
 		Organization: cfg.Hostname, Submitter: cfg.Hostname, From: "tlsrpt@" + cfg.Hostname,
 		Submit: n.submitReport,
+		HTTP: &http.Client{Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		}},
 	}
 }
 

@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
+	"net/http"
 	"net/mail"
 	"net/url"
 	"sort"
@@ -259,13 +261,17 @@ type Reporter struct {
 	From string
 	// Submit puts a report message in the queue for the addresses to.
 	Submit func(from string, to []string, msg []byte) error
+	// HTTP posts reports to https: addresses (RFC 8460 §5.4); nil: they
+	// are skipped.
+	HTTP *http.Client
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 }
 
 // Send mails the reports of the days before today to the mailto: rua of
-// each domain that publishes a TLSRPT record; domains without one, and
-// https: addresses, are skipped. It returns how many reports were queued.
+// each domain that publishes a TLSRPT record, and posts them to its
+// https: rua when HTTP is set; domains without one are skipped. It
+// returns how many reports were queued or posted.
 func (rp *Reporter) Send(ctx context.Context) (int, error) {
 	now := time.Now
 	if rp.Now != nil {
@@ -280,13 +286,16 @@ func (rp *Reporter) Send(ctx context.Context) (int, error) {
 			if err != nil {
 				continue
 			}
-			var to []string
+			var to, posts []string
 			for _, t := range txts {
 				rua, err := ParseTLSRPT(t)
 				if err != nil {
 					continue
 				}
 				for _, u := range rua {
+					if strings.HasPrefix(u, "https:") {
+						posts = append(posts, u)
+					}
 					if a, ok := strings.CutPrefix(u, "mailto:"); ok {
 						if addr, err := url.PathUnescape(a); err == nil {
 							addr, _, _ = strings.Cut(addr, "?")
@@ -295,23 +304,76 @@ func (rp *Reporter) Send(ctx context.Context) (int, error) {
 					}
 				}
 			}
-			if len(to) == 0 {
+			if rp.HTTP == nil {
+				posts = nil
+			}
+			if len(to) == 0 && len(posts) == 0 {
 				continue
 			}
 			rep.OrganizationName, rep.ContactInfo = rp.Organization, rp.From
 			rep.ReportID = reportID(rep.DateRange.Start, dom)
-			msg, err := rp.Message(dom, rep, now())
-			if err == nil {
-				err = rp.Submit(rp.From, to, msg)
+			if len(to) > 0 {
+				msg, err := rp.Message(dom, rep, now())
+				if err == nil {
+					err = rp.Submit(rp.From, to, msg)
+				}
+				if err != nil {
+					errs = append(errs, fmt.Errorf("TLS report for %s: %w", dom, err))
+				} else {
+					sent++
+				}
 			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("TLS report for %s: %w", dom, err))
-				continue
+			for _, u := range posts {
+				if err := rp.post(ctx, u, rep); err != nil {
+					errs = append(errs, fmt.Errorf("TLS report for %s to %s: %w", dom, u, err))
+					continue
+				}
+				sent++
 			}
-			sent++
 		}
 	}
 	return sent, errors.Join(errs...)
+}
+
+// post sends rep to the https: address u (RFC 8460 §5.4): the gzipped
+// JSON as application/tlsrpt+gzip; any 2xx answer is success.
+func (rp *Reporter) post(ctx context.Context, u string, rep *Report) error {
+	body, err := gzipJSON(rep)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/tlsrpt+gzip")
+	resp, err := rp.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("HTTP status %s", resp.Status)
+	}
+	return nil
+}
+
+// gzipJSON is rep as gzipped JSON.
+func gzipJSON(rep *Report) ([]byte, error) {
+	js, err := json.Marshal(rep)
+	if err != nil {
+		return nil, err
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(js)
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return gz.Bytes(), nil
 }
 
 func reportID(day time.Time, domain string) string {
@@ -323,14 +385,10 @@ func reportID(day time.Time, domain string) string {
 // Message builds the report mail of RFC 8460 §5.3: multipart/report of
 // report-type tlsrpt with the gzipped JSON as application/tlsrpt+gzip.
 func (rp *Reporter) Message(domain string, rep *Report, now time.Time) ([]byte, error) {
-	js, err := json.Marshal(rep)
+	gz, err := gzipJSON(rep)
 	if err != nil {
 		return nil, err
 	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(js)
-	zw.Close()
 	var rnd [12]byte
 	rand.Read(rnd[:])
 	boundary := "=_tlsrpt_" + hex.EncodeToString(rnd[:])
@@ -360,7 +418,7 @@ func (rp *Reporter) Message(domain string, rep *Report, now time.Time) ([]byte, 
 	crlf("Content-Transfer-Encoding: base64")
 	crlf("Content-Disposition: attachment; %s", strings.TrimPrefix(mime.FormatMediaType("x", map[string]string{"filename": name}), "x; "))
 	crlf("")
-	enc := base64Lines(gz.Bytes())
+	enc := base64Lines(gz)
 	b.WriteString(enc)
 	crlf("")
 	crlf("--%s--", boundary)

@@ -11,6 +11,8 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
 	"net/mail"
 	"net/netip"
 	"strings"
@@ -172,4 +174,42 @@ func TestReporterSendsDailyReport(t *testing.T) {
 
 func newBase64Reader(r io.Reader) io.Reader {
 	return base64.NewDecoder(base64.StdEncoding, r)
+}
+
+// An https: rua gets the gzipped JSON posted as application/tlsrpt+gzip
+// (RFC 8460 §5.4).
+func TestReporterPostsHTTPS(t *testing.T) {
+	got := make(chan Report, 1)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/tlsrpt+gzip" || r.URL.Path != "/tlsrpt" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		zr, err := gzip.NewReader(r.Body)
+		var rep Report
+		if err == nil {
+			err = json.NewDecoder(zr).Decode(&rep)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		got <- rep
+	}))
+	t.Cleanup(srv.Close)
+	dns := testutil.NewDNSServer(t)
+	dns.AddTXT("_smtp._tls.example.test", "v=TLSRPTv1; rua="+srv.URL+"/tlsrpt")
+	res := NewResults()
+	day := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	res.Add(day, Session{Domain: "example.test", Kind: MTASTS, MXHost: "mx.example.test", ReceivingIP: "192.0.2.1", Result: ResultCertificateExpired})
+	rp := &Reporter{Results: res, DNS: txtDNS{dns}, Organization: "Hosting", Submitter: "mail.hosting.test", From: "tlsrpt@mail.hosting.test",
+		Now: func() time.Time { return day.Add(24 * time.Hour) }, HTTP: srv.Client(),
+		Submit: func(string, []string, []byte) error { t.Error("no mailto: address, yet a mail"); return nil }}
+	if n, err := rp.Send(context.Background()); n != 1 || err != nil {
+		t.Fatalf("Send: %d, %v", n, err)
+	}
+	rep := <-got
+	if p := rep.Policies[0]; p.Policy.Type != "sts" || p.Summary.Failure != 1 || p.FailureDetails[0].ResultType != ResultCertificateExpired {
+		t.Errorf("posted %+v", rep)
+	}
 }
