@@ -482,6 +482,12 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 		if !c.has("REQUIRETLS") {
 			return nil, &hostError{errRequireTLSUnsupported}
 		}
+		if !c.tls {
+			// A smarthost reached without TLS (smarthost_tls = "none")
+			// never gets such a message; a required and verified
+			// STARTTLS or implicit TLS is the smarthost's validation.
+			return nil, &hostError{errRequireTLSNoPolicy}
+		}
 		mail += " REQUIRETLS"
 	}
 	dsn := c.has("DSN")

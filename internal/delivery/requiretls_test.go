@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"submitd/internal/testutil"
@@ -61,5 +62,21 @@ func TestRequireTLS(t *testing.T) {
 				t.Errorf("received %+v", got)
 			}
 		})
+	}
+}
+
+// A REQUIRETLS message never goes to a smarthost without TLS, even one
+// offering REQUIRETLS.
+func TestRequireTLSSmarthostWithoutTLS(t *testing.T) {
+	rx := testutil.NewReceiver(t, testutil.ReceiverOptions{REQUIRETLS: true})
+	s := smarthost(t, rx, "none", "", "")
+	m := msg("example.test", "x@example.test")
+	m.RequireTLS = true
+	res := s.Deliver(context.Background(), m)
+	if res[0].Status == Delivered || len(rx.Messages()) != 0 {
+		t.Fatalf("REQUIRETLS message sent in clear: %+v", res)
+	}
+	if !strings.Contains(res[0].Reply, "REQUIRETLS") {
+		t.Errorf("reply %q does not say why", res[0].Reply)
 	}
 }
