@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"submitd/internal/address"
+	"submitd/internal/delivery"
 	"submitd/internal/directory"
 	"submitd/internal/dkim"
 	"submitd/internal/guard"
@@ -1046,6 +1047,29 @@ func (s *Server) listQueue(r *http.Request, p *principal) (any, error) {
 		out = append(out, sum)
 	}
 	return page(r, out)
+}
+
+// queuePage is the queue page's data: a page of the queue, and the
+// destinations in back-off, with why.
+type queuePage struct {
+	list[queueSummary]
+	// Backoffs are the MX hosts in back-off; none when the queue does not
+	// deliver.
+	Backoffs []delivery.Backoff
+}
+
+// queuePage lists the queue for the page, with the destinations in
+// back-off when the queue knows them.
+func (s *Server) queuePage(r *http.Request, p *principal) (any, error) {
+	v, err := s.listQueue(r, p)
+	if err != nil {
+		return nil, err
+	}
+	d := queuePage{list: v.(list[queueSummary])}
+	if b, ok := s.cfg.Queue.(Backoffs); ok {
+		d.Backoffs = b.Backoffs()
+	}
+	return d, nil
 }
 
 // queueID checks the queue id in the path; "all" passes when all.

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"submitd/internal/delivery"
 	"submitd/internal/directory"
 	"submitd/internal/dkim"
 	"submitd/internal/guard"
@@ -97,6 +98,13 @@ type Queue interface {
 	// Adopt moves the messages of a stopped node's spool in dir into this
 	// node's queue.
 	Adopt(dir string) (*queue.AdoptResult, error)
+}
+
+// Backoffs is what a Queue that delivers (the running queue, not one over
+// a stopped spool) tells of the destinations in back-off: MX hosts that
+// asked to slow down, and why. The queue page shows them.
+type Backoffs interface {
+	Backoffs() []delivery.Backoff
 }
 
 // DKIMKeys is what the server reads and changes of the DKIM keys;

@@ -195,7 +195,7 @@ func (s *Server) webRoutes() {
 
 	s.sendingRoutes()
 
-	s.webPage("GET /queue", RoleSupport, "queue", "Queue", s.listQueue)
+	s.webPage("GET /queue", RoleSupport, "queue", "Queue", s.queuePage)
 	s.webPage("GET /queue/{id}", RoleSupport, "queued", "Queued message", s.getQueued)
 	s.webAction("POST /queue/{id}/retry", RoleSupport, s.retryQueued, "Try to deliver %s now?", "{id}")
 	s.webAction("POST /queue/{id}/delete", RoleSupport, s.deleteQueued, "Delete %s from the queue (bounce to the sender: %s)?", "{id}", "bounce")

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -394,6 +395,40 @@ type Delivery struct {
 	// as the recipients' servers see them; the domain health check tests
 	// that a customer's SPF record authorizes each (RFC 7208).
 	OutboundIPs []string `toml:"outbound_ips"`
+	// DNSSECResolver is "host:port" of a validating resolver whose AD bit
+	// makes the TLSA records of MX hosts count (DANE, RFC 7672, SPEC
+	// R23); empty: no DANE.
+	DNSSECResolver string `toml:"dnssec_resolver"`
+	// CARoots is a PEM file of CA certificates trusted besides the
+	// system's, for MTA-STS policy hosts and MX hosts checked under a
+	// policy, tls = "verify" and the smarthost; empty: none.
+	CARoots string `toml:"ca_roots"`
+	// SourceIPv4 and SourceIPv6 are the local addresses outbound
+	// connections are made from (the ones the provider's SPF record
+	// names); empty: the system's choice.
+	SourceIPv4 string `toml:"source_ipv4"`
+	SourceIPv6 string `toml:"source_ipv6"`
+}
+
+// LoadCARoots returns the system's roots plus the certificates of the PEM
+// file at path ([delivery] ca_roots); nil for an empty path, meaning the
+// system's roots alone.
+func LoadCARoots(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, errors.New("no PEM certificate in the file")
+	}
+	return pool, nil
 }
 
 // Log configures logging.
@@ -822,6 +857,20 @@ func (c *Config) Validate() error {
 	}
 	if d.MaxConnectionsPerDestination < 1 {
 		return bad("delivery.max_connections_per_destination", d.MaxConnectionsPerDestination, "must be at least 1")
+	}
+	if d.DNSSECResolver != "" {
+		if err := checkHostPort(d.DNSSECResolver); err != nil {
+			return bad("delivery.dnssec_resolver", d.DNSSECResolver, err.Error())
+		}
+	}
+	if _, err := LoadCARoots(d.CARoots); err != nil {
+		return bad("delivery.ca_roots", d.CARoots, err.Error())
+	}
+	if a, err := netip.ParseAddr(d.SourceIPv4); d.SourceIPv4 != "" && (err != nil || !a.Is4()) {
+		return bad("delivery.source_ipv4", d.SourceIPv4, "must be an IPv4 address")
+	}
+	if a, err := netip.ParseAddr(d.SourceIPv6); d.SourceIPv6 != "" && (err != nil || !a.Is6() || a.Is4In6()) {
+		return bad("delivery.source_ipv6", d.SourceIPv6, "must be an IPv6 address")
 	}
 	a := c.Admin
 	switch {

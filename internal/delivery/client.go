@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -389,6 +390,21 @@ func (c *client) send(m *Message, host string) ([]Result, error) {
 	}
 }
 
+// xtext encodes s as RFC 3461 §4 xtext: "+", "=" and bytes outside
+// printable US-ASCII become "+XX".
+func xtext(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '!' || c > '~' || c == '+' || c == '=' {
+			fmt.Fprintf(&b, "+%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
 // tooMany reports whether r, a reply to RCPT TO, says the transaction has
 // all the recipients the server takes (RFC 5321 §4.5.3.1.10: 452, with the
 // RFC 3463 code 4.5.3 or, from servers without enhanced codes, the words).
@@ -460,6 +476,43 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 		}
 		mail += " SMTPUTF8"
 	}
+	if m.RequireTLS {
+		// RFC 8689 §4.2.1: the next hop must take on the requirement;
+		// another MX host may.
+		if !c.has("REQUIRETLS") {
+			return nil, &hostError{errRequireTLSUnsupported}
+		}
+		if !c.tls {
+			// A smarthost reached without TLS (smarthost_tls = "none")
+			// never gets such a message; a required and verified
+			// STARTTLS or implicit TLS is the smarthost's validation.
+			return nil, &hostError{errRequireTLSNoPolicy}
+		}
+		mail += " REQUIRETLS"
+	}
+	dsn := c.has("DSN")
+	if dsn {
+		// RFC 3461 §4.3, §4.4: passed on as they came.
+		if m.Ret != "" {
+			mail += " RET=" + m.Ret
+		}
+		if m.EnvID != "" {
+			mail += " ENVID=" + xtext(m.EnvID)
+		}
+	}
+	rcptLine := func(i int) string {
+		l := "RCPT TO:<" + rcpts[i] + ">"
+		if p, ok := m.RcptDSN[m.Rcpts[i]]; ok && dsn {
+			// RFC 3461 §4.1, §4.2.
+			if len(p.Notify) > 0 {
+				l += " NOTIFY=" + strings.Join(p.Notify, ",")
+			}
+			if typ, addr, ok := strings.Cut(p.ORcpt, ";"); ok {
+				l += " ORCPT=" + typ + ";" + xtext(addr)
+			}
+		}
+		return l
+	}
 	// RFC 2920: to a server that offers PIPELINING, the RSET of a kept
 	// session, MAIL FROM and every RCPT TO go in one write, and the
 	// replies are read in order; otherwise each waits for its reply.
@@ -467,7 +520,7 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 	group := []string{mail}
 	if pipe {
 		for _, i := range idx {
-			group = append(group, "RCPT TO:<"+rcpts[i]+">")
+			group = append(group, rcptLine(i))
 		}
 	}
 	if err := c.open(group, pipe); err != nil {
@@ -504,7 +557,7 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 		if pipe {
 			r, err = c.await("RCPT TO", c.steps.Rcpt)
 		} else {
-			r, err = c.cmd("RCPT TO", "RCPT TO:<"+rcpts[i]+">", c.steps.Rcpt)
+			r, err = c.cmd("RCPT TO", rcptLine(i), c.steps.Rcpt)
 		}
 		if err != nil {
 			return nil, &hostError{err}
@@ -600,6 +653,11 @@ func (c *client) transaction(m *Message, host string, idx []int, results []Resul
 		return nil, nil
 	}
 	setAccepted(Delivered, r.String())
+	if !dsn {
+		for _, i := range accepted {
+			results[i].Relayed = slices.Contains(m.RcptDSN[m.Rcpts[i]].Notify, "SUCCESS")
+		}
+	}
 	return more, nil
 }
 

@@ -45,6 +45,11 @@ type Result struct {
 	Reply string
 	// Host is the server that gave the reply, when one did.
 	Host string
+	// Relayed says the recipient asked to hear of its delivery (RFC 3461
+	// NOTIFY=SUCCESS) but the server that took it does not offer DSN, so
+	// no such notice will come from further on: the report says
+	// "relayed" (RFC 3461 §6.2.6).
+	Relayed bool
 	// Code is the RFC 3463 status code of a failure found locally, with no
 	// remote reply to carry one: "5.1.10" for a null MX (RFC 7505 §4.2),
 	// "5.1.2" for a domain that does not exist. "" otherwise.
@@ -71,6 +76,19 @@ type Message struct {
 	Open func() (io.ReadCloser, error)
 	// Size is the content length, for the SIZE parameter.
 	Size int64
+	// Ret and EnvID are the RFC 3461 RET and ENVID (decoded) the message
+	// was submitted with, passed on to a server that offers DSN; "" for
+	// none.
+	Ret, EnvID string
+	// RcptDSN are the RFC 3461 parameters of the recipients that had
+	// any, by address.
+	RcptDSN map[string]RcptDSN
+	// RequireTLS: the message goes only over TLS validated by DANE or
+	// MTA-STS, to a server offering REQUIRETLS (RFC 8689 §4.2.1).
+	RequireTLS bool
+	// TLSOptional: the message says "TLS-Required: No" (RFC 8689 §5):
+	// the recipient domain's TLS policy is not applied.
+	TLSOptional bool
 
 	// scanned says eightBit and utf8Header hold the content's scan, done
 	// once per Message; a Message is used by one Deliver call at a time.
@@ -79,6 +97,15 @@ type Message struct {
 	eightBit bool
 	// utf8Header: such a byte is in the header section.
 	utf8Header bool
+}
+
+// RcptDSN are the RFC 3461 parameters of one recipient.
+type RcptDSN struct {
+	// Notify is NEVER, or any of SUCCESS, FAILURE and DELAY; empty for
+	// none given.
+	Notify []string
+	// ORcpt is "addr-type;address", decoded; "" for none given.
+	ORcpt string
 }
 
 // Sender delivers messages. Deliver returns one Result per recipient, in the

@@ -3,11 +3,16 @@ package delivery
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"slices"
+	"time"
+
+	"submitd/internal/tlspolicy"
 )
 
 // MaxAddresses bounds how many addresses one delivery attempt connects to, over
@@ -26,6 +31,15 @@ type MXConfig struct {
 	// name ([delivery] tls = "verify"); otherwise STARTTLS is used when
 	// offered and any certificate is accepted.
 	VerifyTLS bool
+	// Policy, when set, gives each recipient domain's TLS policy (SPEC
+	// R23): DANE or an enforced MTA-STS policy make TLS with a checked
+	// certificate a condition of delivery to a host.
+	Policy *tlspolicy.Checker
+	// Now is the clock of the back-off; nil: time.Now.
+	Now func() time.Time
+	// TLSResults, when set, counts each new session's TLS outcome under
+	// its domain's policy for the daily TLS reports (RFC 8460).
+	TLSResults *tlspolicy.Results
 }
 
 // MX delivers to the recipient domain's mail exchangers (SPEC R17): MX
@@ -36,6 +50,8 @@ type MX struct {
 	res     *Resolver
 	d       dialer
 	shuffle func(n int, swap func(i, j int))
+	// bo keeps the MX hosts that asked to slow down.
+	bo *backoffs
 }
 
 var _ Sender = (*MX)(nil)
@@ -48,8 +64,18 @@ func NewMX(cfg MXConfig) *MX {
 	if res == nil {
 		res = &Resolver{}
 	}
-	return &MX{cfg: cfg, res: res, d: d, shuffle: rand.Shuffle}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	bo := newBackoffs(d.Pool.MaxPerDestination, now)
+	d.pool.limit = bo.limit
+	return &MX{cfg: cfg, res: res, d: d, shuffle: rand.Shuffle, bo: bo}
 }
+
+// Backoffs returns the MX hosts in back-off: those that asked to slow
+// down (a 421 or a 4.7.x reply) within the last pause and quiet time.
+func (x *MX) Backoffs() []Backoff { return x.bo.list() }
 
 // routeError is a failure to find where to deliver.
 type routeError struct {
@@ -121,18 +147,33 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	if x.cfg.VerifyTLS {
 		mode = tlsStartTLS
 	}
+	var dom *tlspolicy.Domain
+	if x.cfg.Policy != nil && !(m.TLSOptional && !m.RequireTLS) {
+		var err error
+		if dom, err = x.cfg.Policy.Domain(ctx, m.Domain); err != nil {
+			// SPEC R23: mail is not sent while its domain's policy
+			// cannot be known.
+			log.Info("delivery: TLS policy unknown", "err", err)
+			return fill(m, Temporary, err.Error(), "")
+		}
+	}
 	if k, ok := x.d.pool.route(m.Domain); ok {
 		// A session to one of the domain's MX hosts took a message for
 		// it moments ago (the pool keeps it at most its idle timeout):
-		// the message goes the same way without asking the DNS again.
-		// Should that fail, the whole MX walk follows.
-		t := target{name: k.name, addr: k.addr, mode: k.mode}
-		res, err := x.try(ctx, m, t, mode, log)
-		if err == nil {
-			return res
-		}
-		if ctx.Err() != nil {
-			return fill(m, Temporary, fmt.Sprintf("delivery interrupted: %v", ctx.Err()), t.label())
+		// the message goes the same way without asking the DNS again,
+		// if the domain's TLS policy for that host is still the one the
+		// session was set up under. Should that fail, the whole MX walk
+		// follows.
+		t, perr := x.target(ctx, dom, k.name, k.addr, mode)
+		_, paused := x.bo.paused(k.name)
+		if perr == nil && keyOf(t) == k && !paused && !(m.RequireTLS && t.policy == tlspolicy.Opportunistic) {
+			res, err := x.try(ctx, m, t, log)
+			if err == nil {
+				return res
+			}
+			if ctx.Err() != nil {
+				return fill(m, Temporary, fmt.Sprintf("delivery interrupted: %v", ctx.Err()), t.label())
+			}
 		}
 	}
 	hosts, err := x.Hosts(ctx, m.Domain)
@@ -147,6 +188,10 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	}
 	var lastErr error
 	lastHost := ""
+	// onlyRequireTLS stays true while every host failed for the
+	// REQUIRETLS conditions alone, which makes the failure permanent
+	// (RFC 8689 §4.2.1: the message is returned, not sent otherwise).
+	onlyRequireTLS := m.RequireTLS
 	tried := 0
 	for hi, h := range hosts {
 		if tried == MaxAddresses || ctx.Err() != nil {
@@ -157,13 +202,37 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 		// the backup hosts from being tried: the budget left after this
 		// host keeps one address for each later one.
 		limit := max(tried+1, MaxAddresses-(len(hosts)-1-hi))
+		if b, ok := x.bo.paused(h); ok {
+			// The host asked to slow down: no connection until its
+			// pause is over; another MX host may take the message.
+			lastErr = fmt.Errorf("%s asked to slow down (%s); back-off until %s", h, b.Reason, b.Until.UTC().Format(time.RFC3339))
+			lastHost, onlyRequireTLS = h, false
+			continue
+		}
+		ht, err := x.target(ctx, dom, h, "", mode)
+		if err != nil {
+			// The domain's policy rules this host out (SPEC R23): the
+			// reason is the deferral's, should no other host take the
+			// message.
+			log.Info("delivery: MX host not usable under the TLS policy", "host", h, "err", err)
+			var pe *tlspolicy.HostError
+			if x.cfg.TLSResults != nil && errors.As(err, &pe) {
+				x.cfg.TLSResults.Add(x.now(), tlspolicy.Session{Domain: m.Domain, Kind: dom.KindOf(), MXHost: h, Result: pe.Result})
+			}
+			lastErr, lastHost, onlyRequireTLS = err, h, false
+			continue
+		}
+		if m.RequireTLS && ht.policy == tlspolicy.Opportunistic {
+			lastErr, lastHost = errRequireTLSNoPolicy, h
+			continue
+		}
 		addrs, err := x.res.LookupIP(ctx, h)
 		if err == nil && len(addrs) == 0 {
 			err = fmt.Errorf("MX host %s has no address records", h)
 		}
 		if err != nil {
 			log.Info("delivery: MX host skipped", "host", h, "err", err)
-			lastErr, lastHost = err, h
+			lastErr, lastHost, onlyRequireTLS = err, h, false
 			continue
 		}
 		for _, a := range addrs {
@@ -171,11 +240,14 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 				break
 			}
 			tried++
-			res, herr := x.try(ctx, m, target{name: h, addr: hostPort(a, x.cfg.Port), mode: mode}, mode, log)
+			t := ht
+			t.addr = hostPort(a, x.cfg.Port)
+			res, herr := x.try(ctx, m, t, log)
 			if herr == nil {
 				return res
 			}
 			lastErr, lastHost = herr, target{name: h, addr: hostPort(a, x.cfg.Port)}.label()
+			onlyRequireTLS = onlyRequireTLS && errors.Is(herr, errRequireTLSUnsupported)
 		}
 	}
 	if lastErr == nil {
@@ -183,16 +255,60 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 	}
 	if ctx.Err() != nil {
 		lastErr = fmt.Errorf("delivery interrupted: %w", ctx.Err())
+		onlyRequireTLS = false
+	}
+	if onlyRequireTLS && lastErr != nil {
+		out := fill(m, Permanent, lastErr.Error(), lastHost)
+		code := "5.7.10"
+		if errors.Is(lastErr, errRequireTLSUnsupported) {
+			code = "5.7.30"
+		}
+		for i := range out {
+			out[i].Code = code
+		}
+		return out
 	}
 	return fill(m, Temporary, errorReply(lastErr), lastHost)
+}
+
+// The REQUIRETLS failures (RFC 8689 §4.2.1), with the codes of its §6:
+// 5.7.30 for a next hop without REQUIRETLS, 5.7.10 (encryption needed,
+// RFC 5248) for a host whose TLS nothing validates.
+var (
+	errRequireTLSUnsupported = errors.New("REQUIRETLS: the server does not offer REQUIRETLS")
+	errRequireTLSNoPolicy    = errors.New("REQUIRETLS: no DANE or MTA-STS policy validates TLS to the MX host")
+)
+
+// target is how to reach host at addr under the domain's TLS policy dom
+// (nil: none), with mode when the policy leaves TLS opportunistic. An error
+// says the policy rules the host out.
+func (x *MX) target(ctx context.Context, dom *tlspolicy.Domain, host, addr string, mode tlsMode) (target, error) {
+	t := target{name: host, addr: addr, mode: mode}
+	if dom == nil {
+		return t, nil
+	}
+	hp, err := dom.Host(ctx, host)
+	if err != nil {
+		return t, err
+	}
+	if hp.Kind != tlspolicy.Opportunistic {
+		t.mode, t.policy, t.verify = tlsStartTLS, hp.Kind, hp.Verify
+		if t.verify == nil {
+			// DANE with only unusable TLSA records: TLS is required,
+			// any certificate will do (RFC 7672 §2.2).
+			t.verify = func(tls.ConnectionState) error { return nil }
+		}
+	}
+	return t, nil
 }
 
 // try delivers to one address of one MX host, t; in opportunistic mode a
 // failed STARTTLS is followed by a clear-text session with the same
 // address, since a server that botches TLS still deserves the mail (RFC 7435
-// §3). mode is the sender's TLS mode: only a session set up in that mode is
-// recorded as the domain's route.
-func (x *MX) try(ctx context.Context, m *Message, t target, mode tlsMode, log *slog.Logger) ([]Result, error) {
+// §3). Only a session set up in t's mode is recorded as the domain's route,
+// not such a fallback.
+func (x *MX) try(ctx context.Context, m *Message, t target, log *slog.Logger) ([]Result, error) {
+	mode := t.mode
 	res, info, err := x.d.attempt(ctx, m, t)
 	if err != nil && t.mode == tlsOpportunistic && info.handshakeFailed && ctx.Err() == nil {
 		log.Info("delivery: STARTTLS failed, retrying without TLS", "host", t.label(), "err", err)
@@ -200,6 +316,12 @@ func (x *MX) try(ctx context.Context, m *Message, t target, mode tlsMode, log *s
 		res, info, err = x.d.attempt(ctx, m, t)
 	}
 	logAttempt(log, t, info, res, err)
+	x.countTLS(m.Domain, t, info, err)
+	if reply := slowDownReply(res, err); reply != "" {
+		b := x.bo.note(t.name, reply)
+		log.Info("delivery: host asked to slow down", "host", t.label(), "reply", reply,
+			"until", b.Until, "max_connections", b.MaxConnections, "level", b.Level)
+	}
 	var he *hostError
 	if err != nil && errors.As(err, &he) {
 		return nil, err
@@ -210,11 +332,59 @@ func (x *MX) try(ctx context.Context, m *Message, t target, mode tlsMode, log *s
 	return withTLS(res, info), nil
 }
 
+// countTLS counts a new session's TLS outcome for the TLS reports (RFC
+// 8460 §4.3): a success when TLS was set up as the policy wants, else the
+// failure's result type; a connection that got nowhere near TLS is no
+// TLS session and is not counted.
+func (x *MX) countTLS(domain string, t target, info tlsInfo, err error) {
+	if x.cfg.TLSResults == nil || info.reused {
+		return
+	}
+	ip, _, _ := net.SplitHostPort(t.addr)
+	s := tlspolicy.Session{Domain: domain, Kind: t.policy, MXHost: t.name, ReceivingIP: ip}
+	switch {
+	case info.used && (t.policy == tlspolicy.Opportunistic || info.verified):
+	case info.verifyErr != nil && t.policy == tlspolicy.DANE:
+		s.Result = tlspolicy.ResultValidationFailure
+	case info.verifyErr != nil:
+		s.Result = tlspolicy.CertResult(info.verifyErr)
+	case errors.Is(err, errNoSTARTTLS) || err == nil && !info.used:
+		s.Result = tlspolicy.ResultStartTLSNotSupported
+	default:
+		return
+	}
+	x.cfg.TLSResults.Add(x.now(), s)
+}
+
+// now is the sender's clock.
+func (x *MX) now() time.Time {
+	if x.cfg.Now != nil {
+		return x.cfg.Now()
+	}
+	return time.Now()
+}
+
+// slowDownReply returns the reply of an attempt that asks to slow down
+// (isSlowDown), "" when none does.
+func slowDownReply(res []Result, err error) string {
+	if err != nil {
+		if r := errorReply(err); isSlowDown(r) {
+			return r
+		}
+	}
+	for _, r := range res {
+		if r.Status == Temporary && isSlowDown(r.Reply) {
+			return r.Reply
+		}
+	}
+	return ""
+}
+
 // logAttempt logs how an attempt with one host went: a host that could not
 // take the message, and a new session with its TLS details, at Info; the
 // per-recipient results at Debug, since the queue logs each of them.
 func logAttempt(log *slog.Logger, t target, info tlsInfo, res []Result, err error) {
-	attrs := []any{"host", t.label(), "tls", info.used, "tls_verified", info.verified}
+	attrs := []any{"host", t.label(), "tls", info.used, "tls_verified", info.verified, "tls_policy", t.policy.String()}
 	if info.verifyErr != nil {
 		attrs = append(attrs, "tls_verify_err", info.verifyErr.Error())
 	}

@@ -1,8 +1,12 @@
 package delivery
 
 import (
+	"crypto/x509"
 	"log/slog"
+	"net/netip"
 	"time"
+
+	"submitd/internal/tlspolicy"
 )
 
 // Settings are what New builds a Sender from: the node turns [delivery]
@@ -27,12 +31,27 @@ type Settings struct {
 	ConnectTimeout, Timeout time.Duration
 	// Pool bounds and keeps the outbound connections.
 	Pool PoolConfig
+	// DNSSECResolver is "host:port" of a validating resolver, whose AD
+	// bit makes TLSA records count (DANE, RFC 7672); "": no DANE.
+	DNSSECResolver string
+	// RootCAs verify certificates (the system's roots plus [delivery]
+	// ca_roots); nil: the system's roots.
+	RootCAs *x509.CertPool
+	// SourceIPv4 and SourceIPv6, when valid, are the local addresses of
+	// outbound connections of their family.
+	SourceIPv4, SourceIPv6 netip.Addr
+	// TLSResults, when set, counts the TLS outcomes of MX sessions for
+	// the daily TLS reports; the node keeps one over reloads.
+	TLSResults *tlspolicy.Results
 }
 
 // New returns the Sender that st asks for: a Smarthost when Smarthost is
 // set, else an MX sender.
 func New(st Settings, log *slog.Logger) (Sender, error) {
-	session := SessionConfig{Hostname: st.Hostname, ConnectTimeout: st.ConnectTimeout, Timeout: st.Timeout, Log: log, Pool: st.Pool}
+	session := SessionConfig{Hostname: st.Hostname, RootCAs: st.RootCAs, ConnectTimeout: st.ConnectTimeout, Timeout: st.Timeout, Log: log, Pool: st.Pool}
+	if st.SourceIPv4.IsValid() || st.SourceIPv6.IsValid() {
+		session.Dial = sourceDial(st.SourceIPv4, st.SourceIPv6)
+	}
 	if st.Smarthost != "" {
 		return NewSmarthost(SmarthostConfig{
 			Addr: st.Smarthost, TLS: st.SmarthostTLS,
@@ -40,8 +59,15 @@ func New(st Settings, log *slog.Logger) (Sender, error) {
 			SessionConfig: session,
 		})
 	}
+	res := &Resolver{Addr: st.Resolver}
+	// SPEC R23: MTA-STS is looked up through the ordinary resolver, DANE
+	// through the validating one.
+	pc := tlspolicy.Config{DNS: res, Roots: st.RootCAs, Log: log}
+	if st.DNSSECResolver != "" {
+		pc.SecureDNS = &Resolver{Addr: st.DNSSECResolver}
+	}
 	return NewMX(MXConfig{
-		SessionConfig: session, Resolver: &Resolver{Addr: st.Resolver}, Port: st.Port,
-		VerifyTLS: st.VerifyTLS,
+		SessionConfig: session, Resolver: res, Port: st.Port,
+		VerifyTLS: st.VerifyTLS, Policy: tlspolicy.New(pc), TLSResults: st.TLSResults,
 	}), nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"submitd/internal/tlspolicy"
 )
 
 // PoolConfig says how sessions are reused. The zero value takes the
@@ -59,10 +61,12 @@ type destKey struct {
 	mode tlsMode
 	// user is the AUTH login, "" for none.
 	user string
+	// policy is the TLS policy the certificate was checked under.
+	policy tlspolicy.Kind
 }
 
 func keyOf(t target) destKey {
-	return destKey{name: t.name, addr: t.addr, mode: t.mode, user: t.user}
+	return destKey{name: t.name, addr: t.addr, mode: t.mode, user: t.user, policy: t.policy}
 }
 
 // session is an open connection that has said EHLO (and STARTTLS and AUTH
@@ -99,6 +103,9 @@ type pool struct {
 	cfg PoolConfig
 	// closeIdle ends a session that leaves the pool (QUIT and close).
 	closeIdle func(*session)
+	// limit, when set, gives a lower connection limit for a host name
+	// (0: none), for hosts in back-off.
+	limit func(name string) int
 
 	mu    sync.Mutex
 	dests map[destKey]*dest
@@ -138,7 +145,7 @@ func (p *pool) get(ctx context.Context, k destKey) (*session, error) {
 			p.mu.Unlock()
 			return s, nil
 		}
-		if d.open < p.cfg.MaxPerDestination {
+		if d.open < p.maxOpen(k) {
 			d.open++
 			p.mu.Unlock()
 			return nil, nil
@@ -161,6 +168,16 @@ func (p *pool) get(ctx context.Context, k destKey) (*session, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// maxOpen is the most connections k may have.
+func (p *pool) maxOpen(k destKey) int {
+	if p.limit != nil {
+		if l := p.limit(k.name); l > 0 {
+			return min(l, p.cfg.MaxPerDestination)
+		}
+	}
+	return p.cfg.MaxPerDestination
 }
 
 // dropWaiter removes ch from d's waiters and reports whether it was there.

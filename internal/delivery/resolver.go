@@ -3,6 +3,7 @@ package delivery
 import (
 	"cmp"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"submitd/internal/tlspolicy"
 )
 
 // ResolvConf is where the system's DNS server is read from when a Resolver
@@ -88,6 +91,10 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (*dn
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), qtype)
 	q.RecursionDesired = true
+	// RFC 6840 §5.7: the AD bit in a query asks a validating resolver
+	// to say whether the answer is DNSSEC-validated, which DANE needs
+	// (RFC 7672 §2.1); other resolvers ignore it.
+	q.AuthenticatedData = true
 	// RFC 6891; 1232 bytes avoids IP fragmentation (DNS flag day 2020).
 	q.SetEdns0(1232, false)
 	timeout := cmp.Or(r.Timeout, 5*time.Second)
@@ -192,6 +199,53 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	}
 	return out, nil
 }
+
+// MXSecure reports whether the MX answer for domain carries the AD bit of
+// a validating resolver, the condition for DANE (RFC 7672 §2.2.1). A
+// domain that does not exist is not secure, and no error: the MX lookup
+// proper decides about it.
+func (r *Resolver) MXSecure(ctx context.Context, domain string) (bool, error) {
+	resp, err := r.exchange(ctx, domain, dns.TypeMX)
+	if err != nil {
+		var de *DNSError
+		if errors.As(err, &de) && de.NotFound {
+			return false, nil
+		}
+		return false, err
+	}
+	return resp.AuthenticatedData, nil
+}
+
+// LookupTLSA returns the TLSA records of name ("_25._tcp.mx.example") and
+// whether the answer carries the AD bit. A name that does not exist has no
+// records, and no error (RFC 7672 §2.2.2). Records whose data is not hex
+// are left out, as unusable.
+func (r *Resolver) LookupTLSA(ctx context.Context, name string) ([]tlspolicy.TLSA, bool, error) {
+	resp, err := r.exchange(ctx, name, dns.TypeTLSA)
+	if err != nil {
+		var de *DNSError
+		if errors.As(err, &de) && de.NotFound {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	var out []tlspolicy.TLSA
+	for _, rr := range resp.Answer {
+		t, ok := rr.(*dns.TLSA)
+		if !ok {
+			continue
+		}
+		data, err := hex.DecodeString(t.Certificate)
+		if err != nil {
+			continue
+		}
+		out = append(out, tlspolicy.TLSA{Usage: t.Usage, Selector: t.Selector, MatchingType: t.MatchingType, Data: data})
+	}
+	return out, resp.AuthenticatedData, nil
+}
+
+var _ tlspolicy.SecureDNS = (*Resolver)(nil)
+var _ tlspolicy.DNS = (*Resolver)(nil)
 
 // hostPort joins an address and a port.
 func hostPort(a netip.Addr, port int) string {

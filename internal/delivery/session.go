@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
+
+	"submitd/internal/tlspolicy"
 )
 
 // DialFunc opens a connection; net.Dialer.DialContext has this shape. Tests
@@ -92,6 +95,12 @@ type target struct {
 	// plainAuthLoopback allows AUTH without TLS when the host is named by
 	// a loopback address or "localhost" and the connection goes there.
 	plainAuthLoopback bool
+	// policy is the recipient domain's TLS policy for this host (SPEC
+	// R23); anything but Opportunistic comes with mode tlsStartTLS.
+	policy tlspolicy.Kind
+	// verify, when set, replaces the PKIX check of the certificate: the
+	// DANE or MTA-STS check of the policy.
+	verify func(tls.ConnectionState) error
 }
 
 // label names the target in results and logs: "mx.example.com [192.0.2.1]".
@@ -275,6 +284,17 @@ func (d *dialer) open(ctx context.Context, t target) (*session, error) {
 			return nil
 		}
 	}
+	if t.verify != nil {
+		// The policy's check decides, during the handshake: a
+		// certificate it refuses ends the connection before any mail
+		// is sent (RFC 7672 §2.2, RFC 8461 §4.2).
+		tconf.InsecureSkipVerify = true
+		tconf.VerifyConnection = func(cs tls.ConnectionState) error {
+			info.verifyErr = t.verify(cs)
+			info.verified = info.verifyErr == nil
+			return info.verifyErr
+		}
+	}
 	if t.mode == tlsImplicit {
 		nc = tls.Client(nc, tconf)
 	}
@@ -319,8 +339,10 @@ func (d *dialer) setup(ctx context.Context, c *client, t target, tconf *tls.Conf
 		return &hostError{err}
 	}
 	switch {
+	case t.mode == tlsStartTLS && !c.has("STARTTLS") && t.policy != tlspolicy.Opportunistic:
+		return &hostError{fmt.Errorf("%s: %w", policyName(t.policy), errNoSTARTTLS)}
 	case t.mode == tlsStartTLS && !c.has("STARTTLS"):
-		return &hostError{errors.New("TLS required but the server does not offer STARTTLS")}
+		return &hostError{errNoSTARTTLS}
 	case (t.mode == tlsStartTLS || t.mode == tlsOpportunistic) && c.has("STARTTLS"):
 		if err := c.startTLS(tconf, d.Hostname); err != nil {
 			var re *replyError
@@ -331,7 +353,7 @@ func (d *dialer) setup(ctx context.Context, c *client, t target, tconf *tls.Conf
 		if tc, ok := c.nc.(*tls.Conn); ok {
 			info.version = tc.ConnectionState().Version
 		}
-		if t.mode == tlsStartTLS {
+		if t.mode == tlsStartTLS && t.verify == nil {
 			info.verified = true
 		}
 	}
@@ -347,6 +369,18 @@ func (d *dialer) setup(ctx context.Context, c *client, t target, tconf *tls.Conf
 		}
 	}
 	return nil
+}
+
+// errNoSTARTTLS is the failure of a session that requires TLS with a
+// server that does not offer STARTTLS.
+var errNoSTARTTLS = errors.New("TLS required but the server does not offer STARTTLS")
+
+// policyName names a TLS policy in a deferral reason.
+func policyName(k tlspolicy.Kind) string {
+	if k == tlspolicy.MTASTS {
+		return "MTA-STS"
+	}
+	return strings.ToUpper(k.String())
 }
 
 // verifyChain checks the peer's certificate chain for name against roots,

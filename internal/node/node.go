@@ -44,6 +44,7 @@ import (
 	"submitd/internal/sqlitedb"
 	"submitd/internal/systemd"
 	"submitd/internal/trace"
+	"submitd/internal/tlspolicy"
 )
 
 // ShutdownTimeout is how long Run lets open sessions and deliveries finish
@@ -80,6 +81,9 @@ type Node struct {
 	Spool *spool.Spool
 	// Queue delivers what is spooled (SPEC R17).
 	Queue *queue.Queue
+	// TLSResults count the TLS outcomes of outbound sessions for the
+	// daily TLS reports (RFC 8460, SPEC R23).
+	TLSResults *tlspolicy.Results
 	// Guard counts AUTH failures and blocks clients (SPEC R11).
 	Guard *guard.Guard
 	// Logins counts AUTH failures per login across IPs (SPEC R21); nil
@@ -351,7 +355,8 @@ func (n *Node) open(ctx context.Context) error {
 	// The delivery history reads the Subjects of large messages here.
 	n.Trace.Spool = n.Spool
 	n.newDetector()
-	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, n.Trace, log); err != nil {
+	n.TLSResults = tlspolicy.NewResults()
+	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, n.Trace, n.TLSResults, log); err != nil {
 		return err
 	}
 	n.Metrics.Queue(n.Queue)
@@ -647,10 +652,13 @@ func (n *Node) serveAdmin(errc chan<- error) (stop func(context.Context)) {
 
 // newQueue builds the delivery queue the server runs over sp (SPEC R17,
 // R18): the sender [delivery] asks for, and DKIM signing with the shared
-// keys ("submitd dkim generate"); outcomes hears the results by account.
+// keys ("submitd dkim generate"); outcomes hears the results by account,
+// results the TLS outcomes (RFC 8460).
 func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Observer,
-	outcomes func(string, []delivery.Result), tracer queue.Tracer, log *slog.Logger) (*queue.Queue, error) {
-	sender, err := delivery.New(DeliverySettings(cfg), log)
+	outcomes func(string, []delivery.Result), tracer queue.Tracer, results *tlspolicy.Results, log *slog.Logger) (*queue.Queue, error) {
+	ds := DeliverySettings(cfg)
+	ds.TLSResults = results
+	sender, err := delivery.New(ds, log)
 	if err != nil {
 		return nil, err
 	}
@@ -894,6 +902,9 @@ func (n *Node) Run(ctx context.Context) error {
 		n.Certs.Run(tctx)
 	}()
 	defer func() { tstop(); <-tdone }()
+	rctx, rstop := context.WithCancel(context.Background())
+	rdone := n.runTLSReports(rctx)
+	defer func() { rstop(); <-rdone }()
 	// Declared last, this runs first on the way out: the final save comes
 	// after the sessions and deliveries ended, before the stores close.
 	savectx, savestop := context.WithCancel(context.Background())

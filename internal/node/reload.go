@@ -129,7 +129,10 @@ func (n *Node) prepareReload(ctx context.Context, next *config.Config, changed [
 	}
 	var sender delivery.Sender
 	if anyKey(changed, "delivery.") {
-		if sender, err = delivery.New(DeliverySettings(next), n.Log); err != nil {
+		ds := DeliverySettings(next)
+		// The day's TLS results go on across the new sender.
+		ds.TLSResults = n.TLSResults
+		if sender, err = delivery.New(ds, n.Log); err != nil {
 			return nil, err
 		}
 	}

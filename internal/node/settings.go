@@ -1,6 +1,8 @@
 package node
 
 import (
+	"net/netip"
+
 	"submitd/internal/admin"
 	"submitd/internal/auth"
 	"submitd/internal/config"
@@ -50,7 +52,15 @@ func ServerSettings(cfg *config.Config, replies *smtpd.Replies, a *auth.Authenti
 // sender's settings.
 func DeliverySettings(cfg *config.Config) delivery.Settings {
 	d := cfg.Delivery
+	// Validate read the file; should it have gone since, the system's
+	// roots remain and a policy host of a private CA fails its check,
+	// which defers rather than sends in clear.
+	roots, _ := config.LoadCARoots(d.CARoots)
+	// Validate checked both; "" gives the zero Addr, the system's choice.
+	src4, _ := netip.ParseAddr(d.SourceIPv4)
+	src6, _ := netip.ParseAddr(d.SourceIPv6)
 	return delivery.Settings{
+		DNSSECResolver: d.DNSSECResolver, RootCAs: roots, SourceIPv4: src4, SourceIPv6: src6,
 		Hostname: cfg.Hostname, Resolver: d.Resolver, Port: d.Port, VerifyTLS: d.TLS == "verify",
 		Smarthost: d.Smarthost, SmarthostTLS: d.SmarthostTLS, SmarthostUser: d.SmarthostUser, SmarthostPassword: d.SmarthostPassword,
 		ConnectTimeout: d.ConnectTimeout.D(), Timeout: d.Timeout.D(),

@@ -30,6 +30,29 @@ func Bounceable(env *spool.Envelope) bool {
 	return env.From != "" && env.Kind != KindDSN
 }
 
+// reportKind says what a report tells of its recipients.
+type reportKind int
+
+const (
+	// reportFailed: delivery failed for good.
+	reportFailed reportKind = iota
+	// reportDelayed: still being retried after [queue] warn_after.
+	reportDelayed
+	// reportDelivered: delivered, or relayed to a server without DSN, as
+	// the recipient asked with NOTIFY=SUCCESS (RFC 3461 §4.1).
+	reportDelivered
+)
+
+func (k reportKind) String() string {
+	switch k {
+	case reportDelayed:
+		return "delayed"
+	case reportDelivered:
+		return "delivered"
+	}
+	return "failed"
+}
+
 // report is what one DSN says.
 type report struct {
 	// hostname is the reporting MTA.
@@ -38,22 +61,32 @@ type report struct {
 	env *spool.Envelope
 	// rcpts are the recipients the report is about.
 	rcpts []*Rcpt
-	// delayed makes it a delay warning (Action: delayed) instead of a
-	// failure report.
-	delayed bool
+	// kind says whether it reports failures, delays or deliveries.
+	kind reportKind
 	// until is when retrying stops, for a delay warning.
 	until time.Time
 	// now is when the report is made.
 	now time.Time
 	// headers is the original message's header section.
 	headers []byte
+	// full, when set, is the whole original message, returned instead of
+	// the header section (RET=FULL, RFC 3461 §4.3).
+	full []byte
 }
+
+// maxReturnedMessage bounds the message a RET=FULL failure report
+// returns; a bigger one is returned as its header section, which RFC 3461
+// §4.3 allows.
+const maxReturnedMessage = 10 << 20
 
 // sendReport writes a DSN about rcpts of message env into sp as a new message
 // from <> to the original sender, with Kind KindDSN, and returns its envelope.
 func sendReport(sp *spool.Spool, r *report) (*spool.Envelope, error) {
 	if r.headers == nil {
 		r.headers = readHeaders(sp, r.env.ID)
+	}
+	if r.kind == reportFailed && r.env.DSN != nil && r.env.DSN.Ret == "FULL" && r.full == nil {
+		r.full = readFull(sp, r.env.ID)
 	}
 	body := r.build()
 	denv := &spool.Envelope{
@@ -91,6 +124,21 @@ func readHeaders(sp *spool.Spool, id string) []byte {
 	return h
 }
 
+// readFull returns message id whole, or nil when it cannot be read or is
+// larger than maxReturnedMessage.
+func readFull(sp *spool.Spool, id string) []byte {
+	rc, _, err := sp.Message(id)
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxReturnedMessage+1))
+	if err != nil || len(b) > maxReturnedMessage {
+		return nil
+	}
+	return b
+}
+
 // build formats the report as an RFC 3464 multipart/report message.
 func (r *report) build() []byte {
 	var b bytes.Buffer
@@ -98,8 +146,11 @@ func (r *report) build() []byte {
 	rand.Read(rnd[:])
 	boundary := "=_report_" + hex.EncodeToString(rnd[:])
 	subject := "Undelivered Mail Returned to Sender"
-	if r.delayed {
+	switch r.kind {
+	case reportDelayed:
 		subject = "Delayed Mail (still being retried)"
+	case reportDelivered:
+		subject = "Successful Mail Delivery Report"
 	}
 	date := r.now.Format(time.RFC1123Z)
 	crlf := func(format string, args ...any) {
@@ -128,12 +179,17 @@ func (r *report) build() []byte {
 	crlf("")
 	crlf("This is the mail system at host %s.", r.hostname)
 	crlf("")
-	if r.delayed {
+	switch r.kind {
+	case reportDelayed:
 		crlf("Your message has not yet been delivered to the recipients below.")
 		crlf("It is still being retried until %s;", r.until.Format(time.RFC1123Z))
 		crlf("there is no need to send it again. You will get another report")
 		crlf("only if delivery finally fails.")
-	} else {
+	case reportDelivered:
+		crlf("Your message was delivered to the recipients below, as you asked")
+		crlf("to be told. Where it says \"relayed\", it went to a server that")
+		crlf("sends no such notices, and this is the last one you will get.")
+	default:
 		crlf("Your message could not be delivered to the recipients below.")
 		crlf("Each is listed with the reason; the message was not sent to them.")
 	}
@@ -141,6 +197,10 @@ func (r *report) build() []byte {
 	for _, rc := range r.rcpts {
 		// RFC 5322 §2.1.1: the whole line, address included, stays
 		// within 998 bytes.
+		if r.kind == reportDelivered {
+			crlf("%s", oneLine("<"+rc.Addr+">: "+rc.action(r.kind)+" to "+rc.Host, 990))
+			continue
+		}
 		crlf("%s", oneLine("<"+rc.Addr+">: "+rc.explain(), 990))
 	}
 	crlf("")
@@ -155,19 +215,23 @@ func (r *report) build() []byte {
 	crlf("Content-Type: message/delivery-status")
 	crlf("")
 	crlf("Reporting-MTA: dns; %s", r.hostname)
+	if id := r.env.DSN.EnvIDOrEmpty(); id != "" {
+		// RFC 3461 §6.3.1: the ENVID the message was submitted with.
+		crlf("Original-Envelope-Id: %s", oneLine(id, 200))
+	}
 	crlf("X-Submitd-Queue-ID: %s", r.env.ID)
 	if !r.env.Received.IsZero() {
 		crlf("Arrival-Date: %s", r.env.Received.Format(time.RFC1123Z))
 	}
 	for _, rc := range r.rcpts {
 		crlf("")
-		crlf("Final-Recipient: %s", addrType(rc.Addr))
-		if r.delayed {
-			crlf("Action: delayed")
-		} else {
-			crlf("Action: failed")
+		if o := r.env.DSN.ORcptOf(rc.Addr); o != "" {
+			// RFC 3461 §6.3.2: the ORCPT the recipient was given with.
+			crlf("Original-Recipient: %s", oneLine(o, 900))
 		}
-		crlf("Status: %s", rc.status(r.delayed))
+		crlf("Final-Recipient: %s", addrType(rc.Addr))
+		crlf("Action: %s", rc.action(r.kind))
+		crlf("Status: %s", rc.status(r.kind))
 		if rc.Host != "" {
 			// The host is recorded as "name [address]"; the field wants the name.
 			host, _, _ := strings.Cut(rc.Host, " ")
@@ -183,12 +247,26 @@ func (r *report) build() []byte {
 		if n := len(rc.History); n > 0 {
 			crlf("Last-Attempt-Date: %s", rc.History[n-1].Time.Format(time.RFC1123Z))
 		}
-		if r.delayed {
+		if r.kind == reportDelayed {
 			crlf("Will-Retry-Until: %s", r.until.Format(time.RFC1123Z))
 		}
 	}
 	crlf("")
 
+	if r.full != nil {
+		// Part 3: the whole message, as RET=FULL asked (RFC 3461 §4.3,
+		// RFC 3464 §2).
+		crlf("--%s", boundary)
+		crlf("Content-Type: message/rfc822")
+		crlf("")
+		b.Write(r.full)
+		if !bytes.HasSuffix(r.full, []byte("\r\n")) {
+			crlf("")
+		}
+		crlf("")
+		crlf("--%s--", boundary)
+		return b.Bytes()
+	}
 	// Part 3: the original header section (RFC 3462 text/rfc822-headers).
 	crlf("--%s", boundary)
 	crlf("Content-Type: text/rfc822-headers")
@@ -226,11 +304,14 @@ func (rc *Rcpt) explain() string {
 // status is the RFC 3463 status code for the report: the enhanced code of
 // the remote reply when it has one, else one derived from the reply code or
 // the outcome.
-func (rc *Rcpt) status(delayed bool) string {
+func (rc *Rcpt) status(kind reportKind) string {
+	delayed := kind == reportDelayed
 	if code, ok := enhancedCode(rc.Reply); ok {
 		return code
 	}
 	switch {
+	case kind == reportDelivered:
+		return "2.0.0"
 	case rc.Code != "" && !rc.Expired && (rc.Code[0] == '4') == delayed:
 		return rc.Code
 	case delayed:
@@ -242,6 +323,20 @@ func (rc *Rcpt) status(delayed bool) string {
 		return "4.0.0"
 	}
 	return "5.0.0"
+}
+
+// action is the Action field of the recipient in a report of kind (RFC
+// 3464 §2.3.3).
+func (rc *Rcpt) action(kind reportKind) string {
+	switch {
+	case kind == reportDelayed:
+		return "delayed"
+	case kind == reportDelivered && rc.Relayed:
+		return "relayed"
+	case kind == reportDelivered:
+		return "delivered"
+	}
+	return "failed"
 }
 
 // isSMTPReply reports whether s starts like an SMTP reply: three digits and a

@@ -292,6 +292,15 @@ func (q *Queue) Set(st Settings) {
 	q.kick()
 }
 
+// Backoffs returns the destinations in back-off of the Sender in force,
+// when it keeps them (delivery.MX), for the queue page.
+func (q *Queue) Backoffs() []delivery.Backoff {
+	if b, ok := q.settings().Sender.(interface{ Backoffs() []delivery.Backoff }); ok {
+		return b.Backoffs()
+	}
+	return nil
+}
+
 // settings returns the settings in force.
 func (q *Queue) settings() *Settings { return q.set.Load() }
 
@@ -626,8 +635,21 @@ func (q *Queue) deliver(j *job) (drop bool, due time.Time, held bool) {
 		} else {
 			m := &delivery.Message{
 				From: env.From, Rcpts: rcpts, Domain: j.domain, Size: env.Size + int64(len(dkim)),
-				Data: data,
-				Open: func() (io.ReadCloser, error) { return q.open(env.ID, dkim) },
+				Data:       data,
+				Open:       func() (io.ReadCloser, error) { return q.open(env.ID, dkim) },
+				RequireTLS: env.RequireTLS, TLSOptional: env.TLSOptional,
+			}
+			if d := env.DSN; d != nil {
+				// RFC 3461 §5.2: the parameters go on with the message.
+				m.Ret, m.EnvID = d.Ret, d.EnvID
+				for _, r := range rcpts {
+					if p, ok := d.Rcpts[r]; ok {
+						if m.RcptDSN == nil {
+							m.RcptDSN = map[string]delivery.RcptDSN{}
+						}
+						m.RcptDSN[r] = delivery.RcptDSN{Notify: p.Notify, ORcpt: p.ORcpt}
+					}
+				}
 			}
 			start := time.Now()
 			results = q.settings().Sender.Deliver(e.ctx, m)
@@ -833,6 +855,7 @@ func (q *Queue) apply(e *entry, idx []int, results []delivery.Result) {
 		rc.record(now, status, res.Host, res.Reply, res.Code)
 		switch status {
 		case Delivered:
+			rc.Relayed = res.Relayed
 			nd++
 			rc.Next = time.Time{}
 		case Failed:
@@ -899,31 +922,45 @@ func (q *Queue) finishLocked(e *entry) (drop bool, due time.Time) {
 	changed := false
 	// SPEC R18: failed recipients are reported once, to the envelope sender,
 	// never for a message from <> or for a report.
-	var failed []*Rcpt
+	// RFC 3461 §4.1: each recipient's NOTIFY says which reports it
+	// wants; without one, failures and delays.
+	var failed, succeeded []*Rcpt
 	for _, r := range e.st.Rcpts {
 		if r.Status == Failed && !r.Bounced {
-			failed = append(failed, r)
+			if e.env.DSN.Notifies(r.Addr, "FAILURE") {
+				failed = append(failed, r)
+			}
 			r.Bounced = true
+			changed = true
+		}
+		// RFC 3461 §6.2.6: a server that offers DSN got the request and
+		// answers it; one that does not leaves a "relayed" notice to us.
+		if r.Status == Delivered && r.Relayed && !r.Notified && e.env.DSN.Notifies(r.Addr, "SUCCESS") {
+			succeeded = append(succeeded, r)
+			r.Notified = true
 			changed = true
 		}
 	}
 	if len(failed) > 0 {
-		dsn := q.report(e.env, failed, false, now)
+		dsn := q.report(e.env, failed, reportFailed, now)
 		for _, r := range failed {
 			q.tracer().Trace(TraceEvent{QueueID: e.id, Rcpt: r.Addr, Time: now, Kind: TraceBounced, Reply: r.Reply, Detail: dsn})
 		}
+	}
+	if len(succeeded) > 0 {
+		q.report(e.env, succeeded, reportDelivered, now)
 	}
 	if w := q.settings().WarnAfter; w > 0 && !e.st.Warned && !e.st.Done() && now.Sub(e.env.Received) >= w {
 		e.st.Warned = true
 		changed = true
 		var deferred []*Rcpt
 		for _, r := range e.st.Rcpts {
-			if r.Status == Deferred {
+			if r.Status == Deferred && e.env.DSN.Notifies(r.Addr, "DELAY") {
 				deferred = append(deferred, r)
 			}
 		}
 		if len(deferred) > 0 {
-			q.report(e.env, deferred, true, now)
+			q.report(e.env, deferred, reportDelayed, now)
 		}
 	}
 	if e.st.Done() {
@@ -954,8 +991,8 @@ func (q *Queue) finishLocked(e *entry) (drop bool, due time.Time) {
 // report makes a DSN about rcpts unless the message may not be answered,
 // and schedules it. It returns the DSN's queue id, or why none was made,
 // for the delivery history.
-func (q *Queue) report(env *spool.Envelope, rcpts []*Rcpt, delayed bool, now time.Time) string {
-	denv := q.reporter().report(env, rcpts, delayed, now)
+func (q *Queue) report(env *spool.Envelope, rcpts []*Rcpt, kind reportKind, now time.Time) string {
+	denv := q.reporter().report(env, rcpts, kind, now)
 	if denv == nil {
 		if !Bounceable(env) {
 			return "no report: the message is from <> or is a report itself (RFC 3464)"
@@ -995,7 +1032,7 @@ type reporter struct {
 
 // report writes a DSN about rcpts into the spool and returns its envelope,
 // or nil when the message may not be answered or the report failed.
-func (r *reporter) report(env *spool.Envelope, rcpts []*Rcpt, delayed bool, now time.Time) *spool.Envelope {
+func (r *reporter) report(env *spool.Envelope, rcpts []*Rcpt, kind reportKind, now time.Time) *spool.Envelope {
 	// SPEC R18: never a report for a message from <> or for a report.
 	if !Bounceable(env) {
 		r.log.Info("no report for a message from <> or for a report", "queue_id", env.ID, "session", env.SessionID,
@@ -1003,17 +1040,13 @@ func (r *reporter) report(env *spool.Envelope, rcpts []*Rcpt, delayed bool, now 
 		return nil
 	}
 	denv, err := sendReport(r.sp, &report{hostname: r.hostname, env: env, rcpts: rcpts,
-		delayed: delayed, until: env.Received.Add(r.maxAge), now: now})
+		kind: kind, until: env.Received.Add(r.maxAge), now: now})
 	if err != nil {
 		r.log.Error("queue: cannot make report", "queue_id", env.ID, "err", err)
 		return nil
 	}
-	action := "failed"
-	if delayed {
-		action = "delayed"
-	}
 	r.log.Info("report queued", "queue_id", env.ID, "session", env.SessionID, "report_id", denv.ID,
-		"action", action, "to", env.From, "rcpts", len(rcpts))
+		"action", kind.String(), "to", env.From, "rcpts", len(rcpts))
 	return denv
 }
 
@@ -1031,11 +1064,13 @@ func (r *reporter) remove(env *spool.Envelope, st *State, bounce bool, now time.
 			}
 			if rc.Status == Failed && !rc.Bounced {
 				rc.Bounced = true
-				rs = append(rs, rc)
+				if env.DSN.Notifies(rc.Addr, "FAILURE") {
+					rs = append(rs, rc)
+				}
 			}
 		}
 		if len(rs) > 0 {
-			denv = r.report(env, rs, false, now)
+			denv = r.report(env, rs, reportFailed, now)
 		}
 	}
 	err := r.sp.Remove(env.ID)

@@ -117,6 +117,12 @@ type Rcpt struct {
 	Expired bool `json:"expired,omitempty"`
 	// Bounced says a DSN naming this recipient's failure has been made.
 	Bounced bool `json:"bounced,omitempty"`
+	// Relayed says the server that took the message does not offer DSN,
+	// so no delivery notice comes from further on (RFC 3461 §6.2.6).
+	Relayed bool `json:"relayed,omitempty"`
+	// Notified says the success notice the recipient asked for (RFC 3461
+	// NOTIFY=SUCCESS) has been made.
+	Notified bool `json:"notified,omitempty"`
 	// History are the most recent attempts, oldest first.
 	History []Attempt `json:"history,omitempty"`
 }

@@ -224,7 +224,7 @@ func TestEveryReplyFromTable(t *testing.T) {
 	goSMTP := strings.Join(goSMTPTexts, "|")
 	for _, l := range lines {
 		switch {
-		case strings.HasPrefix(l, "250-") || strings.HasPrefix(l, "250 ") && regexp.MustCompile(`^250 (AUTH|SIZE|PIPELINING|8BITMIME|SMTPUTF8|CHUNKING|STARTTLS|ENHANCEDSTATUSCODES|LIMITS)\b`).MatchString(l):
+		case strings.HasPrefix(l, "250-") || strings.HasPrefix(l, "250 ") && regexp.MustCompile(`^250 (AUTH|SIZE|PIPELINING|8BITMIME|SMTPUTF8|CHUNKING|STARTTLS|ENHANCEDSTATUSCODES|LIMITS|DSN|REQUIRETLS)\b`).MatchString(l):
 			// EHLO keywords.
 			continue
 		case strings.HasPrefix(l, "334 "):

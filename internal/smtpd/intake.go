@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -168,7 +169,17 @@ func (in *intake) endHeader() {
 	now := s.s.now()
 	in.env = &spool.Envelope{
 		From: in.tx.from, To: in.tx.rcpts, Account: s.acct.Address, SessionID: s.c.sid,
-		ClientIP: s.c.client.Addr().String(), Received: now,
+		ClientIP: s.c.client.Addr().String(), Received: now, DSN: in.tx.dsn,
+		RequireTLS: in.tx.requireTLS,
+	}
+	if !in.tx.requireTLS {
+		// RFC 8689 §5: "TLS-Required: No" asks that the recipients'
+		// TLS policies be set aside; REQUIRETLS overrides it (§4.1).
+		for _, v := range h.Values("TLS-Required") {
+			if strings.EqualFold(strings.TrimSpace(v), "No") {
+				in.env.TLSOptional = true
+			}
+		}
 	}
 	sw, err := s.s.Spool.Create(in.env)
 	if err != nil {

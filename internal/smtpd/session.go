@@ -25,6 +25,7 @@ import (
 	"submitd/internal/message"
 	"submitd/internal/policy"
 	"submitd/internal/sessionlog"
+	"submitd/internal/spool"
 )
 
 // Protocol limits that are not configuration.
@@ -91,6 +92,10 @@ type transaction struct {
 	chunks int
 	// lim is the message's count against the sending limits.
 	lim LimitTx
+	// dsn holds the RFC 3461 parameters given so far; nil for none.
+	dsn *spool.DSN
+	// requireTLS: MAIL FROM had REQUIRETLS (RFC 8689).
+	requireTLS bool
 }
 
 func (s *session) vars() Vars {
@@ -365,9 +370,16 @@ func (s *session) hello(verb, arg string) {
 		"SIZE " + strconv.FormatInt(s.c.set.Limits.MaxMessageSize, 10),
 		// RFC 9422: clients learn the recipient limit before the 452.
 		"LIMITS RCPTMAX=" + strconv.Itoa(s.c.set.Limits.MaxRecipients),
+		// RFC 3461: RET, ENVID, NOTIFY and ORCPT are honoured.
+		"DSN",
 	}
 	if s.tls == "" && s.s.TLS != nil {
 		lines = append(lines, "STARTTLS")
+	}
+	if s.tls != "" {
+		// RFC 8689 §4.1: offered only inside TLS, the condition for
+		// taking such a message.
+		lines = append(lines, "REQUIRETLS")
 	}
 	if s.authAllowed() {
 		lines = append(lines, "AUTH "+strings.Join(Mechanisms, " "))
@@ -452,9 +464,42 @@ func (s *session) mail(arg string) {
 		s.refusal("mail", ReplyMailNoAuth, from, v)
 		return
 	}
+	var dsn *spool.DSN
+	requireTLS := false
 	for _, p := range params {
 		key, val, _ := strings.Cut(p, "=")
 		switch strings.ToUpper(key) {
+		case "REQUIRETLS":
+			// RFC 8689 §4.1: without a value, and only where offered.
+			if s.tls == "" || strings.Contains(p, "=") {
+				v.Detail = p
+				s.refusal("mail", ReplyParamUnsupported, from, v)
+				return
+			}
+			requireTLS = true
+		case "RET", "ENVID":
+			// RFC 3461 §4.3, §4.4; each at most once (§4).
+			if dsn == nil {
+				dsn = &spool.DSN{}
+			}
+			if strings.EqualFold(key, "RET") {
+				u := strings.ToUpper(val)
+				if dsn.Ret != "" || u != "FULL" && u != "HDRS" {
+					s.syntaxError("RET must be given once, FULL or HDRS")
+					return
+				}
+				dsn.Ret = u
+				continue
+			}
+			id, err := parseEnvID(val)
+			if err != nil || dsn.EnvID != "" {
+				if err == nil {
+					err = errors.New("ENVID must be given once")
+				}
+				s.syntaxError(err.Error())
+				return
+			}
+			dsn.EnvID = id
 		case "SIZE":
 			n, err := strconv.ParseInt(val, 10, 64)
 			if err != nil || n < 0 {
@@ -494,7 +539,7 @@ func (s *session) mail(arg string) {
 			return
 		}
 	}
-	s.tx = &transaction{from: from, helo: s.helo, lim: lim}
+	s.tx = &transaction{from: from, helo: s.helo, lim: lim, dsn: dsn, requireTLS: requireTLS}
 	e := s.c.set.Replies.Err(ReplyMailOK, v)
 	s.c.record("mail", from, replyLine(e))
 	s.write(e)
@@ -528,10 +573,37 @@ func (s *session) rcpt(arg string) {
 	}
 	v := s.vars()
 	v.Address = to
-	if len(params) > 0 {
-		v.Detail = params[0]
-		s.refusal("rcpt", ReplyParamUnsupported, to, v)
-		return
+	var rd spool.RcptDSN
+	for _, p := range params {
+		key, val, _ := strings.Cut(p, "=")
+		switch strings.ToUpper(key) {
+		case "NOTIFY":
+			// RFC 3461 §4.1.
+			n, err := parseNotify(val)
+			if err == nil && rd.Notify != nil {
+				err = errors.New("NOTIFY must be given once")
+			}
+			if err != nil {
+				s.syntaxError(err.Error())
+				return
+			}
+			rd.Notify = n
+		case "ORCPT":
+			// RFC 3461 §4.2.
+			o, err := parseORcpt(val)
+			if err == nil && rd.ORcpt != "" {
+				err = errors.New("ORCPT must be given once")
+			}
+			if err != nil {
+				s.syntaxError(err.Error())
+				return
+			}
+			rd.ORcpt = o
+		default:
+			v.Detail = p
+			s.refusal("rcpt", ReplyParamUnsupported, to, v)
+			return
+		}
 	}
 	if _, err := address.Parse(to); err != nil {
 		s.refusal("rcpt", ReplyBadRecipient, to, v)
@@ -549,6 +621,15 @@ func (s *session) rcpt(arg string) {
 			return
 		}
 		s.tx.rcpts = append(s.tx.rcpts, to)
+	}
+	if rd.Notify != nil || rd.ORcpt != "" {
+		if s.tx.dsn == nil {
+			s.tx.dsn = &spool.DSN{}
+		}
+		if s.tx.dsn.Rcpts == nil {
+			s.tx.dsn.Rcpts = map[string]spool.RcptDSN{}
+		}
+		s.tx.dsn.Rcpts[to] = rd
 	}
 	e := s.c.set.Replies.Err(ReplyRcptOK, v)
 	s.c.record("rcpt", to, replyLine(e))

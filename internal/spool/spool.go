@@ -73,6 +73,16 @@ type Envelope struct {
 	// Kind is "" for submitted mail and "dsn" for a bounce the server made,
 	// which must never itself cause a bounce (SPEC R18).
 	Kind string `json:"kind,omitempty"`
+	// DSN holds the delivery status notification parameters the client
+	// gave (RFC 3461), nil when it gave none.
+	DSN *DSN `json:"dsn,omitempty"`
+	// RequireTLS: the client gave REQUIRETLS (RFC 8689 §4.1): the message
+	// may go only over TLS validated by DANE or MTA-STS, to next hops
+	// offering REQUIRETLS.
+	RequireTLS bool `json:"require_tls,omitempty"`
+	// TLSOptional: the message says "TLS-Required: No" (RFC 8689 §5) and
+	// not REQUIRETLS: the recipient domains' TLS policies are not applied.
+	TLSOptional bool `json:"tls_optional,omitempty"`
 	// Size is the message length in bytes, filled by Load.
 	Size int64 `json:"-"`
 	// Content is the message itself when a commit held it in memory (small
@@ -82,6 +92,65 @@ type Envelope struct {
 	Content []byte `json:"-"`
 	// offset is where the message starts in the file.
 	offset int64
+}
+
+// DSN are the RFC 3461 parameters of one message.
+type DSN struct {
+	// Ret is "FULL" or "HDRS" (RET=, §4.3): how much of the message a
+	// failure report returns; "" when not given.
+	Ret string `json:"ret,omitempty"`
+	// EnvID is the envelope identifier (ENVID=, §4.4), decoded from
+	// xtext; "" when not given.
+	EnvID string `json:"envid,omitempty"`
+	// Rcpts are the parameters of each recipient that had any, by the
+	// address as given in RCPT TO.
+	Rcpts map[string]RcptDSN `json:"rcpts,omitempty"`
+}
+
+// RcptDSN are the RFC 3461 parameters of one recipient.
+type RcptDSN struct {
+	// Notify is NEVER alone, or any of SUCCESS, FAILURE and DELAY
+	// (NOTIFY=, §4.1); empty when not given, which means FAILURE and
+	// DELAY (§4.1).
+	Notify []string `json:"notify,omitempty"`
+	// ORcpt is the original recipient as "addr-type;address", decoded
+	// from xtext (ORCPT=, §4.2); "" when not given.
+	ORcpt string `json:"orcpt,omitempty"`
+}
+
+// Notifies reports whether the recipient asked for reports of kind
+// ("SUCCESS", "FAILURE" or "DELAY"); without NOTIFY, failures and delays
+// are reported (RFC 3461 §4.1).
+func (d *DSN) Notifies(rcpt, kind string) bool {
+	var n []string
+	if d != nil {
+		n = d.Rcpts[rcpt].Notify
+	}
+	if len(n) == 0 {
+		return kind == "FAILURE" || kind == "DELAY"
+	}
+	for _, k := range n {
+		if k == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// EnvIDOrEmpty returns the ENVID, "" for none (d may be nil).
+func (d *DSN) EnvIDOrEmpty() string {
+	if d == nil {
+		return ""
+	}
+	return d.EnvID
+}
+
+// ORcptOf returns the ORCPT of rcpt, "" for none (d may be nil).
+func (d *DSN) ORcptOf(rcpt string) string {
+	if d == nil {
+		return ""
+	}
+	return d.Rcpts[rcpt].ORcpt
 }
 
 // Spool is a directory of messages.

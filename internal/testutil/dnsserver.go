@@ -35,6 +35,7 @@ type DNSServer struct {
 	records map[string][]dns.RR // key: fqdn lowercased
 	rcodes  map[string]int      // key: fqdn lowercased
 	delay   map[string]time.Duration
+	secure  map[string]bool // key: fqdn lowercased
 	queries []DNSQuery
 	servers []*dns.Server
 	done    chan struct{} // closed when the test ends, to cut delays short
@@ -58,6 +59,7 @@ func NewDNSServer(t testing.TB) *DNSServer {
 		records: map[string][]dns.RR{},
 		rcodes:  map[string]int{},
 		delay:   map[string]time.Duration{},
+		secure:  map[string]bool{},
 		done:    make(chan struct{}),
 	}
 	var pc net.PacketConn
@@ -189,6 +191,19 @@ func (s *DNSServer) SetDelay(name string, d time.Duration) {
 	s.delay[fqdn(name)] = d
 }
 
+// SetSecure makes the answers for name carry the AD bit (RFC 4035 §3.2.3)
+// when secure is true, as a validating resolver's answers for DNSSEC-signed
+// data do; the server then stands for such a resolver.
+func (s *DNSServer) SetSecure(name string, secure bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !secure {
+		delete(s.secure, fqdn(name))
+		return
+	}
+	s.secure[fqdn(name)] = true
+}
+
 // Remove deletes every record of name and any rcode override.
 func (s *DNSServer) Remove(name string) {
 	s.mu.Lock()
@@ -254,6 +269,7 @@ func (s *DNSServer) serve(w dns.ResponseWriter, req *dns.Msg) {
 	delay := s.delay[name]
 	rcode, override := s.rcodes[name]
 	rrs, known := s.records[name]
+	m.AuthenticatedData = s.secure[name]
 	for _, rr := range rrs {
 		if rr.Header().Rrtype == q.Qtype || q.Qtype == dns.TypeANY {
 			m.Answer = append(m.Answer, dns.Copy(rr))

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -76,6 +77,12 @@ type ReceiverOptions struct {
 	AllowInsecureAuth bool
 	// SMTPUTF8 advertises and accepts SMTPUTF8 (RFC 6531).
 	SMTPUTF8 bool
+	// DSN advertises and accepts the DSN parameters (RFC 3461), which
+	// Received then records.
+	DSN bool
+	// REQUIRETLS advertises and accepts REQUIRETLS (RFC 8689), which
+	// Received then records.
+	REQUIRETLS bool
 	// MaxMessageBytes is advertised in SIZE and enforced; 0: no limit.
 	MaxMessageBytes int64
 	// MaxRcpts, when set, accepts at most that many recipients per
@@ -136,6 +143,13 @@ type Received struct {
 	AuthUser string
 	// Size is the SIZE= parameter of MAIL FROM, 0 if none.
 	Size int64
+	// Ret and EnvID are the RET= and ENVID= parameters of MAIL FROM.
+	Ret, EnvID string
+	// Notify and ORcpt are the NOTIFY= (joined with ",") and ORCPT=
+	// ("type;address") parameters of each recipient that had them.
+	Notify, ORcpt map[string]string
+	// RequireTLS says MAIL FROM had REQUIRETLS.
+	RequireTLS bool
 }
 
 // NewReceiver starts a receiver; it stops when the test ends.
@@ -153,6 +167,8 @@ func NewReceiver(t testing.TB, opts ReceiverOptions) *Receiver {
 	s.MaxRecipients = opts.MaxRcpts
 	s.AllowInsecureAuth = opts.AllowInsecureAuth
 	s.EnableSMTPUTF8 = opts.SMTPUTF8
+	s.EnableDSN = opts.DSN
+	s.EnableREQUIRETLS = opts.REQUIRETLS
 	s.ErrorLog = logFunc(r.logf)
 	var tlsConf *tls.Config
 	if opts.STARTTLS || opts.ImplicitTLS {
@@ -305,11 +321,13 @@ func (s *rsession) Mail(from string, opts *smtp.MailOptions) error {
 	s.cur = Received{From: from, Helo: s.helo, TLS: s.tls, AuthUser: s.user}
 	if opts != nil {
 		s.cur.Size = opts.Size
+		s.cur.Ret, s.cur.EnvID = string(opts.Return), opts.EnvelopeID
+		s.cur.RequireTLS = opts.RequireTLS
 	}
 	return nil
 }
 
-func (s *rsession) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *rsession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	key := strings.ToLower(to)
 	s.r.mu.Lock()
 	n := s.r.attempts[key]
@@ -325,6 +343,22 @@ func (s *rsession) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 	}
 	s.cur.Rcpts = append(s.cur.Rcpts, to)
+	if opts != nil && len(opts.Notify) > 0 {
+		var n []string
+		for _, k := range opts.Notify {
+			n = append(n, string(k))
+		}
+		if s.cur.Notify == nil {
+			s.cur.Notify = map[string]string{}
+		}
+		s.cur.Notify[to] = strings.Join(n, ",")
+	}
+	if opts != nil && opts.OriginalRecipient != "" {
+		if s.cur.ORcpt == nil {
+			s.cur.ORcpt = map[string]string{}
+		}
+		s.cur.ORcpt[to] = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
+	}
 	return nil
 }
 
@@ -383,20 +417,28 @@ func NewCert(t testing.TB, hosts ...string) (tls.Certificate, *x509.CertPool) {
 // NewCertUntil is NewCert with a certificate that expires at notAfter.
 func NewCertUntil(t testing.TB, notAfter time.Time, hosts ...string) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("cert: %v", err)
-	}
+	tmpl := certTemplate(hosts[0], hosts)
+	tmpl.NotAfter = notAfter
+	tmpl.KeyUsage |= x509.KeyUsageCertSign
+	tmpl.IsCA = true
+	cert := signCert(t, tmpl, nil, nil)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	return cert, pool
+}
+
+// certTemplate is a certificate for hosts (DNS names or IP addresses)
+// valid from an hour ago for a day.
+func certTemplate(cn string, hosts []string) *x509.Certificate {
 	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 100))
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: hosts[0]},
+		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-		IsCA:                  true,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -405,7 +447,21 @@ func NewCertUntil(t testing.TB, notAfter time.Time, hosts ...string) (tls.Certif
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	return tmpl
+}
+
+// signCert makes a certificate of tmpl with a new key, signed by parent
+// and parentKey, or self-signed when parent is nil.
+func signCert(t testing.TB, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("cert: %v", err)
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		t.Fatalf("cert: %v", err)
 	}
@@ -413,9 +469,43 @@ func NewCertUntil(t testing.TB, notAfter time.Time, hosts ...string) (tls.Certif
 	if err != nil {
 		t.Fatalf("cert: %v", err)
 	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// CA is a certificate authority for tests: it issues server certificates
+// that clients trusting Pool (or the PEM file of PEM) accept.
+type CA struct {
+	// Cert is the CA's own certificate.
+	Cert *x509.Certificate
+	// Pool trusts Cert.
+	Pool *x509.CertPool
+	// PEM is Cert in PEM, as a ca_roots file holds it.
+	PEM []byte
+
+	key *ecdsa.PrivateKey
+}
+
+// NewCA makes a CA.
+func NewCA(t testing.TB) *CA {
+	t.Helper()
+	tmpl := certTemplate("submitd test CA", nil)
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = nil
+	tmpl.IsCA = true
+	c := signCert(t, tmpl, nil, nil)
 	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+	pool.AddCert(c.Leaf)
+	return &CA{Cert: c.Leaf, Pool: pool, key: c.PrivateKey.(*ecdsa.PrivateKey),
+		PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Leaf.Raw})}
+}
+
+// Issue makes a certificate for hosts signed by the CA; its chain holds
+// the CA's certificate after the leaf, as servers send it.
+func (ca *CA) Issue(t testing.TB, hosts ...string) tls.Certificate {
+	t.Helper()
+	c := signCert(t, certTemplate(hosts[0], hosts), ca.Cert, ca.key)
+	c.Certificate = append(c.Certificate, ca.Cert.Raw)
+	return c
 }
 
 // ListenSamePort listens on TCP on each of the given loopback IPs with one

@@ -1,0 +1,73 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"time"
+
+	"submitd/internal/config"
+	"submitd/internal/delivery"
+	"submitd/internal/spool"
+	"submitd/internal/tlspolicy"
+)
+
+// tlsReportEvery is how often the node looks for finished days of TLS
+// results to report; a day is reported within this time after it ends.
+const tlsReportEvery = time.Hour
+
+// tlsReporter mails the TLS reports (RFC 8460) of finished days through
+// the queue, from tlsrpt@HOSTNAME, the hostname naming the submitter, and
+// posts them to https: addresses.
+func (n *Node) tlsReporter() *tlspolicy.Reporter {
+	cfg := n.CurrentConfig()
+	// Validate read [delivery] ca_roots; nil leaves the system's roots.
+	roots, _ := config.LoadCARoots(cfg.Delivery.CARoots)
+	return &tlspolicy.Reporter{
+		Results: n.TLSResults, DNS: &delivery.Resolver{Addr: cfg.Delivery.Resolver},
+		Organization: cfg.Hostname, Submitter: cfg.Hostname, From: "tlsrpt@" + cfg.Hostname,
+		Submit: n.submitReport,
+		HTTP: &http.Client{Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		}},
+	}
+}
+
+// submitReport spools a report for to, from the null sender so that an
+// undeliverable report makes no report of its own (RFC 3464 §2, SPEC R18);
+// the queue signs it with the DKIM key of the From: domain, if it has one.
+func (n *Node) submitReport(_ string, to []string, msg []byte) error {
+	w, err := n.Spool.Create(&spool.Envelope{To: to, Received: time.Now()})
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(msg); err != nil {
+		w.Abort()
+		return err
+	}
+	return w.Commit()
+}
+
+// runTLSReports sends the reports of finished days every tlsReportEvery
+// until ctx ends, and once more then is not done: results of the day under
+// way are kept only in memory, and a restart loses them.
+func (n *Node) runTLSReports(ctx context.Context) chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(tlsReportEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if _, err := n.tlsReporter().Send(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				n.Log.Error("TLS reports not all sent", "err", err)
+			}
+		}
+	}()
+	return done
+}

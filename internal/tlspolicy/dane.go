@@ -1,0 +1,131 @@
+package tlspolicy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// TLSA is one TLSA record (RFC 6698 §2.1) of an MX host.
+type TLSA struct {
+	// Usage is the certificate usage: 2 DANE-TA, 3 DANE-EE (RFC 7218).
+	Usage uint8
+	// Selector says what is matched: 0 the whole certificate, 1 its
+	// SubjectPublicKeyInfo.
+	Selector uint8
+	// MatchingType says how: 0 exact, 1 SHA-256, 2 SHA-512.
+	MatchingType uint8
+	// Data is the association data.
+	Data []byte
+}
+
+// Usable reports whether an SMTP client can use the record: RFC 7672
+// §3.1.3 makes PKIX-TA(0) and PKIX-EE(1) unusable for SMTP, and a
+// selector or matching type not of RFC 6698 is unusable anywhere.
+func (r TLSA) Usable() bool {
+	return (r.Usage == 2 || r.Usage == 3) && r.Selector <= 1 && r.MatchingType <= 2
+}
+
+func (r TLSA) String() string {
+	return fmt.Sprintf("%d %d %d %x", r.Usage, r.Selector, r.MatchingType, r.Data)
+}
+
+// matches reports whether cert is the one r names.
+func (r TLSA) matches(cert *x509.Certificate) bool {
+	var b []byte
+	switch r.Selector {
+	case 0:
+		b = cert.Raw
+	case 1:
+		b = cert.RawSubjectPublicKeyInfo
+	default:
+		return false
+	}
+	switch r.MatchingType {
+	case 0:
+	case 1:
+		s := sha256.Sum256(b)
+		b = s[:]
+	case 2:
+		s := sha512.Sum512(b)
+		b = s[:]
+	default:
+		return false
+	}
+	return bytes.Equal(b, r.Data)
+}
+
+// ErrNoTLSAMatch is the error of VerifyDANE when no usable record matches.
+var ErrNoTLSAMatch = errors.New("no TLSA record matches the certificate")
+
+// VerifyDANE checks the certificate chain a server presented (leaf first)
+// against the usable TLSA records of the MX host, as RFC 7672 §3.1 says:
+//
+//   - DANE-EE(3) matches the leaf alone; its names and validity dates are
+//     not looked at (§3.1.1), since the DNS, not a CA, vouches for the key.
+//   - DANE-TA(2) matches a certificate of the chain, which becomes the
+//     only trust anchor; the leaf must chain to it, be valid now and carry
+//     one of the names (§3.1.2, §3.2.2: the MX host name, wildcards in
+//     the first label allowed by §3.2.3).
+//
+// It returns nil when one record is satisfied.
+func VerifyDANE(chain []*x509.Certificate, recs []TLSA, names []string, now time.Time) error {
+	if len(chain) == 0 {
+		return errors.New("the server sent no certificate")
+	}
+	leaf := chain[0]
+	var taErr error
+	for _, r := range recs {
+		if !r.Usable() {
+			continue
+		}
+		switch r.Usage {
+		case 3:
+			if r.matches(leaf) {
+				return nil
+			}
+		case 2:
+			for _, ta := range chain {
+				if !r.matches(ta) {
+					continue
+				}
+				if err := chainTo(leaf, chain[1:], ta, names, now); err != nil {
+					taErr = err
+					continue
+				}
+				return nil
+			}
+		}
+	}
+	if taErr != nil {
+		return fmt.Errorf("%w: the DANE-TA anchor is in the chain, but %w", ErrNoTLSAMatch, taErr)
+	}
+	return ErrNoTLSAMatch
+}
+
+// chainTo verifies leaf up to the trust anchor ta, with the rest of the
+// presented chain as intermediates, for one of names.
+func chainTo(leaf *x509.Certificate, rest []*x509.Certificate, ta *x509.Certificate, names []string, now time.Time) error {
+	roots := x509.NewCertPool()
+	roots.AddCert(ta)
+	inter := x509.NewCertPool()
+	for _, c := range rest {
+		inter.AddCert(c)
+	}
+	var err error
+	for _, n := range names {
+		opts := x509.VerifyOptions{DNSName: n, Roots: roots, Intermediates: inter, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+		if _, err = leaf.Verify(opts); err == nil {
+			return nil
+		}
+	}
+	if err == nil {
+		err = errors.New("no name to check the certificate for")
+	}
+	return err
+}

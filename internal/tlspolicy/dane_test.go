@@ -1,0 +1,63 @@
+package tlspolicy
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"testing"
+	"time"
+
+	"submitd/internal/testutil"
+)
+
+func sum256(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}
+
+func TestVerifyDANE(t *testing.T) {
+	ca := testutil.NewCA(t)
+	c := ca.Issue(t, "mx.example.test")
+	leaf := c.Leaf
+	chain := []*x509.Certificate{leaf, ca.Cert}
+	now := time.Now()
+	later := now.Add(48 * time.Hour) // past the certificates' NotAfter
+	names := []string{"mx.example.test"}
+	ee := TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: sum256(leaf.RawSubjectPublicKeyInfo)}
+	eeFull := TLSA{Usage: 3, Selector: 0, MatchingType: 0, Data: leaf.Raw}
+	ta := TLSA{Usage: 2, Selector: 0, MatchingType: 1, Data: sum256(ca.Cert.Raw)}
+	taSPKI := TLSA{Usage: 2, Selector: 1, MatchingType: 0, Data: ca.Cert.RawSubjectPublicKeyInfo}
+	pkixEE := TLSA{Usage: 1, Selector: 1, MatchingType: 1, Data: sum256(leaf.RawSubjectPublicKeyInfo)}
+	for _, tc := range []struct {
+		name  string
+		chain []*x509.Certificate
+		recs  []TLSA
+		names []string
+		now   time.Time
+		ok    bool
+	}{
+		{"DANE-EE SPKI SHA-256", chain, []TLSA{ee}, names, now, true},
+		{"DANE-EE full certificate", chain, []TLSA{eeFull}, names, now, true},
+		// RFC 7672 §3.1.1: neither names nor dates count with DANE-EE.
+		{"DANE-EE ignores the name", chain, []TLSA{ee}, []string{"other.test"}, now, true},
+		{"DANE-EE ignores expiry", chain, []TLSA{ee}, names, later, true},
+		{"DANE-TA", chain, []TLSA{ta}, names, now, true},
+		{"DANE-TA by SPKI", chain, []TLSA{taSPKI}, names, now, true},
+		{"DANE-TA checks the name", chain, []TLSA{ta}, []string{"other.test"}, now, false},
+		{"DANE-TA checks expiry", chain, []TLSA{ta}, names, later, false},
+		{"DANE-TA anchor not sent", chain[:1], []TLSA{ta}, names, now, false},
+		// RFC 7672 §3.1.3: PKIX usages are unusable for SMTP.
+		{"PKIX-EE is not used", chain, []TLSA{pkixEE}, names, now, false},
+		{"one of several records", chain, []TLSA{pkixEE, {Usage: 3, Selector: 1, MatchingType: 2, Data: []byte{1}}, ta}, names, now, true},
+		{"bad matching type", chain, []TLSA{{Usage: 3, Selector: 1, MatchingType: 9, Data: ee.Data}}, names, now, false},
+		{"no certificate", nil, []TLSA{ee}, names, now, false},
+	} {
+		err := VerifyDANE(tc.chain, tc.recs, tc.names, tc.now)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err %v, want ok %v", tc.name, err, tc.ok)
+		}
+		if err != nil && tc.chain != nil && !errors.Is(err, ErrNoTLSAMatch) {
+			t.Errorf("%s: err %v is not ErrNoTLSAMatch", tc.name, err)
+		}
+	}
+}

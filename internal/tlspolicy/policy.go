@@ -1,0 +1,267 @@
+// Package tlspolicy decides how outbound mail to a domain must use TLS
+// (SPEC R23): DANE (RFC 7672) when the domain's MX records and the MX
+// host's TLSA records are DNSSEC-validated, else the domain's MTA-STS
+// policy (RFC 8461) in enforce mode, else opportunistic STARTTLS. It knows
+// nothing of SMTP: the DNS, the dialer for policy fetches and the clock are
+// given to it, and internal/delivery asks it before each host and applies
+// the answer to its STARTTLS.
+package tlspolicy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DNS answers the MTA-STS lookups, through the ordinary resolver
+// ([delivery] resolver): TXT records and the policy host's addresses.
+type DNS interface {
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+	LookupIP(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// SecureDNS answers through a validating resolver ([delivery]
+// dnssec_resolver) and says whether the answer carried the AD bit. A name
+// that does not exist, or has no records of the type, is no records and
+// no error; an error is a failed lookup (SERVFAIL, timeout), which is what
+// a validating resolver answers for bogus data.
+type SecureDNS interface {
+	// MXSecure reports whether the MX answer for domain is validated.
+	MXSecure(ctx context.Context, domain string) (bool, error)
+	// LookupTLSA returns the TLSA records of name ("_25._tcp.mx.example").
+	LookupTLSA(ctx context.Context, name string) (recs []TLSA, secure bool, err error)
+}
+
+// Config configures a Checker.
+type Config struct {
+	// DNS answers MTA-STS lookups; nil: no MTA-STS.
+	DNS DNS
+	// SecureDNS answers DANE lookups; nil: no DANE.
+	SecureDNS SecureDNS
+	// Roots verify MTA-STS policy hosts and MX hosts under an enforced
+	// policy (the system's roots plus [delivery] ca_roots); nil: the
+	// system's roots.
+	Roots *x509.CertPool
+	// PolicyPort is the HTTPS port of policy hosts; default 443. Tests
+	// point it at a loopback server.
+	PolicyPort int
+	// Dial opens connections to policy hosts; nil: a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// FetchTimeout bounds one policy fetch, connection to last byte;
+	// default 1 minute (RFC 8461 §3.3 suggests no less).
+	FetchTimeout time.Duration
+	// MaxCached bounds the domains whose policy is kept; default 10000.
+	MaxCached int
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+	// Log gets a line per policy fetched or failing; nil discards.
+	Log *slog.Logger
+}
+
+// Checker looks up and caches TLS policies. It is safe for concurrent use.
+type Checker struct {
+	cfg Config
+
+	mu         sync.Mutex
+	cache      map[string]*cached
+	refreshing map[string]bool
+	// wg counts background refreshes, for Wait.
+	wg sync.WaitGroup
+}
+
+// cached is an MTA-STS policy kept for its max_age (RFC 8461 §5.1).
+type cached struct {
+	policy  *Policy
+	id      string
+	fetched time.Time
+	expires time.Time
+}
+
+// New returns a Checker.
+func New(cfg Config) *Checker {
+	if cfg.PolicyPort == 0 {
+		cfg.PolicyPort = 443
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = time.Minute
+	}
+	if cfg.MaxCached <= 0 {
+		cfg.MaxCached = 10000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Checker{cfg: cfg, cache: map[string]*cached{}, refreshing: map[string]bool{}}
+}
+
+// Kind says which policy governs TLS with one MX host.
+type Kind int
+
+const (
+	// Opportunistic: STARTTLS when offered, any certificate, clear text
+	// when it fails (RFC 7435).
+	Opportunistic Kind = iota
+	// DANE: STARTTLS required, certificate checked against TLSA records.
+	DANE
+	// MTASTS: STARTTLS required, PKIX certificate valid for the host.
+	MTASTS
+)
+
+func (k Kind) String() string {
+	switch k {
+	case DANE:
+		return "dane"
+	case MTASTS:
+		return "mta-sts"
+	}
+	return "opportunistic"
+}
+
+// Host is the TLS policy for one MX host.
+type Host struct {
+	// Kind names the policy; anything but Opportunistic requires TLS and
+	// forbids clear text.
+	Kind Kind
+	// Verify checks the server's certificate during the handshake; nil:
+	// any certificate (opportunistic, or DANE with only unusable TLSA
+	// records, RFC 7672 §2.2).
+	Verify func(cs tls.ConnectionState) error
+	// TLSA are the usable TLSA records under DANE, for the log.
+	TLSA []TLSA
+}
+
+// HostError is why a policy rules an MX host out.
+type HostError struct {
+	// Result is the RFC 8460 §4.3 result type, for TLS reports.
+	Result string
+	// Err says why.
+	Err error
+}
+
+func (e *HostError) Error() string { return e.Err.Error() }
+func (e *HostError) Unwrap() error { return e.Err }
+
+// Domain is the policy of one recipient domain, from which each MX host's
+// is derived.
+type Domain struct {
+	// Name is the recipient domain.
+	Name string
+	// DANE says the domain's MX records are DNSSEC-validated, so its MX
+	// hosts' TLSA records are looked up (RFC 7672 §2.2.1).
+	DANE bool
+	// STS is the domain's MTA-STS policy in force; nil for none.
+	STS *Policy
+
+	c *Checker
+}
+
+// Domain looks up the policy of domain. An error means mail to it cannot
+// be sent under its policy now and must be deferred: the validating
+// resolver failed on its MX records (RFC 7672 §2.2.1).
+func (c *Checker) Domain(ctx context.Context, domain string) (*Domain, error) {
+	d := &Domain{Name: domain, c: c}
+	if c.cfg.SecureDNS != nil {
+		secure, err := c.cfg.SecureDNS.MXSecure(ctx, domain)
+		if err != nil {
+			return nil, fmt.Errorf("DANE: the validating resolver failed on the MX records of %s: %w", domain, err)
+		}
+		d.DANE = secure
+	}
+	if c.cfg.DNS != nil {
+		d.STS = c.sts(ctx, domain)
+	}
+	return d, nil
+}
+
+// KindOf is the policy the domain has as a whole, for TLS reports: DANE
+// when its MX records are validated, else MTA-STS when it enforces a
+// policy; nil d has none.
+func (d *Domain) KindOf() Kind {
+	switch {
+	case d == nil:
+		return Opportunistic
+	case d.DANE:
+		return DANE
+	case d.STS != nil && d.STS.Mode == ModeEnforce:
+		return MTASTS
+	}
+	return Opportunistic
+}
+
+// Host returns the policy for the MX host name of d. An error means the
+// host must not be used (it is not in an enforced MTA-STS policy, or its
+// TLSA records cannot be had), and says why.
+func (d *Domain) Host(ctx context.Context, host string) (Host, error) {
+	c := d.c
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if d.DANE {
+		name := "_25._tcp." + host
+		recs, secure, err := c.cfg.SecureDNS.LookupTLSA(ctx, name)
+		if err != nil {
+			// RFC 7672 §2.2.2: a failed TLSA lookup (not "no records")
+			// makes the host unusable; another MX host may do.
+			return Host{}, &HostError{Result: ResultDNSSECInvalid, Err: fmt.Errorf("DANE: TLSA lookup of %s failed: %w", name, err)}
+		}
+		if secure && len(recs) > 0 {
+			var usable []TLSA
+			for _, r := range recs {
+				if r.Usable() {
+					usable = append(usable, r)
+				}
+			}
+			if len(usable) == 0 {
+				// RFC 7672 §2.2: TLSA records, none usable: TLS is
+				// still mandatory, unauthenticated.
+				return Host{Kind: DANE}, nil
+			}
+			now := c.cfg.Now
+			return Host{Kind: DANE, TLSA: usable, Verify: func(cs tls.ConnectionState) error {
+				if err := VerifyDANE(cs.PeerCertificates, usable, []string{host}, now()); err != nil {
+					return fmt.Errorf("DANE: %s: %w", host, err)
+				}
+				return nil
+			}}, nil
+		}
+	}
+	if d.STS != nil && d.STS.Mode == ModeEnforce {
+		// RFC 8461 §4.1: only MX hosts the policy names.
+		if !d.STS.Matches(host) {
+			return Host{}, &HostError{Result: ResultValidationFailure, Err: fmt.Errorf("MTA-STS: MX host %s is not in the enforced policy of %s", host, d.Name)}
+		}
+		roots := c.cfg.Roots
+		return Host{Kind: MTASTS, Verify: func(cs tls.ConnectionState) error {
+			// RFC 8461 §4.2: a certificate valid for the MX host name,
+			// chaining to a trusted root, not expired.
+			if err := verifyPKIX(cs.PeerCertificates, host, roots, c.cfg.Now()); err != nil {
+				return fmt.Errorf("MTA-STS: certificate of %s: %w", host, err)
+			}
+			return nil
+		}}, nil
+	}
+	return Host{Kind: Opportunistic}, nil
+}
+
+// verifyPKIX checks a presented chain for name against roots, as
+// crypto/tls would.
+func verifyPKIX(chain []*x509.Certificate, name string, roots *x509.CertPool, now time.Time) error {
+	if len(chain) == 0 {
+		return errors.New("the server sent no certificate")
+	}
+	opts := x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: x509.NewCertPool(), CurrentTime: now}
+	for _, ic := range chain[1:] {
+		opts.Intermediates.AddCert(ic)
+	}
+	_, err := chain[0].Verify(opts)
+	return err
+}

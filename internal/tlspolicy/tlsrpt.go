@@ -1,0 +1,441 @@
+package tlspolicy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/mail"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// TLS-RPT (RFC 8460): the results of the sessions under each recipient
+// domain's policy are counted per UTC day and, once the day is over,
+// reported to the addresses the domain names in its _smtp._tls TXT record.
+
+// Failure result types of RFC 8460 §4.3.
+const (
+	ResultStartTLSNotSupported    = "starttls-not-supported"
+	ResultCertificateHostMismatch = "certificate-host-mismatch"
+	ResultCertificateExpired      = "certificate-expired"
+	ResultCertificateNotTrusted   = "certificate-not-trusted"
+	ResultValidationFailure       = "validation-failure"
+	ResultTLSAInvalid             = "tlsa-invalid"
+	ResultDNSSECInvalid           = "dnssec-invalid"
+	ResultSTSPolicyFetchError     = "sts-policy-fetch-error"
+	ResultSTSPolicyInvalid        = "sts-policy-invalid"
+	ResultSTSWebPKIInvalid        = "sts-webpki-invalid"
+)
+
+// maxReportDomains bounds the policy domains counted per day, and
+// maxFailureDetails the distinct failure details per domain, so that mail
+// to many domains cannot grow the results without end.
+const (
+	maxReportDomains  = 10000
+	maxFailureDetails = 100
+)
+
+// Session is the outcome of one SMTP session's TLS under a policy.
+type Session struct {
+	// Domain is the policy domain (the recipient domain).
+	Domain string
+	// Kind is the policy the session was under.
+	Kind Kind
+	// MXHost is the MX host name; ReceivingIP its address.
+	MXHost, ReceivingIP string
+	// Result is "" for success, else a result type of §4.3.
+	Result string
+}
+
+// CertResult turns a certificate check's error into a result type of
+// RFC 8460 §4.3.
+func CertResult(err error) string {
+	var he x509.HostnameError
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &he):
+		return ResultCertificateHostMismatch
+	case errors.As(err, &ua):
+		return ResultCertificateNotTrusted
+	case errors.As(err, &ci) && ci.Reason == x509.Expired:
+		return ResultCertificateExpired
+	}
+	return ResultValidationFailure
+}
+
+// Results counts sessions per day and policy domain. It is safe for
+// concurrent use.
+type Results struct {
+	mu   sync.Mutex
+	days map[string]map[string]*domainResults // day "2006-01-02" → domain
+}
+
+// domainResults are one domain's counts for a day.
+type domainResults struct {
+	kind     Kind
+	mxHosts  map[string]bool
+	success  int64
+	failure  int64
+	failures map[failureKey]int64
+}
+
+type failureKey struct{ result, mx, ip string }
+
+// NewResults returns empty Results.
+func NewResults() *Results { return &Results{days: map[string]map[string]*domainResults{}} }
+
+// Add counts s at time t.
+func (r *Results) Add(t time.Time, s Session) {
+	day := t.UTC().Format(time.DateOnly)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dd := r.days[day]
+	if dd == nil {
+		dd = map[string]*domainResults{}
+		r.days[day] = dd
+	}
+	d := dd[s.Domain]
+	if d == nil {
+		if len(dd) >= maxReportDomains {
+			return
+		}
+		d = &domainResults{mxHosts: map[string]bool{}, failures: map[failureKey]int64{}}
+		dd[s.Domain] = d
+	}
+	d.kind = s.Kind
+	if len(d.mxHosts) < maxFailureDetails {
+		d.mxHosts[s.MXHost] = true
+	}
+	if s.Result == "" {
+		d.success++
+		return
+	}
+	d.failure++
+	k := failureKey{s.Result, s.MXHost, s.ReceivingIP}
+	if _, ok := d.failures[k]; ok || len(d.failures) < maxFailureDetails {
+		d.failures[k]++
+	}
+}
+
+// Take removes and returns the days before the one of now, oldest first,
+// each as its domains' reports (without organization, contact and id).
+func (r *Results) Take(now time.Time) map[string]map[string]*Report {
+	today := now.UTC().Format(time.DateOnly)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]map[string]*Report{}
+	for day, dd := range r.days {
+		if day >= today {
+			continue
+		}
+		delete(r.days, day)
+		start, _ := time.Parse(time.DateOnly, day)
+		out[day] = map[string]*Report{}
+		for dom, d := range dd {
+			out[day][dom] = d.report(dom, start)
+		}
+	}
+	return out
+}
+
+// Report is an RFC 8460 §4.4 report for one policy domain.
+type Report struct {
+	OrganizationName string         `json:"organization-name"`
+	DateRange        DateRange      `json:"date-range"`
+	ContactInfo      string         `json:"contact-info"`
+	ReportID         string         `json:"report-id"`
+	Policies         []PolicyResult `json:"policies"`
+}
+
+// DateRange is the day a report covers.
+type DateRange struct {
+	Start time.Time `json:"start-datetime"`
+	End   time.Time `json:"end-datetime"`
+}
+
+// PolicyResult is one policy's results.
+type PolicyResult struct {
+	Policy         PolicyDesc      `json:"policy"`
+	Summary        Summary         `json:"summary"`
+	FailureDetails []FailureDetail `json:"failure-details,omitempty"`
+}
+
+// PolicyDesc names the policy (§4.4).
+type PolicyDesc struct {
+	Type   string   `json:"policy-type"`
+	Domain string   `json:"policy-domain"`
+	MXHost []string `json:"mx-host,omitempty"`
+}
+
+// Summary counts the sessions.
+type Summary struct {
+	Success int64 `json:"total-successful-session-count"`
+	Failure int64 `json:"total-failure-session-count"`
+}
+
+// FailureDetail is one kind of failure with one host.
+type FailureDetail struct {
+	ResultType  string `json:"result-type"`
+	MXHost      string `json:"receiving-mx-hostname,omitempty"`
+	ReceivingIP string `json:"receiving-ip,omitempty"`
+	Count       int64  `json:"failed-session-count"`
+}
+
+func (d *domainResults) report(domain string, start time.Time) *Report {
+	typ := "no-policy-found"
+	switch d.kind {
+	case DANE:
+		typ = "tlsa"
+	case MTASTS:
+		typ = "sts"
+	}
+	p := PolicyResult{Policy: PolicyDesc{Type: typ, Domain: domain}, Summary: Summary{Success: d.success, Failure: d.failure}}
+	for h := range d.mxHosts {
+		p.Policy.MXHost = append(p.Policy.MXHost, h)
+	}
+	sort.Strings(p.Policy.MXHost)
+	for k, n := range d.failures {
+		p.FailureDetails = append(p.FailureDetails, FailureDetail{ResultType: k.result, MXHost: k.mx, ReceivingIP: k.ip, Count: n})
+	}
+	sort.Slice(p.FailureDetails, func(i, j int) bool {
+		a, b := p.FailureDetails[i], p.FailureDetails[j]
+		return a.ResultType+a.MXHost+a.ReceivingIP < b.ResultType+b.MXHost+b.ReceivingIP
+	})
+	return &Report{DateRange: DateRange{Start: start, End: start.Add(24*time.Hour - time.Second)}, Policies: []PolicyResult{p}}
+}
+
+// ParseTLSRPT parses a _smtp._tls TXT record (RFC 8460 §3):
+// "v=TLSRPTv1; rua=mailto:a@example.com,https://…". It returns the
+// report URIs.
+func ParseTLSRPT(txt string) ([]string, error) {
+	fields := strings.Split(txt, ";")
+	if strings.TrimSpace(fields[0]) != "v=TLSRPTv1" {
+		return nil, errors.New(`not a TLSRPT record (does not start with "v=TLSRPTv1")`)
+	}
+	var rua []string
+	for _, f := range fields[1:] {
+		f = strings.TrimSpace(f)
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || strings.TrimSpace(k) != "rua" {
+			continue
+		}
+		for _, u := range strings.Split(v, ",") {
+			u = strings.TrimSpace(u)
+			pu, err := url.Parse(u)
+			if err != nil || (pu.Scheme != "mailto" && pu.Scheme != "https") || len(u) > 2048 {
+				return nil, fmt.Errorf("TLSRPT rua %q is not a mailto: or https: URI", clip(u))
+			}
+			rua = append(rua, u)
+		}
+	}
+	if len(rua) == 0 {
+		return nil, errors.New("TLSRPT record has no rua")
+	}
+	return rua, nil
+}
+
+// Reporter mails the reports of finished days.
+type Reporter struct {
+	// Results are the counts.
+	Results *Results
+	// DNS looks up the _smtp._tls records.
+	DNS DNS
+	// Organization is the organization-name, and the submitter's domain
+	// (the node's hostname's domain, RFC 8460 §5.3).
+	Organization, Submitter string
+	// From is the address the reports come from.
+	From string
+	// Submit puts a report message in the queue for the addresses to.
+	Submit func(from string, to []string, msg []byte) error
+	// HTTP posts reports to https: addresses (RFC 8460 §5.4); nil: they
+	// are skipped.
+	HTTP *http.Client
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// Send mails the reports of the days before today to the mailto: rua of
+// each domain that publishes a TLSRPT record, and posts them to its
+// https: rua when HTTP is set; domains without one are skipped. It
+// returns how many reports were queued or posted.
+func (rp *Reporter) Send(ctx context.Context) (int, error) {
+	now := time.Now
+	if rp.Now != nil {
+		now = rp.Now
+	}
+	var errs []error
+	sent := 0
+	days := rp.Results.Take(now())
+	for _, dd := range days {
+		for dom, rep := range dd {
+			txts, err := rp.DNS.LookupTXT(ctx, "_smtp._tls."+dom)
+			if err != nil {
+				continue
+			}
+			var to, posts []string
+			for _, t := range txts {
+				rua, err := ParseTLSRPT(t)
+				if err != nil {
+					continue
+				}
+				for _, u := range rua {
+					if strings.HasPrefix(u, "https:") {
+						posts = append(posts, u)
+					}
+					if a, ok := strings.CutPrefix(u, "mailto:"); ok {
+						if addr, err := url.PathUnescape(a); err == nil {
+							addr, _, _ = strings.Cut(addr, "?")
+							to = append(to, addr)
+						}
+					}
+				}
+			}
+			if rp.HTTP == nil {
+				posts = nil
+			}
+			if len(to) == 0 && len(posts) == 0 {
+				continue
+			}
+			rep.OrganizationName, rep.ContactInfo = rp.Organization, rp.From
+			rep.ReportID = reportID(rep.DateRange.Start, dom)
+			if len(to) > 0 {
+				msg, err := rp.Message(dom, rep, now())
+				if err == nil {
+					err = rp.Submit(rp.From, to, msg)
+				}
+				if err != nil {
+					errs = append(errs, fmt.Errorf("TLS report for %s: %w", dom, err))
+				} else {
+					sent++
+				}
+			}
+			for _, u := range posts {
+				if err := rp.post(ctx, u, rep); err != nil {
+					errs = append(errs, fmt.Errorf("TLS report for %s to %s: %w", dom, u, err))
+					continue
+				}
+				sent++
+			}
+		}
+	}
+	return sent, errors.Join(errs...)
+}
+
+// post sends rep to the https: address u (RFC 8460 §5.4): the gzipped
+// JSON as application/tlsrpt+gzip; any 2xx answer is success.
+func (rp *Reporter) post(ctx context.Context, u string, rep *Report) error {
+	body, err := gzipJSON(rep)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/tlsrpt+gzip")
+	resp, err := rp.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("HTTP status %s", resp.Status)
+	}
+	return nil
+}
+
+// gzipJSON is rep as gzipped JSON.
+func gzipJSON(rep *Report) ([]byte, error) {
+	js, err := json.Marshal(rep)
+	if err != nil {
+		return nil, err
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(js)
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return gz.Bytes(), nil
+}
+
+func reportID(day time.Time, domain string) string {
+	var b [8]byte
+	rand.Read(b[:])
+	return day.Format("2006-01-02") + "_" + domain + "_" + hex.EncodeToString(b[:])
+}
+
+// Message builds the report mail of RFC 8460 §5.3: multipart/report of
+// report-type tlsrpt with the gzipped JSON as application/tlsrpt+gzip.
+func (rp *Reporter) Message(domain string, rep *Report, now time.Time) ([]byte, error) {
+	gz, err := gzipJSON(rep)
+	if err != nil {
+		return nil, err
+	}
+	var rnd [12]byte
+	rand.Read(rnd[:])
+	boundary := "=_tlsrpt_" + hex.EncodeToString(rnd[:])
+	var b bytes.Buffer
+	crlf := func(format string, args ...any) {
+		fmt.Fprintf(&b, format, args...)
+		b.WriteString("\r\n")
+	}
+	crlf("From: %s", (&mail.Address{Address: rp.From}).String())
+	crlf("Subject: Report Domain: %s Submitter: %s Report-ID: <%s>", domain, rp.Submitter, rep.ReportID)
+	crlf("Date: %s", now.Format(time.RFC1123Z))
+	crlf("TLS-Report-Domain: %s", domain)
+	crlf("TLS-Report-Submitter: %s", rp.Submitter)
+	crlf("Auto-Submitted: auto-generated")
+	crlf("MIME-Version: 1.0")
+	crlf("Content-Type: multipart/report; report-type=\"tlsrpt\";")
+	crlf("\tboundary=\"%s\"", boundary)
+	crlf("")
+	crlf("--%s", boundary)
+	crlf("Content-Type: text/plain; charset=utf-8")
+	crlf("")
+	crlf("This is the TLS report of %s for %s about mail to %s.", rp.Submitter, rep.DateRange.Start.Format(time.DateOnly), domain)
+	crlf("")
+	crlf("--%s", boundary)
+	name := fmt.Sprintf("%s!%s!%d!%d.json.gz", rp.Submitter, domain, rep.DateRange.Start.Unix(), rep.DateRange.End.Unix())
+	crlf("Content-Type: application/tlsrpt+gzip")
+	crlf("Content-Transfer-Encoding: base64")
+	crlf("Content-Disposition: attachment; %s", strings.TrimPrefix(mime.FormatMediaType("x", map[string]string{"filename": name}), "x; "))
+	crlf("")
+	enc := base64Lines(gz)
+	b.WriteString(enc)
+	crlf("")
+	crlf("--%s--", boundary)
+	return b.Bytes(), nil
+}
+
+// base64Lines encodes data in base64 lines of 76 characters (RFC 2045
+// §6.8), each ended with CRLF.
+func base64Lines(data []byte) string {
+	s := base64.StdEncoding.EncodeToString(data)
+	var b strings.Builder
+	for len(s) > 76 {
+		b.WriteString(s[:76])
+		b.WriteString("\r\n")
+		s = s[76:]
+	}
+	b.WriteString(s)
+	b.WriteString("\r\n")
+	return b.String()
+}
