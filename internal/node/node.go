@@ -43,8 +43,8 @@ import (
 	"submitd/internal/spool"
 	"submitd/internal/sqlitedb"
 	"submitd/internal/systemd"
-	"submitd/internal/trace"
 	"submitd/internal/tlspolicy"
+	"submitd/internal/trace"
 )
 
 // ShutdownTimeout is how long Run lets open sessions and deliveries finish
