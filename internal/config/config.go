@@ -345,7 +345,12 @@ type Queue struct {
 	// MaxAge is how long a message is retried before it expires.
 	MaxAge Duration `toml:"max_age"`
 	// WarnAfter sends one delay warning after this long; 0 disables it.
+	// The file may name it delay_warning (DelayWarning) or, as before,
+	// warn_after.
 	WarnAfter Duration `toml:"warn_after"`
+	// DelayWarning is WarnAfter under the name the delay notice of RFC
+	// 3461 goes by; Load makes the two equal.
+	DelayWarning Duration `toml:"delay_warning"`
 	// Workers is the most deliveries under way at once.
 	Workers int `toml:"workers"`
 	// PerDomain is the most deliveries under way at once to one domain,
@@ -493,7 +498,7 @@ func Default() *Config {
 			RetryMin:  Duration(5 * time.Minute),
 			RetryMax:  Duration(time.Hour),
 			MaxAge:    Duration(5 * 24 * time.Hour),
-			WarnAfter: Duration(4 * time.Hour),
+			WarnAfter: Duration(4 * time.Hour), DelayWarning: Duration(4 * time.Hour),
 			Workers:   50,
 			PerDomain: 5,
 		},
@@ -593,6 +598,18 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
 	}
+	// [queue] delay_warning and its older name warn_after set one value.
+	if md.IsDefined("queue", "delay_warning") {
+		if md.IsDefined("queue", "warn_after") && c.Queue.WarnAfter != c.Queue.DelayWarning {
+			err := fmt.Errorf("queue.delay_warning %s differs from queue.warn_after %s, its older name: set one of them", c.Queue.DelayWarning, c.Queue.WarnAfter)
+			if line := keyLine(data, "queue.delay_warning"); line > 0 {
+				return nil, fmt.Errorf("config %s: line %d: %w", path, line, err)
+			}
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		c.Queue.WarnAfter = c.Queue.DelayWarning
+	}
+	c.Queue.DelayWarning = c.Queue.WarnAfter
 	if err := c.Validate(); err != nil {
 		var ke *KeyError
 		if errors.As(err, &ke) {

@@ -394,3 +394,38 @@ func TestScanSection(t *testing.T) {
 		}
 	}
 }
+
+// [queue] delay_warning sets the delay notice's time, as its older name
+// warn_after does; the two set to different values are refused.
+func TestDelayWarning(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		want time.Duration
+		err  string
+	}{
+		{"[queue]\ndelay_warning = \"2h\"\n", 2 * time.Hour, ""},
+		{"[queue]\nwarn_after = \"3h\"\n", 3 * time.Hour, ""},
+		{"[queue]\n", 4 * time.Hour, ""},
+		{"[queue]\ndelay_warning = \"0s\"\n", 0, ""},
+		{"[queue]\nwarn_after = \"1h\"\ndelay_warning = \"1h\"\n", time.Hour, ""},
+		{"[queue]\nwarn_after = \"1h\"\ndelay_warning = \"2h\"\n", 0, "line 3: queue.delay_warning 2h0m0s differs from queue.warn_after 1h0m0s"},
+	} {
+		path := filepath.Join(t.TempDir(), "submitd.toml")
+		if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(path)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: %v, want %q", tc.text, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", tc.text, err)
+		}
+		if c.Queue.WarnAfter.D() != tc.want || c.Queue.DelayWarning.D() != tc.want {
+			t.Errorf("%q: warn_after %v, delay_warning %v, want %v", tc.text, c.Queue.WarnAfter, c.Queue.DelayWarning, tc.want)
+		}
+	}
+}

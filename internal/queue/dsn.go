@@ -36,7 +36,7 @@ type reportKind int
 const (
 	// reportFailed: delivery failed for good.
 	reportFailed reportKind = iota
-	// reportDelayed: still being retried after [queue] warn_after.
+	// reportDelayed: still being retried after [queue] delay_warning.
 	reportDelayed
 	// reportDelivered: delivered, or relayed to a server without DSN, as
 	// the recipient asked with NOTIFY=SUCCESS (RFC 3461 §4.1).
