@@ -388,8 +388,10 @@ type floodConfig struct {
 	// come from, in turn; the flooded login's owner logged in from there
 	// before the flood.
 	probeSrc netip.Addr
-	// ownerNewSrc is the first of probeSources addresses from which the
-	// flooded login's owner tries a network it never logged in from.
+	// ownerNewSrc is the first address from which the flooded login's
+	// owner tries a network it never logged in from; each try comes from
+	// the next network (newNetwork), since a success would make its
+	// network one the login logged in from.
 	ownerNewSrc netip.Addr
 	// wrongCode is the reply code of a wrong password (RFC 4954 §6: 535;
 	// some servers answer otherwise).
@@ -437,7 +439,6 @@ func runFlood(ctx context.Context, cfg *floodConfig, d time.Duration, begin func
 	// timeout): cutting it off would count it as a failure it may not be.
 	pctx := ctx
 	probeAddr := sources{base: cfg.probeSrc, n: probeSources}
-	newAddr := sources{base: cfg.ownerNewSrc, n: probeSources}
 	probe := func(rec *recorder, user, pass string, src net.IP) {
 		c, err := connect(pctx, sc.dial, src, true)
 		if err != nil {
@@ -492,7 +493,7 @@ func runFlood(ctx context.Context, cfg *floodConfig, d time.Duration, begin func
 					case 2:
 						probe(res.ownerTrusted, owner, sc.accts.password, probeAddr.at(k))
 					default:
-						probe(res.ownerNew, owner, sc.accts.password, newAddr.at(k))
+						probe(res.ownerNew, owner, sc.accts.password, newNetwork(cfg.ownerNewSrc, k/4))
 					}
 				}()
 			}
@@ -532,6 +533,22 @@ func runFlood(ctx context.Context, cfg *floodConfig, d time.Duration, begin func
 	}
 	wg.Wait()
 	return res
+}
+
+// newNetwork is the address of base in the i-th network after base's: for
+// IPv4 the i-th /24 (SPEC R21 trusts a network of an earlier success, a
+// /24 by default), for IPv6 the i-th /48.
+func newNetwork(base netip.Addr, i int) net.IP {
+	if base.Is4() {
+		b := base.As4()
+		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		v += uint32(i) << 8
+		return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	}
+	b := base.As16()
+	n := uint64(b[4])<<8 | uint64(b[5]) + uint64(i)
+	b[4], b[5] = byte(n>>8), byte(n)
+	return net.IP(b[:])
 }
 
 // over reports whether a timed load is over. It looks at the clock as well

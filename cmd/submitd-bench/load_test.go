@@ -318,6 +318,21 @@ func TestFloodAndProbes(t *testing.T) {
 		}
 		probes += l.Latency.N
 	}
+	// Each try of the owner from a new network comes from a network of
+	// its own: a success would have made the one before known.
+	seen := map[string]bool{}
+	for _, l := range ts.logins() {
+		if strings.HasPrefix(l.src, "127.10.") {
+			network := l.src[:strings.LastIndex(l.src, ".")]
+			if seen[network] {
+				t.Errorf("the owner tried %s.0/24 twice", network)
+			}
+			seen[network] = true
+		}
+	}
+	if len(seen) != res.OwnerNew.Latency.N {
+		t.Errorf("%d new networks for %d tries", len(seen), res.OwnerNew.Latency.N)
+	}
 	// Two warm-up logins, of the cached account and of the flooded
 	// owner, come before the timed ones.
 	if probes+2 != authOK {
@@ -333,8 +348,8 @@ func TestFloodAndProbes(t *testing.T) {
 		switch {
 		case l.ok && strings.HasPrefix(l.user, "user") && l.user != "user0@test.server":
 			t.Errorf("a right password for %s, a flooded account other than the owner's", l.user)
-		case l.ok && l.user == "user0@test.server" && !strings.HasPrefix(l.src, "127.9.0.") && !strings.HasPrefix(l.src, "127.10.0."):
-			t.Errorf("the owner logged in from %s, neither its trusted network nor the new one", l.src)
+		case l.ok && l.user == "user0@test.server" && !strings.HasPrefix(l.src, "127.9.0.") && !strings.HasPrefix(l.src, "127.10."):
+			t.Errorf("the owner logged in from %s, neither its trusted network nor a new one", l.src)
 		case !l.ok && strings.HasPrefix(l.user, "probe"):
 			t.Errorf("a wrong password for %s, an account the flood must leave alone", l.user)
 		}

@@ -281,7 +281,7 @@ refused (connections from an address the server has blocked).
 	fs.StringVar(&o.probeSrc, "probe-src", "127.9.0.1", "flood: first of 16 source addresses of legitimate logins, where the flooded owner logged in before")
 	fs.StringVar(&o.probeUser, "probe-user", "probe%d@bench.test", "flood: login of the legitimate logins, accounts not flooded; %d as in -user")
 	fs.IntVar(&o.probeAccounts, "probe-accounts", 200, "flood: number of -probe-user accounts")
-	fs.StringVar(&o.ownerNewSrc, "owner-new-src", "127.10.0.1", "flood: first of 16 source addresses of the flooded owner's new network")
+	fs.StringVar(&o.ownerNewSrc, "owner-new-src", "127.10.0.1", "flood: first address of the flooded owner's new networks, one /24 (IPv6: /48) after the other")
 	fs.IntVar(&o.wrongCode, "wrong-reply", 535, "flood: the reply code of a rejected wrong password")
 	fs.StringVar(&o.blockedSrc, "blocked-src", "127.8.0.1", "refused: the address to have blocked and connect from")
 	fs.IntVar(&o.preblockTries, "preblock", 100, "refused: most failed logins spent to get -blocked-src blocked")
