@@ -559,8 +559,9 @@ flood_expect() { # SRV: sets EXPECT
 	# the flood a login can take longer than the client's 30 s, and the
 	# share served says how many did not. maddy 0.8.1 answers a wrong
 	# password with "454 4.7.0 auth: invalid credentials", a temporary
-	# reply, instead of 535 (RFC 4954 §6).
-	chasquid) EXPECT=(-expect timeout -expect cached=timeout -expect uncached=timeout
+	# reply, instead of 535 (RFC 4954 §6); chasquid closes a connection
+	# after too many errors with "421 4.5.0".
+	chasquid) EXPECT=(-expect "421 4.5.0" -expect timeout -expect cached=timeout -expect uncached=timeout
 		-expect owner-trusted=timeout -expect owner-new=timeout) ;;
 	maddy) EXPECT=(-wrong-reply 454 -expect timeout -expect cached=timeout -expect uncached=timeout
 		-expect owner-trusted=timeout -expect owner-new=timeout) ;;
