@@ -553,7 +553,7 @@ flood_expect() { # SRV: sets EXPECT
 	case $1 in
 	submitd) EXPECT=(-expect "454 4.7.0" -expect "closed by server" -expect "reset by server" -expect "554 5.1.0"
 		-expect "uncached=454 4.7.0" -expect "owner-trusted=454 4.7.0"
-		-expect "owner-new=535 5.7.8" -expect "owner-new=454 4.7.0") ;;
+		-expect "owner-new=535 5.1.0" -expect "owner-new=454 4.7.0") ;;
 	# chasquid and maddy check every password as it comes, with no bound on
 	# the hashes under way (scrypt and argon2id, 16 and 19 MiB each): under
 	# the flood a login can take longer than the client's 30 s, and the
