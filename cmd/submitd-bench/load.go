@@ -373,14 +373,29 @@ func runIdle(ctx context.Context, cfg *sendConfig, n, parallel int, hold time.Du
 
 // floodConfig is the wrong-password flood.
 type floodConfig struct {
-	// send supplies the server, accounts, connection count and sources.
+	// send supplies the server, the flooded accounts, connection count and
+	// sources.
 	send *sendConfig
 	// probeEvery is the time between the starts of legitimate logins
 	// (0: none).
 	probeEvery time.Duration
+	// probeAccts are the accounts of the cached and uncached legitimate
+	// logins, none of them flooded: a login guessed from many addresses
+	// is refused from new networks (SPEC R21), which is not what those
+	// probes measure.
+	probeAccts accounts
 	// probeSrc is the first of probeSources addresses legitimate logins
-	// come from, in turn.
+	// come from, in turn; the flooded login's owner logged in from there
+	// before the flood.
 	probeSrc netip.Addr
+	// ownerNewSrc is the first address from which the flooded login's
+	// owner tries a network it never logged in from; each try comes from
+	// the next network (newNetwork), since a success would make its
+	// network one the login logged in from.
+	ownerNewSrc netip.Addr
+	// wrongCode is the reply code of a wrong password (RFC 4954 §6: 535;
+	// some servers answer otherwise).
+	wrongCode int
 }
 
 // probeSources is how many addresses legitimate logins during a flood come
@@ -391,41 +406,48 @@ const probeSources = 16
 
 // floodResult is what the flood measured.
 type floodResult struct {
-	// attempts records each AUTH: a 535 is the expected outcome, any
-	// other reply or failure is counted by its key.
+	// attempts records each AUTH: the wrong password's reply is the
+	// expected outcome, any other reply or failure is counted by its key.
 	attempts *recorder
 	// cached records legitimate logins of one account logged in before.
 	cached *recorder
 	// uncached records legitimate logins of accounts not logged in before
 	// in this run.
 	uncached *recorder
+	// ownerTrusted and ownerNew record the right password of the first
+	// flooded login, from the network it logged in from before the flood
+	// and from a network it never logged in from.
+	ownerTrusted, ownerNew *recorder
 }
 
 // runFlood sends wrong passwords on cfg.send.conns connections until end,
 // each connection from the next source address, and meanwhile starts a
 // login with the right password every probeEvery, as users do whether or
-// not the server is slow, alternating one account used over and over with
-// accounts not yet used.
+// not the server is slow. The logins take turns: one account not flooded
+// used over and over (cached), accounts not flooded and not yet used
+// (uncached), and the first flooded account from the network it logged in
+// from before and from a new one (what its owner sees).
 //
 // The flood lasts d from the call of begin, which comes after a first login
-// of the cached account.
+// of the cached account and of the flooded owner's.
 func runFlood(ctx context.Context, cfg *floodConfig, d time.Duration, begin func()) floodResult {
-	res := floodResult{attempts: newRecorder(), cached: newRecorder(), uncached: newRecorder()}
+	res := floodResult{attempts: newRecorder(), cached: newRecorder(), uncached: newRecorder(),
+		ownerTrusted: newRecorder(), ownerNew: newRecorder()}
 	sc := cfg.send
 	l := &sendLoad{cfg: sc, clk: realClock{}, msgs: newRecorder(), setup: newRecorder()}
 	// A login under way when the flood ends runs to its end (or its
 	// timeout): cutting it off would count it as a failure it may not be.
 	pctx := ctx
 	probeAddr := sources{base: cfg.probeSrc, n: probeSources}
-	probe := func(rec *recorder, acct, k int) {
-		c, err := connect(pctx, sc.dial, probeAddr.at(k), true)
+	probe := func(rec *recorder, user, pass string, src net.IP) {
+		c, err := connect(pctx, sc.dial, src, true)
 		if err != nil {
 			rec.fail(err)
 			return
 		}
 		defer c.quit()
 		t0 := time.Now()
-		rep, err := c.authPlain(sc.accts.login(acct), sc.accts.password)
+		rep, err := c.authPlain(user, pass)
 		if err == nil {
 			err = expect("AUTH", rep, 235)
 		}
@@ -435,10 +457,14 @@ func runFlood(ctx context.Context, cfg *floodConfig, d time.Duration, begin func
 		}
 		rec.ok(time.Since(t0))
 	}
+	pa := cfg.probeAccts
+	owner := sc.accts.login(0)
 	if cfg.probeEvery > 0 {
-		// Account 0 is the cached one: one login before the flood, not
-		// counted, puts it in any cache the server has.
-		probe(newRecorder(), 0, 0)
+		// One login before the flood, not counted, puts the cached
+		// account in any cache the server has, and one makes the probes'
+		// network one the owner of the first flooded login logged in from.
+		probe(newRecorder(), pa.login(0), pa.password, probeAddr.at(0))
+		probe(newRecorder(), owner, sc.accts.password, probeAddr.at(0))
 	}
 	begin()
 	end := time.Now().Add(d)
@@ -459,10 +485,15 @@ func runFlood(ctx context.Context, cfg *floodConfig, d time.Duration, begin func
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if k%2 == 0 {
-						probe(res.cached, 0, k)
-					} else {
-						probe(res.uncached, 1+(k/2)%max(sc.accts.n-1, 1), k)
+					switch k % 4 {
+					case 0:
+						probe(res.cached, pa.login(0), pa.password, probeAddr.at(k))
+					case 1:
+						probe(res.uncached, pa.login(1+(k/4)%max(pa.n-1, 1)), pa.password, probeAddr.at(k))
+					case 2:
+						probe(res.ownerTrusted, owner, sc.accts.password, probeAddr.at(k))
+					default:
+						probe(res.ownerNew, owner, sc.accts.password, newNetwork(cfg.ownerNewSrc, k/4))
 					}
 				}()
 			}
@@ -484,7 +515,7 @@ func runFlood(ctx context.Context, cfg *floodConfig, d time.Duration, begin func
 				for !over(ctx, end) {
 					t0 := time.Now()
 					rep, err := c.authPlain(sc.accts.login(i), "wrong-"+sc.accts.password)
-					if err == nil && rep.Code == 535 {
+					if err == nil && rep.Code == cfg.wrongCode {
 						res.attempts.ok(time.Since(t0))
 						continue
 					}
@@ -502,6 +533,22 @@ func runFlood(ctx context.Context, cfg *floodConfig, d time.Duration, begin func
 	}
 	wg.Wait()
 	return res
+}
+
+// newNetwork is the address of base in the i-th network after base's: for
+// IPv4 the i-th /24 (SPEC R21 trusts a network of an earlier success, a
+// /24 by default), for IPv6 the i-th /48.
+func newNetwork(base netip.Addr, i int) net.IP {
+	if base.Is4() {
+		b := base.As4()
+		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		v += uint32(i) << 8
+		return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	}
+	b := base.As16()
+	n := uint64(b[4])<<8 | uint64(b[5]) + uint64(i)
+	b[4], b[5] = byte(n>>8), byte(n)
+	return net.IP(b[:])
 }
 
 // over reports whether a timed load is over. It looks at the clock as well

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +49,23 @@ type testServer struct {
 	data, accepted int
 	// authOK and authFailed count logins.
 	authOK, authFailed int
+	// auths are the logins in the order they were checked.
+	auths []testLogin
+}
+
+// testLogin is one login the test server checked.
+type testLogin struct {
+	// user is the login and src the client's address.
+	user, src string
+	// ok says whether the password was right.
+	ok bool
+}
+
+// logins returns the logins checked so far.
+func (ts *testServer) logins() []testLogin {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return slices.Clone(ts.auths)
 }
 
 const testPassword = "right-password"
@@ -124,7 +142,10 @@ func (ts *testServer) sendConfig(n int) *sendConfig {
 	}
 }
 
-func (ts *testServer) NewSession(*smtp.Conn) (smtp.Session, error) { return &testSession{ts: ts}, nil }
+func (ts *testServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	host, _, _ := net.SplitHostPort(c.Conn().RemoteAddr().String())
+	return &testSession{ts: ts, src: host}, nil
+}
 
 // testSession is one session of the test server.
 type testSession struct {
@@ -132,6 +153,8 @@ type testSession struct {
 	ts *testServer
 	// authed is set by a successful login.
 	authed bool
+	// src is the client's address.
+	src string
 }
 
 func (s *testSession) AuthMechanisms() []string { return []string{sasl.Plain} }
@@ -140,7 +163,9 @@ func (s *testSession) Auth(string) (sasl.Server, error) {
 	return sasl.NewPlainServer(func(_, user, pass string) error {
 		s.ts.mu.Lock()
 		defer s.ts.mu.Unlock()
-		if pass != testPassword || !strings.HasSuffix(user, "@test.server") {
+		ok := pass == testPassword && strings.HasSuffix(user, "@test.server")
+		s.ts.auths = append(s.ts.auths, testLogin{user: user, src: s.src, ok: ok})
+		if !ok {
 			s.ts.authFailed++
 			return smtp.ErrAuthFailed
 		}
@@ -278,17 +303,92 @@ func TestFloodAndProbes(t *testing.T) {
 	ts := startTestServer(t, testServerOptions{})
 	res, _ := runCLI(t, "-mode", "flood", "-addr", ts.addr, "-c", "4", "-sources", "10", "-src", "127.5.0.1",
 		"-accounts", "5", "-user", "user%d@test.server", "-password", testPassword,
-		"-probe-every", "10ms", "-probe-src", "127.9.0.1", "-duration", "400ms")
+		"-probe-user", "probe%d@test.server", "-probe-accounts", "5",
+		"-probe-every", "10ms", "-probe-src", "127.9.0.1", "-owner-new-src", "127.10.0.1", "-duration", "400ms", "-strict")
 	_, _, authOK, authFailed := ts.counts()
 	if res.OK == 0 || res.OK > authFailed || len(res.Errors) != 0 {
 		t.Errorf("counted %d rejected wrong passwords (server: %d), errors %v", res.OK, authFailed, res.Errors)
 	}
-	if res.Cached.Latency.N == 0 || res.Uncached.Latency.N == 0 || len(res.Cached.Errors)+len(res.Uncached.Errors) != 0 {
-		t.Errorf("probes: cached %+v, uncached %+v", res.Cached, res.Uncached)
+	sets := []*loginResult{res.Cached, res.Uncached, res.OwnerTrusted, res.OwnerNew}
+	probes := 0
+	for i, l := range sets {
+		if l == nil || l.Latency.N == 0 || len(l.Errors) != 0 {
+			t.Errorf("probe set %d: %+v", i, l)
+			continue
+		}
+		probes += l.Latency.N
 	}
-	// One warm-up login of account 0 comes before the timed ones.
-	if got := res.Cached.Latency.N + res.Uncached.Latency.N + 1; got != authOK {
-		t.Errorf("%d probe logins counted, server accepted %d", got, authOK)
+	// Each try of the owner from a new network comes from a network of
+	// its own: a success would have made the one before known.
+	seen := map[string]bool{}
+	for _, l := range ts.logins() {
+		if strings.HasPrefix(l.src, "127.10.") {
+			network := l.src[:strings.LastIndex(l.src, ".")]
+			if seen[network] {
+				t.Errorf("the owner tried %s.0/24 twice", network)
+			}
+			seen[network] = true
+		}
+	}
+	if len(seen) != res.OwnerNew.Latency.N {
+		t.Errorf("%d new networks for %d tries", len(seen), res.OwnerNew.Latency.N)
+	}
+	// Two warm-up logins, of the cached account and of the flooded
+	// owner, come before the timed ones.
+	if probes+2 != authOK {
+		t.Errorf("%d probe logins counted, server accepted %d", probes, authOK)
+	}
+	logins := ts.logins()
+	for _, l := range logins[:2] {
+		if l.user != "probe0@test.server" && l.user != "user0@test.server" {
+			t.Errorf("warm-up login of %s, want the cached account and the flooded owner", l.user)
+		}
+	}
+	for _, l := range logins {
+		switch {
+		case l.ok && strings.HasPrefix(l.user, "user") && l.user != "user0@test.server":
+			t.Errorf("a right password for %s, a flooded account other than the owner's", l.user)
+		case l.ok && l.user == "user0@test.server" && !strings.HasPrefix(l.src, "127.9.0.") && !strings.HasPrefix(l.src, "127.10."):
+			t.Errorf("the owner logged in from %s, neither its trusted network nor a new one", l.src)
+		case !l.ok && strings.HasPrefix(l.user, "probe"):
+			t.Errorf("a wrong password for %s, an account the flood must leave alone", l.user)
+		}
+	}
+}
+
+func TestStrictNamesUnexpectedReplies(t *testing.T) {
+	// Every third message gets 451 4.3.0, as a sending limit would give
+	// once a benchmark account runs into it: -strict fails the run and
+	// names the reply and its count; -expect makes it part of the workload.
+	ts := startTestServer(t, testServerOptions{failEvery: 3})
+	args := []string{"-addr", ts.addr, "-c", "1", "-n", "9", "-duration", "1m", "-user", "user%d@test.server",
+		"-password", testPassword, "-src", "127.0.0.1", "-strict"}
+	var out strings.Builder
+	res, err := run(context.Background(), args, &out)
+	if !errors.Is(err, errFaults) || !strings.Contains(err.Error(), `unexpected replies: errors "451 4.3.0"×3`) {
+		t.Errorf("err = %v, want the run failed naming 3×451 4.3.0", err)
+	}
+	if res == nil || res.OK != 6 || res.Unexpected["errors"]["451 4.3.0"] != 3 {
+		t.Errorf("result %+v: want the 6 accepted messages counted and the 3 refusals unexpected", res)
+	}
+	if _, err := run(context.Background(), append(args, "-expect", "451 4.3.0"), io.Discard); err != nil {
+		t.Errorf("with -expect 451 4.3.0: %v", err)
+	}
+	// Without -strict the run succeeds and says what was unexpected.
+	out.Reset()
+	if _, err := run(context.Background(), args[:len(args)-1], &out); err != nil || !strings.Contains(out.String(), `"451 4.3.0"×3`) {
+		t.Errorf("without -strict: err %v, output %q", err, out.String())
+	}
+}
+
+func TestStrictNamesMissingFigures(t *testing.T) {
+	// The idle workload against an address where every login fails holds
+	// no session: there is no memory figure, which -strict reports.
+	ts := startTestServer(t, testServerOptions{})
+	_, err := run(context.Background(), []string{"-mode", "idle", "-addr", ts.addr, "-c", "2", "-duration", "0s",
+		"-user", "user%d@test.server", "-password", "wrong", "-src", "127.0.0.1", "-expect", "535 5.7.8", "-strict"}, io.Discard)
+	if !errors.Is(err, errFaults) || !strings.Contains(err.Error(), "missing: no session held, 0 of 2 sessions held") {
+		t.Errorf("err = %v, want the missing sessions named", err)
 	}
 }
 
@@ -299,9 +399,9 @@ func TestProbesDoNotWaitForSlowLogins(t *testing.T) {
 	// would give about two in 400 ms).
 	ts := startTestServer(t, testServerOptions{authDelay: 200 * time.Millisecond})
 	res, _ := runCLI(t, "-mode", "flood", "-addr", ts.addr, "-c", "1", "-src", "127.5.0.1",
-		"-accounts", "50", "-user", "user%d@test.server", "-password", testPassword,
+		"-accounts", "50", "-user", "user%d@test.server", "-password", testPassword, "-probe-user", "probe%d@test.server",
 		"-probe-every", "10ms", "-probe-src", "127.9.0.1", "-duration", "400ms")
-	if n := res.Cached.Latency.N + res.Uncached.Latency.N; n < 8 {
+	if n := res.Cached.Latency.N + res.Uncached.Latency.N + res.OwnerTrusted.Latency.N + res.OwnerNew.Latency.N; n < 8 {
 		t.Errorf("%d probe logins in 400 ms of 200 ms logins: they waited for each other", n)
 	}
 	if res.Cached.Latency.P50 < 200 {

@@ -15,8 +15,9 @@
 //
 // "submitd-bench table FILE" turns the JSON lines written with -json into
 // the comparison table of BENCHMARKS.md; "submitd-bench accounts" prints
-// benchmark accounts for "submitd account import". bench/run.sh drives all
-// three.
+// benchmark accounts for "submitd account import"; "submitd-bench dns"
+// answers for the sink's name, for peers that look up the recipient's MX.
+// bench/run.sh drives them all.
 package main
 
 import (
@@ -39,7 +40,7 @@ import (
 
 func main() {
 	if len(os.Args) > 1 {
-		sub := map[string]func([]string, io.Writer) error{"table": tableMain, "accounts": accountsMain}[os.Args[1]]
+		sub := map[string]func([]string, io.Writer) error{"table": tableMain, "accounts": accountsMain, "dns": dnsMain}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:], os.Stdout); err != nil {
 				fmt.Fprintf(os.Stderr, "submitd-bench %s: %v\n", os.Args[1], err)
@@ -90,6 +91,9 @@ type result struct {
 	Setup *latency `json:"setup,omitempty"`
 	// Errors counts failures by reply key or kind.
 	Errors map[string]int `json:"errors"`
+	// SetupErrors counts the failures to connect and log in of a send
+	// run's connections (each also fails the message it was for).
+	SetupErrors map[string]int `json:"setup_errors,omitempty"`
 	// E2E is the end-to-end figure when -drain-cmd was given.
 	E2E *e2eResult `json:"e2e,omitempty"`
 	// Server is the server's resource use when -pid was given.
@@ -101,6 +105,15 @@ type result struct {
 	// Cached and Uncached are the legitimate logins during a flood.
 	Cached   *loginResult `json:"cached,omitempty"`
 	Uncached *loginResult `json:"uncached,omitempty"`
+	// OwnerTrusted and OwnerNew are the logins of a flooded account's
+	// owner from a network it logged in from before and from a new one.
+	OwnerTrusted *loginResult `json:"owner_trusted,omitempty"`
+	OwnerNew     *loginResult `json:"owner_new,omitempty"`
+	// Unexpected counts, per set of operations ("errors", "setup",
+	// "cached", …), the failures not named by -expect.
+	Unexpected map[string]map[string]int `json:"unexpected,omitempty"`
+	// Missing names the figures the run should have given and did not.
+	Missing []string `json:"missing,omitempty"`
 }
 
 // e2eResult is accepted-and-delivered throughput.
@@ -190,6 +203,13 @@ type options struct {
 	// probeEvery and probeSrc time legitimate logins during a flood.
 	probeEvery time.Duration
 	probeSrc   string
+	// probeUser and probeAccounts are the logins of the legitimate
+	// logins, ownerNewSrc where the flooded owner's new network is.
+	probeUser     string
+	probeAccounts int
+	ownerNewSrc   string
+	// wrongCode is the reply code of a rejected wrong password.
+	wrongCode int
 	// blockedSrc is the address refused; preblockTries bounds the failed
 	// logins spent to get it blocked.
 	blockedSrc    string
@@ -197,6 +217,10 @@ type options struct {
 	// tags label the JSON line, jsonPath is where it is appended.
 	tags     tagFlags
 	jsonPath string
+	// expect names the failures the workload expects; strict makes any
+	// other failure, or a missing figure, fail the run.
+	expect expectFlags
+	strict bool
 }
 
 // tagFlags collects repeated -tag key=value flags.
@@ -214,13 +238,14 @@ func (t tagFlags) Set(s string) error {
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{tags: tagFlags{}}
+	o := &options{tags: tagFlags{}, expect: expectFlags{}}
 	fs := flag.NewFlagSet("submitd-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: submitd-bench [flags]       a load run (see -mode)
        submitd-bench table FILE         the BENCHMARKS.md table of the -json lines in FILE
        submitd-bench accounts [-n N]    accounts for "submitd account import"
+       submitd-bench dns [-listen ADDR] a DNS server for the sink's name (bench/run.sh)
 
 Modes: send (mail; closed loop, or open loop with -rate), idle (-c sessions
 held open), flood (wrong passwords, legitimate logins timed alongside),
@@ -253,11 +278,17 @@ refused (connections from an address the server has blocked).
 	fs.StringVar(&o.drainCmd, "drain-cmd", "", "shell command printing nothing once the server's queue is empty; gives the end-to-end rate")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 5*time.Minute, "longest wait for -drain-cmd")
 	fs.DurationVar(&o.probeEvery, "probe-every", 200*time.Millisecond, "flood: time between the starts of legitimate logins, answered or not (0: none)")
-	fs.StringVar(&o.probeSrc, "probe-src", "127.9.0.1", "flood: first of 16 source addresses of legitimate logins")
+	fs.StringVar(&o.probeSrc, "probe-src", "127.9.0.1", "flood: first of 16 source addresses of legitimate logins, where the flooded owner logged in before")
+	fs.StringVar(&o.probeUser, "probe-user", "probe%d@bench.test", "flood: login of the legitimate logins, accounts not flooded; %d as in -user")
+	fs.IntVar(&o.probeAccounts, "probe-accounts", 200, "flood: number of -probe-user accounts")
+	fs.StringVar(&o.ownerNewSrc, "owner-new-src", "127.10.0.1", "flood: first address of the flooded owner's new networks, one /24 (IPv6: /48) after the other")
+	fs.IntVar(&o.wrongCode, "wrong-reply", 535, "flood: the reply code of a rejected wrong password")
 	fs.StringVar(&o.blockedSrc, "blocked-src", "127.8.0.1", "refused: the address to have blocked and connect from")
 	fs.IntVar(&o.preblockTries, "preblock", 100, "refused: most failed logins spent to get -blocked-src blocked")
 	fs.Var(o.tags, "tag", "key=value label for the JSON line (repeatable)")
 	fs.StringVar(&o.jsonPath, "json", "", "append the result as one JSON line to this file")
+	fs.Var(o.expect, "expect", "a failure the workload expects, by its key (\"454 4.7.0\", \"closed by server\"), of the operations or of a set: setup=KEY, cached=KEY, uncached=KEY, owner-trusted=KEY, owner-new=KEY (repeatable)")
+	fs.BoolVar(&o.strict, "strict", false, "fail the run on any failure -expect does not name, or on a figure missing")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -269,7 +300,7 @@ refused (connections from an address the server has blocked).
 		return nil, fmt.Errorf("%w: -mode %q: want send, idle, flood or refused", errUsage, o.mode)
 	case !strings.Contains(" starttls implicit none ", " "+o.security+" "):
 		return nil, fmt.Errorf("%w: -tls %q: want starttls, implicit or none", errUsage, o.security)
-	case o.conns < 1 || o.accounts < 1 || o.nSources < 1 || o.perConn < 0 || o.limit < 0:
+	case o.conns < 1 || o.accounts < 1 || o.probeAccounts < 1 || o.nSources < 1 || o.perConn < 0 || o.limit < 0:
 		return nil, fmt.Errorf("%w: -c, -accounts and -sources must be positive, -k and -n not negative", errUsage)
 	case o.size < 200:
 		return nil, fmt.Errorf("%w: -size %d: at least 200 bytes (the headers)", errUsage, o.size)
@@ -327,6 +358,10 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	ownerNewSrc, err := parseIP("owner-new-src", o.ownerNewSrc)
+	if err != nil {
+		return nil, err
+	}
 	cfg := &sendConfig{
 		dial:    &dialConfig{addr: o.addr, security: o.security, timeout: o.timeout, pipelining: o.pipelining, heloName: o.helo},
 		conns:   o.conns,
@@ -370,7 +405,7 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 		})
 		res.OK, res.Latency, res.Errors = l.msgs.count(), l.msgs.summary(), l.msgs.errors()
 		s := l.setup.summary()
-		res.Setup = &s
+		res.Setup, res.SetupErrors = &s, l.setup.errors()
 		bytes = l.bytes.Load()
 	case "idle":
 		ir := runIdle(ctx, cfg, o.conns, o.setupParallel, o.duration, func(part int) {
@@ -388,7 +423,9 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 		s := ir.setup.summary()
 		res.Setup = &s
 	case "flood":
-		fr := runFlood(ctx, &floodConfig{send: cfg, probeEvery: o.probeEvery, probeSrc: probeSrc}, o.duration, func() {
+		fc := &floodConfig{send: cfg, probeEvery: o.probeEvery, probeSrc: probeSrc, ownerNewSrc: ownerNewSrc, wrongCode: o.wrongCode,
+			probeAccts: accounts{format: o.probeUser, n: o.probeAccounts, password: o.password}}
+		fr := runFlood(ctx, fc, o.duration, func() {
 			start = time.Now()
 			if pw != nil {
 				before, _ = pw.sample()
@@ -397,6 +434,8 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 		res.OK, res.Latency, res.Errors = fr.attempts.count(), fr.attempts.summary(), fr.attempts.errors()
 		res.Cached = &loginResult{fr.cached.summary(), fr.cached.errors()}
 		res.Uncached = &loginResult{fr.uncached.summary(), fr.uncached.errors()}
+		res.OwnerTrusted = &loginResult{fr.ownerTrusted.summary(), fr.ownerTrusted.errors()}
+		res.OwnerNew = &loginResult{fr.ownerNew.summary(), fr.ownerNew.errors()}
 	case "refused":
 		src := net.IP(blockedSrc.AsSlice())
 		rep, err := preblock(ctx, cfg.dial, src, cfg.accts.login(0), o.password, o.preblockTries)
@@ -452,11 +491,18 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 			}
 		}
 	}
+	res.Unexpected, res.Missing = o.expect.check(res, o, len(pids) > 0)
 	printSummary(out, res)
 	if o.jsonPath != "" {
 		if err := appendJSON(o.jsonPath, res); err != nil {
 			return nil, err
 		}
+	}
+	if err := faults(res); err != nil {
+		if o.strict {
+			return res, err
+		}
+		fmt.Fprintln(out, err)
 	}
 	return res, nil
 }
@@ -513,11 +559,13 @@ func printSummary(w io.Writer, r *result) {
 	for _, l := range []struct {
 		name string
 		r    *loginResult
-	}{{"cached login", r.Cached}, {"uncached login", r.Uncached}} {
+	}{{"cached login", r.Cached}, {"uncached login", r.Uncached},
+		{"flooded owner, trusted network", r.OwnerTrusted}, {"flooded owner, new network", r.OwnerNew}} {
 		if l.r != nil {
 			printLatency(w, l.name, l.r.Latency)
 			printErrors(w, l.name+" errors", l.r.Errors)
 		}
+
 	}
 	if s := r.Server; s != nil {
 		fmt.Fprintf(w, "server: %d processes, %.2fs CPU, %.3f ms per op", s.Procs, s.CPUSeconds, s.CPUPerOpMs)

@@ -144,6 +144,21 @@ func TestScheduleStopsAtEndAndLimit(t *testing.T) {
 	}
 }
 
+func TestNewNetwork(t *testing.T) {
+	for _, tt := range []struct {
+		base string
+		i    int
+		want string
+	}{
+		{"127.10.0.1", 0, "127.10.0.1"}, {"127.10.0.1", 3, "127.10.3.1"}, {"127.10.255.1", 1, "127.11.0.1"},
+		{"fd00::1", 2, "fd00:0:2::1"},
+	} {
+		if got := newNetwork(netip.MustParseAddr(tt.base), tt.i); !got.Equal(net.ParseIP(tt.want)) {
+			t.Errorf("newNetwork(%s, %d) = %s, want %s", tt.base, tt.i, got, tt.want)
+		}
+	}
+}
+
 func TestSources(t *testing.T) {
 	s := sources{base: netip.MustParseAddr("127.1.0.254"), n: 3}
 	want := []string{"127.1.0.254", "127.1.0.255", "127.1.1.0", "127.1.0.254"}

@@ -12,12 +12,37 @@ import (
 	"strings"
 )
 
-// Server tags of the three systems compared.
+// Server tags of the systems compared.
 const (
-	srvSubmitd = "submitd"
-	srvCeiling = "ceiling"
-	srvPostfix = "postfix"
+	srvSubmitd  = "submitd"
+	srvCeiling  = "ceiling"
+	srvPostfix  = "postfix"
+	srvChasquid = "chasquid"
+	srvMaddy    = "maddy"
 )
+
+// peers are the servers submitd is compared with, in the table's order,
+// with their column titles.
+var peers = []struct{ tag, title string }{
+	{srvCeiling, "ceiling (go-smtp, discarding)"},
+	{srvPostfix, "Postfix"},
+	{srvChasquid, "chasquid"},
+	{srvMaddy, "maddy"},
+}
+
+// whyNot says, per workload tag and server, why the server has no figure
+// for it; the table prints these as notes below it.
+var whyNot = map[string]map[string]string{
+	"W1": {srvCeiling: "the ceiling discards messages: nothing is written or delivered"},
+	"W3": {srvPostfix: "W3 compares with the ceiling only", srvChasquid: "W3 compares with the ceiling only",
+		srvMaddy: "W3 compares with the ceiling only"},
+	"W4": {srvPostfix: "one process per session (smtpd): W4 compares single-process servers with the ceiling",
+		srvChasquid: "W4 compares with the ceiling only", srvMaddy: "W4 compares with the ceiling only"},
+	"W5": {srvPostfix: "not run: W5 compares with the ceiling and the Go peers"},
+	"W6": {srvPostfix: "Postfix's submission smtpd blocks no address after failed logins (anvil only limits rates)",
+		srvChasquid: "chasquid blocks no address after failed logins",
+		srvMaddy:    "maddy blocks no address after failed logins"},
+}
 
 // target is a goal for submitd's figure. Exactly one of the factors or
 // the absolute bound is used per comparison.
@@ -83,25 +108,33 @@ var figures = []figure{
 		}
 		return r.Cached.Latency.P99, true
 	}, target{absolute: 50, lowerIsBetter: true}},
-	{"W5", "W5: uncached legitimate logins served", "%", func(r *result) (float64, bool) {
-		if r.Uncached == nil {
-			return 0, false
-		}
-		failed := 0
-		for _, n := range r.Uncached.Errors {
-			failed += n
-		}
-		all := r.Uncached.Latency.N + failed
-		if all == 0 {
-			return 0, false
-		}
-		return 100 * float64(r.Uncached.Latency.N) / float64(all), true
-	}, target{absolute: 100}},
+	{"W5", "W5: uncached legitimate logins served (logins not flooded)", "%", served(func(r *result) *loginResult { return r.Uncached }), target{absolute: 100}},
+	{"W5", "W5: flooded login, its owner from a network it logged in from before: served", "%", served(func(r *result) *loginResult { return r.OwnerTrusted }), target{absolute: 100}},
+	{"W5", "W5: flooded login, its owner from a new network: served (SPEC R21 refuses)", "%", served(func(r *result) *loginResult { return r.OwnerNew }), target{}},
 	{"W6p", "W6: refusals of a blocked IP, STARTTLS port (plain)", "/s", perSec, target{vsCeiling: 0.9}},
 	{"W6i", "W6: refusals of a blocked IP, implicit TLS", "/s", perSec, target{vsCeiling: 0.9}},
 }
 
 func perSec(r *result) (float64, bool) { return r.PerSec, r.OK > 0 }
+
+// served is the share of a set of logins that got 235, in percent.
+func served(set func(*result) *loginResult) func(*result) (float64, bool) {
+	return func(r *result) (float64, bool) {
+		l := set(r)
+		if l == nil {
+			return 0, false
+		}
+		failed := 0
+		for _, n := range l.Errors {
+			failed += n
+		}
+		all := l.Latency.N + failed
+		if all == 0 {
+			return 0, false
+		}
+		return 100 * float64(l.Latency.N) / float64(all), true
+	}
+}
 
 func serverField(r *result, f func(*serverResult) float64) (float64, bool) {
 	if r.Server == nil {
@@ -216,24 +249,36 @@ func ratio(a, b float64) string {
 	return fmt.Sprintf("%.2f", a/b)
 }
 
-// writeTable prints the Markdown table of the medians.
+// writeTable prints the Markdown table of the medians, and below it the
+// reasons for the figures a server does not have.
 func writeTable(w io.Writer, results []*result) error {
 	m, runs := medians(results)
 	if runs == 0 {
 		return errors.New("no results")
 	}
 	fmt.Fprintf(w, "Medians of up to %d runs per figure.\n\n", runs)
-	fmt.Fprintln(w, "| workload and figure | submitd | ceiling (go-smtp, discarding) | Postfix | submitd ÷ ceiling | submitd ÷ Postfix | target | met |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|---|")
+	head, rule := "| workload and figure | submitd |", "|---|---:|"
+	for _, p := range peers {
+		head += " " + p.title + " |"
+		rule += "---:|"
+	}
+	for _, p := range peers {
+		head += " submitd ÷ " + strings.Fields(p.title)[0] + " |"
+		rule += "---:|"
+	}
+	fmt.Fprintln(w, head+" target | met |")
+	fmt.Fprintln(w, rule+"---|---|")
 	get := func(i int, srv string) float64 {
 		if v, ok := m[i][srv]; ok {
 			return v
 		}
 		return math.NaN()
 	}
+	var notes []string
+	noteNo := map[string]int{}
 	for i, f := range figures {
-		s, c, p := get(i, srvSubmitd), get(i, srvCeiling), get(i, srvPostfix)
-		goal, met := verdict(f.goal, s, c, p)
+		s := get(i, srvSubmitd)
+		goal, met := verdict(f.goal, s, get(i, srvCeiling), get(i, srvPostfix))
 		unit := " " + f.unit
 		if f.unit == "%" || f.unit == "/s" || f.unit == "" {
 			unit = f.unit
@@ -247,8 +292,32 @@ func writeTable(w io.Writer, results []*result) error {
 		if f.goal.absolute > 0 {
 			goal = strings.Replace(goal, formatValue(f.goal.absolute), cell(f.goal.absolute), 1)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			f.name, cell(s), cell(c), cell(p), ratio(s, c), ratio(s, p), goal, met)
+		row := fmt.Sprintf("| %s | %s |", f.name, cell(s))
+		for _, p := range peers {
+			c := cell(get(i, p.tag))
+			if why := whyNot[strings.TrimRight(f.w, "spifc")][p.tag]; why != "" && c == "–" {
+				if noteNo[why] == 0 {
+					notes = append(notes, why)
+					noteNo[why] = len(notes)
+				}
+				c = fmt.Sprintf("–<sup>%d</sup>", noteNo[why])
+			}
+			row += " " + c + " |"
+		}
+		for _, p := range peers {
+			row += " " + ratio(s, get(i, p.tag)) + " |"
+		}
+		fmt.Fprintf(w, "%s %s | %s |\n", row, goal, met)
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for i, n := range notes {
+			fmt.Fprintf(w, "<sup>%d</sup> %s.", i+1, n)
+			if i < len(notes)-1 {
+				fmt.Fprint(w, " ")
+			}
+		}
+		fmt.Fprintln(w)
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ func TestTableMediansAndRatios(t *testing.T) {
 		res("W1", srvCeiling, 1000, 10), res("W1", srvCeiling, 900, 8), res("W1", srvCeiling, 1100, 11),
 		res("W1", srvPostfix, 400, 50), res("W1", srvPostfix, 400, 50), res("W1", srvPostfix, 300, 60),
 		// W2 STARTTLS: enough against the ceiling, not against Postfix.
-		res("W2s", srvSubmitd, 70, 1), res("W2s", srvCeiling, 100, 1), res("W2s", srvPostfix, 50, 1),
+		res("W2s", srvSubmitd, 70, 1), res("W2s", srvCeiling, 100, 1), res("W2s", srvPostfix, 50, 1), res("W2s", srvChasquid, 35, 1),
 	}
 	var b strings.Builder
 	if err := writeTable(&b, results); err != nil {
@@ -34,19 +34,23 @@ func TestTableMediansAndRatios(t *testing.T) {
 		t.Fatalf("no row %q in\n%s", prefix, out)
 		return ""
 	}
-	if r := row("W1: 20 connections"); !strings.Contains(r, "| 600 msgs/s | 1000 msgs/s | 400 msgs/s | 0.60 | 1.50 | ≥ 0.5× ceiling | yes |") {
+	if r := row("W1: 20 connections"); !strings.Contains(r, "| 600 msgs/s | 1000 msgs/s | 400 msgs/s | – | – | 0.60 | 1.50 | – | – | ≥ 0.5× ceiling | yes |") {
 		t.Errorf("W1 row: %s", r)
 	}
 	// p99: medians 12 and 10 ms, so 1.2× the ceiling, within 1.5×.
-	if r := row("W1: p99"); !strings.Contains(r, "| 12.0 ms | 10.0 ms | 50.0 ms | 1.20 | 0.24 | ≤ 1.5× ceiling | yes |") {
+	if r := row("W1: p99"); !strings.Contains(r, "| 12.0 ms | 10.0 ms | 50.0 ms | – | – | 1.20 | 0.24 | – | – | ≤ 1.5× ceiling | yes |") {
 		t.Errorf("p99 row: %s", r)
 	}
-	if r := row("W2: new STARTTLS"); !strings.Contains(r, "| 0.70 | 1.40 | ≥ 0.6× ceiling, ≥ 1.5× Postfix | no |") {
+	if r := row("W2: new STARTTLS"); !strings.Contains(r, "| 70.0 msgs/s | 100 msgs/s | 50.0 msgs/s | 35.0 msgs/s | – | 0.70 | 1.40 | 2.00 | – | ≥ 0.6× ceiling, ≥ 1.5× Postfix | no |") {
 		t.Errorf("W2 row: %s", r)
 	}
-	// Not measured: dashes, no verdict.
-	if r := row("W3: 1 MiB"); !strings.Contains(r, "| – | – | – | – | – | ≥ 0.6× ceiling | – |") {
+	// Not measured: dashes, no verdict; a peer that cannot run a
+	// workload has a note saying why.
+	if r := row("W3: 1 MiB"); !strings.Contains(r, "| – | – | –<sup>2</sup> | –<sup>2</sup> | –<sup>2</sup> | – | – | – | – | ≥ 0.6× ceiling | – |") {
 		t.Errorf("W3 row: %s", r)
+	}
+	if !strings.Contains(out, "<sup>2</sup> "+whyNot["W3"][srvChasquid]+".") {
+		t.Error("no note on why the peers have no W3 figure")
 	}
 	if !strings.Contains(out, "Medians of up to 3 runs") {
 		t.Error("run count missing")

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -88,7 +89,7 @@ var partials = []string{"templates/layout.html", "templates/sending.html"}
 type redirect string
 
 // webTemplates are the parsed pages by name, each with the layout.
-var webTemplates = map[string]*template.Template{}
+var webTemplates = sync.OnceValue(parseWebTemplates)
 
 // webFuncs are the helpers the templates use.
 var webFuncs = template.FuncMap{
@@ -150,7 +151,8 @@ var webFuncs = template.FuncMap{
 	"list": func(v ...any) []any { return v },
 }
 
-func init() {
+func parseWebTemplates() map[string]*template.Template {
+	t := map[string]*template.Template{}
 	pages, err := fs.Glob(webFiles, "templates/*.html")
 	if err != nil {
 		panic(err)
@@ -160,8 +162,9 @@ func init() {
 		if slices.Contains(partials, p) {
 			continue
 		}
-		webTemplates[name] = template.Must(template.New("layout.html").Funcs(webFuncs).ParseFS(webFiles, append(slices.Clone(partials), p)...))
+		t[name] = template.Must(template.New("layout.html").Funcs(webFuncs).ParseFS(webFiles, append(slices.Clone(partials), p)...))
 	}
+	return t
 }
 
 // webRoutes registers the pages and their actions.
@@ -230,7 +233,7 @@ func setHeaders(w http.ResponseWriter) {
 // render writes template name with d.
 func (s *Server) render(w http.ResponseWriter, status int, name string, d *pageData) {
 	var b bytes.Buffer
-	if err := webTemplates[name].Execute(&b, d); err != nil {
+	if err := webTemplates()[name].Execute(&b, d); err != nil {
 		s.cfg.Log.Error("admin: page not rendered", "page", name, "err", err)
 		http.Error(w, "internal error; see the server log", http.StatusInternalServerError)
 		return
