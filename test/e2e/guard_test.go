@@ -82,7 +82,7 @@ func TestGuardSwaks(t *testing.T) {
 		t.Fatalf("blocked since %q until %q: want RFC 3339 UTC one hour apart", fields[2], fields[3])
 	}
 	// The session ids lead to the failures.
-	if rec := s.mustCLI("", "session", sids[9]); !strings.Contains(rec, "authentication failed") || !strings.Contains(rec, "127.0.0.1") {
+	if rec := sessionRecord(t, s, sids[9]); !strings.Contains(rec, "authentication failed") || !strings.Contains(rec, "127.0.0.1") {
 		t.Fatalf("submitd session %s:\n%s", sids[9], rec)
 	}
 

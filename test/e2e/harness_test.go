@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"submitd/internal/testutil"
 )
 
 var (
@@ -253,6 +255,19 @@ func (s *server) cli(stdin string, args ...string) (stdout, stderr string, code 
 		s.t.Fatalf("submitd %v: %v", args, err)
 	}
 	return o.String(), e.String(), code
+}
+
+// sessionRecord waits for the record of session sid, written by the
+// server after the session closed, and returns "submitd session"'s output.
+func sessionRecord(t *testing.T, s *server, sid string) string {
+	t.Helper()
+	var rec string
+	testutil.WaitFor(t, 10*time.Second, "the session record of "+sid, func() bool {
+		var code int
+		rec, _, code = s.cli("", "session", sid)
+		return code == 0
+	})
+	return rec
 }
 
 // mustCLI runs a subcommand that must succeed.

@@ -40,7 +40,7 @@ func TestLoginUnderAttackSwaks(t *testing.T) {
 	// A new network, with the right password.
 	out := swaks(t, append(owner, "--local-interface", "127.1.51.1")...)
 	sid := serverLine(t, out, "535 5.1.0 SID authentication failed")
-	rec := s.mustCLI("", "session", sid)
+	rec := sessionRecord(t, s, sid)
 	if !strings.Contains(rec, "login jan@firma.cz under attack from 51 IPs since ") || !strings.Contains(rec, "this network 127.1.51.0/24 has no earlier success") {
 		t.Fatalf("submitd session %s:\n%s", sid, rec)
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"submitd/internal/testutil"
 )
@@ -40,17 +39,4 @@ func TestScanSwaks(t *testing.T) {
 	if rec := sessionRecord(t, s, m[1]); !strings.Contains(rec, m[2]+": no action score ") {
 		t.Errorf("session %s does not show the verdict:\n%s", m[1], rec)
 	}
-}
-
-// sessionRecord waits for the record of session sid, written by the
-// server after the session closed, and returns "submitd session"'s output.
-func sessionRecord(t *testing.T, s *server, sid string) string {
-	t.Helper()
-	var rec string
-	testutil.WaitFor(t, 10*time.Second, "the session record of "+sid, func() bool {
-		var code int
-		rec, _, code = s.cli("", "session", sid)
-		return code == 0
-	})
-	return rec
 }
