@@ -91,7 +91,7 @@ func (in *intake) scanVerdict() (string, *smtp.SMTPError) {
 			s.c.log.Warn("message not scanned", "queue_id", in.env.ID, "reason", r.Unscanned, "err", r.Err)
 		}
 		if r.Tempfail {
-			return ReplyScanUnavailable, s.s.Replies.Err(ReplyScanUnavailable, s.vars())
+			return ReplyScanUnavailable, s.c.set.Replies.Err(ReplyScanUnavailable, s.vars())
 		}
 		return "", nil
 	}
@@ -112,7 +112,7 @@ func (in *intake) scanVerdict() (string, *smtp.SMTPError) {
 		// means nothing to a submission server.
 		return "", nil
 	}
-	e := s.s.Replies.Err(key, s.vars())
+	e := s.c.set.Replies.Err(key, s.vars())
 	if x := v.Explanation(); x != "" {
 		e.Message += ": " + oneLine(x)
 	}

@@ -234,3 +234,22 @@ func TestScanMaxSize(t *testing.T) {
 		t.Errorf("scan events %q", ev)
 	}
 }
+
+// TestScanRepliesFollowSettings: the scan's replies come from the reply
+// table in force for the session, so a reload that rewords them reaches
+// the next connection like every other reply.
+func TestScanRepliesFollowSettings(t *testing.T) {
+	// Nothing listens on the port: the scanner is unreachable.
+	url := fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t, "127.0.0.1"))
+	e := newTestEnv(t, withScanner(scan.Config{URL: url, Tempfail: true}, nil))
+	st := *e.srv.CurrentSettings()
+	replies, err := NewReplies(map[string]string{ReplyScanUnavailable: "{sid} spam filter away, retry soon"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Replies = replies
+	e.srv.SetSettings(st)
+	c := e.login("smtp", "jan@firma.cz")
+	got := c.sendMessage("jan@firma.cz", []string{"eva@example.org"}, spamMsg("hello"))
+	matchSID(t, got, "451 4.3.0 SID spam filter away, retry soon")
+}
