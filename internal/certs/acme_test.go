@@ -1,37 +1,17 @@
 package certs
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"submitd/internal/testutil"
 )
-
-// syncBuffer is a log a test reads while the set writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // serveTLS serves handshakes with s's certificates on a loopback port and
 // returns its address.
@@ -81,7 +61,7 @@ func TestACMERenewalFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	pb := testutil.StartPebble(t, testutil.PebbleOptions{DNS: dns.Addr, TLSPort: ln.Addr().(*net.TCPAddr).Port, Validity: 30 * time.Second})
-	log := &syncBuffer{}
+	log := &testutil.SyncBuffer{}
 	cfg := Config{
 		DataDir: t.TempDir(), Hostname: name, Log: slog.New(slog.NewTextHandler(log, nil)),
 		ACME: &ACMEConfig{

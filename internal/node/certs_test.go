@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,23 +29,14 @@ import (
 // lockedBuffer collects a node's log for a test to search, and passes it
 // on to the test log.
 type lockedBuffer struct {
-	t  *testing.T
-	mu sync.Mutex
-	b  bytes.Buffer
+	testutil.SyncBuffer
+	t *testing.T
 }
 
 func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	l.b.Write(p)
-	l.mu.Unlock()
+	l.SyncBuffer.Write(p)
 	l.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // implicitTLS makes a TLS handshake on the node's listener name

@@ -88,30 +88,12 @@ var handedOut struct {
 	addrs map[string]bool
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is one process a test started (submitd, smtp-sink), with its output
 // collected.
 type proc struct {
 	t      testing.TB
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *testutil.SyncBuffer
 	exited chan struct{}
 	err    error // how it exited, once exited is closed
 }
@@ -145,7 +127,7 @@ func startProc(t testing.TB, bin, dir string, env []string, args ...string) *pro
 // ends if it still runs.
 func startCmd(t testing.TB, cmd *exec.Cmd) *proc {
 	t.Helper()
-	p := &proc{t: t, cmd: cmd, log: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{t: t, cmd: cmd, log: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
