@@ -506,9 +506,13 @@ func (d *Detector) Spam(account, action string, at time.Time) {
 	d.mu.Lock()
 	st := d.get(account, at)
 	st.spam = append(since(st.spam, from), at)
+	d.note(account, KindSpam, at.UnixNano(), "", 1)
 	n := len(st.spam)
 	if n >= th.Spam {
+		// As for the limit hits, a trip starts the count afresh, in the
+		// store too, so a restart does not count these verdicts again.
 		st.spam = st.spam[:0]
+		d.reset(account, KindSpam)
 	}
 	d.mu.Unlock()
 	if n >= th.Spam {

@@ -131,6 +131,11 @@ func (d *Detector) Restore(ctx context.Context, st SignalStore) error {
 		case KindHit:
 			s := d.get(c.Account, at)
 			s.hits = append(s.hits, at)
+		case KindSpam:
+			s := d.get(c.Account, at)
+			for range min(c.N, int64(th.Spam)) {
+				s.spam = append(s.spam, at)
+			}
 		case KindNetwork:
 			p, err := netip.ParsePrefix(c.Key)
 			if err != nil {
@@ -161,6 +166,10 @@ func (d *Detector) Restore(ctx context.Context, st SignalStore) error {
 		if n := th.LimitHits - 1; len(s.hits) > n {
 			s.hits = s.hits[len(s.hits)-max(n, 0):]
 		}
+		slices.SortFunc(s.spam, func(a, b time.Time) int { return a.Compare(b) })
+		if n := th.Spam - 1; len(s.spam) > n {
+			s.spam = s.spam[len(s.spam)-max(n, 0):]
+		}
 	}
 	return nil
 }
@@ -175,6 +184,8 @@ func (d *Detector) counts(kind string) bool {
 		return d.th.Load().BounceShare > 0
 	case KindHit:
 		return d.th.Load().LimitHits > 0
+	case KindSpam:
+		return d.th.Load().Spam > 0
 	case KindNetwork:
 		return d.th.Load().Networks > 0
 	}
@@ -193,6 +204,7 @@ func (d *Detector) cutoffs(now time.Time) map[string]int64 {
 		KindRcpts:   ns - int64(th.BounceWindow+width),
 		KindRefused: ns - int64(th.BounceWindow+width),
 		KindHit:     ns - int64(th.LimitWindow),
+		KindSpam:    ns - int64(th.SpamWindow),
 		KindNetwork: ns - int64(th.NetworksWindow),
 	}
 }

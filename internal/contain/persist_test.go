@@ -294,3 +294,74 @@ func savedDetector(b *testing.B) (*Detector, []string) {
 	}
 	return d, accts
 }
+
+// TestDetectorRestoreSpam: the spam verdicts of SPEC R22 survive a
+// restart like the other signals, on SQLite and PostgreSQL: two verdicts
+// before it and one after trip the hold at three; the reset after the
+// trip is kept, and verdicts that left the window are not loaded.
+func TestDetectorRestoreSpam(t *testing.T) {
+	ctx := context.Background()
+	th := testThresholds
+	th.Spam, th.SpamWindow = 3, time.Hour
+	for name, open := range map[string]func(t *testing.T) SignalStore{
+		"SQLite": func(t *testing.T) SignalStore {
+			st, err := NewSQLiteSignals(ctx, testutil.OpenDB(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		},
+		"Postgres": func(t *testing.T) SignalStore {
+			st, err := NewPostgresSignals(ctx, pgtest.Pool(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			st := open(t)
+			d, tr, clk := newTestDetector(th)
+			restart := func() {
+				t.Helper()
+				if err := d.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				d = NewDetector(th, 0, clk.Now, tr.add)
+				if err := d.Restore(ctx, st); err != nil {
+					t.Fatal(err)
+				}
+			}
+			restart()
+			// Two verdicts at the same moment, as a message to two
+			// recipients of one pipelined session can give, count twice.
+			d.Spam("jan@firma.cz", "reject", clk.Now())
+			d.Spam("jan@firma.cz", "add header", clk.Now())
+			d.Spam("eva@firma.cz", "reject", clk.Now())
+			clk.Advance(time.Minute)
+			restart()
+			d.Spam("jan@firma.cz", "reject", clk.Now())
+			wantTripOf(t, tr.take(), "jan@firma.cz", SignalSpam)
+
+			// The trip started Jan's count afresh, after a restart too.
+			d.Spam("jan@firma.cz", "reject", clk.Now())
+			restart()
+			d.Spam("jan@firma.cz", "reject", clk.Now())
+			if got := tr.take(); len(got) != 0 {
+				t.Fatalf("verdicts counted before the trip tripped again after a restart: %+v", got)
+			}
+
+			// Eva's verdict leaves the window while the server is down.
+			d.Spam("eva@firma.cz", "reject", clk.Now())
+			clk.Advance(time.Hour)
+			restart()
+			d.Spam("eva@firma.cz", "reject", clk.Now())
+			if got := tr.take(); len(got) != 0 {
+				t.Fatalf("a verdict older than the window was counted: %+v", got)
+			}
+			d.Spam("eva@firma.cz", "reject", clk.Now())
+			d.Spam("eva@firma.cz", "reject", clk.Now())
+			wantTripOf(t, tr.take(), "eva@firma.cz", SignalSpam)
+		})
+	}
+}

@@ -27,6 +27,9 @@ const (
 	KindRefused = "f"
 	// KindHit is one sending limit hit; At is its time and N is 1.
 	KindHit = "l"
+	// KindSpam counts the content scanner's spam verdicts on an account's
+	// messages (SPEC R22) at one moment; At is its time and N how many.
+	KindSpam = "p"
 	// KindNetwork is a network the account logged in from: Key is the
 	// network, At is 0 and N the time of the latest login.
 	KindNetwork = "n"
@@ -37,7 +40,7 @@ const (
 )
 
 // allKinds are the kinds of an account, which Forget resets.
-const allKinds = KindHour + KindSlice + KindRcpts + KindRefused + KindHit + KindNetwork
+const allKinds = KindHour + KindSlice + KindRcpts + KindRefused + KindHit + KindSpam + KindNetwork
 
 // Count is one figure of a detector's windows as a SignalStore keeps it.
 // Times are Unix nanoseconds.
@@ -94,7 +97,7 @@ type SignalStore interface {
 // signalMigrations are the table of the counts, the same in SQLite and
 // PostgreSQL. Its rows per account are bounded by the windows: at most
 // 24×rise_days+1 hours, 12 slices, 12 buckets each of recipients and
-// refusals, limit_hits hits and networks networks.
+// refusals, limit_hits hits, spam verdicts and networks networks.
 var signalMigrations = []string{
 	`CREATE TABLE contain_counts (
 		account TEXT NOT NULL,
