@@ -20,7 +20,8 @@ func init() {
 			queue show ID
 			queue retry ID|all         (try every undelivered recipient now)
 			queue delete [-bounce] ID  (no report to the sender unless -bounce)
-			queue adopt DIR            (move a stopped node's spool, its disk mounted here, into this node's queue)`,
+			queue adopt DIR            (move a stopped node's spool, its disk mounted here, into this node's queue)
+			queue backoffs             (destinations whose receiver asked to slow down: host, paused until, connections, until, level, reply)`,
 		run: runQueue,
 	})
 }
@@ -33,7 +34,7 @@ func runQueue(e *env, args []string) error {
 	}
 	var n int
 	switch verb {
-	case "list":
+	case "list", "backoffs":
 		n = 0
 	case "show", "retry", "delete", "adopt":
 		n = 1
@@ -45,6 +46,9 @@ func runQueue(e *env, args []string) error {
 	}
 	if *bounce && verb != "delete" {
 		return usageError("-bounce goes with delete only")
+	}
+	if verb == "backoffs" {
+		return queueBackoffs(e)
 	}
 	cfg, err := e.config()
 	if err != nil {
@@ -121,6 +125,34 @@ func queueList(e *env, a *queue.Admin) error {
 	}
 	if len(items) == 0 {
 		fmt.Fprintln(e.stderr, "the queue is empty")
+	}
+	return nil
+}
+
+// queueBackoffs prints one tab-separated line per destination in
+// back-off, from the running server (only its queue delivers): the MX
+// host, the end of its pause, the lowered connection limit and until
+// when, how many replies in a row asked for it, and the last such reply.
+func queueBackoffs(e *env) error {
+	var r struct {
+		Items []struct {
+			Host           string    `json:"host"`
+			Reason         string    `json:"reason"`
+			PausedUntil    time.Time `json:"paused_until"`
+			MaxConnections int       `json:"max_connections"`
+			LimitedUntil   time.Time `json:"limited_until"`
+			Level          int       `json:"level"`
+		} `json:"items"`
+	}
+	if err := e.get("/api/v1/queue/backoffs?limit=500", &r); err != nil {
+		return err
+	}
+	for _, b := range r.Items {
+		fmt.Fprintf(e.stdout, "%s\t%s\t%d\t%s\t%d\t%s\n", b.Host, stamp(b.PausedUntil), b.MaxConnections,
+			stamp(b.LimitedUntil), b.Level, b.Reason)
+	}
+	if len(r.Items) == 0 {
+		fmt.Fprintln(e.stderr, "no destination in back-off")
 	}
 	return nil
 }

@@ -68,6 +68,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /api/v1/sending/{name}", RoleSupport, s.clearSending)
 
 	s.handle("GET /api/v1/queue", RoleSupport, s.listQueue)
+	s.handle("GET /api/v1/queue/backoffs", RoleSupport, s.listBackoffs)
 	s.handle("GET /api/v1/queue/{id}", RoleSupport, s.getQueued)
 	s.handle("POST /api/v1/queue/{id}/retry", RoleSupport, s.retryQueued)
 	s.handle("POST /api/v1/queue/{id}/delete", RoleSupport, s.deleteQueued)
@@ -1070,6 +1071,43 @@ func (s *Server) queuePage(r *http.Request, p *principal) (any, error) {
 		d.Backoffs = b.Backoffs()
 	}
 	return d, nil
+}
+
+// backoffSummary is one MX host in back-off as the API gives it.
+type backoffSummary struct {
+	// Host is the MX host name.
+	Host string `json:"host"`
+	// Reason is the receiver's reply that asked for it, and Since when it
+	// came.
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since"`
+	// PausedUntil is the end of the pause: no connection to the host
+	// before it.
+	PausedUntil time.Time `json:"paused_until"`
+	// MaxConnections is the lowered connection limit, in force until
+	// LimitedUntil.
+	MaxConnections int       `json:"max_connections"`
+	LimitedUntil   time.Time `json:"limited_until"`
+	// Level counts the replies asking for it in a row.
+	Level int `json:"level"`
+}
+
+// listBackoffs lists the destinations in back-off because their receiver
+// asked to slow down (issue 20): what the queue page shows, for scripts
+// and the CLI. A node whose queue does not deliver has none.
+func (s *Server) listBackoffs(r *http.Request, p *principal) (any, error) {
+	q, err := s.queue()
+	if err != nil {
+		return nil, err
+	}
+	out := []backoffSummary{}
+	if b, ok := q.(Backoffs); ok {
+		for _, x := range b.Backoffs() {
+			out = append(out, backoffSummary{Host: x.Host, Reason: x.Reason, Since: x.Since, PausedUntil: x.Until,
+				MaxConnections: x.MaxConnections, LimitedUntil: x.Ends, Level: x.Level})
+		}
+	}
+	return page(r, out)
 }
 
 // queueID checks the queue id in the path; "all" passes when all.

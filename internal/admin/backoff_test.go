@@ -52,4 +52,23 @@ func TestWebQueueBackoff(t *testing.T) {
 	}
 	p := b.get("/queue")
 	contains(t, p, "Destinations in back-off", "<td>mx.example.org</td>", "421 4.7.28 unusual rate of mail", `href="/queue/`+w.qid+`"`)
+
+	// The API lists the same, to support staff; a queued message's id is
+	// not taken for the path.
+	r := w.do("GET", "/api/v1/queue/backoffs", "", RoleSupport)
+	if r.status != 200 {
+		t.Fatalf("GET /api/v1/queue/backoffs: %d %s", r.status, r.raw)
+	}
+	items, _ := r.body["items"].([]any)
+	if len(items) != 1 {
+		t.Fatalf("back-offs %s, want mx.example.org", r.raw)
+	}
+	it := items[0].(map[string]any)
+	if it["host"] != "mx.example.org" || !strings.HasPrefix(it["reason"].(string), "421 4.7.28 unusual rate of mail") ||
+		it["level"] != 1.0 || it["max_connections"].(float64) < 1 || it["paused_until"] == it["since"] {
+		t.Fatalf("back-off %s", r.raw)
+	}
+	if r := w.do("GET", "/api/v1/queue/backoffs", "", ""); r.status != 401 {
+		t.Fatalf("without a token: %d", r.status)
+	}
 }
