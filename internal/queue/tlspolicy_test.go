@@ -37,6 +37,7 @@ func TestTLSPolicyDeferredThenBounced(t *testing.T) {
 	sum := sha256.Sum256(published.Leaf.RawSubjectPublicKeyInfo)
 	w.dns.Add(t, fmt.Sprintf("_25._tcp.mx.a.test. 300 IN TLSA 3 1 1 %x", sum))
 	w.dns.SetSecure("a.test", true)
+	w.dns.SetSecure("mx.a.test", true)
 	w.dns.SetSecure("_25._tcp.mx.a.test", true)
 
 	id := w.submit("jan@firma.test", "eva@a.test")
