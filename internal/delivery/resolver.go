@@ -268,18 +268,17 @@ func (r *Resolver) addrsSecure(ctx context.Context, name string) (secure bool, t
 // of the chain, and returns it lowercase without the final dot: name
 // itself when it is no alias.
 func cnameTarget(resp *dns.Msg, name string) string {
-	cur := dns.Fqdn(strings.ToLower(name))
-	// The answer may list the chain in any order; each hop follows one
-	// record, and no more hops than records, so a loop ends.
-	for range resp.Answer {
-		next := ""
-		for _, rr := range resp.Answer {
-			if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, cur) {
-				next = strings.ToLower(dns.Fqdn(c.Target))
-				break
-			}
+	alias := map[string]string{}
+	for _, rr := range resp.Answer {
+		if c, ok := rr.(*dns.CNAME); ok {
+			alias[strings.ToLower(c.Hdr.Name)] = strings.ToLower(dns.Fqdn(c.Target))
 		}
-		if next == "" {
+	}
+	cur := strings.ToLower(dns.Fqdn(name))
+	// Each hop takes one record, so a looping chain ends too.
+	for range len(alias) {
+		next, ok := alias[cur]
+		if !ok {
 			break
 		}
 		cur = next

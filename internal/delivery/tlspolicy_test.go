@@ -267,22 +267,9 @@ func TestMTASTS(t *testing.T) {
 // SPEC R23: DANE comes first. A host whose TLSA records match is used
 // even though an enforced MTA-STS policy of the domain does not name it.
 func TestDANEBeforeMTASTS(t *testing.T) {
-	ca := testutil.NewCA(t)
 	self, _ := testutil.NewCert(t, "mx.sts.test")
-	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.3": starttls(self)}, "127.0.0.3")
-	w.dns.AddMX("sts.test", 10, "mx.sts.test")
-	w.dns.AddA("mx.sts.test", "127.0.0.3")
-	w.dns.AddTXT("_mta-sts.sts.test", "v=STSv1; id=1;")
-	w.dns.Add(t, tlsa("_25._tcp.mx.sts.test.", 3, self.Leaf))
-	w.dns.SetSecure("sts.test", true)
-	w.dns.SetSecure("mx.sts.test", true)
-	w.dns.SetSecure("_25._tcp.mx.sts.test", true)
-	var policy atomic.Value
-	policy.Store("version: STSv1\nmode: enforce\nmx: other.sts.test\nmax_age: 86400\n")
-	var fetches atomic.Int32
-	port := stsServer(t, w, ca, &policy, &fetches, "sts.test")
-	x, _ := w.policyMX(ca.Pool, port)
-	res := x.Deliver(context.Background(), msg("sts.test", "x@sts.test"))
+	_, res := deliverDANESTS(t, testutil.NewCA(t), self, "sts.test", self.Leaf,
+		"version: STSv1\nmode: enforce\nmx: other.sts.test\nmax_age: 86400\n", "mx.sts.test")
 	check(t, res, "x@sts.test", Delivered, "250")
 }
 
