@@ -1,10 +1,10 @@
 // Package tlspolicy decides how outbound mail to a domain must use TLS
-// (SPEC R23): DANE (RFC 7672) when the domain's MX records and the MX
-// host's TLSA records are DNSSEC-validated, else the domain's MTA-STS
-// policy (RFC 8461) in enforce mode, else opportunistic STARTTLS. It knows
-// nothing of SMTP: the DNS, the dialer for policy fetches and the clock are
-// given to it, and internal/delivery asks it before each host and applies
-// the answer to its STARTTLS.
+// (SPEC R23): DANE (RFC 7672) when the domain's MX records, the MX host's
+// address records and its TLSA records are DNSSEC-validated, else the
+// domain's MTA-STS policy (RFC 8461) in enforce mode, else opportunistic
+// STARTTLS. It knows nothing of SMTP: the DNS, the dialer for policy
+// fetches and the clock are given to it, and internal/delivery asks it
+// before each host and applies the answer to its STARTTLS.
 package tlspolicy
 
 import (
@@ -165,8 +165,9 @@ func (e *HostError) Unwrap() error { return e.Err }
 type Domain struct {
 	// Name is the recipient domain.
 	Name string
-	// DANE says the domain's MX records are DNSSEC-validated, so its MX
-	// hosts' TLSA records are looked up (RFC 7672 §2.2.1).
+	// DANE says the domain's MX records are DNSSEC-validated, so the
+	// TLSA records of its MX hosts whose address records are validated
+	// too are looked up (RFC 7672 §2.2.1).
 	DANE bool
 	// STS is the domain's MTA-STS policy in force; nil for none.
 	STS *Policy
