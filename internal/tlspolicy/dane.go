@@ -168,8 +168,8 @@ func (d *Domain) dane(ctx context.Context, host string) (h Host, applies bool, e
 	}
 	// RFC 7672 §2.2.3 and RFC 7671 §7: the TLSA base domain is the
 	// host name's CNAME expansion if it is validated, and, when that has
-	// no TLSA records, the name itself. The certificate may then be for
-	// either name (RFC 7672 §3.2.2).
+	// no (validated) TLSA records, the name itself. The certificate may
+	// then be for either name (RFC 7672 §3.2.2).
 	bases := []string{host}
 	if addrs.Expanded != "" && addrs.Expanded != host {
 		bases = []string{addrs.Expanded, host}
