@@ -291,6 +291,7 @@ func (x *MX) target(ctx context.Context, dom *tlspolicy.Domain, host, addr strin
 	if err != nil {
 		return t, err
 	}
+	t.note = hp.Note
 	if hp.Kind != tlspolicy.Opportunistic {
 		t.mode, t.policy, t.verify = tlsStartTLS, hp.Kind, hp.Verify
 		if t.verify == nil {
@@ -329,7 +330,13 @@ func (x *MX) try(ctx context.Context, m *Message, t target, log *slog.Logger) ([
 	if t.mode == mode {
 		x.d.pool.setRoute(m.Domain, keyOf(t))
 	}
-	return withTLS(res, info), nil
+	res = withTLS(res, info)
+	if t.note != "" {
+		for i := range res {
+			res[i].TLS += " (" + t.note + ")"
+		}
+	}
+	return res, nil
 }
 
 // countTLS counts a new session's TLS outcome for the TLS reports (RFC
@@ -387,6 +394,9 @@ func logAttempt(log *slog.Logger, t target, info tlsInfo, res []Result, err erro
 	attrs := []any{"host", t.label(), "tls", info.used, "tls_verified", info.verified, "tls_policy", t.policy.String()}
 	if info.verifyErr != nil {
 		attrs = append(attrs, "tls_verify_err", info.verifyErr.Error())
+	}
+	if t.note != "" {
+		attrs = append(attrs, "tls_policy_note", t.note)
 	}
 	var he *hostError
 	if err != nil && errors.As(err, &he) {

@@ -216,6 +216,76 @@ func (r *Resolver) MXSecure(ctx context.Context, domain string) (bool, error) {
 	return resp.AuthenticatedData, nil
 }
 
+// HostSecure asks for the A and AAAA records of host and reports whether
+// both answers carry the AD bit, the condition for looking up its TLSA
+// records (RFC 7672 §2.2), and the host name's CNAME expansion when the
+// chain is validated (RFC 7671 §7). A validating resolver sets the AD bit
+// on an answer only when every RRset in it is validated, alias and
+// addresses alike; when it is not set on an alias's answer, the
+// expansion's own addresses are asked for: validated, they make the host
+// secure though its expansion is not, and only the name itself is then a
+// TLSA base domain. A host that does not exist is not secure, and no
+// error: the address lookup proper decides about it.
+func (r *Resolver) HostSecure(ctx context.Context, host string) (tlspolicy.HostAddrs, error) {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return tlspolicy.HostAddrs{}, nil
+	}
+	secure, target, err := r.addrsSecure(ctx, host)
+	if err != nil || target == "" {
+		return tlspolicy.HostAddrs{}, err
+	}
+	if target == strings.ToLower(strings.TrimSuffix(host, ".")) {
+		return tlspolicy.HostAddrs{Secure: secure}, nil
+	}
+	if secure {
+		return tlspolicy.HostAddrs{Secure: true, Expanded: target}, nil
+	}
+	secure, _, err = r.addrsSecure(ctx, target)
+	return tlspolicy.HostAddrs{Secure: secure}, err
+}
+
+// addrsSecure asks for the A and AAAA records of name and reports whether
+// both answers are validated, and the end of name's CNAME chain in them,
+// lowercase without the final dot; "" when the name does not exist.
+func (r *Resolver) addrsSecure(ctx context.Context, name string) (secure bool, target string, err error) {
+	secure = true
+	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		resp, err := r.exchange(ctx, name, qt)
+		if err != nil {
+			var de *DNSError
+			if errors.As(err, &de) && de.NotFound {
+				return false, "", nil
+			}
+			return false, "", err
+		}
+		secure = secure && resp.AuthenticatedData
+		target = cnameTarget(resp, name)
+	}
+	return secure, target, nil
+}
+
+// cnameTarget follows the CNAME records of an answer from name to the end
+// of the chain, and returns it lowercase without the final dot: name
+// itself when it is no alias.
+func cnameTarget(resp *dns.Msg, name string) string {
+	alias := map[string]string{}
+	for _, rr := range resp.Answer {
+		if c, ok := rr.(*dns.CNAME); ok {
+			alias[strings.ToLower(c.Hdr.Name)] = strings.ToLower(dns.Fqdn(c.Target))
+		}
+	}
+	cur := strings.ToLower(dns.Fqdn(name))
+	// Each hop takes one record, so a looping chain ends too.
+	for range len(alias) {
+		next, ok := alias[cur]
+		if !ok {
+			break
+		}
+		cur = next
+	}
+	return strings.TrimSuffix(cur, ".")
+}
+
 // LookupTLSA returns the TLSA records of name ("_25._tcp.mx.example") and
 // whether the answer carries the AD bit. A name that does not exist has no
 // records, and no error (RFC 7672 §2.2.2). Records whose data is not hex

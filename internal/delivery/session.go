@@ -101,6 +101,9 @@ type target struct {
 	// verify, when set, replaces the PKIX check of the certificate: the
 	// DANE or MTA-STS check of the policy.
 	verify func(tls.ConnectionState) error
+	// note says why the domain's DANE policy does not apply to the host
+	// (tlspolicy.Host.Note), for the log and the delivery history.
+	note string
 }
 
 // label names the target in results and logs: "mx.example.com [192.0.2.1]".

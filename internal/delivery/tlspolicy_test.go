@@ -25,7 +25,8 @@ import (
 
 // The tests of SPEC R23 put receivers with chosen certificates behind MX
 // records of the test DNS server, which also stands for the validating
-// resolver: SetSecure gives its answers the AD bit.
+// resolver: SetSecure gives its answers the AD bit. DANE needs the MX
+// records, the MX host's address records and its TLSA records secure.
 
 // starttls is a receiver offering STARTTLS with cert.
 func starttls(cert tls.Certificate) testutil.ReceiverOptions {
@@ -53,12 +54,14 @@ func (w *world) policyMX(roots *x509.CertPool, port int) (*MX, *tlspolicy.Checke
 }
 
 // daneWorld is example.test with a signed MX record naming
-// mx.example.test at 127.0.0.2, where a receiver with opts listens.
+// mx.example.test at the signed address 127.0.0.2, where a receiver with
+// opts listens.
 func daneWorld(t *testing.T, opts testutil.ReceiverOptions) *world {
 	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.2": opts}, "127.0.0.2")
 	w.dns.AddMX("example.test", 10, "mx.example.test")
 	w.dns.AddA("mx.example.test", "127.0.0.2")
 	w.dns.SetSecure("example.test", true)
+	w.dns.SetSecure("mx.example.test", true)
 	w.dns.SetSecure("_25._tcp.mx.example.test", true)
 	return w
 }
@@ -149,7 +152,7 @@ func TestDANENextHost(t *testing.T) {
 	w.dns.AddA("mx1.example.test", "127.0.0.2")
 	w.dns.AddA("mx2.example.test", "127.0.0.3")
 	w.dns.Add(t, tlsa("_25._tcp.mx1.example.test.", 3, self.Leaf), tlsa("_25._tcp.mx2.example.test.", 3, self.Leaf))
-	for _, n := range []string{"example.test", "_25._tcp.mx1.example.test", "_25._tcp.mx2.example.test"} {
+	for _, n := range []string{"example.test", "mx1.example.test", "mx2.example.test", "_25._tcp.mx1.example.test", "_25._tcp.mx2.example.test"} {
 		w.dns.SetSecure(n, true)
 	}
 	x, _ := w.policyMX(nil, 0)
@@ -264,21 +267,9 @@ func TestMTASTS(t *testing.T) {
 // SPEC R23: DANE comes first. A host whose TLSA records match is used
 // even though an enforced MTA-STS policy of the domain does not name it.
 func TestDANEBeforeMTASTS(t *testing.T) {
-	ca := testutil.NewCA(t)
 	self, _ := testutil.NewCert(t, "mx.sts.test")
-	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.3": starttls(self)}, "127.0.0.3")
-	w.dns.AddMX("sts.test", 10, "mx.sts.test")
-	w.dns.AddA("mx.sts.test", "127.0.0.3")
-	w.dns.AddTXT("_mta-sts.sts.test", "v=STSv1; id=1;")
-	w.dns.Add(t, tlsa("_25._tcp.mx.sts.test.", 3, self.Leaf))
-	w.dns.SetSecure("sts.test", true)
-	w.dns.SetSecure("_25._tcp.mx.sts.test", true)
-	var policy atomic.Value
-	policy.Store("version: STSv1\nmode: enforce\nmx: other.sts.test\nmax_age: 86400\n")
-	var fetches atomic.Int32
-	port := stsServer(t, w, ca, &policy, &fetches, "sts.test")
-	x, _ := w.policyMX(ca.Pool, port)
-	res := x.Deliver(context.Background(), msg("sts.test", "x@sts.test"))
+	_, res := deliverDANESTS(t, testutil.NewCA(t), self, "sts.test", self.Leaf,
+		"version: STSv1\nmode: enforce\nmx: other.sts.test\nmax_age: 86400\n", "mx.sts.test")
 	check(t, res, "x@sts.test", Delivered, "250")
 }
 
@@ -368,7 +359,7 @@ func TestTLSResultsCounted(t *testing.T) {
 	w.dns.AddA("mx1.example.test", "127.0.0.2")
 	w.dns.AddA("mx2.example.test", "127.0.0.3")
 	w.dns.Add(t, tlsa("_25._tcp.mx1.example.test.", 3, self.Leaf), tlsa("_25._tcp.mx2.example.test.", 3, self.Leaf))
-	for _, n := range []string{"example.test", "_25._tcp.mx1.example.test", "_25._tcp.mx2.example.test"} {
+	for _, n := range []string{"example.test", "mx1.example.test", "mx2.example.test", "_25._tcp.mx1.example.test", "_25._tcp.mx2.example.test"} {
 		w.dns.SetSecure(n, true)
 	}
 	results := tlspolicy.NewResults()

@@ -26,17 +26,11 @@ func TestTLSPolicyDeferredThenBounced(t *testing.T) {
 		c.MaxAge = time.Hour
 		c.RetryMax = 20 * time.Minute
 	})
-	res := &delivery.Resolver{Addr: w.dns.Addr, Timeout: 5 * time.Second}
-	w.cfg.Sender = delivery.NewMX(delivery.MXConfig{
-		SessionConfig: delivery.SessionConfig{Hostname: "submit.test", ConnectTimeout: 5 * time.Second, Timeout: 30 * time.Second},
-		Resolver:      res, Port: w.port,
-		Policy: tlspolicy.New(tlspolicy.Config{DNS: res, SecureDNS: res}),
-	})
-	w.stop()
-	w.start()
+	w.policySender()
 	sum := sha256.Sum256(published.Leaf.RawSubjectPublicKeyInfo)
 	w.dns.Add(t, fmt.Sprintf("_25._tcp.mx.a.test. 300 IN TLSA 3 1 1 %x", sum))
 	w.dns.SetSecure("a.test", true)
+	w.dns.SetSecure("mx.a.test", true)
 	w.dns.SetSecure("_25._tcp.mx.a.test", true)
 
 	id := w.submit("jan@firma.test", "eva@a.test")
@@ -65,4 +59,18 @@ func TestTLSPolicyDeferredThenBounced(t *testing.T) {
 	if h := d.rcpt(t, "eva@a.test"); h.Get("Action") != "failed" || !strings.Contains(d.human, reason) {
 		t.Errorf("report: %v\n%s", h, d.human)
 	}
+}
+
+// policySender makes the queue deliver under the recipient domains' TLS
+// policies (SPEC R23), the test DNS server standing for the validating
+// resolver too.
+func (w *world) policySender() {
+	res := &delivery.Resolver{Addr: w.dns.Addr, Timeout: 5 * time.Second}
+	w.cfg.Sender = delivery.NewMX(delivery.MXConfig{
+		SessionConfig: delivery.SessionConfig{Hostname: "submit.test", ConnectTimeout: 5 * time.Second, Timeout: 30 * time.Second},
+		Resolver:      res, Port: w.port,
+		Policy: tlspolicy.New(tlspolicy.Config{DNS: res, SecureDNS: res}),
+	})
+	w.stop()
+	w.start()
 }

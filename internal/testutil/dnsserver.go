@@ -22,7 +22,8 @@ import (
 // A query for a name that has no records at all is answered NXDOMAIN; a query
 // for a name that has records, but none of the asked type, is answered with
 // an empty NOERROR answer (NODATA), as a real server would. SetRcode overrides
-// both for one name, e.g. to inject SERVFAIL. UDP answers larger than the
+// both for one name, e.g. to inject SERVFAIL. A name with a CNAME record is
+// followed to its target, as a recursive resolver does. UDP answers larger than the
 // client's buffer (512 bytes, or its EDNS0 size) are truncated with the TC
 // bit set, so clients must retry over TCP like with a real server.
 //
@@ -160,6 +161,13 @@ func (s *DNSServer) AddAAAA(name string, ips ...string) {
 	}
 }
 
+// AddCNAME makes name an alias of target. Queries for name of any other
+// type than CNAME are answered with the alias and target's records, as a
+// recursive resolver answers them.
+func (s *DNSServer) AddCNAME(name, target string) {
+	s.AddRR(&dns.CNAME{Hdr: s.hdr(name, dns.TypeCNAME), Target: dns.Fqdn(target)})
+}
+
 // AddTXT adds one TXT record for name made of the given strings (each at most
 // 255 bytes; a reader joins them).
 func (s *DNSServer) AddTXT(name string, txt ...string) {
@@ -270,6 +278,29 @@ func (s *DNSServer) serve(w dns.ResponseWriter, req *dns.Msg) {
 	rcode, override := s.rcodes[name]
 	rrs, known := s.records[name]
 	m.AuthenticatedData = s.secure[name]
+	// A CNAME is followed as a recursive resolver does (RFC 1034 §4.3.2):
+	// the answer holds the chain and the target's records, the target's
+	// rcode counts, and the AD bit is set only when every name of the
+	// chain is secure, as a validating resolver sets it only when every
+	// RRset of the answer is (RFC 4035 §3.2.3).
+	for hops := 0; hops < 8 && q.Qtype != dns.TypeCNAME && q.Qtype != dns.TypeANY; hops++ {
+		target := ""
+		for _, rr := range rrs {
+			if c, ok := rr.(*dns.CNAME); ok {
+				target = fqdn(c.Target)
+				m.Answer = append(m.Answer, dns.Copy(rr))
+				break
+			}
+		}
+		if target == "" {
+			break
+		}
+		if c, ok := s.rcodes[target]; ok && !override {
+			rcode, override = c, true
+		}
+		rrs, known = s.records[target]
+		m.AuthenticatedData = m.AuthenticatedData && s.secure[target]
+	}
 	for _, rr := range rrs {
 		if rr.Header().Rrtype == q.Qtype || q.Qtype == dns.TypeANY {
 			m.Answer = append(m.Answer, dns.Copy(rr))

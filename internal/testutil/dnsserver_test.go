@@ -61,3 +61,40 @@ func TestDNSServerLargeTXT(t *testing.T) {
 		t.Errorf("LookupTXT = %d records, want the 765-byte one", len(got))
 	}
 }
+
+// An alias is answered with its chain and the target's records, secure
+// only when every name of the chain is.
+func TestDNSServerCNAME(t *testing.T) {
+	s := NewDNSServer(t)
+	s.AddCNAME("mx.example.com", "mx.provider.test")
+	s.AddCNAME("mx.provider.test", "host.provider.test")
+	s.AddA("host.provider.test", "127.0.0.2")
+	s.AddCNAME("dangling.example.com", "nowhere.test")
+	for _, n := range []string{"mx.example.com", "mx.provider.test", "host.provider.test"} {
+		s.SetSecure(n, true)
+	}
+	r := exchange(t, s, "udp", "mx.example.com", dns.TypeA)
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 3 || !r.AuthenticatedData {
+		t.Fatalf("A of the alias = %v", r)
+	}
+	if a, ok := r.Answer[2].(*dns.A); !ok || a.A.String() != "127.0.0.2" || a.Hdr.Name != "host.provider.test." {
+		t.Errorf("last record %v, want the target's A", r.Answer[2])
+	}
+	if r := exchange(t, s, "udp", "mx.example.com", dns.TypeCNAME); len(r.Answer) != 1 {
+		t.Errorf("CNAME query answered %v, want the alias alone", r.Answer)
+	}
+	s.SetSecure("mx.provider.test", false)
+	if r := exchange(t, s, "udp", "mx.example.com", dns.TypeA); r.AuthenticatedData {
+		t.Error("AD bit set with an insecure link in the chain")
+	}
+	if r := exchange(t, s, "udp", "host.provider.test", dns.TypeA); !r.AuthenticatedData {
+		t.Error("AD bit not set for the secure target asked directly")
+	}
+	if r := exchange(t, s, "udp", "dangling.example.com", dns.TypeA); r.Rcode != dns.RcodeNameError || len(r.Answer) != 1 {
+		t.Errorf("alias of a missing name: %s %v, want NXDOMAIN with the alias", dns.RcodeToString[r.Rcode], r.Answer)
+	}
+	s.SetRcode("host.provider.test", dns.RcodeServerFailure)
+	if r := exchange(t, s, "udp", "mx.example.com", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("failing target: %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+}

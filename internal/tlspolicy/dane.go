@@ -2,8 +2,10 @@ package tlspolicy
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -69,8 +71,9 @@ var ErrNoTLSAMatch = errors.New("no TLSA record matches the certificate")
 //     not looked at (§3.1.1), since the DNS, not a CA, vouches for the key.
 //   - DANE-TA(2) matches a certificate of the chain, which becomes the
 //     only trust anchor; the leaf must chain to it, be valid now and carry
-//     one of the names (§3.1.2, §3.2.2: the MX host name, wildcards in
-//     the first label allowed by §3.2.3).
+//     one of the names (§3.1.2, §3.2.2: the MX host name and its
+//     validated CNAME expansion, wildcards in the first label allowed by
+//     §3.2.3).
 //
 // It returns nil when one record is satisfied.
 func VerifyDANE(chain []*x509.Certificate, recs []TLSA, names []string, now time.Time) error {
@@ -128,4 +131,91 @@ func chainTo(leaf *x509.Certificate, rest []*x509.Certificate, ta *x509.Certific
 		err = errors.New("no name to check the certificate for")
 	}
 	return err
+}
+
+// HostAddrs is what the validating resolver says of an MX host's address
+// records.
+type HostAddrs struct {
+	// Secure: the A and AAAA answers for the host, at the end of its CNAME
+	// chain if it is an alias, are DNSSEC-validated; only then does DANE
+	// apply to the host (RFC 7672 §2.2).
+	Secure bool
+	// Expanded is the host name's full CNAME expansion when every link of
+	// the chain is validated; "" when the name is no alias or the chain is
+	// not validated (RFC 7671 §7).
+	Expanded string
+}
+
+// dane returns the DANE policy of the MX host named host (lowercase,
+// without the final dot) of a domain whose MX records are validated.
+// applies is false when DANE does not apply to the host; h.Note then says
+// why, unless it simply has no TLSA records. An error means the host must
+// not be used.
+func (d *Domain) dane(ctx context.Context, host string) (h Host, applies bool, err error) {
+	sd := d.c.cfg.SecureDNS
+	addrs, err := sd.HostSecure(ctx, host)
+	if err != nil {
+		// RFC 7672 §2.1.1: a bogus or indeterminate answer is no
+		// answer; the host cannot be reached securely, another may.
+		return Host{}, false, &HostError{Result: ResultDNSSECInvalid, Err: fmt.Errorf("DANE: the validating resolver failed on the address records of %s: %w", host, err)}
+	}
+	if !addrs.Secure {
+		// RFC 7672 §2.2: the TLSA records of a host whose addresses
+		// are not validated are not even looked up (an unsigned zone's
+		// servers may mishandle the query); the host gets the policy
+		// that comes after DANE.
+		return Host{Note: fmt.Sprintf("DANE not applied: the address records of %s are not DNSSEC-validated", host)}, false, nil
+	}
+	// RFC 7672 §2.2.3 and RFC 7671 §7: the TLSA base domain is the
+	// host name's CNAME expansion if it is validated, and, when that has
+	// no (validated) TLSA records, the name itself. The certificate may
+	// then be for either name (RFC 7672 §3.2.2).
+	bases := []string{host}
+	if addrs.Expanded != "" && addrs.Expanded != host {
+		bases = []string{addrs.Expanded, host}
+	}
+	note := ""
+	for _, base := range bases {
+		name := "_25._tcp." + base
+		recs, secure, err := sd.LookupTLSA(ctx, name)
+		if err != nil {
+			// RFC 7672 §2.2.3: a failed TLSA lookup (not "no
+			// records") makes the host unusable; another MX host may
+			// do.
+			return Host{}, false, &HostError{Result: ResultDNSSECInvalid, Err: fmt.Errorf("DANE: TLSA lookup of %s failed: %w", name, err)}
+		}
+		if len(recs) == 0 {
+			continue
+		}
+		if !secure {
+			note = fmt.Sprintf("DANE not applied: the TLSA records of %s are not DNSSEC-validated", name)
+			continue
+		}
+		return d.daneHost(recs, bases), true, nil
+	}
+	return Host{Note: note}, false, nil
+}
+
+// daneHost is the policy of an MX host with the validated TLSA records
+// recs, whose certificate may be for any of names.
+func (d *Domain) daneHost(recs []TLSA, names []string) Host {
+	var usable []TLSA
+	for _, r := range recs {
+		if r.Usable() {
+			usable = append(usable, r)
+		}
+	}
+	if len(usable) == 0 {
+		// RFC 7672 §2.2: TLSA records, none usable: TLS is still
+		// mandatory, unauthenticated.
+		return Host{Kind: DANE}
+	}
+	now := d.c.cfg.Now
+	host := names[len(names)-1]
+	return Host{Kind: DANE, TLSA: usable, Verify: func(cs tls.ConnectionState) error {
+		if err := VerifyDANE(cs.PeerCertificates, usable, names, now()); err != nil {
+			return fmt.Errorf("DANE: %s: %w", host, err)
+		}
+		return nil
+	}}
 }

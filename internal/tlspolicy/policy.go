@@ -1,10 +1,10 @@
 // Package tlspolicy decides how outbound mail to a domain must use TLS
-// (SPEC R23): DANE (RFC 7672) when the domain's MX records and the MX
-// host's TLSA records are DNSSEC-validated, else the domain's MTA-STS
-// policy (RFC 8461) in enforce mode, else opportunistic STARTTLS. It knows
-// nothing of SMTP: the DNS, the dialer for policy fetches and the clock are
-// given to it, and internal/delivery asks it before each host and applies
-// the answer to its STARTTLS.
+// (SPEC R23): DANE (RFC 7672) when the domain's MX records, the MX host's
+// address records and its TLSA records are DNSSEC-validated, else the
+// domain's MTA-STS policy (RFC 8461) in enforce mode, else opportunistic
+// STARTTLS. It knows nothing of SMTP: the DNS, the dialer for policy
+// fetches and the clock are given to it, and internal/delivery asks it
+// before each host and applies the answer to its STARTTLS.
 package tlspolicy
 
 import (
@@ -36,6 +36,9 @@ type DNS interface {
 type SecureDNS interface {
 	// MXSecure reports whether the MX answer for domain is validated.
 	MXSecure(ctx context.Context, domain string) (bool, error)
+	// HostSecure says whether the address records of an MX host are
+	// validated, and how its name expands through CNAME records.
+	HostSecure(ctx context.Context, host string) (HostAddrs, error)
 	// LookupTLSA returns the TLSA records of name ("_25._tcp.mx.example").
 	LookupTLSA(ctx context.Context, name string) (recs []TLSA, secure bool, err error)
 }
@@ -139,6 +142,11 @@ type Host struct {
 	Verify func(cs tls.ConnectionState) error
 	// TLSA are the usable TLSA records under DANE, for the log.
 	TLSA []TLSA
+	// Note says why DANE does not apply to the host although the
+	// domain's MX records are validated, when that is not simply the
+	// absence of TLSA records; "" otherwise. It is for the log and the
+	// delivery history.
+	Note string
 }
 
 // HostError is why a policy rules an MX host out.
@@ -157,8 +165,9 @@ func (e *HostError) Unwrap() error { return e.Err }
 type Domain struct {
 	// Name is the recipient domain.
 	Name string
-	// DANE says the domain's MX records are DNSSEC-validated, so its MX
-	// hosts' TLSA records are looked up (RFC 7672 §2.2.1).
+	// DANE says the domain's MX records are DNSSEC-validated, so the
+	// TLSA records of its MX hosts whose address records are validated
+	// too are looked up (RFC 7672 §2.2.1).
 	DANE bool
 	// STS is the domain's MTA-STS policy in force; nil for none.
 	STS *Policy
@@ -200,39 +209,19 @@ func (d *Domain) KindOf() Kind {
 }
 
 // Host returns the policy for the MX host name of d. An error means the
-// host must not be used (it is not in an enforced MTA-STS policy, or its
-// TLSA records cannot be had), and says why.
+// host must not be used (it is not in an enforced MTA-STS policy, or the
+// validating resolver failed on its address or TLSA records), and says
+// why.
 func (d *Domain) Host(ctx context.Context, host string) (Host, error) {
 	c := d.c
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	note := ""
 	if d.DANE {
-		name := "_25._tcp." + host
-		recs, secure, err := c.cfg.SecureDNS.LookupTLSA(ctx, name)
-		if err != nil {
-			// RFC 7672 §2.2.2: a failed TLSA lookup (not "no records")
-			// makes the host unusable; another MX host may do.
-			return Host{}, &HostError{Result: ResultDNSSECInvalid, Err: fmt.Errorf("DANE: TLSA lookup of %s failed: %w", name, err)}
+		h, applies, err := d.dane(ctx, host)
+		if err != nil || applies {
+			return h, err
 		}
-		if secure && len(recs) > 0 {
-			var usable []TLSA
-			for _, r := range recs {
-				if r.Usable() {
-					usable = append(usable, r)
-				}
-			}
-			if len(usable) == 0 {
-				// RFC 7672 §2.2: TLSA records, none usable: TLS is
-				// still mandatory, unauthenticated.
-				return Host{Kind: DANE}, nil
-			}
-			now := c.cfg.Now
-			return Host{Kind: DANE, TLSA: usable, Verify: func(cs tls.ConnectionState) error {
-				if err := VerifyDANE(cs.PeerCertificates, usable, []string{host}, now()); err != nil {
-					return fmt.Errorf("DANE: %s: %w", host, err)
-				}
-				return nil
-			}}, nil
-		}
+		note = h.Note
 	}
 	if d.STS != nil && d.STS.Mode == ModeEnforce {
 		// RFC 8461 §4.1: only MX hosts the policy names.
@@ -240,7 +229,7 @@ func (d *Domain) Host(ctx context.Context, host string) (Host, error) {
 			return Host{}, &HostError{Result: ResultValidationFailure, Err: fmt.Errorf("MTA-STS: MX host %s is not in the enforced policy of %s", host, d.Name)}
 		}
 		roots := c.cfg.Roots
-		return Host{Kind: MTASTS, Verify: func(cs tls.ConnectionState) error {
+		return Host{Kind: MTASTS, Note: note, Verify: func(cs tls.ConnectionState) error {
 			// RFC 8461 §4.2: a certificate valid for the MX host name,
 			// chaining to a trusted root, not expired.
 			if err := verifyPKIX(cs.PeerCertificates, host, roots, c.cfg.Now()); err != nil {
@@ -249,7 +238,7 @@ func (d *Domain) Host(ctx context.Context, host string) (Host, error) {
 			return nil
 		}}, nil
 	}
-	return Host{Kind: Opportunistic}, nil
+	return Host{Kind: Opportunistic, Note: note}, nil
 }
 
 // verifyPKIX checks a presented chain for name against roots, as
