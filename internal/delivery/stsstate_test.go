@@ -64,7 +64,9 @@ func TestMTASTSFetchFailureReported(t *testing.T) {
 		{name: "not found", h: http.NotFound, want: tlspolicy.ResultSTSPolicyFetchError},
 		{name: "server error", h: func(rw http.ResponseWriter, _ *http.Request) { http.Error(rw, "down", http.StatusInternalServerError) },
 			want: tlspolicy.ResultSTSPolicyFetchError},
-		{name: "redirect", h: func(rw http.ResponseWriter, r *http.Request) { http.Redirect(rw, r, "https://elsewhere.test/", http.StatusFound) },
+		{name: "redirect", h: func(rw http.ResponseWriter, r *http.Request) {
+			http.Redirect(rw, r, "https://elsewhere.test/", http.StatusFound)
+		},
 			want: tlspolicy.ResultSTSPolicyFetchError},
 		{name: "not text/plain", h: servePolicy("text/html", enforce), want: tlspolicy.ResultSTSPolicyFetchError},
 		{name: "timeout", h: func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, want: tlspolicy.ResultSTSPolicyFetchError},
