@@ -136,3 +136,48 @@ func TestResultsBounded(t *testing.T) {
 		t.Errorf("%d failures in %d details, the first %+v", p.Summary.Failure, len(p.FailureDetails), first)
 	}
 }
+
+// The policy cache stays within its bound over a restart: it loads the
+// policies expiring last, and what it saves leaves no more in the store.
+func TestCacheBounded(t *testing.T) {
+	ctx := context.Background()
+	st, err := NewSQLiteStore(ctx, testutil.OpenDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	var ps []StoredPolicy
+	for i := range 5 {
+		ps = append(ps, StoredPolicy{Domain: fmt.Sprintf("d%d.test", i), ID: "1", Fetched: now,
+			Expires: now.Add(time.Duration(i+1) * time.Hour), Policy: Policy{Mode: ModeEnforce, MaxAge: 6 * time.Hour, MX: []string{"mx.test"}}})
+	}
+	if err := st.SavePolicies(ctx, ps, now, 100); err != nil {
+		t.Fatal(err)
+	}
+	c := NewCache(3)
+	if err := c.Restore(ctx, st, now); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{false, false, true, true, true} {
+		if got := c.get(fmt.Sprintf("d%d.test", i), now) != nil; got != want {
+			t.Errorf("d%d.test cached %v, want %v", i, got, want)
+		}
+	}
+	for i := range 4 {
+		p := &Policy{Mode: ModeEnforce, MaxAge: 24 * time.Hour, MX: []string{"mx.test"}}
+		c.put(fmt.Sprintf("new%d.test", i), &cached{policy: p, id: "1", fetched: now, expires: now.Add(p.MaxAge)}, now)
+	}
+	if err := c.Flush(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	if c.Len() != 3 {
+		t.Errorf("%d policies in memory, want 3", c.Len())
+	}
+	got, err := st.LoadPolicies(ctx, now, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Errorf("%d policies in the store, want 3", len(got))
+	}
+}

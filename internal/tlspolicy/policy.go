@@ -77,6 +77,7 @@ type Config struct {
 type Checker struct {
 	cfg Config
 
+	// cache keeps the fetched policies: Config.Cache, or one of its own.
 	cache *Cache
 
 	mu         sync.Mutex
