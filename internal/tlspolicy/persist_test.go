@@ -9,6 +9,16 @@ import (
 	"submitd/internal/testutil"
 )
 
+// sqliteStore is a Store in a fresh SQLite database.
+func sqliteStore(t *testing.T) *SQLiteStore {
+	t.Helper()
+	st, err := NewSQLiteStore(context.Background(), testutil.OpenDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // restarted is a node's Results after a start on st.
 func restarted(t *testing.T, st Store) *Results {
 	t.Helper()
@@ -34,10 +44,7 @@ func take(t *testing.T, r *Results, now time.Time) map[string]map[string]*Report
 // the next day sends no report a second time.
 func TestResultsSurviveRestart(t *testing.T) {
 	ctx := context.Background()
-	st, err := NewSQLiteStore(ctx, testutil.OpenDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := sqliteStore(t)
 	day := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	r := restarted(t, st)
 	for range 3 {
@@ -75,10 +82,7 @@ func TestResultsSurviveRestart(t *testing.T) {
 // node that takes the day has every node's counts, the others nothing.
 func TestResultsSharedStore(t *testing.T) {
 	ctx := context.Background()
-	st, err := NewSQLiteStore(ctx, testutil.OpenDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := sqliteStore(t)
 	day := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	a, b := restarted(t, st), restarted(t, st)
 	a.Add(day, Session{Domain: "example.test", Kind: DANE, MXHost: "mx.example.test"})
@@ -102,10 +106,7 @@ func TestResultsSharedStore(t *testing.T) {
 // their host, in memory and in the store, also after a restart.
 func TestResultsBounded(t *testing.T) {
 	ctx := context.Background()
-	st, err := NewSQLiteStore(ctx, testutil.OpenDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := sqliteStore(t)
 	day := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	r := restarted(t, st)
 	fail := func(r *Results, i int) {
@@ -141,10 +142,7 @@ func TestResultsBounded(t *testing.T) {
 // policies expiring last, and what it saves leaves no more in the store.
 func TestCacheBounded(t *testing.T) {
 	ctx := context.Background()
-	st, err := NewSQLiteStore(ctx, testutil.OpenDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := sqliteStore(t)
 	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	var ps []StoredPolicy
 	for i := range 5 {
