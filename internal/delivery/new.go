@@ -43,6 +43,9 @@ type Settings struct {
 	// TLSResults, when set, counts the TLS outcomes of MX sessions for
 	// the daily TLS reports; the node keeps one over reloads.
 	TLSResults *tlspolicy.Results
+	// STSCache, when set, keeps the MTA-STS policies fetched; the node
+	// keeps one over reloads and saves it over restarts (RFC 8461 §5.1).
+	STSCache *tlspolicy.Cache
 }
 
 // New returns the Sender that st asks for: a Smarthost when Smarthost is
@@ -62,7 +65,7 @@ func New(st Settings, log *slog.Logger) (Sender, error) {
 	res := &Resolver{Addr: st.Resolver}
 	// SPEC R23: MTA-STS is looked up through the ordinary resolver, DANE
 	// through the validating one.
-	pc := tlspolicy.Config{DNS: res, Roots: st.RootCAs, Log: log}
+	pc := tlspolicy.Config{DNS: res, Roots: st.RootCAs, Log: log, Cache: st.STSCache, Results: st.TLSResults}
 	if st.DNSSECResolver != "" {
 		pc.SecureDNS = &Resolver{Addr: st.DNSSECResolver}
 	}

@@ -368,7 +368,10 @@ func TestTLSResultsCounted(t *testing.T) {
 	x.cfg.TLSResults, x.cfg.Now = results, clock.Now
 	check(t, x.Deliver(context.Background(), msg("example.test", "x@example.test")), "x@example.test", Delivered, "250")
 	clock.Advance(24 * time.Hour)
-	days := results.Take(clock.Now())
+	days, err := results.Take(context.Background(), clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(days) != 1 {
 		t.Fatalf("%d days of results, want 1", len(days))
 	}

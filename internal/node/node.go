@@ -84,6 +84,9 @@ type Node struct {
 	// TLSResults count the TLS outcomes of outbound sessions for the
 	// daily TLS reports (RFC 8460, SPEC R23).
 	TLSResults *tlspolicy.Results
+	// STSCache keeps the MTA-STS policies fetched for their max_age (RFC
+	// 8461 §5.1), over reloads and, saved in the store, over restarts.
+	STSCache *tlspolicy.Cache
 	// Guard counts AUTH failures and blocks clients (SPEC R11).
 	Guard *guard.Guard
 	// Logins counts AUTH failures per login across IPs (SPEC R21); nil
@@ -355,8 +358,10 @@ func (n *Node) open(ctx context.Context) error {
 	// The delivery history reads the Subjects of large messages here.
 	n.Trace.Spool = n.Spool
 	n.newDetector()
-	n.TLSResults = tlspolicy.NewResults()
-	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, n.Trace, n.TLSResults, log); err != nil {
+	if err := n.openTLSState(ctx); err != nil {
+		return err
+	}
+	if n.Queue, err = newQueue(cfg, n.Stores.DKIM, n.Spool, n.Metrics, n.Detector.Delivered, n.Trace, n.setDeliveryTLS, log); err != nil {
 		return err
 	}
 	n.Metrics.Queue(n.Queue)
@@ -653,11 +658,11 @@ func (n *Node) serveAdmin(errc chan<- error) (stop func(context.Context)) {
 // newQueue builds the delivery queue the server runs over sp (SPEC R17,
 // R18): the sender [delivery] asks for, and DKIM signing with the shared
 // keys ("submitd dkim generate"); outcomes hears the results by account,
-// results the TLS outcomes (RFC 8460).
+// setTLS hands it the TLS results and the MTA-STS policy cache.
 func newQueue(cfg *config.Config, keys dkim.Keys, sp *spool.Spool, obs queue.Observer,
-	outcomes func(string, []delivery.Result), tracer queue.Tracer, results *tlspolicy.Results, log *slog.Logger) (*queue.Queue, error) {
+	outcomes func(string, []delivery.Result), tracer queue.Tracer, setTLS func(*delivery.Settings), log *slog.Logger) (*queue.Queue, error) {
 	ds := DeliverySettings(cfg)
-	ds.TLSResults = results
+	setTLS(&ds)
 	sender, err := delivery.New(ds, log)
 	if err != nil {
 		return nil, err

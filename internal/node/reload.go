@@ -130,8 +130,9 @@ func (n *Node) prepareReload(ctx context.Context, next *config.Config, changed [
 	var sender delivery.Sender
 	if anyKey(changed, "delivery.") {
 		ds := DeliverySettings(next)
-		// The day's TLS results go on across the new sender.
-		ds.TLSResults = n.TLSResults
+		// The day's TLS results and the cached MTA-STS policies go on
+		// across the new sender.
+		n.setDeliveryTLS(&ds)
 		if sender, err = delivery.New(ds, n.Log); err != nil {
 			return nil, err
 		}

@@ -50,8 +50,9 @@ func (n *Node) submitReport(_ string, to []string, msg []byte) error {
 }
 
 // runTLSReports sends the reports of finished days every tlsReportEvery
-// until ctx ends, and once more then is not done: results of the day under
-// way are kept only in memory, and a restart loses them.
+// until ctx ends. The results of the day under way are saved with the
+// node's state (openTLSState), so a stop sends nothing: the next start
+// reports them.
 func (n *Node) runTLSReports(ctx context.Context) chan struct{} {
 	done := make(chan struct{})
 	go func() {
@@ -70,4 +71,40 @@ func (n *Node) runTLSReports(ctx context.Context) chan struct{} {
 		}
 	}()
 	return done
+}
+
+// openTLSState sets up the TLS results and the MTA-STS policy cache, loads
+// what the store [store] names keeps of them, the node's SQLite database
+// or the PostgreSQL the nodes share, and saves them there from now on: a
+// restart neither lets a cached policy lapse before its max_age (RFC 8461
+// §5.1) nor loses the counts of the day under way (RFC 8460).
+func (n *Node) openTLSState(ctx context.Context) error {
+	var st tlspolicy.Store
+	var err error
+	if n.Stores.Pool != nil {
+		st, err = tlspolicy.NewPostgresStore(ctx, n.Stores.Pool)
+	} else {
+		st, err = tlspolicy.NewSQLiteStore(ctx, n.DB)
+	}
+	if err != nil {
+		return err
+	}
+	n.TLSResults = tlspolicy.NewResults()
+	if err := n.TLSResults.Restore(ctx, st); err != nil {
+		return err
+	}
+	n.STSCache = tlspolicy.NewCache(0)
+	if err := n.STSCache.Restore(ctx, st, time.Now()); err != nil {
+		return err
+	}
+	n.Log.Info("TLS policy state loaded", "mta_sts_policies", n.STSCache.Len())
+	n.keepSaving("TLS results", n.TLSResults.Flush)
+	n.keepSaving("MTA-STS policies", func(ctx context.Context) error { return n.STSCache.Flush(ctx, time.Now()) })
+	return nil
+}
+
+// setDeliveryTLS gives a sender's settings the node's TLS results and
+// MTA-STS policy cache, which outlive the sender.
+func (n *Node) setDeliveryTLS(ds *delivery.Settings) {
+	ds.TLSResults, ds.STSCache = n.TLSResults, n.STSCache
 }

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"time"
 )
 
 // sts returns the MTA-STS policy in force for domain, nil for none: the
@@ -19,22 +18,24 @@ import (
 // max_age is refreshed in the background, so that mail does not wait for
 // the fetch and a policy in use does not lapse. A failed fetch keeps the
 // cached policy; without one the domain has no policy (§3.3).
+//
+// A fetch that fails while delivering counts in the TLS results (RFC 8460
+// §4.3.2): the domain announced a policy, by its TXT record, that the
+// delivery goes without (none cached) or goes with an older one of (the id
+// changed). A background refresh that fails is only logged: the cached
+// policy stays in force, and no delivery went without it.
 func (c *Checker) sts(ctx context.Context, domain string) *Policy {
 	now := c.cfg.Now()
 	rec, recErr := c.record(ctx, domain)
-	c.mu.Lock()
-	e := c.cache[domain]
-	if e != nil && !now.Before(e.expires) {
-		delete(c.cache, domain)
-		e = nil
-	}
-	c.mu.Unlock()
+	e := c.cache.get(domain, now)
 	if e != nil {
 		switch {
 		case recErr == nil && rec.ID != e.id:
-			if p, err := c.fetchStore(ctx, domain, rec.ID); err == nil {
+			p, err := c.fetchStore(ctx, domain, rec.ID)
+			if err == nil {
 				return inForce(p)
 			}
+			c.fetchFailed(domain, err)
 		case recErr == nil && now.Sub(e.fetched) > e.policy.MaxAge/2:
 			c.refresh(domain, rec.ID)
 		}
@@ -45,10 +46,52 @@ func (c *Checker) sts(ctx context.Context, domain string) *Policy {
 	}
 	p, err := c.fetchStore(ctx, domain, rec.ID)
 	if err != nil {
+		c.fetchFailed(domain, err)
 		return nil
 	}
 	return inForce(p)
 }
+
+// fetchFailed counts a failed policy fetch in the TLS results as one
+// failed session under the domain's MTA-STS policy, with the result type
+// of RFC 8460 §4.3.2 that says why and no MX host (none was tried for it).
+//
+// The policy-type of the report is "sts", not "no-policy-found" (§4.4):
+// the domain published an MTA-STS record, so it has an MTA-STS policy,
+// which is what failed; "no-policy-found" is for a domain with neither a
+// DANE nor an MTA-STS policy, whose sessions cannot fail a policy. The
+// sessions that then go on without the policy count under
+// "no-policy-found", as they were made.
+func (c *Checker) fetchFailed(domain string, err error) {
+	if c.cfg.Results == nil {
+		return
+	}
+	c.cfg.Results.Add(c.cfg.Now(), Session{Domain: domain, Kind: MTASTS, Result: FetchResult(err)})
+}
+
+// FetchResult is the RFC 8460 §4.3.2 result type of an error of Fetch:
+// sts-webpki-invalid when the policy host's certificate failed PKIX
+// validation (§4.3.2.3), sts-policy-invalid when a policy was retrieved
+// and is not valid (§4.3.2.1), else sts-policy-fetch-error: the host
+// could not be reached, or did not serve a policy (§4.3.2.2).
+func FetchResult(err error) string {
+	var pe *PolicyError
+	if errors.As(err, &pe) {
+		return pe.Result
+	}
+	return ResultSTSPolicyFetchError
+}
+
+// PolicyError is why an MTA-STS policy could not be had.
+type PolicyError struct {
+	// Result is the RFC 8460 §4.3.2 result type.
+	Result string
+	// Err says why.
+	Err error
+}
+
+func (e *PolicyError) Error() string { return e.Err.Error() }
+func (e *PolicyError) Unwrap() error { return e.Err }
 
 // inForce hides a policy of mode none, which stands for no policy.
 func inForce(p *Policy) *Policy {
@@ -103,34 +146,13 @@ func (c *Checker) Wait() { c.wg.Wait() }
 func (c *Checker) fetchStore(ctx context.Context, domain, id string) (*Policy, error) {
 	p, err := c.Fetch(ctx, domain)
 	if err != nil {
-		c.cfg.Log.Info("tlspolicy: MTA-STS policy fetch failed", "domain", domain, "err", err)
+		c.cfg.Log.Info("tlspolicy: MTA-STS policy fetch failed", "domain", domain, "err", err, "result", FetchResult(err))
 		return nil, err
 	}
 	c.cfg.Log.Info("tlspolicy: MTA-STS policy fetched", "domain", domain, "mode", p.Mode, "max_age", p.MaxAge, "id", id)
 	now := c.cfg.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.cache) >= c.cfg.MaxCached {
-		c.evictLocked(now)
-	}
-	c.cache[domain] = &cached{policy: p, id: id, fetched: now, expires: now.Add(p.MaxAge)}
+	c.cache.put(domain, &cached{policy: p, id: id, fetched: now, expires: now.Add(p.MaxAge)}, now)
 	return p, nil
-}
-
-// evictLocked makes room in the cache: expired policies go, and when none
-// had expired, the one expiring first.
-func (c *Checker) evictLocked(now time.Time) {
-	var first string
-	for d, e := range c.cache {
-		if !now.Before(e.expires) {
-			delete(c.cache, d)
-		} else if first == "" || e.expires.Before(c.cache[first].expires) {
-			first = d
-		}
-	}
-	if len(c.cache) >= c.cfg.MaxCached && first != "" {
-		delete(c.cache, first)
-	}
 }
 
 // Fetch gets the policy of domain from
@@ -190,7 +212,14 @@ func (c *Checker) Fetch(ctx context.Context, domain string) (*Policy, error) {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetching the MTA-STS policy of %s: %w", domain, err)
+		err = fmt.Errorf("fetching the MTA-STS policy of %s: %w", domain, err)
+		var cv *tls.CertificateVerificationError
+		if errors.As(err, &cv) {
+			// RFC 8461 §3.3: the policy host's certificate must be valid
+			// for its name and chain to a trusted root.
+			return nil, &PolicyError{Result: ResultSTSWebPKIInvalid, Err: err}
+		}
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -205,7 +234,9 @@ func (c *Checker) Fetch(ctx context.Context, domain string) (*Policy, error) {
 	}
 	p, err := ParsePolicy(body)
 	if err != nil {
-		return nil, fmt.Errorf("%w (domain %s)", err, domain)
+		// A policy was served (text/plain at the well-known address), and
+		// it is not valid: too large, or not RFC 8461 §3.2's.
+		return nil, &PolicyError{Result: ResultSTSPolicyInvalid, Err: fmt.Errorf("%w (domain %s)", err, domain)}
 	}
 	return p, nil
 }

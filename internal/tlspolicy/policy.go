@@ -61,8 +61,15 @@ type Config struct {
 	// FetchTimeout bounds one policy fetch, connection to last byte;
 	// default 1 minute (RFC 8461 §3.3 suggests no less).
 	FetchTimeout time.Duration
-	// MaxCached bounds the domains whose policy is kept; default 10000.
+	// MaxCached bounds the domains whose policy is kept when Cache is
+	// nil; default 10000.
 	MaxCached int
+	// Cache keeps the fetched policies; nil: a cache of this Checker's
+	// own. The node keeps one over reloads, saved in its store.
+	Cache *Cache
+	// Results, when set, counts failed policy fetches for the TLS
+	// reports (RFC 8460 §4.3.2).
+	Results *Results
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 	// Log gets a line per policy fetched or failing; nil discards.
@@ -73,19 +80,13 @@ type Config struct {
 type Checker struct {
 	cfg Config
 
+	// cache keeps the fetched policies: Config.Cache, or one of its own.
+	cache *Cache
+
 	mu         sync.Mutex
-	cache      map[string]*cached
 	refreshing map[string]bool
 	// wg counts background refreshes, for Wait.
 	wg sync.WaitGroup
-}
-
-// cached is an MTA-STS policy kept for its max_age (RFC 8461 §5.1).
-type cached struct {
-	policy  *Policy
-	id      string
-	fetched time.Time
-	expires time.Time
 }
 
 // New returns a Checker.
@@ -96,16 +97,17 @@ func New(cfg Config) *Checker {
 	if cfg.FetchTimeout <= 0 {
 		cfg.FetchTimeout = time.Minute
 	}
-	if cfg.MaxCached <= 0 {
-		cfg.MaxCached = 10000
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Checker{cfg: cfg, cache: map[string]*cached{}, refreshing: map[string]bool{}}
+	cache := cfg.Cache
+	if cache == nil {
+		cache = NewCache(cfg.MaxCached)
+	}
+	return &Checker{cfg: cfg, cache: cache, refreshing: map[string]bool{}}
 }
 
 // Kind says which policy governs TLS with one MX host.

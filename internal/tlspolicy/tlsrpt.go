@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/mail"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,8 +42,9 @@ const (
 )
 
 // maxReportDomains bounds the policy domains counted per day, and
-// maxFailureDetails the distinct failure details per domain, so that mail
-// to many domains cannot grow the results without end.
+// maxFailureDetails the distinct hosts and results counted per domain, so
+// that mail to many domains, or a domain of many hosts, cannot grow the
+// results, in memory or in the store, without end.
 const (
 	maxReportDomains  = 10000
 	maxFailureDetails = 100
@@ -77,79 +79,229 @@ func CertResult(err error) string {
 	return ResultValidationFailure
 }
 
-// Results counts sessions per day and policy domain. It is safe for
-// concurrent use.
+// Results counts sessions per day and policy domain. With a Store
+// (Restore) the counts are saved there (Flush) and the finished days taken
+// from it, so that a restart loses neither the day's counts nor sends a
+// report twice. It is safe for concurrent use.
 type Results struct {
 	mu   sync.Mutex
 	days map[string]map[string]*domainResults // day "2006-01-02" → domain
+	// store keeps the counts; nil keeps them in memory only.
+	store Store
+	// pending are the counts to add to the store at the next Flush.
+	pending map[countKey]int64
+}
+
+// detailKey tells one domain's counts of a day apart: the policy, the
+// result ("" for success) and the host.
+type detailKey struct {
+	kind           Kind
+	result, mx, ip string
+}
+
+// countKey is a detailKey of a day and domain.
+type countKey struct {
+	day, domain string
+	detailKey
 }
 
 // domainResults are one domain's counts for a day.
 type domainResults struct {
-	kind     Kind
-	mxHosts  map[string]bool
-	success  int64
-	failure  int64
-	failures map[failureKey]int64
+	counts map[detailKey]int64
 }
 
-type failureKey struct{ result, mx, ip string }
-
 // NewResults returns empty Results.
-func NewResults() *Results { return &Results{days: map[string]map[string]*domainResults{}} }
+func NewResults() *Results {
+	return &Results{days: map[string]map[string]*domainResults{}, pending: map[countKey]int64{}}
+}
 
 // Add counts s at time t.
 func (r *Results) Add(t time.Time, s Session) {
-	day := t.UTC().Format(time.DateOnly)
+	k := detailKey{s.Kind, s.Result, s.MXHost, s.ReceivingIP}
+	if s.Result == "" {
+		// Successes are told apart by host name only (§4.4 mx-host).
+		k.ip = ""
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if ck, ok := r.addLocked(t.UTC().Format(time.DateOnly), s.Domain, k, 1); ok && r.store != nil {
+		r.pending[ck]++
+	}
+}
+
+// addLocked adds n to the count of day, domain and k within the bounds:
+// past maxReportDomains a new domain is not counted, and past
+// maxFailureDetails distinct hosts of a domain, the sessions count without
+// their host. It returns the key counted under.
+func (r *Results) addLocked(day, domain string, k detailKey, n int64) (countKey, bool) {
 	dd := r.days[day]
 	if dd == nil {
 		dd = map[string]*domainResults{}
 		r.days[day] = dd
 	}
-	d := dd[s.Domain]
+	d := dd[domain]
 	if d == nil {
 		if len(dd) >= maxReportDomains {
-			return
+			return countKey{}, false
 		}
-		d = &domainResults{mxHosts: map[string]bool{}, failures: map[failureKey]int64{}}
-		dd[s.Domain] = d
+		d = &domainResults{counts: map[detailKey]int64{}}
+		dd[domain] = d
 	}
-	d.kind = s.Kind
-	if len(d.mxHosts) < maxFailureDetails {
-		d.mxHosts[s.MXHost] = true
+	if _, ok := d.counts[k]; !ok && len(d.counts) >= maxFailureDetails {
+		// The kinds and results are few: this key stays bounded.
+		k.mx, k.ip = "", ""
 	}
-	if s.Result == "" {
-		d.success++
-		return
-	}
-	d.failure++
-	k := failureKey{s.Result, s.MXHost, s.ReceivingIP}
-	if _, ok := d.failures[k]; ok || len(d.failures) < maxFailureDetails {
-		d.failures[k]++
-	}
+	d.counts[k] += n
+	return countKey{day, domain, k}, true
 }
 
-// Take removes and returns the days before the one of now, oldest first,
-// each as its domains' reports (without organization, contact and id).
-func (r *Results) Take(now time.Time) map[string]map[string]*Report {
-	today := now.UTC().Format(time.DateOnly)
+// Restore loads the counts kept in st and keeps saving there (Flush). It
+// is called before anything is counted.
+func (r *Results) Restore(ctx context.Context, st Store) error {
+	cs, err := st.LoadCounts(ctx)
+	if err != nil {
+		return err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := map[string]map[string]*Report{}
+	r.store = st
+	for _, c := range cs {
+		r.addLocked(c.Day, c.Domain, detailKey{c.Kind, c.Result, c.MXHost, c.ReceivingIP}, c.N)
+	}
+	return nil
+}
+
+// Flush adds what was counted since the last Flush to the store. What
+// could not be saved waits for the next one.
+func (r *Results) Flush(ctx context.Context) error {
+	r.mu.Lock()
+	if r.store == nil || len(r.pending) == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	st, pending := r.store, r.pending
+	r.pending = map[countKey]int64{}
+	r.mu.Unlock()
+	cs := make([]Count, 0, len(pending))
+	for k, n := range pending {
+		cs = append(cs, Count{Day: k.day, Domain: k.domain, Kind: k.kind, Result: k.result, MXHost: k.mx, ReceivingIP: k.ip, N: n})
+	}
+	err := st.AddCounts(ctx, cs)
+	if err != nil {
+		// The keys are those of the days in memory, which are bounded.
+		r.mu.Lock()
+		for k, n := range pending {
+			r.pending[k] += n
+		}
+		r.mu.Unlock()
+	}
+	return err
+}
+
+// Take removes and returns the days before the one of now, each as its
+// domains' reports (without organization, contact and id). With a store,
+// the counts not yet saved are saved first and the days taken from the
+// store, whose each count one taker gets.
+func (r *Results) Take(ctx context.Context, now time.Time) (map[string]map[string]*Report, error) {
+	today := now.UTC().Format(time.DateOnly)
+	r.mu.Lock()
+	st := r.store
+	r.mu.Unlock()
+	var counts []Count
+	if st != nil {
+		if err := r.Flush(ctx); err != nil {
+			return nil, err
+		}
+		var err error
+		if counts, err = st.TakeCounts(ctx, today); err != nil {
+			return nil, err
+		}
+	}
+	r.mu.Lock()
 	for day, dd := range r.days {
 		if day >= today {
 			continue
 		}
 		delete(r.days, day)
-		start, _ := time.Parse(time.DateOnly, day)
-		out[day] = map[string]*Report{}
+		if st != nil {
+			continue
+		}
 		for dom, d := range dd {
-			out[day][dom] = d.report(dom, start)
+			for k, n := range d.counts {
+				counts = append(counts, Count{Day: day, Domain: dom, Kind: k.kind, Result: k.result, MXHost: k.mx, ReceivingIP: k.ip, N: n})
+			}
+		}
+	}
+	r.mu.Unlock()
+	return reports(counts), nil
+}
+
+// reports turns counts into a report per day and domain, with one policy
+// result per kind of policy the domain's sessions were under.
+func reports(counts []Count) map[string]map[string]*Report {
+	out := map[string]map[string]*Report{}
+	for _, c := range counts {
+		start, err := time.Parse(time.DateOnly, c.Day)
+		if err != nil {
+			continue
+		}
+		if out[c.Day] == nil {
+			out[c.Day] = map[string]*Report{}
+		}
+		rep := out[c.Day][c.Domain]
+		if rep == nil {
+			rep = &Report{DateRange: DateRange{Start: start, End: start.Add(24*time.Hour - time.Second)}}
+			out[c.Day][c.Domain] = rep
+		}
+		p := rep.policy(c.Kind, c.Domain)
+		if c.MXHost != "" && !slices.Contains(p.Policy.MXHost, c.MXHost) {
+			p.Policy.MXHost = append(p.Policy.MXHost, c.MXHost)
+		}
+		if c.Result == "" {
+			p.Summary.Success += c.N
+			continue
+		}
+		p.Summary.Failure += c.N
+		p.FailureDetails = append(p.FailureDetails, FailureDetail{ResultType: c.Result, MXHost: c.MXHost, ReceivingIP: c.ReceivingIP, Count: c.N})
+	}
+	for _, dd := range out {
+		for _, rep := range dd {
+			sort.Slice(rep.Policies, func(i, j int) bool { return rep.Policies[i].Policy.Type < rep.Policies[j].Policy.Type })
+			for i := range rep.Policies {
+				p := &rep.Policies[i]
+				sort.Strings(p.Policy.MXHost)
+				sort.Slice(p.FailureDetails, func(i, j int) bool {
+					a, b := p.FailureDetails[i], p.FailureDetails[j]
+					return a.ResultType+" "+a.MXHost+" "+a.ReceivingIP < b.ResultType+" "+b.MXHost+" "+b.ReceivingIP
+				})
+			}
 		}
 	}
 	return out
+}
+
+// policyType is the policy-type of RFC 8460 §4.4 for k.
+func policyType(k Kind) string {
+	switch k {
+	case DANE:
+		return "tlsa"
+	case MTASTS:
+		return "sts"
+	}
+	return "no-policy-found"
+}
+
+// policy returns the report's results of the policy of kind k, added when
+// it has none yet.
+func (rep *Report) policy(k Kind, domain string) *PolicyResult {
+	typ := policyType(k)
+	for i := range rep.Policies {
+		if rep.Policies[i].Policy.Type == typ {
+			return &rep.Policies[i]
+		}
+	}
+	rep.Policies = append(rep.Policies, PolicyResult{Policy: PolicyDesc{Type: typ, Domain: domain}})
+	return &rep.Policies[len(rep.Policies)-1]
 }
 
 // Report is an RFC 8460 §4.4 report for one policy domain.
@@ -193,29 +345,6 @@ type FailureDetail struct {
 	MXHost      string `json:"receiving-mx-hostname,omitempty"`
 	ReceivingIP string `json:"receiving-ip,omitempty"`
 	Count       int64  `json:"failed-session-count"`
-}
-
-func (d *domainResults) report(domain string, start time.Time) *Report {
-	typ := "no-policy-found"
-	switch d.kind {
-	case DANE:
-		typ = "tlsa"
-	case MTASTS:
-		typ = "sts"
-	}
-	p := PolicyResult{Policy: PolicyDesc{Type: typ, Domain: domain}, Summary: Summary{Success: d.success, Failure: d.failure}}
-	for h := range d.mxHosts {
-		p.Policy.MXHost = append(p.Policy.MXHost, h)
-	}
-	sort.Strings(p.Policy.MXHost)
-	for k, n := range d.failures {
-		p.FailureDetails = append(p.FailureDetails, FailureDetail{ResultType: k.result, MXHost: k.mx, ReceivingIP: k.ip, Count: n})
-	}
-	sort.Slice(p.FailureDetails, func(i, j int) bool {
-		a, b := p.FailureDetails[i], p.FailureDetails[j]
-		return a.ResultType+a.MXHost+a.ReceivingIP < b.ResultType+b.MXHost+b.ReceivingIP
-	})
-	return &Report{DateRange: DateRange{Start: start, End: start.Add(24*time.Hour - time.Second)}, Policies: []PolicyResult{p}}
 }
 
 // ParseTLSRPT parses a _smtp._tls TXT record (RFC 8460 §3):
@@ -279,7 +408,10 @@ func (rp *Reporter) Send(ctx context.Context) (int, error) {
 	}
 	var errs []error
 	sent := 0
-	days := rp.Results.Take(now())
+	days, err := rp.Results.Take(ctx, now())
+	if err != nil {
+		return 0, err
+	}
 	for _, dd := range days {
 		for dom, rep := range dd {
 			txts, err := rp.DNS.LookupTXT(ctx, "_smtp._tls."+dom)
