@@ -54,7 +54,9 @@ func (s Scan) validate() error {
 	case s.Timeout <= 0 || s.Timeout > Duration(5*time.Minute):
 		return bad("timeout", s.Timeout, "must be positive and at most 5m (the client waits for its reply)")
 	case s.MaxSize < 1024 || s.MaxSize > 64<<20:
-		// Up to max_size of each message being scanned is held in memory.
+		// The message is streamed from the spool, not held in memory,
+		// but rspamd's time grows with its size, and rspamd refuses
+		// messages over its own max_message (50 MB by default).
 		return bad("max_size", s.MaxSize, "must be 1KiB to 64MiB")
 	case s.MaxConcurrent < 1 || s.MaxConcurrent > 10000:
 		return bad("max_concurrent", s.MaxConcurrent, "must be 1 to 10000")

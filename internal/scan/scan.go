@@ -5,12 +5,13 @@
 // Its cost is bounded: a message larger than MaxSize is not sent, at most
 // MaxConcurrent scans run at once, a scan (its wait for a slot included)
 // takes at most Timeout, and rspamd's reply is read up to maxReplySize.
+// The message is streamed from where its caller keeps it (the spool
+// writer's copy), not copied into memory for the scan.
 // After several failures in a row a circuit breaker stops waiting on rspamd
 // for a backoff period, then lets one scan probe it again.
 package scan
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -105,8 +106,13 @@ type Observer interface {
 // Message is what a scan sends: the message as it will be queued and its
 // envelope.
 type Message struct {
-	// Content is the whole message, header and body, with CRLF line ends.
-	Content []byte
+	// Content reads the whole message, header and body, with CRLF line
+	// ends: Size bytes from offset 0. Scan reads it only while it runs,
+	// from the start again if the request must be sent again, and not at
+	// all for a message over MaxSize.
+	Content io.ReaderAt
+	// Size is the message's length in bytes.
+	Size int64
 	// User is the authenticated account: rspamd then treats the message
 	// as outbound, sent by a local user.
 	User string
@@ -118,9 +124,6 @@ type Message struct {
 	Rcpts []string
 	// QueueID names the message in rspamd's log.
 	QueueID string
-	// Size is the message's size when Content was not kept because it is
-	// larger than MaxSize; 0 means len(Content).
-	Size int64
 }
 
 // Result is the outcome of a scan.
@@ -233,7 +236,7 @@ func (c *Client) Scan(ctx context.Context, m *Message) Result {
 }
 
 func (c *Client) scan(ctx context.Context, m *Message) Result {
-	if max(m.Size, int64(len(m.Content))) > c.cfg.MaxSize {
+	if m.Size > c.cfg.MaxSize {
 		return Result{Unscanned: ReasonTooLarge}
 	}
 	ok, probe := c.admit()
@@ -252,7 +255,9 @@ func (c *Client) scan(ctx context.Context, m *Message) Result {
 	}
 	v, err := c.check(ctx, m)
 	<-c.slots
-	c.settle(probe, err == nil, false)
+	// A message that could not be read says nothing of rspamd's health.
+	var re *readError
+	c.settle(probe, err == nil, errors.As(err, &re))
 	if err != nil {
 		reason := ReasonError
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -307,9 +312,14 @@ func (c *Client) settle(probe, ok, neutral bool) {
 
 // check makes the request and reads the verdict.
 func (c *Client) check(ctx context.Context, m *Message) (*Verdict, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(m.Content))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, http.NoBody)
 	if err != nil {
 		return nil, fmt.Errorf("scan: %w", err)
+	}
+	if m.Size > 0 {
+		b := &body{content: m.Content, size: m.Size}
+		defer b.end()
+		req.Body, req.GetBody, req.ContentLength = b.reader(), b.getBody, m.Size
 	}
 	// rspamd's header names are matched without regard to case, but they
 	// are set as its documentation spells them, not as Go canonicalizes
@@ -359,6 +369,61 @@ func (c *Client) check(ctx context.Context, m *Message) (*Verdict, error) {
 	}
 	return v, nil
 }
+
+// body is a message sent as a request body, read from the caller's
+// Content. Once check returns it reads nothing more, because the transport
+// may go on reading a body after Do has returned (see http.RoundTripper)
+// while the caller may then commit or drop the message, closing what
+// Content reads from.
+type body struct {
+	// content and size are the message.
+	content io.ReaderAt
+	size    int64
+	// mu is held by each read and by end; ended is set by end.
+	mu    sync.Mutex
+	ended bool
+}
+
+// errEnded is what a body read after the scan returns.
+var errEnded = errors.New("scan: the message is no longer read once the scan is over")
+
+// reader returns a reader of the message from its start.
+func (b *body) reader() io.ReadCloser {
+	return io.NopCloser(io.NewSectionReader(readerAt{b}, 0, b.size))
+}
+
+// getBody is the request's GetBody: the transport sends the message again
+// on a new connection when a reused one turned out closed.
+func (b *body) getBody() (io.ReadCloser, error) { return b.reader(), nil }
+
+// end stops every reader of b, waiting for a read under way.
+func (b *body) end() {
+	b.mu.Lock()
+	b.ended = true
+	b.mu.Unlock()
+}
+
+// readerAt reads b's content until b ends.
+type readerAt struct{ b *body }
+
+func (r readerAt) ReadAt(p []byte, off int64) (int, error) {
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	if r.b.ended {
+		return 0, errEnded
+	}
+	n, err := r.b.content.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		err = &readError{err}
+	}
+	return n, err
+}
+
+// readError is a failure to read the message, not rspamd's.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return "reading the message: " + e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
 
 // headerValue keeps a value the client chose (the EHLO name, addresses)
 // to what an HTTP header may hold: control characters become '?'.

@@ -1,9 +1,11 @@
 package scan_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -32,7 +34,7 @@ func newClient(t *testing.T, cfg scan.Config) *scan.Client {
 }
 
 func envelope(content []byte) *scan.Message {
-	return &scan.Message{Content: content, User: "alice@example.com", IP: "192.0.2.7", Helo: "laptop",
+	return &scan.Message{Content: bytes.NewReader(content), Size: int64(len(content)), User: "alice@example.com", IP: "192.0.2.7", Helo: "laptop",
 		From: "alice@example.com", Rcpts: []string{"bob@example.org"}, QueueID: "Q1"}
 }
 
@@ -93,7 +95,8 @@ func TestRequest(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := newClient(t, scan.Config{URL: srv.URL + "/", SettingsID: "outbound", Password: "s3cret"})
-	m := envelope(message("hello"))
+	content := message("hello")
+	m := envelope(content)
 	m.Rcpts = []string{"bob@example.org", "carol@example.net"}
 	m.Helo = "bad\x01helo"
 	if r := c.Scan(context.Background(), m); r.Verdict == nil || r.Verdict.Action != scan.ActionNoAction {
@@ -110,7 +113,7 @@ func TestRequest(t *testing.T) {
 			t.Errorf("header %s = %q, want %q", k, g, v)
 		}
 	}
-	if string(body) != string(m.Content) {
+	if string(body) != string(content) {
 		t.Errorf("body %q, want the message", body)
 	}
 }
@@ -265,5 +268,130 @@ func TestObserver(t *testing.T) {
 	c.Scan(context.Background(), envelope(message(strings.Repeat("x", 300))))
 	if fmt.Sprint(o.scanned, o.unscanned) != "[add header] [too_large]" {
 		t.Errorf("observed %v %v", o.scanned, o.unscanned)
+	}
+}
+
+// bigMessage is a message of about size bytes.
+func bigMessage(size int) []byte {
+	line := "lorem ipsum dolor sit amet, consectetur adipiscing elit\r\n"
+	return message(strings.Repeat(line, size/len(line)))
+}
+
+// TestStreamedBody: a message of megabytes goes to the scanner whole,
+// byte for byte, with its length as Content-Length.
+func TestStreamedBody(t *testing.T) {
+	var mu sync.Mutex
+	var got []byte
+	var length int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got, length = b, r.ContentLength
+		mu.Unlock()
+		fmt.Fprint(w, `{"action":"no action","score":0.5,"required_score":15}`)
+	}))
+	defer srv.Close()
+	c := newClient(t, scan.Config{URL: srv.URL})
+	content := bigMessage(3 << 20)
+	if r := c.Scan(context.Background(), envelope(content)); r.Verdict == nil {
+		t.Fatalf("result %+v", r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !bytes.Equal(got, content) || length != int64(len(content)) {
+		t.Errorf("the scanner got %d bytes (Content-Length %d), want the %d of the message", len(got), length, len(content))
+	}
+}
+
+// roundTripFunc is an http.RoundTripper made of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestBodyRereadAndEnded: the request body can be had again from its start
+// (GetBody, which the transport uses to send a request again on a new
+// connection), and once Scan has returned, a transport still reading the
+// body (as http.RoundTripper allows) gets nothing more of the message: its
+// caller may then close what Content reads from.
+func TestBodyRereadAndEnded(t *testing.T) {
+	content := bigMessage(1 << 20)
+	var again []byte
+	over := make(chan struct{})
+	late := make(chan error, 1)
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		io.ReadFull(r.Body, make([]byte, 100))
+		b, err := r.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		again, _ = io.ReadAll(b)
+		go func() {
+			<-over
+			n, err := r.Body.Read(make([]byte, 100))
+			if n != 0 || err == nil {
+				err = fmt.Errorf("read %d bytes, err %v", n, err)
+			} else {
+				err = nil
+			}
+			late <- err
+		}()
+		return nil, errors.New("connection reset by peer")
+	})
+	c := newClient(t, scan.Config{URL: "http://127.0.0.1:1", Transport: rt})
+	if r := c.Scan(context.Background(), envelope(content)); r.Unscanned != scan.ReasonError {
+		t.Fatalf("result %+v, want an error", r)
+	}
+	close(over)
+	if !bytes.Equal(again, content) {
+		t.Errorf("GetBody gave %d bytes, want the %d of the message", len(again), len(content))
+	}
+	if err := <-late; err != nil {
+		t.Errorf("the body read after Scan returned: %v", err)
+	}
+}
+
+// TestUploadTimeout: a scanner that takes no part of a message of
+// megabytes times the scan out, the upload included.
+func TestUploadTimeout(t *testing.T) {
+	srv, _, _ := hangingScanner(t)
+	const timeout = 300 * time.Millisecond
+	c := newClient(t, scan.Config{URL: srv.URL, Timeout: timeout})
+	r := c.Scan(context.Background(), envelope(bigMessage(3<<20)))
+	if r.Unscanned != scan.ReasonTimeout || !errors.Is(r.Err, context.DeadlineExceeded) || r.Took < timeout {
+		t.Fatalf("result %+v, want a timeout after %s", r, timeout)
+	}
+}
+
+// failingContent is a message whose reads fail, as a failing disk makes
+// them fail.
+type failingContent struct{}
+
+func (failingContent) ReadAt([]byte, int64) (int, error) {
+	return 0, errors.New("read: input/output error")
+}
+
+// TestUnreadableMessage: a message that cannot be read is not scanned
+// (an error, following on_error), but it is not rspamd's failure: the
+// breaker stays closed however many there are.
+func TestUnreadableMessage(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, `{"action":"no action","score":0.5,"required_score":15}`)
+	}))
+	defer srv.Close()
+	c := newClient(t, scan.Config{URL: srv.URL, Failures: 2, Tempfail: true})
+	for i := range 4 {
+		m := envelope(message("hello"))
+		m.Content = failingContent{}
+		r := c.Scan(context.Background(), m)
+		if r.Unscanned != scan.ReasonError || !r.Tempfail || r.Err == nil || !strings.Contains(r.Err.Error(), "input/output error") {
+			t.Fatalf("scan %d: %+v, want an error reading the message", i, r)
+		}
+	}
+	if c.BreakerOpen() {
+		t.Error("unreadable messages opened the breaker")
+	}
+	if r := c.Scan(context.Background(), envelope(message("hello"))); r.Verdict == nil {
+		t.Errorf("a readable message: %+v", r)
 	}
 }

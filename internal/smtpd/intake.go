@@ -51,8 +51,9 @@ type intake struct {
 	// envelope.
 	w   MessageWriter
 	env *spool.Envelope
-	// copy keeps the message for the content scanner; nil without one.
-	copy *scanCopy
+	// scanner scans the message, the one in effect when its spool file
+	// was opened; nil without one.
+	scanner Scanner
 	// err is the first error.
 	err error
 }
@@ -181,13 +182,14 @@ func (in *intake) endHeader() {
 			}
 		}
 	}
-	sw, err := s.s.Spool.Create(in.env)
+	w, err := s.s.Spool.Create(in.env)
 	if err != nil {
 		s.c.log.Error("spool create failed", "err", err)
 		in.fail(replyError{ReplySpoolFailed, s.vars()})
 		return
 	}
-	w := in.scanWriter(sw)
+	// A message under way keeps the scanner it started with (SetScanner).
+	in.scanner = s.s.scanner()
 	io.WriteString(w, s.receivedHeader(now, in.tx))
 	// RFC 6409 §8.3, §8.1: a submission server adds what the client left out.
 	if !h.Has("Message-ID") {
@@ -228,7 +230,7 @@ func (in *intake) finish() (string, *smtp.SMTPError) {
 	in.w = nil
 	// SPEC R22: the scan comes after the whole message and before it is
 	// committed, so nothing of a refused message is queued.
-	if key, e := in.scanVerdict(); key != "" {
+	if key, e := in.scanVerdict(w); key != "" {
 		w.Abort()
 		return key, e
 	}

@@ -1,42 +1,12 @@
 package smtpd
 
 import (
-	"bytes"
 	"context"
 
 	"github.com/emersion/go-smtp"
 
 	"submitd/internal/scan"
 )
-
-// scanCopy is the spool writer of a message to be scanned: it keeps a copy
-// of what is written, the message as it will be queued, up to the
-// scanner's MaxSize. Past that the copy is dropped, and the message passes
-// unscanned (SPEC R22: messages up to the size limit are scanned), so a
-// message costs at most MaxSize of memory for its scan.
-type scanCopy struct {
-	MessageWriter
-	// sc is the scanner the message is for.
-	sc Scanner
-	// buf is the copy; nil once the message outgrew max, the scanner's
-	// MaxSize.
-	buf *bytes.Buffer
-	max int64
-	// n counts the bytes written.
-	n int64
-}
-
-func (c *scanCopy) Write(p []byte) (int, error) {
-	c.n += int64(len(p))
-	if c.buf != nil {
-		if c.n > c.max {
-			c.buf = nil
-		} else {
-			c.buf.Write(p)
-		}
-	}
-	return c.MessageWriter.Write(p)
-}
 
 // scannerRef holds a scanner given to SetScanner; sc nil scans nothing.
 type scannerRef struct{ sc Scanner }
@@ -54,36 +24,35 @@ func (s *Server) scanner() Scanner {
 	return s.Scanner
 }
 
-// scanWriter wraps the spool writer w when a scanner is configured.
-func (in *intake) scanWriter(w MessageWriter) MessageWriter {
-	sc := in.s.s.scanner()
-	if sc == nil {
-		return w
-	}
-	c := &scanCopy{MessageWriter: w, sc: sc, max: sc.MaxSize(), buf: &bytes.Buffer{}}
-	in.copy = c
-	return c
-}
-
-// scanVerdict scans the complete message before it is committed (SPEC
-// R22) and returns the reply key and reply that refuse it, or "" to queue
-// it. The verdict goes into the session record; refused and flagged
+// scanVerdict scans the complete message w holds before it is committed
+// (SPEC R22) and returns the reply key and reply that refuse it, or "" to
+// queue it. The verdict goes into the session record; refused and flagged
 // messages go to OnSpam.
-func (in *intake) scanVerdict() (string, *smtp.SMTPError) {
-	c := in.copy
-	if c == nil {
+//
+// The scanner reads the message from w, the spool writer's own copy (in
+// memory for a small message, else its file in tmp/), so that a scan costs
+// no second copy: otherwise every session receiving a message could hold
+// up to max_size more of it in memory. w is committed or aborted only once
+// Scan has returned, and Scan reads nothing after that.
+func (in *intake) scanVerdict(w MessageWriter) (string, *smtp.SMTPError) {
+	sc := in.scanner
+	if sc == nil {
 		return "", nil
 	}
 	s := in.s
+	content, err := w.Content()
+	if err != nil {
+		// The message cannot be committed either: it is refused as a
+		// failed commit is, without asking the scanner.
+		s.c.log.Error("spool write failed", "queue_id", in.env.ID, "err", err)
+		return ReplySpoolFailed, s.c.set.Replies.Err(ReplySpoolFailed, s.vars())
+	}
 	m := &scan.Message{
+		Content: content, Size: content.Size(),
 		User: s.acct.Address, IP: s.c.client.Addr().String(), Helo: in.tx.helo,
-		From: in.tx.from, Rcpts: in.tx.rcpts, QueueID: in.env.ID, Size: c.n,
+		From: in.tx.from, Rcpts: in.tx.rcpts, QueueID: in.env.ID,
 	}
-	if c.buf != nil {
-		m.Content = c.buf.Bytes()
-	}
-	r := c.sc.Scan(context.Background(), m)
-	c.buf = nil
+	r := sc.Scan(context.Background(), m)
 	v := r.Verdict
 	if v == nil {
 		s.c.record("scan", in.env.ID+": unscanned ("+r.Unscanned+")", "")

@@ -81,15 +81,15 @@ type Spool interface {
 // MessageWriter receives one message.
 type MessageWriter interface {
 	io.Writer
+	// Content reads back what was written, for the content scan before
+	// Commit (SPEC R22); its error is one writing the message.
+	Content() (*io.SectionReader, error)
 	Commit() error
 	Abort()
 }
 
 // Scanner is the content scanner (SPEC R22); scan.Client is one.
 type Scanner interface {
-	// MaxSize is the largest message scanned; the content of a larger one
-	// is not kept for it.
-	MaxSize() int64
 	// Scan returns the verdict on m, or why there is none, within the
 	// scanner's timeout.
 	Scan(ctx context.Context, m *scan.Message) scan.Result

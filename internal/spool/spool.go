@@ -242,6 +242,9 @@ type Writer struct {
 	f *os.File
 	// bw buffers writes to f.
 	bw *bufio.Writer
+	// off is where the message starts, after the magic and envelope lines,
+	// in buf and in f alike.
+	off int64
 	// crc sums the message content for the trailer.
 	crc hash.Hash32
 	// n counts the message bytes written.
@@ -264,6 +267,7 @@ func (s *Spool) Create(env *Envelope) (*Writer, error) {
 	w.buf = append(w.buf, magic...)
 	w.buf = append(w.buf, hdr...)
 	w.buf = append(w.buf, '\n')
+	w.off = int64(len(w.buf))
 	return w, nil
 }
 
@@ -273,8 +277,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	if w.f == nil && len(w.buf)+len(p)+trailerLen > journalMax {
-		// Too large for the journal: from here on it goes to a file.
-		f, err := os.OpenFile(filepath.Join(w.s.dir, "tmp", w.env.ID), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+		// Too large for the journal: from here on it goes to a file,
+		// opened for reading as well for Content.
+		f, err := os.OpenFile(filepath.Join(w.s.dir, "tmp", w.env.ID), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o640)
 		if err != nil {
 			w.err = fmt.Errorf("spool: %w", err)
 			return 0, w.err
@@ -296,6 +301,29 @@ func (w *Writer) Write(p []byte) (int, error) {
 		w.err = fmt.Errorf("spool: write %s: %w", w.env.ID, err)
 	}
 	return n, w.err
+}
+
+// Content returns a reader of the message bytes written so far, to be read
+// before Commit or Abort (a content scan, SPEC R22): the writer's own copy,
+// so that reading the message costs no second one. A message still in
+// memory is read from there; a larger one from its file in tmp/, written
+// out first. The reader is good until Commit or Abort: the file is then
+// closed, and reads fail. An error is one writing the message, which
+// Commit then fails with too.
+func (w *Writer) Content() (*io.SectionReader, error) {
+	switch {
+	case w.done:
+		return nil, errors.New("spool: message already finished")
+	case w.err != nil:
+		return nil, w.err
+	case w.f == nil:
+		return io.NewSectionReader(bytes.NewReader(w.buf[w.off:]), 0, w.n), nil
+	}
+	if err := w.bw.Flush(); err != nil {
+		w.err = fmt.Errorf("spool: write %s: %w", w.env.ID, err)
+		return nil, w.err
+	}
+	return io.NewSectionReader(w.f, w.off, w.n), nil
 }
 
 // Commit makes the message durable and returns nil only once it is; only
@@ -358,7 +386,7 @@ func (w *Writer) Commit() error {
 // written leaves a record that replay restores the file from, not a
 // truncated file to be taken for damage.
 func (w *Writer) commitSmall() error {
-	start := len(w.buf) - int(w.n)
+	start := int(w.off)
 	data := fmt.Appendf(w.buf, "end %016x %08x\n", w.n, w.crc.Sum32())
 	w.buf = nil
 	name := filepath.Join(w.s.dir, w.env.ID+msgExt)

@@ -209,3 +209,72 @@ func TestLargeCommitSyncFailureLeavesNothing(t *testing.T) {
 		t.Fatalf("after a failed commit the spool holds %d messages (%v)", len(envs), err)
 	}
 }
+
+// TestContent: before Commit, Content reads back exactly the bytes
+// written, from memory for a small message and from its file in tmp/ for
+// one past journalMax, and those are the bytes Commit queues; once the
+// message is finished, the reader of a file reads nothing more.
+func TestContent(t *testing.T) {
+	s, _ := testSpool(t)
+	for _, size := range []int{1 << 10, journalMax, 3 << 20} {
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = "abcdefghijklmnopqrstuvwxyz\r\n"[i%28]
+		}
+		w, err := s.Create(&Envelope{From: "jan@firma.cz", To: []string{"eva@example.org"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Written in pieces, as a session writes what it reads.
+		for p := body; len(p) > 0; p = p[min(len(p), 1000):] {
+			w.Write(p[:min(len(p), 1000)])
+		}
+		r, err := w.Content()
+		if err != nil {
+			t.Fatalf("%d bytes: %v", size, err)
+		}
+		got, err := io.ReadAll(r)
+		if err != nil || !bytes.Equal(got, body) || r.Size() != int64(size) {
+			t.Fatalf("%d bytes: Content read %d bytes (size %d), err %v; not the bytes written", size, len(got), r.Size(), err)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := s.Message(w.env.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued, _ := io.ReadAll(m)
+		m.Close()
+		if !bytes.Equal(queued, got) {
+			t.Errorf("%d bytes: the queued message is not what Content read", size)
+		}
+		if _, err := r.ReadAt(make([]byte, 1), 0); size > journalMax && err == nil {
+			t.Errorf("%d bytes: the file is still read after Commit", size)
+		}
+	}
+}
+
+// TestContentWriteError: a message whose file cannot be written out for
+// Content is refused at Commit too, and leaves nothing in tmp/.
+func TestContentWriteError(t *testing.T) {
+	s, _ := testSpool(t)
+	w, _ := s.Create(&Envelope{From: "jan@firma.cz", To: []string{"eva@example.org"}})
+	w.Write(bytes.Repeat([]byte("a"), 2*journalMax))
+	// A file that no longer takes writes, as a failing disk makes it; what
+	// is written now waits in the write buffer for Content to write out.
+	w.f.Close()
+	w.Write([]byte("tail\r\n"))
+	if _, err := w.Content(); err == nil {
+		t.Fatal("Content succeeded though the file could not be written")
+	}
+	if err := w.Commit(); err == nil {
+		t.Fatal("Commit succeeded after a failed write")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(s.dir, "tmp")); len(ents) != 0 {
+		t.Errorf("tmp/ holds %d files", len(ents))
+	}
+	if envs, _ := s.Load(); len(envs) != 0 {
+		t.Errorf("%d messages spooled", len(envs))
+	}
+}
