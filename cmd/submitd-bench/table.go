@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -20,13 +21,15 @@ const (
 	srvChasquid = "chasquid"
 	srvMaddy    = "maddy"
 	// srvSubmitdScan is submitd scanning every message with rspamd
-	// ([scan] rspamd_url), in the workload scanWorkload.
+	// ([scan] rspamd_url), in scanWorkloads.
 	srvSubmitdScan = "submitd+rspamd"
 )
 
-// scanWorkload is the workload tag of W1 against submitd without content
-// scanning (srvSubmitd) and with it (srvSubmitdScan), side by side.
-const scanWorkload = "W1s"
+// scanWorkloads are the workload tags of W1 against submitd without
+// content scanning (srvSubmitd) and with it (srvSubmitdScan), side by
+// side: closed loop, as W1, and open loop at a fixed rate (-rate, its
+// result tagged rate=N), a node that is not saturated.
+var scanWorkloads = []struct{ w, title string }{{"W1s", "closed loop"}, {"W1s-rate", "open loop"}}
 
 // peers are the servers submitd is compared with, in the table's order,
 // with their column titles.
@@ -122,18 +125,18 @@ var figures = []figure{
 	{"W6i", "W6: refusals of a blocked IP, implicit TLS", "/s", perSec, target{vsCeiling: 0.9}},
 }
 
-// scanFigures are the rows of the table of scanWorkload: submitd without
-// content scanning and with it.
+// scanFigures are the rows of the table of scanWorkloads; the columns
+// say the workload.
 var scanFigures = []figure{
-	{scanWorkload, "W1s: 20 connections, AUTH once, 4 KiB, STARTTLS, accepted", "msgs/s", perSec, target{}},
-	{scanWorkload, "W1s: p50 latency", "ms", func(r *result) (float64, bool) { return r.Latency.P50, r.Latency.N > 0 }, target{}},
-	{scanWorkload, "W1s: p99 latency", "ms", func(r *result) (float64, bool) { return r.Latency.P99, r.Latency.N > 0 }, target{}},
-	{scanWorkload, "W1s: submitd's CPU per message (rspamd's not counted)", "ms", func(r *result) (float64, bool) {
+	{"", "accepted (20 connections, AUTH once, 4 KiB, STARTTLS)", "msgs/s", perSec, target{}},
+	{"", "p50 latency", "ms", func(r *result) (float64, bool) { return r.Latency.P50, r.Latency.N > 0 }, target{}},
+	{"", "p99 latency", "ms", func(r *result) (float64, bool) { return r.Latency.P99, r.Latency.N > 0 }, target{}},
+	{"", "submitd's CPU per message (rspamd's not counted)", "ms", func(r *result) (float64, bool) {
 		return serverField(r, func(s *serverResult) float64 { return s.CPUPerOpMs })
 	}, target{}},
-	{scanWorkload, "W1s: a scan as submitd waits for it, mean", "ms", scanField(func(s *scanResult) float64 { return s.MeanMs }), target{}},
-	{scanWorkload, "W1s: rspamd's own time (its time_real), mean", "ms", scanField(func(s *scanResult) float64 { return s.RspamdMs }), target{}},
-	{scanWorkload, "W1s: submitd's added time beyond rspamd's time_real, mean", "ms", scanField(func(s *scanResult) float64 { return s.BeyondMs }), target{}},
+	{"", "a scan as submitd waits for it, mean", "ms", scanField(func(s *scanResult) float64 { return s.MeanMs }), target{}},
+	{"", "rspamd's own time (its time_real), mean", "ms", scanField(func(s *scanResult) float64 { return s.RspamdMs }), target{}},
+	{"", "submitd's added time beyond rspamd's time_real, mean", "ms", scanField(func(s *scanResult) float64 { return s.BeyondMs }), target{}},
 }
 
 func perSec(r *result) (float64, bool) { return r.PerSec, r.OK > 0 }
@@ -282,35 +285,72 @@ func ratio(a, b float64) string {
 
 // writeTable prints the Markdown table of the medians, and below it the
 // reasons for the figures a server does not have; then the table of
-// scanWorkload, when it ran.
+// scanWorkloads, when they ran.
 func writeTable(w io.Writer, results []*result) error {
 	m, runs := medians(figures, results)
-	sm, scanRuns := medians(scanFigures, results)
-	if runs == 0 && scanRuns == 0 {
-		return errors.New("no results")
-	}
 	if runs > 0 {
 		writeComparison(w, m, runs)
 	}
-	if scanRuns > 0 {
-		if runs > 0 {
-			fmt.Fprintln(w)
-		}
-		writeScanTable(w, sm, scanRuns)
+	scanRuns := writeScanTable(w, results, runs > 0)
+	if runs == 0 && scanRuns == 0 {
+		return errors.New("no results")
 	}
 	return nil
 }
 
-// writeScanTable prints the medians of scanFigures: submitd without
-// content scanning and with it, and their ratio.
-func writeScanTable(w io.Writer, m []map[string]float64, runs int) {
-	fmt.Fprintf(w, "Content scanning: W1 against submitd without and with rspamd, medians of up to %d runs.\n\n", runs)
-	fmt.Fprintln(w, "| workload and figure | scanning off | scanning on (rspamd) | on ÷ off |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|")
-	for i, f := range scanFigures {
-		off, on := medianOf(m[i], srvSubmitd), medianOf(m[i], srvSubmitdScan)
-		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", f.name, f.cell(off), f.cell(on), ratio(on, off))
+// writeScanTable prints the medians of scanFigures for each of
+// scanWorkloads that ran, a blank line first when after is set: submitd
+// without content scanning and with it, and their ratio. It returns the
+// largest number of runs a value is the median of, 0 when none ran.
+func writeScanTable(w io.Writer, results []*result, after bool) int {
+	type column struct {
+		title string
+		m     []map[string]float64
 	}
+	var cols []column
+	runs := 0
+	for _, sw := range scanWorkloads {
+		figs := slices.Clone(scanFigures)
+		for i := range figs {
+			figs[i].w = sw.w
+		}
+		m, n := medians(figs, results)
+		if n == 0 {
+			continue
+		}
+		title := sw.title
+		for _, r := range results {
+			if r.Tags["w"] == sw.w && r.Tags["rate"] != "" {
+				title += ", " + r.Tags["rate"] + " msgs/s"
+				break
+			}
+		}
+		cols = append(cols, column{title, m})
+		runs = max(runs, n)
+	}
+	if runs == 0 {
+		return 0
+	}
+	if after {
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "Content scanning: W1 against submitd without and with rspamd, medians of up to %d runs.\n\n", runs)
+	head, rule := "| figure |", "|---|"
+	for _, c := range cols {
+		head += fmt.Sprintf(" %s: scanning off | %s: scanning on | on ÷ off |", c.title, c.title)
+		rule += "---:|---:|---:|"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, rule)
+	for i, f := range scanFigures {
+		row := "| " + f.name + " |"
+		for _, c := range cols {
+			off, on := medianOf(c.m[i], srvSubmitd), medianOf(c.m[i], srvSubmitdScan)
+			row += fmt.Sprintf(" %s | %s | %s |", f.cell(off), f.cell(on), ratio(on, off))
+		}
+		fmt.Fprintln(w, row)
+	}
+	return runs
 }
 
 // medianOf is a server's median of a row, NaN when it has none.
