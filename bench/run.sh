@@ -9,9 +9,9 @@
 #
 # It installs what it needs (Postfix, Cyrus SASL, chasquid, openssl,
 # strace, rspamd for W1s; Go must be on PATH or in /usr/local/go), builds
-# submitd, submitd-bench, the go-smtp ceiling and maddy, starts the five servers on
-# loopback ports with one self-signed ECDSA certificate, runs each workload
-# against each server in turn (the servers interleaved within every round,
+# submitd, submitd-bench, the go-smtp ceiling and maddy, starts the five
+# servers on loopback ports with one self-signed ECDSA certificate, runs
+# each workload against each server in turn (the servers interleaved within every round,
 # each server restarted for each run so peak memory is per run), and writes
 # the table of medians into BENCHMARKS.md between its "results" markers
 # (WRITE=0: print only). W1s runs W1 against submitd without and with
@@ -656,8 +656,8 @@ W1_LOAD=(-c 20 -sources 20 -src 127.1.0.1 -accounts 20 -size 4096)
 
 # The ceiling takes any login with the right password; the others know
 # bench0…bench199@bench.test and, for W5, probe0…probe199@bench.test. Each
-# workload dials from its own range of 127.x addresses, so blocks left by
-# W5 and W6 touch no other workload.
+# workload dials from its own range of 127.x addresses (W1s, W1's load,
+# from W1's), so blocks left by W5 and W6 touch no other workload.
 workload() { # W RUN
 	local w=$1 r=$2 srv
 	case $w in
