@@ -2,19 +2,22 @@
 # bench/run.sh — the benchmarks of BENCHMARKS.md in one command.
 #
 #   bench/run.sh                 all workloads, RUNS=3 rounds
-#   bench/run.sh W1 W3           a subset (W1 W2 W3 W4 W5 W6)
+#   bench/run.sh W1 W3           a subset (W1 W1s W2 W3 W4 W5 W6)
 #   RUNS=1 DUR=5s bench/run.sh   fewer and shorter runs
 #   SMOKE=1 bench/run.sh         every workload once for a few seconds,
 #                                failing on anything unexpected (CI)
 #
 # It installs what it needs (Postfix, Cyrus SASL, chasquid, openssl,
-# strace; Go must be on PATH or in /usr/local/go), builds submitd,
-# submitd-bench, the go-smtp ceiling and maddy, starts the five servers on
-# loopback ports with one self-signed ECDSA certificate, runs each workload
-# against each server in turn (the servers interleaved within every round,
+# strace, rspamd for W1s; Go must be on PATH or in /usr/local/go), builds
+# submitd, submitd-bench, the go-smtp ceiling and maddy, starts the five
+# servers on loopback ports with one self-signed ECDSA certificate, runs
+# each workload against each server in turn (the servers interleaved within every round,
 # each server restarted for each run so peak memory is per run), and writes
 # the table of medians into BENCHMARKS.md between its "results" markers
-# (WRITE=0: print only).
+# (WRITE=0: print only). W1s runs W1 against submitd without and with
+# content scanning, by an rspamd started on loopback with the tests'
+# configuration (internal/testutil/rspamd), side by side; its table
+# follows the other.
 #
 # Every run must give its figures with no failure its workload does not
 # expect (each run names the replies it expects with -expect: a flood's
@@ -47,25 +50,32 @@ FLOOD=15s FLOODC=200 REFUSE=5s IDLE=200 IDLEPAR=8 NACCT=200 FSYNC_MSGS=500
 if [ "$SMOKE" = 1 ]; then
 	FLOOD=5s FLOODC=20 REFUSE=2s IDLE=40 IDLEPAR=4 NACCT=40 FSYNC_MSGS=100
 fi
+# W1s-rate's arrival rate, messages a second: a tenth or less of what
+# submitd scanning with rspamd accepts on two busy cores.
+SCAN_RATE=20
 MADDY_VERSION=v0.8.1
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-ALL="W1 W2 W3 W4 W5 W6"
+ALL="W1 W1s W2 W3 W4 W5 W6"
 SEL=${*:-$ALL}
 for w in $SEL; do
 	case " $ALL " in *" $w "*) ;; *) echo "run.sh: unknown workload $w (want some of: $ALL)" >&2; exit 2 ;; esac
 done
+SCAN=0
+case " $SEL " in *" W1s "*) SCAN=1 ;; esac
 
 # Loopback ports: submitd 4587/4465 (admin and metrics 4025), ceiling 3587/3465, Postfix 5587/5465,
-# maddy 6587/6465, chasquid 7587/7465 (and its port 25 on 7025), smtp-sink 2625.
+# maddy 6587/6465, chasquid 7587/7465 (and its port 25 on 7025), smtp-sink 2625,
+# rspamd 8333 (its controller 8334).
 S_SUB=127.0.0.1:4587 S_SUBS=127.0.0.1:4465 S_ADMIN=127.0.0.1:4025
 C_SUB=127.0.0.1:3587 C_SUBS=127.0.0.1:3465
 P_SUB=127.0.0.1:5587 P_SUBS=127.0.0.1:5465
 M_SUB=127.0.0.1:6587 M_SUBS=127.0.0.1:6465
 Q_SUB=127.0.0.1:7587 Q_SUBS=127.0.0.1:7465 Q_SMTP=127.0.0.1:7025
 SINK=127.0.0.1:2625
+R_NORMAL=127.0.0.1:8333 R_CONTROLLER=127.0.0.1:8334
 PASS=bench-password
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -80,6 +90,7 @@ install_packages() {
 	command -v openssl >/dev/null || need+=(openssl)
 	command -v strace >/dev/null || need+=(strace)
 	command -v chasquid >/dev/null || need+=(chasquid)
+	if [ "$SCAN" = 1 ] && ! command -v rspamd >/dev/null; then need+=(rspamd); fi
 	[ ${#need[@]} -eq 0 ] && return
 	local sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -87,15 +98,18 @@ install_packages() {
 	# "No configuration": the system's Postfix stays unconfigured and
 	# stopped; the benchmark runs a private instance.
 	echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
-	# chasquid's package starts its daemon on the system's ports; the
-	# benchmark runs its own instance, so the system's is stopped.
+	# chasquid's and rspamd's packages start their daemons on the system's
+	# ports; the benchmark runs its own instances, so the system's are
+	# stopped.
 	local pkgs=(postfix sasl2-bin libsasl2-modules openssl strace chasquid)
+	if [ "$SCAN" = 1 ]; then pkgs+=(rspamd); fi
 	if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}" >/dev/null; then
 		$sudo apt-get update >/dev/null
 		$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}" >/dev/null
 	fi
 	if [ -d /run/systemd/system ]; then
 		$sudo systemctl disable --now chasquid.service chasquid.socket >/dev/null 2>&1 || true
+		$sudo systemctl disable --now rspamd.service >/dev/null 2>&1 || true
 	fi
 }
 install_packages
@@ -152,7 +166,8 @@ wait_port() { # host:port
 	return 1
 }
 
-for a in $S_SUB $S_SUBS $C_SUB $C_SUBS $P_SUB $P_SUBS $M_SUB $M_SUBS $Q_SUB $Q_SUBS $Q_SMTP 127.0.2.53:53 $SINK; do
+for a in $S_SUB $S_SUBS $C_SUB $C_SUBS $P_SUB $P_SUBS $M_SUB $M_SUBS $Q_SUB $Q_SUBS $Q_SMTP 127.0.2.53:53 $SINK \
+	$R_NORMAL $R_CONTROLLER; do
 	if (exec 3<>"/dev/tcp/${a%:*}/${a#*:}") 2>/dev/null; then
 		echo "run.sh: $a is in use; stop what listens there first" >&2
 		exit 1
@@ -206,6 +221,18 @@ new_recipients_per_day = 0
 [contain]
 action = "warn"
 EOF
+# W1s's submitd: the same node, scanning every message with the
+# benchmark's rspamd before its 250 (SPEC R22). An rspamd that does not
+# answer defers the message (451) instead of letting it pass unscanned, so
+# that a run cannot measure submitd without the scan unnoticed.
+{
+	cat "$SD/submitd.toml"
+	cat <<EOF
+[scan]
+rspamd_url = "http://$R_NORMAL"
+on_error = "tempfail"
+EOF
+} >"$SD/submitd-scan.toml"
 sd() { SUBMITD_CONFIG="$SD/submitd.toml" "$BIN/submitd" "$@"; }
 sd domain add bench.test >/dev/null
 "$BIN/submitd-bench" accounts -n $NACCT -password $PASS >"$W/accounts.txt"
@@ -217,9 +244,9 @@ sd domain add bench.test >/dev/null
 "$BIN/submitd-bench" accounts -n $IDLE -user 'idle%d@bench.test' -scheme bcrypt -password $PASS >>"$W/accounts.txt"
 sd account import "$W/accounts.txt" >/dev/null
 SPID=""
-start_submitd() {
+start_submitd() { # [CONFIG]
 	# Started directly, not through sd, so that $! is submitd itself.
-	SUBMITD_CONFIG="$SD/submitd.toml" "$BIN/submitd" serve >>"$SD/serve.log" 2>&1 &
+	SUBMITD_CONFIG="${1:-$SD/submitd.toml}" "$BIN/submitd" serve >>"$SD/serve.log" 2>&1 &
 	SPID=$!
 	PIDS+=($SPID)
 	wait_port $S_SUB
@@ -443,11 +470,67 @@ start_maddy() {
 stop_maddy() { kill "$MPID"; wait "$MPID" 2>/dev/null || true; }
 MD_QUEUE="find $MD/state/outbound -type f"
 
+# --- rspamd: W1s's content scanner, one for the whole run ----------------
+# Started with the configuration the tests start theirs with
+# (internal/testutil/rspamd: Debian's rules, no Redis, one normal worker),
+# its resolver the benchmark's DNS server, which says no name but the
+# sink's exists, so no check waits on the network; and the tests' cache of
+# compiled rules. Its first start on a machine compiles them (tens of
+# seconds); until the compiled rules are loaded its worker matches without
+# them, slower, so a start on an empty cache waits until the cache has
+# stopped changing.
+RS=$W/rspamd
+RSPID=""
+rspamd_ping() {
+	local reply
+	reply=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2" && printf "GET /ping HTTP/1.0\r\n\r\n" >&3 && head -1 <&3' \
+		sh "${R_NORMAL%:*}" "${R_NORMAL#*:}" 2>/dev/null) || return 1
+	case $reply in *" 200 "*) return 0 ;; esac
+	return 1
+}
+start_rspamd() {
+	local hs=${TMPDIR:-/tmp}/submitd-rspamd-hs-cache cold=0 t0 i user=_rspamd
+	mkdir -p "$RS/db"
+	cp -r internal/testutil/rspamd/. "$RS/"
+	# rspamd drops privileges to its own user, which writes here.
+	chmod 777 "$RS" "$RS/db"
+	[ -n "$(ls -A "$hs" 2>/dev/null)" ] || cold=1
+	mkdir -p "$hs"
+	chmod 777 "$hs"
+	id "$user" >/dev/null 2>&1 || user=nobody
+	t0=$(date +%s)
+	rspamd -f -c "$RS/rspamd.conf" --var=LOCAL_CONFDIR="$RS" --var=DBDIR="$RS/db" --var=RUNDIR="$RS" \
+		--var=LOGDIR="$RS" --var=HS_CACHE="$hs" --var=NAMESERVER="$CQ_DNS:53" --var=NORMAL="$R_NORMAL" \
+		--var=CONTROLLER="$R_CONTROLLER" -u "$user" -g "$(id -gn "$user")" >"$RS/stdout.log" 2>&1 &
+	RSPID=$!
+	PIDS+=($RSPID)
+	for i in $(seq 1500); do
+		rspamd_ping && break
+		kill -0 "$RSPID" 2>/dev/null || { cat "$RS/stdout.log" "$RS/rspamd.log" >&2; echo "run.sh: rspamd exited" >&2; exit 1; }
+		[ "$i" -lt 1500 ] || { echo "run.sh: rspamd does not answer on $R_NORMAL after 5 minutes" >&2; exit 1; }
+		sleep 0.2
+	done
+	if [ "$cold" = 1 ]; then
+		# rspamd writes each class of compiled rules as it is done, and
+		# loads them all a second after the last.
+		local last="" now
+		for i in $(seq 60); do
+			now=$(ls -l "$hs" | md5sum)
+			[ "$now" = "$last" ] && break
+			last=$now
+			sleep 5
+		done
+	fi
+	log "rspamd ready after $(($(date +%s) - t0))s (compiled rules cache in $hs$([ $cold = 1 ] && echo ', empty before'))"
+}
+if [ "$SCAN" = 1 ]; then start_rspamd; fi
+
 # --- one run --------------------------------------------------------------
 start_srv() { # SRV: start it; $pid is its process, $tree set for Postfix
 	tree=""
 	case $1 in
 	submitd) start_submitd; pid=$SPID ;;
+	submitd+rspamd) start_submitd "$SD/submitd-scan.toml"; pid=$SPID ;;
 	ceiling) start_ceiling; pid=$CPID ;;
 	postfix) start_postfix; pid=$PPID_PF; tree=-pid-tree ;;
 	chasquid) start_chasquid; pid=$QPID ;;
@@ -456,7 +539,7 @@ start_srv() { # SRV: start it; $pid is its process, $tree set for Postfix
 }
 stop_srv() { # SRV: wait for its queue to empty and stop it
 	case $1 in
-	submitd) drain_queue "$SD_QUEUE"; stop_submitd ;;
+	submitd | submitd+rspamd) drain_queue "$SD_QUEUE"; stop_submitd ;;
 	ceiling) stop_ceiling ;;
 	postfix) drain_queue "$PF_QUEUE"; stop_postfix ;;
 	chasquid) drain_queue "$CQ_QUEUE"; stop_chasquid ;;
@@ -465,7 +548,7 @@ stop_srv() { # SRV: wait for its queue to empty and stop it
 }
 queue_cmd() { # SRV: the command that prints nothing once its queue is empty
 	case $1 in
-	submitd) echo "$SD_QUEUE" ;; postfix) echo "$PF_QUEUE" ;;
+	submitd | submitd+rspamd) echo "$SD_QUEUE" ;; postfix) echo "$PF_QUEUE" ;;
 	chasquid) echo "$CQ_QUEUE" ;; maddy) echo "$MD_QUEUE" ;;
 	esac
 }
@@ -521,7 +604,7 @@ drain_queue() {
 
 addr() { # SRV starttls|implicit
 	case $1-$2 in
-	submitd-starttls) echo $S_SUB ;; submitd-implicit) echo $S_SUBS ;;
+	submitd-starttls | submitd+rspamd-starttls) echo $S_SUB ;; submitd-implicit) echo $S_SUBS ;;
 	ceiling-starttls) echo $C_SUB ;; ceiling-implicit) echo $C_SUBS ;;
 	postfix-starttls) echo $P_SUB ;; postfix-implicit) echo $P_SUBS ;;
 	chasquid-starttls) echo $Q_SUB ;; chasquid-implicit) echo $Q_SUBS ;;
@@ -568,19 +651,34 @@ flood_expect() { # SRV: sets EXPECT
 	esac
 }
 
+# W1's load, also W1s's and that of the fsync count.
+W1_LOAD=(-c 20 -sources 20 -src 127.1.0.1 -accounts 20 -size 4096)
+
 # The ceiling takes any login with the right password; the others know
 # bench0…bench199@bench.test and, for W5, probe0…probe199@bench.test. Each
-# workload dials from its own range of 127.x addresses, so blocks left by
-# W5 and W6 touch no other workload.
+# workload dials from its own range of 127.x addresses (W1s, W1's load,
+# from W1's), so blocks left by W5 and W6 touch no other workload.
 workload() { # W RUN
 	local w=$1 r=$2 srv
 	case $w in
 	W1) for srv in $(order "$r" ceiling submitd postfix chasquid maddy); do
 		local drain=()
 		[ $srv != ceiling ] && drain=(-drain-cmd "$(queue_cmd $srv)")
-		bench W1 $srv "$r" -addr "$(addr $srv starttls)" -c 20 -sources 20 -src 127.1.0.1 \
-			-accounts 20 -size 4096 -duration "$DUR" "${drain[@]}"
+		bench W1 $srv "$r" -addr "$(addr $srv starttls)" "${W1_LOAD[@]}" -duration "$DUR" "${drain[@]}"
 	done ;;
+	# W1 against submitd without and with content scanning, side by side:
+	# as fast as it goes (closed loop, W1s) and at SCAN_RATE messages a
+	# second (open loop, W1s-rate), where neither submitd nor rspamd is
+	# saturated and a scan's time is its own, not a queue's. The scanning
+	# runs read submitd's scan metrics around the load, which also checks
+	# that every message was scanned and passed ("no action").
+	W1s) for run in $(order "$r" off on off-rate on-rate); do
+		local srv=submitd w=W1s args=("${W1_LOAD[@]}" -duration "$DUR")
+		case $run in on*) srv=submitd+rspamd args+=(-scan-metrics "http://$S_ADMIN/metrics") ;; esac
+		case $run in *-rate) w=W1s-rate args+=(-rate "$SCAN_RATE" -tag rate="$SCAN_RATE") ;; esac
+		bench $w $srv "$r" -addr "$(addr $srv starttls)" "${args[@]}"
+	done
+		kill -0 "$RSPID" 2>/dev/null || fail "W1s run $r: rspamd exited (see its log in $RS)" ;;
 	W2) for sec in starttls implicit; do
 		for srv in $(order "$r" ceiling submitd postfix chasquid maddy); do
 			WARMUP="-addr $(addr $srv $sec) -tls $sec -k 1 -c 4 -sources 20 -src 127.2.0.1 -accounts $NACCT -n $NACCT -size 1024" \
@@ -636,7 +734,7 @@ count_fsyncs() { # SRV
 	sleep 1
 	log "fsync count W1 $srv"
 	"$BIN/submitd-bench" -strict -json "$W/fsync.jsonl" -tag w=W1f -tag srv="$srv" -addr "$(addr $srv starttls)" \
-		-to "$(rcpt "$srv")" -c 20 -sources 20 -src 127.1.0.1 -accounts 20 -size 4096 -n $FSYNC_MSGS -duration 2m \
+		-to "$(rcpt "$srv")" "${W1_LOAD[@]}" -n $FSYNC_MSGS -duration 2m \
 		>"$W/run.out" 2>&1 || fail "W1f $srv: $(tail -1 "$W/run.out")"
 	drain_queue "$(queue_cmd "$srv")"
 	kill -INT $tpid

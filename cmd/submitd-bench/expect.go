@@ -16,9 +16,12 @@ const (
 	setUncached     = "uncached"
 	setOwnerTrusted = "owner-trusted"
 	setOwnerNew     = "owner-new"
+	// setScan are submitd's content scans (-scan-metrics), by rspamd's
+	// action or "unscanned REASON".
+	setScan = "scan"
 )
 
-var expectSets = []string{setSetup, setCached, setUncached, setOwnerTrusted, setOwnerNew}
+var expectSets = []string{setSetup, setCached, setUncached, setOwnerTrusted, setOwnerNew, setScan}
 
 // expectFlags collects -expect: per set of operations, the failure keys
 // (errorKey) the workload expects, such as a flood's "454 4.7.0" from a
@@ -108,6 +111,9 @@ func (e expectFlags) check(res *result, o *options, measured bool) (map[string]m
 		}
 	}
 	add(setSetup, res.SetupErrors)
+	if o.scanMetrics != "" {
+		missing = append(missing, checkScan(res.Scan, res.OK, e[setScan], unexpected)...)
+	}
 	if len(unexpected) == 0 {
 		unexpected = nil
 	}

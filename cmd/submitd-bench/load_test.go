@@ -444,7 +444,8 @@ func TestIdleSessions(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"-mode", "nope"}, {"-tls", "ssl"}, {"-c", "0"}, {"-size", "10"}, {"-pid", "x"}, {"-src", "nohost"}, {"extra"}} {
+	for _, args := range [][]string{{"-mode", "nope"}, {"-tls", "ssl"}, {"-c", "0"}, {"-size", "10"}, {"-pid", "x"}, {"-src", "nohost"}, {"extra"},
+		{"-mode", "idle", "-scan-metrics", "http://127.0.0.1:8025/metrics"}} {
 		_, err := run(context.Background(), args, io.Discard)
 		if !errors.Is(err, errUsage) {
 			t.Errorf("%v: err = %v, want a usage error", args, err)

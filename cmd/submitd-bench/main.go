@@ -94,6 +94,9 @@ type result struct {
 	// SetupErrors counts the failures to connect and log in of a send
 	// run's connections (each also fails the message it was for).
 	SetupErrors map[string]int `json:"setup_errors,omitempty"`
+	// Scan is what submitd's content scans did when -scan-metrics was
+	// given.
+	Scan *scanResult `json:"scan,omitempty"`
 	// E2E is the end-to-end figure when -drain-cmd was given.
 	E2E *e2eResult `json:"e2e,omitempty"`
 	// Server is the server's resource use when -pid was given.
@@ -197,6 +200,9 @@ type options struct {
 	// pids and pidTree select the server processes measured.
 	pids    string
 	pidTree bool
+	// scanMetrics is submitd's /metrics URL, read before and after the
+	// load for what its content scans did.
+	scanMetrics string
 	// drainCmd and drainTimeout give the end-to-end figure.
 	drainCmd     string
 	drainTimeout time.Duration
@@ -275,6 +281,7 @@ refused (connections from an address the server has blocked).
 	fs.StringVar(&o.helo, "helo", "bench.client.test", "EHLO name")
 	fs.StringVar(&o.pids, "pid", "", "comma-separated PIDs of the server, for its CPU time and memory")
 	fs.BoolVar(&o.pidTree, "pid-tree", false, "also count every descendant of -pid (multi-process servers)")
+	fs.StringVar(&o.scanMetrics, "scan-metrics", "", "send: submitd's /metrics URL; the content scans during the load, rspamd's own time and what submitd adds to it (with -strict, every accepted message must have been scanned with \"no action\")")
 	fs.StringVar(&o.drainCmd, "drain-cmd", "", "shell command printing nothing once the server's queue is empty; gives the end-to-end rate")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 5*time.Minute, "longest wait for -drain-cmd")
 	fs.DurationVar(&o.probeEvery, "probe-every", 200*time.Millisecond, "flood: time between the starts of legitimate logins, answered or not (0: none)")
@@ -287,7 +294,7 @@ refused (connections from an address the server has blocked).
 	fs.IntVar(&o.preblockTries, "preblock", 100, "refused: most failed logins spent to get -blocked-src blocked")
 	fs.Var(o.tags, "tag", "key=value label for the JSON line (repeatable)")
 	fs.StringVar(&o.jsonPath, "json", "", "append the result as one JSON line to this file")
-	fs.Var(o.expect, "expect", "a failure the workload expects, by its key (\"454 4.7.0\", \"closed by server\"), of the operations or of a set: setup=KEY, cached=KEY, uncached=KEY, owner-trusted=KEY, owner-new=KEY (repeatable)")
+	fs.Var(o.expect, "expect", "a failure the workload expects, by its key (\"454 4.7.0\", \"closed by server\"), of the operations or of a set: setup=KEY, cached=KEY, uncached=KEY, owner-trusted=KEY, owner-new=KEY, scan=KEY (an action, or \"unscanned REASON\") (repeatable)")
 	fs.BoolVar(&o.strict, "strict", false, "fail the run on any failure -expect does not name, or on a figure missing")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
@@ -306,6 +313,8 @@ refused (connections from an address the server has blocked).
 		return nil, fmt.Errorf("%w: -size %d: at least 200 bytes (the headers)", errUsage, o.size)
 	case o.rate < 0:
 		return nil, fmt.Errorf("%w: -rate must not be negative", errUsage)
+	case o.scanMetrics != "" && o.mode != "send":
+		return nil, fmt.Errorf("%w: -scan-metrics is for -mode send", errUsage)
 	}
 	return o, nil
 }
@@ -385,6 +394,8 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 	res := &result{Tags: o.tags, Mode: o.mode}
 	var half, loaded procUsage
 	var halfOpen int
+	var scanBefore metricsSample
+	var scanErr error
 	var bytes int64
 	start := time.Now()
 	switch o.mode {
@@ -393,6 +404,9 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 		l.run(ctx, func() ticket {
 			// The clock and the server's counters start once the
 			// connections kept for the run are logged in.
+			if o.scanMetrics != "" {
+				scanBefore, scanErr = scrapeMetrics(ctx, o.scanMetrics)
+			}
 			start = time.Now()
 			if pw != nil {
 				before, _ = pw.sample()
@@ -451,6 +465,16 @@ func run(ctx context.Context, args []string, out io.Writer) (*result, error) {
 		res.OK, res.Latency, res.Errors = rec.count(), rec.summary(), rec.errors()
 	}
 	elapsed := time.Since(start)
+	if o.scanMetrics != "" {
+		var after metricsSample
+		if scanErr == nil {
+			after, scanErr = scrapeMetrics(ctx, o.scanMetrics)
+		}
+		if scanErr != nil {
+			return nil, fmt.Errorf("-scan-metrics: %w", scanErr)
+		}
+		res.Scan = scanDelta(scanBefore, after)
+	}
 	res.Seconds = elapsed.Seconds()
 	res.PerSec = float64(res.OK) / res.Seconds
 	if bytes > 0 {
@@ -566,6 +590,9 @@ func printSummary(w io.Writer, r *result) {
 			printErrors(w, l.name+" errors", l.r.Errors)
 		}
 
+	}
+	if r.Scan != nil {
+		printScan(w, r.Scan)
 	}
 	if s := r.Server; s != nil {
 		fmt.Fprintf(w, "server: %d processes, %.2fs CPU, %.3f ms per op", s.Procs, s.CPUSeconds, s.CPUPerOpMs)

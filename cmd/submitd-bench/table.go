@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -19,7 +20,16 @@ const (
 	srvPostfix  = "postfix"
 	srvChasquid = "chasquid"
 	srvMaddy    = "maddy"
+	// srvSubmitdScan is submitd scanning every message with rspamd
+	// ([scan] rspamd_url), in scanWorkloads.
+	srvSubmitdScan = "submitd+rspamd"
 )
+
+// scanWorkloads are the workload tags of W1 against submitd without
+// content scanning (srvSubmitd) and with it (srvSubmitdScan), side by
+// side: closed loop, as W1, and open loop at a fixed rate (-rate, its
+// result tagged rate=N), a node that is not saturated.
+var scanWorkloads = []struct{ w, title string }{{"W1s", "closed loop"}, {"W1s-rate", "open loop"}}
 
 // peers are the servers submitd is compared with, in the table's order,
 // with their column titles.
@@ -115,7 +125,31 @@ var figures = []figure{
 	{"W6i", "W6: refusals of a blocked IP, implicit TLS", "/s", perSec, target{vsCeiling: 0.9}},
 }
 
+// scanFigures are the rows of the table of scanWorkloads; the columns
+// say the workload.
+var scanFigures = []figure{
+	{"", "accepted (20 connections, AUTH once, 4 KiB, STARTTLS)", "msgs/s", perSec, target{}},
+	{"", "p50 latency", "ms", func(r *result) (float64, bool) { return r.Latency.P50, r.Latency.N > 0 }, target{}},
+	{"", "p99 latency", "ms", func(r *result) (float64, bool) { return r.Latency.P99, r.Latency.N > 0 }, target{}},
+	{"", "submitd's CPU per message (rspamd's not counted)", "ms", func(r *result) (float64, bool) {
+		return serverField(r, func(s *serverResult) float64 { return s.CPUPerOpMs })
+	}, target{}},
+	{"", "a scan as submitd waits for it, mean", "ms", scanField(func(s *scanResult) float64 { return s.MeanMs }), target{}},
+	{"", "rspamd's own time (its time_real), mean", "ms", scanField(func(s *scanResult) float64 { return s.RspamdMs }), target{}},
+	{"", "submitd's added time beyond rspamd's time_real, mean", "ms", scanField(func(s *scanResult) float64 { return s.BeyondMs }), target{}},
+}
+
 func perSec(r *result) (float64, bool) { return r.PerSec, r.OK > 0 }
+
+// scanField is a figure of the scans of a run that scanned.
+func scanField(f func(*scanResult) float64) func(*result) (float64, bool) {
+	return func(r *result) (float64, bool) {
+		if r.Scan == nil || r.Scan.Scanned == 0 {
+			return 0, false
+		}
+		return f(r.Scan), true
+	}
+}
 
 // served is the share of a set of logins that got 235, in percent.
 func served(set func(*result) *loginResult) func(*result) (float64, bool) {
@@ -162,11 +196,11 @@ func readResults(r io.Reader) ([]*result, error) {
 	return out, sc.Err()
 }
 
-// medians is the median of each figure per server: medians[row][server].
+// medians is the median of each of figs per server: medians[row][server].
 // runs is the largest number of runs any value is the median of.
-func medians(results []*result) (m []map[string]float64, runs int) {
-	m = make([]map[string]float64, len(figures))
-	for i, f := range figures {
+func medians(figs []figure, results []*result) (m []map[string]float64, runs int) {
+	m = make([]map[string]float64, len(figs))
+	for i, f := range figs {
 		vals := map[string][]float64{}
 		for _, r := range results {
 			if r.Tags["w"] != f.w {
@@ -250,12 +284,96 @@ func ratio(a, b float64) string {
 }
 
 // writeTable prints the Markdown table of the medians, and below it the
-// reasons for the figures a server does not have.
+// reasons for the figures a server does not have; then the table of
+// scanWorkloads, when they ran.
 func writeTable(w io.Writer, results []*result) error {
-	m, runs := medians(results)
-	if runs == 0 {
+	m, runs := medians(figures, results)
+	if runs > 0 {
+		writeComparison(w, m, runs)
+	}
+	scanRuns := writeScanTable(w, results, runs > 0)
+	if runs == 0 && scanRuns == 0 {
 		return errors.New("no results")
 	}
+	return nil
+}
+
+// writeScanTable prints the medians of scanFigures for each of
+// scanWorkloads that ran, a blank line first when after is set: submitd
+// without content scanning and with it, and their ratio. It returns the
+// largest number of runs a value is the median of, 0 when none ran.
+func writeScanTable(w io.Writer, results []*result, after bool) int {
+	type column struct {
+		title string
+		m     []map[string]float64
+	}
+	var cols []column
+	runs := 0
+	for _, sw := range scanWorkloads {
+		figs := slices.Clone(scanFigures)
+		for i := range figs {
+			figs[i].w = sw.w
+		}
+		m, n := medians(figs, results)
+		if n == 0 {
+			continue
+		}
+		title := sw.title
+		for _, r := range results {
+			if r.Tags["w"] == sw.w && r.Tags["rate"] != "" {
+				title += ", " + r.Tags["rate"] + " msgs/s"
+				break
+			}
+		}
+		cols = append(cols, column{title, m})
+		runs = max(runs, n)
+	}
+	if runs == 0 {
+		return 0
+	}
+	if after {
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "Content scanning: W1 against submitd without and with rspamd, medians of up to %d runs.\n\n", runs)
+	head, rule := "| figure |", "|---|"
+	for _, c := range cols {
+		head += fmt.Sprintf(" %s: scanning off | %s: scanning on | on ÷ off |", c.title, c.title)
+		rule += "---:|---:|---:|"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, rule)
+	for i, f := range scanFigures {
+		row := "| " + f.name + " |"
+		for _, c := range cols {
+			off, on := medianOf(c.m[i], srvSubmitd), medianOf(c.m[i], srvSubmitdScan)
+			row += fmt.Sprintf(" %s | %s | %s |", f.cell(off), f.cell(on), ratio(on, off))
+		}
+		fmt.Fprintln(w, row)
+	}
+	return runs
+}
+
+// medianOf is a server's median of a row, NaN when it has none.
+func medianOf(row map[string]float64, srv string) float64 {
+	if v, ok := row[srv]; ok {
+		return v
+	}
+	return math.NaN()
+}
+
+// cell prints a value of the figure with its unit, "–" when missing.
+func (f figure) cell(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	if f.unit == "%" || f.unit == "/s" || f.unit == "" {
+		return formatValue(v) + f.unit
+	}
+	return formatValue(v) + " " + f.unit
+}
+
+// writeComparison prints the table of figures, m and runs from medians.
+func writeComparison(w io.Writer, m []map[string]float64, runs int) {
 	fmt.Fprintf(w, "Medians of up to %d runs per figure.\n\n", runs)
 	head, rule := "| workload and figure | submitd |", "|---|---:|"
 	for _, p := range peers {
@@ -268,27 +386,13 @@ func writeTable(w io.Writer, results []*result) error {
 	}
 	fmt.Fprintln(w, head+" target | met |")
 	fmt.Fprintln(w, rule+"---|---|")
-	get := func(i int, srv string) float64 {
-		if v, ok := m[i][srv]; ok {
-			return v
-		}
-		return math.NaN()
-	}
+	get := func(i int, srv string) float64 { return medianOf(m[i], srv) }
 	var notes []string
 	noteNo := map[string]int{}
 	for i, f := range figures {
 		s := get(i, srvSubmitd)
 		goal, met := verdict(f.goal, s, get(i, srvCeiling), get(i, srvPostfix))
-		unit := " " + f.unit
-		if f.unit == "%" || f.unit == "/s" || f.unit == "" {
-			unit = f.unit
-		}
-		cell := func(v float64) string {
-			if math.IsNaN(v) {
-				return "–"
-			}
-			return formatValue(v) + unit
-		}
+		cell := f.cell
 		if f.goal.absolute > 0 {
 			goal = strings.Replace(goal, formatValue(f.goal.absolute), cell(f.goal.absolute), 1)
 		}
@@ -319,7 +423,6 @@ func writeTable(w io.Writer, results []*result) error {
 		}
 		fmt.Fprintln(w)
 	}
-	return nil
 }
 
 // tableMain is "submitd-bench table [FILE]": the table of the JSON lines in

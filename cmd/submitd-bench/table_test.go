@@ -84,3 +84,61 @@ func TestReadResultsRejectsGarbage(t *testing.T) {
 		t.Errorf("err = %v, want one naming line 2", err)
 	}
 }
+
+func TestScanTable(t *testing.T) {
+	scanned := func(w string, perSec, p99, mean, inRspamd float64) *result {
+		r := res(w, srvSubmitdScan, perSec, p99)
+		r.Scan = &scanResult{Scanned: 1, MeanMs: mean, RspamdMs: inRspamd, BeyondMs: mean - inRspamd}
+		return r
+	}
+	// The closed loop alone: its table, without the comparison with the
+	// peers.
+	results := []*result{
+		res("W1s", srvSubmitd, 1000, 40), res("W1s", srvSubmitd, 1200, 30), res("W1s", srvSubmitd, 800, 50),
+		scanned("W1s", 500, 80, 20, 15), scanned("W1s", 600, 60, 10, 8), scanned("W1s", 300, 100, 30, 20),
+	}
+	var b strings.Builder
+	if err := writeTable(&b, results); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Log(out)
+	if strings.Contains(out, "ceiling") || strings.Contains(out, "open loop") || !strings.Contains(out, "medians of up to 3 runs") {
+		t.Errorf("want the closed loop's table only, with its run count:\n%s", out)
+	}
+	for _, want := range []string{
+		"| figure | closed loop: scanning off | closed loop: scanning on | on ÷ off |",
+		"| accepted (20 connections, AUTH once, 4 KiB, STARTTLS) | 1000 msgs/s | 500 msgs/s | 0.50 |",
+		"| p99 latency | 40.0 ms | 80.0 ms | 2.00 |",
+		"| a scan as submitd waits for it, mean | – | 20.0 ms | – |",
+		"| rspamd's own time (its time_real), mean | – | 15.0 ms | – |",
+		"| submitd's added time beyond rspamd's time_real, mean | – | 5.00 ms | – |",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("no row %q", want)
+		}
+	}
+	// With the open loop and W1: both tables, the open loop's columns
+	// titled with its rate.
+	rate := func(r *result) *result { r.Tags["rate"] = "20"; return r }
+	results = append(results, res("W1", srvSubmitd, 900, 40),
+		rate(res("W1s-rate", srvSubmitd, 20, 10)), rate(scanned("W1s-rate", 20, 15, 4, 3)))
+	b.Reset()
+	if err := writeTable(&b, results); err != nil {
+		t.Fatal(err)
+	}
+	out = b.String()
+	for _, want := range []string{
+		"| W1: 20 connections",
+		"| figure | closed loop: scanning off | closed loop: scanning on | on ÷ off | open loop, 20 msgs/s: scanning off | open loop, 20 msgs/s: scanning on | on ÷ off |\n",
+		"| p99 latency | 40.0 ms | 80.0 ms | 2.00 | 10.0 ms | 15.0 ms | 1.50 |\n",
+		"| submitd's added time beyond rspamd's time_real, mean | – | 5.00 ms | – | – | 1.00 ms | – |\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	if err := writeTable(&b, nil); err == nil {
+		t.Error("no results gave a table")
+	}
+}

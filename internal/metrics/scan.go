@@ -16,15 +16,18 @@ var scanActions = []string{scan.ActionReject, scan.ActionSoftReject, scan.Action
 type scanObserver struct {
 	// scans counts verdicts by action; unscanned the messages that passed
 	// (or were deferred) without one, by reason; latency how long scans
-	// with a verdict took.
+	// with a verdict took, and inRspamd how much of it rspamd says was
+	// its own.
 	scans     *prometheus.CounterVec
 	unscanned *prometheus.CounterVec
 	latency   prometheus.Histogram
+	inRspamd  prometheus.Histogram
 }
 
-func (o *scanObserver) Scanned(action string, took time.Duration) {
+func (o *scanObserver) Scanned(action string, took, inRspamd time.Duration) {
 	o.scans.WithLabelValues(action).Inc()
 	o.latency.Observe(took.Seconds())
+	o.inRspamd.Observe(inRspamd.Seconds())
 }
 
 func (o *scanObserver) Unscanned(reason string) { o.unscanned.WithLabelValues(reason).Inc() }
@@ -32,6 +35,7 @@ func (o *scanObserver) Unscanned(reason string) { o.unscanned.WithLabelValues(re
 // Scan registers the content scanner's metrics and returns what the
 // scanner reports to; breakerOpen is read at each scrape.
 func (m *Metrics) Scan(breakerOpen func() bool) scan.Observer {
+	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	o := &scanObserver{
 		scans: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "submitd_scan_total",
@@ -44,7 +48,15 @@ func (m *Metrics) Scan(breakerOpen func() bool) scan.Observer {
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "submitd_scan_duration_seconds",
 			Help:    "How long a scan with a verdict took, the wait for a free slot included.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+			Buckets: buckets,
+		}),
+		// The difference of the two histograms' sums is what the scans
+		// cost beyond rspamd's work: the wait for a slot, connecting, the
+		// HTTP exchange, reading the reply.
+		inRspamd: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "submitd_scan_rspamd_seconds",
+			Help:    "How long rspamd says it took itself (its reply's time_real) for the scans with a verdict; submitd_scan_duration_seconds less this is the wait for a slot and the HTTP exchange.",
+			Buckets: buckets,
 		}),
 	}
 	for _, a := range scanActions {
@@ -53,7 +65,7 @@ func (m *Metrics) Scan(breakerOpen func() bool) scan.Observer {
 	for _, r := range scan.Reasons {
 		o.unscanned.WithLabelValues(r)
 	}
-	m.reg.MustRegister(o.scans, o.unscanned, o.latency, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	m.reg.MustRegister(o.scans, o.unscanned, o.latency, o.inRspamd, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "submitd_scan_breaker_open",
 		Help: "1 while the content scanner's circuit breaker is open: rspamd failed repeatedly and messages pass without waiting on it.",
 	}, func() float64 {

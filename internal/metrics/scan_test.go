@@ -8,7 +8,7 @@ import (
 
 // TestScan: the content scanner's verdicts by action, the unscanned
 // messages by reason (every series there from the start, so an alert's
-// rate() sees the first one), their latency and the breaker's state.
+// rate() sees the first one), their latency, rspamd's own part of it (time_real) and the breaker's state.
 func TestScan(t *testing.T) {
 	m := New()
 	var open atomic.Bool
@@ -19,8 +19,8 @@ func TestScan(t *testing.T) {
 			t.Errorf("%s = %v (present %v) before any scan", s, v, ok)
 		}
 	}
-	o.Scanned("reject", 20*time.Millisecond)
-	o.Scanned("no action", 5*time.Millisecond)
+	o.Scanned("reject", 20*time.Millisecond, 15*time.Millisecond)
+	o.Scanned("no action", 5*time.Millisecond, 2*time.Millisecond)
 	o.Unscanned("timeout")
 	open.Store(true)
 	p = scrape(t, m)
@@ -29,6 +29,9 @@ func TestScan(t *testing.T) {
 		`submitd_scan_total{action="no action"}`:         1,
 		`submitd_scan_unscanned_total{reason="timeout"}`: 1,
 		`submitd_scan_duration_seconds_count`:            2,
+		`submitd_scan_duration_seconds_sum`:              0.025,
+		`submitd_scan_rspamd_seconds_count`:              2,
+		`submitd_scan_rspamd_seconds_sum`:                0.017,
 		`submitd_scan_breaker_open`:                      1,
 	} {
 		if p[s] != want {

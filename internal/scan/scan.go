@@ -97,8 +97,10 @@ type Config struct {
 
 // Observer is told the outcome of each scan; the metrics implement it.
 type Observer interface {
-	// Scanned is a verdict and how long the scan took in all.
-	Scanned(action string, took time.Duration)
+	// Scanned is a verdict, how long the scan took in all, and how long
+	// rspamd says it took itself (Verdict.TimeReal; 0 when its reply
+	// did not say).
+	Scanned(action string, took, inRspamd time.Duration)
 	// Unscanned is a message that passed (or was deferred) unscanned.
 	Unscanned(reason string)
 }
@@ -227,7 +229,7 @@ func (c *Client) Scan(ctx context.Context, m *Message) Result {
 	r.Took = time.Since(start)
 	if o := c.cfg.Observer; o != nil {
 		if r.Verdict != nil {
-			o.Scanned(r.Verdict.Action, r.Took)
+			o.Scanned(r.Verdict.Action, r.Took, r.Verdict.TimeReal)
 		} else {
 			o.Unscanned(r.Unscanned)
 		}

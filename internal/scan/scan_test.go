@@ -242,12 +242,14 @@ func TestReplyBounded(t *testing.T) {
 type observer struct {
 	mu        sync.Mutex
 	scanned   []string
+	inRspamd  []time.Duration
 	unscanned []string
 }
 
-func (o *observer) Scanned(action string, _ time.Duration) {
+func (o *observer) Scanned(action string, _, inRspamd time.Duration) {
 	o.mu.Lock()
 	o.scanned = append(o.scanned, action)
+	o.inRspamd = append(o.inRspamd, inRspamd)
 	o.mu.Unlock()
 }
 
@@ -259,15 +261,15 @@ func (o *observer) Unscanned(reason string) {
 
 func TestObserver(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, `{"action":"add header","score":7,"required_score":15}`)
+		fmt.Fprint(w, `{"action":"add header","score":7,"required_score":15,"time_real":0.0125}`)
 	}))
 	defer srv.Close()
 	o := &observer{}
 	c := newClient(t, scan.Config{URL: srv.URL, MaxSize: 200, Observer: o})
 	c.Scan(context.Background(), envelope(message("hi")))
 	c.Scan(context.Background(), envelope(message(strings.Repeat("x", 300))))
-	if fmt.Sprint(o.scanned, o.unscanned) != "[add header] [too_large]" {
-		t.Errorf("observed %v %v", o.scanned, o.unscanned)
+	if fmt.Sprint(o.scanned, o.inRspamd, o.unscanned) != "[add header] [12.5ms] [too_large]" {
+		t.Errorf("observed %v %v %v", o.scanned, o.inRspamd, o.unscanned)
 	}
 }
 

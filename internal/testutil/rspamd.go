@@ -1,8 +1,10 @@
 package testutil
 
 import (
+	"embed"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,43 +45,15 @@ const RspamdSoftReject = "submitd-test-soft-reject"
 // RspamdSoftRejectText is the smtp_message of RspamdSoftReject.
 const RspamdSoftRejectText = "Rate limit of the test, try again later"
 
-// rspamdLocal are the test's files in rspamd's local.d. rspamd would sign
-// outbound mail; submitd does that itself. The settings profile
-// RspamdSoftReject inserts a symbol that force_actions turns into a soft
-// reject.
-var rspamdLocal = map[string]string{
-	"dkim_signing.conf": "enabled = false;\n",
-	"arc.conf":          "enabled = false;\n",
-	"settings.conf":     "soft { id = \"" + RspamdSoftReject + "\"; apply { symbols = [\"SUBMITD_TEST_SOFT\"]; } }\n",
-	"force_actions.conf": "rules { SUBMITD_TEST_SOFT { action = \"soft reject\"; expression = \"SUBMITD_TEST_SOFT\"; " +
-		"message = \"" + RspamdSoftRejectText + "\"; } }\n",
-}
-
-// rspamdConf is the top of the configuration: Debian's common.conf and
-// worker settings, with ports, directories and DNS of the test's own. Of
-// keys set twice the first counts, so the test's come before Debian's.
-// $CONFDIR is Debian's /etc/rspamd; the test's directory is LOCAL_CONFDIR,
-// DBDIR, RUNDIR and LOGDIR.
-const rspamdConf = `.include "$CONFDIR/common.conf"
-options {
-    pidfile = "$RUNDIR/rspamd.pid";
-    enable_test_patterns = true;
-    hs_cache_dir = "%[4]s";
-    dns { nameserver = ["%[3]s"]; timeout = 1s; retransmits = 1; }
-    .include "$CONFDIR/options.inc"
-}
-logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "warning"; }
-worker "normal" {
-    .include "$CONFDIR/worker-normal.inc"
-    bind_socket = "127.0.0.1:%[1]d";
-    count = 1;
-}
-worker "controller" {
-    .include "$CONFDIR/worker-controller.inc"
-    bind_socket = "127.0.0.1:%[2]d";
-    count = 1;
-}
-`
+// rspamdConfig is the configuration of every rspamd the tests start, the
+// same files bench/run.sh starts its rspamd with: rspamd.conf, which takes
+// its ports, directories and resolver as variables on the command line,
+// and local.d. rspamd would sign outbound mail; submitd does that itself.
+// The settings profile RspamdSoftReject inserts a symbol that
+// force_actions turns into a soft reject with RspamdSoftRejectText.
+//
+//go:embed rspamd
+var rspamdConfig embed.FS
 
 // rspamdOnce makes the compiled-rules cache shared by every rspamd the
 // tests start, so that only the first start on a machine compiles them.
@@ -104,24 +78,16 @@ func StartRspamd(t testing.TB) *Rspamd {
 	// own DNS server, which answers NXDOMAIN at once: nothing leaves the
 	// machine, and no check waits for a timeout.
 	resolver := NewDNSServer(t)
-	conf := filepath.Join(dir, "rspamd.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, rspamdConf, normal, controller, resolver.Addr, cache), 0o644); err != nil {
+	if err := writeRspamdConfig(dir); err != nil {
 		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "local.d"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, text := range rspamdLocal {
-		if err := os.WriteFile(filepath.Join(dir, "local.d", name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 	db := filepath.Join(dir, "db")
 	if err := os.Mkdir(db, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-f", "-c", conf, "--var=LOCAL_CONFDIR=" + dir, "--var=DBDIR=" + db,
-		"--var=RUNDIR=" + dir, "--var=LOGDIR=" + dir}
+	args := []string{"-f", "-c", filepath.Join(dir, "rspamd.conf"), "--var=LOCAL_CONFDIR=" + dir, "--var=DBDIR=" + db,
+		"--var=RUNDIR=" + dir, "--var=LOGDIR=" + dir, "--var=HS_CACHE=" + cache, "--var=NAMESERVER=" + resolver.Addr,
+		"--var=NORMAL=127.0.0.1:" + strconv.Itoa(normal), "--var=CONTROLLER=127.0.0.1:" + strconv.Itoa(controller)}
 	if os.Geteuid() == 0 {
 		// rspamd drops privileges to a user given; Debian's package makes
 		// _rspamd, which must be able to write the test's directory.
@@ -147,6 +113,15 @@ func StartRspamd(t testing.TB) *Rspamd {
 	}
 	t.Cleanup(r.Stop)
 	return r
+}
+
+// writeRspamdConfig copies rspamdConfig into dir.
+func writeRspamdConfig(dir string) error {
+	sub, err := fs.Sub(rspamdConfig, "rspamd")
+	if err != nil {
+		return err
+	}
+	return os.CopyFS(dir, sub)
 }
 
 // groupOf returns the name of the primary group of the user name.

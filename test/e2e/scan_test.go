@@ -39,4 +39,13 @@ func TestScanSwaks(t *testing.T) {
 	if rec := sessionRecord(t, s, m[1]); !strings.Contains(rec, m[2]+": no action score ") {
 		t.Errorf("session %s does not show the verdict:\n%s", m[1], rec)
 	}
+
+	// /metrics counts both verdicts and splits their time: rspamd's own
+	// (its time_real) is part of the scans' time as submitd waited.
+	met, text := curlMetrics(t, testutil.NeedTool(t, "curl"), s)
+	took, inRspamd := met["submitd_scan_duration_seconds_sum"], met["submitd_scan_rspamd_seconds_sum"]
+	if met[`submitd_scan_total{action="reject"}`] != 1 || met[`submitd_scan_total{action="no action"}`] != 1 ||
+		met["submitd_scan_rspamd_seconds_count"] != 2 || inRspamd <= 0 || inRspamd >= took {
+		t.Errorf("scan metrics: rspamd's time %v s of %v s, want both scans counted and rspamd's time a part of theirs:\n%s", inRspamd, took, text)
+	}
 }
