@@ -86,14 +86,15 @@ type Session struct {
 // policy's sessions apart.
 //
 // §4.4 defines "policy-string" as the applied policy encoded as a JSON
-// array of strings, be it TLSA records (RFC 6698 §2.3 presentation
-// format, "3 1 1 ab12…") or an MTA-STS policy (its lines, "version:
-// STSv1", "mode: enforce", "mx: …", "max_age: …", as in the example of
-// §4.5), and "mx-host" as the MX host(s) the policy applies to: for
-// "sts" the mx patterns of the policy, for "tlsa" the MX host whose TLSA
-// records they are. A session of "no-policy-found" has neither, only the
-// policy-domain. A failed MTA-STS fetch (§4.3.2) has no policy to name:
-// it counts under "sts" with neither either.
+// array of strings, be it TLSA records (each record's four RDATA fields
+// in RFC 6698 §2.3 presentation format, "3 1 1 ab12…") or an MTA-STS
+// policy (its lines, "version: STSv1", "mode: enforce", "mx: …",
+// "max_age: …", as in the example of §4.5), and "mx-host" as the MX
+// host patterns of the applied policy: for "sts" the policy's mx
+// patterns; a TLSA policy names no pattern but is that of one MX host,
+// whose name is then the one. A session of "no-policy-found" has
+// neither, only the policy-domain. A failed MTA-STS fetch (§4.3.2) has
+// no policy to name: it counts under "sts" with neither either.
 type Applied struct {
 	// Policy is the policy-string; nil when there is none.
 	Policy []string
