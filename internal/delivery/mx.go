@@ -217,7 +217,7 @@ func (x *MX) Deliver(ctx context.Context, m *Message) []Result {
 			log.Info("delivery: MX host not usable under the TLS policy", "host", h, "err", err)
 			var pe *tlspolicy.HostError
 			if x.cfg.TLSResults != nil && errors.As(err, &pe) {
-				x.cfg.TLSResults.Add(x.now(), tlspolicy.Session{Domain: m.Domain, Kind: dom.KindOf(), MXHost: h, Result: pe.Result})
+				x.cfg.TLSResults.Add(x.now(), tlspolicy.Session{Domain: m.Domain, Kind: pe.Kind, MXHost: h, Result: pe.Result, Applied: pe.Applied})
 			}
 			lastErr, lastHost, onlyRequireTLS = err, h, false
 			continue
@@ -293,7 +293,7 @@ func (x *MX) target(ctx context.Context, dom *tlspolicy.Domain, host, addr strin
 	}
 	t.note = hp.Note
 	if hp.Kind != tlspolicy.Opportunistic {
-		t.mode, t.policy, t.verify = tlsStartTLS, hp.Kind, hp.Verify
+		t.mode, t.policy, t.verify, t.applied = tlsStartTLS, hp.Kind, hp.Verify, hp.Applied
 		if t.verify == nil {
 			// DANE with only unusable TLSA records: TLS is required,
 			// any certificate will do (RFC 7672 §2.2).
@@ -348,7 +348,7 @@ func (x *MX) countTLS(domain string, t target, info tlsInfo, err error) {
 		return
 	}
 	ip, _, _ := net.SplitHostPort(t.addr)
-	s := tlspolicy.Session{Domain: domain, Kind: t.policy, MXHost: t.name, ReceivingIP: ip}
+	s := tlspolicy.Session{Domain: domain, Kind: t.policy, MXHost: t.name, ReceivingIP: ip, Applied: t.applied}
 	switch {
 	case info.used && (t.policy == tlspolicy.Opportunistic || info.verified):
 	case info.verifyErr != nil && t.policy == tlspolicy.DANE:

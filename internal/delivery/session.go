@@ -98,6 +98,8 @@ type target struct {
 	// policy is the recipient domain's TLS policy for this host (SPEC
 	// R23); anything but Opportunistic comes with mode tlsStartTLS.
 	policy tlspolicy.Kind
+	// applied names the policy in the TLS reports (tlspolicy.Applied).
+	applied tlspolicy.Applied
 	// verify, when set, replaces the PKIX check of the certificate: the
 	// DANE or MTA-STS check of the policy.
 	verify func(tls.ConnectionState) error

@@ -106,7 +106,8 @@ func TestMTASTSFetchFailureReported(t *testing.T) {
 			if without.Policy.Type != "no-policy-found" || without.Summary.Success != 1 || without.Summary.Failure != 0 {
 				t.Errorf("the session made without the policy: %+v", without)
 			}
-			if sts.Policy.Type != "sts" || sts.Policy.Domain != "sts.test" || sts.Summary.Success != 0 || sts.Summary.Failure != 1 ||
+			// No policy was had: none is named (RFC 8460 §4.4).
+			if sts.Policy.Type != "sts" || sts.Policy.Domain != "sts.test" || sts.Policy.String != nil || sts.Policy.MXHost != nil || sts.Summary.Success != 0 || sts.Summary.Failure != 1 ||
 				len(sts.FailureDetails) != 1 || sts.FailureDetails[0].ResultType != tc.want || sts.FailureDetails[0].Count != 1 {
 				t.Errorf("the policy failure: %+v, want one %s", sts, tc.want)
 			}

@@ -347,13 +347,18 @@ func TestMTASTSBackgroundRefresh(t *testing.T) {
 }
 
 // Each new session's TLS outcome is counted for the TLS reports (RFC
-// 8460): a host failing DANE as a validation failure, one passing as a
-// success, and a domain's MX host outside its enforced MTA-STS policy as
-// a validation failure without an address.
+// 8460), under the policy applied to it as §4.4 names it: a DANE host
+// failing its TLSA records as a validation failure, one passing as a
+// success, each under its own records with itself as mx-host; a domain's
+// MX host outside its enforced MTA-STS policy as a validation failure
+// without an address and one in it as a success, both under the policy's
+// lines with its mx patterns as mx-host.
 func TestTLSResultsCounted(t *testing.T) {
+	ca := testutil.NewCA(t)
 	self, _ := testutil.NewCert(t, "mx1.example.test")
 	other, _ := testutil.NewCert(t, "mx1.example.test")
-	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.2": starttls(other), "127.0.0.3": starttls(self)}, "127.0.0.2", "127.0.0.3")
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.2": starttls(other), "127.0.0.3": starttls(self),
+		"127.0.0.4": starttls(ca.Issue(t, "mx.sts.test"))}, "127.0.0.2", "127.0.0.3", "127.0.0.4")
 	w.dns.AddMX("example.test", 10, "mx1.example.test")
 	w.dns.AddMX("example.test", 20, "mx2.example.test")
 	w.dns.AddA("mx1.example.test", "127.0.0.2")
@@ -362,11 +367,19 @@ func TestTLSResultsCounted(t *testing.T) {
 	for _, n := range []string{"example.test", "mx1.example.test", "mx2.example.test", "_25._tcp.mx1.example.test", "_25._tcp.mx2.example.test"} {
 		w.dns.SetSecure(n, true)
 	}
+	w.dns.AddMX("sts.test", 5, "evil.sts.test")
+	w.dns.AddMX("sts.test", 10, "mx.sts.test")
+	w.dns.AddA("evil.sts.test", "127.0.0.4")
+	w.dns.AddA("mx.sts.test", "127.0.0.4")
+	w.dns.AddTXT("_mta-sts.sts.test", "v=STSv1; id=1;")
+	_, port := policyHost(t, w, ca, servePolicy("text/plain", "version: STSv1\r\nmode: enforce\r\nmx: mx.sts.test\r\nmx: *.backup.sts.test\r\nmax_age: 86400\r\n"), "sts.test")
 	results := tlspolicy.NewResults()
 	clock := testutil.NewClock(time.Now())
-	x, _ := w.policyMX(nil, 0)
+	x, _ := w.policyMX(ca.Pool, port)
 	x.cfg.TLSResults, x.cfg.Now = results, clock.Now
 	check(t, x.Deliver(context.Background(), msg("example.test", "x@example.test")), "x@example.test", Delivered, "250")
+	check(t, x.Deliver(context.Background(), msg("sts.test", "x@sts.test")), "x@sts.test", Delivered, "250")
+	day := clock.Now().UTC().Format(time.DateOnly)
 	clock.Advance(24 * time.Hour)
 	days, err := results.Take(context.Background(), clock.Now())
 	if err != nil {
@@ -375,12 +388,28 @@ func TestTLSResultsCounted(t *testing.T) {
 	if len(days) != 1 {
 		t.Fatalf("%d days of results, want 1", len(days))
 	}
-	for _, dd := range days {
-		p := dd["example.test"].Policies[0]
-		if p.Policy.Type != "tlsa" || p.Summary.Success != 1 || p.Summary.Failure != 1 || len(p.FailureDetails) != 1 ||
-			p.FailureDetails[0].ResultType != tlspolicy.ResultValidationFailure || p.FailureDetails[0].MXHost != "mx1.example.test" ||
-			p.FailureDetails[0].ReceivingIP != "127.0.0.2" {
-			t.Errorf("results %+v", p)
+	key := sha256.Sum256(self.Leaf.RawSubjectPublicKeyInfo)
+	rec := fmt.Sprintf("3 1 1 %x", key)
+	for dom, want := range map[string]string{
+		"example.test": `[
+ {"policy":{"policy-type":"tlsa","policy-string":["` + rec + `"],"policy-domain":"example.test","mx-host":["mx1.example.test"]},
+  "summary":{"total-successful-session-count":0,"total-failure-session-count":1},
+  "failure-details":[{"result-type":"validation-failure","receiving-mx-hostname":"mx1.example.test","receiving-ip":"127.0.0.2","failed-session-count":1}]},
+ {"policy":{"policy-type":"tlsa","policy-string":["` + rec + `"],"policy-domain":"example.test","mx-host":["mx2.example.test"]},
+  "summary":{"total-successful-session-count":1,"total-failure-session-count":0}}
+]`,
+		"sts.test": `[
+ {"policy":{"policy-type":"sts","policy-string":["version: STSv1","mode: enforce","mx: mx.sts.test","mx: *.backup.sts.test","max_age: 86400"],
+   "policy-domain":"sts.test","mx-host":["mx.sts.test","*.backup.sts.test"]},
+  "summary":{"total-successful-session-count":1,"total-failure-session-count":1},
+  "failure-details":[{"result-type":"validation-failure","receiving-mx-hostname":"evil.sts.test","failed-session-count":1}]}
+]`,
+	} {
+		rep := days[day][dom]
+		if rep == nil {
+			t.Errorf("no report for %s", dom)
+			continue
 		}
+		testutil.SameJSON(t, "the policies of "+dom, rep.Policies, want)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"mime/multipart"
 	"net"
 	"net/mail"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -62,6 +63,7 @@ func TestTLSStateSurvivesRestart(t *testing.T) {
 	cfg.Delivery.Smarthost, cfg.Delivery.Resolver = "", dns.Addr
 	cfg.Delivery.Port, _ = strconv.Atoi(port)
 	ctx := context.Background()
+	policy := tlspolicy.Policy{Mode: tlspolicy.ModeEnforce, MaxAge: 7 * 24 * time.Hour, MX: []string{"mx.example.test"}}
 
 	n, stop := runNode(t, cfg, func(t *testing.T, n *Node) {
 		addJan(t, n)
@@ -71,14 +73,14 @@ func TestTLSStateSurvivesRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		now := time.Now()
-		if err := st.SavePolicies(ctx, []tlspolicy.StoredPolicy{{Domain: "example.test", ID: "1",
-			Policy:  tlspolicy.Policy{Mode: tlspolicy.ModeEnforce, MaxAge: 7 * 24 * time.Hour, MX: []string{"mx.example.test"}},
+		if err := st.SavePolicies(ctx, []tlspolicy.StoredPolicy{{Domain: "example.test", ID: "1", Policy: policy,
 			Fetched: now.Add(-time.Hour), Expires: now.Add(7*24*time.Hour - time.Hour)}}, now, 10); err != nil {
 			t.Fatal(err)
 		}
 	})
 	for range 2 {
-		n.TLSResults.Add(time.Now(), tlspolicy.Session{Domain: "example.test", Kind: tlspolicy.MTASTS, MXHost: "mx.example.test"})
+		n.TLSResults.Add(time.Now(), tlspolicy.Session{Domain: "example.test", Kind: tlspolicy.MTASTS, MXHost: "mx.example.test",
+			Applied: tlspolicy.STSApplied(&policy)})
 	}
 	n.TLSResults.Add(time.Now(), tlspolicy.Session{Domain: "example.test", Kind: tlspolicy.MTASTS, Result: tlspolicy.ResultSTSPolicyFetchError})
 	stop()
@@ -103,16 +105,18 @@ func TestTLSStateSurvivesRestart(t *testing.T) {
 	}
 	testutil.WaitFor(t, 20*time.Second, "the report delivered", func() bool { return len(rcv.Messages()) == 1 })
 	rep := decodeReport(t, rcv.Messages()[0].Data)
-	if len(rep.Policies) != 1 {
-		t.Fatalf("report %+v", rep)
+	// Before the restart: a failed fetch, and 2 sessions under the
+	// policy; after it, the host outside the policy kept in the store.
+	var got []string
+	for _, p := range rep.Policies {
+		got = append(got, fmt.Sprintf("%s %q %q %d/%d %+v", p.Policy.Type, p.Policy.String, p.Policy.MXHost, p.Summary.Success, p.Summary.Failure, p.FailureDetails))
 	}
-	// Before the restart: 2 sessions and a failed fetch; after it, the
-	// host outside the policy.
-	p := rep.Policies[0]
-	got := fmt.Sprintf("%s %d/%d %+v", p.Policy.Type, p.Summary.Success, p.Summary.Failure, p.FailureDetails)
-	want := "sts 2/2 [{ResultType:sts-policy-fetch-error MXHost: ReceivingIP: Count:1} {ResultType:validation-failure MXHost:evil.attacker.test ReceivingIP: Count:1}]"
-	if got != want {
-		t.Errorf("report\n%s\nwant\n%s", got, want)
+	want := []string{
+		`sts [] [] 0/1 [{ResultType:sts-policy-fetch-error MXHost: ReceivingIP: Count:1}]`,
+		`sts ["version: STSv1" "mode: enforce" "mx: mx.example.test" "max_age: 604800"] ["mx.example.test"] 2/1 [{ResultType:validation-failure MXHost:evil.attacker.test ReceivingIP: Count:1}]`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("report\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	if sent, err := rp.Send(ctx); sent != 0 || err != nil {
 		t.Errorf("sent again: %d, %v", sent, err)

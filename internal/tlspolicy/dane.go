@@ -157,7 +157,7 @@ func (d *Domain) dane(ctx context.Context, host string) (h Host, applies bool, e
 	if err != nil {
 		// RFC 7672 §2.1.1: a bogus or indeterminate answer is no
 		// answer; the host cannot be reached securely, another may.
-		return Host{}, false, &HostError{Result: ResultDNSSECInvalid, Err: fmt.Errorf("DANE: the validating resolver failed on the address records of %s: %w", host, err)}
+		return Host{}, false, &HostError{Kind: DANE, Result: ResultDNSSECInvalid, Applied: Applied{PolicyMX: []string{host}}, Err: fmt.Errorf("DANE: the validating resolver failed on the address records of %s: %w", host, err)}
 	}
 	if !addrs.Secure {
 		// RFC 7672 §2.2: the TLSA records of a host whose addresses
@@ -182,7 +182,7 @@ func (d *Domain) dane(ctx context.Context, host string) (h Host, applies bool, e
 			// RFC 7672 §2.2.3: a failed TLSA lookup (not "no
 			// records") makes the host unusable; another MX host may
 			// do.
-			return Host{}, false, &HostError{Result: ResultDNSSECInvalid, Err: fmt.Errorf("DANE: TLSA lookup of %s failed: %w", name, err)}
+			return Host{}, false, &HostError{Kind: DANE, Result: ResultDNSSECInvalid, Applied: Applied{PolicyMX: []string{host}}, Err: fmt.Errorf("DANE: TLSA lookup of %s failed: %w", name, err)}
 		}
 		if len(recs) == 0 {
 			continue
@@ -197,8 +197,12 @@ func (d *Domain) dane(ctx context.Context, host string) (h Host, applies bool, e
 }
 
 // daneHost is the policy of an MX host with the validated TLSA records
-// recs, whose certificate may be for any of names.
+// recs, whose certificate may be for any of names, the last of which is
+// the MX host name. The TLS reports name the policy by all the records,
+// the unusable too: they are the policy the domain published.
 func (d *Domain) daneHost(recs []TLSA, names []string) Host {
+	host := names[len(names)-1]
+	applied := tlsaApplied(host, recs)
 	var usable []TLSA
 	for _, r := range recs {
 		if r.Usable() {
@@ -208,11 +212,10 @@ func (d *Domain) daneHost(recs []TLSA, names []string) Host {
 	if len(usable) == 0 {
 		// RFC 7672 §2.2: TLSA records, none usable: TLS is still
 		// mandatory, unauthenticated.
-		return Host{Kind: DANE}
+		return Host{Kind: DANE, Applied: applied}
 	}
 	now := d.c.cfg.Now
-	host := names[len(names)-1]
-	return Host{Kind: DANE, TLSA: usable, Verify: func(cs tls.ConnectionState) error {
+	return Host{Kind: DANE, TLSA: usable, Applied: applied, Verify: func(cs tls.ConnectionState) error {
 		if err := VerifyDANE(cs.PeerCertificates, usable, names, now()); err != nil {
 			return fmt.Errorf("DANE: %s: %w", host, err)
 		}

@@ -3,6 +3,8 @@ package tlspolicy
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +31,14 @@ func restarted(t *testing.T, st Store) *Results {
 	return r
 }
 
+// flush saves r's counts in its store.
+func flush(t *testing.T, r *Results) {
+	t.Helper()
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // take returns the reports of the days before now.
 func take(t *testing.T, r *Results, now time.Time) map[string]map[string]*Report {
 	t.Helper()
@@ -43,33 +53,36 @@ func take(t *testing.T, r *Results, now time.Time) map[string]map[string]*Report
 // saved is in the report after it, with what came since; a stop and start
 // the next day sends no report a second time.
 func TestResultsSurviveRestart(t *testing.T) {
-	ctx := context.Background()
 	st := sqliteStore(t)
 	day := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	sts := STSApplied(&Policy{Mode: ModeEnforce, MaxAge: 86400 * time.Second, MX: []string{"*.example.test"}})
 	r := restarted(t, st)
 	for range 3 {
-		r.Add(day, Session{Domain: "example.test", Kind: MTASTS, MXHost: "mx.example.test", ReceivingIP: "192.0.2.1"})
+		r.Add(day, Session{Domain: "example.test", Kind: MTASTS, MXHost: "mx.example.test", ReceivingIP: "192.0.2.1", Applied: sts})
 	}
 	r.Add(day, Session{Domain: "example.test", Kind: MTASTS, Result: ResultSTSPolicyFetchError})
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	flush(t, r)
 
 	r = restarted(t, st)
-	r.Add(day.Add(time.Hour), Session{Domain: "example.test", Kind: MTASTS, MXHost: "mx2.example.test", ReceivingIP: "192.0.2.2", Result: ResultCertificateExpired})
+	r.Add(day.Add(time.Hour), Session{Domain: "example.test", Kind: MTASTS, MXHost: "mx2.example.test", ReceivingIP: "192.0.2.2", Result: ResultCertificateExpired, Applied: sts})
 	if days := take(t, r, day.Add(2*time.Hour)); len(days) != 0 {
 		t.Fatalf("reports during the day: %+v", days)
 	}
 	days := take(t, r, day.Add(14*time.Hour))
 	rep := days["2026-03-01"]["example.test"]
-	if len(days) != 1 || rep == nil || len(rep.Policies) != 1 {
+	if len(days) != 1 || rep == nil || len(rep.Policies) != 2 {
 		t.Fatalf("reports %+v", days)
 	}
-	p := rep.Policies[0]
-	got := fmt.Sprintf("%s %v %d/%d %+v", p.Policy.Type, p.Policy.MXHost, p.Summary.Success, p.Summary.Failure, p.FailureDetails)
-	want := "sts [mx.example.test mx2.example.test] 3/2 [{ResultType:certificate-expired MXHost:mx2.example.test ReceivingIP:192.0.2.2 Count:1} {ResultType:sts-policy-fetch-error MXHost: ReceivingIP: Count:1}]"
-	if got != want {
-		t.Errorf("report\n%s\nwant\n%s", got, want)
+	var got []string
+	for _, p := range rep.Policies {
+		got = append(got, fmt.Sprintf("%s %q %q %d/%d %+v", p.Policy.Type, p.Policy.String, p.Policy.MXHost, p.Summary.Success, p.Summary.Failure, p.FailureDetails))
+	}
+	want := []string{
+		`sts [] [] 0/1 [{ResultType:sts-policy-fetch-error MXHost: ReceivingIP: Count:1}]`,
+		`sts ["version: STSv1" "mode: enforce" "mx: *.example.test" "max_age: 86400"] ["*.example.test"] 3/1 [{ResultType:certificate-expired MXHost:mx2.example.test ReceivingIP:192.0.2.2 Count:1}]`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("report\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
 	r = restarted(t, st)
@@ -81,16 +94,13 @@ func TestResultsSurviveRestart(t *testing.T) {
 // Nodes sharing a store report the cluster's sessions of a day once: the
 // node that takes the day has every node's counts, the others nothing.
 func TestResultsSharedStore(t *testing.T) {
-	ctx := context.Background()
 	st := sqliteStore(t)
 	day := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	a, b := restarted(t, st), restarted(t, st)
 	a.Add(day, Session{Domain: "example.test", Kind: DANE, MXHost: "mx.example.test"})
 	b.Add(day, Session{Domain: "example.test", Kind: DANE, MXHost: "mx.example.test"})
 	b.Add(day, Session{Domain: "example.test", Kind: DANE, MXHost: "mx.example.test", ReceivingIP: "192.0.2.1", Result: ResultValidationFailure})
-	if err := a.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	flush(t, a)
 	next := day.Add(24 * time.Hour)
 	days := take(t, b, next)
 	if p := days["2026-03-01"]["example.test"].Policies[0]; p.Summary.Success != 2 || p.Summary.Failure != 1 {
@@ -115,14 +125,10 @@ func TestResultsBounded(t *testing.T) {
 	for i := range maxFailureDetails + 10 {
 		fail(r, i)
 	}
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	flush(t, r)
 	r = restarted(t, st)
 	fail(r, 1000)
-	if err := r.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	flush(t, r)
 	cs, err := st.LoadCounts(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -135,6 +141,57 @@ func TestResultsBounded(t *testing.T) {
 	first := p.FailureDetails[0]
 	if p.Summary.Failure != maxFailureDetails+11 || len(p.FailureDetails) != maxFailureDetails+1 || first.MXHost != "" || first.Count != 11 {
 		t.Errorf("%d failures in %d details, the first %+v", p.Summary.Failure, len(p.FailureDetails), first)
+	}
+}
+
+// The policies of a domain stay bounded whatever it publishes: past
+// maxPolicies distinct ones in a day, and for one longer than
+// maxPolicyKey, sessions count under their policy type without the
+// policy, in memory and in the store, also after a restart.
+func TestResultsPoliciesBounded(t *testing.T) {
+	ctx := context.Background()
+	st := sqliteStore(t)
+	day := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	r := restarted(t, st)
+	// A policy that changes every second, each a success.
+	add := func(r *Results, i int) {
+		p := STSApplied(&Policy{Mode: ModeEnforce, MaxAge: time.Duration(i+1) * time.Second, MX: []string{"mx.example.test"}})
+		r.Add(day.Add(time.Duration(i)*time.Second), Session{Domain: "example.test", Kind: MTASTS, MXHost: "mx.example.test", Applied: p})
+	}
+	for i := range maxPolicies + 5 {
+		add(r, i)
+	}
+	huge := STSApplied(&Policy{Mode: ModeEnforce, MaxAge: time.Hour, MX: []string{"mx.example.test"}})
+	for len(huge.policyKey()) <= maxPolicyKey {
+		huge.Policy = append(huge.Policy, "mx: "+strings.Repeat("x", 60)+".example.test")
+	}
+	r.Add(day, Session{Domain: "huge.test", Kind: MTASTS, MXHost: "mx.huge.test", Applied: huge})
+	flush(t, r)
+	r = restarted(t, st)
+	add(r, 1000)
+	add(r, 0) // one of those counted with their policy
+	flush(t, r)
+	cs, err := st.LoadCounts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != maxPolicies+1+1 {
+		t.Errorf("%d counts stored, want %d", len(cs), maxPolicies+2)
+	}
+	days := take(t, r, day.Add(24*time.Hour))
+	ps := days["2026-03-01"]["example.test"].Policies
+	if len(ps) != maxPolicies+1 {
+		t.Fatalf("%d policies reported, want %d", len(ps), maxPolicies+1)
+	}
+	// The policy-less entry sorts first.
+	if p := ps[0]; p.Policy.Type != "sts" || p.Policy.String != nil || p.Policy.MXHost != nil || p.Summary.Success != 6 {
+		t.Errorf("the sessions past the bound: %+v", p)
+	}
+	if p := ps[1]; p.Policy.String[len(p.Policy.String)-1] != "max_age: 1" || p.Summary.Success != 2 {
+		t.Errorf("the first policy: %+v", p)
+	}
+	if p := days["2026-03-01"]["huge.test"].Policies[0]; p.Policy.Type != "sts" || p.Policy.String != nil || p.Summary.Success != 1 {
+		t.Errorf("the huge policy: %+v", p)
 	}
 }
 

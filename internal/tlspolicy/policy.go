@@ -149,12 +149,17 @@ type Host struct {
 	// absence of TLSA records; "" otherwise. It is for the log and the
 	// delivery history.
 	Note string
+	// Applied names the policy in the TLS reports.
+	Applied
 }
 
 // HostError is why a policy rules an MX host out.
 type HostError struct {
-	// Result is the RFC 8460 §4.3 result type, for TLS reports.
+	// Kind is the policy that rules the host out, Result the RFC 8460
+	// §4.3 result type and Applied the policy's name, for TLS reports.
+	Kind   Kind
 	Result string
+	Applied
 	// Err says why.
 	Err error
 }
@@ -195,21 +200,6 @@ func (c *Checker) Domain(ctx context.Context, domain string) (*Domain, error) {
 	return d, nil
 }
 
-// KindOf is the policy the domain has as a whole, for TLS reports: DANE
-// when its MX records are validated, else MTA-STS when it enforces a
-// policy; nil d has none.
-func (d *Domain) KindOf() Kind {
-	switch {
-	case d == nil:
-		return Opportunistic
-	case d.DANE:
-		return DANE
-	case d.STS != nil && d.STS.Mode == ModeEnforce:
-		return MTASTS
-	}
-	return Opportunistic
-}
-
 // Host returns the policy for the MX host name of d. An error means the
 // host must not be used (it is not in an enforced MTA-STS policy, or the
 // validating resolver failed on its address or TLSA records), and says
@@ -228,10 +218,10 @@ func (d *Domain) Host(ctx context.Context, host string) (Host, error) {
 	if d.STS != nil && d.STS.Mode == ModeEnforce {
 		// RFC 8461 §4.1: only MX hosts the policy names.
 		if !d.STS.Matches(host) {
-			return Host{}, &HostError{Result: ResultValidationFailure, Err: fmt.Errorf("MTA-STS: MX host %s is not in the enforced policy of %s", host, d.Name)}
+			return Host{}, &HostError{Kind: MTASTS, Result: ResultValidationFailure, Applied: STSApplied(d.STS), Err: fmt.Errorf("MTA-STS: MX host %s is not in the enforced policy of %s", host, d.Name)}
 		}
 		roots := c.cfg.Roots
-		return Host{Kind: MTASTS, Note: note, Verify: func(cs tls.ConnectionState) error {
+		return Host{Kind: MTASTS, Note: note, Applied: STSApplied(d.STS), Verify: func(cs tls.ConnectionState) error {
 			// RFC 8461 §4.2: a certificate valid for the MX host name,
 			// chaining to a trusted root, not expired.
 			if err := verifyPKIX(cs.PeerCertificates, host, roots, c.cfg.Now()); err != nil {

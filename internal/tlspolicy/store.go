@@ -58,6 +58,9 @@ type Count struct {
 	// Domain is the policy domain; Kind the policy.
 	Domain string
 	Kind   Kind
+	// Policy is the policy's compact form (Applied); "" for none, or
+	// when the domain had too many policies to tell apart.
+	Policy string
 	// Result is "" for success, else a result type of RFC 8460 §4.3.
 	Result string
 	// MXHost and ReceivingIP are the host's; "" when not known, or when
@@ -95,11 +98,12 @@ var storeMigrations = []string{
 		day    TEXT NOT NULL,
 		domain TEXT NOT NULL,
 		kind   TEXT NOT NULL,
+		policy TEXT NOT NULL,
 		result TEXT NOT NULL,
 		mx     TEXT NOT NULL,
 		ip     TEXT NOT NULL,
 		n      BIGINT NOT NULL,
-		PRIMARY KEY (day, domain, kind, result, mx, ip)
+		PRIMARY KEY (day, domain, kind, policy, result, mx, ip)
 	);`,
 }
 
@@ -113,10 +117,10 @@ const (
 		(SELECT domain FROM tlspolicy_sts WHERE expires > $1 ORDER BY expires DESC, domain LIMIT $2)`
 	loadPoliciesSQL = `SELECT domain, id, mode, max_age, mx, fetched, expires FROM tlspolicy_sts
 		WHERE expires > $1 ORDER BY expires DESC, domain LIMIT $2`
-	addCountSQL = `INSERT INTO tlspolicy_counts (day, domain, kind, result, mx, ip, n) VALUES ($1, $2, $3, $4, $5, $6, $7)
-		ON CONFLICT (day, domain, kind, result, mx, ip) DO UPDATE SET n = tlspolicy_counts.n + excluded.n`
-	loadCountsSQL = `SELECT day, domain, kind, result, mx, ip, n FROM tlspolicy_counts`
-	takeCountsSQL = `DELETE FROM tlspolicy_counts WHERE day < $1 RETURNING day, domain, kind, result, mx, ip, n`
+	addCountSQL = `INSERT INTO tlspolicy_counts (day, domain, kind, policy, result, mx, ip, n) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		ON CONFLICT (day, domain, kind, policy, result, mx, ip) DO UPDATE SET n = tlspolicy_counts.n + excluded.n`
+	loadCountsSQL = `SELECT day, domain, kind, policy, result, mx, ip, n FROM tlspolicy_counts`
+	takeCountsSQL = `DELETE FROM tlspolicy_counts WHERE day < $1 RETURNING day, domain, kind, policy, result, mx, ip, n`
 )
 
 // policyArgs are the arguments of savePolicySQL for p; text passes each
@@ -128,7 +132,7 @@ func policyArgs(p StoredPolicy, text func(string) string) []any {
 
 // countArgs are the arguments of addCountSQL for c.
 func countArgs(c Count, text func(string) string) []any {
-	return []any{c.Day, text(c.Domain), c.Kind.String(), text(c.Result), text(c.MXHost), text(c.ReceivingIP), c.N}
+	return []any{c.Day, text(c.Domain), c.Kind.String(), text(c.Policy), text(c.Result), text(c.MXHost), text(c.ReceivingIP), c.N}
 }
 
 // scanner is a row of either database.
@@ -151,7 +155,7 @@ func scanPolicy(r scanner) (StoredPolicy, error) {
 func scanCount(r scanner) (Count, error) {
 	var c Count
 	var kind string
-	if err := r.Scan(&c.Day, &c.Domain, &kind, &c.Result, &c.MXHost, &c.ReceivingIP, &c.N); err != nil {
+	if err := r.Scan(&c.Day, &c.Domain, &kind, &c.Policy, &c.Result, &c.MXHost, &c.ReceivingIP, &c.N); err != nil {
 		return c, fmt.Errorf("tlspolicy: load counts: %w", err)
 	}
 	c.Kind = kindOf(kind)

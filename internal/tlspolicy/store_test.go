@@ -2,9 +2,11 @@ package tlspolicy
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,21 +90,38 @@ func testStore(t *testing.T, st Store) {
 		t.Fatalf("bounded to 2, with b.test expired:\n%q", got)
 	}
 
-	// Counts add up under their key; TakeCounts takes the days before
-	// the one given, once.
+	// Counts add up under their key, of which the policy is part;
+	// TakeCounts takes the days before the one given, once.
+	v1 := STSApplied(&Policy{Mode: ModeEnforce, MaxAge: time.Hour, MX: []string{"mx.a.test"}}).policyKey()
+	v2 := STSApplied(&Policy{Mode: ModeEnforce, MaxAge: 2 * time.Hour, MX: []string{"mx.a.test"}}).policyKey()
+	// The longest key Results keeps, with the longest names, fits
+	// PostgreSQL's limit on an index entry.
+	long := Applied{PolicyMX: []string{"mx.long.test"}}
+	for len(long.policyKey()) <= maxPolicyKey-80 {
+		long.Policy = append(long.Policy, fmt.Sprintf("3 1 1 %x", sha256.Sum256([]byte(fmt.Sprint(len(long.Policy))))))
+	}
+	longKey := long.policyKey() + strings.Repeat(" ", maxPolicyKey-len(long.policyKey()))
+	longName := strings.Repeat(strings.Repeat("x", 62)+".", 4)[:250] + ".ab"
 	cs := []Count{
-		{Day: "2026-02-28", Domain: "a.test", Kind: MTASTS, MXHost: "mx.a.test", N: 3},
+		{Day: "2026-02-28", Domain: "a.test", Kind: MTASTS, Policy: v1, MXHost: "mx.a.test", N: 3},
+		{Day: "2026-02-28", Domain: "a.test", Kind: MTASTS, Policy: v2, MXHost: "mx.a.test", N: 1},
 		{Day: "2026-02-28", Domain: "a.test", Kind: MTASTS, Result: ResultSTSPolicyFetchError, N: 1},
 		{Day: "2026-03-01", Domain: "a.test", Kind: DANE, Result: ResultValidationFailure, MXHost: "mx.a.test", ReceivingIP: "192.0.2.1", N: 2},
 		{Day: "2026-03-01", Domain: "b.test", Kind: Opportunistic, MXHost: "mx.b.test", N: 1},
+		{Day: "2026-03-01", Domain: longName, Kind: DANE, Policy: longKey, Result: ResultCertificateHostMismatch, MXHost: longName,
+			ReceivingIP: "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", N: 1},
+	}
+	if len(longKey) != maxPolicyKey || len(longName) != 253 {
+		t.Fatalf("the long key is %d bytes, the long name %d", len(longKey), len(longName))
 	}
 	if err := st.AddCounts(ctx, cs); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.AddCounts(ctx, []Count{{Day: "2026-02-28", Domain: "a.test", Kind: MTASTS, MXHost: "mx.a.test", N: 4}}); err != nil {
+	if err := st.AddCounts(ctx, []Count{{Day: "2026-02-28", Domain: "a.test", Kind: MTASTS, Policy: v1, MXHost: "mx.a.test", N: 4}}); err != nil {
 		t.Fatal(err)
 	}
 	cs[0].N = 7
+	sortCounts(cs)
 	got, err := st.LoadCounts(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -114,14 +133,14 @@ func testStore(t *testing.T, st Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sortCounts(got); !slices.Equal(got, cs[:2]) {
-		t.Fatalf("took\n%+v\nwant\n%+v", got, cs[:2])
+	if sortCounts(got); !slices.Equal(got, cs[:3]) {
+		t.Fatalf("took\n%+v\nwant\n%+v", got, cs[:3])
 	}
 	if got, err = st.TakeCounts(ctx, "2026-03-01"); err != nil || len(got) != 0 {
 		t.Fatalf("took again %+v, %v", got, err)
 	}
 	got, err = st.LoadCounts(ctx)
-	if sortCounts(got); err != nil || !slices.Equal(got, cs[2:]) {
+	if sortCounts(got); err != nil || !slices.Equal(got, cs[3:]) {
 		t.Fatalf("left %+v, %v", got, err)
 	}
 
@@ -146,8 +165,8 @@ func testStore(t *testing.T, st Store) {
 		})
 	}
 	wg.Wait()
-	if n != 2+1+5 {
-		t.Errorf("takers side by side got %d sessions in all, want 8", n)
+	if n != 2+1+1+5 {
+		t.Errorf("takers side by side got %d sessions in all, want 9", n)
 	}
 }
 

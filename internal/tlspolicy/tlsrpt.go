@@ -50,6 +50,20 @@ const (
 	maxFailureDetails = 100
 )
 
+// maxPolicies bounds the distinct policies counted per domain and day, and
+// maxPolicyKey the length of one policy's encoded form (policyKey). A
+// domain that changes its MTA-STS policy every minute, or publishes a huge
+// one, thus costs at most maxPolicies×maxPolicyKey bytes a day: a session
+// under a policy past either bound counts without it, under its policy
+// type with no policy-string and no mx-host. maxPolicyKey also keeps a
+// row of tlspolicy_counts within PostgreSQL's limit on an index entry
+// (about 2700 bytes, all the key's columns together); it holds some 20
+// TLSA records or 50 mx lines, more than real policies have.
+const (
+	maxPolicies  = 10
+	maxPolicyKey = 1536
+)
+
 // Session is the outcome of one SMTP session's TLS under a policy.
 type Session struct {
 	// Domain is the policy domain (the recipient domain).
@@ -60,6 +74,79 @@ type Session struct {
 	MXHost, ReceivingIP string
 	// Result is "" for success, else a result type of §4.3.
 	Result string
+	// Applied is the policy the session was under, as the report names
+	// it.
+	Applied
+}
+
+// Applied is a policy applied to sessions, as a TLS report names it (RFC
+// 8460 §4.4): the report has one entry in "policies" per policy-type and
+// policy-string, so that a domain whose MTA-STS policy changed during the
+// day, or whose MX hosts each have their own TLSA records, gets each
+// policy's sessions apart.
+//
+// §4.4 defines "policy-string" as the applied policy encoded as a JSON
+// array of strings, be it TLSA records (each record's four RDATA fields
+// in RFC 6698 §2.3 presentation format, "3 1 1 ab12…") or an MTA-STS
+// policy (its lines, "version: STSv1", "mode: enforce", "mx: …",
+// "max_age: …", as in the example of §4.5), and "mx-host" as the MX
+// host patterns of the applied policy: for "sts" the policy's mx
+// patterns; a TLSA policy names no pattern but is that of one MX host,
+// whose name is then the one. A session of "no-policy-found" has
+// neither, only the policy-domain. A failed MTA-STS fetch (§4.3.2) has
+// no policy to name: it counts under "sts" with neither either.
+type Applied struct {
+	// Policy is the policy-string; nil when there is none.
+	Policy []string
+	// PolicyMX is the mx-host.
+	PolicyMX []string
+}
+
+// policyKey is a's compact form, a count's key in memory and in the
+// store: "" for no policy, else a JSON object.
+func (a Applied) policyKey() string {
+	if len(a.Policy) == 0 && len(a.PolicyMX) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(storedApplied{a.Policy, a.PolicyMX})
+	return string(b)
+}
+
+// storedApplied is the JSON of policyKey.
+type storedApplied struct {
+	Policy []string `json:"s,omitempty"`
+	MX     []string `json:"mx,omitempty"`
+}
+
+// appliedOf reads a policyKey; anything unreadable is no policy.
+func appliedOf(key string) Applied {
+	var sa storedApplied
+	if key == "" || json.Unmarshal([]byte(key), &sa) != nil {
+		return Applied{}
+	}
+	return Applied{Policy: sa.Policy, PolicyMX: sa.MX}
+}
+
+// STSApplied is the MTA-STS policy p as a TLS report names it (RFC 8460
+// §4.4): its lines as policy-string, its mx patterns as mx-host.
+func STSApplied(p *Policy) Applied {
+	lines := []string{"version: STSv1", "mode: " + string(p.Mode)}
+	for _, mx := range p.MX {
+		lines = append(lines, "mx: "+mx)
+	}
+	lines = append(lines, fmt.Sprintf("max_age: %d", int64(p.MaxAge/time.Second)))
+	return Applied{Policy: lines, PolicyMX: slices.Clone(p.MX)}
+}
+
+// tlsaApplied is the TLSA records recs of the MX host host as a TLS
+// report names them (RFC 8460 §4.4): the records in presentation format
+// as policy-string, the host as mx-host.
+func tlsaApplied(host string, recs []TLSA) Applied {
+	a := Applied{PolicyMX: []string{host}}
+	for _, r := range recs {
+		a.Policy = append(a.Policy, r.String())
+	}
+	return a
 }
 
 // CertResult turns a certificate check's error into a result type of
@@ -92,11 +179,11 @@ type Results struct {
 	pending map[countKey]int64
 }
 
-// detailKey tells one domain's counts of a day apart: the policy, the
-// result ("" for success) and the host.
+// detailKey tells one domain's counts of a day apart: the policy (its
+// kind and policyKey), the result ("" for success) and the host.
 type detailKey struct {
-	kind           Kind
-	result, mx, ip string
+	kind                   Kind
+	policy, result, mx, ip string
 }
 
 // countKey is a detailKey of a day and domain.
@@ -108,6 +195,9 @@ type countKey struct {
 // domainResults are one domain's counts for a day.
 type domainResults struct {
 	counts map[detailKey]int64
+	// policies are the distinct policyKeys counted, each kept once
+	// however many counts it is part of.
+	policies map[string]string
 }
 
 // NewResults returns empty Results.
@@ -117,7 +207,7 @@ func NewResults() *Results {
 
 // Add counts s at time t.
 func (r *Results) Add(t time.Time, s Session) {
-	k := detailKey{s.Kind, s.Result, s.MXHost, s.ReceivingIP}
+	k := detailKey{s.Kind, s.Applied.policyKey(), s.Result, s.MXHost, s.ReceivingIP}
 	if s.Result == "" {
 		// Successes are told apart by host name only (§4.4 mx-host).
 		k.ip = ""
@@ -130,9 +220,11 @@ func (r *Results) Add(t time.Time, s Session) {
 }
 
 // addLocked adds n to the count of day, domain and k within the bounds:
-// past maxReportDomains a new domain is not counted, and past
-// maxFailureDetails distinct hosts of a domain, the sessions count without
-// their host. It returns the key counted under.
+// past maxReportDomains a new domain is not counted, past maxPolicies
+// distinct policies of a domain, or for a policy longer than
+// maxPolicyKey, the sessions count without their policy, and past
+// maxFailureDetails distinct keys of a domain, without their policy and
+// host. It returns the key counted under.
 func (r *Results) addLocked(day, domain string, k detailKey, n int64) (countKey, bool) {
 	dd := r.days[day]
 	if dd == nil {
@@ -144,12 +236,20 @@ func (r *Results) addLocked(day, domain string, k detailKey, n int64) (countKey,
 		if len(dd) >= maxReportDomains {
 			return countKey{}, false
 		}
-		d = &domainResults{counts: map[detailKey]int64{}}
+		d = &domainResults{counts: map[detailKey]int64{}, policies: map[string]string{}}
 		dd[domain] = d
+	}
+	if p, ok := d.policies[k.policy]; ok {
+		k.policy = p
+	} else if len(k.policy) > maxPolicyKey || len(d.policies) >= maxPolicies {
+		k.policy = ""
 	}
 	if _, ok := d.counts[k]; !ok && len(d.counts) >= maxFailureDetails {
 		// The kinds and results are few: this key stays bounded.
-		k.mx, k.ip = "", ""
+		k.policy, k.mx, k.ip = "", "", ""
+	}
+	if k.policy != "" {
+		d.policies[k.policy] = k.policy
 	}
 	d.counts[k] += n
 	return countKey{day, domain, k}, true
@@ -166,7 +266,7 @@ func (r *Results) Restore(ctx context.Context, st Store) error {
 	defer r.mu.Unlock()
 	r.store = st
 	for _, c := range cs {
-		r.addLocked(c.Day, c.Domain, detailKey{c.Kind, c.Result, c.MXHost, c.ReceivingIP}, c.N)
+		r.addLocked(c.Day, c.Domain, detailKey{c.Kind, c.Policy, c.Result, c.MXHost, c.ReceivingIP}, c.N)
 	}
 	return nil
 }
@@ -184,7 +284,7 @@ func (r *Results) Flush(ctx context.Context) error {
 	r.mu.Unlock()
 	cs := make([]Count, 0, len(pending))
 	for k, n := range pending {
-		cs = append(cs, Count{Day: k.day, Domain: k.domain, Kind: k.kind, Result: k.result, MXHost: k.mx, ReceivingIP: k.ip, N: n})
+		cs = append(cs, k.count(n))
 	}
 	err := st.AddCounts(ctx, cs)
 	if err != nil {
@@ -196,6 +296,11 @@ func (r *Results) Flush(ctx context.Context) error {
 		r.mu.Unlock()
 	}
 	return err
+}
+
+// count is the Count of n sessions under k.
+func (k countKey) count(n int64) Count {
+	return Count{Day: k.day, Domain: k.domain, Kind: k.kind, Policy: k.policy, Result: k.result, MXHost: k.mx, ReceivingIP: k.ip, N: n}
 }
 
 // Take removes and returns the days before the one of now, each as its
@@ -228,7 +333,7 @@ func (r *Results) Take(ctx context.Context, now time.Time) (map[string]map[strin
 		}
 		for dom, d := range dd {
 			for k, n := range d.counts {
-				counts = append(counts, Count{Day: day, Domain: dom, Kind: k.kind, Result: k.result, MXHost: k.mx, ReceivingIP: k.ip, N: n})
+				counts = append(counts, countKey{day, dom, k}.count(n))
 			}
 		}
 	}
@@ -237,7 +342,8 @@ func (r *Results) Take(ctx context.Context, now time.Time) (map[string]map[strin
 }
 
 // reports turns counts into a report per day and domain, with one policy
-// result per kind of policy the domain's sessions were under.
+// result per policy the domain's sessions were under: per policy-type and
+// policy-string (Applied).
 func reports(counts []Count) map[string]map[string]*Report {
 	out := map[string]map[string]*Report{}
 	for _, c := range counts {
@@ -253,10 +359,20 @@ func reports(counts []Count) map[string]map[string]*Report {
 			rep = &Report{DateRange: DateRange{Start: start, End: start.Add(24*time.Hour - time.Second)}}
 			out[c.Day][c.Domain] = rep
 		}
-		p := rep.policy(c.Kind, c.Domain)
-		if c.MXHost != "" && !slices.Contains(p.Policy.MXHost, c.MXHost) {
-			p.Policy.MXHost = append(p.Policy.MXHost, c.MXHost)
+		typ := policyType(c.Kind)
+		i := 0
+		for i < len(rep.Policies) && (rep.Policies[i].Policy.Type != typ || rep.Policies[i].key != c.Policy) {
+			i++
 		}
+		if i == len(rep.Policies) {
+			desc := PolicyDesc{Type: typ, Domain: c.Domain}
+			if typ != "no-policy-found" {
+				a := appliedOf(c.Policy)
+				desc.String, desc.MXHost = a.Policy, a.PolicyMX
+			}
+			rep.Policies = append(rep.Policies, PolicyResult{Policy: desc, key: c.Policy})
+		}
+		p := &rep.Policies[i]
 		if c.Result == "" {
 			p.Summary.Success += c.N
 			continue
@@ -266,10 +382,12 @@ func reports(counts []Count) map[string]map[string]*Report {
 	}
 	for _, dd := range out {
 		for _, rep := range dd {
-			sort.Slice(rep.Policies, func(i, j int) bool { return rep.Policies[i].Policy.Type < rep.Policies[j].Policy.Type })
+			sort.Slice(rep.Policies, func(i, j int) bool {
+				a, b := rep.Policies[i], rep.Policies[j]
+				return a.Policy.Type < b.Policy.Type || a.Policy.Type == b.Policy.Type && a.key < b.key
+			})
 			for i := range rep.Policies {
 				p := &rep.Policies[i]
-				sort.Strings(p.Policy.MXHost)
 				sort.Slice(p.FailureDetails, func(i, j int) bool {
 					a, b := p.FailureDetails[i], p.FailureDetails[j]
 					return a.ResultType+" "+a.MXHost+" "+a.ReceivingIP < b.ResultType+" "+b.MXHost+" "+b.ReceivingIP
@@ -289,19 +407,6 @@ func policyType(k Kind) string {
 		return "sts"
 	}
 	return "no-policy-found"
-}
-
-// policy returns the report's results of the policy of kind k, added when
-// it has none yet.
-func (rep *Report) policy(k Kind, domain string) *PolicyResult {
-	typ := policyType(k)
-	for i := range rep.Policies {
-		if rep.Policies[i].Policy.Type == typ {
-			return &rep.Policies[i]
-		}
-	}
-	rep.Policies = append(rep.Policies, PolicyResult{Policy: PolicyDesc{Type: typ, Domain: domain}})
-	return &rep.Policies[len(rep.Policies)-1]
 }
 
 // Report is an RFC 8460 §4.4 report for one policy domain.
@@ -324,11 +429,14 @@ type PolicyResult struct {
 	Policy         PolicyDesc      `json:"policy"`
 	Summary        Summary         `json:"summary"`
 	FailureDetails []FailureDetail `json:"failure-details,omitempty"`
+	// key is the policy's policyKey, which tells it apart in its report.
+	key string
 }
 
-// PolicyDesc names the policy (§4.4).
+// PolicyDesc names the policy (§4.4; see Applied).
 type PolicyDesc struct {
 	Type   string   `json:"policy-type"`
+	String []string `json:"policy-string,omitempty"`
 	Domain string   `json:"policy-domain"`
 	MXHost []string `json:"mx-host,omitempty"`
 }

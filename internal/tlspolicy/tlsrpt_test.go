@@ -213,3 +213,64 @@ func TestReporterPostsHTTPS(t *testing.T) {
 		t.Errorf("posted %+v", rep)
 	}
 }
+
+// A report names each policy its domain's sessions were under the way
+// RFC 8460 §4.4 says: per policy-type and policy-string, the TLSA records
+// of a DANE host with that host as mx-host, the lines of an MTA-STS
+// policy with its mx patterns as mx-host. A domain whose MTA-STS policy
+// changed during the day has an entry for each; a failed policy fetch
+// counts under "sts" without a policy-string; sessions without a policy
+// under "no-policy-found", with neither.
+func TestReportPolicies(t *testing.T) {
+	res := NewResults()
+	day := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	mx1 := tlsaApplied("mx1.dane.test", []TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{0xab, 0xcd}}})
+	mx2 := tlsaApplied("mx2.dane.test", []TLSA{{Usage: 2, Selector: 0, MatchingType: 1, Data: []byte{0x01}}, {Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{0x02}}})
+	for range 2 {
+		res.Add(day, Session{Domain: "dane.test", Kind: DANE, MXHost: "mx1.dane.test", ReceivingIP: "192.0.2.1", Applied: mx1})
+	}
+	res.Add(day, Session{Domain: "dane.test", Kind: DANE, MXHost: "mx2.dane.test", ReceivingIP: "192.0.2.2", Result: ResultValidationFailure, Applied: mx2})
+
+	v1 := STSApplied(&Policy{Mode: ModeEnforce, MaxAge: 86400 * time.Second, MX: []string{"mx.sts.test"}})
+	v2 := STSApplied(&Policy{Mode: ModeEnforce, MaxAge: 604800 * time.Second, MX: []string{"mx.sts.test", "*.backup.sts.test"}})
+	for range 2 {
+		res.Add(day, Session{Domain: "sts.test", Kind: MTASTS, MXHost: "mx.sts.test", ReceivingIP: "192.0.2.3", Applied: v1})
+	}
+	res.Add(day.Add(2*time.Hour), Session{Domain: "sts.test", Kind: MTASTS, Result: ResultSTSPolicyFetchError})
+	res.Add(day.Add(2*time.Hour), Session{Domain: "sts.test", Kind: Opportunistic, MXHost: "mx.sts.test", ReceivingIP: "192.0.2.3"})
+	res.Add(day.Add(5*time.Hour), Session{Domain: "sts.test", Kind: MTASTS, MXHost: "mx.sts.test", ReceivingIP: "192.0.2.3", Applied: v2})
+	res.Add(day.Add(5*time.Hour), Session{Domain: "sts.test", Kind: MTASTS, MXHost: "a.backup.sts.test", ReceivingIP: "192.0.2.4", Result: ResultCertificateExpired, Applied: v2})
+
+	days, err := res.Take(context.Background(), day.Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dom, want := range map[string]string{
+		"dane.test": `[
+ {"policy":{"policy-type":"tlsa","policy-string":["2 0 1 01","3 1 1 02"],"policy-domain":"dane.test","mx-host":["mx2.dane.test"]},
+  "summary":{"total-successful-session-count":0,"total-failure-session-count":1},
+  "failure-details":[{"result-type":"validation-failure","receiving-mx-hostname":"mx2.dane.test","receiving-ip":"192.0.2.2","failed-session-count":1}]},
+ {"policy":{"policy-type":"tlsa","policy-string":["3 1 1 abcd"],"policy-domain":"dane.test","mx-host":["mx1.dane.test"]},
+  "summary":{"total-successful-session-count":2,"total-failure-session-count":0}}
+]`,
+		"sts.test": `[
+ {"policy":{"policy-type":"no-policy-found","policy-domain":"sts.test"},
+  "summary":{"total-successful-session-count":1,"total-failure-session-count":0}},
+ {"policy":{"policy-type":"sts","policy-domain":"sts.test"},
+  "summary":{"total-successful-session-count":0,"total-failure-session-count":1},
+  "failure-details":[{"result-type":"sts-policy-fetch-error","failed-session-count":1}]},
+ {"policy":{"policy-type":"sts","policy-string":["version: STSv1","mode: enforce","mx: mx.sts.test","max_age: 86400"],"policy-domain":"sts.test","mx-host":["mx.sts.test"]},
+  "summary":{"total-successful-session-count":2,"total-failure-session-count":0}},
+ {"policy":{"policy-type":"sts","policy-string":["version: STSv1","mode: enforce","mx: mx.sts.test","mx: *.backup.sts.test","max_age: 604800"],"policy-domain":"sts.test","mx-host":["mx.sts.test","*.backup.sts.test"]},
+  "summary":{"total-successful-session-count":1,"total-failure-session-count":1},
+  "failure-details":[{"result-type":"certificate-expired","receiving-mx-hostname":"a.backup.sts.test","receiving-ip":"192.0.2.4","failed-session-count":1}]}
+]`,
+	} {
+		rep := days["2026-03-01"][dom]
+		if rep == nil {
+			t.Errorf("no report for %s", dom)
+			continue
+		}
+		testutil.SameJSON(t, "the policies of "+dom, rep.Policies, want)
+	}
+}
