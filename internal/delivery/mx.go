@@ -292,6 +292,9 @@ func (x *MX) target(ctx context.Context, dom *tlspolicy.Domain, host, addr strin
 		return t, err
 	}
 	t.note = hp.Note
+	if hp.Testing {
+		t.testing, t.testingResult, t.applied = true, hp.TestingResult, hp.Applied
+	}
 	if hp.Kind != tlspolicy.Opportunistic {
 		t.mode, t.policy, t.verify, t.applied = tlsStartTLS, hp.Kind, hp.Verify, hp.Applied
 		if t.verify == nil {
@@ -349,8 +352,17 @@ func (x *MX) countTLS(domain string, t target, info tlsInfo, err error) {
 	}
 	ip, _, _ := net.SplitHostPort(t.addr)
 	s := tlspolicy.Session{Domain: domain, Kind: t.policy, MXHost: t.name, ReceivingIP: ip, Applied: t.applied}
+	// Under an MTA-STS policy in testing mode the session is judged as
+	// the policy would have judged it (RFC 8461 §5): a host outside the
+	// policy, a certificate not valid for the host, no STARTTLS.
+	opportunistic := t.policy == tlspolicy.Opportunistic && !t.testing
+	if t.testing {
+		s.Kind = tlspolicy.MTASTS
+	}
 	switch {
-	case info.used && (t.policy == tlspolicy.Opportunistic || info.verified):
+	case t.testingResult != "" && (info.used || err == nil || errors.Is(err, errNoSTARTTLS)):
+		s.Result = t.testingResult
+	case info.used && (opportunistic || info.verified):
 	case info.verifyErr != nil && t.policy == tlspolicy.DANE:
 		s.Result = tlspolicy.ResultValidationFailure
 	case info.verifyErr != nil:

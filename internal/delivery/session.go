@@ -100,6 +100,11 @@ type target struct {
 	policy tlspolicy.Kind
 	// applied names the policy in the TLS reports (tlspolicy.Applied).
 	applied tlspolicy.Applied
+	// testing is set under an MTA-STS policy in testing mode: the session
+	// is opportunistic and reported under the policy, testingResult being
+	// the failure known before it starts (tlspolicy.Host.Testing).
+	testing       bool
+	testingResult string
 	// verify, when set, replaces the PKIX check of the certificate: the
 	// DANE or MTA-STS check of the policy.
 	verify func(tls.ConnectionState) error

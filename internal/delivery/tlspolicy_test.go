@@ -413,3 +413,60 @@ func TestTLSResultsCounted(t *testing.T) {
 		testutil.SameJSON(t, "the policies of "+dom, rep.Policies, want)
 	}
 }
+
+// RFC 8461 §5: under a policy in testing mode mail goes out as without a
+// policy, and the sessions are reported under it with the failures the
+// policy would have found: a host outside the policy, a certificate not
+// trusted for the host. A session that passes counts as a success.
+func TestMTASTSTestingReported(t *testing.T) {
+	ca := testutil.NewCA(t)
+	self, _ := testutil.NewCert(t, "mx.three.test")
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.3": starttls(self),
+		"127.0.0.4": starttls(ca.Issue(t, "mx.sts.test"))}, "127.0.0.3", "127.0.0.4")
+	w.dns.AddMX("sts.test", 10, "mx.sts.test")
+	w.dns.AddA("mx.sts.test", "127.0.0.4")
+	w.dns.AddMX("two.test", 10, "evil.two.test")
+	w.dns.AddA("evil.two.test", "127.0.0.4")
+	w.dns.AddMX("three.test", 10, "mx.three.test")
+	w.dns.AddA("mx.three.test", "127.0.0.3")
+	for _, d := range []string{"sts.test", "two.test", "three.test"} {
+		w.dns.AddTXT("_mta-sts."+d, "v=STSv1; id=1;")
+	}
+	const policy = "version: STSv1\r\nmode: testing\r\nmx: mx.sts.test\r\nmx: *.three.test\r\nmax_age: 86400\r\n"
+	_, port := policyHost(t, w, ca, servePolicy("text/plain", policy), "sts.test", "two.test", "three.test")
+	results := tlspolicy.NewResults()
+	clock := testutil.NewClock(time.Now())
+	x, _ := w.policyMX(ca.Pool, port)
+	x.cfg.TLSResults, x.cfg.Now = results, clock.Now
+	for _, d := range []string{"sts.test", "two.test", "three.test"} {
+		check(t, x.Deliver(context.Background(), msg(d, "x@"+d)), "x@"+d, Delivered, "250")
+	}
+	if n := len(w.rx["127.0.0.4"].Messages()) + len(w.rx["127.0.0.3"].Messages()); n != 3 {
+		t.Fatalf("%d messages delivered, want 3", n)
+	}
+	day := clock.Now().UTC().Format(time.DateOnly)
+	clock.Advance(24 * time.Hour)
+	days, err := results.Take(context.Background(), clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := func(ok, failed int) string {
+		return `{"policy-type":"sts","policy-string":["version: STSv1","mode: testing","mx: mx.sts.test","mx: *.three.test","max_age: 86400"],
+			"policy-domain":"%s","mx-host":["mx.sts.test","*.three.test"]},
+			"summary":{"total-successful-session-count":` + strconv.Itoa(ok) + `,"total-failure-session-count":` + strconv.Itoa(failed) + `}`
+	}
+	for dom, want := range map[string]string{
+		"sts.test": `[{"policy":` + fmt.Sprintf(pol(1, 0), "sts.test") + `}]`,
+		"two.test": `[{"policy":` + fmt.Sprintf(pol(0, 1), "two.test") + `,
+			"failure-details":[{"result-type":"validation-failure","receiving-mx-hostname":"evil.two.test","receiving-ip":"127.0.0.4","failed-session-count":1}]}]`,
+		"three.test": `[{"policy":` + fmt.Sprintf(pol(0, 1), "three.test") + `,
+			"failure-details":[{"result-type":"certificate-not-trusted","receiving-mx-hostname":"mx.three.test","receiving-ip":"127.0.0.3","failed-session-count":1}]}]`,
+	} {
+		rep := days[day][dom]
+		if rep == nil {
+			t.Errorf("no report for %s", dom)
+			continue
+		}
+		testutil.SameJSON(t, "the policies of "+dom, rep.Policies, want)
+	}
+}

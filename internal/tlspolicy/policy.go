@@ -151,6 +151,13 @@ type Host struct {
 	Note string
 	// Applied names the policy in the TLS reports.
 	Applied
+	// Testing is set for a host under an MTA-STS policy in testing mode
+	// (RFC 8461 §5): Kind is Opportunistic, mail goes out as without a
+	// policy, and the sessions are reported under the policy, with its
+	// failures. TestingResult is the failure already known, the host not
+	// being in the policy; "" when it is.
+	Testing       bool
+	TestingResult string
 }
 
 // HostError is why a policy rules an MX host out.
@@ -230,7 +237,26 @@ func (d *Domain) Host(ctx context.Context, host string) (Host, error) {
 			return nil
 		}}, nil
 	}
+	if d.STS != nil && d.STS.Mode == ModeTesting {
+		// RFC 8461 §5: a policy in testing mode is checked and its
+		// failures reported (RFC 8460), and the mail delivered as
+		// without it.
+		h := Host{Kind: Opportunistic, Note: note, Applied: STSApplied(d.STS), Testing: true}
+		if !d.STS.Matches(host) {
+			h.TestingResult = ResultValidationFailure
+			h.Note = joinNote(note, fmt.Sprintf("MTA-STS testing: MX host %s is not in the policy of %s", host, d.Name))
+		}
+		return h, nil
+	}
 	return Host{Kind: Opportunistic, Note: note}, nil
+}
+
+// joinNote joins two notes of a host's policy.
+func joinNote(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 // verifyPKIX checks a presented chain for name against roots, as
