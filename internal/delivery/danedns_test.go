@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 
 	"submitd/internal/testutil"
+	"submitd/internal/tlspolicy"
 )
 
 // What DANE asks of the DNS beyond the MX records (RFC 7672 §2.2, RFC
@@ -274,5 +275,45 @@ func TestResolverHostSecure(t *testing.T) {
 		if err != nil || got.Secure != tc.secure || got.Expanded != tc.expanded {
 			t.Errorf("%s: %+v, %v; want secure %v, expanded %q", tc.host, got, err, tc.secure, tc.expanded)
 		}
+	}
+}
+
+// SPEC R23, DANE first: a domain whose every MX host DANE governs gets no
+// MTA-STS policy fetch, so a policy host that fails to answer neither
+// delays its mail nor shows in its TLS report as a failed fetch.
+func TestDANEDomainFetchesNoPolicy(t *testing.T) {
+	self, _ := testutil.NewCert(t, "mx.sts.test")
+	ca := testutil.NewCA(t)
+	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.3": starttls(self)}, "127.0.0.3")
+	w.dns.AddMX("sts.test", 10, "mx.sts.test")
+	w.dns.AddA("mx.sts.test", "127.0.0.3")
+	w.dns.AddTXT("_mta-sts.sts.test", "v=STSv1; id=1;")
+	w.dns.Add(t, tlsa("_25._tcp.mx.sts.test.", 3, self.Leaf))
+	for _, n := range []string{"sts.test", "mx.sts.test", "_25._tcp.mx.sts.test"} {
+		w.dns.SetSecure(n, true)
+	}
+	var policy atomic.Value
+	policy.Store("status 500")
+	var fetches atomic.Int32
+	port := stsServer(t, w, ca, &policy, &fetches, "sts.test")
+	results := tlspolicy.NewResults()
+	clock := testutil.NewClock(time.Now())
+	res := &Resolver{Addr: w.dns.Addr, Timeout: 2 * time.Second}
+	pc := tlspolicy.New(tlspolicy.Config{DNS: res, SecureDNS: res, Roots: ca.Pool, PolicyPort: port, FetchTimeout: 10 * time.Second,
+		Results: results, Now: clock.Now})
+	x := w.mx(func(c *MXConfig) { c.Policy, c.RootCAs, c.TLSResults, c.Now = pc, ca.Pool, results, clock.Now })
+	check(t, x.Deliver(context.Background(), msg("sts.test", "x@sts.test")), "x@sts.test", Delivered, "250")
+	if n := fetches.Load(); n != 0 {
+		t.Errorf("the MTA-STS policy was fetched %d times for a domain DANE governs", n)
+	}
+	day := clock.Now().UTC().Format(time.DateOnly)
+	clock.Advance(24 * time.Hour)
+	days, err := results.Take(context.Background(), clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := days[day]["sts.test"]
+	if rep == nil || len(rep.Policies) != 1 || rep.Policies[0].Policy.Type != "tlsa" || rep.Policies[0].Summary.Failure != 0 {
+		t.Fatalf("report %+v, want one tlsa policy without failures", rep)
 	}
 }

@@ -183,10 +183,25 @@ type Domain struct {
 	// TLSA records of its MX hosts whose address records are validated
 	// too are looked up (RFC 7672 §2.2.1).
 	DANE bool
-	// STS is the domain's MTA-STS policy in force; nil for none.
-	STS *Policy
 
 	c *Checker
+	// stsOnce looks the MTA-STS policy up, into sts, once (STS).
+	stsOnce sync.Once
+	sts     *Policy
+}
+
+// STS returns the domain's MTA-STS policy in force, nil for none. It is
+// looked up at the first MX host that DANE does not govern (SPEC R23:
+// DANE first, else MTA-STS), so mail to a domain whose every host DANE
+// governs waits for no policy fetch, and a policy host that fails to
+// answer is not reported for it.
+func (d *Domain) STS(ctx context.Context) *Policy {
+	d.stsOnce.Do(func() {
+		if d.c.cfg.DNS != nil {
+			d.sts = d.c.sts(ctx, d.Name)
+		}
+	})
+	return d.sts
 }
 
 // Domain looks up the policy of domain. An error means mail to it cannot
@@ -200,9 +215,6 @@ func (c *Checker) Domain(ctx context.Context, domain string) (*Domain, error) {
 			return nil, fmt.Errorf("DANE: the validating resolver failed on the MX records of %s: %w", domain, err)
 		}
 		d.DANE = secure
-	}
-	if c.cfg.DNS != nil {
-		d.STS = c.sts(ctx, domain)
 	}
 	return d, nil
 }
@@ -222,13 +234,14 @@ func (d *Domain) Host(ctx context.Context, host string) (Host, error) {
 		}
 		note = h.Note
 	}
-	if d.STS != nil && d.STS.Mode == ModeEnforce {
+	sts := d.STS(ctx)
+	if sts != nil && sts.Mode == ModeEnforce {
 		// RFC 8461 §4.1: only MX hosts the policy names.
-		if !d.STS.Matches(host) {
-			return Host{}, &HostError{Kind: MTASTS, Result: ResultValidationFailure, Applied: STSApplied(d.STS), Err: fmt.Errorf("MTA-STS: MX host %s is not in the enforced policy of %s", host, d.Name)}
+		if !sts.Matches(host) {
+			return Host{}, &HostError{Kind: MTASTS, Result: ResultValidationFailure, Applied: STSApplied(sts), Err: fmt.Errorf("MTA-STS: MX host %s is not in the enforced policy of %s", host, d.Name)}
 		}
 		roots := c.cfg.Roots
-		return Host{Kind: MTASTS, Note: note, Applied: STSApplied(d.STS), Verify: func(cs tls.ConnectionState) error {
+		return Host{Kind: MTASTS, Note: note, Applied: STSApplied(sts), Verify: func(cs tls.ConnectionState) error {
 			// RFC 8461 §4.2: a certificate valid for the MX host name,
 			// chaining to a trusted root, not expired.
 			if err := verifyPKIX(cs.PeerCertificates, host, roots, c.cfg.Now()); err != nil {
@@ -237,12 +250,12 @@ func (d *Domain) Host(ctx context.Context, host string) (Host, error) {
 			return nil
 		}}, nil
 	}
-	if d.STS != nil && d.STS.Mode == ModeTesting {
+	if sts != nil && sts.Mode == ModeTesting {
 		// RFC 8461 §5: a policy in testing mode is checked and its
 		// failures reported (RFC 8460), and the mail delivered as
 		// without it.
-		h := Host{Kind: Opportunistic, Note: note, Applied: STSApplied(d.STS), Testing: true}
-		if !d.STS.Matches(host) {
+		h := Host{Kind: Opportunistic, Note: note, Applied: STSApplied(sts), Testing: true}
+		if !sts.Matches(host) {
 			h.TestingResult = ResultValidationFailure
 			h.Note = joinNote(note, fmt.Sprintf("MTA-STS testing: MX host %s is not in the policy of %s", host, d.Name))
 		}
