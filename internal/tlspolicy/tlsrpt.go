@@ -527,20 +527,17 @@ func (rp *Reporter) Send(ctx context.Context) (int, error) {
 				continue
 			}
 			var to, posts []string
-			for _, t := range txts {
-				rua, err := ParseTLSRPT(t)
-				if err != nil {
-					continue
+			for _, u := range reportURIs(txts) {
+				if strings.HasPrefix(u, "https:") {
+					posts = append(posts, u)
 				}
-				for _, u := range rua {
-					if strings.HasPrefix(u, "https:") {
-						posts = append(posts, u)
-					}
-					if a, ok := strings.CutPrefix(u, "mailto:"); ok {
-						if addr, err := url.PathUnescape(a); err == nil {
-							addr, _, _ = strings.Cut(addr, "?")
-							to = append(to, addr)
-						}
+				if a, ok := strings.CutPrefix(u, "mailto:"); ok {
+					addr, err := url.PathUnescape(a)
+					addr, _, _ = strings.Cut(addr, "?")
+					// Only an address as such, not a display name or a
+					// group, goes into the envelope.
+					if pa, perr := mail.ParseAddress(addr); err == nil && perr == nil && pa.Address == addr {
+						to = append(to, addr)
 					}
 				}
 			}
@@ -573,6 +570,32 @@ func (rp *Reporter) Send(ctx context.Context) (int, error) {
 		}
 	}
 	return sent, errors.Join(errs...)
+}
+
+// maxReportURIs bounds the addresses one domain's report goes to, so that
+// a recipient domain cannot make the node mail or post its report to a
+// crowd: its TLSRPT record is the domain's to write.
+const maxReportURIs = 5
+
+// reportURIs returns the report addresses of a domain's _smtp._tls TXT
+// records, at most maxReportURIs. RFC 8460 §3: the records that do not
+// start with "v=TLSRPTv1" are set aside, and unless exactly one is left
+// the domain has no TLSRPT, so none when several are published.
+func reportURIs(txts []string) []string {
+	var recs []string
+	for _, t := range txts {
+		if v, _, _ := strings.Cut(t, ";"); strings.TrimSpace(v) == "v=TLSRPTv1" {
+			recs = append(recs, t)
+		}
+	}
+	if len(recs) != 1 {
+		return nil
+	}
+	rua, err := ParseTLSRPT(recs[0])
+	if err != nil {
+		return nil
+	}
+	return rua[:min(len(rua), maxReportURIs)]
 }
 
 // post sends rep to the https: address u (RFC 8460 §5.4): the gzipped

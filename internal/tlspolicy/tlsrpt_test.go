@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -272,5 +273,45 @@ func TestReportPolicies(t *testing.T) {
 			continue
 		}
 		testutil.SameJSON(t, "the policies of "+dom, rep.Policies, want)
+	}
+}
+
+// RFC 8460 §3: a domain with two TLSRPT records has none, and records of
+// other kinds beside one are ignored; the report goes to at most
+// maxReportURIs addresses, and a mailto: that is no plain address is
+// skipped.
+func TestReporterRecordRules(t *testing.T) {
+	dns := testutil.NewDNSServer(t)
+	dns.AddTXT("_smtp._tls.two.test", "v=TLSRPTv1; rua=mailto:a@two.test")
+	dns.AddTXT("_smtp._tls.two.test", "v=TLSRPTv1; rua=mailto:b@two.test")
+	dns.AddTXT("_smtp._tls.many.test", "v=spf1 -all")
+	var rua []string
+	for i := range 8 {
+		rua = append(rua, fmt.Sprintf("mailto:r%d@many.test", i))
+	}
+	dns.AddTXT("_smtp._tls.many.test", "v=TLSRPTv1; rua=mailto:Jan%20%3Cjan@many.test%3E,"+strings.Join(rua, ","))
+	res := NewResults()
+	day := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	res.Add(day, Session{Domain: "two.test", MXHost: "mx.two.test"})
+	res.Add(day, Session{Domain: "many.test", MXHost: "mx.many.test"})
+	sent := map[string][]string{}
+	rp := &Reporter{Results: res, DNS: txtDNS{dns}, Organization: "Hosting", Submitter: "mail.hosting.test", From: "tlsrpt@mail.hosting.test",
+		Now: func() time.Time { return day.Add(24 * time.Hour) },
+		Submit: func(_ string, to []string, msg []byte) error {
+			m, err := mail.ReadMessage(bytes.NewReader(msg))
+			if err != nil {
+				return err
+			}
+			sent[m.Header.Get("TLS-Report-Domain")] = to
+			return nil
+		}}
+	if n, err := rp.Send(context.Background()); n != 1 || err != nil {
+		t.Fatalf("Send: %d, %v", n, err)
+	}
+	if to, ok := sent["two.test"]; ok {
+		t.Errorf("a domain with two TLSRPT records got a report, to %v", to)
+	}
+	if got := strings.Join(sent["many.test"], ","); got != "r0@many.test,r1@many.test,r2@many.test,r3@many.test" {
+		t.Errorf("many.test's report went to %s", got)
 	}
 }
