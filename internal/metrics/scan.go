@@ -8,10 +8,6 @@ import (
 	"submitd/internal/scan"
 )
 
-// scanActions are rspamd's actions, each a series from the start.
-var scanActions = []string{scan.ActionReject, scan.ActionSoftReject, scan.ActionRewriteSubject, scan.ActionAddHeader,
-	scan.ActionGreylist, scan.ActionNoAction, scan.ActionDiscard, scan.ActionQuarantine}
-
 // scanObserver counts the content scans (SPEC R22); it is a scan.Observer.
 type scanObserver struct {
 	// scans counts verdicts by action; unscanned the messages that passed
@@ -59,7 +55,7 @@ func (m *Metrics) Scan(breakerOpen func() bool) scan.Observer {
 			Buckets: buckets,
 		}),
 	}
-	for _, a := range scanActions {
+	for _, a := range scan.Actions {
 		o.scans.WithLabelValues(a)
 	}
 	for _, r := range scan.Reasons {

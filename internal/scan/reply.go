@@ -26,8 +26,9 @@ const (
 	ActionQuarantine = "quarantine"
 )
 
-// knownActions are the actions ParseReply accepts.
-var knownActions = []string{ActionReject, ActionSoftReject, ActionRewriteSubject, ActionAddHeader,
+// Actions are the actions ParseReply accepts, for metrics that show them
+// all from the start.
+var Actions = []string{ActionReject, ActionSoftReject, ActionRewriteSubject, ActionAddHeader,
 	ActionGreylist, ActionNoAction, ActionDiscard, ActionQuarantine}
 
 // MaxSymbols is how many symbols a Verdict keeps: the top scores, which are
@@ -100,7 +101,7 @@ func ParseReply(body []byte) (*Verdict, error) {
 	switch {
 	case w.Action == nil:
 		return nil, fmt.Errorf("%w: no action", ErrBadReply)
-	case !slices.Contains(knownActions, *w.Action):
+	case !slices.Contains(Actions, *w.Action):
 		return nil, fmt.Errorf("%w: unknown action %q", ErrBadReply, clean(*w.Action))
 	case w.Score == nil || w.Required == nil:
 		return nil, fmt.Errorf("%w: no score or required_score", ErrBadReply)
