@@ -22,15 +22,7 @@ func TestDSNParameters(t *testing.T) {
 	c.expect("RCPT TO:<adam@example.net> NOTIFY=NEVER", "250 ")
 	c.expect("RCPT TO:<ota@example.net>", "250 ")
 	c.expect("DATA", "354 ")
-	got := c.cmd(msg("From: jan@firma.cz", "To: eva@example.org") + ".")
-	m := regexp.MustCompile(`queued as ([0-9a-v]{24})$`).FindStringSubmatch(got)
-	if m == nil {
-		t.Fatalf("after DATA: %q", got)
-	}
-	env, err := e.spool.Envelope(m[1])
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := e.queuedEnvelope(c.cmd(msg("From: jan@firma.cz", "To: eva@example.org") + "."))
 	want := &spool.DSN{Ret: "HDRS", EnvID: "QQ+1", Rcpts: map[string]spool.RcptDSN{
 		"eva@example.org":  {Notify: []string{"SUCCESS", "FAILURE"}, ORcpt: "rfc822;eva@example.org"},
 		"adam@example.net": {Notify: []string{"NEVER"}},
@@ -43,18 +35,43 @@ func TestDSNParameters(t *testing.T) {
 	}
 
 	// Bad values get a 501 naming the problem; the transaction goes on.
-	c.expect("MAIL FROM:<jan@firma.cz> RET=ALL", "501 ")
-	c.expect("MAIL FROM:<jan@firma.cz> ENVID=a=b", "501 ")
-	c.expect("MAIL FROM:<jan@firma.cz> ENVID="+strings.Repeat("x", 101), "501 ")
-	c.expect("MAIL FROM:<jan@firma.cz> RET=FULL RET=HDRS", "501 ")
+	for _, bad := range []struct{ cmd, detail string }{
+		{"MAIL FROM:<jan@firma.cz> RET=ALL", "RET must be given once, FULL or HDRS"},
+		{"MAIL FROM:<jan@firma.cz> ENVID=a=b", "ENVID: character '=' is not allowed in xtext"},
+		{"MAIL FROM:<jan@firma.cz> ENVID=" + strings.Repeat("x", 101), "ENVID is longer than 100 characters"},
+		{"MAIL FROM:<jan@firma.cz> RET=FULL RET=HDRS", "RET must be given once, FULL or HDRS"},
+	} {
+		matchSID(t, c.cmd(bad.cmd), "501 5.5.4 SID syntax error: "+bad.detail)
+	}
 	c.expect("MAIL FROM:<jan@firma.cz> RET=FULL", "250 ")
-	for _, bad := range []string{"NOTIFY=NEVER,SUCCESS", "NOTIFY=SOMETIMES", "NOTIFY=DELAY,DELAY", "ORCPT=eva@example.org",
-		"ORCPT=rfc822;eva+4", "ORCPT=rfc822;", "NOTIFY=DELAY NOTIFY=DELAY"} {
-		if r := c.cmd("RCPT TO:<eva@example.org> " + bad); !strings.HasPrefix(r, "501 ") {
-			t.Errorf("RCPT with %s: %q, want 501", bad, r)
-		}
+	for _, bad := range []struct{ param, detail string }{
+		{"NOTIFY=NEVER,SUCCESS", "NOTIFY=NEVER cannot be combined with other values"},
+		{"NOTIFY=SOMETIMES", `NOTIFY value "SOMETIMES" is not NEVER, SUCCESS, FAILURE or DELAY`},
+		{"NOTIFY=DELAY,DELAY", "NOTIFY names DELAY twice"},
+		{"ORCPT=eva@example.org", "ORCPT must be addr-type;address"},
+		{"ORCPT=rfc822;eva+4", `ORCPT: "+" must be followed by two uppercase hex digits`},
+		{"ORCPT=rfc822;", "ORCPT has no address"},
+		{"ORCPT=rfc822;" + strings.Repeat("x", 494), "ORCPT is longer than 500 characters"},
+		{"NOTIFY=DELAY NOTIFY=DELAY", "NOTIFY must be given once"},
+	} {
+		matchSID(t, c.cmd("RCPT TO:<eva@example.org> "+bad.param), "501 5.5.4 SID syntax error: "+bad.detail)
 	}
 	c.expect("RCPT TO:<eva@example.org> NOTIFY=DELAY", "250 ")
+}
+
+// queuedEnvelope returns the envelope of the message the reply after its
+// data says was queued.
+func (e *testEnv) queuedEnvelope(reply string) *spool.Envelope {
+	e.t.Helper()
+	m := regexp.MustCompile(`queued as ([0-9a-v]{24})$`).FindStringSubmatch(reply)
+	if m == nil {
+		e.t.Fatalf("after DATA: %q", reply)
+	}
+	env, err := e.spool.Envelope(m[1])
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return env
 }
 
 func FuzzXtext(f *testing.F) {
@@ -88,16 +105,7 @@ func TestRequireTLSKept(t *testing.T) {
 		c.expect(mail, "250 ")
 		c.expect("RCPT TO:<eva@example.org>", "250 ")
 		c.expect("DATA", "354 ")
-		got := c.cmd(msg(append([]string{"From: jan@firma.cz"}, headers...)...) + ".")
-		m := regexp.MustCompile(`queued as ([0-9a-v]{24})$`).FindStringSubmatch(got)
-		if m == nil {
-			t.Fatalf("after DATA: %q", got)
-		}
-		env, err := e.spool.Envelope(m[1])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return env
+		return e.queuedEnvelope(c.cmd(msg(append([]string{"From: jan@firma.cz"}, headers...)...) + "."))
 	}
 	if env := queued("MAIL FROM:<jan@firma.cz> REQUIRETLS", "TLS-Required: No"); !env.RequireTLS || env.TLSOptional {
 		t.Errorf("REQUIRETLS with TLS-Required: No: require %v optional %v, want true false", env.RequireTLS, env.TLSOptional)
@@ -108,5 +116,17 @@ func TestRequireTLSKept(t *testing.T) {
 	if env := queued("MAIL FROM:<jan@firma.cz>"); env.RequireTLS || env.TLSOptional {
 		t.Errorf("plain message: require %v optional %v", env.RequireTLS, env.TLSOptional)
 	}
-	c.expect("MAIL FROM:<jan@firma.cz> REQUIRETLS=YES", "555 ")
+	matchSID(t, c.cmd("MAIL FROM:<jan@firma.cz> REQUIRETLS=YES"), "555 5.5.4 SID parameter not supported: REQUIRETLS=YES")
+}
+
+// RFC 8689 §4.1: without TLS, REQUIRETLS is neither offered nor taken.
+func TestRequireTLSNeedsTLS(t *testing.T) {
+	e := newTestEnv(t)
+	c := e.session("plain", nil)
+	if ehlo := strings.Join(c.reply0("EHLO client.example"), "\n"); strings.Contains(ehlo, "REQUIRETLS") {
+		t.Fatalf("EHLO without TLS offers REQUIRETLS:\n%s", ehlo)
+	}
+	c.expect(plain("jan@firma.cz", testPassword), "235 ")
+	matchSID(t, c.cmd("MAIL FROM:<jan@firma.cz> REQUIRETLS"), "555 5.5.4 SID parameter not supported: REQUIRETLS")
+	c.expect("MAIL FROM:<jan@firma.cz>", "250 ")
 }
