@@ -253,3 +253,21 @@ func TestScanRepliesFollowSettings(t *testing.T) {
 	got := c.sendMessage("jan@firma.cz", []string{"eva@example.org"}, spamMsg("hello"))
 	matchSID(t, got, "451 4.3.0 SID spam filter away, retry soon")
 }
+
+// TestScanRejectPlainReply: a reject whose smtp_message only says what the
+// reply says anyway, as rspamd's default "spam message rejected" does, is
+// refused with SPEC R22's reply as it stands, nothing appended.
+func TestScanRejectPlainReply(t *testing.T) {
+	rs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, `{"score":16.2,"required_score":15.0,"action":"reject","symbols":{"BAYES_SPAM":{"score":5.1}},"messages":{"smtp_message":"spam message rejected"},"time_real":0.01}`)
+	}))
+	t.Cleanup(rs.Close)
+	e := newTestEnv(t, withScanner(scan.Config{URL: rs.URL}, nil))
+	c := e.login("smtp", "jan@firma.cz")
+	got := c.sendMessage("jan@firma.cz", []string{"eva@example.org"}, spamMsg("Buy now."))
+	matchSID(t, got, "550 5.7.1 SID message refused as spam")
+	if envs := e.spooled(); len(envs) != 0 {
+		t.Fatalf("a refused message was queued: %+v", envs)
+	}
+}
