@@ -311,25 +311,37 @@ func (c *Containment) Act(ctx context.Context, t Trip) (Event, error) {
 			}
 		}
 	}
+	errs = append(errs, c.record(ctx, ev, acct.Address)...)
+	if c.cfg.Count != nil {
+		c.cfg.Count(t.Signal, action)
+	}
+	c.cfg.Log.Warn("contain: signal tripped", "account", acct.Address, "signal", t.Signal, "action", action,
+		"summary", t.Summary, "held_messages", ev.HeldMessages, "closed_sessions", ev.ClosedSessions)
+	c.notify(ev)
+	return ev, errors.Join(errs...)
+}
+
+// record keeps ev, the event of account, in the store and the audit log.
+func (c *Containment) record(ctx context.Context, ev Event, account string) []error {
+	var errs []error
 	if c.cfg.Store != nil {
 		if err := c.cfg.Store.AddTrip(ctx, ev); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if c.cfg.Audit != nil {
-		if err := c.cfg.Audit(ctx, "contain."+action, "account:"+acct.Address, ev); err != nil {
+		if err := c.cfg.Audit(ctx, "contain."+ev.Action, "account:"+account, ev); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if c.cfg.Count != nil {
-		c.cfg.Count(t.Signal, action)
-	}
-	c.cfg.Log.Warn("contain: signal tripped", "account", acct.Address, "signal", t.Signal, "action", action,
-		"summary", t.Summary, "held_messages", ev.HeldMessages, "closed_sessions", ev.ClosedSessions)
+	return errs
+}
+
+// notify tells the notifiers in force of ev.
+func (c *Containment) notify(ev Event) {
 	for _, n := range *c.notifiers.Load() {
 		n.Notify(ev)
 	}
-	return ev, errors.Join(errs...)
 }
 
 // mayWarn reports whether key (account and signal) may warn now, and if
@@ -464,20 +476,8 @@ func (c *Containment) recordHold(ctx context.Context, a directory.Account, signa
 	ev := Event{Trip: Trip{Account: a.Address, Signal: signal, Summary: summary, Time: a.HeldSince}, Action: ActionHold, HeldMessages: n}
 	c.cfg.Log.Warn("contain: a hold made before the last stop has no audit entry; recording it now", "account", a.Address,
 		"signal", signal, "held_since", a.HeldSince.UTC().Format(time.RFC3339))
-	var errs []error
-	if c.cfg.Store != nil {
-		if err := c.cfg.Store.AddTrip(ctx, ev); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if c.cfg.Audit != nil {
-		if err := c.cfg.Audit(ctx, "contain."+ActionHold, target, ev); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, nt := range c.cfg.Notifiers {
-		nt.Notify(ev)
-	}
+	errs := c.record(ctx, ev, a.Address)
+	c.notify(ev)
 	return errors.Join(errs...)
 }
 
