@@ -337,11 +337,11 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 	// refusal writes no record and no per-connection log line, so a flood
 	// of refused connections costs no disk I/O.
 	if s.Guard != nil && s.Guard.Blocked(ip) {
-		s.refuse(nc, lc, ReplyBlocked, s.refusal(vars, ip, lc, ReplyBlocked))
+		s.refuse(nc, lc, ReplyBlocked, s.refusal(vars, ip, lc, ReplyBlocked, set.Replies), set.Replies)
 		return
 	}
 	if s.closing.Load() {
-		s.refuse(nc, lc, ReplyShuttingDown, s.refusal(vars, ip, lc, ReplyShuttingDown))
+		s.refuse(nc, lc, ReplyShuttingDown, s.refusal(vars, ip, lc, ReplyShuttingDown, set.Replies), set.Replies)
 		return
 	}
 	stopCtx, stopWork := context.WithCancel(context.Background())
@@ -362,9 +362,9 @@ func (s *Server) handle(raw net.Conn, lc ListenerConfig) {
 		},
 	}
 	if key, ok := s.admit(c); !ok {
-		vars = s.refusal(vars, ip, lc, key)
+		vars = s.refusal(vars, ip, lc, key, set.Replies)
 		c.log.Warn("connection refused", "reason", key, "refusal", vars.SID)
-		s.refuse(nc, lc, key, vars)
+		s.refuse(nc, lc, key, vars, set.Replies)
 		return
 	}
 	c.log.Info("connected", "port", ap.Port())
@@ -416,10 +416,11 @@ func clientAddr(a net.Addr) (netip.AddrPort, error) {
 }
 
 // refusal gives a connection refused at the greeting with the reply for
-// key the session id its refusal is recorded under (SPEC R13a).
-func (s *Server) refusal(v Vars, ip netip.Addr, lc ListenerConfig, key string) Vars {
+// key the session id its refusal is recorded under (SPEC R13a). replies
+// is the connection's table, the one refuse then answers from, so that
+// the line recorded is the line sent.
+func (s *Server) refusal(v Vars, ip netip.Addr, lc ListenerConfig, key string, replies *Replies) Vars {
 	if s.Refusals != nil {
-		replies := s.CurrentSettings().Replies
 		v.SID = s.Refusals.Refused(v.SID, ip, lc.Name, key, func(sid string) string {
 			w := v
 			w.SID = sid
@@ -429,13 +430,13 @@ func (s *Server) refusal(v Vars, ip netip.Addr, lc ListenerConfig, key string) V
 	return v
 }
 
-// refuse answers a connection with the reply for key and closes it. On an
-// implicit-TLS listener the reply goes inside TLS, or the client would only
-// see a handshake failure.
-func (s *Server) refuse(nc net.Conn, lc ListenerConfig, key string, v Vars) {
+// refuse answers a connection with the reply for key in replies and closes
+// it. On an implicit-TLS listener the reply goes inside TLS, or the client
+// would only see a handshake failure.
+func (s *Server) refuse(nc net.Conn, lc ListenerConfig, key string, v Vars, replies *Replies) {
 	defer nc.Close()
 	s.observer().Connection(lc.Name, key)
-	line := s.CurrentSettings().Replies.Line(key, v)
+	line := replies.Line(key, v)
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	var w io.Writer = nc
 	if lc.ImplicitTLS {
