@@ -35,7 +35,7 @@ func (m *Metrics) Scan(breakerOpen func() bool) scan.Observer {
 	o := &scanObserver{
 		scans: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "submitd_scan_total",
-			Help: `Messages scanned by rspamd, by its action ("reject" and "soft reject" were refused, "add header" and "rewrite subject" flagged and sent, "no action" and "greylist" sent).`,
+			Help: `Messages scanned by rspamd, by its action ("reject", "discard" and "quarantine" were refused, "soft reject" deferred, "add header" and "rewrite subject" flagged and sent, "no action" and "greylist" sent).`,
 		}, []string{"action"}),
 		unscanned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "submitd_scan_unscanned_total",
