@@ -41,6 +41,8 @@ func TestBackoff(t *testing.T) {
 	var throttle atomic.Bool
 	release := make(chan struct{})
 	var hold atomic.Bool
+	// held counts the deliveries held in their data.
+	var held atomic.Int32
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(release) }) })
 	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.2": {
@@ -52,6 +54,7 @@ func TestBackoff(t *testing.T) {
 		},
 		DataHook: func(testutil.Received) *smtp.SMTPError {
 			if hold.Load() {
+				held.Add(1)
 				<-release
 			}
 			return nil
@@ -109,14 +112,16 @@ func TestBackoff(t *testing.T) {
 			results[i] = deliver()
 		}()
 	}
-	testutil.WaitFor(t, 10*time.Second, "two deliveries waiting for a connection", func() bool {
+	// Two deliveries hold their connections in the data, and the other
+	// two wait for one: only then is the number of connections known.
+	testutil.WaitFor(t, 10*time.Second, "two deliveries in their data and two waiting for a connection", func() bool {
 		x.d.pool.mu.Lock()
 		defer x.d.pool.mu.Unlock()
 		waiting := 0
 		for _, d := range x.d.pool.dests {
 			waiting += len(d.waiters)
 		}
-		return waiting == n-2
+		return waiting == n-2 && held.Load() == 2
 	})
 	if c := rx.Connections() - conns; c != 2 {
 		t.Errorf("%d connections at once in back-off, want 2", c)
