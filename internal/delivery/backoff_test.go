@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,5 +150,23 @@ func TestBackoff(t *testing.T) {
 	clock.Advance(2*time.Minute + time.Hour)
 	if b := x.Backoffs(); len(b) != 0 {
 		t.Errorf("back-off still listed after the quiet time: %+v", b)
+	}
+}
+
+// Every receiver that ever asked to slow down is a host name the remote
+// side chose; one whose back-off has ended is forgotten when another asks,
+// even if no mail goes to it again and nobody lists the back-offs.
+func TestBackoffsForgotten(t *testing.T) {
+	clock := testutil.NewClock(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))
+	b := newBackoffs(4, clock.Now)
+	for i := range 100 {
+		b.note(fmt.Sprintf("mx%d.example.test", i), "421 4.7.28 unusual rate of mail")
+		clock.Advance(backoffFirstPause + backoffQuiet)
+	}
+	b.mu.Lock()
+	n := len(b.hosts)
+	b.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d hosts kept, want 1: those whose back-off ended are kept too", n)
 	}
 }
