@@ -83,6 +83,11 @@ func (b *backoffs) note(host, reason string) Backoff {
 	defer b.mu.Unlock()
 	e := b.hosts[host]
 	if e == nil || !now.Before(e.Ends) {
+		// A host is only looked up again when mail goes to it, so the
+		// hosts whose back-off has ended go here: the map holds no more
+		// than the hosts that asked to slow down within the last pause
+		// and quiet time, not every one since the start.
+		b.pruneLocked(now)
 		e = &Backoff{Host: host}
 		b.hosts[host] = e
 	}
@@ -133,14 +138,20 @@ func (b *backoffs) list() []Backoff {
 	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.pruneLocked(now)
 	out := make([]Backoff, 0, len(b.hosts))
-	for h, e := range b.hosts {
-		if !now.Before(e.Ends) {
-			delete(b.hosts, h)
-			continue
-		}
+	for _, e := range b.hosts {
 		out = append(out, *e)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
 	return out
+}
+
+// pruneLocked forgets the hosts whose back-off has ended at now.
+func (b *backoffs) pruneLocked(now time.Time) {
+	for h, e := range b.hosts {
+		if !now.Before(e.Ends) {
+			delete(b.hosts, h)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,8 @@ func TestBackoff(t *testing.T) {
 	var throttle atomic.Bool
 	release := make(chan struct{})
 	var hold atomic.Bool
+	// held counts the deliveries held in their data.
+	var held atomic.Int32
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(release) }) })
 	w := newWorld(t, map[string]testutil.ReceiverOptions{"127.0.0.2": {
@@ -52,6 +55,7 @@ func TestBackoff(t *testing.T) {
 		},
 		DataHook: func(testutil.Received) *smtp.SMTPError {
 			if hold.Load() {
+				held.Add(1)
 				<-release
 			}
 			return nil
@@ -109,14 +113,16 @@ func TestBackoff(t *testing.T) {
 			results[i] = deliver()
 		}()
 	}
-	testutil.WaitFor(t, 10*time.Second, "two deliveries waiting for a connection", func() bool {
+	// Two deliveries hold their connections in the data, and the other
+	// two wait for one: only then is the number of connections known.
+	testutil.WaitFor(t, 10*time.Second, "two deliveries in their data and two waiting for a connection", func() bool {
 		x.d.pool.mu.Lock()
 		defer x.d.pool.mu.Unlock()
 		waiting := 0
 		for _, d := range x.d.pool.dests {
 			waiting += len(d.waiters)
 		}
-		return waiting == n-2
+		return waiting == n-2 && held.Load() == 2
 	})
 	if c := rx.Connections() - conns; c != 2 {
 		t.Errorf("%d connections at once in back-off, want 2", c)
@@ -144,5 +150,23 @@ func TestBackoff(t *testing.T) {
 	clock.Advance(2*time.Minute + time.Hour)
 	if b := x.Backoffs(); len(b) != 0 {
 		t.Errorf("back-off still listed after the quiet time: %+v", b)
+	}
+}
+
+// Every receiver that ever asked to slow down is a host name the remote
+// side chose; one whose back-off has ended is forgotten when another asks,
+// even if no mail goes to it again and nobody lists the back-offs.
+func TestBackoffsForgotten(t *testing.T) {
+	clock := testutil.NewClock(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))
+	b := newBackoffs(4, clock.Now)
+	for i := range 100 {
+		b.note(fmt.Sprintf("mx%d.example.test", i), "421 4.7.28 unusual rate of mail")
+		clock.Advance(backoffFirstPause + backoffQuiet)
+	}
+	b.mu.Lock()
+	n := len(b.hosts)
+	b.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d hosts kept, want 1: those whose back-off ended are kept too", n)
 	}
 }

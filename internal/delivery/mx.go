@@ -20,6 +20,13 @@ import (
 // worker for hours (RFC 5321 §5.1 lets a sender cap this).
 const MaxAddresses = 10
 
+// MaxHosts bounds how many MX hosts, the most preferred, one delivery attempt
+// looks at. Each costs DNS lookups (its addresses, and under DANE its TLSA
+// records) before any connection counts against MaxAddresses, and a domain's
+// MX answer can name thousands (64 KB over TCP), where a real domain names a
+// handful.
+const MaxHosts = MaxAddresses
+
 // MXConfig configures an MX sender.
 type MXConfig struct {
 	SessionConfig
@@ -88,8 +95,8 @@ type routeError struct {
 func (e *routeError) Error() string { return e.reply }
 
 // Hosts returns the hosts to try for domain, best first: its MX hosts by
-// preference, in random order among equal preferences (RFC 5321 §5.1), or the
-// domain itself when it has no MX records. A null MX, a domain that does not
+// preference, in random order among equal preferences (RFC 5321 §5.1), at most
+// MaxHosts of them, or the domain itself when it has no MX records. A null MX, a domain that does not
 // exist and a domain without MX or address records are permanent failures;
 // a DNS failure is temporary.
 func (x *MX) Hosts(ctx context.Context, domain string) ([]string, error) {
@@ -129,8 +136,11 @@ func (x *MX) Hosts(ctx context.Context, domain string) ([]string, error) {
 	}
 	x.shuffle(len(real), func(i, j int) { real[i], real[j] = real[j], real[i] })
 	slices.SortStableFunc(real, func(a, b MXRecord) int { return cmp.Compare(a.Pref, b.Pref) })
-	hosts := make([]string, 0, len(real))
+	hosts := make([]string, 0, min(len(real), MaxHosts))
 	for _, mx := range real {
+		if len(hosts) == MaxHosts {
+			break
+		}
 		if !slices.Contains(hosts, mx.Host) {
 			hosts = append(hosts, mx.Host)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -481,5 +482,35 @@ func TestUTF8AddressNeedsSMTPUTF8(t *testing.T) {
 	check(t, res, "jiří@example.test", Delivered, "250")
 	if m := w.rx["127.0.0.3"].Messages(); len(m) != 1 || m[0].Rcpts[0] != "jiří@example.test" {
 		t.Errorf("received %+v", m)
+	}
+}
+
+// A domain may name any number of MX hosts (a 64 KB answer over TCP holds
+// thousands), each of which costs address lookups, and under DANE its
+// TLSA records too, before a connection counts against MaxAddresses: an
+// attempt looks at no more than MaxHosts of them, the most preferred.
+func TestMXHostsBounded(t *testing.T) {
+	w := newWorld(t, nil)
+	for i := range MaxHosts + 40 {
+		// None has an address: the name exists with other data.
+		h := fmt.Sprintf("mx%d.example.test", i)
+		w.dns.AddMX("example.test", uint16(i), h)
+		w.dns.AddTXT(h, "x")
+	}
+	res := w.mx(nil).Deliver(context.Background(), msg("example.test", "x@example.test"))
+	check(t, res, "x@example.test", Temporary, "")
+	asked := map[string]bool{}
+	for _, q := range w.dns.Queries() {
+		if q.Type == dns.TypeA || q.Type == dns.TypeAAAA {
+			asked[q.Name] = true
+		}
+	}
+	if len(asked) != MaxHosts {
+		t.Errorf("addresses of %d MX hosts asked for, want %d", len(asked), MaxHosts)
+	}
+	for i := range MaxHosts {
+		if h := fmt.Sprintf("mx%d.example.test.", i); !asked[h] {
+			t.Errorf("the addresses of %s, among the %d most preferred, were not asked for", h, MaxHosts)
+		}
 	}
 }

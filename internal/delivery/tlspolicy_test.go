@@ -45,6 +45,27 @@ func tlsa(name string, usage int, c *x509.Certificate) string {
 	return fmt.Sprintf("%s 300 IN TLSA %d 0 1 %s", name, usage, hex.EncodeToString(sum[:]))
 }
 
+// checkPolicy checks how a delivery to rcpt went under the TLS policy and
+// what the receiver rx got: want "" is delivered over TLS, "clear"
+// delivered without TLS, else the start of the deferral's reason, with
+// nothing received, since mail must not go out against the policy.
+func checkPolicy(t *testing.T, res []Result, rcpt string, rx *testutil.Receiver, want string) {
+	t.Helper()
+	switch want {
+	case "", "clear":
+		check(t, res, rcpt, Delivered, "250")
+		got := rx.Messages()
+		if len(got) != 1 || got[0].TLS != (want == "") {
+			t.Fatalf("received %d messages (TLS %v), want 1 with TLS %v", len(got), len(got) > 0 && got[0].TLS, want == "")
+		}
+	default:
+		check(t, res, rcpt, Temporary, want)
+		if n := len(rx.Messages()); n != 0 {
+			t.Errorf("receiver got %d messages, want none: mail must not go out against the policy", n)
+		}
+	}
+}
+
 // policyMX is an MX sender whose TLS policy asks the world's DNS server,
 // trusts roots and fetches MTA-STS policies from port.
 func (w *world) policyMX(roots *x509.CertPool, port int) (*MX, *tlspolicy.Checker) {
@@ -118,20 +139,7 @@ func TestDANE(t *testing.T) {
 			}
 			x, _ := w.policyMX(nil, 0)
 			res := x.Deliver(context.Background(), msg("example.test", "x@example.test"))
-			rx := w.rx["127.0.0.2"]
-			switch tc.want {
-			case "", "clear":
-				check(t, res, "x@example.test", Delivered, "250")
-				got := rx.Messages()
-				if len(got) != 1 || got[0].TLS != (tc.want == "") {
-					t.Fatalf("received %d messages (TLS %v), want 1 with TLS %v", len(got), len(got) > 0 && got[0].TLS, tc.want == "")
-				}
-			default:
-				check(t, res, "x@example.test", Temporary, tc.want)
-				if n := len(rx.Messages()); n != 0 {
-					t.Errorf("receiver got %d messages, want none: mail must not go out against the policy", n)
-				}
-			}
+			checkPolicy(t, res, "x@example.test", w.rx["127.0.0.2"], tc.want)
 		})
 	}
 }
@@ -246,20 +254,7 @@ func TestMTASTS(t *testing.T) {
 			port := stsServer(t, w, ca, &policy, &fetches, "sts.test")
 			x, _ := w.policyMX(ca.Pool, port)
 			res := x.Deliver(context.Background(), msg("sts.test", "x@sts.test"))
-			rx := w.rx["127.0.0.3"]
-			switch tc.want {
-			case "", "clear":
-				check(t, res, "x@sts.test", Delivered, "250")
-				got := rx.Messages()
-				if len(got) != 1 || got[0].TLS != (tc.want == "") {
-					t.Fatalf("received %d messages (TLS %v), want 1 with TLS %v", len(got), len(got) > 0 && got[0].TLS, tc.want == "")
-				}
-			default:
-				check(t, res, "x@sts.test", Temporary, tc.want)
-				if n := len(rx.Messages()); n != 0 {
-					t.Errorf("receiver got %d messages, want none", n)
-				}
-			}
+			checkPolicy(t, res, "x@sts.test", w.rx["127.0.0.3"], tc.want)
 		})
 	}
 }

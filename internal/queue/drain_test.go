@@ -15,21 +15,9 @@ import (
 // leaves the spool), and a message that comes due meanwhile is left for the
 // next process, not attempted.
 func TestDrainFinishesDeliveriesStartsNone(t *testing.T) {
-	arrived, release := make(chan struct{}), make(chan struct{})
-	w := newWorld(t, map[string]testutil.ReceiverOptions{"a.test": {DataHook: func(testutil.Received) *smtp.SMTPError {
-		close(arrived)
-		<-release
-		return nil
-	}}}, nil)
-	ctx, stop := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		w.q.Run(ctx)
-	}()
-	defer func() { stop(); <-ran }()
-	first := w.submit("jan@firma.test", "eva@a.test")
-	<-arrived
+	release := make(chan struct{})
+	w, first, stop := hungDelivery(t, release)
+	defer stop()
 
 	drained := make(chan bool)
 	go func() { drained <- w.q.Drain(context.Background()) }()
@@ -61,26 +49,35 @@ func TestDrainFinishesDeliveriesStartsNone(t *testing.T) {
 // TestDrainGivesUpAtDeadline: a delivery that hangs past the drain's
 // deadline makes Drain report false, and Run's end then interrupts it.
 func TestDrainGivesUpAtDeadline(t *testing.T) {
-	arrived, release := make(chan struct{}), make(chan struct{})
+	release := make(chan struct{})
 	defer close(release)
-	w := newWorld(t, map[string]testutil.ReceiverOptions{"a.test": {DataHook: func(testutil.Received) *smtp.SMTPError {
-		close(arrived)
-		<-release
-		return nil
-	}}}, nil)
-	ctx, stop := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		w.q.Run(ctx)
-	}()
-	w.submit("jan@firma.test", "eva@a.test")
-	<-arrived
+	w, _, stop := hungDelivery(t, release)
 	dctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if w.q.Drain(dctx) {
 		t.Error("Drain reported every delivery ended while one hangs")
 	}
 	stop()
-	<-ran
+}
+
+// hungDelivery runs a queue whose delivery of a message to eva@a.test,
+// submitted at once, is held in its data until release is closed; it
+// returns once that delivery is there, with the message's id and a stop
+// that ends Run and waits for it.
+func hungDelivery(t *testing.T, release chan struct{}) (w *world, id string, stop func()) {
+	arrived := make(chan struct{})
+	w = newWorld(t, map[string]testutil.ReceiverOptions{"a.test": {DataHook: func(testutil.Received) *smtp.SMTPError {
+		close(arrived)
+		<-release
+		return nil
+	}}}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		w.q.Run(ctx)
+	}()
+	id = w.submit("jan@firma.test", "eva@a.test")
+	<-arrived
+	return w, id, func() { cancel(); <-ran }
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -36,33 +37,42 @@ func (r TLSA) String() string {
 	return fmt.Sprintf("%d %d %d %x", r.Usage, r.Selector, r.MatchingType, r.Data)
 }
 
-// matches reports whether cert is the one r names.
-func (r TLSA) matches(cert *x509.Certificate) bool {
+// associationData is what a record of selector sel and matching type mt
+// holds for cert (RFC 6698 §2.1); nil for a selector or matching type
+// RFC 6698 does not define.
+func associationData(cert *x509.Certificate, sel, mt uint8) []byte {
 	var b []byte
-	switch r.Selector {
+	switch sel {
 	case 0:
 		b = cert.Raw
 	case 1:
 		b = cert.RawSubjectPublicKeyInfo
 	default:
-		return false
+		return nil
 	}
-	switch r.MatchingType {
+	switch mt {
 	case 0:
+		return b
 	case 1:
 		s := sha256.Sum256(b)
-		b = s[:]
+		return s[:]
 	case 2:
 		s := sha512.Sum512(b)
-		b = s[:]
-	default:
-		return false
+		return s[:]
 	}
-	return bytes.Equal(b, r.Data)
+	return nil
 }
 
 // ErrNoTLSAMatch is the error of VerifyDANE when no usable record matches.
 var ErrNoTLSAMatch = errors.New("no TLSA record matches the certificate")
+
+// maxDANEChain bounds the certificates of a presented chain that VerifyDANE
+// looks at, the leaf included, as Postfix's smtp_tls_scert_verifydepth
+// does. Both the chain (up to 64 KB of certificates) and the TLSA records
+// (up to 64 KB of them) are a hostile domain's to write; without the bound
+// each record naming a DANE-TA anchor would cost a chain verification for
+// each copy of the anchor in the chain. Real chains have three or four.
+const maxDANEChain = 10
 
 // VerifyDANE checks the certificate chain a server presented (leaf first)
 // against the usable TLSA records of the MX host, as RFC 7672 §3.1 says:
@@ -75,34 +85,47 @@ var ErrNoTLSAMatch = errors.New("no TLSA record matches the certificate")
 //     validated CNAME expansion, wildcards in the first label allowed by
 //     §3.2.3).
 //
-// It returns nil when one record is satisfied.
+// It returns nil when one record is satisfied. Only the first maxDANEChain
+// certificates of the chain count, and each is verified as an anchor once,
+// however many records name it.
 func VerifyDANE(chain []*x509.Certificate, recs []TLSA, names []string, now time.Time) error {
 	if len(chain) == 0 {
 		return errors.New("the server sent no certificate")
 	}
+	chain = chain[:min(len(chain), maxDANEChain)]
+	// data keeps the association data of the chain's certificates, so
+	// that each is hashed once for each form records ask for, not once
+	// for each record.
+	type form struct {
+		cert    int
+		sel, mt uint8
+	}
+	data := map[form][]byte{}
+	matches := func(r TLSA, cert int) bool {
+		f := form{cert, r.Selector, r.MatchingType}
+		d, ok := data[f]
+		if !ok {
+			d = associationData(chain[cert], r.Selector, r.MatchingType)
+			data[f] = d
+		}
+		return bytes.Equal(d, r.Data)
+	}
 	leaf := chain[0]
-	var taErr error
 	for _, r := range recs {
-		if !r.Usable() {
+		if r.Usable() && r.Usage == 3 && matches(r, 0) {
+			return nil
+		}
+	}
+	var taErr error
+	for i, ta := range chain {
+		if !slices.ContainsFunc(recs, func(r TLSA) bool { return r.Usable() && r.Usage == 2 && matches(r, i) }) {
 			continue
 		}
-		switch r.Usage {
-		case 3:
-			if r.matches(leaf) {
-				return nil
-			}
-		case 2:
-			for _, ta := range chain {
-				if !r.matches(ta) {
-					continue
-				}
-				if err := chainTo(leaf, chain[1:], ta, names, now); err != nil {
-					taErr = err
-					continue
-				}
-				return nil
-			}
+		if err := chainTo(leaf, chain[1:], ta, names, now); err != nil {
+			taErr = err
+			continue
 		}
+		return nil
 	}
 	if taErr != nil {
 		return fmt.Errorf("%w: the DANE-TA anchor is in the chain, but %w", ErrNoTLSAMatch, taErr)

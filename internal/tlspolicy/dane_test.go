@@ -2,6 +2,7 @@ package tlspolicy
 
 import (
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"errors"
 	"testing"
@@ -60,4 +61,74 @@ func TestVerifyDANE(t *testing.T) {
 			t.Errorf("%s: err %v is not ErrNoTLSAMatch", tc.name, err)
 		}
 	}
+}
+
+// The chain a server presents is its to make, as the TLSA records are the
+// domain's: only its first maxDANEChain certificates are looked at, so an
+// anchor past them satisfies no DANE-TA record, and copies of an anchor
+// cost no more than one.
+func TestVerifyDANEChainBounded(t *testing.T) {
+	ca := testutil.NewCA(t)
+	leaf := ca.Issue(t, "mx.example.test").Leaf
+	filler := testutil.NewCA(t).Cert
+	ta := TLSA{Usage: 2, Selector: 0, MatchingType: 1, Data: sum256(ca.Cert.Raw)}
+	names := []string{"mx.example.test"}
+	chain := []*x509.Certificate{leaf}
+	for len(chain) < maxDANEChain-1 {
+		chain = append(chain, filler)
+	}
+	if err := VerifyDANE(append(chain, ca.Cert), []TLSA{ta}, names, time.Now()); err != nil {
+		t.Errorf("anchor at the last place looked at: %v", err)
+	}
+	chain = append(chain, filler, ca.Cert)
+	if err := VerifyDANE(chain, []TLSA{ta}, names, time.Now()); !errors.Is(err, ErrNoTLSAMatch) {
+		t.Errorf("anchor past the first %d certificates: err %v, want ErrNoTLSAMatch", maxDANEChain, err)
+	}
+}
+
+// BenchmarkVerifyDANEHostile is the cost of a session with a hostile
+// domain and server: a TLSA answer of 1000 records, six of which name the
+// CA as DANE-TA in every form, and a chain of 200 copies of that CA behind a
+// leaf for another name, so that no record is satisfied.
+func BenchmarkVerifyDANEHostile(b *testing.B) {
+	ca := testutil.NewCA(b)
+	leaf := ca.Issue(b, "other.example.test").Leaf
+	chain := []*x509.Certificate{leaf}
+	for range 200 {
+		chain = append(chain, ca.Cert)
+	}
+	var recs []TLSA
+	for sel := range uint8(2) {
+		for mt := range uint8(3) {
+			recs = append(recs, TLSA{Usage: 2, Selector: sel, MatchingType: mt, Data: daneData(ca.Cert, sel, mt)})
+		}
+	}
+	for i := range 1000 {
+		recs = append(recs, TLSA{Usage: 2, Selector: 1, MatchingType: 1, Data: sum256([]byte{byte(i), byte(i >> 8)})})
+	}
+	names := []string{"mx.example.test", "mx.provider.test"}
+	now := time.Now()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := VerifyDANE(chain, recs, names, now); err == nil {
+			b.Fatal("verified")
+		}
+	}
+}
+
+// daneData is the association data of c for a TLSA record of selector sel
+// and matching type mt (RFC 6698 §2.1).
+func daneData(c *x509.Certificate, sel, mt uint8) []byte {
+	d := c.Raw
+	if sel == 1 {
+		d = c.RawSubjectPublicKeyInfo
+	}
+	switch mt {
+	case 1:
+		return sum256(d)
+	case 2:
+		s := sha512.Sum512(d)
+		return s[:]
+	}
+	return d
 }

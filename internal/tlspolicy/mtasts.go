@@ -27,6 +27,13 @@ const (
 // limit it to 64 KiB).
 const MaxPolicySize = 64 << 10
 
+// maxPolicyMX bounds the mx patterns of a policy; one with more is not
+// valid. RFC 8461 sets no bound, but a policy is the domain's to write and
+// is kept for its max_age, up to a year: 64 KiB of short mx lines would
+// take some 200 KB of memory each, 2 GB over a full cache, where a real
+// policy names a handful of hosts.
+const maxPolicyMX = 100
+
 // maxMaxAge is the largest max_age a policy may give (RFC 8461 §3.2: a
 // year).
 const maxMaxAge = 31557600
@@ -125,6 +132,9 @@ func ParsePolicy(b []byte) (*Policy, error) {
 		case "mx":
 			if !validPattern(v) {
 				return nil, fmt.Errorf("MTA-STS policy mx %q is not a host name or *.domain", clip(v))
+			}
+			if len(p.MX) == maxPolicyMX {
+				return nil, fmt.Errorf("MTA-STS policy names more than %d mx patterns", maxPolicyMX)
 			}
 			p.MX = append(p.MX, strings.ToLower(strings.TrimSuffix(v, ".")))
 		}

@@ -76,6 +76,15 @@ func TestParsePolicy(t *testing.T) {
 			t.Errorf("ParsePolicy(%.40q) error %v, want %q", body, err, want)
 		}
 	}
+	// A policy is kept for up to a year: the mx patterns it may name are
+	// bounded, as its size is.
+	mx := strings.Repeat("mx: a.test\n", maxPolicyMX)
+	if p, err := ParsePolicy([]byte("version: STSv1\nmode: enforce\nmax_age: 1\n" + mx)); err != nil || len(p.MX) != maxPolicyMX {
+		t.Errorf("policy of %d mx patterns: %v", maxPolicyMX, err)
+	}
+	if _, err := ParsePolicy([]byte("version: STSv1\nmode: enforce\nmax_age: 1\n" + mx + "mx: b.test\n")); err == nil || !strings.Contains(err.Error(), "more than 100 mx patterns") {
+		t.Errorf("policy of %d mx patterns: error %v, want more than %d", maxPolicyMX+1, err, maxPolicyMX)
+	}
 	if p, err := ParsePolicy([]byte("version: STSv1\nmode: none\nmax_age: 1\n")); err != nil || p.Mode != ModeNone {
 		t.Errorf("mode none without mx: %+v %v", p, err)
 	}
