@@ -125,3 +125,21 @@ func TestNodeRecordsHoldAtStart(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeHoldNoticeMailed: with [contain] support_address set, a hold is
+// told to support by mail through the node's own queue, from the null
+// sender so that it is never reported back (SPEC R18, R20).
+func TestNodeHoldNoticeMailed(t *testing.T) {
+	rcv := testutil.NewReceiver(t, testutil.ReceiverOptions{})
+	cfg := testConfig(t, rcv.Addr)
+	cfg.Sending.MessagesPerHour = 1
+	cfg.Contain.LimitHits = 1
+	cfg.Contain.SupportAddress = "support@firma.test"
+	n := startNode(t, cfg)
+	hitLimit(t, loginJan(t, n))
+	testutil.WaitFor(t, 10*time.Second, "the notice delivered", func() bool { return len(rcv.Messages()) > 0 })
+	m := rcv.Messages()[0]
+	if m.From != "" || strings.Join(m.Rcpts, ",") != "support@firma.test" || !strings.Contains(string(m.Data), "jan@firma.test") {
+		t.Errorf("notice from %q to %v:\n%.600s", m.From, m.Rcpts, m.Data)
+	}
+}
