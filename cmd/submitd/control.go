@@ -50,13 +50,8 @@ func (e *env) control() (*controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	sock := node.SocketPath(cfg)
-	if c, err := net.DialTimeout("unix", sock, 2*time.Second); err == nil {
-		c.Close()
-		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}
-		return &controller{client: &http.Client{Transport: tr, Timeout: 60 * time.Second}, done: tr.CloseIdleConnections}, nil
+	if c, err := dialServer(node.SocketPath(cfg), time.Minute); err == nil {
+		return c, nil
 	}
 	cfg, db, err := e.openDB()
 	if err != nil {
@@ -98,6 +93,21 @@ func (e *env) control() (*controller, error) {
 		return fail(err)
 	}
 	return &controller{handler: srv.Handler(), actor: admin.CLIActor(), done: func() { closeStore(); stores.Close(); db.Close() }}, nil
+}
+
+// dialServer returns a controller for the server running on the control
+// socket at sock, whose answers may take up to timeout, or the error of
+// connecting when no server answers there.
+func dialServer(sock string, timeout time.Duration) (*controller, error) {
+	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c.Close()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+	return &controller{client: &http.Client{Transport: tr, Timeout: timeout}, done: tr.CloseIdleConnections}, nil
 }
 
 // call sends one API request and decodes the answer into out; an error

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"time"
 
@@ -49,24 +46,15 @@ func runReload(e *env, args []string) error {
 		return fmt.Errorf("nothing changed: %w", err)
 	}
 	sock := node.SocketPath(cfg)
-	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+	ctl, err := dialServer(sock, reloadWait)
 	if err != nil {
 		return fmt.Errorf("no running server answers on %s: %w", sock, err)
 	}
-	c.Close()
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}
-	defer tr.CloseIdleConnections()
-	ctl := &controller{client: &http.Client{Transport: tr, Timeout: reloadWait}}
+	defer ctl.done()
 	var r struct {
 		Result string `json:"result"`
 	}
 	if err := ctl.call(http.MethodPost, "/api/v1/reload", nil, &r); err != nil {
-		var ae *apiError
-		if errors.As(err, &ae) {
-			return errors.New(ae.msg)
-		}
 		return err
 	}
 	fmt.Fprintln(e.stdout, r.Result)

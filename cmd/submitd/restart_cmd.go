@@ -36,14 +36,14 @@ func runRestart(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := e.control()
+	// Only a running server can be restarted: the stores are not opened
+	// in-process as other commands do when none runs.
+	sock := node.SocketPath(cfg)
+	c, err := dialServer(sock, time.Minute)
 	if err != nil {
-		return err
-	}
-	defer c.done()
-	if c.client == nil {
 		return errors.New("no server runs on this data_dir; start it with \"submitd serve\"")
 	}
+	defer c.done()
 	var r struct {
 		Result string `json:"result"`
 		PID    int    `json:"pid"`
@@ -54,7 +54,6 @@ func runRestart(e *env, args []string) error {
 	fmt.Fprintln(e.stdout, r.Result)
 	// The new process binds the control socket once the old one has let
 	// go of the spool; the socket's owner then is the new process.
-	sock := node.SocketPath(cfg)
 	deadline := time.Now().Add(*wait)
 	for {
 		if pid, err := socketOwner(sock); err == nil && pid == r.PID {

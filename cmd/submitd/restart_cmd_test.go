@@ -10,6 +10,11 @@ import (
 // one.
 func TestRestartWithoutServer(t *testing.T) {
 	c := newCLI(t, "bcrypt")
+	// Before any database exists the answer is the same: restart has no
+	// business with the stores.
+	if code, out, errOut := c.run("", "restart"); code != 1 || out != "" || !strings.Contains(errOut, "no server runs") {
+		t.Errorf("submitd restart without a database = %d, %q, %q; want 1 and \"no server runs\"", code, out, errOut)
+	}
 	c.play([]step{{args: args("domain add firma.cz"), out: "added domain firma.cz\n"}})
 	code, out, errOut := c.run("", "restart")
 	if code != 1 || out != "" || !strings.Contains(errOut, "no server runs") {

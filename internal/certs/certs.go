@@ -218,27 +218,47 @@ func pick(hello *tls.ClientHelloInfo, cands []*tls.Certificate) *tls.Certificate
 // error, naming the file, is logged, counted and returned. The ACME
 // configuration stays as New set it.
 func (s *Set) Configure(cert, key string, more []Files) error {
+	commit, err := s.Prepare(cert, key, more)
+	if err != nil {
+		return err
+	}
+	commit()
+	return nil
+}
+
+// Prepare is Configure in two steps, for a reload that puts several
+// packages' settings in force at once: it loads the new files, changing
+// nothing, and returns the function that serves them. Its error is
+// logged and counted as Configure's.
+func (s *Set) Prepare(cert, key string, more []Files) (commit func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := s.configureLocked(cert, key, more)
+	def, selfSign, ps, err := s.loadLocked(cert, key, more)
 	if err != nil {
 		s.reloadErrors.Add(1)
 		s.cfg.Log.Error("tls: new certificate files not used; the previous ones are still served", "err", err)
+		return nil, err
 	}
-	return err
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.def, s.selfSigned, s.more = def, selfSign, ps
+		s.rebuildLocked()
+	}, nil
 }
 
-// configureLocked does the work of Configure.
-func (s *Set) configureLocked(cert, key string, more []Files) error {
+// loadLocked returns the pairs of the files named, those already served
+// as they are and the new ones loaded, and whether the default is the
+// self-signed certificate.
+func (s *Set) loadLocked(cert, key string, more []Files) (def *pair, selfSign bool, ps []*pair, err error) {
 	known := map[Files]*pair{}
 	for _, p := range s.pairs() {
 		known[p.Files] = p
 	}
-	selfSign := cert == ""
+	selfSign = cert == ""
 	if selfSign {
-		var err error
 		if cert, key, _, err = selfSigned(s.cfg.DataDir, s.cfg.Hostname); err != nil {
-			return err
+			return nil, false, nil, err
 		}
 	}
 	get := func(f Files) (*pair, error) {
@@ -251,21 +271,17 @@ func (s *Set) configureLocked(cert, key string, more []Files) error {
 		}
 		return p, nil
 	}
-	def, err := get(Files{Cert: cert, Key: key})
-	if err != nil {
-		return err
+	if def, err = get(Files{Cert: cert, Key: key}); err != nil {
+		return nil, false, nil, err
 	}
-	var ps []*pair
 	for _, f := range more {
 		p, err := get(f)
 		if err != nil {
-			return err
+			return nil, false, nil, err
 		}
 		ps = append(ps, p)
 	}
-	s.def, s.selfSigned, s.more = def, selfSign, ps
-	s.rebuildLocked()
-	return nil
+	return def, selfSign, ps, nil
 }
 
 // Reload checks every file at once, as Run does every reload interval, and

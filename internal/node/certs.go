@@ -48,16 +48,21 @@ func (n *Node) ReloadCerts(cfg *config.Config) error {
 
 // reloadCerts is the reload step of [tls]: it runs at every reload, since
 // a renewed file keeps its name. A changed list of files that does not
-// load fails the reload, and nothing else changes; a known file that is
-// broken now keeps its previous certificate, which the certificate set
+// load fails the reload, and nothing changes. The files are served only
+// once every step of the reload is prepared. A known file that is broken
+// now keeps its previous certificate, which the certificate set
 // logs and counts on its own, so that it does not stop the rest of the
 // configuration from being reloaded.
 func (n *Node) reloadCerts(_ context.Context, cfg *config.Config) (func(), error) {
 	c := CertsConfig(cfg, n.Log)
-	if err := n.Certs.Configure(c.Cert, c.Key, c.More); err != nil {
+	serve, err := n.Certs.Prepare(c.Cert, c.Key, c.More)
+	if err != nil {
 		return nil, err
 	}
-	return func() { _ = n.Certs.Reload() }, nil
+	return func() {
+		serve()
+		_ = n.Certs.Reload()
+	}, nil
 }
 
 // tlsFiles lists [[tls.certificate]].

@@ -9,7 +9,6 @@ import (
 	"submitd/internal/config"
 	"submitd/internal/contain"
 	"submitd/internal/directory"
-	"submitd/internal/spool"
 )
 
 // containActor names the automatic holds in the audit log.
@@ -86,7 +85,7 @@ func (n *Node) notifiers(cfg *config.Config) []contain.Notifier {
 		out = append(out, n.Webhook)
 	}
 	if cfg.Contain.SupportAddress != "" {
-		out = append(out, &contain.Mail{To: cfg.Contain.SupportAddress, Hostname: cfg.Hostname, Submit: n.submitNotice, Log: n.Log})
+		out = append(out, &contain.Mail{To: cfg.Contain.SupportAddress, Hostname: cfg.Hostname, Submit: func(to string, msg []byte) error { return n.spoolFromNull([]string{to}, msg) }, Log: n.Log})
 	}
 	return out
 }
@@ -113,20 +112,6 @@ func (f forgetter) Forget(account string) int {
 		f.n.Accounts.Changed(directory.Change{Kind: directory.ChangeAccess, Name: account})
 	}
 	return f.n.Authenticator().Forget(account)
-}
-
-// submitNotice queues a notice to support from the null sender, which is
-// never reported back (SPEC R18), through the node's own spool and queue.
-func (n *Node) submitNotice(to string, msg []byte) error {
-	w, err := n.Spool.Create(&spool.Envelope{From: "", To: []string{to}, Received: time.Now()})
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(msg); err != nil {
-		w.Abort()
-		return err
-	}
-	return w.Commit()
 }
 
 // runContainment runs the containment and the webhook until ctx ends; the

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,33 @@ func TestNodeRecordsHoldAtStart(t *testing.T) {
 		if err != nil || last == nil || last.Signal != contain.SignalLimits || last.Summary != "3 limit hits" {
 			t.Fatalf("trip record %+v, %v", last, err)
 		}
+	}
+}
+
+// TestNodeHoldNoticeMailed: with [contain] support_address set, a hold is
+// told to support by mail through the node's own queue, from the null
+// sender so that it is never reported back (SPEC R18, R20).
+func TestNodeHoldNoticeMailed(t *testing.T) {
+	rcv := testutil.NewReceiver(t, testutil.ReceiverOptions{})
+	cfg := testConfig(t, rcv.Addr)
+	cfg.Sending.MessagesPerHour = 1
+	cfg.Contain.LimitHits = 1
+	cfg.Contain.SupportAddress = "support@firma.test"
+	n := startNode(t, cfg)
+	hitLimit(t, loginJan(t, n))
+	// jan's message may be delivered before the hold; the notice is the
+	// message to support.
+	var notice *testutil.Received
+	testutil.WaitFor(t, 10*time.Second, "the notice delivered", func() bool {
+		for _, m := range rcv.Messages() {
+			if slices.Contains(m.Rcpts, "support@firma.test") {
+				notice = &m
+				return true
+			}
+		}
+		return false
+	})
+	if notice.From != "" || len(notice.Rcpts) != 1 || !strings.Contains(string(notice.Data), "jan@firma.test") {
+		t.Errorf("notice from %q to %v:\n%.600s", notice.From, notice.Rcpts, notice.Data)
 	}
 }

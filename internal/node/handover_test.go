@@ -13,23 +13,8 @@ import (
 	"time"
 
 	"submitd/internal/systemd"
+	"submitd/internal/testutil"
 )
-
-// passedSocket binds a loopback socket and returns its address and file,
-// as systemd holds it for a .socket unit; the test's listener is closed.
-func passedSocket(t *testing.T) (string, *os.File) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.Close()
-	return ln.Addr().String(), f
-}
 
 // TestPassedSocketsByAddress: a .socket unit names all its sockets alike,
 // so a socket whose name is no listener's serves the listener configured
@@ -38,9 +23,9 @@ func passedSocket(t *testing.T) (string, *os.File) {
 // of the configured addresses is bound a second time.
 func TestPassedSocketsByAddress(t *testing.T) {
 	cfg := testConfig(t, "127.0.0.1:1")
-	subAddr, subFile := passedSocket(t)
-	strayAddr, strayFile := passedSocket(t)
-	smtpAddr, smtpFile := passedSocket(t)
+	subAddr, subFile := testutil.PassedSocket(t)
+	strayAddr, strayFile := testutil.PassedSocket(t)
+	smtpAddr, smtpFile := testutil.PassedSocket(t)
 	cfg.Listen.Submission = subAddr
 	cfg.Listen.SMTP = "127.0.0.1:0"
 	socks := []systemd.Socket{{Name: "submitd", File: subFile}, {Name: "submitd", File: strayFile}, {Name: "smtp", File: smtpFile}}

@@ -109,9 +109,6 @@ type Node struct {
 	Sending *sending.Limiter
 	// Server is the SMTP server all listeners feed.
 	Server *smtpd.Server
-	// Scanner is the content scanner (SPEC R22), nil without [scan]
-	// rspamd_url.
-	Scanner *scan.Client
 	// Listeners are the bound listeners, in the order smtp, submission,
 	// submissions; a listener with an empty address is left out.
 	Listeners []Listener
@@ -163,8 +160,8 @@ type Node struct {
 
 	// tls picks the certificate from Certs at each handshake.
 	tls *tls.Config
-	// scanner is the content scanner in use, nil without one, for the
-	// metrics to read; scanObserver counts its scans.
+	// scanner is the content scanner in use (SPEC R22), nil without
+	// [scan] rspamd_url; scanObserver counts its scans.
 	scanner      atomic.Pointer[scan.Client]
 	scanObserver scan.Observer
 

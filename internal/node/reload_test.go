@@ -254,6 +254,30 @@ func TestReloadRunsReloaders(t *testing.T) {
 	}
 }
 
+// A reload that fails in a later step serves the certificates it served
+// before: the [tls] step checks the new files but puts them in force only
+// with the other steps.
+func TestReloadFailureKeepsCerts(t *testing.T) {
+	n, cfg, path := reloadNode(t)
+	def := implicitTLS(t, n.Addr("submissions"), "smtp.firma.test", nil)
+	n.AddReloader([]string{"contain.rise_days"}, func(context.Context, *config.Config) (func(), error) {
+		return nil, errors.New("history cannot be resized")
+	})
+	dir := t.TempDir()
+	c, _ := testutil.NewCert(t, "smtp.firma.test")
+	f := config.CertFiles{Cert: filepath.Join(dir, "firma.crt"), Key: filepath.Join(dir, "firma.key")}
+	testutil.WriteCert(t, c, f.Cert, f.Key)
+	cfg.TLS.Certificate = []config.CertFiles{f}
+	cfg.Contain.RiseDays++
+	writeConfig(t, filepath.Dir(path), cfg)
+	if _, _, err := n.Reload(context.Background()); err == nil {
+		t.Fatal("reload with a failing step succeeded")
+	}
+	if got := implicitTLS(t, n.Addr("submissions"), "smtp.firma.test", nil); !got.Equal(def) {
+		t.Errorf("after the failed reload smtp.firma.test gets %s, want the default %s", serial(got), serial(def))
+	}
+}
+
 // Reload tells systemd of itself when Notify is set.
 func TestReloadNotifies(t *testing.T) {
 	dir, err := os.MkdirTemp("", "sd")

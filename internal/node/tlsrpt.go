@@ -27,17 +27,19 @@ func (n *Node) tlsReporter() *tlspolicy.Reporter {
 	return &tlspolicy.Reporter{
 		Results: n.TLSResults, DNS: &delivery.Resolver{Addr: cfg.Delivery.Resolver},
 		Organization: cfg.Hostname, Submitter: cfg.Hostname, From: "tlsrpt@" + cfg.Hostname,
-		Submit: n.submitReport,
+		Submit: func(_ string, to []string, msg []byte) error { return n.spoolFromNull(to, msg) },
 		HTTP: &http.Client{Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		}},
 	}
 }
 
-// submitReport spools a report for to, from the null sender so that an
-// undeliverable report makes no report of its own (RFC 3464 §2, SPEC R18);
-// the queue signs it with the DKIM key of the From: domain, if it has one.
-func (n *Node) submitReport(_ string, to []string, msg []byte) error {
+// spoolFromNull queues msg for to from the null sender, which is never
+// reported back (RFC 3464 §2, SPEC R18), through the node's own spool and
+// queue; the queue signs it with the DKIM key of the From: domain, if it
+// has one. The TLS reports and the containment's notices to support go
+// this way.
+func (n *Node) spoolFromNull(to []string, msg []byte) error {
 	w, err := n.Spool.Create(&spool.Envelope{To: to, Received: time.Now()})
 	if err != nil {
 		return err

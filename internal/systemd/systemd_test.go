@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"submitd/internal/testutil"
 )
 
 // childEnv makes the test binary act as a service that takes its sockets
@@ -56,30 +58,6 @@ func serveChild() {
 		c.Close()
 	}
 	os.Exit(0)
-}
-
-// passSockets binds n loopback listeners and returns their files and
-// addresses; the listeners themselves are closed, the sockets stay open
-// through the files.
-func passSockets(t *testing.T, n int) ([]*os.File, []string) {
-	t.Helper()
-	var files []*os.File
-	var addrs []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := ln.(*net.TCPListener).File()
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, ln.Addr().String())
-		ln.Close()
-		files = append(files, f)
-		t.Cleanup(func() { f.Close() })
-	}
-	return files, addrs
 }
 
 // startChild runs the test binary as a service with the sockets in files
@@ -128,15 +106,16 @@ func answer(t *testing.T, addr string) string {
 // its own pid (the shell sets it and execs), takes the passed sockets under
 // their names, unsets the variables, and accepts on each socket.
 func TestSocketActivation(t *testing.T) {
-	files, addrs := passSockets(t, 2)
-	_, out := startChild(t, files, `LISTEN_PID=$$ exec "$0"`, "LISTEN_FDS=2", "LISTEN_FDNAMES=smtp:admin")
+	smtpAddr, smtpFile := testutil.PassedSocket(t)
+	adminAddr, adminFile := testutil.PassedSocket(t)
+	_, out := startChild(t, []*os.File{smtpFile, adminFile}, `LISTEN_PID=$$ exec "$0"`, "LISTEN_FDS=2", "LISTEN_FDNAMES=smtp:admin")
 	if l, _ := out.ReadString('\n'); l != "sockets=smtp,admin left=\"\"\n" {
 		t.Fatalf("child said %q", l)
 	}
-	if got := answer(t, addrs[0]); got != "smtp" {
+	if got := answer(t, smtpAddr); got != "smtp" {
 		t.Errorf("first socket answered %q, want smtp", got)
 	}
-	if got := answer(t, addrs[1]); got != "admin" {
+	if got := answer(t, adminAddr); got != "admin" {
 		t.Errorf("second socket answered %q, want admin", got)
 	}
 }
@@ -145,16 +124,16 @@ func TestSocketActivation(t *testing.T) {
 // to its pid are taken (Go cannot set LISTEN_PID between fork and exec);
 // ListenerEnv writes that environment.
 func TestHandoverSockets(t *testing.T) {
-	files, addrs := passSockets(t, 1)
-	env := ListenerEnv([]string{"LISTEN_PID=1", "KEEP=1"}, []Socket{{Name: "submission", File: files[0]}})
+	addr, f := testutil.PassedSocket(t)
+	env := ListenerEnv([]string{"LISTEN_PID=1", "KEEP=1"}, []Socket{{Name: "submission", File: f}})
 	if strings.Contains(strings.Join(env, " "), "LISTEN_PID") {
 		t.Errorf("ListenerEnv kept a stale LISTEN_PID: %q", env)
 	}
-	_, out := startChild(t, files, "", env...)
+	_, out := startChild(t, []*os.File{f}, "", env...)
 	if l, _ := out.ReadString('\n'); l != "sockets=submission left=\"\"\n" {
 		t.Fatalf("child said %q", l)
 	}
-	if got := answer(t, addrs[0]); got != "submission" {
+	if got := answer(t, addr); got != "submission" {
 		t.Errorf("socket answered %q", got)
 	}
 }
