@@ -612,7 +612,12 @@ func (rp *Reporter) post(ctx context.Context, u string, rep *Report) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/tlsrpt+gzip")
-	resp, err := rp.HTTP.Do(req)
+	// A redirect is not followed, as the MTA-STS policy fetch follows
+	// none (RFC 8461 §3.3): the address is the one the domain published,
+	// and a 3xx answer fails the post like any other that is not 2xx.
+	c := *rp.HTTP
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}

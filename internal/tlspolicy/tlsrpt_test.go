@@ -17,6 +17,7 @@ import (
 	"net/mail"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -313,5 +314,34 @@ func TestReporterRecordRules(t *testing.T) {
 	}
 	if got := strings.Join(sent["many.test"], ","); got != "r0@many.test,r1@many.test,r2@many.test,r3@many.test" {
 		t.Errorf("many.test's report went to %s", got)
+	}
+}
+
+// A report address that answers with a redirect does not get the report
+// sent on to where it points: the post fails like any answer that is not
+// 2xx.
+func TestReporterFollowsNoRedirect(t *testing.T) {
+	var redirected atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/elsewhere" {
+			redirected.Add(1)
+			return
+		}
+		http.Redirect(w, r, "/elsewhere", http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(srv.Close)
+	dns := testutil.NewDNSServer(t)
+	dns.AddTXT("_smtp._tls.example.test", "v=TLSRPTv1; rua="+srv.URL+"/tlsrpt")
+	res := NewResults()
+	day := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	res.Add(day, Session{Domain: "example.test", MXHost: "mx.example.test"})
+	rp := &Reporter{Results: res, DNS: txtDNS{dns}, Organization: "Hosting", Submitter: "mail.hosting.test", From: "tlsrpt@mail.hosting.test",
+		Now: func() time.Time { return day.Add(24 * time.Hour) }, HTTP: srv.Client()}
+	n, err := rp.Send(context.Background())
+	if n != 0 || err == nil || !strings.Contains(err.Error(), "307") {
+		t.Fatalf("Send: %d, %v; want the redirect as the error", n, err)
+	}
+	if got := redirected.Load(); got != 0 {
+		t.Fatalf("the report was posted on to the redirect's target %d times", got)
 	}
 }
