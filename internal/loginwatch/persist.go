@@ -34,8 +34,11 @@ type Saved struct {
 // Implementations are safe for concurrent use.
 type StateStore interface {
 	// SaveLogins stores saved, replacing what was stored of those logins,
-	// and forgets the logins of drop.
-	SaveLogins(ctx context.Context, saved []Saved, drop []string) error
+	// and forgets the logins of drop and every login quiet at now: a
+	// login whose drop was missed (the logins noted for a flush were at
+	// their bound, or a process stopped before its last flush) does not
+	// stay stored however long the process runs.
+	SaveLogins(ctx context.Context, now time.Time, saved []Saved, drop []string) error
 	// LoadLogins returns the logins that are not quiet at now.
 	LoadLogins(ctx context.Context, now time.Time) ([]Saved, error)
 }
@@ -174,7 +177,7 @@ func (w *Watch) Flush(ctx context.Context) error {
 	dirty := w.dirty
 	w.dirty = map[string]struct{}{}
 	w.mu.Unlock()
-	if err := st.SaveLogins(ctx, save, drop); err != nil {
+	if err := st.SaveLogins(ctx, now, save, drop); err != nil {
 		w.mu.Lock()
 		w.stats.StoreErrors++
 		for login := range dirty {

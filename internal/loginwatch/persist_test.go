@@ -72,7 +72,7 @@ func TestStores(t *testing.T) {
 		sv := Saved{Login: jan, Failures: []time.Time{start, start.Add(time.Minute)}, Total: 7, IPs: []uint32{1, 2},
 			First: start, Last: start.Add(time.Minute), Since: start.Add(time.Minute), Until: start.Add(2 * time.Hour),
 			Refused: 3, Expires: start.Add(2 * time.Hour)}
-		if err := st.SaveLogins(ctx, []Saved{eva, sv}, nil); err != nil {
+		if err := st.SaveLogins(ctx, start, []Saved{eva, sv}, nil); err != nil {
 			t.Fatal(err)
 		}
 		got, err := st.LoadLogins(ctx, start.Add(90*time.Minute))
@@ -83,13 +83,61 @@ func TestStores(t *testing.T) {
 			got[0].Refused != 3 || len(got[0].IPs) != 2 || !got[0].Expires.Equal(sv.Expires) {
 			t.Fatalf("loaded %+v, want only %+v (eva's expired)", got, sv)
 		}
-		if err := st.SaveLogins(ctx, nil, []string{jan}); err != nil {
+		if err := st.SaveLogins(ctx, start, nil, []string{jan}); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := st.LoadLogins(ctx, start); err != nil || len(got) != 0 {
 			t.Fatalf("after drop: %+v, %v", got, err)
 		}
 	})
+}
+
+// TestStoresForgetQuiet: a saved login whose drop never came (a process
+// stopped before its last flush) is forgotten by the next save after it went
+// quiet, not only when a process starts, so a long run keeps the stored
+// logins bounded.
+func TestStoresForgetQuiet(t *testing.T) {
+	eachStore(t, func(t *testing.T, st stores) {
+		ctx := context.Background()
+		eva := Saved{Login: "eva@firma.cz", Failures: []time.Time{start}, Total: 1, First: start, Last: start, Expires: start.Add(time.Hour)}
+		if err := st.SaveLogins(ctx, start, []Saved{eva}, nil); err != nil {
+			t.Fatal(err)
+		}
+		later := start.Add(2 * time.Hour)
+		sv := Saved{Login: jan, Failures: []time.Time{later}, Total: 1, First: later, Last: later, Expires: later.Add(time.Hour)}
+		if err := st.SaveLogins(ctx, later, []Saved{sv}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n := storedLogins(t, st); n != 1 {
+			t.Fatalf("%d logins stored, want only %s (eva's went quiet)", n, jan)
+		}
+	})
+}
+
+// storedLogins counts the logins st holds, quiet or not.
+func storedLogins(t *testing.T, st stores) int {
+	t.Helper()
+	ctx := context.Background()
+	switch s := st.(type) {
+	case *SQLite:
+		var n int
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM login_failures`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	case *Redis:
+		n, err := s.c.HLen(ctx, redisLogins).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		z, err := s.c.ZCard(ctx, redisExpires).Result()
+		if err != nil || z != n {
+			t.Fatalf("%d logins but %d expiries (%v)", n, z, err)
+		}
+		return int(n)
+	}
+	t.Fatalf("unknown store %T", st)
+	return 0
 }
 
 // TestRestore: a login under attack is still under attack for a watch
@@ -166,11 +214,11 @@ func TestRedisMerges(t *testing.T) {
 		Since: m(3), Until: m(63), Expires: m(63)}
 	old := Saved{Login: "eva@firma.cz", Failures: []time.Time{start.Add(-3 * time.Hour)}, Total: 1, First: start.Add(-3 * time.Hour),
 		Last: start.Add(-3 * time.Hour), Expires: start.Add(-2 * time.Hour)}
-	if err := st.SaveLogins(ctx, []Saved{a, old}, nil); err != nil {
+	if err := st.SaveLogins(ctx, start, []Saved{a, old}, nil); err != nil {
 		t.Fatal(err)
 	}
 	eva := Saved{Login: "eva@firma.cz", Failures: []time.Time{m(5)}, Total: 1, First: m(5), Last: m(5), Expires: m(65)}
-	if err := st.SaveLogins(ctx, []Saved{b, eva}, nil); err != nil {
+	if err := st.SaveLogins(ctx, start, []Saved{b, eva}, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := st.LoadLogins(ctx, start)
