@@ -123,8 +123,13 @@ func (w *Watch) saved(login string, e *entry) Saved {
 
 // Restore loads the logins st kept and keeps saving there (Flush). It is
 // called before the watch is told of anything; at most MaxLogins are
-// loaded, those under attack first.
+// loaded, those under attack first. When the load fails (a shared Redis
+// away at start) the count starts afresh but is saved all the same, so
+// that the attacks counted from then on outlast the next restart.
 func (w *Watch) Restore(ctx context.Context, st StateStore) error {
+	w.mu.Lock()
+	w.states, w.dirty = st, map[string]struct{}{}
+	w.mu.Unlock()
 	now := w.conf().Now()
 	saved, err := st.LoadLogins(ctx, now)
 	if err != nil {
@@ -133,7 +138,6 @@ func (w *Watch) Restore(ctx context.Context, st StateStore) error {
 	slices.SortFunc(saved, func(a, b Saved) int { return b.Until.Compare(a.Until) })
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.states, w.dirty = st, map[string]struct{}{}
 	for _, s := range saved {
 		if len(w.logins) >= w.conf().MaxLogins {
 			break

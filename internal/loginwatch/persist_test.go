@@ -26,14 +26,22 @@ func eachStore(t *testing.T, f func(t *testing.T, st stores)) {
 		f(t, st)
 	})
 	t.Run("Redis", func(t *testing.T) {
-		rs := testutil.StartRedis(t)
-		c, err := redisconn.Open(rs.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		f(t, NewRedis(c))
+		_, st := startRedis(t)
+		f(t, st)
 	})
+}
+
+// startRedis starts a Redis server for the test and returns it and the
+// stores on it.
+func startRedis(t *testing.T) (*testutil.Redis, *Redis) {
+	t.Helper()
+	rs := testutil.StartRedis(t)
+	c, err := redisconn.Open(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return rs, NewRedis(c)
 }
 
 // TestStores: the history of successes and the saved logins behave the
@@ -200,14 +208,8 @@ func TestRestore(t *testing.T) {
 // other counted: the failures of both, once each, their IPs and the later
 // end of the attack; a state of an episode that ended before is dropped.
 func TestRedisMerges(t *testing.T) {
-	rs := testutil.StartRedis(t)
-	c, err := redisconn.Open(rs.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, st := startRedis(t)
 	ctx := context.Background()
-	st := NewRedis(c)
 	m := func(i int) time.Time { return start.Add(time.Duration(i) * time.Minute) }
 	a := Saved{Login: jan, Failures: []time.Time{m(0), m(2)}, Total: 2, IPs: []uint32{1, 2}, First: m(0), Last: m(2), Expires: m(62)}
 	b := Saved{Login: jan, Failures: []time.Time{m(1), m(2), m(3)}, Total: 3, IPs: []uint32{2, 3}, First: m(1), Last: m(3),
@@ -236,5 +238,36 @@ func TestRedisMerges(t *testing.T) {
 	}
 	if e := by["eva@firma.cz"]; e.Total != 1 || !e.First.Equal(m(5)) {
 		t.Fatalf("eva %+v, want only the new episode", e)
+	}
+}
+
+// TestRestoreWithoutRedis: a node that starts while the shared Redis is
+// away counts afresh, and once Redis is back what it counts is saved there,
+// so its next restart (or another node's) still finds the attack.
+func TestRestoreWithoutRedis(t *testing.T) {
+	rs, st := startRedis(t)
+	ctx := context.Background()
+	clock := testutil.NewClock(start)
+	cfg := Config{MaxFailures: 3, Now: clock.Now}
+	rs.Stop()
+	w := New(cfg, st)
+	if err := w.Restore(ctx, st); err == nil {
+		t.Fatal("Restore without Redis reported no error")
+	}
+	if err := rs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		w.Failed(ctx, jan, ipN(i))
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w2 := New(cfg, st)
+	if err := w2.Restore(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if l, ok := w2.Get(jan); !ok || !l.UnderAttack || l.Failures != 3 {
+		t.Fatalf("after a restart: %+v (held %v), want the attack counted after the failed load", l, ok)
 	}
 }
