@@ -130,7 +130,7 @@ func (m *Memory) Restore(ctx context.Context, st *SQLiteWindows, now time.Time) 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.store, m.dirty = st, map[windowMinute]struct{}{}
+	m.store, m.dirty = st, map[windowMinute]int64{}
 	for k, w := range ws {
 		m.windows[k] = w
 	}
@@ -139,8 +139,11 @@ func (m *Memory) Restore(ctx context.Context, st *SQLiteWindows, now time.Time) 
 
 // Flush saves the minutes of windows that changed since the last flush:
 // one transaction, however many messages they counted. A crash loses at
-// most what was counted since.
+// most what was counted since. A minute that left its window needs no
+// write, the rows out of their windows being deleted anyway; so what waits
+// for a flush while the database fails is bounded as the windows are.
 func (m *Memory) Flush(ctx context.Context, now time.Time) error {
+	min := minuteOf(now)
 	m.mu.Lock()
 	st := m.store
 	if st == nil || len(m.dirty) == 0 {
@@ -148,20 +151,24 @@ func (m *Memory) Flush(ctx context.Context, now time.Time) error {
 		return nil
 	}
 	ms := make([]savedMinute, 0, len(m.dirty))
-	for wm := range m.dirty {
-		sm := savedMinute{windowMinute: wm}
+	for wm, ends := range m.dirty {
+		if ends <= min {
+			continue
+		}
+		sm := savedMinute{windowMinute: wm, span: ends - wm.minute}
 		if w := m.windows[wm.key]; w != nil {
-			sm.n, sm.span = w.at(wm.minute), w.span
+			sm.n = w.at(wm.minute)
 		}
 		ms = append(ms, sm)
 	}
-	dirty := m.dirty
-	m.dirty = map[windowMinute]struct{}{}
+	m.dirty = map[windowMinute]int64{}
 	m.mu.Unlock()
-	if err := st.save(ctx, minuteOf(now), ms); err != nil {
+	if err := st.save(ctx, min, ms); err != nil {
 		m.mu.Lock()
-		for wm := range dirty {
-			m.dirty[wm] = struct{}{}
+		for _, sm := range ms {
+			if _, ok := m.dirty[sm.windowMinute]; !ok {
+				m.dirty[sm.windowMinute] = sm.minute + sm.span
+			}
 		}
 		m.mu.Unlock()
 		return err
@@ -169,11 +176,11 @@ func (m *Memory) Flush(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// changed notes a minute of the window key for the next flush; m.mu is
-// held.
-func (m *Memory) changed(key string, minute int64) {
+// changed notes a minute of the window key, span minutes long, for the
+// next flush; m.mu is held.
+func (m *Memory) changed(key string, minute, span int64) {
 	if m.dirty != nil {
-		m.dirty[windowMinute{key, minute}] = struct{}{}
+		m.dirty[windowMinute{key, minute}] = minute + span
 	}
 }
 
