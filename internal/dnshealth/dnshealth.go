@@ -9,6 +9,7 @@
 package dnshealth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -163,7 +164,7 @@ func (c *Checker) mx(ctx context.Context, domain string) Check {
 		return ch
 	}
 	for _, m := range mxs {
-		ch.Found = append(ch.Found, fmt.Sprintf("%d %s", m.Pref, cmpOr(m.Host, ".")))
+		ch.Found = append(ch.Found, fmt.Sprintf("%d %s", m.Pref, cmp.Or(m.Host, ".")))
 	}
 	switch {
 	case len(mxs) == 1 && mxs[0].Host == "":
@@ -178,13 +179,6 @@ func (c *Checker) mx(ctx context.Context, domain string) Check {
 		ch.Status, ch.Message = OK, "mail for the domain goes to "+strings.Join(ch.Found, ", ")
 	}
 	return ch
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // providerTerms are the SPF terms that authorize the provider.
@@ -307,7 +301,7 @@ func (c *Checker) dmarc(ctx context.Context, domain string, signed bool) Check {
 		ch.Message = fmt.Sprintf("the DMARC record's policy p=%q is not none, quarantine or reject", tags["p"])
 		return ch
 	}
-	adkim := cmpOr(strings.ToLower(tags["adkim"]), "r")
+	adkim := cmp.Or(strings.ToLower(tags["adkim"]), "r")
 	if !signed {
 		ch.Status = Problem
 		ch.Message = fmt.Sprintf("policy p=%s, but submitd has no DKIM key for %s, so its mail carries no aligned signature and passes DMARC only by SPF: generate a key (submitd dkim generate %s) and publish its record", p, domain, domain)

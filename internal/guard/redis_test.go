@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -13,27 +12,6 @@ import (
 
 	"submitd/internal/testutil"
 )
-
-// syncBuffer is a log sink that tests read while guards write to it.
-type syncBuffer struct {
-	// mu guards b.
-	mu sync.Mutex
-	// b holds the log text.
-	b bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// count is how many log lines contain sub.
-func (s *syncBuffer) count(sub string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), sub)
-}
 
 // redisNode is a guard on its own connection to a shared redis-server, as
 // one submitd node has it, following the store.
@@ -201,7 +179,7 @@ func TestRedisWindowEdge(t *testing.T) {
 func TestRedisOutage(t *testing.T) {
 	clk := newFakeClock()
 	r := testutil.StartRedis(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	a := redisNode(t, clk, r.URL(), "guard", Config{}, log)
 	b := redisNode(t, clk, r.URL(), "guard", Config{}, nil)
@@ -236,7 +214,7 @@ func TestRedisOutage(t *testing.T) {
 	if _, ok := a.Begin(ip, "out10"); ok {
 		t.Fatal("the blocked client got a place during the outage")
 	}
-	if n := logs.count("shared store unreachable"); n != 1 {
+	if n := strings.Count(logs.String(), "shared store unreachable"); n != 1 {
 		t.Fatalf("the outage was logged %d times, want once", n)
 	}
 
@@ -245,7 +223,7 @@ func TestRedisOutage(t *testing.T) {
 	}
 	testutil.WaitFor(t, 20*time.Second, "node A to count in the store again", a.SharedUp)
 	testutil.WaitFor(t, 20*time.Second, "node B to count in the store again", b.SharedUp)
-	if n := logs.count("shared store reachable"); n < 1 {
+	if n := strings.Count(logs.String(), "shared store reachable"); n < 1 {
 		t.Fatal("the return of the store was not logged")
 	}
 	testutil.WaitFor(t, 10*time.Second, "the block A made alone to reach B", func() bool { return b.Blocked(ip) })
@@ -259,7 +237,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatal("counting is not shared after the store came back")
 	}
 	testutil.WaitFor(t, 10*time.Second, "A to refuse the client B blocked", func() bool { return a.Blocked(other) })
-	if n := logs.count("shared store unreachable"); n != 1 {
+	if n := strings.Count(logs.String(), "shared store unreachable"); n != 1 {
 		t.Fatalf("the outage was logged %d times, want once", n)
 	}
 }
@@ -270,9 +248,9 @@ func TestRedisStartWithoutStore(t *testing.T) {
 	clk := newFakeClock()
 	r := testutil.StartRedis(t)
 	r.Stop()
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	a := redisNode(t, clk, r.URL(), "guard", Config{}, slog.New(slog.NewTextHandler(&logs, nil)))
-	if a.SharedUp() || logs.count("shared store unreachable at start") != 1 {
+	if a.SharedUp() || strings.Count(logs.String(), "shared store unreachable at start") != 1 {
 		t.Fatal("a start without the store was not reported")
 	}
 	if !fail(a, clk, addr("192.0.2.1"), 10) {

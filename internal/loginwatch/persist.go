@@ -34,8 +34,11 @@ type Saved struct {
 // Implementations are safe for concurrent use.
 type StateStore interface {
 	// SaveLogins stores saved, replacing what was stored of those logins,
-	// and forgets the logins of drop.
-	SaveLogins(ctx context.Context, saved []Saved, drop []string) error
+	// and forgets the logins of drop and every login quiet at now: a
+	// login whose drop was missed (the logins noted for a flush were at
+	// their bound, or a process stopped before its last flush) does not
+	// stay stored however long the process runs.
+	SaveLogins(ctx context.Context, now time.Time, saved []Saved, drop []string) error
 	// LoadLogins returns the logins that are not quiet at now.
 	LoadLogins(ctx context.Context, now time.Time) ([]Saved, error)
 }
@@ -120,8 +123,13 @@ func (w *Watch) saved(login string, e *entry) Saved {
 
 // Restore loads the logins st kept and keeps saving there (Flush). It is
 // called before the watch is told of anything; at most MaxLogins are
-// loaded, those under attack first.
+// loaded, those under attack first. When the load fails (a shared Redis
+// away at start) the count starts afresh but is saved all the same, so
+// that the attacks counted from then on outlast the next restart.
 func (w *Watch) Restore(ctx context.Context, st StateStore) error {
+	w.mu.Lock()
+	w.states, w.dirty = st, map[string]struct{}{}
+	w.mu.Unlock()
 	now := w.conf().Now()
 	saved, err := st.LoadLogins(ctx, now)
 	if err != nil {
@@ -130,7 +138,6 @@ func (w *Watch) Restore(ctx context.Context, st StateStore) error {
 	slices.SortFunc(saved, func(a, b Saved) int { return b.Until.Compare(a.Until) })
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.states, w.dirty = st, map[string]struct{}{}
 	for _, s := range saved {
 		if len(w.logins) >= w.conf().MaxLogins {
 			break
@@ -174,7 +181,7 @@ func (w *Watch) Flush(ctx context.Context) error {
 	dirty := w.dirty
 	w.dirty = map[string]struct{}{}
 	w.mu.Unlock()
-	if err := st.SaveLogins(ctx, save, drop); err != nil {
+	if err := st.SaveLogins(ctx, now, save, drop); err != nil {
 		w.mu.Lock()
 		w.stats.StoreErrors++
 		for login := range dirty {

@@ -154,15 +154,17 @@ const maxSavedFailures = 10000
 // merged with what this one saves (mergeSaved), so that no node's count
 // is lost: the logins are read and written in one MULTI under WATCH, and
 // read again if another node wrote in between.
-func (r *Redis) SaveLogins(ctx context.Context, saved []Saved, drop []string) error {
-	if len(saved) == 0 && len(drop) == 0 {
-		return nil
-	}
+func (r *Redis) SaveLogins(ctx context.Context, now time.Time, saved []Saved, drop []string) error {
 	names := make([]string, len(saved))
 	for i, sv := range saved {
 		names[i] = sv.Login
 	}
+	quiet := strconv.FormatInt(now.UnixMilli(), 10)
 	save := func(tx *redis.Tx) error {
+		gone, err := tx.ZRangeArgs(ctx, redis.ZRangeArgs{Key: redisExpires, Start: "-inf", Stop: quiet, ByScore: true}).Result()
+		if err != nil {
+			return err
+		}
 		merged := slices.Clone(saved)
 		if len(names) > 0 {
 			cur, err := tx.HMGet(ctx, redisLogins, names...).Result()
@@ -181,7 +183,11 @@ func (r *Redis) SaveLogins(ctx context.Context, saved []Saved, drop []string) er
 				merged[i] = mergeSaved(saved[i], old, maxSavedFailures)
 			}
 		}
-		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			if len(gone) > 0 {
+				p.HDel(ctx, redisLogins, gone...)
+				p.ZRemRangeByScore(ctx, redisExpires, "-inf", quiet)
+			}
 			for _, l := range drop {
 				p.HDel(ctx, redisLogins, l)
 				p.ZRem(ctx, redisExpires, l)

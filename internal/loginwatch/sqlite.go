@@ -125,12 +125,15 @@ func (s *SQLite) Prune(ctx context.Context, expired time.Time) (int64, error) {
 }
 
 // SaveLogins implements StateStore, in one transaction.
-func (s *SQLite) SaveLogins(ctx context.Context, saved []Saved, drop []string) error {
+func (s *SQLite) SaveLogins(ctx context.Context, now time.Time, saved []Saved, drop []string) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("login failures: %w", err)
 	}
 	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM login_failures WHERE expires <= ?`, now.UnixNano()); err != nil {
+		return fmt.Errorf("login failures: %w", err)
+	}
 	for _, l := range drop {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM login_failures WHERE login = ?`, l); err != nil {
 			return fmt.Errorf("login failures of %s: %w", l, err)

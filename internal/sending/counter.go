@@ -137,9 +137,11 @@ type Memory struct {
 	// swept is when windows was last cleared of empty windows.
 	swept time.Time
 	// store keeps the windows across restarts (Restore); nil keeps
-	// nothing. dirty are the windows changed since the last Flush.
+	// nothing. dirty are the minutes of windows changed since the last
+	// Flush, which saves only those, each with the minute it leaves its
+	// window.
 	store *SQLiteWindows
-	dirty map[string]struct{}
+	dirty map[windowMinute]int64
 }
 
 // NewMemory returns an empty in-memory Counter.
@@ -174,7 +176,7 @@ func (m *Memory) Take(_ context.Context, now time.Time, reqs []Request) ([]Taken
 	taken := make([]Taken, len(reqs))
 	for i, r := range reqs {
 		ws[i].add(min, r.N)
-		m.changed(r.Key)
+		m.changed(r.Key, min, ws[i].span)
 		taken[i] = Taken{Key: r.Key, Window: r.Window, Minute: min, N: r.N}
 	}
 	return taken, -1, time.Time{}, nil
@@ -187,7 +189,7 @@ func (m *Memory) Give(_ context.Context, _ time.Time, taken []Taken) error {
 	for _, t := range taken {
 		if w := m.windows[t.Key]; w != nil {
 			w.give(t.Minute, t.N)
-			m.changed(t.Key)
+			m.changed(t.Key, t.Minute, w.span)
 		}
 	}
 	return nil
@@ -215,8 +217,9 @@ func (m *Memory) sweep(now time.Time) {
 	for k, w := range m.windows {
 		w.prune(min, w.span)
 		if w.total == 0 {
+			// Its stored minutes have all ended: the next Flush deletes
+			// them.
 			delete(m.windows, k)
-			m.changed(k)
 		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,24 +15,6 @@ import (
 	"submitd/internal/redisconn"
 	"submitd/internal/testutil"
 )
-
-// syncBuf is a log that tests read while the code under test writes.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // evalCalls returns how many Lua calls the server has run.
 func evalCalls(t *testing.T, cl redis.UniversalClient) int64 {
@@ -62,7 +43,7 @@ func evalCalls(t *testing.T, cl redis.UniversalClient) int64 {
 func TestLimitsAcrossNodes(t *testing.T) {
 	r := testutil.StartRedis(t)
 	clock := testutil.NewClock(time.Date(2026, 3, 2, 13, 7, 30, 0, time.UTC))
-	var logs [2]*syncBuf
+	var logs [2]*testutil.SyncBuffer
 	var nodes [2]*Limiter
 	var clients [2]redis.UniversalClient
 	for i := range nodes {
@@ -72,7 +53,7 @@ func TestLimitsAcrossNodes(t *testing.T) {
 		}
 		t.Cleanup(func() { cl.Close() })
 		clients[i] = cl
-		logs[i] = &syncBuf{}
+		logs[i] = &testutil.SyncBuffer{}
 		nodes[i] = New(Config{
 			Account: Limits{MessagesPerHour: 4, RecipientsPerHour: 100},
 			Counter: NewRedis(cl), Now: clock.Now,
@@ -251,7 +232,7 @@ func (failingOverrides) SendingLimits(context.Context, string) (map[string]int64
 // TestOverridesUnreadable: with the override store down, the configured
 // limits apply and the outage is logged once, not at every command.
 func TestOverridesUnreadable(t *testing.T) {
-	log := &syncBuf{}
+	log := &testutil.SyncBuffer{}
 	l := New(Config{Account: Limits{MessagesPerHour: 2}, Overrides: failingOverrides{}, Log: slog.New(slog.NewTextHandler(log, nil))})
 	for i := range 3 {
 		tx, hit := l.Begin("jan@firma.cz", "firma.cz")

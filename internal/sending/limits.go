@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"submitd/internal/config"
 )
 
 // Limit names one of the four limits.
@@ -43,9 +45,8 @@ const HistoryWindow = 30 * 24 * time.Hour
 // MaxValue is the largest limit accepted. It keeps an override's typo (an
 // extra zero or three) from turning a limit off in effect, and bounds the
 // recipient history a limit lets an account build (HistoryWindow times the
-// daily budget). config.MaxSendingLimit, which the config file is checked
-// against, is the same number.
-const MaxValue = 10_000_000
+// daily budget).
+const MaxValue = config.MaxSendingLimit
 
 // Key is the limit's name in the config file, the CLI and the API.
 func (l Limit) Key() string { return keys[l] }

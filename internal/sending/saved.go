@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 	"time"
 
 	"submitd/internal/sqlitedb"
@@ -41,42 +40,48 @@ func NewSQLiteWindows(ctx context.Context, db *sql.DB) (*SQLiteWindows, error) {
 	return &SQLiteWindows{db: db}, nil
 }
 
-// savedWindow is one window as the table holds it.
-type savedWindow struct {
-	// key names it; w is nil when it emptied and is to be deleted.
-	key string
-	w   *window
+// windowMinute names one minute of one window.
+type windowMinute struct {
+	key    string
+	minute int64
 }
 
-// save replaces the stored windows of ws and deletes the rows out of their
-// windows by minute now, in one transaction.
-func (s *SQLiteWindows) save(ctx context.Context, now int64, ws []savedWindow) error {
+// savedMinute is one minute of a window as the table holds it; n is 0 when
+// its events were all given back and the row is to be deleted.
+type savedMinute struct {
+	windowMinute
+	n, span int64
+}
+
+// save writes the minutes ms and deletes the rows out of their windows by
+// minute now, in one transaction. A flush writes only the minutes that
+// changed, not whole windows: a day's window of a busy account holds up to
+// 1440 of them.
+func (s *SQLiteWindows) save(ctx context.Context, now int64, ms []savedMinute) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sending windows: %w", err)
 	}
 	defer tx.Rollback()
-	del, err := tx.PrepareContext(ctx, `DELETE FROM sending_windows WHERE key = ?`)
+	del, err := tx.PrepareContext(ctx, `DELETE FROM sending_windows WHERE key = ? AND minute = ?`)
 	if err != nil {
 		return fmt.Errorf("sending windows: %w", err)
 	}
 	defer del.Close()
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO sending_windows (key, minute, n, span, ends) VALUES (?, ?, ?, ?, ?)`)
+	put, err := tx.PrepareContext(ctx, `INSERT INTO sending_windows (key, minute, n, span, ends) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (key, minute) DO UPDATE SET n = excluded.n, span = excluded.span, ends = excluded.ends`)
 	if err != nil {
 		return fmt.Errorf("sending windows: %w", err)
 	}
-	defer ins.Close()
-	for _, sw := range ws {
-		if _, err := del.ExecContext(ctx, sw.key); err != nil {
+	defer put.Close()
+	for _, m := range ms {
+		if m.n == 0 {
+			_, err = del.ExecContext(ctx, m.key, m.minute)
+		} else {
+			_, err = put.ExecContext(ctx, m.key, m.minute, m.n, m.span, m.minute+m.span)
+		}
+		if err != nil {
 			return fmt.Errorf("sending windows: %w", err)
-		}
-		if sw.w == nil {
-			continue
-		}
-		for _, b := range sw.w.buckets {
-			if _, err := ins.ExecContext(ctx, sw.key, b.minute, b.n, sw.w.span, b.minute+sw.w.span); err != nil {
-				return fmt.Errorf("sending windows: %w", err)
-			}
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM sending_windows WHERE ends <= ?`, now); err != nil {
@@ -125,38 +130,45 @@ func (m *Memory) Restore(ctx context.Context, st *SQLiteWindows, now time.Time) 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.store, m.dirty = st, map[string]struct{}{}
+	m.store, m.dirty = st, map[windowMinute]int64{}
 	for k, w := range ws {
 		m.windows[k] = w
 	}
 	return nil
 }
 
-// Flush saves the windows that changed since the last flush: one
-// transaction, however many messages they counted. A crash loses at most
-// what was counted since.
+// Flush saves the minutes of windows that changed since the last flush:
+// one transaction, however many messages they counted. A crash loses at
+// most what was counted since. A minute that left its window needs no
+// write, the rows out of their windows being deleted anyway; so what waits
+// for a flush while the database fails is bounded as the windows are.
 func (m *Memory) Flush(ctx context.Context, now time.Time) error {
+	min := minuteOf(now)
 	m.mu.Lock()
 	st := m.store
 	if st == nil || len(m.dirty) == 0 {
 		m.mu.Unlock()
 		return nil
 	}
-	ws := make([]savedWindow, 0, len(m.dirty))
-	for k := range m.dirty {
-		sw := savedWindow{key: k}
-		if w := m.windows[k]; w != nil && w.total > 0 {
-			sw.w = &window{buckets: slices.Clone(w.buckets), total: w.total, span: w.span}
+	ms := make([]savedMinute, 0, len(m.dirty))
+	for wm, ends := range m.dirty {
+		if ends <= min {
+			continue
 		}
-		ws = append(ws, sw)
+		sm := savedMinute{windowMinute: wm, span: ends - wm.minute}
+		if w := m.windows[wm.key]; w != nil {
+			sm.n = w.at(wm.minute)
+		}
+		ms = append(ms, sm)
 	}
-	dirty := m.dirty
-	m.dirty = map[string]struct{}{}
+	m.dirty = map[windowMinute]int64{}
 	m.mu.Unlock()
-	if err := st.save(ctx, minuteOf(now), ws); err != nil {
+	if err := st.save(ctx, min, ms); err != nil {
 		m.mu.Lock()
-		for k := range dirty {
-			m.dirty[k] = struct{}{}
+		for _, sm := range ms {
+			if _, ok := m.dirty[sm.windowMinute]; !ok {
+				m.dirty[sm.windowMinute] = sm.minute + sm.span
+			}
 		}
 		m.mu.Unlock()
 		return err
@@ -164,9 +176,25 @@ func (m *Memory) Flush(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// changed notes key for the next flush; m.mu is held.
-func (m *Memory) changed(key string) {
+// changed notes a minute of the window key, span minutes long, for the
+// next flush; m.mu is held.
+func (m *Memory) changed(key string, minute, span int64) {
 	if m.dirty != nil {
-		m.dirty[key] = struct{}{}
+		m.dirty[windowMinute{key, minute}] = minute + span
 	}
+}
+
+// at is how many events w holds in minute, 0 when the minute left the
+// window or has none. The minutes that change are the latest, so the
+// search starts from them.
+func (w *window) at(minute int64) int64 {
+	for i := len(w.buckets) - 1; i >= 0; i-- {
+		if b := w.buckets[i]; b.minute <= minute {
+			if b.minute == minute {
+				return b.n
+			}
+			break
+		}
+	}
+	return 0
 }

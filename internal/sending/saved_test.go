@@ -2,6 +2,7 @@ package sending
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -98,5 +99,45 @@ func TestSavedWindowsPruned(t *testing.T) {
 	}
 	if n := rows(); n != 1 {
 		t.Fatalf("%d rows a day later, want 1", n)
+	}
+}
+
+// BenchmarkFlush: 100 accounts that sent every minute of the day each send
+// one more message, and the node saves their windows.
+func BenchmarkFlush(b *testing.B) {
+	ctx := context.Background()
+	st, err := NewSQLiteWindows(ctx, testutil.OpenDB(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := NewMemory()
+	if err := m.Restore(ctx, st, time.Time{}); err != nil {
+		b.Fatal(err)
+	}
+	at := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	keys := make([]string, 100)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("rcpt-day:%d@firma.cz", i)
+	}
+	send := func(now time.Time) {
+		for _, k := range keys {
+			if _, refused, _, err := m.Take(ctx, now, []Request{{Key: k, Window: 24 * time.Hour, N: 1}}); err != nil || refused >= 0 {
+				b.Fatalf("take: %v, refused %d", err, refused)
+			}
+		}
+	}
+	for i := range 1440 {
+		send(at.Add(time.Duration(i) * time.Minute))
+	}
+	now := at.Add(1439 * time.Minute)
+	if err := m.Flush(ctx, now); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		send(now)
+		if err := m.Flush(ctx, now); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
