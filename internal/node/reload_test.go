@@ -334,11 +334,3 @@ func TestChangedKeys(t *testing.T) {
 		t.Errorf("ChangedKeys = %v, want %v", got, want)
 	}
 }
-
-// The engine's bound of a sending limit is the one the config file is
-// checked against; the number is written in both packages.
-func TestSendingMaxValue(t *testing.T) {
-	if sending.MaxValue != config.MaxSendingLimit {
-		t.Errorf("sending.MaxValue %d, config.MaxSendingLimit %d", sending.MaxValue, config.MaxSendingLimit)
-	}
-}
