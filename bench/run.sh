@@ -726,12 +726,23 @@ done
 # A count, which tracing does not change, so it is taken once, apart from
 # the timed runs: W1's load for 500 messages (SMOKE=1: 100) under strace, from the start
 # of the load until the queue is empty again (accepting and delivering).
+# wait_traced PID STRACE: wait until strace (process STRACE) has attached
+# to every thread of PID, so that the load's first fsync calls are counted.
+wait_traced() {
+	local i
+	for i in $(seq 300); do
+		grep -q '^TracerPid:[[:space:]]*0$' /proc/"$1"/task/*/status 2>/dev/null || return 0
+		kill -0 "$2" 2>/dev/null || break
+		sleep 0.1
+	done
+	fail "strace did not attach to process $1"
+}
 count_fsyncs() { # SRV
 	local srv=$1 pid tree out=$W/strace-$1.txt
 	start_srv "$srv"
 	strace -f -c -e trace=fsync,fdatasync -o "$out" -p "$pid" 2>/dev/null &
 	local tpid=$!
-	sleep 1
+	wait_traced "$pid" "$tpid"
 	log "fsync count W1 $srv"
 	"$BIN/submitd-bench" -strict -json "$W/fsync.jsonl" -tag w=W1f -tag srv="$srv" -addr "$(addr $srv starttls)" \
 		-to "$(rcpt "$srv")" "${W1_LOAD[@]}" -n $FSYNC_MSGS -duration 2m \

@@ -140,6 +140,10 @@ resolver = %q
 	if !strings.Contains(refused, "Connection refused from "+badIP) {
 		t.Fatalf("blocked IP greeted with %q", refused)
 	}
+	// The refused connection's record, which Find looks up below, is
+	// written after the connection closed.
+	refusedSID := strings.Fields(refused)[2]
+	sessionRecord(t, s, refusedSID)
 
 	shots := newShooter(t, ctx)
 	// failed stops the test with the page and the server's log.
@@ -199,7 +203,6 @@ resolver = %q
 	// on the same page (SPEC R13a).
 	run("find the refusal line", chromedp.SetValue(css("#find-q"), "Server response: "+strings.TrimSpace(refused)), chromedp.Click(css("form.find button")),
 		chromedp.WaitVisible(css("#fix-unblock")))
-	refusedSID := strings.Fields(refused)[2]
 	if loc := read("location", chromedp.Location()); !strings.HasSuffix(loc, "/sessions/"+refusedSID) {
 		t.Errorf("the refusal line landed on %s, want the session %s", loc, refusedSID)
 	}

@@ -79,15 +79,7 @@ func startContainRun(t *testing.T) *containRun {
 	r.s = newServer(t, fmt.Sprintf(`[delivery]
 smarthost = %q
 smarthost_tls = "none"
-[sending]
-messages_per_hour = 0
-recipients_per_hour = 0
-recipients_per_day = 0
-[sending.domain]
-messages_per_hour = 0
-recipients_per_hour = 0
-recipients_per_day = 0
-[contain]
+`+noSendingLimits+`[contain]
 rise_floor = 3
 limit_hits = 0
 bounce_share = 0.0

@@ -80,8 +80,14 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	c.expect("QUIT", "221 ")
 	submitVia(t, s.subs, "eva@example.org")
 	testutil.WaitFor(t, 30*time.Second, "the delivery", func() bool { return len(rcv.Messages()) == 1 })
-
-	_, page := curlMetrics(t, curl, s)
+	// The attempt is counted once the receiver's 250 is back, after the
+	// receiver holds the message.
+	var page string
+	testutil.WaitFor(t, 30*time.Second, "the delivery to be counted", func() bool {
+		var m testutil.Metrics
+		m, page = curlMetrics(t, curl, s)
+		return m[`submitd_delivery_attempts_total{result="delivered"}`] == 1
+	})
 	exposed := map[string]bool{}
 	for _, l := range strings.Split(page, "\n") {
 		if l == "" || strings.HasPrefix(l, "#") {

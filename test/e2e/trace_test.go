@@ -92,6 +92,12 @@ func TestTraceWhereDidMyMailGo(t *testing.T) {
 		t.Errorf("message path: %d %s", status, raw)
 	}
 	sid := body["session_id"].(string)
+	// The session record is saved after the session closed, which the
+	// delivery does not wait for.
+	testutil.WaitFor(t, 10*time.Second, "the session record of "+sid, func() bool {
+		status, _, _ := apiCurl(t, s, token, "/api/v1/sessions/"+sid)
+		return status == 200
+	})
 	if page := webGet(t, s, token, "/sessions/"+sid); !strings.Contains(page, `href="/trace/`+id+`"`) {
 		t.Errorf("the session page does not link the message:\n%s", page)
 	}
