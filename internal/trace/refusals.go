@@ -79,6 +79,10 @@ type Refusals struct {
 
 	mu       sync.Mutex
 	episodes map[episodeKey]*episode
+	// evictAt is when the least recently refused open episode will have
+	// been idle for a minute: until then evictLocked has nothing to end,
+	// so a flood that keeps maxEpisodes busy costs no scan per refusal.
+	evictAt time.Time
 
 	// unrecorded counts the refusals that got a plain id because
 	// maxEpisodes were open.
@@ -149,12 +153,19 @@ func (r *Refusals) Refused(sid string, ip netip.Addr, listener, key string, repl
 
 // evictLocked ends the episodes idle for a minute, saving them.
 func (r *Refusals) evictLocked(now time.Time) {
+	if !now.After(r.evictAt) {
+		return
+	}
+	var oldest time.Time
 	for k, ep := range r.episodes {
 		if now.Sub(ep.last) > time.Minute {
 			r.saveLocked(k, ep)
 			delete(r.episodes, k)
+		} else if oldest.IsZero() || ep.last.Before(oldest) {
+			oldest = ep.last
 		}
 	}
+	r.evictAt = oldest.Add(time.Minute)
 }
 
 // saveLocked hands ep's record to the saver when it has grown.

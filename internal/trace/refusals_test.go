@@ -25,7 +25,8 @@ func (k *kept) Save(r *sessionlog.Record) {
 // TestRefusalEpisodes: the refusals of one client share a tag until it has
 // not been refused for episodeGap; IPv6 clients are one per /64; past
 // maxEpisodes open episodes a refusal gets a plain id, counted, so a flood
-// from many addresses holds a bounded map.
+// from many addresses holds a bounded map; once the flood has been idle a
+// minute, a new client is recorded again.
 func TestRefusalEpisodes(t *testing.T) {
 	k := &kept{recs: map[string]*sessionlog.Record{}}
 	r := NewRefusals(k)
@@ -65,5 +66,30 @@ func TestRefusalEpisodes(t *testing.T) {
 	r.mu.Unlock()
 	if n > maxEpisodes {
 		t.Errorf("%d episodes open", n)
+	}
+	// A minute later the flood's episodes are idle: a new client's
+	// refusal ends them and is recorded again.
+	clock = clock.Add(time.Minute + time.Second)
+	before := r.Unrecorded()
+	if sid := r.Refused(ids.Session(), netip.MustParseAddr("192.0.2.9"), "smtp", "blocked", line); r.Unrecorded() != before {
+		t.Errorf("after the flood went idle, %s unrecorded", sid)
+	}
+}
+
+// BenchmarkRefusedFlood is a refusal while maxEpisodes episodes are open
+// and none is idle: a flood from more clients than the map holds.
+func BenchmarkRefusedFlood(b *testing.B) {
+	r := NewRefusals(&kept{recs: map[string]*sessionlog.Record{}})
+	defer r.Close()
+	clock := time.Date(2026, 12, 6, 13, 7, 0, 0, time.UTC)
+	r.now = func() time.Time { return clock }
+	line := func(sid string) string { return "421 4.7.0 " + sid + " Too many connections" }
+	for i := range maxEpisodes {
+		r.Refused(ids.Session(), netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), "smtp", "limits", line)
+	}
+	ip := netip.MustParseAddr("10.1.0.1")
+	sid := ids.Session()
+	for b.Loop() {
+		r.Refused(sid, ip, "smtp", "limits", line)
 	}
 }
