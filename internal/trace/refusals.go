@@ -2,6 +2,7 @@ package trace
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -228,6 +229,20 @@ func (r *Refusals) Close() {
 // SessionGetter reads session records; the session log's stores are ones.
 type SessionGetter interface {
 	Get(ctx context.Context, id string) (*sessionlog.Record, error)
+}
+
+// Session returns the record of session id; for the id of a connection
+// refused at the greeting, which has none of its own, the record of its
+// refusals (Refusal). Every lookup of a session id support pastes goes
+// through it, so that any id the server sent answers (SPEC R13a).
+func Session(ctx context.Context, g SessionGetter, id string) (*sessionlog.Record, error) {
+	rec, err := g.Get(ctx, id)
+	if errors.Is(err, sessionlog.ErrNotFound) {
+		if r, rerr := Refusal(ctx, g, id); rerr == nil {
+			return r, nil
+		}
+	}
+	return rec, err
 }
 
 // Refusal returns the record that explains session id when the id is one

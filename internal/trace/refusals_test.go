@@ -1,6 +1,8 @@
 package trace
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"sync"
 	"testing"
@@ -8,6 +10,7 @@ import (
 
 	"submitd/internal/ids"
 	"submitd/internal/sessionlog"
+	"submitd/internal/testutil"
 )
 
 // kept collects what Refusals hands to the session log.
@@ -91,5 +94,46 @@ func BenchmarkRefusedFlood(b *testing.B) {
 	sid := ids.Session()
 	for b.Loop() {
 		r.Refused(sid, ip, "smtp", "limits", line)
+	}
+}
+
+// saveNow saves each record in the session log at once.
+type saveNow struct {
+	t  *testing.T
+	st *sessionlog.SQLite
+}
+
+func (s saveNow) Save(r *sessionlog.Record) {
+	if err := s.st.Save(context.Background(), r); err != nil {
+		s.t.Error(err)
+	}
+}
+
+// TestSession: a session id answers its own record, the id of a refused
+// connection the record of its refusals told with that id, and an unknown
+// id is not found.
+func TestSession(t *testing.T) {
+	ctx := context.Background()
+	st, err := sessionlog.NewSQLite(ctx, testutil.OpenDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := &sessionlog.Record{ID: ids.Session(), Start: time.Now(), End: time.Now(), Listener: "submission", ClientIP: "192.0.2.7"}
+	if err := st.Save(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRefusals(saveNow{t, st})
+	defer r.Close()
+	refused := r.Refused(ids.Session(), netip.MustParseAddr("192.0.2.66"), "smtp", "blocked",
+		func(sid string) string { return "554 5.1.0 " + sid + " Connection refused" })
+	if rec, err := Session(ctx, st, own.ID); err != nil || rec.ID != own.ID || rec.ClientIP != "192.0.2.7" {
+		t.Errorf("own record: %+v, %v", rec, err)
+	}
+	if rec, err := Session(ctx, st, refused); err != nil || rec.ID != refused || rec.ClientIP != "192.0.2.66" ||
+		rec.Events[0].Reply != "554 5.1.0 "+refused+" Connection refused" {
+		t.Errorf("refused connection's record: %+v, %v", rec, err)
+	}
+	if _, err := Session(ctx, st, ids.Session()); !errors.Is(err, sessionlog.ErrNotFound) {
+		t.Errorf("unknown id: %v", err)
 	}
 }
