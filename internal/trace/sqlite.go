@@ -272,10 +272,10 @@ func (s *SQLite) Prune(ctx context.Context, t time.Time) (int64, error) {
 		return 0, fmt.Errorf("trace: prune: %w", err)
 	}
 	for _, q := range []string{
-		`DELETE FROM trace_rcpts WHERE received < ? AND updated < ?`,
-		`DELETE FROM trace_events WHERE time < ? AND time < ?`,
+		`DELETE FROM trace_rcpts WHERE received < ?1 AND updated < ?1`,
+		`DELETE FROM trace_events WHERE time < ?1`,
 	} {
-		if _, err := tx.ExecContext(ctx, q, n, n); err != nil {
+		if _, err := tx.ExecContext(ctx, q, n); err != nil {
 			return 0, fmt.Errorf("trace: prune: %w", err)
 		}
 	}
