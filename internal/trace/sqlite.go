@@ -3,7 +3,6 @@ package trace
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -178,18 +177,16 @@ func (s *SQLite) Message(ctx context.Context, queueID string) (*Message, error) 
 // sqliteReader reads the history for load.
 type sqliteReader struct{ db *sql.DB }
 
-func (r sqliteReader) placeholder() string { return "?" }
-
-func (r sqliteReader) row(ctx context.Context, q, id string, dest ...any) (bool, error) {
-	err := r.db.QueryRowContext(ctx, q, id).Scan(dest...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	return err == nil, err
+func (r sqliteReader) in(col string, n int) string {
+	return col + " IN (?" + strings.Repeat(", ?", n-1) + ")"
 }
 
-func (r sqliteReader) rows(ctx context.Context, q, id string) (rows, error) {
-	rs, err := r.db.QueryContext(ctx, q, id)
+func (r sqliteReader) rows(ctx context.Context, q string, ids []string) (rows, error) {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rs, err := r.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
