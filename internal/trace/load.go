@@ -94,6 +94,18 @@ func load(ctx context.Context, r reader, ids []string, events bool) ([]*Message,
 	return out, nil
 }
 
+// loadMessage reads one message with its events, as Store.Message answers.
+func loadMessage(ctx context.Context, r reader, queueID string) (*Message, error) {
+	ms, err := load(ctx, r, []string{queueID}, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(ms) == 0 {
+		return nil, fmt.Errorf("%s: %w", queueID, ErrNotFound)
+	}
+	return ms[0], nil
+}
+
 // scanAll runs q with ids and calls each for every row.
 func scanAll(ctx context.Context, r reader, q string, ids []string, each func(rows) error) error {
 	rs, err := r.rows(ctx, strings.TrimSpace(q), ids)

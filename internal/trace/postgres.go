@@ -126,14 +126,7 @@ func (s *Postgres) Save(ctx context.Context, b *Batch) error {
 
 // Message implements Store.
 func (s *Postgres) Message(ctx context.Context, queueID string) (*Message, error) {
-	ms, err := load(ctx, pgReader{s.pool}, []string{queueID}, true)
-	if err != nil {
-		return nil, err
-	}
-	if len(ms) == 0 {
-		return nil, fmt.Errorf("%s: %w", queueID, ErrNotFound)
-	}
-	return ms[0], nil
+	return loadMessage(ctx, pgReader{s.pool}, queueID)
 }
 
 // pgReader reads the history for load.

@@ -164,14 +164,7 @@ func (s *SQLite) Save(ctx context.Context, b *Batch) error {
 
 // Message implements Store.
 func (s *SQLite) Message(ctx context.Context, queueID string) (*Message, error) {
-	ms, err := load(ctx, sqliteReader{s.db}, []string{queueID}, true)
-	if err != nil {
-		return nil, err
-	}
-	if len(ms) == 0 {
-		return nil, fmt.Errorf("%s: %w", queueID, ErrNotFound)
-	}
-	return ms[0], nil
+	return loadMessage(ctx, sqliteReader{s.db}, queueID)
 }
 
 // sqliteReader reads the history for load.
