@@ -21,28 +21,13 @@ import (
 // made awk see six fields).
 func TestQueueListFields(t *testing.T) {
 	c := newCLI(t, "bcrypt")
-	sp, err := spool.Open(filepath.Join(c.dataDir, "spool"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
 	env := &spool.Envelope{From: "jan@firma.cz", To: []string{"eva@example.org", "petr@example.net"},
 		Account: "jan@firma.cz", SessionID: "piWs1j0010jifNx01iWsdh", ClientIP: "192.0.2.1", Received: time.Now()}
-	w, err := sp.Create(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(w, "From: jan@firma.cz\r\nSubject: x\r\n\r\nbody\r\n")
-	if err := w.Commit(); err != nil {
-		t.Fatal(err)
-	}
 	next := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second)
-	st, _ := json.Marshal(&queue.State{Rcpts: []*queue.Rcpt{
+	c.spoolMessage(env, &queue.State{Rcpts: []*queue.Rcpt{
 		{Addr: "eva@example.org", Domain: "example.org", Status: queue.Deferred, Attempts: 2, Next: next},
 		{Addr: "petr@example.net", Domain: "example.net", Status: queue.Delivered, Attempts: 1},
 	}})
-	if err := sp.WriteState(env.ID, st); err != nil {
-		t.Fatal(err)
-	}
 
 	code, out, errOut := c.run("", "queue", "list")
 	if code != 0 || errOut != "" {
@@ -58,6 +43,28 @@ func TestQueueListFields(t *testing.T) {
 	}
 	if got, err := time.Parse(time.RFC3339, f[4]); err != nil || !got.Equal(next) || !strings.HasSuffix(f[4], "Z") {
 		t.Errorf("next attempt %q; want %s", f[4], next.Format(time.RFC3339))
+	}
+}
+
+// spoolMessage puts a message from env, with delivery state st, in the
+// spool of the CLI's data_dir, as a stopped server left it.
+func (c *cli) spoolMessage(env *spool.Envelope, st *queue.State) {
+	c.t.Helper()
+	sp, err := spool.Open(filepath.Join(c.dataDir, "spool"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	w, err := sp.Create(env)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	io.WriteString(w, "From: jan@firma.cz\r\nSubject: x\r\n\r\nbody\r\n")
+	if err := w.Commit(); err != nil {
+		c.t.Fatal(err)
+	}
+	b, _ := json.Marshal(st)
+	if err := sp.WriteState(env.ID, b); err != nil {
+		c.t.Fatal(err)
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 
 	"submitd/internal/ids"
 	"submitd/internal/queue"
-	"submitd/internal/sessionlog"
 	"submitd/internal/spool"
 	"submitd/internal/trace"
 )
@@ -42,13 +40,7 @@ func runSession(e *env, args []string) error {
 		return err
 	}
 	defer done()
-	r, err := st.Sessions.Get(context.Background(), pos[0])
-	if errors.Is(err, sessionlog.ErrNotFound) {
-		// A connection refused at the greeting: the record of its refusals.
-		if rr, rerr := trace.Refusal(context.Background(), st.Sessions, pos[0]); rerr == nil {
-			r, err = rr, nil
-		}
-	}
+	r, err := trace.Session(context.Background(), st.Sessions, pos[0])
 	if err != nil {
 		return err
 	}

@@ -93,8 +93,14 @@ func runTrace(e *env, args []string) error {
 				}
 				fmt.Fprintln(w, line)
 			}
-			if len(m.Fixes) > 0 {
-				fmt.Fprintf(w, "fixes     %v (submitd queue retry|delete %s)\n", m.Fixes, m.QueueID)
+			for _, f := range m.Fixes {
+				// A held message is released with its account: a retry
+				// leaves it held (SPEC R20).
+				fix := "submitd queue " + f + " " + m.QueueID
+				if f == "release" {
+					fix = "submitd held release " + printable(m.Account)
+				}
+				fmt.Fprintf(w, "fix       %s\n", fix)
 			}
 			return nil
 		} else if !notFound(err) {

@@ -23,6 +23,7 @@ import (
 	"submitd/internal/password"
 	"submitd/internal/queue"
 	"submitd/internal/sessionlog"
+	"submitd/internal/trace"
 )
 
 // Paging defaults of the list endpoints.
@@ -242,7 +243,7 @@ func (s *Server) getSession(r *http.Request, p *principal) (any, error) {
 	if !ids.IsSession(id) {
 		return nil, badRequest("%q is not a session id (22 letters and digits)", id)
 	}
-	rec, err := s.sessionRecord(r.Context(), id)
+	rec, err := trace.Session(r.Context(), s.cfg.Sessions, id)
 	if err != nil {
 		return nil, err
 	}

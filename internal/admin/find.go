@@ -13,6 +13,7 @@ import (
 	"submitd/internal/directory"
 	"submitd/internal/ids"
 	"submitd/internal/sessionlog"
+	"submitd/internal/trace"
 )
 
 // maxFind bounds what Find reads: the text pasted, and how many of each
@@ -143,7 +144,7 @@ func (s *Server) find(r *http.Request, p *principal) (any, error) {
 		}
 	}
 	for _, id := range t.Sessions {
-		rec, err := s.sessionRecord(ctx, id)
+		rec, err := trace.Session(ctx, s.cfg.Sessions, id)
 		if errors.Is(err, sessionlog.ErrNotFound) {
 			continue
 		}

@@ -232,9 +232,6 @@ type webSession struct {
 
 // New makes a server over cfg.
 func New(cfg Config) *Server {
-	if cfg.SessionIdle <= 0 {
-		cfg.SessionIdle = DefaultSessionIdle
-	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
 	}

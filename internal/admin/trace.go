@@ -309,15 +309,3 @@ func (s *Server) traceDeleted(ctx context.Context, p *principal, id string, boun
 		s.cfg.Log.Error("admin: the delete is not in the delivery history", "queue_id", id, "err", err)
 	}
 }
-
-// sessionRecord returns the record of session id; for the id of a connection
-// refused at the greeting, the record of its refusals (trace.Refusals).
-func (s *Server) sessionRecord(ctx context.Context, id string) (*sessionlog.Record, error) {
-	rec, err := s.cfg.Sessions.Get(ctx, id)
-	if errors.Is(err, sessionlog.ErrNotFound) {
-		if r, rerr := trace.Refusal(ctx, s.cfg.Sessions, id); rerr == nil {
-			return r, nil
-		}
-	}
-	return rec, err
-}

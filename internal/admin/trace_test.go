@@ -2,8 +2,6 @@ package admin
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -150,16 +148,9 @@ func TestTracePages(t *testing.T) {
 // webGetAs fetches a support page with the support role's token.
 func webGetAs(t *testing.T, w *world, path string) string {
 	t.Helper()
-	req, _ := http.NewRequest("GET", w.ts.URL+path, nil)
-	req.Header.Set("Authorization", "Bearer "+w.tokens[RoleSupport])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	r := w.do("GET", path, "", RoleSupport)
+	if r.status != 200 {
+		t.Fatalf("%s: %d\n%s", path, r.status, r.raw)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("%s: %d\n%s", path, resp.StatusCode, b)
-	}
-	return string(b)
+	return r.raw
 }

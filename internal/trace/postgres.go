@@ -2,7 +2,6 @@ package trace
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -127,31 +126,20 @@ func (s *Postgres) Save(ctx context.Context, b *Batch) error {
 
 // Message implements Store.
 func (s *Postgres) Message(ctx context.Context, queueID string) (*Message, error) {
-	ms, err := load(ctx, pgReader{s.pool}, []string{queueID}, true)
-	if err != nil {
-		return nil, err
-	}
-	if len(ms) == 0 {
-		return nil, fmt.Errorf("%s: %w", queueID, ErrNotFound)
-	}
-	return ms[0], nil
+	return loadMessage(ctx, pgReader{s.pool}, queueID)
 }
 
 // pgReader reads the history for load.
 type pgReader struct{ pool *pgxpool.Pool }
 
-func (r pgReader) placeholder() string { return "$1" }
+func (r pgReader) in(col string, _ int) string { return col + " = ANY($1)" }
 
-func (r pgReader) row(ctx context.Context, q, id string, dest ...any) (bool, error) {
-	err := r.pool.QueryRow(ctx, q, pgdb.Text(id)).Scan(dest...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
+func (r pgReader) rows(ctx context.Context, q string, ids []string) (rows, error) {
+	args := make([]string, len(ids))
+	for i, id := range ids {
+		args[i] = pgdb.Text(id)
 	}
-	return err == nil, err
-}
-
-func (r pgReader) rows(ctx context.Context, q, id string) (rows, error) {
-	return r.pool.Query(ctx, q, pgdb.Text(id))
+	return r.pool.Query(ctx, q, args)
 }
 
 // Find implements Store.

@@ -155,16 +155,22 @@ func (r *Recorder) run() {
 	var held []item
 	var retry <-chan time.Time
 	wait := retryMin
+	// hold keeps the newest maxHeld of its for the retry, counting the
+	// older ones as failed.
+	hold := func(its []item) {
+		if n := len(its) - maxHeld; n > 0 {
+			r.failed.Add(uint64(n))
+			its = its[n:]
+		}
+		held = its
+	}
 	save := func(its []item) {
 		if err := r.store.Save(context.Background(), r.batch(its)); err != nil {
 			if held == nil {
 				r.log.Error("trace: save failed; holding the delivery history and retrying", "items", len(its), "err", err)
 			}
-			if n := len(its) - maxHeld; n > 0 {
-				r.failed.Add(uint64(n))
-				its = its[n:]
-			}
-			held, retry, wait = its, time.After(wait), min(2*wait, retryMax)
+			hold(its)
+			retry, wait = time.After(wait), min(2*wait, retryMax)
 			return
 		}
 		held, retry, wait = nil, nil, retryMin
@@ -197,11 +203,7 @@ func (r *Recorder) run() {
 			if held != nil {
 				// The store is failing: the new items wait for the retry
 				// with the others, bounded.
-				if n := len(its) - maxHeld; n > 0 {
-					r.failed.Add(uint64(n))
-					its = its[n:]
-				}
-				held = its
+				hold(its)
 				continue
 			}
 			save(its)

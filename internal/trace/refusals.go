@@ -2,6 +2,7 @@ package trace
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -79,6 +80,10 @@ type Refusals struct {
 
 	mu       sync.Mutex
 	episodes map[episodeKey]*episode
+	// evictAt is when the least recently refused open episode will have
+	// been idle for a minute: until then evictLocked has nothing to end,
+	// so a flood that keeps maxEpisodes busy costs no scan per refusal.
+	evictAt time.Time
 
 	// unrecorded counts the refusals that got a plain id because
 	// maxEpisodes were open.
@@ -149,12 +154,19 @@ func (r *Refusals) Refused(sid string, ip netip.Addr, listener, key string, repl
 
 // evictLocked ends the episodes idle for a minute, saving them.
 func (r *Refusals) evictLocked(now time.Time) {
+	if !now.After(r.evictAt) {
+		return
+	}
+	var oldest time.Time
 	for k, ep := range r.episodes {
 		if now.Sub(ep.last) > time.Minute {
 			r.saveLocked(k, ep)
 			delete(r.episodes, k)
+		} else if oldest.IsZero() || ep.last.Before(oldest) {
+			oldest = ep.last
 		}
 	}
+	r.evictAt = oldest.Add(time.Minute)
 }
 
 // saveLocked hands ep's record to the saver when it has grown.
@@ -217,6 +229,20 @@ func (r *Refusals) Close() {
 // SessionGetter reads session records; the session log's stores are ones.
 type SessionGetter interface {
 	Get(ctx context.Context, id string) (*sessionlog.Record, error)
+}
+
+// Session returns the record of session id; for the id of a connection
+// refused at the greeting, which has none of its own, the record of its
+// refusals (Refusal). Every lookup of a session id support pastes goes
+// through it, so that any id the server sent answers (SPEC R13a).
+func Session(ctx context.Context, g SessionGetter, id string) (*sessionlog.Record, error) {
+	rec, err := g.Get(ctx, id)
+	if errors.Is(err, sessionlog.ErrNotFound) {
+		if r, rerr := Refusal(ctx, g, id); rerr == nil {
+			return r, nil
+		}
+	}
+	return rec, err
 }
 
 // Refusal returns the record that explains session id when the id is one

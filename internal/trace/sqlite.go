@@ -3,7 +3,6 @@ package trace
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -165,31 +164,22 @@ func (s *SQLite) Save(ctx context.Context, b *Batch) error {
 
 // Message implements Store.
 func (s *SQLite) Message(ctx context.Context, queueID string) (*Message, error) {
-	ms, err := load(ctx, sqliteReader{s.db}, []string{queueID}, true)
-	if err != nil {
-		return nil, err
-	}
-	if len(ms) == 0 {
-		return nil, fmt.Errorf("%s: %w", queueID, ErrNotFound)
-	}
-	return ms[0], nil
+	return loadMessage(ctx, sqliteReader{s.db}, queueID)
 }
 
 // sqliteReader reads the history for load.
 type sqliteReader struct{ db *sql.DB }
 
-func (r sqliteReader) placeholder() string { return "?" }
-
-func (r sqliteReader) row(ctx context.Context, q, id string, dest ...any) (bool, error) {
-	err := r.db.QueryRowContext(ctx, q, id).Scan(dest...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	return err == nil, err
+func (r sqliteReader) in(col string, n int) string {
+	return col + " IN (?" + strings.Repeat(", ?", n-1) + ")"
 }
 
-func (r sqliteReader) rows(ctx context.Context, q, id string) (rows, error) {
-	rs, err := r.db.QueryContext(ctx, q, id)
+func (r sqliteReader) rows(ctx context.Context, q string, ids []string) (rows, error) {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rs, err := r.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -272,10 +262,10 @@ func (s *SQLite) Prune(ctx context.Context, t time.Time) (int64, error) {
 		return 0, fmt.Errorf("trace: prune: %w", err)
 	}
 	for _, q := range []string{
-		`DELETE FROM trace_rcpts WHERE received < ? AND updated < ?`,
-		`DELETE FROM trace_events WHERE time < ? AND time < ?`,
+		`DELETE FROM trace_rcpts WHERE received < ?1 AND updated < ?1`,
+		`DELETE FROM trace_events WHERE time < ?1`,
 	} {
-		if _, err := tx.ExecContext(ctx, q, n, n); err != nil {
+		if _, err := tx.ExecContext(ctx, q, n); err != nil {
 			return 0, fmt.Errorf("trace: prune: %w", err)
 		}
 	}

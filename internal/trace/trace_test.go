@@ -137,3 +137,41 @@ func TestRecorderAccepted(t *testing.T) {
 		t.Errorf("unknown: %v", err)
 	}
 }
+
+// failing is a store whose first saves fail, as a database does while it
+// restarts.
+type failing struct {
+	Store
+	fails atomic.Int64
+	saved atomic.Int64
+}
+
+func (s *failing) Save(ctx context.Context, b *Batch) error {
+	if s.fails.Add(-1) >= 0 {
+		return errors.New("the database is restarting")
+	}
+	s.saved.Add(int64(len(b.Messages) + len(b.Events)))
+	return nil
+}
+
+func (s *failing) Prune(context.Context, time.Time) (int64, error) { return 0, nil }
+
+// TestRecorderRetries: while the store fails, the history is held and
+// tried again, the items that come meanwhile with it; once the store
+// answers, all of it is saved and nothing counts as lost.
+func TestRecorderRetries(t *testing.T) {
+	st := &failing{}
+	st.fails.Store(2)
+	r := NewRecorder(st, time.Hour, slog.New(slog.DiscardHandler))
+	defer r.Close()
+	ev := queue.TraceEvent{QueueID: "0000000000000000000000a1", Rcpt: "a@example.org", Time: time.Now(), Kind: queue.TraceDeferred}
+	r.Trace(ev)
+	testutil.WaitFor(t, 30*time.Second, "the first save failed", func() bool { return st.fails.Load() < 2 })
+	for range 10 {
+		r.Trace(ev)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the held history saved", func() bool { return st.saved.Load() == 11 })
+	if s := r.Stats(); s.Failed != 0 || s.Dropped != 0 {
+		t.Errorf("stats after the store recovered: %+v", s)
+	}
+}

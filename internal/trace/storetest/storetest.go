@@ -156,6 +156,12 @@ func find(t *testing.T, open Open) {
 	if len(ms) != 1 || len(ms[0].Rcpts) != 2 || ms[0].Rcpts[1].Addr != "boss@example.org" || ms[0].Events != nil {
 		t.Errorf("found message = %+v", ms)
 	}
+	// Several messages found at once each come with their own recipients.
+	ms, _ = st.Find(ctx, trace.Query{Rcpt: "boss@example.org"})
+	if len(ms) != 2 || ms[0].From != "eva@firma.cz" || len(ms[0].Rcpts) != 1 || ms[1].From != "info@firma.cz" ||
+		len(ms[1].Rcpts) != 2 || ms[1].Rcpts[0].Addr != "friend@example.org" || !ms[1].Received.Equal(m2.Received) {
+		t.Errorf("found messages = %+v", ms)
+	}
 	if _, err := st.Find(ctx, trace.Query{}); err == nil {
 		t.Error("Find with no criteria accepted")
 	}
