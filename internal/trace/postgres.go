@@ -108,7 +108,8 @@ func (s *Postgres) Save(ctx context.Context, b *Batch) error {
 				state = excluded.state,
 				reply = CASE WHEN excluded.reply = '' THEN trace_rcpts.reply ELSE excluded.reply END,
 				host = CASE WHEN excluded.reply = '' THEN trace_rcpts.host ELSE excluded.host END,
-				updated = excluded.updated, next = excluded.next`,
+				updated = excluded.updated, next = excluded.next
+				WHERE trace_rcpts.state NOT IN `+finalStates,
 				t(e.QueueID), t(e.Rcpt), nanos(e.Time), st, t(e.Reply), t(e.Host), nanos(e.Next))
 		default:
 			pb.Queue(`UPDATE trace_rcpts SET state = $1, updated = $2, next = 0

@@ -109,7 +109,8 @@ const (
 	sqliteRcptState = `INSERT INTO trace_rcpts (queue_id, seq, rcpt, received, state, reply, host, updated, next)
 		VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (queue_id, rcpt) DO UPDATE SET
 		state = excluded.state, reply = CASE WHEN excluded.reply = '' THEN reply ELSE excluded.reply END,
-		host = CASE WHEN excluded.reply = '' THEN host ELSE excluded.host END, updated = excluded.updated, next = excluded.next`
+		host = CASE WHEN excluded.reply = '' THEN host ELSE excluded.host END, updated = excluded.updated, next = excluded.next
+		WHERE trace_rcpts.state NOT IN ` + finalStates
 	// An event of the whole message changes the recipients not yet done.
 	sqliteMessageState = `UPDATE trace_rcpts SET state = ?, updated = ?, next = 0
 		WHERE queue_id = ? AND state NOT IN ('delivered', 'failed', 'bounced')`

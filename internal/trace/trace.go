@@ -180,6 +180,12 @@ func NormAddr(s string) string {
 	return strings.ToLower(s)
 }
 
+// finalStates are the states of a recipient whose message is gone from
+// the queue, as an SQL list: no later event changes them. The end of an
+// attempt that was under way when support deleted the message is saved
+// after the delete, and is kept as an event only.
+const finalStates = `('` + StateDeleted + `', '` + StatePurged + `')`
+
 // stateOf is the state an event leaves a recipient in; "" leaves it be.
 func stateOf(kind string) string {
 	switch kind {

@@ -40,7 +40,8 @@ func message(id string, received time.Time, from string, rcpts ...string) *trace
 
 // pathAndStates: each recipient's state follows its last attempt, a
 // bounce and a message-wide step (held, released, deleted) change only the
-// recipients not done yet, and the events come back in order.
+// recipients not done yet, and the events come back in order. Deleted
+// and purged are final: a later attempt's end does not change them.
 func pathAndStates(t *testing.T, open Open) {
 	ctx := context.Background()
 	st := open(t)
@@ -93,6 +94,18 @@ func pathAndStates(t *testing.T, open Open) {
 		if got.Rcpts[0].State != "delivered" || got.Rcpts[1].State != "bounced" || got.Rcpts[2].State != wantLater {
 			t.Errorf("after %s: %+v", k, got.Rcpts)
 		}
+	}
+	// The end of an attempt that was under way when the message was
+	// deleted reaches the history after the delete: it is kept as an
+	// event, and the recipient stays deleted.
+	late := trace.Event{QueueID: qid1, Rcpt: "later@example.net", Time: at.Add(2 * time.Minute), Kind: "deferred",
+		Host: "mx.example.net [192.0.2.26]", Reply: "451 4.4.2 delivery interrupted"}
+	if err := st.Save(ctx, &trace.Batch{Events: []trace.Event{late}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = st.Message(ctx, qid1)
+	if r := got.Rcpts[2]; r.State != "deleted" || r.Reply != "451 4.3.0 try later" || len(got.Events) != 8 {
+		t.Errorf("after an attempt ended past the delete: %+v, %d events", r, len(got.Events))
 	}
 	if _, err := st.Message(ctx, qid2); !errors.Is(err, trace.ErrNotFound) {
 		t.Errorf("unknown message: %v", err)
